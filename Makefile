@@ -1,0 +1,53 @@
+# aftercall: `make test` and `make demo` set up everything they need on a fresh Debian machine
+# (as root: apt packages for the lab, a virtualenv with the project), then run.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := debootstrap sip-tester docker-compose chromium
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup apt venv lab lab-down test test-unit demo bench check clean
+
+setup: apt venv
+
+apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip>=23"
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lab: setup
+	$(VENV)/bin/aftercall lab up
+
+lab-down:
+	-$(VENV)/bin/aftercall lab down
+
+test: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -ra -m "not lab" $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m agent.demo
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/smpp.py
+	$(PY) bench/latency.py
+
+check: venv
+	$(VENV)/bin/aftercall check rules.yaml
+
+clean: lab-down
+	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,0 +1,1 @@
+"""The AMI link: panoramisk wrapper and FastAGI hooks."""

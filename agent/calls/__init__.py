@@ -1,0 +1,1 @@
+"""Call tracking: AMI events in, call records out (pure)."""

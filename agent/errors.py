@@ -1,0 +1,118 @@
+"""The one exception tree of aftercall.
+
+    AftercallError
+    +-- ConfigError            settings or rules.yaml are wrong; the user must fix a file/flag
+    |   +-- RulesError         carries every Problem found (file:line:column, key path, message)
+    +-- AmiError               the AMI link
+    |   +-- AmiLoginError      Asterisk refused our credentials: retrying will not help
+    |   +-- AmiDisconnected    no connection right now; actions fail fast
+    |   +-- AmiTimeout         an action got no response in time
+    +-- ProtocolError          a peer broke its protocol (malformed AMI block, SMPP PDU);
+    |   +-- PduError           names the PDU field that is wrong
+    +-- GatewayError           an SMS gateway refused or failed a submit
+    |   +-- GatewayTemporaryError   worth retrying (throttled, queue full, 5xx, connection lost)
+    |   +-- GatewayPermanentError   never retry (invalid destination, rejected, 4xx)
+    |   +-- GatewayAmbiguousError   the submit may or may not have reached the SMSC
+    +-- StoreError             the database cannot record (locked, disk full, newer schema)
+    +-- LabError               the local Asterisk lab cannot be provisioned or started
+
+Messages never contain secrets: anything that formats a settings object uses its redacted form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AftercallError(Exception):
+    """Base of every error aftercall raises on purpose."""
+
+
+class ConfigError(AftercallError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a configuration file, located precisely."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str  # dotted key path, e.g. "rules[2].match.queue"
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class RulesError(ConfigError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class AmiError(AftercallError):
+    pass
+
+
+class AmiLoginError(AmiError):
+    pass
+
+
+class AmiDisconnected(AmiError):
+    pass
+
+
+class AmiTimeout(AmiError):
+    pass
+
+
+class ProtocolError(AftercallError):
+    pass
+
+
+class PduError(ProtocolError):
+    def __init__(self, message: str, *, field: str | None = None, command: str | None = None):
+        self.field = field
+        self.command = command
+        where = " ".join(x for x in (command, field) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class GatewayError(AftercallError):
+    """A gateway failed a submit. ``code`` is the gateway's own status (SMPP command_status,
+    HTTP status), ``reason`` a short stable word for reports (e.g. ``throttled``)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: int | str | None = None, reason: str = "error"):
+        self.code = code
+        self.reason = reason
+        super().__init__(message)
+
+
+class GatewayTemporaryError(GatewayError):
+    retryable = True
+
+
+class GatewayPermanentError(GatewayError):
+    retryable = False
+
+
+class GatewayAmbiguousError(GatewayError):
+    retryable = False
+
+
+class StoreError(AftercallError):
+    pass
+
+
+class LabError(AftercallError):
+    pass

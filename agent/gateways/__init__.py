@@ -1,0 +1,1 @@
+"""SMS gateways: SMPP 3.4 and HTTP drivers behind one Protocol."""

@@ -1,0 +1,1 @@
+"""SMPP 3.4: pure PDU codec and asyncio client."""

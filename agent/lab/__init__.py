@@ -1,0 +1,1 @@
+"""The local Asterisk lab (Debian sid root under chroot)."""

@@ -1,0 +1,310 @@
+"""The local lab: Debian's Asterisk in a cached sid root, run under chroot on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import LabError
+
+DEFAULT_HOME = Path(os.environ.get("AFTERCALL_LAB_DIR", "/var/cache/aftercall"))
+REPO_CONF = Path(__file__).resolve().parents[2] / "asterisk_conf"
+STOCK_FILES = ("cel.conf", "features.conf", "acl.conf", "udptl.conf", "pjproject.conf",
+               "indications.conf", "ccss.conf")
+PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060)}
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Paths of one lab. ``home`` holds the cached root, the AMI secret and the pid file."""
+
+    home: Path = DEFAULT_HOME
+    conf: Path = REPO_CONF
+    suite: str = "sid"
+
+    @property
+    def root(self) -> Path:
+        return self.home / "sid-asterisk"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "asterisk.pid"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.home / "ami_secret"
+
+    @property
+    def console_log(self) -> Path:
+        return self.home / "asterisk.out"
+
+    @property
+    def cdr_csv(self) -> Path:
+        return self.root / "var/log/asterisk/cdr-csv/Master.csv"
+
+    @property
+    def messages_log(self) -> Path:
+        return self.root / "var/log/asterisk/messages"
+
+    # -- provisioning -------------------------------------------------------------------------
+
+    def provisioned(self) -> bool:
+        return (self.root / "usr/sbin/asterisk").exists() and (self.root / ".aftercall-ok").exists()
+
+    def provision(self, log=print) -> float:
+        """Build the sid root once (about a minute); returns the seconds it took (0 if cached)."""
+        if self.provisioned():
+            return 0.0
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (debootstrap and chroot): run it with sudo or as root")
+        if shutil.which("debootstrap") is None:
+            raise LabError("debootstrap is not installed: apt-get install debootstrap")
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.home / "sid-asterisk.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        log(f"lab: building a Debian {self.suite} root with asterisk in {self.root} (once) ...")
+        t0 = time.monotonic()
+        out = self.home / "debootstrap.log"
+        with out.open("wb") as fh:
+            rc = subprocess.call(
+                ["debootstrap", "--variant=minbase", "--include=asterisk", self.suite, str(tmp)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        if rc != 0 or not (tmp / "usr/sbin/asterisk").exists():
+            tail = _tail(out, 15)
+            raise LabError(
+                f"debootstrap of Debian {self.suite} failed (exit {rc}); the Debian mirror may be "
+                f"unreachable. Last lines of {out}:\n{tail}"
+            )
+        (tmp / ".aftercall-ok").write_text("ok\n")
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        tmp.rename(self.root)
+        return time.monotonic() - t0
+
+    # -- running ------------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def secret(self) -> str:
+        if not self.secret_file.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.secret_file.write_text(secrets.token_urlsafe(18))
+            self.secret_file.chmod(0o600)
+        return self.secret_file.read_text().strip()
+
+    def install_conf(self) -> None:
+        etc = self.root / "etc/asterisk"
+        if not (etc / ".aftercall-stock").exists():
+            # Keep Debian's samples out of the way: only the project's files configure the lab.
+            stock = self.root / "etc/asterisk.stock"
+            if not stock.exists():
+                shutil.copytree(etc, stock)
+            shutil.rmtree(etc)
+            etc.mkdir()
+            (etc / ".aftercall-stock").write_text("stock configs in /etc/asterisk.stock\n")
+        for f in etc.iterdir():
+            if f.name != ".aftercall-stock":
+                if f.is_dir():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
+        # Core files Asterisk always reads: Debian's stock versions are right for the lab.
+        for name in STOCK_FILES:
+            src = self.root / "etc/asterisk.stock" / name
+            if src.exists():
+                shutil.copy2(src, etc / name)
+        for f in self.conf.iterdir():
+            if f.is_file():
+                shutil.copy2(f, etc / f.name)
+        (etc / "aftercall_secret.conf").write_text(f"secret = {self.secret()}\n")
+        (etc / "aftercall_secret.conf").chmod(0o600)
+        for d in ("var/lib/asterisk", "var/spool/asterisk", "var/log/asterisk", "var/run/asterisk",
+                  "var/cache/asterisk", "var/log/asterisk/cdr-csv"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        # The root's files belong to the chroot's asterisk user; the lab runs Asterisk as root.
+        subprocess.call(["chown", "-R", "root:root", str(self.root / "var/lib/asterisk"),
+                         str(self.root / "var/spool/asterisk"), str(self.root / "var/log/asterisk"),
+                         str(self.root / "var/run/asterisk"), str(self.root / "var/cache/asterisk")])
+
+    def up(self, *, timeout: float = 30.0, log=print) -> dict[str, float]:
+        """Start Asterisk (provisioning first if needed); returns timings. Idempotent."""
+        timings = {"provision_s": self.provision(log=log)}
+        if self.running():
+            _wait_ami(self, timeout)
+            return timings | {"start_s": 0.0}
+        self._reap_strays()
+        for name, (proto, port) in PORTS.items():
+            if not _port_free(proto, port):
+                raise LabError(
+                    f"cannot start the lab: {name} port {port}/{proto} on 127.0.0.1 is already in "
+                    f"use by another process (stop it, or `aftercall lab down` if it is an old lab)"
+                )
+        t0 = time.monotonic()
+        self.install_conf()
+        if self.messages_log.exists():
+            self.messages_log.unlink()
+        with self.console_log.open("wb") as out:
+            proc = subprocess.Popen(
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-n", "-g"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(str(proc.pid))
+        try:
+            _wait_ami(self, timeout, proc=proc)
+            self._check_config_errors()
+        except LabError:
+            self.down()
+            raise
+        return timings | {"start_s": time.monotonic() - t0}
+
+    def _check_config_errors(self) -> None:
+        # Asterisk starts even with a broken config file; the lab refuses to, loudly.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if "fully booted" in self.cli("core show version") + self.cli("core waitfullybooted"):
+                break
+        bad = [
+            line
+            for line in _tail(self.messages_log, 400).splitlines()
+            if "ERROR" in line
+            and any(k in line for k in ("config", "parse", "line", "Unable to load", ".conf"))
+        ]
+        if bad:
+            raise LabError("Asterisk reported configuration errors:\n" + "\n".join(bad[-10:]))
+
+    def cli(self, command: str, timeout: float = 10) -> str:
+        r = subprocess.run(
+            ["chroot", str(self.root), "/usr/sbin/asterisk", "-rx", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return r.stdout + r.stderr
+
+    def down(self, *, timeout: float = 10.0) -> None:
+        """Stop Asterisk and anything else left running in the root. Idempotent."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(Exception):
+                self.cli("core stop now", timeout=5)
+            _wait_gone(pid, timeout)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                _wait_gone(pid, 5)
+        self._reap_strays()
+        with contextlib.suppress(FileNotFoundError):
+            self.pidfile.unlink()
+
+    def restart_asterisk(self, *, timeout: float = 30.0) -> None:
+        """``core restart now``: the same PID re-execs, AMI goes away and comes back."""
+        self.cli("core restart now", timeout=5)
+
+    def _reap_strays(self) -> None:
+        if not self.root.exists():
+            return
+        root = str(self.root.resolve())
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "root") == root:
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "provisioned": self.provisioned(),
+            "root": str(self.root),
+            "running": self.running(),
+            "pid": self.pid(),
+            "ami": _ami_banner(1.0) is not None,
+            "cdr_csv": str(self.cdr_csv),
+        }
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+
+
+def _port_free(proto: str, port: int) -> bool:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ami_banner(timeout: float) -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", 5038), timeout=timeout) as s:
+            s.settimeout(timeout)
+            data = s.recv(100).decode(errors="replace")
+    except OSError:
+        return None
+    return data if data.startswith("Asterisk Call Manager") else None
+
+
+def _wait_ami(lab: Lab, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise LabError(
+                f"Asterisk exited with status {proc.returncode} while starting. Last lines:\n"
+                f"{_tail(lab.console_log, 15)}\n{_tail(lab.messages_log, 15)}"
+            )
+        if _ami_banner(1.0) is not None:
+            return
+        time.sleep(0.1)
+    raise LabError(
+        f"AMI did not answer on 127.0.0.1:5038 within {timeout:.0f}s. Last lines:\n"
+        f"{_tail(lab.console_log, 15)}\n{_tail(lab.messages_log, 15)}"
+    )

@@ -1,0 +1,179 @@
+"""SIPp on the lab: agent phones (UAS) that stay up, and callers (UAC) placed one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import LabError
+
+SCENARIOS = Path(__file__).resolve().parent / "sipp"
+ASTERISK = "127.0.0.1:5060"
+
+# Agent phones: extension -> (SIP port, scenario). Ports match asterisk_conf/pjsip.conf.
+PHONES: dict[str, tuple[int, str]] = {
+    "2001": (5071, "uas_answer.xml"),
+    "2002": (5072, "uas_answer.xml"),
+    "2003": (5073, "uas_hangup.xml"),
+    "2008": (5078, "uas_noanswer.xml"),
+    "2009": (5079, "uas_busy.xml"),
+}
+
+# DIDs of asterisk_conf/extensions.conf
+DID_SUPPORT = "18005550100"
+DID_SALES = "18005550200"
+DID_DIRECT = "18005550300"
+DID_BUSY = "18005550400"
+DID_BILLING = "18005550500"
+DID_AGENT_HANGS_UP = "18005550600"
+DID_APPOINTMENT = "18005550700"
+DID_NO_ANSWER = "18005550800"
+
+
+def _sipp() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise LabError("sipp is not installed: apt-get install sip-tester")
+    return path
+
+
+def _udp_port_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentPhones:
+    """The SIPp UAS processes behind the lab's agent extensions."""
+
+    def __init__(self, agent_hangup_ms: int = 2000) -> None:
+        self.agent_hangup_ms = agent_hangup_ms
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for ext, (port, scenario) in PHONES.items():
+            if ext in self._procs and self._procs[ext].poll() is None:
+                continue
+            self._procs[ext] = subprocess.Popen(
+                [_sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
+                 "-mp", str(free_udp_port()), "-d", str(self.agent_hangup_ms), "-nostdin",
+                 "-max_recv_loops", "100"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        """SIPp has no readiness signal: wait until every phone's SIP port is bound."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            if all(_udp_port_bound(PHONES[ext][0]) for ext in self._procs):
+                return
+            time.sleep(0.02)
+        raise LabError("SIPp agent phones did not bind their ports within "
+                       f"{timeout:.0f}s: {', '.join(self._procs)}")
+
+    def check(self) -> None:
+        dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
+        if dead:
+            raise LabError(f"SIPp agent phones exited: {', '.join(dead)} (port in use?)")
+
+    def stop(self) -> None:
+        for p in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+        for p in self._procs.values():
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._procs.clear()
+
+    def __enter__(self) -> AgentPhones:
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class CallResult:
+    scenario: str
+    did: str
+    caller: str
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+# Caller scenarios: what the caller does.
+TALK = "uac_call.xml"  # talks for duration_ms after the answer, then hangs up
+WAIT_FOR_BYE = "uac_remote_bye.xml"  # stays until the far end hangs up
+REFUSED = "uac_reject.xml"  # expects a 4xx-6xx final response
+GIVE_UP = "uac_cancel.xml"  # hangs up while it is still ringing, after duration_ms
+
+
+def caller_args(
+    scenario: str,
+    did: str,
+    *,
+    caller: str = "+919876543210",
+    caller_name: str = "Ravi Kumar",
+    duration_ms: int = 1000,
+    anonymous: bool = False,
+    timeout_s: int = 60,
+) -> list[str]:
+    if anonymous:
+        caller, caller_name, domain = "anonymous", "Anonymous", "anonymous.invalid"
+        privacy = "Privacy: id"
+    else:
+        domain, privacy = "127.0.0.1", "X-Aftercall-Lab: 1"
+    return [
+        _sipp(), ASTERISK, "-sf", str(SCENARIOS / scenario), "-s", did, "-m", "1", "-l", "1",
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-d", str(duration_ms), "-key", "caller", caller, "-key", "caller_name", caller_name,
+        "-key", "caller_domain", domain, "-key", "privacy", privacy,
+        "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
+    ]
+
+
+async def place_call(scenario: str, did: str, **kw: object) -> CallResult:
+    """Run one SIPp caller to the end; returns its exit code (0: the scenario completed)."""
+    args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return CallResult(scenario, did, args[args.index("caller") + 1], proc.returncode or 0,
+                      out.decode(errors="replace")[-2000:])
+
+
+def place_call_sync(scenario: str, did: str, **kw: object) -> CallResult:
+    args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
+    r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    return CallResult(scenario, did, args[args.index("caller") + 1], r.returncode,
+                      (r.stdout + r.stderr)[-2000:])

@@ -1,0 +1,1 @@
+"""rules.yaml: schema, rule engine, templates (pure)."""

@@ -1,0 +1,91 @@
+"""Process settings (AMI address and credentials, database, HTTP bind) from flags and AFTERCALL_*."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import ConfigError
+
+PREFIX = "AFTERCALL_"
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(PREFIX + name, default)
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (flags override AFTERCALL_* environment variables)")
+    g.add_argument("--ami-host", help="AMI host (AFTERCALL_AMI_HOST, default 127.0.0.1)")
+    g.add_argument("--ami-port", type=int, help="AMI port (AFTERCALL_AMI_PORT, default 5038)")
+    g.add_argument("--ami-user", help="AMI username (AFTERCALL_AMI_USER, default aftercall)")
+    g.add_argument("--ami-secret-file",
+                   help="file holding the AMI secret (AFTERCALL_AMI_SECRET_FILE); or set "
+                        "AFTERCALL_AMI_SECRET. Never passed as a flag: argv is visible to all users")
+    g.add_argument("--ami-tls", action="store_true", default=None,
+                   help="AMI over TLS (AFTERCALL_AMI_TLS=1), required for a non-loopback host")
+    g.add_argument("--ami-allow-plain-remote", action="store_true", default=None,
+                   help="accept plain-text AMI to a non-loopback host (AFTERCALL_AMI_ALLOW_PLAIN=1)")
+    g.add_argument("--rules", help="rules.yaml (AFTERCALL_RULES, default ./rules.yaml)")
+    g.add_argument("--db", help="SQLite file (AFTERCALL_DB, default ./aftercall.db)")
+    g.add_argument("--http", help="HTTP bind host:port (AFTERCALL_HTTP, default 127.0.0.1:8080)")
+    g.add_argument("--public-url", help="public base URL of the HTTP server (AFTERCALL_PUBLIC_URL)")
+    g.add_argument("--cdr-csv", help="Asterisk Master.csv for reconciliation (AFTERCALL_CDR_CSV)")
+
+
+def _flag(args: argparse.Namespace, name: str) -> object:
+    return getattr(args, name, None)
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() in ("1", "yes", "true", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "aftercall"
+    ami_secret: str = field(default="", repr=False)
+    ami_tls: bool = False
+    ami_allow_plain_remote: bool = False
+    rules: Path = Path("rules.yaml")
+    db: Path = Path("aftercall.db")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_url: str | None = None
+    cdr_csv: Path | None = None
+    dashboard_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        secret = env("AMI_SECRET") or ""
+        secret_file = _flag(args, "ami_secret_file") or env("AMI_SECRET_FILE")
+        if secret_file:
+            try:
+                secret = Path(str(secret_file)).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read the AMI secret file {secret_file}: {e.strerror}") from e
+        http = str(_flag(args, "http") or env("HTTP", "127.0.0.1:8080"))
+        host, _, port = http.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--http / AFTERCALL_HTTP must be host:port, not {http!r}")
+        cdr = _flag(args, "cdr_csv") or env("CDR_CSV")
+        return cls(
+            ami_host=str(_flag(args, "ami_host") or env("AMI_HOST", "127.0.0.1")),
+            ami_port=int(_flag(args, "ami_port") or env("AMI_PORT", "5038") or 5038),
+            ami_user=str(_flag(args, "ami_user") or env("AMI_USER", "aftercall")),
+            ami_secret=secret,
+            ami_tls=bool(_flag(args, "ami_tls")) or _truthy(env("AMI_TLS")),
+            ami_allow_plain_remote=bool(_flag(args, "ami_allow_plain_remote"))
+            or _truthy(env("AMI_ALLOW_PLAIN")),
+            rules=Path(str(_flag(args, "rules") or env("RULES", "rules.yaml"))),
+            db=Path(str(_flag(args, "db") or env("DB", "aftercall.db"))),
+            http_host=host,
+            http_port=int(port),
+            public_url=_flag(args, "public_url") or env("PUBLIC_URL"),  # type: ignore[arg-type]
+            cdr_csv=Path(str(cdr)) if cdr else None,
+            dashboard_token=env("DASHBOARD_TOKEN"),
+        )

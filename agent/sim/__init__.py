@@ -1,0 +1,1 @@
+"""SMSC / HTTP gateway simulator."""

@@ -1,0 +1,1 @@
+"""SMS text: encoding, numbers, links, policies."""

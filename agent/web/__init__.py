@@ -1,0 +1,1 @@
+"""HTTP server: webhooks, redirects, API, dashboard, metrics."""
