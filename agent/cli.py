@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=["up", "down", "status", "record", "call"])
     lab.add_argument("--scenario", default=None, help="with record/call: one scenario name")
 
+    from agent.sim.main import add_cli as add_sim_cli
+
+    add_sim_cli(sub)
     return p
 
 

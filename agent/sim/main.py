@@ -1,0 +1,300 @@
+"""Runs the SMSC simulator: SMPP server, HTTP gateway (sim/http.py) and a control API for tests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.sim.core import FaultConfig, SimCore
+from agent.sim.smpp import SmppServer
+
+log = structlog.get_logger(__name__)
+
+READY_PREFIX = "SIM_READY"
+
+
+class MoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sender: str = Field(min_length=1, max_length=20)
+    recipient: str = Field(min_length=1, max_length=20)
+    text: str = Field(max_length=2000)
+
+
+class FaultsBody(BaseModel):
+    """A partial update of FaultConfig: only the keys present change."""
+
+    model_config = ConfigDict(extra="forbid")
+    refuse_bind: bool | None = None
+    throttle_tps: float | None = None
+    error_for: list[tuple[str, int]] | None = None
+    never_respond: bool | None = None
+    drop_after: int | None = None
+    receipt_delay: float | None = None
+    outcome_mix: dict[str, float] | None = None
+    duplicate_receipts: bool | None = None
+    out_of_order_receipts: bool | None = None
+
+
+def apply_faults(faults: FaultConfig, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` (keys as in FaultConfig; null clears nullable fields) or nothing."""
+    before = dict(vars(faults))
+    try:
+        for key, value in changes.items():
+            setattr(faults, key, value)
+        faults.validate()
+    except ValueError:
+        for key, value in before.items():
+            setattr(faults, key, value)
+        raise
+
+
+def add_control_routes(app: web.Application, core: SimCore) -> None:
+    async def get_messages(request: web.Request) -> web.Response:
+        since = int(request.query.get("since", "0"))
+        return web.json_response({
+            "messages": [m.to_dict() for m in core.messages[since:]],
+            "count": len(core.messages),
+            "parts_received": core.parts_received,
+        })
+
+    async def post_mo(request: web.Request) -> web.Response:
+        try:
+            body = MoBody.model_validate(await request.json())
+        except (ValidationError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        n = await core.inject_mo(body.sender, body.recipient, body.text)
+        return web.json_response({"listeners": n})
+
+    async def post_faults(request: web.Request) -> web.Response:
+        try:
+            body = FaultsBody.model_validate(await request.json())
+            apply_faults(core.faults, body.model_dump(exclude_unset=True))
+        except (ValidationError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({k: v for k, v in vars(core.faults).items()})
+
+    app.router.add_get("/sim/messages", get_messages)
+    app.router.add_post("/sim/mo", post_mo)
+    app.router.add_post("/sim/faults", post_faults)
+
+
+def _http_app(core: SimCore) -> web.Application:
+    """The HTTP gateway face when agent/sim/http.py provides it, else a bare app."""
+    try:
+        module = importlib.import_module("agent.sim.http")
+    except ModuleNotFoundError as exc:
+        if exc.name != "agent.sim.http":
+            raise
+        return web.Application()
+    app: web.Application = module.make_http_app(core)
+    return app
+
+
+class RunningSim:
+    """A started simulator; ports are the bound ones (useful with port 0)."""
+
+    def __init__(self, smpp: SmppServer, runners: list[web.AppRunner]) -> None:
+        self.smpp = smpp
+        self.core = smpp.core
+        self._runners = runners
+        self.http_port: int | None = None
+        self.control_port: int | None = None
+
+    @property
+    def smpp_port(self) -> int:
+        return self.smpp.port
+
+    async def stop(self) -> None:
+        await self.smpp.close()
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server  # aiohttp exposes no public accessor for the bound port
+    assert server is not None
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+
+async def start_sim(
+    *,
+    smpp_host: str = "127.0.0.1",
+    smpp_port: int = 2775,
+    http_host: str = "127.0.0.1",
+    http_port: int | None = None,
+    system_id: str = "aftercall",
+    password: str = "secret",
+    faults: FaultConfig | None = None,
+    record_path: str | None = None,
+    control_port: int | None = None,
+    seed: int | None = None,
+) -> RunningSim:
+    """Start the faces; control routes go on the HTTP app, or on their own port when
+    ``control_port`` is given (or when there is no HTTP face)."""
+    core = SimCore(faults, record_path=record_path, seed=seed)
+    smpp = SmppServer(core, system_id=system_id, password=password, host=smpp_host,
+                      port=smpp_port)
+    await smpp.start()
+    sim = RunningSim(smpp, [])
+    if http_port is not None:
+        app = _http_app(core)
+        if control_port is None:
+            add_control_routes(app, core)
+        runner, sim.http_port = await _serve(app, http_host, http_port)
+        sim._runners.append(runner)
+        if control_port is None:
+            sim.control_port = sim.http_port
+    if control_port is not None:
+        control = web.Application()
+        add_control_routes(control, core)
+        runner, sim.control_port = await _serve(control, http_host, control_port)
+        sim._runners.append(runner)
+    return sim
+
+
+async def run_sim(
+    *,
+    smpp_host: str = "127.0.0.1",
+    smpp_port: int = 2775,
+    http_host: str = "127.0.0.1",
+    http_port: int | None = 13013,
+    system_id: str = "aftercall",
+    password: str = "secret",
+    faults: FaultConfig | None = None,
+    record_path: str | None = None,
+    control_port: int | None = None,
+    seed: int | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Run until ``shutdown_trigger`` returns (default: SIGINT/SIGTERM)."""
+    sim = await start_sim(
+        smpp_host=smpp_host, smpp_port=smpp_port, http_host=http_host, http_port=http_port,
+        system_id=system_id, password=password, faults=faults, record_path=record_path,
+        control_port=control_port, seed=seed,
+    )
+    # One parseable line for parents that started us with port 0 (bench, compose health).
+    print(f"{READY_PREFIX} smpp={sim.smpp_port} http={sim.http_port} control={sim.control_port}",
+          flush=True)
+    log.info("sim_started", smpp_port=sim.smpp_port, http_port=sim.http_port,
+             control_port=sim.control_port)
+    try:
+        if shutdown_trigger is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        else:
+            await shutdown_trigger()
+    finally:
+        await sim.stop()
+        log.info("sim_stopped", messages=len(sim.core.messages))
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def _pair(value: str, sep: str, kind: str) -> tuple[str, str]:
+    key, found, rest = value.rpartition(sep)
+    if not found or not key:
+        raise argparse.ArgumentTypeError(f"{kind}: expected KEY{sep}VALUE, got {value!r}")
+    return key, rest
+
+
+def _error_for(value: str) -> tuple[str, int]:
+    pattern, status = _pair(value, "=", "--error-for")
+    try:
+        return pattern, int(status, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--error-for: status {status!r} is not a number") from None
+
+
+def _outcome(value: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for item in value.split(","):
+        stat, weight = _pair(item, "=", "--outcome-mix")
+        try:
+            mix[stat.strip().upper()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--outcome-mix: weight {weight!r} is not a number") from None
+    return mix
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "smsc-sim", help="run the SMS gateway simulator (SMPP + HTTP) with fault injection")
+    configure_parser(p)
+    return p
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smpp-host", default="127.0.0.1")
+    p.add_argument("--smpp-port", type=int, default=2775)
+    p.add_argument("--http-host", default="127.0.0.1")
+    p.add_argument("--http-port", type=int, default=13013, help="-1 to disable the HTTP face")
+    p.add_argument("--control-port", type=int, default=None)
+    p.add_argument("--system-id", default=os.environ.get("AFTERCALL_SIM_SYSTEM_ID", "aftercall"))
+    p.add_argument("--password-env", default="AFTERCALL_SIM_PASSWORD",
+                   help="environment variable holding the SMPP password (default: 'secret')")
+    p.add_argument("--record", dest="record_path", default=None,
+                   help="append messages as JSON lines")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--refuse-bind", action="store_true")
+    p.add_argument("--throttle-tps", type=float, default=None)
+    p.add_argument("--error-for", type=_error_for, action="append", default=[],
+                   metavar="REGEX=STATUS", help="refuse destinations matching REGEX with STATUS")
+    p.add_argument("--never-respond", action="store_true")
+    p.add_argument("--drop-after", type=int, default=None)
+    p.add_argument("--receipt-delay", type=float, default=0.05)
+    p.add_argument("--outcome-mix", type=_outcome, default={"DELIVRD": 1.0},
+                   metavar="STAT=W,...", help="e.g. DELIVRD=0.9,UNDELIV=0.1")
+    p.add_argument("--duplicate-receipts", action="store_true")
+    p.add_argument("--out-of-order-receipts", action="store_true")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    try:
+        faults = FaultConfig(
+            refuse_bind=args.refuse_bind, throttle_tps=args.throttle_tps,
+            error_for=list(args.error_for), never_respond=args.never_respond,
+            drop_after=args.drop_after, receipt_delay=args.receipt_delay,
+            outcome_mix=dict(args.outcome_mix), duplicate_receipts=args.duplicate_receipts,
+            out_of_order_receipts=args.out_of_order_receipts,
+        )
+    except ValueError as exc:
+        print(f"smsc-sim: {exc}", file=sys.stderr)
+        return 2
+    password = os.environ.get(args.password_env, "secret")
+    try:
+        asyncio.run(run_sim(
+            smpp_host=args.smpp_host, smpp_port=args.smpp_port, http_host=args.http_host,
+            http_port=None if args.http_port < 0 else args.http_port, system_id=args.system_id,
+            password=password, faults=faults, record_path=args.record_path,
+            control_port=args.control_port, seed=args.seed,
+        ))
+    except OSError as exc:
+        print(f"smsc-sim: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m agent.sim.main")
+    configure_parser(parser)
+    sys.exit(main_from_args(parser.parse_args()))
