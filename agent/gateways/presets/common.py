@@ -1,0 +1,254 @@
+"""HTTP gateway configuration and the pure pieces every preset shares (requests, tokens, masking)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from yarl import URL
+
+from agent.errors import GatewayAmbiguousError, GatewayPermanentError, GatewayTemporaryError
+
+
+class Preset(enum.StrEnum):
+    KANNEL = "kannel"
+    JASMIN = "jasmin"
+    TWILIO = "twilio"
+    GENERIC = "generic"
+
+
+# Placeholders a generic request template may use; anything else is refused at load.
+TEMPLATE_FIELDS = frozenset(
+    {"to", "to_digits", "sender", "text", "message_id", "callback_url", "dlt_template_id",
+     "dlt_entity_id", "encoding"}
+)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+# Query keys whose values are secrets wherever they appear in a URL we might log.
+_SECRET_KEYS = frozenset(
+    {"password", "pass", "pwd", "passwd", "token", "auth_token", "secret", "api_key", "apikey",
+     "key", "t", "signature", "sig"}
+)
+
+DEFAULT_RECEIPT_FIELDS: dict[str, str] = {
+    "message_id": "reference", "smsc_id": "id", "status": "status", "error_code": "error",
+}
+DEFAULT_INBOUND_FIELDS: dict[str, str] = {"sender": "from", "recipient": "to", "text": "text"}
+DEFAULT_STATUS_MAP: dict[str, str] = {
+    "delivered": "delivered", "undelivered": "undelivered", "failed": "undelivered",
+    "expired": "expired", "rejected": "rejected", "accepted": "accepted", "sent": "accepted",
+    "queued": "accepted", "enroute": "accepted", "unknown": "unknown",
+}
+
+
+class HttpGatewayConfig(BaseModel):
+    """One HTTP SMS gateway. ``url`` is the send endpoint (for Twilio: the API base, e.g.
+    https://api.twilio.com). ``callback_base`` is the agent's public URL as the gateway must
+    reach it; receipts and replies come back under ``{callback_base}/webhooks/{name}/``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    preset: Preset
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    callback_base: str | None = None
+    webhook_secret: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0)  # waiting for the response, once sent
+    connect_timeout: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    backoff: tuple[float, float] = (0.5, 10.0)  # (initial, cap) seconds, doubled per retry
+    keepalive_timeout: float = Field(default=5.0, ge=0)
+    strip_plus: bool = False  # send "9198..." instead of "+9198..." (some Kannel/SMSC routes)
+    extra_params: dict[str, str] = Field(default_factory=dict)  # e.g. Kannel "smsc", Jasmin "priority"
+    # Kannel: forward India DLT ids as SMPP TLVs via meta-data (names as in the smsc group).
+    kannel_dlt_tlv_names: tuple[str, str] | None = None  # (entity id TLV name, template id TLV name)
+    # generic preset
+    request_template: dict[str, Any] | None = None
+    response_id_path: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    receipt_fields: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RECEIPT_FIELDS))
+    inbound_fields: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_INBOUND_FIELDS))
+    status_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
+    signature_header: str = "X-Signature"
+    signature_tolerance: float = Field(default=300.0, gt=0)
+
+    @field_validator("url", "callback_base")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        u = URL(v)
+        if u.scheme not in ("http", "https") or not u.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if u.password or any(k.lower() in _SECRET_KEYS for k in u.query):
+            raise ValueError("must not carry credentials; use username/password fields")
+        return v.rstrip("/")
+
+    @field_validator("backoff")
+    @classmethod
+    def _backoff(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be (initial, cap) with 0 < initial <= cap")
+        return v
+
+    @model_validator(mode="after")
+    def _preset_fields(self) -> HttpGatewayConfig:
+        missing: list[str] = []
+        if self.preset in (Preset.KANNEL, Preset.JASMIN):
+            missing = [f for f in ("username", "password") if getattr(self, f) is None]
+        elif self.preset is Preset.TWILIO:
+            missing = [f for f in ("account_sid", "auth_token") if getattr(self, f) is None]
+        elif self.preset is Preset.GENERIC:
+            if not self.request_template:
+                missing = ["request_template"]
+            else:
+                bad = sorted(_template_placeholders(self.request_template) - TEMPLATE_FIELDS)
+                if bad:
+                    raise ValueError(
+                        f"request_template: unknown placeholder(s) {bad}; "
+                        f"use {sorted(TEMPLATE_FIELDS)}"
+                    )
+            unknown_states = {v for v in self.status_map.values()} - {
+                "delivered", "undelivered", "expired", "rejected", "accepted", "unknown"}
+            if unknown_states:
+                raise ValueError(f"status_map: unknown receipt state(s) {sorted(unknown_states)}")
+        if missing:
+            raise ValueError(f"preset {self.preset.value} needs {', '.join(missing)}")
+        if (self.callback_base and self.preset is not Preset.TWILIO
+                and self.webhook_secret is None):
+            # Without a secret nothing would tell a forged receipt from a real one.
+            raise ValueError(
+                f"preset {self.preset.value} with callback_base needs webhook_secret "
+                "to authenticate receipts and replies"
+            )
+        return self
+
+    def secret(self) -> bytes:
+        """The key callbacks are authenticated with (Twilio: the auth token)."""
+        s = self.auth_token if self.preset is Preset.TWILIO else self.webhook_secret
+        if s is None:
+            raise ValueError(f"gateway {self.name}: no webhook secret configured")
+        return s.get_secret_value().encode()
+
+    def receipt_url(self, message_id: str, **extra: str) -> str | None:
+        """Where this gateway must send receipts for one of our messages."""
+        if not self.callback_base:
+            return None
+        q: dict[str, str] = {"mid": message_id}
+        if self.preset in (Preset.KANNEL, Preset.JASMIN):
+            q["t"] = callback_token(self.secret(), "receipt", self.name, message_id)
+        q.update(extra)
+        return str(URL(f"{self.callback_base}/webhooks/{self.name}/receipt").with_query(q))
+
+    def inbound_url(self) -> str | None:
+        """The MO URL to configure on the gateway (Kannel sms-service get-url, Jasmin HTTP
+        connector baseurl, Twilio messaging webhook, generic)."""
+        if not self.callback_base:
+            return None
+        u = URL(f"{self.callback_base}/webhooks/{self.name}/inbound")
+        if self.preset in (Preset.KANNEL, Preset.JASMIN):
+            u = u.with_query({"t": callback_token(self.secret(), "inbound", self.name, "")})
+        return str(u)
+
+
+def _template_placeholders(node: Any) -> set[str]:
+    if isinstance(node, str):
+        return set(_PLACEHOLDER.findall(node))
+    if isinstance(node, Mapping):
+        return set().union(*(_template_placeholders(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(_template_placeholders(v) for v in node)) if node else set()
+    return set()
+
+
+def render_template(node: Any, values: Mapping[str, str]) -> Any:
+    """Substitute ``{field}`` placeholders inside a JSON-shaped template. A string that is
+    exactly one placeholder keeps the value's type (None stays null)."""
+    if isinstance(node, str):
+        m = _PLACEHOLDER.fullmatch(node)
+        if m:
+            return values.get(m.group(1))
+        return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1)) or ""), node)
+    if isinstance(node, Mapping):
+        return {k: render_template(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [render_template(v, values) for v in node]
+    return node
+
+
+def callback_token(secret: bytes, purpose: str, gateway: str, message_id: str) -> str:
+    """HMAC-SHA256 token put in callback URLs for gateways that do not sign their callbacks.
+    Bound to purpose and gateway so a receipt token cannot authenticate a reply."""
+    msg = f"{purpose}\x00{gateway}\x00{message_id}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with credentials replaced by ``***``: safe for logs and error text."""
+    u = URL(url) if isinstance(url, str) else url
+    if u.password is not None:
+        u = u.with_password("***")
+    if u.query:
+        u = u.with_query([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in u.query.items()])
+    return str(u)
+
+
+def mask_number(number: str) -> str:
+    """Keep the last four digits: enough to correlate, not enough to identify."""
+    return ("*" * max(0, len(number) - 4)) + number[-4:] if len(number) > 4 else "****"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One request a preset wants sent. ``form`` is urlencoded, ``json`` is a JSON body."""
+
+    method: Literal["GET", "POST"]
+    url: str
+    query: tuple[tuple[str, str], ...] = ()
+    form: tuple[tuple[str, str], ...] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    basic_auth: tuple[str, str] | None = None
+
+
+def http_reason(status: int) -> str:
+    if status == 429:
+        return "throttled"
+    if status in (401, 403):
+        return "auth_failed"
+    if status == 404:
+        return "not_found"
+    if status >= 500:
+        return "server_error"
+    return "rejected"
+
+
+def error_for_status(
+    gateway: str, status: int, detail: str, *, code: int | str | None = None,
+    reason: str | None = None,
+) -> GatewayPermanentError | GatewayTemporaryError | GatewayAmbiguousError:
+    """The error a non-2xx response means. 504 is ambiguous: a proxy gave up waiting for an
+    upstream that may well have taken the message."""
+    detail = detail.strip().replace("\n", " ")[:200]
+    msg = f"gateway {gateway}: HTTP {status}: {detail}" if detail else f"gateway {gateway}: HTTP {status}"
+    kw: dict[str, Any] = {"code": code if code is not None else status,
+                          "reason": reason or http_reason(status)}
+    if status == 504:
+        return GatewayAmbiguousError(msg, **kw)
+    if status in (408, 425, 429) or status >= 500:
+        return GatewayTemporaryError(msg, **kw)
+    return GatewayPermanentError(msg, **kw)
+
+
+def format_number(number: str, strip_plus: bool) -> str:
+    return number[1:] if strip_plus and number.startswith("+") else number

@@ -1,0 +1,101 @@
+"""A generic JSON HTTP gateway: templated request body, dotted-path response id, HMAC-SHA256 signing.
+
+Webhook signature (what a generic gateway, or a relay in front of one, must send):
+``{signature_header}: t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, "<t>." + raw body)>``.
+The timestamp bounds replays to ``signature_tolerance`` seconds; the v1 value is the nonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from agent.gateways.presets.common import (
+    HttpGatewayConfig,
+    HttpRequest,
+    error_for_status,
+    render_template,
+)
+from agent.models import OutboundSms
+from agent.sms.encoding import analyze
+
+_MISSING = object()
+
+
+def template_values(cfg: HttpGatewayConfig, sms: OutboundSms) -> dict[str, str]:
+    return {
+        "to": sms.to,
+        "to_digits": sms.to.lstrip("+"),
+        "sender": sms.sender,
+        "text": sms.text,
+        "message_id": sms.message_id,
+        "callback_url": (cfg.receipt_url(sms.message_id) or "") if sms.request_receipt else "",
+        "dlt_template_id": sms.dlt_template_id or "",
+        "dlt_entity_id": sms.dlt_entity_id or "",
+        "encoding": analyze(sms.text).encoding,
+    }
+
+
+def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
+    assert cfg.request_template is not None
+    body = render_template(cfg.request_template, template_values(cfg, sms))
+    headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
+    auth = None
+    if cfg.username is not None and cfg.password is not None:
+        auth = (cfg.username, cfg.password.get_secret_value())
+    return HttpRequest(method="POST", url=cfg.url, json=body, headers=headers, basic_auth=auth)
+
+
+def dig(doc: Any, path: str) -> Any:
+    """Follow a dotted path ("data.messages.0.id") through dicts and lists; _MISSING if absent."""
+    node = doc
+    for part in path.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def is_missing(value: Any) -> bool:
+    return value is _MISSING
+
+
+def parse_submit(
+    cfg: HttpGatewayConfig, status: int, headers: Mapping[str, str], body: bytes
+) -> str | None:
+    """The gateway's id at ``response_id_path``; None when 2xx but no id (receipts still find
+    the row by our message id, which the template is expected to pass as a reference)."""
+    if 200 <= status < 300:
+        if not cfg.response_id_path:
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        value = dig(doc, cfg.response_id_path)
+        return None if is_missing(value) or value is None else str(value)
+    raise error_for_status(cfg.name, status, body.decode("utf-8", "replace"))
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def parse_signature(value: str) -> tuple[int, str] | None:
+    """(timestamp, v1 hex) from a signature header, None when malformed."""
+    parts: dict[str, str] = {}
+    for item in value.split(","):
+        k, sep, v = item.strip().partition("=")
+        if sep:
+            parts[k] = v
+    t, v1 = parts.get("t"), parts.get("v1")
+    if not t or not v1 or not t.isdigit():
+        return None
+    return int(t), v1

@@ -1,0 +1,89 @@
+"""Jasmin's ja-http API: the /send request, its response, and DLR / MO field mapping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from agent.errors import GatewayAmbiguousError
+from agent.gateways.presets.common import (
+    HttpGatewayConfig,
+    HttpRequest,
+    error_for_status,
+    format_number,
+)
+from agent.models import OutboundSms, ReceiptState
+from agent.sms.encoding import analyze, encode_ucs2
+
+ACK = "ACK/Jasmin"  # exactly this body, or Jasmin's DLR/MO throwers send the callback again
+
+# SMPP data_coding values: 0 SMSC default alphabet, 8 UCS-2.
+CODING_GSM7, CODING_UCS2 = "0", "8"
+
+_SUCCESS = re.compile(r'^Success\s+"([^"]+)"')
+_ERROR = re.compile(r'^Error\s+"(.*)"', re.DOTALL)
+
+# Terminal-level (2/3) message_status values are the SMPP receipt stat words.
+STAT_STATES: dict[str, ReceiptState] = {
+    "DELIVRD": ReceiptState.DELIVERED,
+    "UNDELIV": ReceiptState.UNDELIVERED,
+    "EXPIRED": ReceiptState.EXPIRED,
+    "REJECTD": ReceiptState.REJECTED,
+    "DELETED": ReceiptState.UNDELIVERED,
+    "ACCEPTD": ReceiptState.ACCEPTED,
+    "ENROUTE": ReceiptState.ACCEPTED,
+    "UNKNOWN": ReceiptState.UNKNOWN,
+}
+
+
+def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
+    assert cfg.username is not None and cfg.password is not None  # checked by the config
+    info = analyze(sms.text)
+    form: list[tuple[str, str]] = [
+        ("username", cfg.username),
+        ("password", cfg.password.get_secret_value()),
+        ("to", format_number(sms.to, cfg.strip_plus)),
+        ("from", sms.sender),
+    ]
+    if info.encoding == "GSM-7":
+        form += [("coding", CODING_GSM7), ("content", sms.text)]
+    else:
+        # hex-content carries the exact UCS-2 octets; "content" would depend on how the
+        # Jasmin version at hand decodes form bytes.
+        form += [("coding", CODING_UCS2), ("hex-content", encode_ucs2(sms.text).hex())]
+    dlr_url = cfg.receipt_url(sms.message_id) if sms.request_receipt else None
+    if dlr_url:
+        form += [("dlr", "yes"), ("dlr-url", dlr_url), ("dlr-level", "3"), ("dlr-method", "POST")]
+    form += sorted(cfg.extra_params.items())
+    return HttpRequest(method="POST", url=cfg.url, form=tuple(form))
+
+
+def parse_submit(
+    cfg: HttpGatewayConfig, status: int, headers: Mapping[str, str], body: bytes
+) -> str | None:
+    text = body.decode("utf-8", "replace").strip()
+    if 200 <= status < 300:
+        m = _SUCCESS.match(text)
+        if m:
+            return m.group(1)
+        raise GatewayAmbiguousError(
+            f"gateway {cfg.name}: HTTP {status} with unexpected body {text[:80]!r}",
+            code=status, reason="unexpected_response",
+        )
+    m = _ERROR.match(text)
+    detail = m.group(1) if m else text
+    reason = None
+    if status == 412:
+        reason = "no_route"
+    elif "charge" in detail.lower():
+        reason = "no_credit"
+    raise error_for_status(cfg.name, status, detail, reason=reason)
+
+
+def receipt_state(message_status: str) -> ReceiptState:
+    """A level-1 DLR carries an SMPP command status (ESME_ROK: the SMSC took it); a level-2
+    one the receipt's stat word."""
+    s = message_status.strip().upper()
+    if s.startswith("ESME_"):
+        return ReceiptState.ACCEPTED if s == "ESME_ROK" else ReceiptState.REJECTED
+    return STAT_STATES.get(s, ReceiptState.UNKNOWN)

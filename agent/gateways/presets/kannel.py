@@ -1,0 +1,94 @@
+"""Kannel smsbox: the /cgi-bin/sendsms request, its response, and DLR type/status mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agent.errors import GatewayAmbiguousError
+from agent.gateways.presets.common import (
+    HttpGatewayConfig,
+    HttpRequest,
+    error_for_status,
+    format_number,
+)
+from agent.models import OutboundSms, ReceiptState
+from agent.sms.encoding import analyze
+
+# dlr-mask bits (Kannel user guide, sendsms CGI): 1 delivered to phone, 2 non-delivered to
+# phone, 4 queued on SMSC, 8 delivered to SMSC (submit ack), 16 non-delivered to SMSC (reject).
+DLR_DELIVERED, DLR_UNDELIVERED, DLR_BUFFERED, DLR_SMSC_ACK, DLR_SMSC_REJECT = 1, 2, 4, 8, 16
+DLR_MASK = 31
+
+# sendsms "coding": 0 = 7-bit, 1 = 8-bit, 2 = UCS-2. With charset=UTF-8 Kannel converts the
+# UTF-8 text to the coding's alphabet itself.
+CODING_GSM7, CODING_UCS2 = "0", "2"
+
+# Kannel escape codes filled in when it fetches the dlr-url: %d DLR type, %A the SMSC's reply
+# (the SMPP receipt text), %T unix time, %F the SMSC's message id.
+DLR_PLACEHOLDERS = {"type": "%d", "answer": "%A", "ts": "%T", "fid": "%F"}
+
+# A submit Kannel has taken: "0: Accepted for delivery", or "3: Queued for later delivery"
+# when no SMSC link is up (it is stored and sent later, so still accepted).
+ACCEPTED_PREFIXES = ("0:", "3:")
+
+
+def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
+    assert cfg.username is not None and cfg.password is not None  # checked by the config
+    info = analyze(sms.text)
+    q: list[tuple[str, str]] = [
+        ("username", cfg.username),
+        ("password", cfg.password.get_secret_value()),
+        ("from", sms.sender),
+        ("to", format_number(sms.to, cfg.strip_plus)),
+        ("text", sms.text),
+        ("coding", CODING_GSM7 if info.encoding == "GSM-7" else CODING_UCS2),
+        ("charset", "UTF-8"),
+    ]
+    dlr_url = cfg.receipt_url(sms.message_id, **DLR_PLACEHOLDERS) if sms.request_receipt else None
+    if dlr_url:
+        # yarl quoted the placeholders' "%"; Kannel must see them bare to substitute them.
+        for v in DLR_PLACEHOLDERS.values():
+            dlr_url = dlr_url.replace("%25" + v[1], v)
+        q += [("dlr-mask", str(DLR_MASK)), ("dlr-url", dlr_url)]
+    if cfg.kannel_dlt_tlv_names and (sms.dlt_entity_id or sms.dlt_template_id):
+        pe, tmpl = cfg.kannel_dlt_tlv_names
+        parts = [f"{n}={v}" for n, v in ((pe, sms.dlt_entity_id), (tmpl, sms.dlt_template_id)) if v]
+        q.append(("meta-data", "?smpp?" + "&".join(parts)))
+    q += sorted(cfg.extra_params.items())
+    return HttpRequest(method="GET", url=cfg.url, query=tuple(q))
+
+
+def parse_submit(
+    cfg: HttpGatewayConfig, status: int, headers: Mapping[str, str], body: bytes
+) -> str | None:
+    """Kannel's sendsms answer carries no message id: receipts find our row by ``mid``."""
+    text = body.decode("utf-8", "replace").strip()
+    if 200 <= status < 300:
+        if text.startswith(ACCEPTED_PREFIXES):
+            return None
+        # 2xx with a body we do not know: Kannel may have queued it, so never resend.
+        raise GatewayAmbiguousError(
+            f"gateway {cfg.name}: HTTP {status} with unexpected body {text[:80]!r}",
+            code=status, reason="unexpected_response",
+        )
+    reason = "auth_failed" if status in (401, 403) else None
+    if status == 400 and "rout" in text.lower():
+        reason = "no_route"
+    raise error_for_status(cfg.name, status, text, reason=reason)
+
+
+def receipt_state(dlr_type: int, stat: str | None) -> ReceiptState:
+    """State for a Kannel DLR; the SMPP ``stat:`` from %A refines a non-delivery."""
+    if dlr_type & DLR_DELIVERED:
+        return ReceiptState.DELIVERED
+    if dlr_type & DLR_UNDELIVERED:
+        if stat == "EXPIRED":
+            return ReceiptState.EXPIRED
+        if stat == "REJECTD":
+            return ReceiptState.REJECTED
+        return ReceiptState.UNDELIVERED
+    if dlr_type & DLR_SMSC_REJECT:
+        return ReceiptState.REJECTED
+    if dlr_type & (DLR_BUFFERED | DLR_SMSC_ACK):
+        return ReceiptState.ACCEPTED
+    return ReceiptState.UNKNOWN

@@ -1,0 +1,407 @@
+"""Receipt and reply webhooks of HTTP gateways: authenticate, de-duplicate and parse them (pure, no I/O).
+
+The web layer mounts ``/webhooks/{gateway}/receipt`` and ``/webhooks/{gateway}/inbound``, turns
+each request into a ``WebhookRequest`` (``url`` exactly as the gateway called it: the public
+``callback_base`` form, not the address behind a proxy) and calls ``handle``. Answer with the
+returned ``ack``; on ``WebhookReplayError`` answer the ack too (it was processed before, and
+Jasmin resends anything it did not see acknowledged); on ``WebhookAuthError`` 403; on
+``WebhookPayloadError`` 400. If processing a verified webhook fails, call
+``replay.discard(outcome.nonce)`` so the gateway's retry is not taken for a replay.
+
+How each preset is authenticated:
+
+* **twilio**: ``X-Twilio-Signature`` (HMAC-SHA1 with the auth token over the URL and the sorted
+  POST parameters, base64), checked for the URL with and without its port as Twilio's own
+  validators do; JSON bodies via the ``bodySHA256`` query parameter. Twilio sends no timestamp,
+  so replays are caught by nonce: ``I-Twilio-Idempotency-Token`` when present.
+* **generic**: ``{signature_header}: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``;
+  ``t`` must be within ``signature_tolerance`` of now, and each v1 is accepted once.
+* **kannel**, **jasmin**: these gateways cannot sign, so the agent puts a token in the URLs it
+  gives them: receipts ``?mid=<our message id>&t=<HMAC-SHA256(webhook_secret, "receipt",
+  gateway, mid)>`` (in every dlr-url), replies ``?t=<HMAC(webhook_secret, "inbound", gateway)>``
+  (configure ``HttpGatewayConfig.inbound_url()`` as Kannel's sms-service get-url with
+  ``&from=%p&to=%P&text=%a&ts=%T`` appended and ``mo-recode = true``, or as Jasmin's HTTP client
+  connector baseurl). A forged receipt would need the secret; an identical request twice is a
+  replay.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.errors import AftercallError, ProtocolError
+from agent.gateways.presets import generic, jasmin, kannel, twilio
+from agent.gateways.presets.common import HttpGatewayConfig, Preset, callback_token
+from agent.models import InboundSms, Receipt, ReceiptState
+from agent.sms.encoding import decode_ucs2
+
+__all__ = [
+    "Ack", "Kind", "ReplayCache", "WebhookAuthError", "WebhookOutcome", "WebhookPayloadError",
+    "WebhookReplayError", "WebhookRequest", "ack_for", "handle", "parse_inbound", "parse_receipt",
+    "request_nonce", "verify",
+]
+
+
+class WebhookAuthError(AftercallError):
+    """A webhook that cannot be shown to come from the gateway: answer 403, process nothing."""
+
+
+class WebhookReplayError(WebhookAuthError):
+    """An authentic webhook seen before: acknowledge it, do not process it again."""
+
+
+class WebhookPayloadError(ProtocolError):
+    """An authentic webhook whose fields are missing or malformed (names the field)."""
+
+
+class Kind(enum.StrEnum):
+    RECEIPT = "receipt"
+    INBOUND = "inbound"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    method: str
+    url: str  # full URL as the gateway requested it, query included
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    form: Mapping[str, str] | None = None
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    status: int
+    body: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    receipt: Receipt | None
+    inbound: InboundSms | None
+    ack: Ack
+    nonce: str
+
+
+class ReplayCache:
+    """Nonces seen in the last ``ttl`` seconds, at most ``max_entries`` (oldest forgotten first).
+    Owned by the web layer, one for all gateways; keys are prefixed by gateway name."""
+
+    def __init__(self, *, max_entries: int = 10_000, ttl: float = 86_400.0) -> None:
+        self._max, self._ttl = max_entries, ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, key: str, now: float) -> bool:
+        """True if ``key`` was recorded and has not expired; records it otherwise."""
+        while self._seen:
+            oldest, expires = next(iter(self._seen.items()))
+            if expires > now:
+                break
+            del self._seen[oldest]
+        if key in self._seen:
+            return True
+        self._seen[key] = now + self._ttl
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
+        return False
+
+    def discard(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _header(req: WebhookRequest, name: str) -> str | None:
+    lname = name.lower()
+    for k, v in req.headers.items():
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def _pairs(m: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    if not m:
+        return []
+    getall = getattr(m, "getall", None)
+    if getall is not None:
+        return [(k, str(v)) for k in dict.fromkeys(m) for v in getall(k)]
+    return [(k, str(v)) for k, v in m.items()]
+
+
+def _params(req: WebhookRequest) -> dict[str, str]:
+    """Query and form merged; the form wins (Jasmin POSTs its fields to a URL with our query)."""
+    return {**dict(_pairs(req.query)), **dict(_pairs(req.form))}
+
+
+def _field(p: Mapping[str, str], name: str, where: str) -> str:
+    v = p.get(name)
+    if v is None or v == "":
+        raise WebhookPayloadError(f"{where}: missing field {name!r}")
+    return v
+
+
+def _opt(p: Mapping[str, str], name: str) -> str | None:
+    v = p.get(name)
+    # Kannel leaves an escape it does not know (old versions and %F) in the URL as is.
+    return None if v is None or v == "" or (len(v) == 2 and v.startswith("%")) else v
+
+
+def _smpp_date(value: str | None) -> datetime | None:
+    """YYMMDDhhmm[ss] as in SMPP receipts; the SMSC's zone is unknown, UTC is assumed."""
+    if not value or not value.isdigit() or len(value) not in (10, 12):
+        return None
+    try:
+        fmt = "%y%m%d%H%M%S" if len(value) == 12 else "%y%m%d%H%M"
+        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+_RECEIPT_FIELD = re.compile(r"(id|stat|err|done date):(\S+)")
+
+
+def _smpp_receipt_fields(text: str) -> dict[str, str]:
+    return {k: v for k, v in _RECEIPT_FIELD.findall(text)}
+
+
+def _json_body(req: WebhookRequest, where: str) -> Any:
+    try:
+        return json.loads(req.body)
+    except json.JSONDecodeError as exc:
+        raise WebhookPayloadError(f"{where}: body is not JSON ({exc.msg} at {exc.pos})") from None
+    except UnicodeDecodeError:
+        raise WebhookPayloadError(f"{where}: body is not UTF-8 JSON") from None
+
+
+def _digest(req: WebhookRequest) -> str:
+    h = hashlib.sha256()
+    for part in (req.method.upper(), req.url, *(f"{k}={v}" for k, v in sorted(_pairs(req.form)))):
+        h.update(part.encode() + b"\x00")
+    h.update(req.body)
+    return h.hexdigest()
+
+
+# -- verification ------------------------------------------------------------------------------
+
+
+def verify(
+    config: HttpGatewayConfig, kind: Kind, req: WebhookRequest, *, now: datetime,
+    replay: ReplayCache | None = None,
+) -> None:
+    """Raise WebhookAuthError unless ``req`` provably comes from the gateway; with ``replay``
+    also WebhookReplayError for a nonce seen before (recording it otherwise)."""
+    where = f"gateway {config.name} {kind.value} webhook"
+    secret = config.secret()
+    if config.preset in (Preset.KANNEL, Preset.JASMIN):
+        q = dict(_pairs(req.query))
+        token = q.get("t")
+        if not token:
+            raise WebhookAuthError(f"{where}: missing token parameter 't'")
+        mid = q.get("mid", "") if kind is Kind.RECEIPT else ""
+        if kind is Kind.RECEIPT and not mid:
+            raise WebhookAuthError(f"{where}: missing message id parameter 'mid'")
+        expected = callback_token(secret, kind.value, config.name, mid)
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise WebhookAuthError(f"{where}: bad token")
+    elif config.preset is Preset.TWILIO:
+        _verify_twilio(secret, req, where)
+    else:
+        _verify_generic(config, secret, req, where, now)
+    if replay is not None and replay.seen(request_nonce(config, req), now.timestamp()):
+        raise WebhookReplayError(f"{where}: replayed request")
+
+
+def _verify_twilio(secret: bytes, req: WebhookRequest, where: str) -> None:
+    sig = _header(req, twilio.SIGNATURE_HEADER)
+    if not sig:
+        raise WebhookAuthError(f"{where}: missing {twilio.SIGNATURE_HEADER} header")
+    params = _pairs(req.form) if req.method.upper() == "POST" else []
+    body_hash = dict(_pairs(req.query)).get("bodySHA256")
+    if body_hash is not None and not req.form:
+        computed = hashlib.sha256(req.body).hexdigest()
+        if not hmac.compare_digest(computed.encode(), body_hash.encode()):
+            raise WebhookAuthError(f"{where}: body does not match bodySHA256")
+        params = []
+    ok = False
+    for url in twilio.url_variants(req.url):
+        ok |= hmac.compare_digest(twilio.signature(secret, url, params).encode(), sig.encode())
+    if not ok:
+        raise WebhookAuthError(f"{where}: bad {twilio.SIGNATURE_HEADER}")
+
+
+def _verify_generic(
+    config: HttpGatewayConfig, secret: bytes, req: WebhookRequest, where: str, now: datetime,
+) -> None:
+    value = _header(req, config.signature_header)
+    if not value:
+        raise WebhookAuthError(f"{where}: missing {config.signature_header} header")
+    parsed = generic.parse_signature(value)
+    if parsed is None:
+        raise WebhookAuthError(f"{where}: malformed {config.signature_header} header")
+    ts, v1 = parsed
+    skew = abs(now.timestamp() - ts)
+    if skew > config.signature_tolerance:
+        raise WebhookAuthError(
+            f"{where}: timestamp {skew:.0f}s away from now (tolerance "
+            f"{config.signature_tolerance:.0f}s): stale or replayed")
+    expected = generic.sign(secret, ts, req.body).split("v1=", 1)[1]
+    if not hmac.compare_digest(v1.encode(), expected.encode()):
+        raise WebhookAuthError(f"{where}: bad signature")
+
+
+def request_nonce(config: HttpGatewayConfig, req: WebhookRequest) -> str:
+    """What makes this request unique for replay detection, prefixed by the gateway name."""
+    if config.preset is Preset.GENERIC:
+        parsed = generic.parse_signature(_header(req, config.signature_header) or "")
+        if parsed:
+            return f"{config.name}:{parsed[1]}"
+    if config.preset is Preset.TWILIO:
+        token = _header(req, "I-Twilio-Idempotency-Token")
+        if token:
+            return f"{config.name}:{token}"
+    return f"{config.name}:{_digest(req)}"
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
+    """The delivery report in an (already verified) receipt webhook."""
+    where = f"{config.preset.value} receipt"
+    p = _params(req)
+    # The URL token authenticates; it has no place in the stored raw receipt.
+    raw = (json.dumps({k: v for k, v in p.items() if k != "t"}, sort_keys=True, ensure_ascii=False)
+           if config.preset is not Preset.GENERIC else req.body.decode("utf-8", "replace"))
+    if config.preset is Preset.KANNEL:
+        type_s = _field(p, "type", where)
+        if not type_s.isdigit():
+            raise WebhookPayloadError(f"{where}: field 'type' is {type_s[:20]!r}, expected the DLR type number")
+        answer = _opt(p, "answer") or ""
+        fields = _smpp_receipt_fields(answer)
+        ts = _opt(p, "ts")
+        return Receipt(
+            gateway=config.name, state=kannel.receipt_state(int(type_s), fields.get("stat")),
+            smsc_id=_opt(p, "fid") or fields.get("id"), message_id=_field(p, "mid", where),
+            error_code=fields.get("err"),
+            done_at=datetime.fromtimestamp(int(ts), UTC) if ts and ts.isdigit() else None,
+            raw=raw,
+        )
+    if config.preset is Preset.JASMIN:
+        status = _field(p, "message_status", where)
+        return Receipt(
+            gateway=config.name, state=jasmin.receipt_state(status), smsc_id=_field(p, "id", where),
+            message_id=_opt(p, "mid"), error_code=_opt(p, "err"),
+            done_at=_smpp_date(_opt(p, "donedate")), raw=raw,
+        )
+    if config.preset is Preset.TWILIO:
+        _check_account(config, p, where)
+        status = _field(p, "MessageStatus", where).lower()
+        return Receipt(
+            gateway=config.name, state=twilio.STATUS_STATES.get(status, ReceiptState.UNKNOWN),
+            smsc_id=_field(p, "MessageSid", where), message_id=_opt(p, "mid"),
+            error_code=_opt(p, "ErrorCode"), done_at=_smpp_date(_opt(p, "RawDlrDoneDate")),
+            raw=raw,
+        )
+    doc = _json_body(req, where)
+    get = _generic_getter(config.receipt_fields, doc)
+    status = get("status")
+    if status is None:
+        raise WebhookPayloadError(f"{where}: missing field {config.receipt_fields.get('status')!r}")
+    status_map = {k.lower(): v for k, v in config.status_map.items()}
+    mapped = status_map.get(status.lower())
+    return Receipt(
+        gateway=config.name, state=ReceiptState(mapped) if mapped else ReceiptState.UNKNOWN,
+        smsc_id=get("smsc_id"), message_id=get("message_id") or _opt(p, "mid"),
+        error_code=get("error_code"), done_at=None, raw=raw,
+    )
+
+
+def parse_inbound(config: HttpGatewayConfig, req: WebhookRequest, *, now: datetime) -> InboundSms:
+    """The reply in an (already verified) inbound webhook."""
+    where = f"{config.preset.value} inbound"
+    p = _params(req)
+    if config.preset is Preset.KANNEL:
+        sender, recipient, text = _field(p, "from", where), _field(p, "to", where), p.get("text", "")
+    elif config.preset is Preset.JASMIN:
+        sender, recipient = _field(p, "from", where), _field(p, "to", where)
+        binary = _opt(p, "binary")
+        if p.get("coding") == jasmin.CODING_UCS2 and binary:
+            try:
+                text = decode_ucs2(bytes.fromhex(binary))
+            except ValueError:
+                raise WebhookPayloadError(f"{where}: field 'binary' is not hex") from None
+        else:
+            text = p.get("content", "")
+    elif config.preset is Preset.TWILIO:
+        _check_account(config, p, where)
+        sender, recipient, text = _field(p, "From", where), _field(p, "To", where), p.get("Body", "")
+    else:
+        get = _generic_getter(config.inbound_fields, _json_body(req, where))
+        values = {k: get(k) for k in ("sender", "recipient", "text")}
+        for k in ("sender", "recipient"):
+            if not values[k]:
+                raise WebhookPayloadError(f"{where}: missing field {config.inbound_fields.get(k)!r}")
+        sender, recipient, text = values["sender"] or "", values["recipient"] or "", values["text"] or ""
+    return InboundSms(gateway=config.name, sender=sender, recipient=recipient, text=text,
+                      received_at=now)
+
+
+def _check_account(config: HttpGatewayConfig, p: Mapping[str, str], where: str) -> None:
+    sid = p.get("AccountSid")
+    if sid is not None and config.account_sid and sid != config.account_sid:
+        raise WebhookAuthError(f"{where}: AccountSid is not this gateway's account")
+
+
+def _generic_getter(fields: Mapping[str, str], doc: Any) -> Any:
+    def get(name: str) -> str | None:
+        path = fields.get(name)
+        if not path:
+            return None
+        v = generic.dig(doc, path)
+        return None if generic.is_missing(v) or v is None else str(v)
+
+    return get
+
+
+def ack_for(config: HttpGatewayConfig, kind: Kind) -> Ack:
+    """What the gateway must get back for a webhook it sent."""
+    if config.preset is Preset.JASMIN:
+        return Ack(200, jasmin.ACK, "text/plain")
+    if config.preset is Preset.TWILIO:
+        if kind is Kind.INBOUND:
+            return Ack(200, twilio.EMPTY_TWIML, "text/xml")
+        return Ack(200, "", "text/plain")
+    if config.preset is Preset.GENERIC:
+        return Ack(200, '{"ok":true}', "application/json")
+    return Ack(200, "OK", "text/plain")
+
+
+def handle(
+    config: HttpGatewayConfig, kind: Kind, req: WebhookRequest, *, now: datetime,
+    replay: ReplayCache | None,
+) -> WebhookOutcome:
+    """Verify, de-duplicate and parse one webhook (see the module docstring for the answers)."""
+    verify(config, kind, req, now=now, replay=replay)
+    nonce = request_nonce(config, req)
+    try:
+        if kind is Kind.RECEIPT:
+            return WebhookOutcome(parse_receipt(config, req), None, ack_for(config, kind), nonce)
+        return WebhookOutcome(None, parse_inbound(config, req, now=now), ack_for(config, kind), nonce)
+    except WebhookPayloadError:
+        if replay is not None:
+            replay.discard(nonce)
+        raise
