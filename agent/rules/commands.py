@@ -1,0 +1,191 @@
+"""The bodies of `aftercall check` and `aftercall explain`: text to print and an exit code."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.errors import RulesError
+from agent.models import CallRecord, Decision
+from agent.rules.engine import explain as explain_call
+from agent.rules.loader import RuleSet, load_rules
+from agent.sms.encoding import SmsInfo
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # rules.yaml has problems
+EXIT_INPUT = 2  # the call record cannot be read
+
+
+def _capacity(info: SmsInfo) -> int:
+    single, multi = (160, 153) if info.encoding == "GSM-7" else (70, 67)
+    return single if info.segments == 1 else multi * info.segments
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _problems(exc: RulesError) -> str:
+    lines = [str(p) for p in exc.problems]
+    lines.append(f"{_plural(len(exc.problems), 'problem')} found")
+    return "\n".join(lines) + "\n"
+
+
+def _warnings(rs: RuleSet) -> list[str]:
+    out: list[str] = []
+    for name, ct in rs.templates.items():
+        tpl = rs.config.templates[name]
+        if tpl.category != "promotional" and ct.promotional:
+            words = ", ".join(repr(w) for w in ct.promotional)
+            out.append(
+                f"{rs.where(f'templates.{name}.text')}: templates.{name}.text: "
+                f"{tpl.category} template reads as promotional ({words}); operators "
+                "(India DLT) reject or reclassify such messages"
+            )
+    for i, rule in enumerate(rs.rules):
+        ct = rs.templates[rule.send.template]
+        guaranteed = {
+            f"vars.{k}"
+            for k, v in (rule.match.vars or {}).items()
+            if v.present or v.equals or v.regex
+        }
+        missing = [t for t in ct.worst.required if t.startswith("vars.") and t not in guaranteed]
+        if missing:
+            out.append(
+                f"{rs.where(f'rules[{i}].send.template')}: rules[{i}].send.template: "
+                f"template {rule.send.template!r} needs {', '.join(missing)} but the "
+                "rule does not require it; calls without it are suppressed "
+                "(template_error). Add match.vars.NAME: present, or default() in the "
+                "template"
+            )
+        if rule.on == "call_connected" and (rule.match.min_talk or rule.match.max_talk):
+            out.append(
+                f"{rs.where(f'rules[{i}].match')}: rules[{i}].match: talk time is 0 "
+                "when a call connects: min_talk/max_talk never hold on call_connected"
+            )
+    return out
+
+
+def check(path: str | Path) -> tuple[str, int]:
+    """Validate rules.yaml; report per template its encoding and worst-case size."""
+    try:
+        rs = load_rules(path)
+    except RulesError as exc:
+        return _problems(exc), EXIT_INVALID
+    cfg = rs.config
+    lines = [
+        (
+            f"{rs.filename}: valid: {_plural(len(cfg.rules), 'rule')}, "
+            f"{_plural(len(cfg.templates), 'template')}, {_plural(len(cfg.gateways), 'gateway')}, "
+            f"{_plural(len(cfg.agents), 'agent')}"
+        ),
+        "",
+        "templates (worst case: every value present at its longest plausible length):",
+    ]
+    width = max((len(n) for n in rs.templates), default=0)
+    for name, ct in rs.templates.items():
+        tpl = cfg.templates[name]
+        info = ct.worst.info
+        lines.append(
+            f"  {name:<{width}}  {tpl.category:<13} {info.encoding:<5}  "
+            f"{info.units:>4}/{_capacity(info)} units  "
+            f"{_plural(info.segments, 'segment')} (max {tpl.max_segments})"
+        )
+        if info.forcing_chars:
+            chars = " ".join(f"{c!r} U+{ord(c):04X}" for c in info.forcing_chars)
+            lines.append(f"  {'':<{width}}  UCS-2 forced by: {chars}")
+        if ct.worst.required:
+            lines.append(
+                f"  {'':<{width}}  suppressed when missing: {', '.join(ct.worst.required)}"
+            )
+    warnings = _warnings(rs)
+    if warnings:
+        lines += ["", "warnings:"] + [f"  {w}" for w in warnings]
+    disabled = [r.name for r in cfg.rules if not r.enabled]
+    if disabled:
+        lines += ["", f"disabled rules: {', '.join(disabled)}"]
+    return "\n".join(lines) + "\n", EXIT_OK
+
+
+def _describe_call(r: CallRecord) -> str:
+    parts = [r.trigger.value, r.direction.value, r.disposition.value]
+    for label, value in (
+        ("queue", r.queue),
+        ("did", r.did),
+        ("agent", r.agent),
+        ("caller", r.caller or "(none)"),
+    ):
+        if value:
+            parts.append(f"{label} {value}")
+    parts.append(f"wait {r.wait_seconds:g}s, talk {r.talk_seconds:g}s")
+    if r.tags:
+        parts.append(f"tags {list(r.tags)}")
+    if r.vars:
+        parts.append(f"vars {dict(r.vars)}")
+    return f"call {r.call_id}: " + ", ".join(parts)
+
+
+def _describe_decision(d: Decision) -> list[str]:
+    who = d.recipient.value + (f" {d.number}" if d.number else " (no number)")
+    if d.suppress is not None:
+        head = f"    -> {who}: SUPPRESSED {d.suppress.value}: {d.detail}"
+    else:
+        head = (
+            f"    -> {who} via {d.gateway} from {d.sender_id}: {d.encoding}, "
+            f"{_plural(d.segments, 'segment')}, {len(d.text or '')} chars"
+        )
+    out = [head]
+    if d.text is not None:
+        out.append(f"       {json.dumps(d.text, ensure_ascii=False)}")
+    policy = []
+    if d.cooldown_seconds:
+        policy.append(f"cooldown {d.cooldown_seconds:g}s")
+    if d.quiet_hours:
+        policy.append(f"quiet hours {d.quiet_hours[0]}-{d.quiet_hours[1]} {d.quiet_hours[2]}")
+    if d.max_age_seconds:
+        policy.append(f"max_age {d.max_age_seconds:g}s")
+    if policy:
+        out.append(f"       then policies: {', '.join(policy)} ({d.timezone})")
+    return out
+
+
+def explain(rules_path: str | Path, call_json_path: str | Path) -> tuple[str, int]:
+    """Why each rule did or did not fire for one call record (CallRecord.to_dict JSON)."""
+    try:
+        rs = load_rules(rules_path)
+    except RulesError as exc:
+        return _problems(exc), EXIT_INVALID
+    try:
+        raw = json.loads(Path(call_json_path).read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise TypeError("expected a JSON object")
+        record = CallRecord.from_dict(raw)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"{call_json_path}: cannot read the call record: {reason}\n", EXIT_INPUT
+    # Explain the call as of when it ended, so the output is the same every time it runs.
+    now = record.ended_at or record.started_at or datetime.now(UTC)
+    lines = [_describe_call(record), ""]
+    sent = suppressed = 0
+    traces = explain_call(rs, record, now=now)
+    for trace in traces:
+        if not trace.matched:
+            lines.append(f"  rule {trace.rule}: no: {trace.reason}")
+            continue
+        lines.append(f"  rule {trace.rule}: MATCHED")
+        lines += [f"    -> {s}" for s in trace.skipped]
+        for d in trace.decisions:
+            lines += _describe_decision(d)
+            sent += d.suppress is None
+            suppressed += d.suppress is not None
+    if any(d.text and rs.templates[d.template].uses_link for t in traces for d in t.decisions):
+        lines += ["", "(tracked links are shown as placeholders of their final length)"]
+    lines += [
+        "",
+        (
+            f"{sent} SMS to send (before opt-out, cooldown, quiet hours and "
+            f"rate limits), {suppressed} suppressed"
+        ),
+    ]
+    return "\n".join(lines) + "\n", EXIT_OK

@@ -1,0 +1,468 @@
+"""Load rules.yaml: YAML with positions, ${ENV} interpolation, section-wise validation, one RulesError."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from yaml.error import Mark, MarkedYAMLError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from agent.errors import Problem, RulesError
+from agent.rules import schema
+from agent.rules.templates import CompiledTemplate, TemplateProblem, compile_template
+from agent.sms.numbers import classify, is_region
+
+KeyPath = tuple[str | int, ...]
+
+# YAML 1.2 core schema nulls; every other scalar stays a string (see schema.py).
+_NULL = frozenset({"", "~", "null", "Null", "NULL"})
+_ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}")
+_ENV_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_RECIPIENTS = frozenset({"caller", "agent", "both"})
+_GATEWAY_ADAPTER: TypeAdapter[Any] = TypeAdapter(schema.Gateway)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A validated rules.yaml: the config and its compiled templates, ready for the engine."""
+
+    config: schema.RulesConfig
+    templates: Mapping[str, CompiledTemplate]
+    filename: str = "rules.yaml"
+    # dotted key path -> (line, column), 1-based, for messages about a valid file (check)
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def rules(self) -> tuple[schema.Rule, ...]:
+        return self.config.rules
+
+    @property
+    def defaults(self) -> schema.Defaults:
+        return self.config.defaults
+
+    def where(self, path: str) -> str:
+        line, col = self.positions.get(path, (None, None))
+        return f"{self.filename}:{line}:{col}" if line is not None else self.filename
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class _Document:
+    """The YAML tree as plain data plus where every key and value sits."""
+
+    def __init__(self, filename: str, env: Mapping[str, str]):
+        self.filename = filename
+        self.env = env
+        self.keys: dict[KeyPath, Mark] = {}
+        self.values: dict[KeyPath, Mark] = {}
+        self.block: set[KeyPath] = set()  # values written as block scalars (| or >)
+        self.problems: list[Problem] = []
+        self.unresolved: set[KeyPath] = set()  # ${...} failed here: do not pile on more
+        self.interpolated: set[KeyPath] = set()  # values taken from the environment
+
+    def problem(self, mark: Mark | None, path: KeyPath, message: str) -> None:
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        self.problems.append(Problem(self.filename, line, col, format_path(path), message))
+
+    def at(self, path: KeyPath, message: str, *, key: bool = False) -> None:
+        """Report at the value (or key) for ``path``, else its nearest located ancestor."""
+        if path in self.unresolved:
+            return
+        probe = path
+        while probe:
+            mark = (self.keys if key else self.values).get(probe) or self.values.get(probe)
+            if mark is not None:
+                self.problem(mark, path, message)
+                return
+            probe = probe[:-1]
+        self.problem(self.values.get(()), path, message)
+
+    def build(self, node: Node, path: KeyPath, loader: yaml.SafeLoader) -> Any:
+        self.values[path] = node.start_mark
+        if isinstance(node, ScalarNode):
+            if node.style is None and node.value in _NULL:
+                return None
+            if node.style in ("|", ">"):
+                self.block.add(path)
+            return self._interpolate(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*path, i), loader) for i, item in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            own = {id(k) for k, _ in node.value}
+            loader.flatten_mapping(node)  # YAML merge keys (<<: *base)
+            out: dict[str, Any] = {}
+            first: dict[str, Mark] = {}  # keys written in this mapping (not merged in)
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    self.problem(key_node.start_mark, path, "a key must be plain text")
+                    continue
+                key = key_node.value
+                if key in first:
+                    where = f"line {first[key].line + 1}"
+                    self.problem(
+                        key_node.start_mark,
+                        (*path, key),
+                        f"duplicate key {key!r} (first at {where})",
+                    )
+                    continue
+                if id(key_node) in own:  # a merged key comes first and may be overridden
+                    first[key] = key_node.start_mark
+                self.keys[(*path, key)] = key_node.start_mark
+                out[key] = self.build(value_node, (*path, key), loader)
+            return out
+        raise AssertionError(f"unexpected YAML node {node!r}")
+
+    def _interpolate(self, node: ScalarNode, path: KeyPath) -> str:
+        def replace(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            body = _ENV_BODY.fullmatch(m.group(1))
+            if body is None:
+                self.problem(
+                    node.start_mark,
+                    path,
+                    f"bad reference ${{{m.group(1)}}}: expected ${{NAME}} or ${{NAME:-default}}",
+                )
+                self.unresolved.add(path)
+                return ""
+            name, default = body.group(1), body.group(2)
+            value = self.env.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.problem(node.start_mark, path, f"environment variable {name} is not set")
+                    self.unresolved.add(path)
+                    return ""
+                return default
+            return value
+
+        value = _ENV_REF.sub(replace, node.value)
+        if value != node.value:
+            self.interpolated.add(path)
+        return value
+
+
+def _compose(text: str, doc: _Document) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            doc.problem(None, (), "the file is empty")
+            return None
+        return doc.build(node, (), loader)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        doc.problem(mark, (), f"YAML syntax: {exc.problem or exc.context}")
+        return None
+    finally:
+        loader.dispose()
+
+
+def _resolve(data: Any, loc: Iterable[str | int]) -> tuple[KeyPath, list[str | int]]:
+    """Map a pydantic error location onto the data: union/discriminator tags in ``loc`` that
+    are not keys of the data are dropped. Returns the existing path and the rest."""
+    path: list[str | int] = []
+    rest: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+            path.append(part)
+        else:
+            rest.append(part)
+    return tuple(path), rest
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part] if isinstance(data, dict) else data[int(part)]
+    return data
+
+
+def _redact(doc: _Document, path: KeyPath, value: Any, message: str) -> str:
+    """Values from the environment and values of secret keys never reach a message."""
+    secret = any(isinstance(p, str) and p in schema.SECRET_KEYS for p in path)
+    if isinstance(value, str) and value and (secret or path in doc.interpolated):
+        return message.replace(value, "***")
+    return message
+
+
+def _validate(
+    doc: _Document, model: type[BaseModel] | TypeAdapter[Any], data: Any, prefix: KeyPath
+) -> Any | None:
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            path, rest = _resolve(data, err["loc"])
+            full = (*prefix, *path)
+            msg = _redact(
+                doc, full, _value_at(data, path), err["msg"].removeprefix("Value error, ")
+            )
+            if err["type"] == "extra_forbidden":
+                doc.at(full, f"unknown key {path[-1]!r}" if path else msg, key=True)
+            elif err["type"] == "missing" and rest:
+                doc.at((*full, rest[-1]), f"missing required key {rest[-1]!r}")
+            elif err["type"] == "union_tag_not_found":
+                doc.at(full, "missing required key 'type' (smpp or http)")
+            elif err["type"] == "union_tag_invalid":
+                doc.at((*full, "type"), msg)
+            else:
+                doc.at(full, msg)
+        return None
+
+
+def _get(raw: Any, *keys: str) -> Any:
+    """A value from raw (unvalidated) data, or None: cross-references are checked on the raw
+    tree so that an entry with an unrelated mistake still gets its references checked."""
+    for key in keys:
+        if not isinstance(raw, dict):
+            return None
+        raw = raw.get(key)
+    return raw
+
+
+def _position_map(doc: _Document) -> dict[str, tuple[int, int]]:
+    return {format_path(p): (m.line + 1, m.column + 1) for p, m in doc.values.items()}
+
+
+def _template_mark(doc: _Document, text: str, path: KeyPath, line: int | None) -> Mark | None:
+    mark = doc.values.get(path)
+    if mark is None or line is None:
+        return mark
+    if path not in doc.block:
+        return Mark(mark.name, 0, mark.line + line - 1, mark.column if line == 1 else 0, None, None)
+    # A block scalar's text starts on the line after its | or > indicator.
+    row = mark.line + line
+    lines = text.splitlines()
+    source = lines[row] if row < len(lines) else ""
+    return Mark(mark.name, 0, row, len(source) - len(source.lstrip(" ")), None, None)
+
+
+class _Sections:
+    """Validates each section of the outline on its own, collecting problems in ``doc``."""
+
+    def __init__(self, doc: _Document, data: dict[str, Any], text: str):
+        self.doc = doc
+        self.data = data
+        self.text = text
+        self.raw_templates: dict[str, Any] = self._raw("templates", dict) or {}
+        self.raw_gateways: dict[str, Any] = self._raw("gateways", dict) or {}
+        self.region: str | None = None
+
+    def _raw(self, name: str, kind: type) -> Any:
+        value = self.data.get(name)
+        return value if isinstance(value, kind) else None
+
+    def need_gateway(self, ref: Any, path: KeyPath) -> None:
+        if isinstance(ref, str) and self.raw_gateways and ref not in self.raw_gateways:
+            self.doc.at(path, f"unknown gateway {ref!r}; defined: {', '.join(self.raw_gateways)}")
+
+    def need_template(self, ref: Any, path: KeyPath) -> None:
+        if isinstance(ref, str) and ref not in self.raw_templates:
+            known = ", ".join(self.raw_templates) or "none"
+            self.doc.at(path, f"unknown template {ref!r}; defined: {known}")
+
+    def defaults(self) -> schema.Defaults | None:
+        raw = self._raw("defaults", dict)
+        defaults = _validate(self.doc, schema.Defaults, raw, ("defaults",)) if raw else None
+        region = str(_get(raw, "region") or "").upper()
+        self.region = defaults.region if defaults else (region if is_region(region) else None)
+        self.need_gateway(_get(raw, "gateway"), ("defaults", "gateway"))
+        return defaults
+
+    def agents(self) -> dict[str, schema.Agent]:
+        agents: dict[str, schema.Agent] = {}
+        for ext, raw in (self._raw("agents", dict) or {}).items():
+            agent = _validate(self.doc, schema.Agent, raw, ("agents", ext))
+            if agent is None:
+                continue
+            if agent.mobile is not None and self.region is not None:
+                info = classify(agent.mobile, self.region)
+                if info.e164 is None:
+                    self.doc.at(
+                        ("agents", ext, "mobile"), f"not a usable mobile number ({info.detail})"
+                    )
+                    continue
+                agent = agent.model_copy(update={"mobile": info.e164})
+            agents[ext] = agent
+        return agents
+
+    def templates(
+        self, defaults: schema.Defaults | None
+    ) -> tuple[dict[str, schema.Template], dict[str, CompiledTemplate]]:
+        tz = defaults.timezone if defaults else "UTC"
+        base_url = defaults.public_base_url if defaults else None
+        templates: dict[str, schema.Template] = {}
+        compiled: dict[str, CompiledTemplate] = {}
+        for name, raw in self.raw_templates.items():
+            tpl = _validate(self.doc, schema.Template, raw, ("templates", name))
+            if tpl is None:
+                continue
+            templates[name] = tpl
+            path: KeyPath = ("templates", name, "text")
+            try:
+                ct = compile_template(name, tpl.text, timezone=tz, public_base_url=base_url)
+            except TemplateProblem as exc:
+                self.doc.problem(
+                    _template_mark(self.doc, self.text, path, exc.line), path, str(exc)
+                )
+                continue
+            info = ct.worst.info
+            if info.segments > tpl.max_segments:
+                forced = "".join(info.forcing_chars)
+                self.doc.at(
+                    path,
+                    f"worst case is {info.units} {info.encoding} units = "
+                    f"{info.segments} segments, over max_segments {tpl.max_segments}"
+                    + (f" (UCS-2 forced by {forced!r})" if forced else ""),
+                )
+                continue
+            compiled[name] = ct
+        return templates, compiled
+
+    def gateways(self) -> dict[str, Any]:
+        gateways: dict[str, Any] = {}
+        for name, raw in self.raw_gateways.items():
+            gw = _validate(self.doc, _GATEWAY_ADAPTER, raw, ("gateways", name))
+            backup = _get(raw, "backup")
+            if isinstance(backup, str) and (backup == name or backup not in self.raw_gateways):
+                self.doc.at(
+                    ("gateways", name, "backup"),
+                    f"backup gateway {backup!r} is "
+                    + ("itself" if backup == name else "not defined in gateways"),
+                )
+            if gw is not None:
+                gateways[name] = gw
+        return gateways
+
+    def rules(self) -> list[schema.Rule]:
+        rules: list[schema.Rule] = []
+        names: dict[str, int] = {}
+        for i, raw in enumerate(self._raw("rules", list) or []):
+            rule = _validate(self.doc, schema.Rule, raw, ("rules", i))
+            name = _get(raw, "name")
+            if isinstance(name, str):
+                if name in names:
+                    first = self.doc.values.get(("rules", names[name], "name"))
+                    self.doc.at(
+                        ("rules", i, "name"),
+                        f"duplicate rule name {name!r}"
+                        + (f" (first at line {first.line + 1})" if first else ""),
+                    )
+                names.setdefault(name, i)
+            self.need_template(_get(raw, "send", "template"), ("rules", i, "send", "template"))
+            self.need_gateway(_get(raw, "send", "gateway"), ("rules", i, "send", "gateway"))
+            raw_to = _get(raw, "send", "to")
+            targets = [raw_to] if isinstance(raw_to, str) else raw_to
+            to = (
+                self._recipients(targets, i, isinstance(raw_to, list))
+                if isinstance(targets, list)
+                else None
+            )
+            if rule is not None:
+                if to is not None:
+                    rule = rule.model_copy(update={"send": rule.send.model_copy(update={"to": to})})
+                rules.append(rule)
+        return rules
+
+    def _recipients(self, targets: list[Any], i: int, listed: bool) -> tuple[str, ...]:
+        """caller/agent/both stay as words; numbers become E.164."""
+        to: list[str] = []
+        for j, target in enumerate(targets):
+            if not isinstance(target, str) or target in _RECIPIENTS:
+                to.append(str(target))  # a wrong type is reported by the schema
+                continue
+            info = classify(target, self.region or "ZZ")
+            if info.e164 is None:
+                where: KeyPath = ("rules", i, "send", "to", *((j,) if listed else ()))
+                self.doc.at(
+                    where,
+                    f"{target!r} is neither caller, agent, both nor a usable "
+                    f"number ({info.detail})",
+                )
+            else:
+                to.append(info.e164)
+        return tuple(dict.fromkeys(to))
+
+    def replies(self) -> schema.Replies:
+        raw = self._raw("replies", dict)
+        if raw is None:
+            return schema.Replies()
+        replies = _validate(self.doc, schema.Replies, raw, ("replies",)) or schema.Replies()
+        seen: dict[str, str] = {}
+        for word, action in (_get(raw, "keywords") or {}).items():
+            upper = word.upper()
+            if upper in seen:
+                self.doc.at(
+                    ("replies", "keywords", word),
+                    f"keyword {word!r} repeats {seen[upper]!r} (keywords ignore case)",
+                    key=True,
+                )
+            seen.setdefault(upper, word)
+            self.need_template(_get(action, "reply"), ("replies", "keywords", word, "reply"))
+        keywords = {w.upper(): a for w, a in replies.keywords.items()}
+        return replies.model_copy(update={"keywords": keywords})
+
+
+def load_rules_text(
+    text: str, filename: str = "rules.yaml", env: Mapping[str, str] | None = None
+) -> RuleSet:
+    """Validate rules.yaml text; raises RulesError carrying every problem found."""
+    doc = _Document(filename, os.environ if env is None else env)
+    data = _compose(text, doc)
+    if data is None and doc.problems:  # YAML syntax: nothing further can be read
+        raise RulesError(doc.problems)
+    if not isinstance(data, dict):
+        doc.at((), "the top level must be a mapping (version, defaults, templates, rules, ...)")
+        raise RulesError(doc.problems)
+    _validate(doc, schema.TopLevel, data, ())
+    sections = _Sections(doc, data, text)
+    defaults = sections.defaults()
+    agents = sections.agents()
+    templates, compiled = sections.templates(defaults)
+    gateways = sections.gateways()
+    rules = sections.rules()
+    replies = sections.replies()
+    if doc.problems:
+        raise RulesError(sorted(doc.problems, key=lambda p: (p.line or 0, p.column or 0)))
+    assert defaults is not None  # no problems means every section validated
+    config = schema.RulesConfig(
+        defaults=defaults,
+        agents=agents,
+        templates=templates,
+        rules=tuple(rules),
+        gateways=gateways,
+        replies=replies,
+    )
+    return RuleSet(config, compiled, filename, _position_map(doc))
+
+
+def load_rules(path: str | Path, env: Mapping[str, str] | None = None) -> RuleSet:
+    """Read and validate a rules.yaml file; raises RulesError (also for an unreadable file)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RulesError([Problem(str(p), None, None, "", f"cannot read: {reason}")]) from None
+    return load_rules_text(text, str(p), env)

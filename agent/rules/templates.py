@@ -1,0 +1,378 @@
+"""SMS templates: sandboxed Jinja2 with strict merge tags, rendering, and worst-case length analysis."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent.errors import AftercallError
+from agent.models import CallRecord
+from agent.sms.encoding import SmsInfo, analyze
+from agent.sms.numbers import mask as mask_number
+
+LinkFactory = Callable[[str], str]
+
+#: Merge tags: every CallRecord field, plus ``now``; ``vars.NAME`` for channel variables.
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CallRecord))
+MERGE_TAGS: frozenset[str] = frozenset(RECORD_FIELDS) | {"now"}
+FUNCTIONS: frozenset[str] = frozenset({"link"})
+_JINJA_GLOBALS = ("range", "dict", "namespace", "joiner", "cycler")
+LINK_CODE_LENGTH = 10  # characters of a short-link code: /l/XXXXXXXXXX
+_DATETIME_FIELDS = ("started_at", "answered_at", "ended_at")
+
+# Longest plausible values, for segment budgets (DESIGN section 3). 29 Sep 2027 is a Wednesday
+# in September: the longest English day and month names, at 23:59 for two-digit hours.
+_WORST_DT = datetime(2027, 9, 29, 23, 59, 59, tzinfo=UTC)
+_WORST_VALUES: dict[str, Any] = {
+    "call_id": "1799999999.99999",
+    "trigger": "call_completed",
+    "caller": "+" + "9" * 15,
+    "caller_name": "W" * 20,
+    "did": "9" * 15,
+    "direction": "outbound",
+    "queue": "Q" * 12,
+    "agent": "PJSIP/" + "9" * 6,
+    "agent_name": "W" * 20,
+    "agent_number": "+" + "9" * 15,
+    "disposition": "abandoned",
+    "wait_seconds": 86399.9,
+    "talk_seconds": 86399.9,
+    "duration_seconds": 86399.9,
+    "hangup_cause": 127,
+    "hangup_by": "caller",
+    "tags": ("T" * 12, "T" * 12, "T" * 12),
+    "language": "en-IN",
+}
+_WORST_VAR = "V" * 12
+
+# Words that make an Indian DLT scrutiny (and most operators) treat a message as promotional.
+_PROMO = re.compile(
+    r"\b(offers?|discounts?|coupons?|sale|free|cashback|deals?|promo(?:tion)?s?|"
+    r"limited[ -]time|buy now|hurry|win(?:ner)?|prizes?|voucher)\b|\d+\s*%\s*off\b",
+    re.IGNORECASE,
+)
+
+
+_UNDEFINED = re.compile(r"^'(\w+)' is undefined$")
+
+
+class TemplateRenderError(AftercallError):
+    """A template could not be rendered for a call (a missing value, a bad filter argument);
+    the message is suppressed as ``template_error`` with ``reason`` as the detail."""
+
+    def __init__(self, template: str, reason: str):
+        self.template = template
+        self.reason = reason
+        super().__init__(f"template {template}: {reason}")
+
+
+class TemplateProblem(ValueError):
+    """A template is wrong at load time; ``line`` is 1-based inside the template text."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(message)
+
+
+class _Vars:
+    """Channel variables as seen by templates: ``vars.TICKET``; a missing or empty one is
+    undefined, so ``default()`` applies and a bare use fails instead of leaving a hole."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, str]):
+        self._values = {k: v for k, v in values.items() if v not in ("", None)}
+
+    def _get(self, key: str) -> str | None:
+        return self._values.get(key)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._get(key)
+        if value is None:
+            return StrictUndefined(hint=f"vars.{key} is missing for this call", name=f"vars.{key}")
+        return value
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self[key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._get(key) is not None
+
+
+class _WorstVars(_Vars):
+    __slots__ = ("_missing",)
+
+    def __init__(self, missing: str | None = None):
+        super().__init__({})
+        self._missing = missing
+
+    def _get(self, key: str) -> str | None:
+        return None if key == self._missing else _WORST_VAR
+
+
+def _strict(value: Any) -> None:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the missing tag
+
+
+def _fmt(default: str) -> Callable[..., str]:
+    def render(value: Any, fmt: str = default) -> str:
+        _strict(value)
+        if not isinstance(value, datetime):
+            raise TypeError(f"needs a date/time, got {type(value).__name__}")
+        return value.strftime(fmt)
+
+    return render
+
+
+def _last(value: Any, n: int = 4) -> str:
+    _strict(value)
+    digits = re.sub(r"\D", "", str(value))
+    return digits[-n:] if n > 0 else ""
+
+
+def _mask(value: Any, keep: int = 4) -> str:
+    _strict(value)
+    return mask_number(str(value), keep)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,  # plain text: an SMS has no markup to escape
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals = {k: v for k, v in env.globals.items() if k in _JINJA_GLOBALS}
+    env.filters.update(
+        datetime=_fmt("%d %b %Y %H:%M"),
+        date=_fmt("%d %b %Y"),
+        time=_fmt("%H:%M"),
+        last=_last,
+        mask=_mask,
+    )
+    return env
+
+
+_ENV = _environment()
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    text: str  # the longest rendering found
+    info: SmsInfo
+    required: tuple[str, ...]  # merge tags whose absence makes rendering fail (message suppressed)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTemplate:
+    name: str
+    source: str
+    template: Template
+    tags: frozenset[str]  # merge tags used: "caller_name", "vars.TICKET", "now" ...
+    uses_link: bool
+    worst: WorstCase
+    promotional: tuple[str, ...]  # promotional words found in the static text
+
+
+def _walk_tags(ast: nodes.Template) -> Iterator[str]:
+    for node in ast.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "vars":
+            yield f"vars.{node.attr}"
+    for item in ast.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "vars"
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            yield f"vars.{item.arg.value}"
+
+
+def merge_tags(source: str) -> frozenset[str]:
+    """The merge tags and functions a template uses; raises TemplateProblem on bad syntax."""
+    ast = _parse(source)
+    try:
+        undeclared = meta.find_undeclared_variables(ast)
+    except TemplateSyntaxError as exc:  # TemplateAssertionError: unknown filter or test
+        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
+    names = set(undeclared) - set(_ENV.globals)
+    found = set(_walk_tags(ast))
+    if found:
+        names.discard("vars")
+    return frozenset(names | found)
+
+
+def _parse(source: str) -> nodes.Template:
+    try:
+        return _ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno) from None
+
+
+def _check_tags(tags: frozenset[str]) -> None:
+    known = MERGE_TAGS | FUNCTIONS | {"vars"}
+    for tag in sorted(tags):
+        if tag.startswith("vars.") or tag in known:
+            continue
+        close = difflib.get_close_matches(tag, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TemplateProblem(
+            f"unknown merge tag {tag!r}: use a call record field, vars.NAME, now or link(){hint}"
+        )
+
+
+def reserved_link(public_base_url: str) -> LinkFactory:
+    """A stand-in for the short-link factory: as long as a real short link will be."""
+    placeholder = f"{public_base_url.rstrip('/')}/l/{'x' * LINK_CODE_LENGTH}"
+
+    def link(url: Any) -> str:
+        _strict(url)
+        return placeholder
+
+    return link
+
+
+def _guard_link(factory: LinkFactory) -> LinkFactory:
+    def link(url: Any) -> str:
+        _strict(url)
+        return factory(str(url))
+
+    return link
+
+
+def build_context(
+    record: CallRecord, *, timezone: str, now: datetime, link: LinkFactory | None
+) -> dict[str, Any]:
+    """Merge-tag values for one call: empty values are left out (undefined), datetimes are
+    shown in ``timezone`` (naive ones are taken as UTC)."""
+    tz = ZoneInfo(timezone)
+    ctx: dict[str, Any] = {}
+    for name in RECORD_FIELDS:
+        value = getattr(record, name)
+        if value is None or value == "" or name == "vars":
+            continue
+        if isinstance(value, datetime):
+            value = _local(value, tz)
+        ctx[name] = value
+    ctx["vars"] = _Vars(record.vars)
+    ctx["now"] = _local(now, tz)
+    if link is not None:
+        ctx["link"] = _guard_link(link)
+    return ctx
+
+
+def _local(value: datetime, tz: ZoneInfo) -> datetime:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(tz)
+
+
+def render_template(compiled: CompiledTemplate, context: Mapping[str, Any]) -> str:
+    """Render; any failure is a TemplateRenderError and never a partial text."""
+    return _render(compiled.name, compiled.template, context)
+
+
+def _render(name: str, template: Template, context: Mapping[str, Any]) -> str:
+    try:
+        text = template.render(context).strip()
+    except TemplateError as exc:
+        reason = exc.message or type(exc).__name__
+        raise TemplateRenderError(
+            name, _UNDEFINED.sub(r"\1 is missing for this call", reason)
+        ) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateRenderError(name, f"{type(exc).__name__}: {exc}") from None
+    if not text:
+        raise TemplateRenderError(name, "rendered to an empty message")
+    return text
+
+
+def _worst_context(timezone: str, link: LinkFactory | None) -> dict[str, Any]:
+    ctx = dict(_WORST_VALUES)
+    for name in _DATETIME_FIELDS:
+        ctx[name] = _WORST_DT
+    ctx["now"] = _WORST_DT
+    ctx["vars"] = _WorstVars()
+    if link is not None:
+        ctx["link"] = link
+    # the same wall-clock digits in every zone: the longest names are what matter
+    return {
+        k: (v.replace(tzinfo=ZoneInfo(timezone)) if isinstance(v, datetime) else v)
+        for k, v in ctx.items()
+    }
+
+
+def _worst_case(
+    name: str, template: Template, tags: frozenset[str], timezone: str, link: LinkFactory | None
+) -> WorstCase:
+    full = _worst_context(timezone, link)
+    try:
+        worst_text = _render(name, template, full)
+    except TemplateRenderError as exc:
+        raise TemplateProblem(f"cannot be rendered even with every value present: {exc.reason}")
+    worst = analyze(worst_text)
+    required: list[str] = []
+    # A tag that may be missing on a real call: render without it to learn whether the
+    # template copes (default(), `is defined`) and how long the fallback text is.
+    for tag in sorted(tags):
+        if tag in ("now", "link", "trigger", "call_id", "direction", "disposition"):
+            continue
+        ctx = dict(full)
+        if tag.startswith("vars."):
+            ctx["vars"] = _WorstVars(missing=tag[5:])
+        elif tag in ctx and tag not in ("wait_seconds", "talk_seconds", "duration_seconds"):
+            del ctx[tag]
+        else:
+            continue
+        try:
+            text = _render(name, template, ctx)
+        except TemplateRenderError:
+            required.append(tag)
+            continue
+        info = analyze(text)
+        if (info.segments, info.units) > (worst.segments, worst.units):
+            worst_text, worst = text, info
+    return WorstCase(worst_text, worst, tuple(required))
+
+
+def promotional_words(text: str) -> tuple[str, ...]:
+    """Promotional wording in a template's static text (merge tags removed)."""
+    static = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", " ", text, flags=re.DOTALL)
+    return tuple(dict.fromkeys(m.group(0).lower() for m in _PROMO.finditer(static)))
+
+
+def compile_template(
+    name: str, source: str, *, timezone: str, public_base_url: str | None
+) -> CompiledTemplate:
+    """Parse, check merge tags and measure the worst case; raises TemplateProblem."""
+    tags = merge_tags(source)
+    _check_tags(tags)
+    uses_link = "link" in tags
+    if uses_link and not public_base_url:
+        raise TemplateProblem("link() needs defaults.public_base_url for tracked links")
+    try:
+        template = _ENV.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
+    link = reserved_link(public_base_url) if public_base_url else None
+    worst = _worst_case(name, template, tags, timezone, link)
+    return CompiledTemplate(
+        name=name,
+        source=source,
+        template=template,
+        tags=tags,
+        uses_link=uses_link,
+        worst=worst,
+        promotional=promotional_words(source),
+    )

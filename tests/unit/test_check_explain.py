@@ -1,0 +1,156 @@
+"""`aftercall check` and `aftercall explain`: text and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.models import CallRecord, Direction, Disposition
+from agent.rules.commands import check, explain
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
+REPO_RULES = Path(__file__).parent.parent.parent / "rules.yaml"
+
+
+def test_check_five_mistakes_prints_five_located_errors() -> None:
+    path = FIXTURES / "five_mistakes.yaml"
+    text, code = check(path)
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[-1] == "5 problems found"
+    errors = lines[:-1]
+    assert len(errors) == 5
+    for line in errors:
+        assert re.match(rf"{re.escape(str(path))}:\d+:\d+: \S+: .+", line), line
+    assert [e.split(": ", 2)[0].rsplit(":", 2)[1:] + [e.split(": ", 2)[1]] for e in errors] == [
+        ["7", "12", "defaults.max_age"],
+        ["9", "18", "templates.thanks.text"],
+        ["10", "17", "templates.promo.text"],
+        ["15", "36", "rules[0].match.colour"],
+        ["16", "34", "rules[0].send.template"],
+    ]
+
+
+def test_check_repository_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
+    text, code = check(REPO_RULES)
+    assert code == 0, text
+    assert "valid: 5 rules, 6 templates, 2 gateways, 2 agents" in text
+    assert re.search(r"support_ticket +service +GSM-7 +\d+/160 units +1 segment \(max 1\)", text)
+    assert "suppressed when missing: vars.TICKET" in text
+    assert "disabled rules: support-feedback" in text
+    assert "hunter2" not in text
+
+
+def test_check_reports_ucs2_promotional_wording_and_unguarded_vars(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("""\
+version: 1
+defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc}
+gateways: {smsc: {type: smpp, host: 127.0.0.1, system_id: a}}
+templates:
+  promo: {text: "Thanks! Get 20% off with coupon {{ vars.CODE }} \u2019", max_segments: 2}
+rules:
+  - {name: r, on: call_connected, match: {min_talk: 10s}, send: {template: promo}}
+""")
+    text, code = check(path)
+    assert code == 0, text
+    assert re.search(r"promo +transactional UCS-2 +\d+/70 units +1 segment \(max 2\)", text)
+    assert "UCS-2 forced by: '\u2019' U+2019" in text
+    assert (
+        f"{path}:5:17: templates.promo.text: transactional template reads as promotional "
+        "('20% off', 'coupon')" in text
+    )
+    assert f"{path}:7:76: rules[0].send.template: template 'promo' needs vars.CODE" in text
+    assert f"{path}:7:42: rules[0].match: talk time is 0 when a call connects" in text
+
+
+def test_check_unreadable_file(tmp_path: Path) -> None:
+    text, code = check(tmp_path / "nope.yaml")
+    assert code == 1 and "cannot read" in text
+
+
+def write_call(tmp_path: Path, record: CallRecord) -> Path:
+    path = tmp_path / "call.json"
+    path.write_text(json.dumps(record.to_dict()))
+    return path
+
+
+def test_explain_support_call(tmp_path: Path) -> None:
+    record = CallRecord(
+        call_id="1723609800.1",
+        caller="09812345001",
+        caller_name="Ravi",
+        did="18005550100",
+        queue="Support",
+        agent="PJSIP/2001",
+        disposition=Disposition.ANSWERED,
+        started_at=datetime(2025, 8, 14, 4, 30, tzinfo=UTC),
+        ended_at=datetime(2025, 8, 14, 4, 32, tzinfo=UTC),
+        talk_seconds=100,
+        vars={"TICKET": "48213"},
+    )
+    text, code = explain(REPO_RULES, write_call(tmp_path, record))
+    assert code == 0, text
+    assert text.startswith("call 1723609800.1: call_completed, inbound, answered, queue Support")
+    assert (
+        "rule appointment-confirmation: no: tags are [], rule wants any of ['appointment']" in text
+    )
+    assert "rule support-followup: MATCHED" in text
+    assert "-> caller +919812345001 via smsc from ACMECO: GSM-7, 1 segment" in text
+    assert '"Hi Ravi, your ticket #48213 is logged. Track it: https://acme.in/l/xxxxxxxxxx"' in text
+    assert "rule support-feedback: no: rule is disabled" in text
+    assert "rule agent-summary: no: trigger is call_completed, rule is on call_connected" in text
+    assert text.rstrip().endswith(
+        "1 SMS to send (before opt-out, cooldown, quiet hours and rate limits), 0 suppressed"
+    )
+
+
+def test_explain_missed_anonymous_call(tmp_path: Path) -> None:
+    record = CallRecord(
+        call_id="9.9",
+        caller="anonymous",
+        did="18005550200",
+        direction=Direction.INBOUND,
+        disposition=Disposition.MISSED,
+    )
+    text, code = explain(REPO_RULES, write_call(tmp_path, record))
+    assert code == 0
+    assert (
+        "rule missed-call-sorry: no: caller type is anonymous, rule wants one of ['mobile']" in text
+    )
+    assert "0 SMS to send" in text
+
+
+def test_explain_shows_suppressed_decisions(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("""\
+version: 1
+defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc}
+gateways: {smsc: {type: smpp, host: 127.0.0.1, system_id: a}}
+templates: {t: {text: "Ticket {{ vars.TICKET }}"}}
+rules: [{name: r, send: {template: t}}]
+""")
+    record = CallRecord(call_id="1", caller="+919812345001")
+    text, code = explain(rules, write_call(tmp_path, record))
+    assert code == 0
+    assert (
+        "-> caller +919812345001: SUPPRESSED template_error: template: vars.TICKET is "
+        "missing for this call" in text
+    )
+    assert "0 SMS to send" in text and "1 suppressed" in text
+
+
+def test_explain_bad_inputs(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"call_id": "1", "colour": "red"}')
+    text, code = explain(REPO_RULES, bad)
+    assert code == 2 and "unknown call record fields: colour" in text
+    text, code = explain(REPO_RULES, tmp_path / "missing.json")
+    assert code == 2 and "cannot read the call record" in text
+    text, code = explain(FIXTURES / "five_mistakes.yaml", bad)
+    assert code == 1 and "5 problems found" in text

@@ -1,0 +1,99 @@
+"""Caller id classification: E.164, kinds, and never an exception."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.sms.numbers import classify, is_region, mask
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164", "kind"),
+    [
+        ("+919812345678", "+919812345678", "mobile"),
+        ("09812345678", "+919812345678", "mobile"),  # national trunk prefix
+        ("9812345678", "+919812345678", "mobile"),
+        ("+91 98123 45678", "+919812345678", "mobile"),
+        ("00919812345678", "+919812345678", "mobile"),  # IDD written as 00
+        ("+911123456789", "+911123456789", "landline"),  # Delhi fixed line
+        ("01123456789", "+911123456789", "landline"),
+        ("+14155552671", "+14155552671", "international"),
+        ("+447911123456", "+447911123456", "international"),
+    ],
+)
+def test_valid_numbers(raw: str, e164: str, kind: str) -> None:
+    info = classify(raw, "IN")
+    assert (info.e164, info.kind) == (e164, kind)
+    assert info.reachable
+
+
+def test_country_is_reported() -> None:
+    assert classify("+14155552671", "IN").country == "US"
+    assert classify("+919812345678", "IN").country == "IN"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "  ",
+        "anonymous",
+        "Anonymous",
+        "unknown",
+        "restricted",
+        "<unknown>",
+        "RESTRICTED",
+        "Private",
+    ],
+)
+def test_anonymous(raw: str | None) -> None:
+    info = classify(raw, "IN")
+    assert info.kind == "anonymous" and info.e164 is None and not info.reachable
+
+
+@pytest.mark.parametrize("raw", ["121", "5676", "56767", "567678"])
+def test_short_codes(raw: str) -> None:
+    info = classify(raw, "IN")
+    assert info.kind == "short_code" and info.e164 is None
+    assert f"{len(raw)}-digit" in info.detail
+
+
+@pytest.mark.parametrize("raw", ["VM-ACMECO", "12", "+99912345678901234", "1234567", "++91"])
+def test_invalid(raw: str) -> None:
+    info = classify(raw, "IN")
+    assert info.kind == "invalid" and info.e164 is None and info.detail
+
+
+def test_region_decides_national_numbers() -> None:
+    assert classify("4155552671", "US").kind == "mobile"  # US numbers are fixed-or-mobile
+    assert classify("4155552671", "US").e164 == "+14155552671"
+
+
+def test_is_region() -> None:
+    assert is_region("IN") and not is_region("XX")
+
+
+def test_mask_keeps_country_code_and_last_digits() -> None:
+    assert mask("+919812345678") == "+91******5678"
+    assert mask("5678") == "****"
+    assert mask("98123456", keep=2) == "******56"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_never_raises(raw: str) -> None:
+    info = classify(raw, "IN")
+    assert info.kind in {
+        "mobile",
+        "landline",
+        "anonymous",
+        "international",
+        "short_code",
+        "invalid",
+    }
+    assert (info.e164 is None) == (info.kind in {"anonymous", "short_code", "invalid"})
+    if info.e164 is not None:
+        assert info.e164.startswith("+") and info.e164[1:].isdigit()
