@@ -1,0 +1,121 @@
+"""Building a frozen CallRecord from a call's tracking state: disposition, hangup side, times."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from agent.calls.state import INCOMPLETE_VAR, SIDE_ROOT, SIDE_SYSTEM, Call
+from agent.models import CallRecord, Direction, Disposition, HangupBy, Trigger
+from agent.sms.numbers import classify
+
+_DIAL_FAILED = frozenset({"CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE", "INVALIDARGS"})
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _disposition(call: Call) -> Disposition:
+    if call.answered is not None:
+        return Disposition.ANSWERED
+    if call.voicemail:
+        return Disposition.VOICEMAIL
+    caller_left = call.end_side == SIDE_ROOT and not call.end_soft
+    if call.abandoned or (call.queue_joined and caller_left):
+        return Disposition.ABANDONED
+    status = call.dial_status
+    if status == "BUSY" or (status is None and call.hangup_cause == 17):
+        return Disposition.BUSY
+    if status in _DIAL_FAILED:
+        return Disposition.FAILED
+    if status in ("NOANSWER", "CANCEL") or call.queue_joined or caller_left:
+        return Disposition.MISSED
+    return Disposition.FAILED
+
+
+def _hangup_by(call: Call, direction: Direction) -> HangupBy | None:
+    if not call.end_side:
+        return None
+    if call.end_soft or call.end_side == SIDE_SYSTEM:
+        return HangupBy.SYSTEM
+    root_is_caller = direction is not Direction.OUTBOUND
+    if (call.end_side == SIDE_ROOT) == root_is_caller:
+        return HangupBy.CALLER
+    return HangupBy.AGENT
+
+
+def build_record(
+    call: Call,
+    trigger: Trigger,
+    *,
+    region: str,
+    agents: Mapping[str, tuple[str | None, str | None]],
+    language_var: str,
+    ts: float | None = None,
+) -> CallRecord:
+    """A frozen snapshot of ``call``. ``ts`` is "now" for a call_connected record."""
+    raw_caller = call.caller_num
+    dialled = call.dialled
+    agent = call.agent
+    agent_name_fallback = call.member_name or call.agent_cid_name
+    if call.inbound is not False:
+        direction = Direction.INBOUND
+        did = dialled
+        info = classify(raw_caller, region)
+        withheld = info.kind == "anonymous"
+    else:
+        # Outbound and internal calls start at an agent's phone: the party worth texting
+        # (``caller`` in rules and templates) is the number the agent dialled.
+        dial_info = classify(dialled, region)
+        direction = Direction.INTERNAL if dial_info.kind == "short_code" else Direction.OUTBOUND
+        did = None
+        agent_name_fallback = call.caller_name
+        raw_caller, info, withheld = dialled, dial_info, False
+    caller = "anonymous" if withheld else (info.e164 or raw_caller or "")
+    name, mobile = agents.get(agent, (None, None)) if agent else (None, None)
+
+    vars_: dict[str, str] = dict(call.vars) if call.vars else {}
+    if call.accountcode and "accountcode" not in vars_:
+        vars_["accountcode"] = call.accountcode
+    if call.attached_vars:
+        vars_.update(call.attached_vars)
+    if call.incomplete:
+        vars_[INCOMPLETE_VAR] = call.incomplete
+    language = vars_.get(language_var) or call.language
+
+    completed = trigger is Trigger.CALL_COMPLETED
+    end = call.ended if completed else ts
+    if end is None:
+        end = call.last
+    answered = call.answered
+    talk = 0.0
+    if answered is not None:
+        talk_end = call.talk_end if (completed and call.talk_end is not None) else end
+        talk = max(0.0, talk_end - answered)
+    wait_end = answered if answered is not None else end
+    tags = tuple(call.tags) if call.tags else ()
+    return CallRecord(
+        call_id=call.call_id,
+        trigger=trigger,
+        caller=caller,
+        caller_name=None if withheld else call.caller_name,
+        did=did,
+        direction=direction,
+        queue=call.queue,
+        agent=agent,
+        agent_name=name or agent_name_fallback,
+        agent_number=mobile,
+        disposition=_disposition(call) if completed else Disposition.ANSWERED,
+        started_at=_dt(call.started),
+        answered_at=_dt(answered),
+        ended_at=_dt(end) if completed else None,
+        wait_seconds=round(max(0.0, wait_end - call.started), 3),
+        talk_seconds=round(talk, 3),
+        duration_seconds=round(max(0.0, end - call.started), 3),
+        hangup_cause=call.hangup_cause if call.hangup_cause is not None else call.last_cause,
+        hangup_by=_hangup_by(call, direction) if completed else None,
+        tags=tags,
+        vars=vars_,
+        language=language,
+    )

@@ -1,0 +1,526 @@
+"""The call tracker: a pure state machine that correlates AMI events into call records.
+
+Feed it every AMI event (a panoramisk ``Message`` or any ``Mapping[str, str | list[str]]``);
+``feed`` returns the records that event produced: ``call_connected`` once when the other party
+(the agent, on inbound calls) answers, and ``call_completed`` exactly once when the last channel
+of the call hangs up. No I/O, no clock, no logging: the caller logs ``warnings`` and evictions.
+
+How the AMI stream maps onto a call (verified against the lab's Asterisk 22 transcripts):
+
+* Calls are keyed by ``Linkedid``. The channel whose ``Uniqueid`` equals it is the originator
+  (the caller, on inbound calls); ``Local/`` halves are helpers and never a party. When a
+  channel reports a Linkedid that belongs to another call (Asterisk relinks channels when it
+  bridges calls), the two calls are merged and one record comes out, under the older id.
+* ``answered_at`` is when a leg other than the originator went Up (``Newstate`` 6, ``DialEnd``
+  ANSWER or ``AgentConnect``): the IVR's ``Answer()`` on the caller's own channel is not it.
+* ``hangup_by`` is decided by the ``HangupRequest`` (the far end hung up: that side) or
+  ``SoftHangupRequest`` (Asterisk itself: ``system``) that ended the conversation: the first one
+  on the originator, or the one that took away the last answered leg. A leg that refuses before
+  answering (486 Busy) does not count: ``disposition`` says busy. No request seen: ``None``.
+* ``talk_seconds`` runs from the answer to that moment; ``wait_seconds`` from the first event
+  to the answer (or to the end when nobody answered), IVR included; ``duration_seconds`` from
+  the first to the last event of the call.
+* ``vars`` holds every non-empty exported channel variable (``ChanVariable`` headers; later
+  values win), ``vars["accountcode"]`` the caller's ``CHANNEL(accountcode)`` when set, then
+  what ``attach`` added (which wins). ``DestChanVariable`` is not read: every leg reports its
+  own variables on its own events. ``VarSet`` events update variables already exported, the tag
+  and the language variable only, so internal dialplan variables do not flood the record.
+* ``tags`` come from the tag variable (``SMS_TAG``, comma-separated allowed) and ``attach``;
+  ``language`` from the language variable (``SMS_LANG``) or else the caller's channel language.
+* ``agent``: on inbound calls, the extension of the leg that answered (last answered, after a
+  transfer), or of the last one rung when nobody answered; ``agent_name`` from the directory,
+  else the queue's ``MemberName``, else that leg's caller-id name. On outbound and internal calls
+  the originator is the agent and ``caller`` is the number dialled (the party to text).
+* Records built without a complete history say so in ``vars["aftercall_incomplete"]``:
+  ``joined`` (the call was already under way when the tracker first heard of it), ``adopted``
+  (taken over by ``resync``) or ``resync`` (ended while the AMI link was down).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+
+from agent.calls.record import build_record
+from agent.calls.state import (
+    FAR,
+    LOCAL,
+    MAX_VALUE,
+    ROOT,
+    SIDE_FAR,
+    SIDE_ROOT,
+    Call,
+    Chan,
+    Event,
+    cause,
+    duration,
+    extension,
+    number,
+    text,
+    timestamp,
+    valid_ts,
+    values,
+)
+from agent.models import CallRecord, Trigger
+from agent.sms.numbers import classify
+
+__all__ = ["CallTracker", "Event"]
+
+#: Legs one call may have; more is garbage (or a runaway dialplan) and is not tracked.
+MAX_CHANNELS_PER_CALL = 64
+_HANGUP_EVENTS = frozenset({"Hangup", "HangupRequest", "SoftHangupRequest"})
+_intern = sys.intern
+
+
+class CallTracker:
+    """Turns AMI events into ``CallRecord``s. ``agents`` maps extension -> (name, mobile)."""
+
+    def __init__(
+        self,
+        *,
+        agents: Mapping[str, tuple[str | None, str | None]] | None = None,
+        region: str = "IN",
+        stale_after_s: float = 4 * 3600,
+        inbound_contexts: Iterable[str] = ("from-trunk",),
+        tag_var: str = "SMS_TAG",
+        language_var: str = "SMS_LANG",
+        max_calls: int = 50_000,
+        remember_completed: int = 8192,
+    ) -> None:
+        self.agents: Mapping[str, tuple[str | None, str | None]] = dict(agents or {})
+        self.region = region
+        self.stale_after_s = stale_after_s
+        self.inbound_contexts = frozenset(inbound_contexts)
+        self.tag_var = tag_var
+        self.language_var = language_var
+        self.max_calls = max(1, max_calls)
+        self.remember_completed = max(0, remember_completed)
+        #: What was odd about the input, by kind (``no_timestamp``, ``late_event``,
+        #: ``calls_overflow`` ...). Never raises; the shell logs and resets this as it likes.
+        self.warnings: Counter[str] = Counter()
+        self._by_lid: dict[str, Call] = {}  # every Linkedid of every call in progress
+        self._chans: dict[str, Chan] = {}  # Uniqueid -> live channel
+        self._done: dict[str, None] = {}  # Linkedids of recently completed calls (an LRU)
+        self._count = 0
+        self._now = 0.0  # newest event timestamp seen
+        self._handlers: dict[str, Callable[[Event, Chan, float, list[CallRecord]], None]] = {
+            "Newchannel": self._on_newchannel,
+            "Newstate": self._on_newstate,
+            "NewCallerid": self._on_newcallerid,
+            "NewAccountCode": self._on_accountcode,
+            "Newexten": self._on_newexten,
+            "VarSet": self._on_varset,
+            "DialBegin": self._on_dialbegin,
+            "DialEnd": self._on_dialend,
+            "QueueCallerJoin": self._on_queue_join,
+            "QueueCallerLeave": self._on_nothing,
+            "QueueCallerAbandon": self._on_queue_abandon,
+            "AgentCalled": self._on_agent_called,
+            "AgentConnect": self._on_agent_connect,
+            "AgentComplete": self._on_agent_complete,
+            "BridgeEnter": self._on_nothing,
+            "BridgeLeave": self._on_nothing,
+            "HangupRequest": self._on_hangup_request,
+            "SoftHangupRequest": self._on_hangup_request,
+            "Hangup": self._on_hangup,
+        }
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[CallRecord]:
+        """Apply one AMI event; returns the records it completed (usually none)."""
+        out: list[CallRecord] = []
+        name = event.get("Event")
+        handler = self._handlers.get(name) if name.__class__ is str else None  # type: ignore[arg-type]
+        if handler is None:
+            return out
+        try:
+            touched = self._touch(event, name, out)  # type: ignore[arg-type]
+            if touched is not None:
+                ch, ts = touched
+                handler(event, ch, ts, out)
+        except Exception:  # noqa: BLE001 - last resort: bad input must not stop the AMI reader
+            self.warnings["internal_error"] += 1
+        return out
+
+    def attach(
+        self,
+        channel_or_uniqueid_or_linkedid: str,
+        *,
+        tags: Iterable[str] = (),
+        vars: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Add tags and variables (an AGI hook's CRM ticket, say) to a call in progress.
+        Returns False when no call in progress has that channel name, Uniqueid or Linkedid."""
+        key = channel_or_uniqueid_or_linkedid
+        call = self._by_lid.get(key)
+        if call is None:
+            ch = self._chans.get(key)
+            if ch is None:  # a channel name: rare (AGI knows agi_uniqueid), so a scan is fine
+                ch = next((c for c in self._chans.values() if c.name == key), None)
+            if ch is None:
+                return False
+            call = ch.call
+        for tag in tags:
+            if isinstance(tag, str):
+                call.add_tags(tag[:MAX_VALUE])
+        for k, v in (vars or {}).items():
+            if isinstance(k, str) and isinstance(v, str) and k and v:
+                call.set_var(k[:MAX_VALUE], v[:MAX_VALUE], attached=True)
+        return True
+
+    def in_progress(self) -> int:
+        return self._count
+
+    def evict_stale(self, now_ts: float) -> list[str]:
+        """Forget calls with no event for ``stale_after_s`` (a lost Hangup); returns their ids."""
+        limit = now_ts - self.stale_after_s
+        stale = [c for k, c in self._by_lid.items() if k == c.call_id and c.last < limit]
+        for call in stale:
+            self._forget(call)
+        return [c.call_id for c in stale]
+
+    def resync(
+        self, channels: Iterable[Event], *, now_ts: float | None = None
+    ) -> list[CallRecord]:
+        """Reconcile with ``CoreShowChannels`` (its ``CoreShowChannel`` events) after a
+        reconnect: unknown channels are adopted, and calls whose channels are all gone are
+        completed from what was known (marked ``resync``). ``now_ts``: when the list was taken
+        (default: the newest event time seen)."""
+        now = now_ts if now_ts is not None and valid_ts(now_ts) else self._now
+        listed: dict[str, Event] = {}
+        for ev in channels:
+            uid = text(ev, "Uniqueid")
+            if uid is not None:
+                listed[uid] = ev
+        for uid, ev in listed.items():
+            if uid not in self._chans:
+                self._adopt(ev, now)
+        out: list[CallRecord] = []
+        for call in [c for k, c in self._by_lid.items() if k == c.call_id]:
+            gone = [ch for ch in call.live if ch.uid not in listed]
+            if not gone:
+                continue
+            for ch in gone:
+                call.ending(ch, call.last, side=False)
+                call.live.remove(ch)
+                self._chans.pop(ch.uid, None)
+            if not call.live:
+                call.incomplete = call.incomplete or "resync"
+                self._complete(call, call.last, out)
+        return out
+
+    # -- correlation --------------------------------------------------------------------------
+
+    def _touch(self, ev: Event, name: str, out: list[CallRecord]) -> tuple[Chan, float] | None:
+        uid = text(ev, "Uniqueid")
+        if uid is None:
+            return None
+        ts = timestamp(text(ev, "Timestamp"))
+        if ts is None:
+            self.warnings["no_timestamp"] += 1
+            ts = self._now
+        elif ts > self._now:
+            self._now = ts
+        lid = text(ev, "Linkedid")
+        ch = self._chans.get(uid)
+        if ch is None:
+            ch = self._new_chan(ev, name, uid, lid or uid, ts)
+            if ch is None:
+                return None
+        elif lid is not None and lid != ch.lid:
+            self._relink(ch, lid, ts, out)
+        call = ch.call
+        call.last = max(call.last, ts)
+        cv = ev.get("ChanVariable")
+        if cv:
+            self._chanvars(call, cv if cv.__class__ is list else values(ev, "ChanVariable"))
+        return ch, ts
+
+    def _new_chan(self, ev: Event, name: str, uid: str, lid: str, ts: float) -> Chan | None:
+        call = self._by_lid.get(lid)
+        if call is None:
+            if lid in self._done:
+                self.warnings["late_event"] += 1
+                return None
+            if name in _HANGUP_EVENTS:
+                # The end of a call we never saw begin: nothing true could be said about it.
+                self.warnings["unknown_call"] += 1
+                return None
+            call = self._new_call(lid, ts)
+            if name != "Newchannel" or uid != lid:
+                call.incomplete = "joined"
+        elif len(call.live) >= MAX_CHANNELS_PER_CALL:
+            self.warnings["too_many_channels"] += 1
+            return None
+        chan_name = text(ev, "Channel") or uid
+        if chan_name.startswith("Local/"):
+            kind = LOCAL
+        else:
+            kind = ROOT if uid == call.call_id else FAR
+            call.has_party = True
+        # The same ids arrive as fresh strings on every event: keep one copy per call.
+        if lid == call.call_id:
+            lid = call.call_id
+        if uid == lid:
+            uid = lid
+        ch = Chan(uid, lid, chan_name, call, kind)
+        call.live.append(ch)
+        self._chans[uid] = ch
+        call.started = min(call.started, ts)
+        if kind == ROOT:
+            self._root_info(call, ev, chan_name)
+        return ch
+
+    def _new_call(self, lid: str, ts: float) -> Call:
+        if self._count >= self.max_calls:
+            self.warnings["calls_overflow"] += 1
+            self._forget(next(iter(self._by_lid.values())))
+        call = Call(lid, ts)
+        self._by_lid[lid] = call
+        self._count += 1
+        return call
+
+    def _relink(self, ch: Chan, lid: str, ts: float, out: list[CallRecord]) -> None:
+        ch.lid = lid
+        src = ch.call
+        dst = self._by_lid.get(lid)
+        if dst is None:
+            self._by_lid[lid] = src
+            src.aliases = (src.aliases or []) + [lid]
+        elif dst is not src:
+            self._merge(src, dst, ts, out)
+
+    def _merge(self, src: Call, dst: Call, ts: float, out: list[CallRecord]) -> None:
+        """Asterisk moved a channel of ``src`` into ``dst``'s Linkedid: one call from now on."""
+        for lid in [src.call_id, *(src.aliases or ())]:
+            self._by_lid[lid] = dst
+        dst.aliases = (dst.aliases or []) + [src.call_id, *(src.aliases or ())]
+        self._count -= 1
+        moved = dst.absorb(src)
+        for c in moved:
+            if c.kind == FAR and c.up and not c.counted:
+                self._answer(dst, c, ts, None, out)
+
+    def _forget(self, call: Call) -> None:
+        for ch in call.live:
+            self._chans.pop(ch.uid, None)
+        call.live.clear()
+        for lid in [call.call_id, *(call.aliases or ())]:
+            if self._by_lid.get(lid) is call:
+                del self._by_lid[lid]
+            self._remember(lid)
+        self._count -= 1
+
+    def _remember(self, lid: str) -> None:
+        done = self._done
+        done[lid] = None
+        if len(done) > self.remember_completed:
+            del done[next(iter(done))]
+
+    def _complete(self, call: Call, ts: float, out: list[CallRecord]) -> None:
+        call.ended = max(ts, call.last)
+        self._forget(call)
+        if call.has_party:
+            out.append(self._record(call, Trigger.CALL_COMPLETED))
+
+    def _record(self, call: Call, trigger: Trigger, ts: float | None = None) -> CallRecord:
+        return build_record(
+            call, trigger, region=self.region, agents=self.agents,
+            language_var=self.language_var, ts=ts,
+        )
+
+    def _adopt(self, ev: Event, now: float) -> None:
+        uid = text(ev, "Uniqueid")
+        if uid is None:
+            return
+        lid = text(ev, "Linkedid") or uid
+        age = duration(text(ev, "Duration"))
+        start = max(0.0, now - age) if age is not None else now
+        known = lid in self._by_lid
+        self._done.pop(lid, None)
+        ch = self._new_chan(ev, "CoreShowChannel", uid, lid, start)
+        if ch is None:
+            return
+        call = ch.call
+        if not known:
+            call.incomplete = "adopted"
+            call.connected_sent = True  # too late to tell the agent the call connected
+        call.last = max(call.last, now)
+        if text(ev, "ChannelState") == "6":
+            ch.up = True
+            if ch.kind == FAR:
+                self._answer(call, ch, start, number(text(ev, "CallerIDName")), [])
+
+    # -- per-event updates --------------------------------------------------------------------
+
+    def _root_info(self, call: Call, ev: Event, chan_name: str) -> None:
+        num = number(text(ev, "CallerIDNum"))
+        if num is not None:
+            call.caller_num = num
+            call.caller_name = number(text(ev, "CallerIDName"))
+        lang = text(ev, "Language")
+        if lang:
+            call.language = _intern(lang)
+        acct = text(ev, "AccountCode")
+        if acct:
+            call.accountcode = _intern(acct)
+        if call.inbound is None:
+            ctx = text(ev, "Context")
+            if ctx is not None:
+                call.inbound = ctx in self.inbound_contexts
+                if not call.inbound and call.incomplete is not None:
+                    # Joined mid-call, the caller's channel has left the inbound context
+                    # (Goto did-...): a caller that is not an extension is taken as inbound.
+                    call.inbound = classify(num, self.region).kind != "short_code"
+                exten = text(ev, "Exten")
+                call.dialled = exten if exten and exten != "s" else None
+                if not call.inbound:
+                    call.agent = extension(chan_name)
+
+    def _chanvars(self, call: Call, items: Iterable[str]) -> None:
+        for item in items:
+            if item.__class__ is not str:
+                continue
+            key, eq, value = item.partition("=")
+            if eq and value and key:
+                self._set_var(call, key, value)
+
+    def _set_var(self, call: Call, key: str, value: str) -> None:
+        if len(value) > MAX_VALUE:
+            value = value[:MAX_VALUE]
+        if key == self.tag_var:
+            call.add_tags(value)
+        current = call.vars
+        if current is None or current.get(key) != value:
+            call.set_var(key[:MAX_VALUE], value)
+
+    def _on_nothing(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        pass
+
+    def _on_newchannel(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        if text(ev, "ChannelState") == "6":
+            self._on_newstate(ev, ch, ts, out)
+
+    def _on_newstate(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        if text(ev, "ChannelState") == "6" and not ch.up:
+            ch.up = True
+            if ch.kind == FAR:
+                self._answer(ch.call, ch, ts, number(text(ev, "CallerIDName")), out)
+
+    def _on_newcallerid(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        if ch.kind == ROOT:
+            self._root_info(ch.call, ev, ch.name)
+
+    def _on_accountcode(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        acct = text(ev, "AccountCode")
+        if ch.kind == ROOT and acct:
+            ch.call.accountcode = _intern(acct)
+
+    def _on_newexten(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        if text(ev, "Application") == "VoiceMail":
+            ch.call.voicemail = True
+
+    def _on_varset(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        key = (text(ev, "Variable") or "").lstrip("_")
+        value = text(ev, "Value")
+        call = ch.call
+        if not key or not value:
+            return
+        if key in (self.tag_var, self.language_var) or (call.vars and key in call.vars):
+            self._set_var(call, key, value)
+
+    def _on_dialbegin(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        if call.answered is None and call.inbound is not False:
+            dest = text(ev, "DestChannel")
+            if dest and not dest.startswith("Local/"):
+                call.rung(extension(dest), None, number(text(ev, "DestCallerIDName")))
+
+    def _on_dialend(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        status = text(ev, "DialStatus")
+        if status != "ANSWER":
+            if call.answered is None and status:
+                call.dial_status = _intern(status[:16])
+            return
+        dest = self._chans.get(text(ev, "DestUniqueid") or "")
+        if dest is not None and dest.call is not call:
+            self._merge(dest.call, call, ts, out)  # a dialled leg is part of the dialling call
+        if dest is not None and dest.kind == FAR:
+            self._answer(call, dest, ts, number(text(ev, "DestCallerIDName")), out)
+        elif call.answered is None:
+            self._answer(call, None, ts, None, out)
+
+    def _on_queue_join(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        call.queue_joined = True
+        self._queue(call, ev)
+
+    def _on_queue_abandon(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        call.abandoned = True
+        self._queue(call, ev)
+
+    def _on_agent_called(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        self._queue(call, ev)
+        if call.answered is None:
+            member = text(ev, "MemberName")
+            call.rung(extension(text(ev, "Interface") or text(ev, "DestChannel")),
+                       _intern(member) if member else None, None)
+
+    def _on_agent_connect(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        self._queue(call, ev)
+        member = text(ev, "MemberName")
+        ext = extension(text(ev, "Interface"))
+        dest = self._chans.get(text(ev, "DestUniqueid") or "")
+        if dest is not None and dest.call is call and dest.kind == FAR:
+            self._answer(call, dest, ts, number(text(ev, "DestCallerIDName")), out)
+        elif call.answered is None:
+            self._answer(call, None, ts, None, out)
+        if ext:
+            call.agent = ext  # the queue member, even when its leg is a Local/ channel
+        if member:
+            call.member_name = _intern(member)
+
+    def _on_agent_complete(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        if not call.end_side:
+            reason = text(ev, "Reason")
+            if reason == "caller":
+                call.end_side = SIDE_ROOT
+            elif reason == "agent":
+                call.end_side = SIDE_FAR
+
+    def _on_hangup_request(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        ch.call.ending(ch, ts, side=True, soft=ev.get("Event") == "SoftHangupRequest")
+
+    def _on_hangup(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        call = ch.call
+        c = cause(text(ev, "Cause"))
+        if ch.kind == ROOT:
+            call.hangup_cause = c
+            self._root_info(call, ev, ch.name)
+        elif c is not None:
+            call.last_cause = c
+        call.ending(ch, ts, side=False)
+        call.live.remove(ch)
+        del self._chans[ch.uid]
+        if not call.live:
+            self._complete(call, ts, out)
+
+    # -- call state helpers -------------------------------------------------------------------
+
+    def _queue(self, call: Call, ev: Event) -> None:
+        queue = text(ev, "Queue")
+        if queue:
+            call.queue = _intern(queue)
+
+    def _answer(
+        self, call: Call, ch: Chan | None, ts: float, cid: str | None, out: list[CallRecord]
+    ) -> None:
+        if call.answer(ch, ts, cid):
+            out.append(self._record(call, Trigger.CALL_CONNECTED, ts))
