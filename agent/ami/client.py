@@ -1,0 +1,352 @@
+"""The AMI link: panoramisk's framing and parser, with the lifecycle aftercall needs around it.
+
+panoramisk's ``Manager`` retries a refused login forever in silence, never notices a missing
+Pong, reconnects at a fixed delay, queues actions while disconnected, and runs event callbacks
+inside ``data_received`` (a slow or failing callback stalls or breaks the reader). This wrapper
+keeps panoramisk's protocol and message parsing and replaces the rest:
+
+- ``connect()`` returns only once logged in; a refused login raises ``AmiLoginError``;
+- a Ping watchdog rebuilds a half-open or hung connection within ``ping_interval + ping_timeout``;
+- reconnects use capped, jittered backoff; after each (re)login ``on_login`` runs (the agent
+  resyncs calls in progress with CoreShowChannels there);
+- every action has a timeout; actions while disconnected fail fast with ``AmiDisconnected``;
+- the reader only parses and ``put_nowait``s events into a bounded queue; if the consumer falls
+  that far behind, events are dropped *and counted* (the CDR reconciliation covers the gap)
+  rather than letting Asterisk cut us off after ``writetimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import re
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
+
+log = structlog.get_logger("aftercall.ami")
+
+_SECRET_RE = re.compile(r"(Secret['\"]?\s*[:=]\s*['\"]?)([^'\"\r\n,]+)", re.IGNORECASE)
+
+
+class _RedactSecrets(logging.Filter):
+    """panoramisk logs actions (Login included) in some error paths: never let a secret out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "ecret" in msg:
+            record.msg = _SECRET_RE.sub(r"\1***", msg)
+            record.args = ()
+        return True
+
+
+_pano_log = logging.getLogger("aftercall.panoramisk")
+_pano_log.addFilter(_RedactSecrets())
+for _name in ("panoramisk", "panoramisk.manager", "panoramisk.ami_protocol"):
+    logging.getLogger(_name).addFilter(_RedactSecrets())
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog's variant)."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    rng: Callable[[], float] = random.random
+    attempt: int = 0
+
+    def next(self) -> float:
+        cap = min(self.maximum, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return cap / 2 + self.rng() * cap / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "aftercall"
+    secret: str = field(default="", repr=False)
+    tls: bool = False
+    allow_plain_remote: bool = False
+    connect_timeout: float = 5.0
+    login_timeout: float = 5.0
+    action_timeout: float = 5.0
+    ping_interval: float = 2.0
+    ping_timeout: float = 3.0
+    queue_size: int = 100_000
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+
+    def check(self) -> None:
+        if not self.secret:
+            raise ConfigError(
+                "no AMI secret: set AFTERCALL_AMI_SECRET or AFTERCALL_AMI_SECRET_FILE"
+            )
+        if not self.tls and not self.allow_plain_remote and not _is_loopback(self.host):
+            raise ConfigError(
+                f"refusing plain-text AMI to {self.host}: the secret and every caller's number "
+                "would cross the network in clear. Use AMI over TLS (--ami-tls, port 5039) or "
+                "opt in with --ami-allow-plain-remote"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class AmiStats:
+    connected: bool = False
+    logins: int = 0
+    reconnects: int = 0
+    events: int = 0
+    dropped: int = 0
+    handler_errors: int = 0
+    last_event_at: float | None = None
+    version: str | None = None
+    last_error: str | None = None
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager with its reconnect logic and synchronous dispatch cut out."""
+
+    def __init__(self, client: AmiClient, **config: Any) -> None:
+        super().__init__(**config)
+        self._client = client
+
+    def connection_lost(self, exc: object) -> None:
+        self._connected = False
+        self._client._connection_lost(exc)
+
+    def dispatch(self, event: Message) -> list[str]:
+        self._client._enqueue(event)
+        return []
+
+
+LoginHook = Callable[["AmiClient"], Awaitable[None]]
+
+
+class AmiClient:
+    def __init__(self, config: AmiConfig, *, on_login: LoginHook | None = None,
+                 backoff: Backoff | None = None) -> None:
+        config.check()
+        self.config = config
+        self.on_login = on_login
+        self.backoff = backoff or Backoff(config.backoff_initial, config.backoff_max)
+        self.stats = AmiStats()
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=config.queue_size)
+        self._manager: _Manager | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._closing = False
+        self._gap_since: float | None = None
+
+    # -- connection -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.stats.connected
+
+    async def connect(self) -> None:
+        """Open the TCP (or TLS) connection and log in; return only once logged in."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        mgr = _Manager(self, host=cfg.host, port=cfg.port, username=cfg.username,
+                       secret=cfg.secret, ssl=cfg.tls, loop=loop,
+                       log=_pano_log, ping_delay=10**6)
+        ctx: ssl.SSLContext | bool = ssl.create_default_context() if cfg.tls else False
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(AMIProtocol, cfg.host, cfg.port, ssl=ctx or None),
+                cfg.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as e:
+            raise AmiDisconnected(
+                f"cannot connect to AMI at {cfg.host}:{cfg.port}: {e or 'timed out'}"
+            ) from e
+        # Wire the protocol the way Manager.connection_made does, minus its login/pinger.
+        protocol.queue = deque()
+        protocol.factory = mgr
+        protocol.log = _pano_log
+        protocol.config = mgr.config
+        protocol.encoding = mgr.encoding = "utf8"
+        mgr.responses = protocol.responses = {}
+        mgr.protocol = protocol
+        mgr._connected = True
+        self._manager = mgr
+        self._lost = asyncio.Event()
+        try:
+            resp = await asyncio.wait_for(
+                protocol.send({"Action": "Login", "Username": cfg.username,
+                               "Secret": cfg.secret, "Events": "on"}),
+                cfg.login_timeout,
+            )
+        except asyncio.TimeoutError as e:
+            transport.close()
+            raise AmiDisconnected(
+                f"{cfg.host}:{cfg.port} did not answer an AMI Login within "
+                f"{cfg.login_timeout:.0f}s (is it Asterisk's AMI port?)"
+            ) from e
+        if protocol.version is None:
+            transport.close()
+            raise AmiDisconnected(f"{cfg.host}:{cfg.port} is not an Asterisk AMI (no banner)")
+        if not resp.success:
+            transport.close()
+            raise AmiLoginError(
+                f"Asterisk refused the AMI login of user {cfg.username!r} at "
+                f"{cfg.host}:{cfg.port}: {resp.get('Message', 'authentication failed')}. "
+                "Check the secret and the user's permit/deny in manager.conf"
+            )
+        self.stats.connected = True
+        self.stats.logins += 1
+        self.stats.version = protocol.version
+        if self._gap_since is not None:
+            log.info("ami_reconnected", gap_s=round(time.monotonic() - self._gap_since, 3))
+        log.info("ami_logged_in", host=cfg.host, port=cfg.port, version=protocol.version)
+
+    def _connection_lost(self, exc: object) -> None:
+        if self.stats.connected:
+            self._gap_since = time.monotonic()
+            log.warning("ami_disconnected", reason=str(exc) if exc else "closed by peer")
+        self.stats.connected = False
+        # panoramisk parks unanswered actions for a resend we never do: fail them now.
+        mgr = self._manager
+        if mgr is not None:
+            while mgr.awaiting_actions:
+                pending = mgr.awaiting_actions.popleft()
+                if not pending.future.done():
+                    pending.future.set_exception(
+                        AmiDisconnected(f"AMI connection lost before {pending['action']} answered"))
+        self._lost.set()
+
+    def _enqueue(self, event: Message) -> None:
+        self.stats.events += 1
+        self.stats.last_event_at = time.time()
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
+                log.error("ami_events_dropped", dropped=self.stats.dropped,
+                          queue_size=self.config.queue_size)
+
+    async def run(self) -> None:
+        """Stay connected until ``close()``; ``AmiLoginError`` is fatal and propagates."""
+        while not self._closing:
+            try:
+                await self.connect()
+            except AmiLoginError:
+                raise
+            except AmiError as e:
+                self.stats.last_error = str(e)
+                delay = self.backoff.next()
+                log.warning("ami_connect_failed", error=str(e), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            self.backoff.reset()
+            try:
+                if self.on_login is not None:
+                    try:
+                        await self.on_login(self)
+                    except AmiError as e:
+                        log.warning("ami_on_login_failed", error=str(e))
+                await self._watchdog()
+            finally:
+                self._drop_connection()
+            if not self._closing:
+                self.stats.reconnects += 1
+                await asyncio.sleep(self.backoff.next())
+
+    async def _watchdog(self) -> None:
+        """Ping every ``ping_interval``; no Pong within ``ping_timeout`` means the link is dead
+        even if TCP has not noticed (a half-open connection, a hung Asterisk)."""
+        cfg = self.config
+        while not self._lost.is_set() and not self._closing:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), cfg.ping_interval)
+                return
+            try:
+                await self.action({"Action": "Ping"}, timeout=cfg.ping_timeout)
+            except AmiTimeout:
+                log.warning("ami_ping_timeout", timeout_s=cfg.ping_timeout)
+                return
+            except AmiDisconnected:
+                return
+
+    def _drop_connection(self) -> None:
+        mgr, self._manager = self._manager, None
+        self.stats.connected = False
+        if mgr is not None and mgr.protocol is not None:
+            with contextlib.suppress(Exception):
+                mgr.protocol.responses.clear()
+                mgr.protocol.transport.abort()
+
+    async def close(self) -> None:
+        self._closing = True
+        mgr = self._manager
+        if mgr is not None and self.connected:
+            with contextlib.suppress(AmiError):
+                await self.action({"Action": "Logoff"}, timeout=1.0)
+        self._drop_connection()
+        self._lost.set()
+
+    # -- actions ----------------------------------------------------------------------------
+
+    async def action(self, action: Mapping[str, str], *, as_list: bool = False,
+                     timeout: float | None = None) -> Any:
+        mgr = self._manager
+        if mgr is None or not self.connected:
+            raise AmiDisconnected(f"AMI is not connected; {action.get('Action')} not sent")
+        fut = mgr.protocol.send(dict(action), as_list=as_list)
+        try:
+            return await asyncio.wait_for(fut, timeout or self.config.action_timeout)
+        except asyncio.TimeoutError as e:
+            raise AmiTimeout(
+                f"AMI action {action.get('Action')} got no response within "
+                f"{timeout or self.config.action_timeout:.1f}s"
+            ) from e
+
+    async def core_show_channels(self) -> list[Message]:
+        resp = await self.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
+        return [m for m in resp if m.get("Event") == "CoreShowChannel"]
+
+    # -- consuming --------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self.queue.get()
+
+    async def consume(self, handler: Callable[[Message], Any]) -> None:
+        """Feed every event to ``handler``; an exception there is logged, never fatal."""
+        while True:
+            event = await self.queue.get()
+            try:
+                res = handler(event)
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception as e:  # noqa: BLE001 - one bad event must not stop tracking
+                self.stats.handler_errors += 1
+                log.error("ami_event_handler_failed", ami_event=event.get("Event"),
+                          error=f"{type(e).__name__}: {e}")
