@@ -1,0 +1,265 @@
+"""The Store Protocol and its row types; every backend (SQLite, later PostgreSQL) honours it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.models import (
+    CallRecord,
+    Decision,
+    InboundSms,
+    MessageState,
+    Receipt,
+    RecipientKind,
+    Trigger,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One outbox/log row: every decision becomes one, sent or not. Times are aware UTC."""
+
+    id: str
+    idempotency_key: str
+    call_id: str
+    rule: str
+    trigger: Trigger
+    recipient_kind: RecipientKind
+    number: str | None
+    template: str
+    gateway: str
+    sender_id: str
+    text: str | None
+    encoding: str
+    segments: int
+    category: str
+    dlt_template_id: str | None
+    dlt_entity_id: str | None
+    state: MessageState
+    reason: str | None  # a SuppressReason value, or a gateway's short reason word
+    detail: str | None
+    attempts: int
+    smsc_ids: tuple[str, ...]
+    error_code: str | None
+    created_at: datetime
+    queued_at: datetime | None
+    submitted_at: datetime | None
+    final_at: datetime | None
+    next_attempt_at: datetime | None
+    submitting_since: datetime | None  # set just before a submit; left set = outcome unknown
+    expires_at: datetime | None
+    call_ended_at: datetime | None
+    hangup_to_submit_ms: float | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    message_id: str
+    at: datetime
+    state: MessageState
+    reason: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    id: int
+    message_id: str | None  # None: unmatched (unknown smsc id, or arrived before submit_resp)
+    gateway: str
+    smsc_id: str | None
+    state: str
+    error_code: str | None
+    done_at: datetime | None
+    received_at: datetime
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptOutcome:
+    """What ``apply_receipt`` did. ``changed`` means the message row moved to a new state."""
+
+    receipt_id: int | None  # None for an exact duplicate (nothing stored)
+    message: MessageRow | None
+    duplicate: bool
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    """What policy.evaluate needs to know about a recipient, read in one round trip."""
+
+    opted_out: bool
+    dnd: bool
+    last_sent_at: datetime | None
+    sent_window_number: int
+    sent_window_global: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    code: str
+    message_id: str | None
+    url: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    imported: int
+    problems: tuple[str, ...]  # "file:line: why", one per skipped row
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    """Filters for the log, reports and export; every field is optional and they AND together."""
+
+    states: Collection[MessageState] | None = None
+    rule: str | None = None
+    call_id: str | None = None
+    number: str | None = None
+    gateway: str | None = None
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+    limit: int | None = 1000
+    offset: int = 0
+    newest_first: bool = True
+
+
+class Store(Protocol):
+    """Durable state of the agent. Writes raise StoreError when they cannot be recorded; ``healthy``
+    is False from such a failure until the next successful write."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    async def close(self) -> None: ...
+
+    async def health(self) -> bool: ...
+
+    # calls
+    async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None: ...
+
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
+
+    # messages
+    async def insert_message(
+        self,
+        decision: Decision,
+        *,
+        state: MessageState,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        next_attempt_at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[MessageRow, bool]: ...
+
+    async def get_message(self, message_id: str) -> MessageRow | None: ...
+
+    async def transition(
+        self,
+        message_id: str,
+        state: MessageState,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        from_states: Collection[MessageState] | None = None,
+        **fields: Any,
+    ) -> MessageRow | None: ...
+
+    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None: ...
+
+    async def record_submit(
+        self,
+        message_id: str,
+        *,
+        gateway: str,
+        smsc_ids: Sequence[str],
+        now: datetime,
+        hangup_to_submit_ms: float | None,
+    ) -> MessageRow | None: ...
+
+    async def recover_in_flight(self, *, now: datetime) -> list[MessageRow]: ...
+
+    async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+    async def messages_in_state(
+        self, state: MessageState, *, limit: int | None = None
+    ) -> list[MessageRow]: ...
+
+    async def message_events(self, message_id: str) -> list[MessageEvent]: ...
+
+    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]: ...
+
+    async def latest_message_to(self, number: str) -> MessageRow | None: ...
+
+    # receipts
+    async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None: ...
+
+    async def apply_receipt(
+        self, receipt: Receipt, *, now: datetime | None = None
+    ) -> ReceiptOutcome: ...
+
+    async def receipts(
+        self, *, message_id: str | None = None, unmatched: bool = False
+    ) -> list[ReceiptRow]: ...
+
+    # policy facts
+    async def last_sent_at(self, number: str, rule: str) -> datetime | None: ...
+
+    async def count_sent_since(self, number: str | None, since: datetime) -> int: ...
+
+    async def policy_facts(
+        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
+    ) -> PolicyFacts: ...
+
+    async def is_opted_out(self, number: str) -> bool: ...
+
+    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None: ...
+
+    async def opt_in(self, number: str) -> bool: ...
+
+    async def is_dnd(self, number: str) -> bool: ...
+
+    async def add_dnd(
+        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
+    ) -> int: ...
+
+    async def remove_dnd(self, number: str) -> bool: ...
+
+    async def import_dnd_csv(
+        self, path: str | Path, *, region: str | None = None, source: str | None = None
+    ) -> ImportResult: ...
+
+    # replies, links
+    async def add_reply(
+        self,
+        sms: InboundSms,
+        *,
+        message_id: str | None = None,
+        keyword: str | None = None,
+        action: str | None = None,
+        sentiment: float | None = None,
+        rating: int | None = None,
+    ) -> int: ...
+
+    async def add_link(
+        self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
+    ) -> None: ...
+
+    async def resolve_link(self, code: str) -> LinkRow | None: ...
+
+    async def add_click(
+        self, code: str, *, at: datetime | None = None, user_agent: str | None = None
+    ) -> None: ...
