@@ -1,0 +1,61 @@
+#!/bin/sh
+# aftercall-entrypoint: turns compose secret files into what aftercall reads, then execs the
+# command as the unprivileged `aftercall` user.
+#
+#   SMPP_PASSWORD_FILE, KANNEL_USER_FILE, KANNEL_PASSWORD_FILE, AFTERCALL_SIM_PASSWORD_FILE
+#       -> the variable without _FILE (rules.yaml's ${SMPP_PASSWORD}, the simulator's password)
+#   AFTERCALL_AMI_SECRET_FILE
+#       -> a private copy readable by the aftercall user (aftercall reads the file itself)
+#
+# Why a copy: compose's file secrets are bind mounts that keep the host file's owner and mode, so
+# a 0600 file of yours is unreadable to uid 10001. Secret values are never printed.
+# AFTERCALL_RUN_AS (default aftercall; empty: stay as is) and AFTERCALL_RUNTIME_DIR (default
+# /run/aftercall) exist for tests and custom images.
+set -eu
+
+die() { echo "aftercall-entrypoint: $*" >&2; exit 64; }
+
+run_as="${AFTERCALL_RUN_AS-aftercall}"
+runtime_dir="${AFTERCALL_RUNTIME_DIR:-/run/aftercall}"
+is_root=false
+if [ "$(id -u)" = 0 ]; then is_root=true; fi
+
+# file_env NAME: if NAME_FILE is set, export NAME with the file's first line.
+file_env() {
+    eval "path=\${${1}_FILE:-}"
+    [ -n "$path" ] || return 0
+    [ -r "$path" ] || die "${1}_FILE=$path is not a readable file"
+    value="$(head -n 1 "$path" | tr -d '\r')"
+    [ -n "$value" ] || die "${1}_FILE=$path is empty"
+    export "$1=$value"
+    unset "${1}_FILE" value
+}
+
+for name in SMPP_PASSWORD KANNEL_USER KANNEL_PASSWORD AFTERCALL_SIM_PASSWORD; do
+    file_env "$name"
+done
+
+drop=false
+if $is_root && [ -n "$run_as" ]; then
+    drop=true
+    group="$(id -gn "$run_as")" || die "no user $run_as in this image"
+fi
+
+if [ -n "${AFTERCALL_AMI_SECRET_FILE:-}" ]; then
+    src="$AFTERCALL_AMI_SECRET_FILE"
+    [ -r "$src" ] || die "AFTERCALL_AMI_SECRET_FILE=$src is not a readable file"
+    if $drop; then
+        install -d -m 0700 -o "$run_as" -g "$group" "$runtime_dir"
+        install -m 0400 -o "$run_as" -g "$group" "$src" "$runtime_dir/ami_secret"
+        export AFTERCALL_AMI_SECRET_FILE="$runtime_dir/ami_secret"
+    fi
+fi
+
+if $drop; then
+    # Fresh named volumes are created from the image and already belong to the user; a bind
+    # mount from the host may not.
+    data_dir="$(dirname "${AFTERCALL_DB:-/var/lib/aftercall/aftercall.db}")"
+    if [ -d "$data_dir" ]; then chown "$run_as:$group" "$data_dir"; fi
+    exec setpriv --reuid="$run_as" --regid="$group" --init-groups -- "$@"
+fi
+exec "$@"
