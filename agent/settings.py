@@ -32,6 +32,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--db", help="SQLite file (AFTERCALL_DB, default ./aftercall.db)")
     g.add_argument("--http", help="HTTP bind host:port (AFTERCALL_HTTP, default 127.0.0.1:8080)")
     g.add_argument("--public-url", help="public base URL of the HTTP server (AFTERCALL_PUBLIC_URL)")
+    g.add_argument("--agi-port", type=int, help="FastAGI port on 127.0.0.1 (AFTERCALL_AGI_PORT, 4573)")
     g.add_argument("--cdr-csv", help="Asterisk Master.csv for reconciliation (AFTERCALL_CDR_CSV)")
 
 
@@ -58,6 +59,9 @@ class Settings:
     public_url: str | None = None
     cdr_csv: Path | None = None
     dashboard_token: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -88,4 +92,6 @@ class Settings:
             public_url=_flag(args, "public_url") or env("PUBLIC_URL"),  # type: ignore[arg-type]
             cdr_csv=Path(str(cdr)) if cdr else None,
             dashboard_token=env("DASHBOARD_TOKEN"),
+            webhook_secret=env("WEBHOOK_SECRET"),
+            agi_port=int(_flag(args, "agi_port") or env("AGI_PORT", "4573") or 4573),
         )

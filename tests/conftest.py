@@ -23,7 +23,7 @@ def lab() -> Iterator[object]:
         lab.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def phones(lab: object) -> Iterator[object]:
     from agent.lab.sipp import AgentPhones
 

@@ -260,11 +260,15 @@ def test_smsc_sim_ports_match_rules_gateways(config: dict[str, Any]) -> None:
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     args = parser.parse_args(command[2:])
-    gateways = yaml.safe_load((REPO / "rules.yaml").read_text())["gateways"]
-    smpp = next(g for g in gateways.values() if g["type"] == "smpp")
-    http = next(g for g in gateways.values() if g["type"] == "http")
-    assert (args.smpp_host, args.smpp_port) == (smpp["host"], smpp["port"]) == ("127.0.0.1", 2775)
-    url = urlparse(http["url"])
+    # rules.yaml as the agent container reads it: no SMPP_PORT/SIM_HTTP_PORT set there.
+    from agent.rules.loader import load_rules
+
+    env = {"SMPP_PASSWORD": "x", "KANNEL_PASSWORD": "x"}
+    gateways = load_rules(REPO / "rules.yaml", env=env).config.gateways
+    smpp = next(g for g in gateways.values() if g.type == "smpp")
+    http = next(g for g in gateways.values() if g.type == "http")
+    assert (args.smpp_host, args.smpp_port) == (smpp.host, smpp.port) == ("127.0.0.1", 2775)
+    url = urlparse(http.url)
     assert (args.http_host, args.http_port) == (url.hostname, url.port) == ("127.0.0.1", 13013)
     assert args.password_env == "AFTERCALL_SIM_PASSWORD"
     assert "AFTERCALL_SIM_PASSWORD_FILE" in _environment(_service(config, "smsc-sim"))

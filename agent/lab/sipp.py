@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import tempfile
 import shutil
 import socket
 import subprocess
@@ -75,9 +77,13 @@ class AgentPhones:
                  "-max_recv_loops", "100"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self._log(ext),
                 start_new_session=True,
             )
+
+    def _log(self, ext: str) -> int:
+        path = Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log"
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """SIPp has no readiness signal: wait until every phone's SIP port is bound."""
@@ -93,7 +99,11 @@ class AgentPhones:
     def check(self) -> None:
         dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
         if dead:
-            raise LabError(f"SIPp agent phones exited: {', '.join(dead)} (port in use?)")
+            why = "; ".join(
+                f"{ext}: " + (Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log")
+                .read_text(errors="replace").strip().splitlines()[-1:][0:1].__str__()
+                for ext in dead)
+            raise LabError(f"SIPp agent phones exited: {why}")
 
     def stop(self) -> None:
         for p in self._procs.values():

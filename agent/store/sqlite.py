@@ -1045,6 +1045,19 @@ class SqliteStore:
 
         await self._write(op)
 
+    async def link_to_message(self, codes: list[str], message_id: str) -> None:
+        """Count links created before their message row existed against that message."""
+        if not codes:
+            return
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "UPDATE links SET message_id = ? WHERE code = ? AND message_id IS NULL",
+                [(message_id, c) for c in codes],
+            )
+
+        await self._write(op)
+
     async def resolve_link(self, code: str) -> LinkRow | None:
         rows = await self._read("SELECT * FROM links WHERE code = ?", (code,))
         if not rows:

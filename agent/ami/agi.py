@@ -1,0 +1,112 @@
+"""Dialplan hooks: a FastAGI server that attaches tags and variables to the current call.
+
+    exten => s,n,AGI(agi://127.0.0.1:4573/tag?name=vip)
+    exten => s,n,AGI(agi://127.0.0.1:4573/attach?tag=vip&TICKET=${CRM_TICKET})
+
+``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
+in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so the
+classic AGI script and the CDR see the same values, and answers ``AFTERCALL_ATTACHED=1|0``.
+
+panoramisk's ``Application.handler`` spins forever on a peer that closes before sending its
+headers; this server reads them with a size and time bound, then hands the request to
+panoramisk's ``Request`` for the AGI command exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qsl
+
+import structlog
+from panoramisk.fast_agi import Request
+
+log = structlog.get_logger("aftercall.agi")
+
+MAX_HEADER_BYTES = 16 * 1024
+HEADER_TIMEOUT = 5.0
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_TAG_KEYS = {"tag", "tags", "name"}
+
+# (uniqueid, channel, tags, vars) -> True when the call was found
+AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str]], bool]
+
+
+def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """``tag?name=vip`` (+ AGI args ``k=v``) -> ("tag", ("vip",), {}). Pure."""
+    path, _, query = script.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=False)
+    pairs += [tuple(a.split("=", 1)) for a in args if "=" in a]  # type: ignore[misc]
+    tags: list[str] = []
+    variables: dict[str, str] = {}
+    for key, value in pairs:
+        value = value.strip()[:256]
+        if not value:
+            continue
+        if key.lower() in _TAG_KEYS:
+            tags.extend(t.strip() for t in value.split(",") if t.strip())
+        elif _VAR_NAME.match(key):
+            variables[key] = value
+    return path.strip("/"), tuple(dict.fromkeys(tags)), variables
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
+    buf = b""
+    async with asyncio.timeout(HEADER_TIMEOUT):
+        while b"\n\n" not in buf:
+            chunk = await reader.read(1024)
+            if not chunk:
+                raise ConnectionError("AGI peer closed before sending its headers")
+            buf += chunk
+            if len(buf) > MAX_HEADER_BYTES:
+                raise ConnectionError("AGI headers over 16 KiB")
+    head = buf.split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    return dict(line.split(": ", 1) for line in head.split("\n") if ": " in line)
+
+
+class AgiServer:
+    def __init__(self, attach: AttachFn, *, host: str = "127.0.0.1", port: int = 4573) -> None:
+        self.attach = attach
+        self.host, self.port = host, port
+        self._server: asyncio.Server | None = None
+        self.requests = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("agi_listening", host=self.host, port=self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            headers = await _read_headers(reader)
+            self.requests += 1
+            args = [v for k, v in sorted(headers.items()) if k.startswith("agi_arg_")]
+            route, tags, variables = parse_hook(headers.get("agi_network_script", ""), args)
+            if route not in ("tag", "var", "attach"):
+                log.warning("agi_unknown_route", route=route)
+                return
+            uniqueid = headers.get("agi_uniqueid", "")
+            channel = headers.get("agi_channel", "")
+            found = self.attach(uniqueid, channel, tags, variables)
+            request = Request(app=None, headers=headers, reader=reader, writer=writer)
+            for name, value in variables.items():
+                await request.send_command(f'SET VARIABLE __{name} "{_quote(value)}"')
+            await request.send_command(f"SET VARIABLE AFTERCALL_ATTACHED {1 if found else 0}")
+            log.info("agi_attached", uniqueid=uniqueid, tags=list(tags), vars=sorted(variables),
+                     found=found)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError) as e:
+            log.warning("agi_request_failed", error=str(e))
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")

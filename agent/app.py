@@ -1,0 +1,343 @@
+"""Composition root: builds every part of the agent, runs them in one TaskGroup, stops cleanly.
+
+Data path: AMI reader -> bounded event queue -> tracker (pure) -> rules (pure) -> dispatcher's
+bounded intake -> store (outbox) -> gateway. Nothing on the AMI read path waits for disk or
+network: the reader only parses and enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.ami.agi import AgiServer
+from agent.ami.client import AmiClient, AmiConfig
+from agent.calls.tracker import CallTracker
+from agent.dispatch import Dispatcher
+from agent.errors import AftercallError, AmiLoginError, ConfigError
+from agent.gateways.base import Gateway
+from agent.models import CallRecord, InboundSms, Trigger
+from agent.metrics import Metrics
+from agent.reconcile import reconcile
+from agent.replies import ReplyHandler
+from agent.rules.engine import decide
+from agent.sms.links import make_sync_link_factory
+from agent.rules.loader import RuleSet, load_rules
+from agent.settings import Settings
+from agent.sms.policy import Limits, RateLimit
+from agent.store.sqlite import SqliteStore
+
+log = structlog.get_logger("aftercall.app")
+
+ShutdownTrigger = Callable[[], Awaitable[None]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_gateways(rules: RuleSet, settings: Settings) -> dict[str, Gateway]:
+    """Concrete gateways from rules.yaml (the only place that knows the classes)."""
+    from agent.gateways.http import HttpGateway
+    from agent.gateways.presets.common import HttpGatewayConfig
+    from agent.gateways.smpp.client import SmppGateway
+
+    out: dict[str, Gateway] = {}
+    for name, g in rules.config.gateways.items():
+        if g.type == "smpp":
+            out[name] = SmppGateway(
+                name, g.host, g.port, g.system_id,
+                g.password.get_secret_value() if g.password else "",
+                system_type=g.system_type, window=g.window, tps=g.tps,
+                enquire_link_interval=g.enquire_link.total_seconds(),
+            )
+        else:
+            public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+            cfg = HttpGatewayConfig(
+                name=name, preset=g.preset, url=g.url or "", username=g.username,
+                password=g.password, account_sid=g.account_sid, auth_token=g.auth_token,
+                webhook_secret=g.webhook_secret or webhook_secret(settings),
+                callback_base=public, timeout=g.timeout.total_seconds(),
+            )
+            out[name] = HttpGateway(cfg)
+    return out
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The secret that signs callback URLs for presets without their own signature. Kept next to
+    the database so callback tokens issued before a restart still verify after it."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    path = Path(f"{settings.db}.webhook-secret")
+    if not path.exists():
+        import os
+        import secrets
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def agents_directory(rules: RuleSet) -> dict[str, tuple[str | None, str | None]]:
+    return {ext: (a.name, a.mobile) for ext, a in rules.config.agents.items()}
+
+
+@dataclass
+class AgentStats:
+    records: int = 0
+    decisions: int = 0
+    reloads: int = 0
+    reload_errors: int = 0
+    started_at: datetime = field(default_factory=utcnow)
+
+
+class AfterCallAgent:
+    """The running agent. Tests build it with their own settings and a shutdown trigger."""
+
+    def __init__(self, settings: Settings, *, dry_run: bool = False,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.dry_run = dry_run
+        self.clock = clock
+        self.rules = load_rules(settings.rules)
+        self.stats = AgentStats()
+        d = self.rules.defaults
+        self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region)
+        self.store = SqliteStore(settings.db)
+        self.gateways = build_gateways(self.rules, settings)
+        rl = d.rate_limits
+        self.dispatcher = Dispatcher(
+            self.store, self.gateways,
+            backups={n: g.backup for n, g in self.rules.config.gateways.items() if g.backup},
+            limits=Limits(
+                per_number=RateLimit(rl.per_number.count, rl.per_number.per) if rl.per_number else None,
+                global_=RateLimit(rl.global_.count, rl.global_.per) if rl.global_ else None,
+            ),
+            dry_run=dry_run, clock=clock,
+        )
+        self.ami = AmiClient(
+            AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
+                      secret=settings.ami_secret, tls=settings.ami_tls,
+                      allow_plain_remote=settings.ami_allow_plain_remote),
+            on_login=self._on_login,
+        )
+        self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
+        self.metrics = Metrics()
+        self.replies = ReplyHandler(self.store, self.rules, self.gateways, clock=clock,
+                                    metrics=self.metrics)
+        self.http_port: int | None = None
+        self._last_live: datetime | None = None  # when AMI last delivered an event
+        self._background: set[asyncio.Task[Any]] = set()
+        self.ready = asyncio.Event()
+        self.records: list[CallRecord] = []  # recent records, for `calls` and tests (bounded)
+
+    # -- the call path ------------------------------------------------------------------------
+
+    async def handle_event(self, event: Any) -> None:
+        self._last_live = self.clock()
+        self.metrics.ami_queue(self.ami.queue.qsize())
+        for record in self.tracker.feed(event):
+            await self.handle_record(record)
+
+    async def handle_record(self, record: CallRecord) -> None:
+        """Rules -> outbox for one call record. Runs in the tracker task, never in the AMI
+        reader. A StoreError propagates (the call is not marked handled, so the CDR
+        reconciliation retries it) rather than sending what cannot be recorded."""
+        self.stats.records += 1
+        self.records.append(record)
+        del self.records[:-1000]
+        base = self.rules.defaults.public_base_url
+        links = make_sync_link_factory(base) if base else None
+        decisions = decide(self.rules, record, now=self.clock(), link=links)
+        self.stats.decisions += len(decisions)
+        for d in decisions:
+            self.metrics.rule_matched(d.rule)
+        log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
+                 queue=record.queue, caller=record.caller, decisions=len(decisions))
+        codes = [code for code, _ in links.pending] if links else []
+        if codes:
+            # The short link must resolve before the text can reach a handset.
+            await links.persist(self.store, message_id=None)  # type: ignore[union-attr]
+        if decisions:
+            rows = await self.dispatcher.handle(decisions, call=record)
+            for row in rows:
+                self.metrics.message_state(str(row.state), row.reason)
+            sent = [r for r in rows if r.text and any(c in r.text for c in codes)]
+            if sent:
+                await self.store.link_to_message(codes, sent[0].id)
+        if record.trigger is Trigger.CALL_COMPLETED:
+            self.metrics.call_completed(record)
+            await self.store.save_call(record)
+
+    def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
+                variables: Any) -> bool:
+        return self.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
+
+    async def _on_login(self, client: AmiClient) -> None:
+        """After every (re)login: adopt calls in progress, finish those that ended meanwhile,
+        and recover from Asterisk's CDR the calls that ended while we were away."""
+        if client.stats.logins > 1:
+            self.metrics.ami_reconnected()
+        channels = await client.core_show_channels()
+        for record in self.tracker.resync(channels, now_ts=self.clock().timestamp()):
+            await self.handle_record(record)
+        if self.settings.cdr_csv is not None:
+            task = asyncio.create_task(self.reconcile_gap(), name="cdr-reconcile")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self.ready.set()
+
+    async def reconcile_gap(self) -> Any:
+        """Calls in the CDR that ended since the agent last saw AMI traffic (at startup: the
+        last max_age) and that the store does not know go through the rules now."""
+        now = self.clock()
+        max_age = self.rules.defaults.max_age or timedelta(minutes=15)
+        since = (self._last_live or now - max_age) - timedelta(seconds=5)
+        result = await reconcile(
+            cdr_path=self.settings.cdr_csv, store=self.store,  # type: ignore[arg-type]
+            handle_record=self.handle_record, since=since, now=now, max_age=max_age,
+            region=self.rules.defaults.region, agents=agents_directory(self.rules),
+            in_progress=self.tracker._by_lid,
+        )
+        log.info("cdr_reconciled", since=since.isoformat(), handled=result.handled,
+                 known=result.already_known, too_old=result.too_old)
+        return result
+
+    async def _on_inbound(self, sms: InboundSms) -> None:
+        await self.replies.handle(sms)
+
+    # -- rules reload ---------------------------------------------------------------------------
+
+    def reload_rules(self) -> bool:
+        try:
+            new = load_rules(self.settings.rules)
+        except (ConfigError, OSError) as e:
+            self.stats.reload_errors += 1
+            log.error("rules_reload_refused", error=str(e), kept="previous rules")
+            return False
+        self.rules = new
+        self.replies.rules = new
+        self.stats.reloads += 1
+        log.info("rules_reloaded", rules=len(new.rules))
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def _evict_stale(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            for call_id in self.tracker.evict_stale(self.clock().timestamp()):
+                log.warning("call_evicted_stale", call_id=call_id)
+
+    def _web_deps(self) -> Any:
+        from agent.gateways.http import HttpGateway
+        from agent.web.app import WebDeps, store_health
+
+        def ami_health() -> dict[str, Any]:
+            st = self.ami.stats
+            return {"ok": st.connected, "reconnects": st.reconnects, "dropped": st.dropped,
+                    "queue_depth": self.ami.queue.qsize()}
+
+        def gateways_health() -> dict[str, Any]:
+            states = {n: bool(g.healthy) for n, g in self.gateways.items()}
+            return {"ok": any(states.values()), **states}
+
+        d = self.rules.defaults
+        return WebDeps(
+            store=self.store, metrics=self.metrics, on_receipt=self.dispatcher.on_receipt,
+            on_inbound=self._on_inbound,
+            webhooks={n: g.config for n, g in self.gateways.items() if isinstance(g, HttpGateway)},
+            health={"ami": ami_health, "gateways": gateways_health,
+                    "store": store_health(self.store)},
+            dashboard_token=self.settings.dashboard_token,
+            bound_to_loopback=_is_loopback(self.settings.http_host),
+            clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
+        )
+
+    async def _start_web(self) -> Any:
+        from aiohttp import web
+
+        from agent.web.app import make_app
+
+        runner = web.AppRunner(make_app(self._web_deps()), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        self.http_port = runner.addresses[0][1]
+        log.info("http_listening", host=self.settings.http_host, port=self.http_port)
+        return runner
+
+    async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
+        await self.store.open()
+        try:
+            for gw in self.gateways.values():
+                await gw.start(self.dispatcher.on_receipt, self._on_inbound)
+            await self.agi.start()
+            runner = await self._start_web()
+            async with asyncio.TaskGroup() as tg:
+                dispatcher = tg.create_task(self.dispatcher.run(), name="dispatcher")
+                ami = tg.create_task(self.ami.run(), name="ami")
+                consumer = tg.create_task(self.ami.consume(self.handle_event), name="tracker")
+                evict = tg.create_task(self._evict_stale(), name="evict")
+                stop = tg.create_task(shutdown_trigger(), name="shutdown")
+                done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
+                log.info("agent_stopping")
+                await self.ami.close()
+                for t in (ami, consumer, evict, stop):
+                    t.cancel()
+                await self.dispatcher.stop(timeout=5.0)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatcher
+                if ami in done and ami.exception() is not None:
+                    raise ami.exception()  # type: ignore[misc]
+            await runner.cleanup()
+        finally:
+            await self.agi.close()
+            for gw in self.gateways.values():
+                with contextlib.suppress(Exception):
+                    await gw.close()
+            await self.store.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _signal_trigger(agent: AfterCallAgent) -> ShutdownTrigger:
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, agent.reload_rules)
+        await stop.wait()
+
+    return wait
+
+
+async def run_agent(settings: Settings, *, dry_run: bool = False,
+                    shutdown_trigger: ShutdownTrigger | None = None) -> int:
+    agent = AfterCallAgent(settings, dry_run=dry_run)
+    try:
+        await agent.run(shutdown_trigger or _signal_trigger(agent))
+    except* AmiLoginError as eg:
+        raise eg.exceptions[0] from None
+    except* AftercallError as eg:
+        raise eg.exceptions[0] from None
+    return 0
