@@ -1,0 +1,474 @@
+"""Asterisk's CSV CDR (cdr_csv's Master.csv): rows parsed, grouped by linkedid into call records.
+
+Pure apart from ``CdrTail.read``, which reads the file it is given (blocking: call it through
+``asyncio.to_thread``). Used to recover calls that ended while the agent had no AMI link.
+
+The columns are cdr_csv's (Asterisk 22 ``build_csv_record``) with the lab's cdr.conf:
+``loguniqueid``, ``loguserfield`` and ``newcdrcolumns`` all on, 21 per row (``CDR_COLUMNS``).
+Times are UTC with ``usegmtime=yes``, else the PBX's local time (pass ``tz``); second resolution.
+
+What the CSV knows, compared with the AMI call tracker:
+
+* One row per party-A CDR, written when that channel hangs up. A ``Dial()`` that fails gives
+  the dial row (disposition BUSY / NO ANSWER, dstchannel the extension rung) and, as the
+  dialplan runs on, a second row without a dstchannel (lastapp ``Hangup``).
+* A CDR's disposition is party B's fate, not the caller's: a queue call that no agent took is
+  ``NO ANSWER`` although the caller leg was answered by the IVR's ``Answer()``. So a call is
+  answered when a row with a dstchannel is ``ANSWERED``; a call whose last row is still in
+  ``Queue`` without that is abandoned (the caller hung up in the queue); a Queue row followed
+  by more rows (the queue timed out, the dialplan ran on) is missed.
+* For a queue call ``answer`` is the IVR's ``Answer()``, not the agent's pick-up: from CDR,
+  ``answered_at`` and ``wait_seconds`` of queue calls exclude the time queued, and
+  ``talk_seconds`` (billsec) includes it. Direct ``Dial()`` calls are exact to the second.
+* Not in the CSV at all: ``hangup_cause``, ``hangup_by``, ``agent_name`` other than from the
+  directory, and channel variables. Tags and variables are available only when the dialplan
+  writes them into ``CDR(userfield)`` as ``k=v;k=v`` (see ``parse_userfield``).
+
+Every record carries ``vars["aftercall_source"] = "cdr"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import IO, Self
+
+from agent.calls.state import INCOMPLETE_VAR, extension, number
+from agent.errors import ProtocolError
+from agent.models import CallRecord, Direction, Disposition
+from agent.sms.numbers import classify
+
+__all__ = [
+    "CDR_COLUMNS",
+    "SOURCE_VAR",
+    "CdrRow",
+    "CdrRowError",
+    "CdrTail",
+    "MalformedRow",
+    "ParsedCdr",
+    "build_record",
+    "build_records",
+    "group_calls",
+    "parse_line",
+    "parse_lines",
+    "parse_userfield",
+]
+
+CDR_COLUMNS: tuple[str, ...] = (
+    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+    "uniqueid", "userfield", "peeraccount", "linkedid", "sequence",
+)
+SOURCE_VAR = "aftercall_source"
+#: cdr_csv builds each row in a 1 KiB buffer; anything much longer is not one of its rows.
+MAX_LINE = 4096
+#: Rows one call may have; more is a runaway dialplan (or garbage) and the rest are ignored.
+MAX_ROWS_PER_CALL = 64
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_ANSWERED = "ANSWERED"
+_FAILED = frozenset({"FAILED", "CONGESTION"})
+_TAG_KEYS = frozenset({"tag", "tags"})
+
+
+class CdrRowError(ProtocolError):
+    """One CSV line is not a cdr_csv row; names the line and the column."""
+
+    def __init__(self, message: str, *, line: int, column: str | None = None) -> None:
+        self.line = line
+        self.column = column
+        self.reason = f"{column}: {message}" if column else message
+        super().__init__(f"line {line}: {self.reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    """One cdr_csv row, typed. Times are aware UTC; ``line`` is its 1-based line in the file."""
+
+    line: int
+    accountcode: str
+    src: str
+    dst: str
+    dcontext: str
+    clid: str
+    channel: str
+    dstchannel: str
+    lastapp: str
+    lastdata: str
+    start: datetime
+    answer: datetime | None
+    end: datetime
+    duration: int
+    billsec: int
+    disposition: str  # ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION
+    amaflags: str
+    uniqueid: str
+    userfield: str
+    peeraccount: str
+    linkedid: str
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRow:
+    """A line that was skipped. ``reason`` names the column, never the row's content."""
+
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCdr:
+    rows: tuple[CdrRow, ...]
+    problems: tuple[MalformedRow, ...]
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+def _time(value: str, line: int, column: str, tz: tzinfo) -> datetime:
+    try:
+        naive = datetime.strptime(value, _TIME_FORMAT)
+    except ValueError:
+        raise CdrRowError(f"not a time {_TIME_FORMAT!r}", line=line, column=column) from None
+    return naive.replace(tzinfo=tz).astimezone(UTC)
+
+
+def _int(value: str, line: int, column: str) -> int:
+    if not value.isdigit() or len(value) > 12:
+        raise CdrRowError("not a non-negative integer", line=line, column=column)
+    return int(value)
+
+
+def parse_line(text: str, line: int, *, tz: tzinfo = UTC) -> CdrRow:
+    """One physical line of Master.csv. Raises ``CdrRowError`` naming the line and column."""
+    text = text.rstrip("\r\n")
+    if len(text) > MAX_LINE:
+        raise CdrRowError(f"longer than {MAX_LINE} characters", line=line)
+    try:
+        [fields] = list(csv.reader([text], strict=True))
+    except (csv.Error, ValueError):
+        raise CdrRowError("not one CSV record (bad quoting)", line=line) from None
+    if len(fields) != len(CDR_COLUMNS):
+        raise CdrRowError(
+            f"expected {len(CDR_COLUMNS)} columns (cdr_csv with loguniqueid, loguserfield and"
+            f" newcdrcolumns), got {len(fields)}",
+            line=line,
+        )
+    f = dict(zip(CDR_COLUMNS, fields, strict=True))
+    if not f["linkedid"]:
+        raise CdrRowError("empty", line=line, column="linkedid")
+    return CdrRow(
+        line=line,
+        accountcode=f["accountcode"],
+        src=f["src"],
+        dst=f["dst"],
+        dcontext=f["dcontext"],
+        clid=f["clid"],
+        channel=f["channel"],
+        dstchannel=f["dstchannel"],
+        lastapp=f["lastapp"],
+        lastdata=f["lastdata"],
+        start=_time(f["start"], line, "start", tz),
+        answer=_time(f["answer"], line, "answer", tz) if f["answer"] else None,
+        end=_time(f["end"], line, "end", tz),
+        duration=_int(f["duration"], line, "duration"),
+        billsec=_int(f["billsec"], line, "billsec"),
+        disposition=f["disposition"],
+        amaflags=f["amaflags"],
+        uniqueid=f["uniqueid"],
+        userfield=f["userfield"],
+        peeraccount=f["peeraccount"],
+        linkedid=f["linkedid"],
+        sequence=_int(f["sequence"], line, "sequence"),
+    )
+
+
+def parse_lines(
+    lines: Iterable[str] | Iterable[tuple[int, str]],
+    *,
+    source: str = "Master.csv",
+    tz: tzinfo = UTC,
+) -> ParsedCdr:
+    """Parse lines (strings numbered from 1, or ``(line_number, text)`` pairs). A malformed
+    line is reported in ``problems`` and skipped; blank lines are ignored."""
+    rows: list[CdrRow] = []
+    problems: list[MalformedRow] = []
+    for i, item in enumerate(lines, start=1):
+        lineno, text = item if isinstance(item, tuple) else (i, item)
+        if not text.strip():
+            continue
+        try:
+            rows.append(parse_line(text, lineno, tz=tz))
+        except CdrRowError as exc:
+            problems.append(MalformedRow(source, lineno, exc.reason))
+    return ParsedCdr(tuple(rows), tuple(problems))
+
+
+def parse_userfield(value: str, *, tag_keys: Iterable[str] = ("SMS_TAG",)) -> tuple[
+    tuple[str, ...], dict[str, str]
+]:
+    """``SMS_TAG=Support;TICKET=123`` -> tags ``("Support",)``, vars of every pair. Tags come
+    from ``tag``, ``tags`` and ``tag_keys`` (comma-separated allowed); parts without ``=`` or
+    with an empty key or value are ignored (a userfield is free text to other tools)."""
+    tags: list[str] = []
+    vars_: dict[str, str] = {}
+    keys = _TAG_KEYS | set(tag_keys)
+    for part in value.split(";"):
+        key, eq, val = part.partition("=")
+        key, val = key.strip(), val.strip()
+        if not (eq and key and val):
+            continue
+        vars_[key] = val
+        if key in keys:
+            tags.extend(t for t in (x.strip() for x in val.split(",")) if t and t not in tags)
+    return tuple(tags), vars_
+
+
+# -- grouping and records ----------------------------------------------------------------------
+
+def group_calls(rows: Iterable[CdrRow]) -> dict[str, list[CdrRow]]:
+    """Rows by linkedid, each call's rows in CDR sequence order (file order breaks ties)."""
+    calls: dict[str, list[CdrRow]] = {}
+    for row in rows:
+        legs = calls.setdefault(row.linkedid, [])
+        if len(legs) < MAX_ROWS_PER_CALL:
+            legs.append(row)
+    for legs in calls.values():
+        legs.sort(key=lambda r: (r.sequence, r.line))
+    return calls
+
+
+def _clid_name(clid: str) -> str | None:
+    """``"Ravi Kumar" <+919876543210>`` -> ``Ravi Kumar``; a bare number has no name."""
+    lt = clid.rfind("<")
+    if lt < 0 or not clid.endswith(">"):
+        return None
+    name = clid[:lt].strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1]
+    return number(name.strip())
+
+
+def _clid_number(clid: str) -> str | None:
+    lt = clid.rfind("<")
+    if lt >= 0 and clid.endswith(">"):
+        return number(clid[lt + 1:-1].strip())
+    return number(clid.strip())
+
+
+def _disposition(legs: Sequence[CdrRow]) -> Disposition:
+    if any(r.dstchannel and r.disposition == _ANSWERED for r in legs):
+        return Disposition.ANSWERED
+    if any(r.lastapp == "VoiceMail" for r in legs):
+        return Disposition.VOICEMAIL
+    if legs[-1].lastapp == "Queue":
+        return Disposition.ABANDONED  # the caller was still queued when the call ended
+    if any(r.lastapp == "Queue" for r in legs):
+        return Disposition.MISSED  # the queue gave up (timeout) and the dialplan went on
+    dialled = [r for r in legs if r.dstchannel]
+    status = (dialled[-1] if dialled else legs[-1]).disposition
+    if status == "BUSY":
+        return Disposition.BUSY
+    if status in _FAILED:
+        return Disposition.FAILED
+    # NO ANSWER: rung out or cancelled by the caller; ANSWERED without a dstchannel: an IVR
+    # that nobody took over. Both are calls a person did not pick up.
+    return Disposition.MISSED
+
+
+def build_record(
+    legs: Sequence[CdrRow],
+    *,
+    region: str,
+    agents: Mapping[str, tuple[str | None, str | None]] | None = None,
+    inbound_contexts: Iterable[str] = ("from-trunk",),
+    did_context_prefix: str = "did-",
+    tag_keys: Iterable[str] = ("SMS_TAG",),
+    language_var: str = "SMS_LANG",
+) -> CallRecord:
+    """One ``call_completed`` record from one call's rows (``group_calls`` order). ``agents``
+    maps extension -> (name, mobile), as for ``CallTracker``."""
+    if not legs:
+        raise ValueError("a call needs at least one CDR row")
+    lid = legs[0].linkedid
+    own = [r for r in legs if r.uniqueid == lid]  # the originator's rows (the caller's leg)
+    first = (own or list(legs))[0]
+    main = own or list(legs)
+
+    ctx = first.dcontext
+    src = first.src or _clid_number(first.clid) or ""
+    src_info = classify(src, region)
+    inbound = (
+        ctx.startswith(did_context_prefix)
+        or ctx in set(inbound_contexts)
+        or src_info.kind != "short_code"
+    )
+    agent: str | None
+    if inbound:
+        direction = Direction.INBOUND
+        withheld = src_info.kind == "anonymous"
+        caller = "anonymous" if withheld else (src_info.e164 or src)
+        caller_name = None if withheld else _clid_name(first.clid)
+        if ctx.startswith(did_context_prefix) and len(ctx) > len(did_context_prefix):
+            did: str | None = ctx[len(did_context_prefix):]
+        else:
+            did = first.dst if first.dst and first.dst != "s" else None
+        dialled = [r for r in legs if r.dstchannel]
+        took = [r for r in dialled if r.disposition == _ANSWERED]
+        pick = took[-1] if took else (dialled[-1] if dialled else None)
+        agent = extension(pick.dstchannel) if pick else None
+    else:
+        # An agent's phone placed the call: the party to text is the number dialled.
+        dst_info = classify(first.dst, region)
+        direction = Direction.INTERNAL if dst_info.kind == "short_code" else Direction.OUTBOUND
+        caller, caller_name, did = dst_info.e164 or first.dst, None, None
+        agent = extension(first.channel)
+    name, mobile = (agents or {}).get(agent, (None, None)) if agent else (None, None)
+
+    queue = None
+    for r in legs:
+        if r.lastapp == "Queue" and r.lastdata:
+            queue = r.lastdata.split(",", 1)[0].strip() or queue
+
+    disposition = _disposition(main)
+    started = min(r.start for r in legs)
+    ended = max(r.end for r in legs)
+    duration = max(0.0, (ended - started).total_seconds())
+    answered_at = None
+    talk = 0.0
+    if disposition is Disposition.ANSWERED:
+        took = [r for r in legs if r.dstchannel and r.disposition == _ANSWERED]
+        answered_at = min((r.answer for r in took if r.answer is not None), default=None)
+        talk = min(duration, float(sum(r.billsec for r in took)))
+    wait = (answered_at - started).total_seconds() if answered_at is not None else duration
+
+    tags: list[str] = []
+    vars_: dict[str, str] = {}
+    for r in legs:
+        if r.userfield:
+            t, v = parse_userfield(r.userfield, tag_keys=tag_keys)
+            tags.extend(x for x in t if x not in tags)
+            vars_.update(v)
+    if first.accountcode:
+        vars_.setdefault("accountcode", first.accountcode)
+    if not own:
+        vars_[INCOMPLETE_VAR] = "cdr_partial"  # the originator's own row is not in the file
+    vars_[SOURCE_VAR] = "cdr"
+    return CallRecord(
+        call_id=lid,
+        caller=caller,
+        caller_name=caller_name,
+        did=did,
+        direction=direction,
+        queue=queue,
+        agent=agent,
+        agent_name=name,
+        agent_number=mobile,
+        disposition=disposition,
+        started_at=started,
+        answered_at=answered_at,
+        ended_at=ended,
+        wait_seconds=round(max(0.0, wait), 3),
+        talk_seconds=round(talk, 3),
+        duration_seconds=round(duration, 3),
+        tags=tuple(tags),
+        vars=vars_,
+        language=vars_.get(language_var),
+    )
+
+
+def build_records(
+    rows: Iterable[CdrRow],
+    *,
+    region: str,
+    agents: Mapping[str, tuple[str | None, str | None]] | None = None,
+    **options: object,
+) -> list[CallRecord]:
+    """Every call in ``rows``, oldest end first. ``options`` are ``build_record``'s."""
+    records = [
+        build_record(legs, region=region, agents=agents, **options)  # type: ignore[arg-type]
+        for legs in group_calls(rows).values()
+    ]
+    records.sort(key=lambda r: (r.ended_at or datetime.min.replace(tzinfo=UTC), r.call_id))
+    return records
+
+
+# -- incremental reading ------------------------------------------------------------------------
+
+class CdrTail:
+    """Follows Master.csv like ``tail -F``: each ``read`` returns the complete lines appended
+    since the last one, numbered. ``position`` (inode, offset, line) can be saved and given
+    back to resume after a restart.
+
+    cdr_csv opens, appends and closes the file for every row, so a rename (logrotate) is
+    seen as a new inode: what is left of the old file is read through the handle kept open,
+    then the new file from its start. A file that shrank (``copytruncate``) is re-read from
+    its start. An unfinished last line is left for the next ``read``. Blocking I/O."""
+
+    def __init__(self, path: str | os.PathLike[str], *,
+                 position: tuple[int, int, int] | None = None) -> None:
+        self.path = os.fspath(path)
+        self._inode, self._offset, self._line = position or (0, 0, 0)
+        self._fh: IO[bytes] | None = None
+        self.rotations = 0
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        return self._inode, self._offset, self._line
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self) -> list[tuple[int, str]]:
+        """New complete lines as ``(line_number, text)``; ``[]`` when the file is missing."""
+        out: list[tuple[int, str]] = []
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fh is not None and (st is None or st.st_ino != self._inode):
+            out += self._drain()  # rotated away: finish the old file first
+            self.close()
+            self._inode, self._offset, self._line = 0, 0, 0
+            self.rotations += 1
+        if st is None:
+            return out
+        if self._fh is None:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - kept open across reads on purpose
+            fst = os.fstat(self._fh.fileno())
+            if fst.st_ino != self._inode:
+                if self._inode:
+                    self.rotations += 1
+                self._inode, self._offset, self._line = fst.st_ino, 0, 0
+        if os.fstat(self._fh.fileno()).st_size < self._offset:
+            self._offset, self._line = 0, 0  # truncated in place
+            self.rotations += 1
+        return out + self._drain()
+
+    def _drain(self) -> list[tuple[int, str]]:
+        assert self._fh is not None
+        self._fh.seek(self._offset)
+        data = self._fh.read()
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        out: list[tuple[int, str]] = []
+        for raw in data[:end].split(b"\n"):
+            self._line += 1
+            out.append((self._line, raw.rstrip(b"\r").decode("utf-8", "replace")))
+        self._offset += end + 1
+        return out
