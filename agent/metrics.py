@@ -1,0 +1,101 @@
+"""The agent's Prometheus metrics: one registry, the metric objects, and the calls that feed them."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from agent.models import CallRecord, MessageState, ReceiptState
+
+# Hangup -> submit is budgeted at p50 <= 50 ms, p99 <= 250 ms (DESIGN section 7): buckets are
+# dense there and sparse up to the vendor's ~2 s anchor.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+_SUBMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Owns a private ``CollectorRegistry`` (never the global one, so tests and several agents
+    in one process do not collide). Every method is cheap and never raises."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.calls = Counter(
+            "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
+            registry=r)
+        self.rule_matches = Counter(
+            "aftercall_rule_matches_total", "Rules that matched a call", ["rule"], registry=r)
+        self.messages = Counter(
+            "aftercall_messages_total", "Messages entering a state, with the reason if any",
+            ["state", "reason"], registry=r)
+        self.gateway_submit_seconds = Histogram(
+            "aftercall_gateway_submit_seconds", "Time a gateway took to accept a submit",
+            ["gateway"], buckets=_SUBMIT_BUCKETS, registry=r)
+        self.hangup_to_submit_seconds = Histogram(
+            "aftercall_hangup_to_submit_seconds", "From the call's hangup to the gateway's accept",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.ami_queue_depth = Gauge(
+            "aftercall_ami_queue_depth", "AMI events waiting between reader and tracker",
+            registry=r)
+        self.ami_reconnects = Counter(
+            "aftercall_ami_reconnects_total", "AMI reconnections", registry=r)
+        self.ami_events_dropped = Counter(
+            "aftercall_ami_events_dropped_total", "AMI events dropped by a full queue", registry=r)
+        self.receipts = Counter(
+            "aftercall_receipts_total", "Delivery receipts received, by state", ["state"],
+            registry=r)
+        self.replies = Counter(
+            "aftercall_replies_total", "Replies received, by sentiment (or keyword)",
+            ["sentiment"], registry=r)
+        self.store_healthy = Gauge(
+            "aftercall_store_healthy", "1 when the store took its last write, else 0", registry=r)
+        self.store_healthy.set(1)
+
+    # -- the calls the rest of the agent makes --------------------------------------------------
+
+    def call_completed(self, record: CallRecord) -> None:
+        """A call record was emitted by the tracker."""
+        self.calls.labels(disposition=record.disposition.value).inc()
+
+    def rule_matched(self, rule: str) -> None:
+        self.rule_matches.labels(rule=rule).inc()
+
+    def message_state(self, state: MessageState | str, reason: str | None = None) -> None:
+        """A message row moved to ``state`` (``reason``: a SuppressReason or gateway reason)."""
+        self.messages.labels(state=str(state), reason=reason or "").inc()
+
+    def gateway_submitted(self, gateway: str, seconds: float) -> None:
+        """A gateway accepted a submit after ``seconds``."""
+        self.gateway_submit_seconds.labels(gateway=gateway).observe(max(0.0, seconds))
+
+    def hangup_to_submit(self, seconds: float) -> None:
+        self.hangup_to_submit_seconds.observe(max(0.0, seconds))
+
+    def ami_queue(self, depth: int) -> None:
+        self.ami_queue_depth.set(depth)
+
+    def ami_reconnected(self) -> None:
+        self.ami_reconnects.inc()
+
+    def ami_dropped(self, count: int = 1) -> None:
+        self.ami_events_dropped.inc(count)
+
+    def receipt(self, state: ReceiptState | str) -> None:
+        self.receipts.labels(state=str(state)).inc()
+
+    def reply(self, sentiment: str) -> None:
+        """``sentiment``: positive, neutral, negative, or ``keyword`` for keyword replies."""
+        self.replies.labels(sentiment=sentiment).inc()
+
+    def store_health(self, healthy: bool) -> None:
+        self.store_healthy.set(1 if healthy else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,221 @@
+"""Replies (mobile-originated SMS): link to the message answered, keyword actions, sentiment, ratings.
+
+Keywords are matched on the whole reply, trimmed, case-insensitive, with trailing punctuation
+and inner spaces ignored ("stop." and "Stop All" are STOP and STOPALL). rules.yaml's
+``replies.keywords`` come first and override the built-in carrier words below, so a contact
+centre that uses "CANCEL" for appointments can say so. Opt-outs are written before anything
+else is done with the reply: a STOP must hold for the very next call.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+
+from agent.errors import AftercallError, GatewayAmbiguousError
+from agent.gateways.base import Gateway
+from agent.metrics import Metrics
+from agent.models import (
+    CallRecord,
+    Decision,
+    InboundSms,
+    MessageState,
+    OutboundSms,
+    RecipientKind,
+    SubmitResult,
+)
+from agent.reports import sentiment_label
+from agent.rules.loader import RuleSet
+from agent.rules.schema import KeywordAction
+from agent.rules.templates import TemplateRenderError, build_context, render_template
+from agent.sms.encoding import analyze
+from agent.sms.numbers import classify, mask
+from agent.store.base import MessageRow, Store
+
+log = structlog.get_logger(__name__)
+
+Action = Literal["opt_out", "opt_in", "tag"]
+
+# The words carriers and aggregators treat as opt-out / opt-in (CTIA, Twilio's defaults).
+BUILTIN_KEYWORDS: Mapping[str, Action] = {
+    **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
+                     "REVOKE"), "opt_out"),
+    **dict.fromkeys(("START", "UNSTOP", "YES", "OPTIN"), "opt_in"),
+}
+
+
+def normalise_keyword(text: str) -> str:
+    """``"  Stop all! "`` -> ``"STOPALL"``: what keyword lookup compares."""
+    t = re.sub(r"[\s.!?,;:]+$", "", text.strip())
+    return re.sub(r"[\s_-]+", "", t).upper()
+
+
+def rating_of(text: str) -> int | None:
+    """A lone digit 1-5 (trailing punctuation allowed) is a rating."""
+    m = re.fullmatch(r"\s*([1-5])\s*[.!]?\s*", text)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    reply_id: int
+    number: str
+    message_id: str | None  # the message this replies to (latest sent to the number)
+    keyword: str | None
+    action: str | None  # opt_out, opt_in, tag:<tag>
+    sentiment: float | None  # VADER compound, -1..1
+    sentiment_label: str | None
+    rating: int | None
+    auto_reply: MessageRow | None  # the acknowledgement's log row, when one was sent
+
+
+class _Vader:
+    """vaderSentiment loads its lexicon on construction (~50 ms): do it once, lazily."""
+
+    def __init__(self) -> None:
+        self._a: object | None = None
+
+    def __call__(self, text: str) -> float:
+        if self._a is None:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+            self._a = SentimentIntensityAnalyzer()
+        return float(self._a.polarity_scores(text)["compound"])  # type: ignore[attr-defined]
+
+
+class ReplyHandler:
+    """Handle one inbound SMS (``handle`` is the gateways' ``on_inbound``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        rules: RuleSet,
+        gateways: Mapping[str, Gateway],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
+        sentiment: Callable[[str], float] | None = None,
+    ) -> None:
+        self._store = store
+        self._rules = rules
+        self._gateways = gateways
+        self._clock = clock
+        self._metrics = metrics
+        self._sentiment = sentiment or _Vader()
+        self._keywords: dict[str, KeywordAction] = {
+            k: KeywordAction(action=v) for k, v in BUILTIN_KEYWORDS.items()}
+        for word, action in rules.config.replies.keywords.items():
+            self._keywords[normalise_keyword(word)] = action
+
+    def _number(self, raw: str) -> str:
+        info = classify(raw, self._rules.defaults.region)
+        if info.e164 is None and raw.isdigit() and len(raw) > 8:
+            info = classify("+" + raw, self._rules.defaults.region)  # Kannel drops the "+"
+        return info.e164 or raw
+
+    async def handle(self, sms: InboundSms) -> ReplyOutcome:
+        number = self._number(sms.sender)
+        word = normalise_keyword(sms.text)
+        ka = self._keywords.get(word) if word else None
+        if ka is not None and ka.action == "opt_out":
+            await self._store.opt_out(number, source=f"reply:{sms.gateway}:{word}",
+                                      now=self._clock())
+        elif ka is not None and ka.action == "opt_in":
+            await self._store.opt_in(number)
+        original = await self._store.latest_message_to(number)
+        sentiment: float | None = None
+        rating: int | None = None
+        if ka is None:
+            rating = rating_of(sms.text) if self._asked_rating(original) else None
+            if rating is None and self._rules.config.replies.sentiment and sms.text.strip():
+                sentiment = self._sentiment(sms.text)
+        action = None if ka is None else (f"tag:{ka.tag}" if ka.action == "tag" else ka.action)
+        reply_id = await self._store.add_reply(
+            sms, message_id=original.id if original else None, keyword=word if ka else None,
+            action=action, sentiment=sentiment, rating=rating)
+        label = "keyword" if ka else ("rating" if rating else sentiment_label(sentiment) or "none")
+        if self._metrics is not None:
+            self._metrics.reply(label)
+        log.info("reply_received", reply_id=reply_id, gateway=sms.gateway, frm=mask(number),
+                 message_id=original.id if original else None, keyword=word if ka else None,
+                 action=action, sentiment=label)
+        auto = None
+        if ka is not None and ka.reply is not None:
+            auto = await self._auto_reply(number, word, ka.reply, original)
+        return ReplyOutcome(reply_id, number, original.id if original else None,
+                            word if ka else None, action, sentiment,
+                            sentiment_label(sentiment), rating, auto)
+
+    def _asked_rating(self, original: MessageRow | None) -> bool:
+        if original is None:
+            return False
+        tpl = self._rules.config.templates.get(original.template)
+        return bool(tpl and tpl.asks_rating)
+
+    async def _auto_reply(
+        self, number: str, word: str, template: str, original: MessageRow | None
+    ) -> MessageRow | None:
+        """Send ``template`` back through the original message's gateway, logged as a message
+        row. Its idempotency key (call, ``reply:<WORD>``, number) means a resent webhook or a
+        second identical keyword for the same call is acknowledged once."""
+        d = self._rules.defaults
+        record = (await self._store.get_call(original.call_id)) if original else None
+        record = record or CallRecord(call_id=original.call_id if original else "-", caller=number)
+        compiled = self._rules.templates[template]
+        tpl = self._rules.config.templates[template]
+        try:
+            text = render_template(compiled, build_context(
+                record, timezone=d.timezone, now=self._clock(), link=None))
+        except TemplateRenderError as exc:
+            log.error("auto_reply_unrendered", template=template, reason=exc.reason)
+            return None
+        gateway = original.gateway if original else d.gateway
+        info = analyze(text)
+        decision = Decision(
+            call_id=record.call_id, rule=f"reply:{word}", trigger=record.trigger,
+            recipient=RecipientKind.FIXED, number=number, template=template, gateway=gateway,
+            sender_id=original.sender_id if original else d.sender_id, text=text,
+            encoding=info.encoding, segments=info.segments, category=tpl.category,
+            dlt_template_id=tpl.dlt_template_id,
+            dlt_entity_id=tpl.dlt_entity_id or d.dlt_entity_id,
+        )
+        now = self._clock()
+        # next_attempt_at stays NULL: the dispatcher's outbox scan never picks this row up.
+        row, created = await self._store.insert_message(decision, state=MessageState.QUEUED,
+                                                        now=now)
+        if not created:
+            return row
+        claimed = await self._store.claim_for_submit(row.id, now=now)
+        gw = self._gateways.get(gateway)
+        if claimed is None or gw is None:
+            return await self._store.transition(
+                row.id, MessageState.FAILED, now=self._clock(), reason="no_gateway",
+                detail=f"no gateway named {gateway!r}", submitting_since=None)
+        sms = OutboundSms(message_id=row.id, to=number, sender=decision.sender_id, text=text,
+                          dlt_template_id=decision.dlt_template_id,
+                          dlt_entity_id=decision.dlt_entity_id)
+        started = time.perf_counter()
+        try:
+            result: SubmitResult = await gw.submit(sms)
+        except AftercallError as exc:
+            log.error("auto_reply_failed", message_id=row.id, gateway=gateway, error=str(exc))
+            # The SMSC may have it: ambiguous, never resent (DESIGN section 5).
+            state = (MessageState.AMBIGUOUS if isinstance(exc, GatewayAmbiguousError)
+                     else MessageState.FAILED)
+            return await self._store.transition(
+                row.id, state, now=self._clock(),
+                reason=getattr(exc, "reason", None) or "gateway_error", detail=str(exc),
+                submitting_since=None)
+        if self._metrics is not None:
+            self._metrics.gateway_submitted(gateway, time.perf_counter() - started)
+        log.info("auto_reply_submitted", message_id=row.id, gateway=gateway, to=mask(number),
+                 template=template)
+        return await self._store.record_submit(row.id, gateway=gateway,
+                                               smsc_ids=result.smsc_ids, now=self._clock(),
+                                               hangup_to_submit_ms=None)

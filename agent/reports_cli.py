@@ -1,0 +1,204 @@
+"""CLI subcommands over the store: ``report``, ``export``, ``optout`` and ``dnd`` lists."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AftercallError
+from agent.models import MessageState
+from agent.reports import ReportReader, build_report, export_messages, render_report
+from agent.sms.numbers import classify
+from agent.store.base import MessageFilter
+from agent.store.sqlite import SqliteStore
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _default_db() -> str:
+    return os.environ.get("AFTERCALL_DB", "./aftercall.db")
+
+
+def _when(end: bool) -> Callable[[str], datetime]:
+    def parse(v: str) -> datetime:
+        try:
+            if len(v) == 10:
+                return datetime.combine(datetime.fromisoformat(v).date(),
+                                        time.max if end else time.min, UTC)
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{v!r}: expected an ISO date (2024-05-01) or date-time") from None
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+    return parse
+
+
+def _decimal(v: str) -> Decimal:
+    try:
+        d = Decimal(v)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{v!r}: expected a price such as 0.12") from None
+    if d < 0:
+        raise argparse.ArgumentTypeError(f"{v!r}: a price cannot be negative")
+    return d
+
+
+def _run(fn: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(fn())
+    except AftercallError as exc:
+        print(f"aftercall: {exc}", file=sys.stderr)
+        return 1
+
+
+def _number(raw: str, region: str) -> str:
+    info = classify(raw, region)
+    if info.e164 is None:
+        raise AftercallError(f"{raw!r}: not a phone number ({info.detail or info.kind})")
+    return info.e164
+
+
+def _need_db(path: str) -> None:
+    if not Path(path).exists():
+        raise AftercallError(f"{path}: no such database (set --db or AFTERCALL_DB)")
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        _need_db(args.db)
+        async with SqliteStore(args.db) as store:
+            rep = await build_report(store, since=args.since, until=args.until, rule=args.rule,
+                                     gateway=args.gateway, price_per_segment=args.price,
+                                     currency=args.currency)
+        sys.stdout.write(render_report(rep, args.format))
+        return 0
+
+    return _run(go)
+
+
+def export(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        _need_db(args.db)
+        states = [MessageState(s) for s in args.status.split(",")] if args.status else None
+        f = MessageFilter(states=states, rule=args.rule, gateway=args.gateway, since=args.since,
+                          until=args.until, limit=None, newest_first=False)
+        async with SqliteStore(args.db) as store:
+            text = await export_messages(store, f, args.format, unmasked=not args.mask)
+        if args.output and args.output != "-":
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return _run(go)
+
+
+def optout(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with SqliteStore(args.db) as store:
+            if args.action == "list":
+                async with ReportReader.for_store(store) as reader:
+                    for r in await reader.rows("SELECT number, at, source FROM opt_outs"
+                                               " ORDER BY at"):
+                        print(f"{r['number']}\t{r['at']}\t{r['source']}")
+                return 0
+            number = _number(args.number, args.region)
+            if args.action == "add":
+                await store.opt_out(number, source="cli")
+                print(f"opted out {number}")
+                return 0
+            removed = await store.opt_in(number)
+            print(f"{'removed' if removed else 'not on the list:'} {number}")
+            return 0 if removed else 1
+
+    return _run(go)
+
+
+def dnd(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with SqliteStore(args.db) as store:
+            if args.action == "import":
+                res = await store.import_dnd_csv(args.file, region=args.region)
+                for p in res.problems:
+                    print(p, file=sys.stderr)
+                print(f"imported {res.imported} numbers, skipped {len(res.problems)} rows")
+                return 0
+            number = _number(args.number, args.region)
+            if args.action == "add":
+                await store.add_dnd([number], source="cli")
+                print(f"added {number}")
+                return 0
+            removed = await store.remove_dnd(number)
+            print(f"{'removed' if removed else 'not on the list:'} {number}")
+            return 0 if removed else 1
+
+    return _run(go)
+
+
+# -- parsers -------------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=_default_db(),
+                   help="SQLite database (default: $AFTERCALL_DB or ./aftercall.db)")
+
+
+def _window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=_when(False), help="from this date/time (UTC), inclusive")
+    p.add_argument("--until", type=_when(True), help="until this date/time (UTC); a date is "
+                   "the whole day")
+    p.add_argument("--rule", help="only this rule")
+    p.add_argument("--gateway", help="only this gateway")
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``report``, ``export``, ``optout`` and ``dnd``; each sets ``handler``."""
+    rep = subparsers.add_parser("report", help="delivery, failures, CTR, replies, cost by rule")
+    _common(rep)
+    _window(rep)
+    rep.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rep.add_argument("--price", type=_decimal, help="price per SMS segment, for the cost column")
+    rep.add_argument("--currency", help="currency of --price, e.g. INR")
+    rep.set_defaults(handler=report)
+
+    exp = subparsers.add_parser("export", help="the SMS log, one row per message (CSV or JSON)")
+    _common(exp)
+    _window(exp)
+    exp.add_argument("--format", choices=("csv", "json"), default="csv")
+    exp.add_argument("--status", help="comma-separated states, e.g. delivered,failed")
+    exp.add_argument("--mask", action="store_true", help="mask phone numbers")
+    exp.add_argument("-o", "--output", help="write here instead of stdout")
+    exp.set_defaults(handler=export)
+
+    opt = subparsers.add_parser("optout", help="the opt-out list (STOP replies land here)")
+    _common(opt)
+    osub = opt.add_subparsers(dest="action", required=True)
+    for name in ("add", "remove"):
+        a = osub.add_parser(name)
+        a.add_argument("number")
+        a.add_argument("--region", default="IN", help="country for national numbers")
+    osub.add_parser("list")
+    opt.set_defaults(handler=optout)
+
+    d = subparsers.add_parser("dnd", help="the do-not-disturb list")
+    _common(d)
+    dsub = d.add_subparsers(dest="action", required=True)
+    for name in ("add", "remove"):
+        a = dsub.add_parser(name)
+        a.add_argument("number")
+        a.add_argument("--region", default="IN", help="country for national numbers")
+    imp = dsub.add_parser("import", help="import a CSV: one number per row, first column")
+    imp.add_argument("file")
+    imp.add_argument("--region", default="IN", help="country for national numbers")
+    d.set_defaults(handler=dnd)

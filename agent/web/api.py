@@ -1,0 +1,150 @@
+"""The JSON API behind the dashboard: the SMS log, the report, one call; plus /healthz and /metrics."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from datetime import UTC, datetime, time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agent.errors import AftercallError
+from agent.models import MessageState
+from agent.reports import ReportReader, build_report, message_rows
+from agent.store.base import MessageFilter
+from agent.web.hooks import DEPS
+
+log = structlog.get_logger(__name__)
+
+READER: web.AppKey[ReportReader] = web.AppKey("reader")
+AUTHED: web.RequestKey[bool] = web.RequestKey("authed")  # set when a token was shown
+MAX_LIMIT = 1000
+
+
+class BadParam(web.HTTPBadRequest):
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(text=f'{{"error": "query parameter {name!r}: {why}"}}',
+                         content_type="application/json")
+
+
+def _time(q: Mapping[str, str], name: str, *, end: bool = False) -> datetime | None:
+    """ISO date or datetime; a bare date as ``until`` means the end of that day."""
+    v = q.get(name)
+    if not v:
+        return None
+    try:
+        if len(v) == 10:
+            d = datetime.fromisoformat(v).date()
+            out = datetime.combine(d, time.max if end else time.min, UTC)
+            return out
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParam(name, "expected an ISO date (2024-05-01) or date-time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _states(q: Mapping[str, str]) -> list[MessageState] | None:
+    v = q.get("status")
+    if not v:
+        return None
+    try:
+        return [MessageState(s.strip()) for s in v.split(",") if s.strip()]
+    except ValueError:
+        choices = ", ".join(s.value for s in MessageState)
+        raise BadParam("status", f"expected one or more of {choices}") from None
+
+
+def _limit(q: Mapping[str, str]) -> int:
+    v = q.get("limit", "200")
+    if not v.isdigit() or not 1 <= int(v) <= MAX_LIMIT:
+        raise BadParam("limit", f"expected a whole number 1..{MAX_LIMIT}")
+    return int(v)
+
+
+def _unmasked(request: web.Request) -> bool:
+    if "unmasked" not in request.query:
+        return False
+    deps = request.app[DEPS]
+    # Full numbers need a token; with no token configured only a loopback-bound agent shows them.
+    return bool(request.get(AUTHED)) or (deps.dashboard_token is None and deps.bound_to_loopback)
+
+
+async def messages(request: web.Request) -> web.Response:
+    q = request.query
+    number = (q.get("number") or "").strip() or None
+    f = MessageFilter(
+        states=_states(q), rule=q.get("rule") or None, number=number,
+        gateway=q.get("gateway") or None, call_id=q.get("call") or None,
+        since=_time(q, "since"), until=_time(q, "until", end=True), limit=_limit(q),
+    )
+    rows = await message_rows(request.app[READER], f, unmasked=_unmasked(request))
+    return web.json_response({"messages": rows, "count": len(rows)})
+
+
+async def report(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    q = request.query
+    rep = await build_report(
+        request.app[READER], since=_time(q, "since"), until=_time(q, "until", end=True),
+        rule=q.get("rule") or None, gateway=q.get("gateway") or None,
+        price_per_segment=deps.price_per_segment, currency=deps.currency,
+    )
+    return web.json_response(rep.to_dict())
+
+
+async def call(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    call_id = request.match_info["call_id"]
+    record = await deps.store.get_call(call_id)
+    rows = await message_rows(request.app[READER], MessageFilter(call_id=call_id, limit=100,
+                                                                 newest_first=False),
+                              unmasked=_unmasked(request))
+    if record is None and not rows:
+        raise web.HTTPNotFound(text='{"error": "no such call"}', content_type="application/json")
+    rec = record.to_dict() if record else None
+    if rec is not None and not _unmasked(request):
+        from agent.sms.numbers import mask
+
+        for k in ("caller", "agent_number"):
+            if rec.get(k) and str(rec[k]).startswith("+"):
+                rec[k] = mask(rec[k])
+    return web.json_response({"call": rec, "messages": rows})
+
+
+async def _check(fn: Any) -> dict[str, Any]:
+    try:
+        out = fn()
+        if inspect.isawaitable(out):
+            out = await out
+        return dict(out)
+    except Exception as exc:  # noqa: BLE001 - a broken probe means that part is down, not /healthz
+        return {"ok": False, "error": type(exc).__name__}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    checks: dict[str, dict[str, Any]] = {name: await _check(fn) for name, fn in deps.health.items()}
+    if "store" in checks:
+        deps.metrics.store_health(bool(checks["store"].get("ok")))
+    down = sorted(name for name, c in checks.items() if not c.get("ok"))
+    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
+    return web.json_response(body, status=503 if down else 200,
+                             headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[DEPS].metrics.render()
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+@web.middleware
+async def store_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AftercallError as exc:
+        log.error("api_failed", path=request.path, error=str(exc))
+        return web.json_response({"error": "the store cannot answer right now"}, status=503)

@@ -1,0 +1,166 @@
+"""The agent's HTTP server: webhooks, tracked links, JSON API, dashboard, /metrics and /healthz.
+
+Who may call what: webhooks authenticate themselves (signatures or URL tokens, see
+``agent.gateways.webhooks``); ``/l/`` and ``/healthz`` are public; the dashboard, ``/api/*``
+and (unless ``metrics_public``) ``/metrics`` need the dashboard token whenever the server is
+reachable from beyond loopback. The token is shown once (``Authorization: Bearer`` or
+``?token=``); a cookie carrying an HMAC of it (never the token) keeps the browser signed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.errors import ConfigError
+from agent.gateways.presets.common import HttpGatewayConfig
+from agent.gateways.webhooks import ReplayCache
+from agent.metrics import Metrics
+from agent.models import InboundSms, Receipt
+from agent.reports import ReportReader
+from agent.store.base import Store
+from agent.web import api
+from agent.web.hooks import DEPS, redirect, webhook
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "aftercall_session"
+MAX_BODY = 64 * 1024  # webhooks are a few hundred bytes; anything near this is not a gateway
+
+HealthCheck = Callable[[], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class WebDeps:
+    """Everything the web layer needs, built by the composition root (agent/app.py)."""
+
+    store: Store  # a SqliteStore: reports open its file (``store.path``) read-only
+    metrics: Metrics
+    on_receipt: Callable[[Receipt], Awaitable[object]]  # Dispatcher.on_receipt
+    on_inbound: Callable[[InboundSms], Awaitable[object]]  # ReplyHandler.handle
+    webhooks: Mapping[str, HttpGatewayConfig] = field(default_factory=dict)  # HTTP gateways
+    # name -> probe returning {"ok": bool, ...details}; e.g. "ami", "gateways", "store"
+    health: Mapping[str, HealthCheck] = field(default_factory=dict)
+    dashboard_token: str | None = None
+    bound_to_loopback: bool = True
+    metrics_public: bool = False  # let Prometheus scrape without the token
+    clock: Callable[[], datetime] = _utcnow
+    price_per_segment: Decimal | None = None
+    currency: str | None = None
+    replay: ReplayCache = field(default_factory=ReplayCache)
+    max_body: int = MAX_BODY
+
+
+def store_health(store: Store) -> HealthCheck:
+    """A ``health`` probe for the store: a tiny real write (``Store.health``)."""
+
+    async def probe() -> Mapping[str, Any]:
+        ok = await store.health()
+        return {"ok": ok} if ok else {"ok": False, "error": store.last_error or "write failed"}
+
+    return probe
+
+
+def _session_value(token: str) -> str:
+    return hmac.new(token.encode(), b"aftercall-dashboard-session", hashlib.sha256).hexdigest()
+
+
+def _protected(path: str, deps: WebDeps) -> bool:
+    if path == "/" or path.startswith(("/api/", "/static/")):
+        return True
+    return path == "/metrics" and not deps.metrics_public
+
+
+def _presented(request: web.Request, token: str) -> str | None:
+    """How the request proved it knows the token: "header", "query", "cookie" or None."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), token.encode()):
+        return "header"
+    q = request.query.get("token")
+    if q is not None and hmac.compare_digest(q.encode(), token.encode()):
+        return "query"
+    c = request.cookies.get(COOKIE)
+    if c is not None and hmac.compare_digest(c.encode(), _session_value(token).encode()):
+        return "cookie"
+    return None
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    token = deps.dashboard_token
+    how = _presented(request, token) if token else None
+    if how is not None:
+        request[api.AUTHED] = True
+    if _protected(request.path, deps) and not deps.bound_to_loopback and how is None:
+        if request.path.startswith("/api/") or request.path == "/metrics":
+            return web.json_response({"error": "token required"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        return web.Response(status=401, text="token required: open /?token=<dashboard token>\n")
+    if how == "query" and token and request.method == "GET" and request.path == "/":
+        # Trade the token in the URL for a cookie at once, so it leaves the address bar/history.
+        resp = web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
+        resp.set_cookie(COOKIE, _session_value(token), httponly=True, samesite="Strict",
+                        secure=request.secure, path="/")
+        return resp
+    return await handler(request)
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    resp = await handler(request)
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path == "/" or request.path.startswith("/static/"):
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'",
+        )
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+    return resp
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def make_app(deps: WebDeps) -> web.Application:
+    """The aiohttp application. Refuses to expose the dashboard beyond loopback without a token."""
+    if not deps.bound_to_loopback and not deps.dashboard_token:
+        raise ConfigError(
+            "the HTTP server listens beyond loopback: set a dashboard token "
+            "(AFTERCALL_DASHBOARD_TOKEN) or bind to 127.0.0.1")
+    app = web.Application(client_max_size=deps.max_body,
+                          middlewares=[_headers, _auth, api.store_errors])
+    app[DEPS] = deps
+    app.router.add_route("GET", "/webhooks/{gateway}/{kind}", webhook)
+    app.router.add_route("POST", "/webhooks/{gateway}/{kind}", webhook)
+    app.router.add_get("/l/{code}", redirect)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/api/messages", api.messages)
+    app.router.add_get("/api/report", api.report)
+    app.router.add_get("/api/calls/{call_id}", api.call)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+
+    async def open_reader(app: web.Application) -> Any:
+        path = getattr(deps.store, "path", None)
+        if path is None:
+            raise ConfigError("reports need a store with a database file (store.path)")
+        app[api.READER] = await ReportReader(path).open()
+        yield
+        await app[api.READER].close()
+
+    app.cleanup_ctx.append(open_reader)
+    return app

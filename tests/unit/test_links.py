@@ -1,0 +1,59 @@
+"""Tracked links: code shape and entropy source, URL length as the rules reserve it, persistence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.rules.templates import reserved_link
+from agent.sms.links import (
+    ALPHABET,
+    LinkShortener,
+    is_code,
+    make_sync_link_factory,
+    new_code,
+)
+from agent.store.sqlite import SqliteStore
+
+
+def test_codes_are_base62_of_the_reserved_length_and_distinct() -> None:
+    codes = {new_code() for _ in range(2000)}
+    assert len(codes) == 2000
+    assert all(len(c) == 10 and set(c) <= set(ALPHABET) and is_code(c) for c in codes)
+
+
+@settings(max_examples=200)
+@given(base=st.from_regex(r"https?://[a-z0-9.-]{1,30}(/[a-z0-9]{1,10})?", fullmatch=True),
+       url=st.from_regex(r"https://[a-z]{1,20}\.in/t/[0-9]{1,8}", fullmatch=True))
+def test_short_url_is_exactly_as_long_as_the_template_budget(base: str, url: str) -> None:
+    f = make_sync_link_factory(base)
+    assert len(f(url)) == len(reserved_link(base)(url)) == len(base.rstrip("/")) + 3 + 10
+
+
+def test_sync_factory_reuses_a_code_for_the_same_url_and_refuses_non_http() -> None:
+    f = make_sync_link_factory("https://acme.in/")
+    a, b, c = f("https://x.in/1"), f("https://x.in/1"), f("https://x.in/2")
+    assert a == b != c and a.startswith("https://acme.in/l/")
+    assert [u for _, u in f.pending] == ["https://x.in/1", "https://x.in/2"]
+    import pytest
+
+    with pytest.raises(ValueError, match="not an http"):
+        f("javascript:alert(1)")
+
+
+async def test_pending_links_persist_and_resolve(tmp_path: Path) -> None:
+    async with SqliteStore(tmp_path / "a.db") as store:
+        f = make_sync_link_factory("https://acme.in")
+        short = f("https://help.acme.in/t/42")
+        assert await f.persist(store, message_id="m1", now=datetime(2024, 5, 1, tzinfo=UTC)) == 1
+        assert f.pending == []
+        row = await store.resolve_link(short.rsplit("/", 1)[1])
+        assert row is not None and (row.url, row.message_id) == ("https://help.acme.in/t/42", "m1")
+        s = LinkShortener(store, "https://acme.in")
+        short2 = await s.shorten("https://help.acme.in/t/43", message_id="m2")
+        assert len(short2) == s.url_length
+        row2 = await store.resolve_link(short2.rsplit("/", 1)[1])
+        assert row2 is not None and row2.message_id == "m2"

@@ -1,0 +1,123 @@
+"""Report figures from rows written through the real store, the renderers, and the CLI export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "web"))
+from web_helpers import seed
+
+from agent.reports import (
+    EXPORT_COLUMNS,
+    build_report,
+    export_messages,
+    percentile,
+    render_csv,
+    render_table,
+)
+from agent.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with SqliteStore(tmp_path / "aftercall.db") as s:
+        yield s
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert percentile([5.0], 95) == 5.0
+
+
+async def test_report_figures(store: SqliteStore) -> None:
+    await seed(store)
+    rep = await build_report(store, price_per_segment=Decimal("0.12"), currency="INR")
+    t = rep.total
+    assert (t.total, t.sent, t.delivered, t.undelivered, t.failed, t.suppressed) == (7, 4, 3, 1, 1, 2)
+    assert t.delivery_rate == 0.75
+    assert t.suppressed_by_reason == {"opt_out": 1, "dnd": 1}
+    assert t.failures_by_reason == {"undelivered": 1, "rejected": 1}
+    assert t.failures_by_error == {"001": 1}
+    assert t.segments == 4 and t.cost == Decimal("0.48")
+    assert t.opt_outs == 1 and t.replies_by_sentiment == {"positive": 1, "keyword": 1}
+    rules = {f.key: f for f in rep.by_rule}
+    sup = rules["support-followup"]
+    assert (sup.sent, sup.delivered, sup.with_links, sup.clicked, sup.clicks) == (3, 2, 2, 1, 2)
+    assert sup.ctr == 0.5 and sup.delivery_rate == pytest.approx(2 / 3)
+    assert sup.delivery_p50_s == pytest.approx(4.98) and sup.delivery_p95_s == pytest.approx(8.96)
+    assert sup.hangup_to_submit_p50_ms == 40.0 and sup.hangup_to_submit_p99_ms == 60.0
+    missed = rules["missed-call-sorry"]
+    assert (missed.sent, missed.delivered, missed.failed, missed.ctr) == (1, 1, 1, None)
+    assert {f.key for f in rep.by_gateway} == {"smsc", "backup"}
+    assert [(p.day.isoformat(), p.total, p.delivered) for p in rep.by_day] == [
+        ("2024-05-01", 4, 2), ("2024-05-02", 3, 1)]
+    only = await build_report(store, rule="missed-call-sorry")
+    assert only.total.total == 3 and [f.key for f in only.by_rule] == ["missed-call-sorry"]
+
+
+async def test_renderers(store: SqliteStore) -> None:
+    await seed(store)
+    rep = await build_report(store, price_per_segment=Decimal("0.12"), currency="INR")
+    table = render_table(rep)
+    assert "support-followup" in table and "66.7%" in table and "50.0%" in table
+    rows = list(csv.DictReader(io.StringIO(render_csv(rep))))
+    assert [(r["scope"], r["key"]) for r in rows][0] == ("all", "all")
+    assert json.loads(json.dumps(rep.to_dict()))["total"]["cost"] == pytest.approx(0.48)
+
+
+async def test_export_csv_and_json(store: SqliteStore) -> None:
+    seeded = await seed(store)
+    text = await export_messages(store, None, "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+    assert sorted(r["id"] for r in rows) == sorted(seeded.ids.values())
+    m1 = next(r for r in rows if r["id"] == seeded.ids["m1"])
+    assert (m1["status"], m1["clicks"], m1["number"]) == ("delivered", "2", "+919812345610")
+    doc = json.loads(await export_messages(store, None, "json"))
+    assert len(doc) == 7
+
+
+async def test_cli_export_csv_parses_one_row_per_message(
+    store: SqliteStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import asyncio
+
+    from agent import reports_cli
+
+    seeded = await seed(store)
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    db = str(store.path)
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.handler(args))
+
+    # The handlers call asyncio.run themselves: run them off this test's event loop.
+    assert await asyncio.to_thread(run, "export", "--db", db, "--format", "csv") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == len(seeded.ids) and {r["id"] for r in rows} == set(seeded.ids.values())
+    assert await asyncio.to_thread(run, "report", "--db", db, "--price", "0.12") == 0
+    assert "missed-call-sorry" in capsys.readouterr().out
+    assert await asyncio.to_thread(run, "optout", "--db", db, "add", "09812345678") == 0
+    assert await store.is_opted_out("+919812345678")
+    assert await asyncio.to_thread(run, "optout", "--db", db, "list") == 0
+    assert "+919812345678" in capsys.readouterr().out
+    assert await asyncio.to_thread(run, "optout", "--db", db, "remove", "+919812345678") == 0
+    assert not await store.is_opted_out("+919812345678")
+    dnd = tmp_path / "dnd.csv"
+    dnd.write_text("number\n09876543210\nnot-a-number\n")
+    assert await asyncio.to_thread(run, "dnd", "--db", db, "import", str(dnd)) == 0
+    assert await store.is_dnd("+919876543210")
+    assert await asyncio.to_thread(run, "export", "--db", str(tmp_path / "none.db")) == 1
+    assert "no such database" in capsys.readouterr().err
