@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     from agent.sim.main import add_cli as add_sim_cli
 
     add_sim_cli(sub)
+    from agent import reports_cli
+
+    reports_cli.add_cli(sub)
     return p
 
 

@@ -1,0 +1,44 @@
+"""`aftercall calls --follow`: call records as JSON lines, straight from AMI (for engineers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from agent.ami.client import AmiClient, AmiConfig
+from agent.calls.tracker import CallTracker
+from agent.settings import Settings
+
+
+async def follow(settings: Settings, *, keep_going: bool, region: str = "IN") -> int:
+    """Print every call record (connected and completed) as one JSON line. Without
+    ``--follow``, stop after the first completed call."""
+    tracker = CallTracker(region=region)
+    done = asyncio.Event()
+
+    async def on_login(client: AmiClient) -> None:
+        tracker.resync(await client.core_show_channels())
+
+    client = AmiClient(
+        AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
+                  secret=settings.ami_secret, tls=settings.ami_tls,
+                  allow_plain_remote=settings.ami_allow_plain_remote),
+        on_login=on_login,
+    )
+
+    def handle(event: object) -> None:
+        for record in tracker.feed(event):  # type: ignore[arg-type]
+            print(json.dumps(record.to_dict()), flush=True)
+            if record.trigger.value == "call_completed" and not keep_going:
+                done.set()
+
+    async with asyncio.TaskGroup() as tg:
+        runner = tg.create_task(client.run())
+        consumer = tg.create_task(client.consume(handle))
+        await done.wait() if not keep_going else await runner
+        await client.close()
+        runner.cancel()
+        consumer.cancel()
+    sys.stdout.flush()
+    return 0
