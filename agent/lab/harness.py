@@ -93,6 +93,8 @@ async def running_loop(
     faults: FaultConfig | None = None,
     dry_run: bool = False,
     phones: bool = True,
+    ami_port: int = 5038,
+    cdr: bool = False,
 ) -> AsyncIterator[Loop]:
     lab = Lab()
     await asyncio.to_thread(lab.up)
@@ -102,8 +104,9 @@ async def running_loop(
     os.environ["SIM_HTTP_PORT"] = str(sim.http_port)
     rules_path = rules or rules_with_quiet_hours(REPO / "rules.yaml", workdir / "rules.yaml",
                                                  night_now=night)
-    settings = Settings(ami_secret=lab.secret(), rules=rules_path,
-                        db=db or workdir / "aftercall.db", http_port=0, agi_port=0)
+    settings = Settings(ami_secret=lab.secret(), rules=rules_path, ami_port=ami_port,
+                        db=db or workdir / "aftercall.db", http_port=0, agi_port=0,
+                        cdr_csv=lab.cdr_csv if cdr else None)
     agent = AfterCallAgent(settings, dry_run=dry_run)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop.wait))

@@ -1,0 +1,113 @@
+"""The agent keeps tracking through an Asterisk restart and a cut AMI TCP connection, and
+recovers from Asterisk's CDR the calls that ended while AMI was away."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.lab import sipp
+from agent.lab.harness import running_loop
+from agent.models import MessageState
+
+pytestmark = pytest.mark.lab
+
+
+class CuttableProxy:
+    """A TCP proxy in front of AMI that the test can cut, like a firewall dropping the flow."""
+
+    def __init__(self, target_port: int = 5038) -> None:
+        self.target_port = target_port
+        self.blocked = False
+        self._writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.accepted = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer) -> None:
+        if self.blocked:
+            writer.close()
+            return
+        self.accepted += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_w]
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def cut(self) -> None:
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+async def _until(cond, timeout=20.0):
+    async def poll():
+        while not cond():
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def _sorry(rows, number):
+    return [r for r in rows if r.number == number and r.rule == "missed-call-sorry"]
+
+
+async def test_cut_connection_reconnects_and_the_gap_is_recovered_from_cdr(tmp_path, lab):
+    proxy = CuttableProxy()
+    port = await proxy.start()
+    async with running_loop(tmp_path, ami_port=port, cdr=True) as loop:
+        # While AMI is cut (and stays refused), a call starts and ends unseen.
+        proxy.blocked = True
+        proxy.cut()
+        await _until(lambda: not loop.agent.ami.connected)
+        gap_caller = "+919811000031"
+        r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=gap_caller,
+                                  duration_ms=500)
+        assert r.ok
+        proxy.blocked = False
+        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        rows = await loop.wait_rows(lambda rs: any(r.state is MessageState.DELIVERED
+                                                   for r in _sorry(rs, gap_caller)))
+        (row,) = _sorry(rows, gap_caller)
+        call = await loop.agent.store.get_call(row.call_id)
+        assert call.vars.get("aftercall_source") == "cdr"
+        # And live tracking goes on after the reconnect.
+        live_caller = "+919811000032"
+        r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=live_caller,
+                                  duration_ms=500)
+        assert r.ok
+        rows = await loop.wait_rows(lambda rs: bool(_sorry(rs, live_caller)))
+        assert len(loop.handset(gap_caller)) == 1 and len(loop.handset(live_caller)) == 1
+    await proxy.close()
+
+
+async def test_asterisk_restart_is_survived(tmp_path, lab):
+    async with running_loop(tmp_path, cdr=True) as loop:
+        logins = loop.agent.ami.stats.logins
+        await asyncio.to_thread(lab.cli, "core restart now")
+        await _until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
+        caller = "+919811000033"
+        r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=caller, duration_ms=500)
+        assert r.ok, r.output
+        rows = await loop.wait_rows(lambda rs: any(r.state is MessageState.DELIVERED
+                                                   for r in _sorry(rs, caller)))
+        # One row, one SMS: the reconnect's resync and CDR pass sent nothing twice.
+        assert len(_sorry(rows, caller)) == 1
+        assert len(loop.handset(caller)) == 1
