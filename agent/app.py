@@ -135,7 +135,6 @@ class AfterCallAgent:
         self.replies = ReplyHandler(self.store, self.rules, self.gateways, clock=clock,
                                     metrics=self.metrics)
         self.http_port: int | None = None
-        self._last_live: datetime | None = None  # when AMI last delivered an event
         self._background: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.records: list[CallRecord] = []  # recent records, for `calls` and tests (bounded)
@@ -143,7 +142,6 @@ class AfterCallAgent:
     # -- the call path ------------------------------------------------------------------------
 
     async def handle_event(self, event: Any) -> None:
-        self._last_live = self.clock()
         self.metrics.ami_queue(self.ami.queue.qsize())
         for record in self.tracker.feed(event):
             await self.handle_record(record)
@@ -191,17 +189,24 @@ class AfterCallAgent:
         for record in self.tracker.resync(channels, now_ts=self.clock().timestamp()):
             await self.handle_record(record)
         if self.settings.cdr_csv is not None:
-            task = asyncio.create_task(self.reconcile_gap(), name="cdr-reconcile")
+            gap = client.stats.disconnected_at
+            since = datetime.fromtimestamp(gap, UTC) if gap is not None else None
+            task = asyncio.create_task(self.reconcile_gap(since), name="cdr-reconcile")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self.ready.set()
 
-    async def reconcile_gap(self) -> Any:
-        """Calls in the CDR that ended since the agent last saw AMI traffic (at startup: the
-        last max_age) and that the store does not know go through the rules now."""
+    async def reconcile_gap(self, gap_start: datetime | None = None) -> Any:
+        """Calls in the CDR that ended while the agent was away and that the store does not
+        know go through the rules now. "Away" starts when the AMI connection was lost; after a
+        restart, when the newest call in the store ended. A store that never ran starts from
+        now: calls from before aftercall was installed are nobody's after-call SMS."""
         now = self.clock()
         max_age = self.rules.defaults.max_age or timedelta(minutes=15)
-        since = (self._last_live or now - max_age) - timedelta(seconds=5)
+        last = gap_start or await self.store.newest_call_end()
+        # CDR times are whole seconds: step back a little so the boundary call is not missed
+        # (the store's idempotency makes seeing it twice harmless).
+        since = last - timedelta(seconds=2) if last else now
         result = await reconcile(
             cdr_path=self.settings.cdr_csv, store=self.store,  # type: ignore[arg-type]
             handle_record=self.handle_record, since=since, now=now, max_age=max_age,
@@ -294,6 +299,9 @@ class AfterCallAgent:
                 await self.ami.close()
                 for t in (ami, consumer, evict, stop):
                     t.cancel()
+                for t in list(self._background):
+                    t.cancel()
+                await asyncio.gather(*self._background, return_exceptions=True)
                 await self.dispatcher.stop(timeout=5.0)
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatcher

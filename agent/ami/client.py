@@ -126,6 +126,7 @@ class AmiStats:
     dropped: int = 0
     handler_errors: int = 0
     last_event_at: float | None = None
+    disconnected_at: float | None = None  # wall clock of the last loss of the connection
     version: str | None = None
     last_error: str | None = None
 
@@ -229,6 +230,7 @@ class AmiClient:
     def _connection_lost(self, exc: object) -> None:
         if self.stats.connected:
             self._gap_since = time.monotonic()
+            self.stats.disconnected_at = time.time()
             log.warning("ami_disconnected", reason=str(exc) if exc else "closed by peer")
         self.stats.connected = False
         # panoramisk parks unanswered actions for a resend we never do: fail them now.

@@ -149,6 +149,8 @@ class Store(Protocol):
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
+    async def newest_call_end(self) -> datetime | None: ...
+
     # messages
     async def insert_message(
         self,

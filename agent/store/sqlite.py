@@ -501,6 +501,11 @@ class SqliteStore:
         rows = await self._read("SELECT record FROM calls WHERE call_id = ?", (call_id,))
         return CallRecord.from_dict(json.loads(rows[0]["record"])) if rows else None
 
+    async def newest_call_end(self) -> datetime | None:
+        """When the newest call this store knows ended; None for a store that never ran."""
+        rows = await self._read("SELECT max(ended_at) AS t FROM calls", ())
+        return _dt(rows[0]["t"]) if rows and rows[0]["t"] else None
+
     # ---- messages -------------------------------------------------------------------------
 
     async def insert_message(

@@ -1,0 +1,104 @@
+"""Hangup -> submit_sm latency, p50/p99: through the lab's real Asterisk with SIPp calls, and
+through a replayed AMI stream (no Asterisk) in the same run.
+
+Real path: the clock starts at the Timestamp Asterisk put on the last Hangup event of the call
+(call record ``ended_at``) and stops when the simulator received the submit_sm. Replayed path:
+a recorded lab transcript is fed to the agent's event handler; the clock starts when the last
+Hangup event is handed over and stops at the simulator's receipt of submit_sm.
+
+    .venv/bin/python bench/latency.py [--calls 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.ami.transcript import iter_messages  # noqa: E402
+from agent.lab import sipp  # noqa: E402
+from agent.lab.harness import running_loop  # noqa: E402
+from agent.logs import setup_logging  # noqa: E402
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+async def real(n: int, workdir: Path) -> list[float]:
+    lat: list[float] = []
+    async with running_loop(workdir / "real") as loop:
+        for i in range(n):
+            caller = f"+9198120{i:05d}"
+            r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=caller, duration_ms=200)
+            assert r.ok, r.output
+            rows = await loop.wait_rows(lambda rs, c=caller: any(
+                x.number == c and x.submitted_at for x in rs))
+            row = next(x for x in rows if x.number == caller)
+            call = await loop.agent.store.get_call(row.call_id)
+            (msg,) = loop.handset(caller)
+            lat.append((msg.received_at - call.ended_at).total_seconds() * 1000)
+    return lat
+
+
+async def replayed(n: int, workdir: Path) -> list[float]:
+    data = (REPO / "tests/fixtures/ami/queue_abandoned.txt").read_bytes()
+    events = list(iter_messages(data))
+    lat: list[float] = []
+    async with running_loop(workdir / "replay", phones=False) as loop:
+        agent = loop.agent
+        for i in range(n):
+            caller = f"+9198130{i:05d}"
+            seen = len(loop.sim.core.messages)
+            t0 = 0.0
+            for ev in events:
+                ev = dict(ev)
+                for k in ("Uniqueid", "Linkedid", "DestUniqueid", "DestLinkedid", "UniqueID"):
+                    if k in ev:
+                        ev[k] = f"bench-{i}-{ev[k]}"
+                if ev.get("CallerIDNum") == "+919876543210":
+                    ev["CallerIDNum"] = caller
+                # Fresh timestamps: the rules' max_age must see a call that just ended.
+                ev["Timestamp"] = f"{time.time():.6f}"
+                if ev.get("Event") == "Hangup":
+                    t0 = time.perf_counter()
+                await agent.handle_event(ev)
+            while len(loop.sim.core.messages) == seen:
+                await asyncio.sleep(0.0005)
+            lat.append((time.perf_counter() - t0) * 1000)
+    return lat
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=20)
+    args = ap.parse_args()
+    setup_logging("error")
+    with tempfile.TemporaryDirectory() as tmp:
+        rl = await real(args.calls, Path(tmp))
+        pl = await replayed(args.calls * 4, Path(tmp))
+    out = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "real_asterisk": {"calls": len(rl), "p50_ms": round(statistics.median(rl), 2),
+                          "p99_ms": round(pct(rl, 99), 2), "budget": "p50<=50, p99<=250"},
+        "replayed_ami": {"calls": len(pl), "p50_ms": round(statistics.median(pl), 2),
+                         "p99_ms": round(pct(pl, 99), 2), "budget": "p50<=5, p99<=50"},
+    }
+    print(json.dumps(out, indent=2))
+    res = REPO / "bench/results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "latency.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
