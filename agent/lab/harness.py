@@ -105,7 +105,7 @@ async def running_loop(
     rules_path = rules or rules_with_quiet_hours(REPO / "rules.yaml", workdir / "rules.yaml",
                                                  night_now=night)
     settings = Settings(ami_secret=lab.secret(), rules=rules_path, ami_port=ami_port,
-                        db=db or workdir / "aftercall.db", http_port=0, agi_port=0,
+                        db=db or workdir / "aftercall.db", http_port=0,
                         cdr_csv=lab.cdr_csv if cdr else None)
     agent = AfterCallAgent(settings, dry_run=dry_run)
     stop = asyncio.Event()

@@ -110,6 +110,14 @@ async def test_agent_summary_reaches_the_agents_mobile_on_connect(day):
     assert any(SUPPORT_CALLER in t and "Support" in t for t in texts)
 
 
+async def test_fastagi_hook_attaches_tag_and_variable(day):
+    loop, rows = day
+    summary = next(r for r in _by(rows, rule="agent-summary") if SALES_CALLER in (r.text or ""))
+    call = await loop.agent.store.get_call(summary.call_id)
+    assert "lead" in call.tags and call.vars["CAMPAIGN"] == "diwali"
+    assert loop.agent.agi.requests >= 1
+
+
 async def test_anonymous_caller_is_suppressed_invalid_number(day):
     loop, rows = day
     anon = [r for r in rows if r.recipient_kind.value == "caller" and r.number is None]
@@ -126,7 +134,9 @@ async def test_no_second_sms_when_the_same_calls_are_handled_again(day, workdir)
     records = list(loop.agent.records)
     from agent.app import AfterCallAgent
 
-    again = AfterCallAgent(loop.settings)
+    import dataclasses
+
+    again = AfterCallAgent(dataclasses.replace(loop.settings, agi_port=0))
     stop = asyncio.Event()
     task = asyncio.create_task(again.run(stop.wait))
     await asyncio.wait_for(again.ready.wait(), 10)

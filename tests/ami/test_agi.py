@@ -1,0 +1,49 @@
+"""The FastAGI hook server: parsing the hook URL, and peers that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.ami.agi import AgiServer, parse_hook
+
+
+def test_parse_hook_tags_and_variables():
+    assert parse_hook("tag?name=vip", []) == ("tag", ("vip",), {})
+    route, tags, variables = parse_hook("attach?tag=lead,vip&CAMPAIGN=diwali&bad-name=x",
+                                        ["TICKET=123", "noequals"])
+    assert route == "attach" and tags == ("lead", "vip")
+    assert variables == {"CAMPAIGN": "diwali", "TICKET": "123"}
+
+
+async def test_hook_attaches_and_answers_like_asterisk_expects():
+    seen = []
+
+    def attach(uniqueid, channel, tags, variables):
+        seen.append((uniqueid, tags, dict(variables)))
+        return True
+
+    server = AgiServer(attach, port=0)
+    await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network: yes\nagi_network_script: tag?name=vip&TICKET=42\n"
+                 b"agi_uniqueid: lab-1.0\nagi_channel: PJSIP/trunk-1\n\n")
+    commands = []
+    for _ in range(2):  # SET VARIABLE __TICKET, SET VARIABLE AFTERCALL_ATTACHED
+        commands.append((await asyncio.wait_for(reader.readline(), 5)).decode().strip())
+        writer.write(b"200 result=1\n")
+    await writer.drain()
+    assert commands == ['SET VARIABLE __TICKET "42"', "SET VARIABLE AFTERCALL_ATTACHED 1"]
+    assert seen == [("lab-1.0", ("vip",), {"TICKET": "42"})]
+    writer.close()
+    await server.close()
+
+
+async def test_peer_closing_before_headers_does_not_spin():
+    server = AgiServer(lambda *a: True, port=0)
+    await server.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"agi_network: yes\n")
+    writer.close()
+    await asyncio.sleep(0.05)
+    assert server.requests == 0
+    await server.close()
