@@ -1,0 +1,32 @@
+"""SIGHUP reload: a good rules.yaml replaces the rules, a bad one is refused and the old stay."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from agent.app import AfterCallAgent
+from agent.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_reload_refuses_a_bad_file_and_keeps_the_old_rules(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(REPO / "rules.yaml", rules)
+    agent = AfterCallAgent(Settings(ami_secret="x", rules=rules, db=tmp_path / "a.db"))
+    before = agent.rules
+    rules.write_text(rules.read_text().replace("min_talk: 30s", "min_talk: thirty"))
+    with capture_logs() as logs:
+        assert agent.reload_rules() is False
+    assert agent.rules is before and agent.stats.reload_errors == 1
+    (event,) = [e for e in logs if e["event"] == "rules_reload_refused"]
+    assert "rules.yaml:" in event["error"] and "min_talk" in event["error"]
+
+    rules.write_text(rules.read_text().replace("min_talk: thirty", "min_talk: 45s"))
+    assert agent.reload_rules() is True
+    assert agent.rules is not before and agent.replies.rules is agent.rules
+    followup = next(r for r in agent.rules.rules if r.name == "support-followup")
+    assert followup.match.min_talk.total_seconds() == 45
