@@ -22,6 +22,7 @@ from agent.errors import (
 )
 from agent.gateways.base import Gateway
 from agent.models import CallRecord, Decision, MessageState, OutboundSms, Receipt
+from agent.sms.numbers import mask
 from agent.sms.policy import Limits, evaluate
 from agent.store.base import MessageRow, ReceiptOutcome, Store
 
@@ -35,14 +36,8 @@ def utcnow() -> datetime:
 
 
 def mask_number(number: str | None) -> str:
-    """``+919812345678`` -> ``+********5678``: enough to recognise, not enough to dial."""
-    if not number:
-        return "-"
-    head = "+" if number.startswith("+") else ""
-    digits = number[len(head) :]
-    if len(digits) <= 4:
-        return head + "*" * len(digits)
-    return head + "*" * (len(digits) - 4) + digits[-4:]
+    """``+919812345678`` -> ``+91******5678`` (the one masking rule: agent.sms.numbers.mask)."""
+    return mask(number) if number else "-"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,28 +9,23 @@ from typing import Any
 
 import structlog
 
+from agent.sms.numbers import mask
+
 _NUMBER = re.compile(r"\+?\d{7,15}")
 _SECRET_KEYS = {"password", "secret", "auth_token", "token", "webhook_secret"}
 
 
 def mask_number(value: str | None) -> str:
     """``+919876543210`` -> ``+91******3210``: enough to tell numbers apart, not to dial one."""
-    if not value:
-        return ""
-    plus = "+" if value.startswith("+") else ""
-    digits = value[len(plus):]
-    if len(digits) <= 6:
-        return value
-    return f"{plus}{digits[:2]}{'*' * (len(digits) - 6)}{digits[-4:]}"
+    return mask(value) if value else ""
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for k in list(event):
         if k in _SECRET_KEYS:
             event[k] = "***"
-        elif k in ("number", "to", "caller", "sender", "recipient_number") and isinstance(
-            event[k], str
-        ):
+        elif (k in ("number", "to", "caller", "sender", "recipient_number")
+              and isinstance(event[k], str) and "*" not in event[k]):
             event[k] = mask_number(event[k])
     return event
 

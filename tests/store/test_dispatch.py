@@ -131,7 +131,7 @@ async def test_queued_decision_is_submitted_with_latency_and_masked_logs(
     assert [s.to for s in gw.accepted] == ["+919812345678"]
     events = {e["event"]: e for e in logs}
     assert {"sms_queued", "sms_submitted"} <= set(events)
-    assert events["sms_submitted"]["to"] == "+********5678"
+    assert events["sms_submitted"]["to"] == "+91******5678"
     assert all("+919812345678" not in str(e) for e in logs)
 
 
@@ -464,6 +464,6 @@ async def test_full_intake_queue_refuses_without_blocking(
 
 
 def test_mask_number() -> None:
-    assert mask_number("+919812345678") == "+********5678"
+    assert mask_number("+919812345678") == "+91******5678"
     assert mask_number("5678") == "****"
     assert mask_number(None) == "-"
