@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,10 +22,10 @@ from typing import Any
 import structlog
 
 from agent.ami.agi import AgiServer
-from agent.ami.client import AmiClient, AmiConfig
+from agent.ami.client import AmiClient, config_from_settings
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
-from agent.errors import AftercallError, AmiLoginError, ConfigError
+from agent.errors import AftercallError, ConfigError
 from agent.gateways.base import Gateway
 from agent.models import CallRecord, InboundSms, Trigger
 from agent.metrics import Metrics
@@ -31,7 +34,7 @@ from agent.replies import ReplyHandler
 from agent.rules.engine import decide
 from agent.sms.links import make_sync_link_factory
 from agent.rules.loader import RuleSet, load_rules
-from agent.settings import Settings
+from agent.settings import Settings, is_loopback
 from agent.sms.policy import Limits, RateLimit
 from agent.store.sqlite import SqliteStore
 
@@ -78,9 +81,6 @@ def webhook_secret(settings: Settings) -> str:
         return settings.webhook_secret
     path = Path(f"{settings.db}.webhook-secret")
     if not path.exists():
-        import os
-        import secrets
-
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32))
@@ -124,12 +124,7 @@ class AfterCallAgent:
             ),
             dry_run=dry_run, clock=clock,
         )
-        self.ami = AmiClient(
-            AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
-                      secret=settings.ami_secret, tls=settings.ami_tls,
-                      allow_plain_remote=settings.ami_allow_plain_remote),
-            on_login=self._on_login,
-        )
+        self.ami = AmiClient(config_from_settings(settings), on_login=self._on_login)
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         self.metrics = Metrics()
         self.replies = ReplyHandler(self.store, self.rules, self.gateways, clock=clock,
@@ -137,7 +132,7 @@ class AfterCallAgent:
         self.http_port: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
-        self.records: list[CallRecord] = []  # recent records, for `calls` and tests (bounded)
+        self.records: deque[CallRecord] = deque(maxlen=1000)  # recent records, for tests
 
     # -- the call path ------------------------------------------------------------------------
 
@@ -152,7 +147,6 @@ class AfterCallAgent:
         reconciliation retries it) rather than sending what cannot be recorded."""
         self.stats.records += 1
         self.records.append(record)
-        del self.records[:-1000]
         base = self.rules.defaults.public_base_url
         links = make_sync_link_factory(base) if base else None
         decisions = decide(self.rules, record, now=self.clock(), link=links)
@@ -264,7 +258,7 @@ class AfterCallAgent:
             health={"ami": ami_health, "gateways": gateways_health,
                     "store": store_health(self.store)},
             dashboard_token=self.settings.dashboard_token,
-            bound_to_loopback=_is_loopback(self.settings.http_host),
+            bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
         )
 
@@ -316,17 +310,6 @@ class AfterCallAgent:
             await self.store.close()
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _signal_trigger(agent: AfterCallAgent) -> ShutdownTrigger:
     async def wait() -> None:
         loop = asyncio.get_running_loop()
@@ -344,8 +327,6 @@ async def run_agent(settings: Settings, *, dry_run: bool = False,
     agent = AfterCallAgent(settings, dry_run=dry_run)
     try:
         await agent.run(shutdown_trigger or _signal_trigger(agent))
-    except* AmiLoginError as eg:
-        raise eg.exceptions[0] from None
     except* AftercallError as eg:
         raise eg.exceptions[0] from None
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,16 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def _flag(args: argparse.Namespace, name: str) -> object:
     return getattr(args, name, None)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _truthy(v: str | None) -> bool:

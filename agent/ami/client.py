@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 import re
@@ -36,6 +35,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
+from agent.settings import Settings, is_loopback
 
 log = structlog.get_logger("aftercall.ami")
 
@@ -100,7 +100,7 @@ class AmiConfig:
             raise ConfigError(
                 "no AMI secret: set AFTERCALL_AMI_SECRET or AFTERCALL_AMI_SECRET_FILE"
             )
-        if not self.tls and not self.allow_plain_remote and not _is_loopback(self.host):
+        if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing plain-text AMI to {self.host}: the secret and every caller's number "
                 "would cross the network in clear. Use AMI over TLS (--ami-tls, port 5039) or "
@@ -108,13 +108,10 @@ class AmiConfig:
             )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def config_from_settings(settings: Settings) -> AmiConfig:
+    return AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
+                     secret=settings.ami_secret, tls=settings.ami_tls,
+                     allow_plain_remote=settings.ami_allow_plain_remote)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 
-from agent.ami.client import AmiClient, AmiConfig
+from agent.ami.client import AmiClient, config_from_settings
 from agent.calls.tracker import CallTracker
 from agent.settings import Settings
 
@@ -20,12 +20,7 @@ async def follow(settings: Settings, *, keep_going: bool, region: str = "IN") ->
     async def on_login(client: AmiClient) -> None:
         tracker.resync(await client.core_show_channels())
 
-    client = AmiClient(
-        AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
-                  secret=settings.ami_secret, tls=settings.ami_tls,
-                  allow_plain_remote=settings.ami_allow_plain_remote),
-        on_login=on_login,
-    )
+    client = AmiClient(config_from_settings(settings), on_login=on_login)
 
     def handle(event: object) -> None:
         for record in tracker.feed(event):  # type: ignore[arg-type]
