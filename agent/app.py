@@ -23,18 +23,19 @@ import structlog
 
 from agent.ami.agi import AgiServer
 from agent.ami.client import AmiClient, config_from_settings
+from agent.calls.replay import agents_directory
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
 from agent.errors import AftercallError, ConfigError
 from agent.gateways.base import Gateway
-from agent.models import CallRecord, InboundSms, Trigger
 from agent.metrics import Metrics
+from agent.models import CallRecord, InboundSms, Trigger
 from agent.reconcile import reconcile
 from agent.replies import ReplyHandler
 from agent.rules.engine import decide
-from agent.sms.links import make_sync_link_factory
 from agent.rules.loader import RuleSet, load_rules
 from agent.settings import Settings, is_loopback
+from agent.sms.links import make_sync_link_factory
 from agent.sms.policy import Limits, RateLimit
 from agent.store.sqlite import SqliteStore
 
@@ -85,10 +86,6 @@ def webhook_secret(settings: Settings) -> str:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
-
-
-def agents_directory(rules: RuleSet) -> dict[str, tuple[str | None, str | None]]:
-    return {ext: (a.name, a.mobile) for ext, a in rules.config.agents.items()}
 
 
 @dataclass

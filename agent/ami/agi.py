@@ -5,7 +5,7 @@
 
 ``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
 in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so the
-classic AGI script and the CDR see the same values, and answers ``AFTERCALL_ATTACHED=1|0``.
+classic AGI script (``asterisk_conf/agi-bin/aftercall-attach``) and the CDR see the same values, and answers ``AFTERCALL_ATTACHED=1|0``.
 
 panoramisk's ``Application.handler`` spins forever on a peer that closes before sending its
 headers; this server reads them with a size and time bound, then hands the request to
@@ -16,40 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Mapping
-from urllib.parse import parse_qsl
 
 import structlog
 from panoramisk.fast_agi import Request
+
+from agent.calls.hooks import parse_hook
+
+__all__ = ["AgiServer", "AttachFn", "parse_hook"]
 
 log = structlog.get_logger("aftercall.agi")
 
 MAX_HEADER_BYTES = 16 * 1024
 HEADER_TIMEOUT = 5.0
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_TAG_KEYS = {"tag", "tags", "name"}
 
 # (uniqueid, channel, tags, vars) -> True when the call was found
 AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str]], bool]
-
-
-def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
-    """``tag?name=vip`` (+ AGI args ``k=v``) -> ("tag", ("vip",), {}). Pure."""
-    path, _, query = script.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=False)
-    pairs += [tuple(a.split("=", 1)) for a in args if "=" in a]  # type: ignore[misc]
-    tags: list[str] = []
-    variables: dict[str, str] = {}
-    for key, value in pairs:
-        value = value.strip()[:256]
-        if not value:
-            continue
-        if key.lower() in _TAG_KEYS:
-            tags.extend(t.strip() for t in value.split(",") if t.strip())
-        elif _VAR_NAME.match(key):
-            variables[key] = value
-    return path.strip("/"), tuple(dict.fromkeys(tags)), variables
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:

@@ -7,14 +7,23 @@ import json
 import sys
 
 from agent.ami.client import AmiClient, config_from_settings
+from agent.calls.replay import directory_from_rules
 from agent.calls.tracker import CallTracker
 from agent.settings import Settings
 
 
-async def follow(settings: Settings, *, keep_going: bool, region: str = "IN") -> int:
+def _tracker(settings: Settings) -> CallTracker:
+    """With a rules.yaml at hand, its region and agent directory, as the agent would use."""
+    if not settings.rules.exists():
+        return CallTracker()
+    region, agents = directory_from_rules(settings.rules)
+    return CallTracker(agents=agents, region=region)
+
+
+async def follow(settings: Settings, *, keep_going: bool) -> int:
     """Print every call record (connected and completed) as one JSON line. Without
     ``--follow``, stop after the first completed call."""
-    tracker = CallTracker(region=region)
+    tracker = _tracker(settings)
     done = asyncio.Event()
 
     async def on_login(client: AmiClient) -> None:

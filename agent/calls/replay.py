@@ -6,12 +6,15 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from agent.ami.transcript import iter_messages
 from agent.calls.tracker import CallTracker
 from agent.errors import ConfigError
 from agent.models import CallRecord
+
+if TYPE_CHECKING:
+    from agent.rules.loader import RuleSet
 
 Directory = Mapping[str, tuple[str | None, str | None]]
 
@@ -58,8 +61,12 @@ def directory_from_rules(rules_path: str | Path) -> tuple[str, dict[str, tuple[s
     from agent.rules.loader import load_rules
 
     rules = load_rules(rules_path)
-    agents: dict[str, tuple[str | None, str | None]] = {ext: (a.name, a.mobile) for ext, a in rules.config.agents.items()}
-    return rules.defaults.region, agents
+    return rules.defaults.region, agents_directory(rules)
+
+
+def agents_directory(rules: RuleSet) -> dict[str, tuple[str | None, str | None]]:
+    """rules.yaml's ``agents:`` as the tracker wants it: extension -> (name, mobile)."""
+    return {ext: (a.name, a.mobile) for ext, a in rules.config.agents.items()}
 
 
 def replay_cli(

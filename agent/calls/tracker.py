@@ -25,7 +25,8 @@ How the AMI stream maps onto a call (verified against the lab's Asterisk 22 tran
   what ``attach`` added (which wins). ``DestChanVariable`` is not read: every leg reports its
   own variables on its own events. ``VarSet`` events update variables already exported, the tag
   and the language variable only, so internal dialplan variables do not flood the record.
-* ``tags`` come from the tag variable (``SMS_TAG``, comma-separated allowed) and ``attach``;
+* ``tags`` come from the tag variable (``SMS_TAG``, comma-separated allowed), ``attach`` (the
+  FastAGI hook) and ``UserEvent: AftercallAttach`` (the classic AGI script, see calls.hooks);
   ``language`` from the language variable (``SMS_LANG``) or else the caller's channel language.
 * ``agent``: on inbound calls, the extension of the leg that answered (last answered, after a
   transfer), or of the last one rung when nobody answered; ``agent_name`` from the directory,
@@ -42,6 +43,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
+from agent.calls.hooks import ATTACH_EVENT, parse_hook
 from agent.calls.record import build_record
 from agent.calls.state import (
     FAR,
@@ -71,6 +73,15 @@ __all__ = ["CallTracker", "Event"]
 MAX_CHANNELS_PER_CALL = 64
 _HANGUP_EVENTS = frozenset({"Hangup", "HangupRequest", "SoftHangupRequest"})
 _intern = sys.intern
+
+
+def _attach_to(call: Call, tags: Iterable[str], variables: Mapping[str, str]) -> None:
+    for tag in tags:
+        if isinstance(tag, str):
+            call.add_tags(tag[:MAX_VALUE])
+    for k, v in variables.items():
+        if isinstance(k, str) and isinstance(v, str) and k and v:
+            call.set_var(k[:MAX_VALUE], v[:MAX_VALUE], attached=True)
 
 
 class CallTracker:
@@ -124,6 +135,7 @@ class CallTracker:
             "HangupRequest": self._on_hangup_request,
             "SoftHangupRequest": self._on_hangup_request,
             "Hangup": self._on_hangup,
+            "UserEvent": self._on_userevent,
         }
 
     # -- public API ---------------------------------------------------------------------------
@@ -162,12 +174,7 @@ class CallTracker:
             if ch is None:
                 return False
             call = ch.call
-        for tag in tags:
-            if isinstance(tag, str):
-                call.add_tags(tag[:MAX_VALUE])
-        for k, v in (vars or {}).items():
-            if isinstance(k, str) and isinstance(v, str) and k and v:
-                call.set_var(k[:MAX_VALUE], v[:MAX_VALUE], attached=True)
+        _attach_to(call, tags, vars or {})
         return True
 
     def in_progress(self) -> int:
@@ -430,6 +437,13 @@ class CallTracker:
             return
         if key in (self.tag_var, self.language_var) or (call.vars and key in call.vars):
             self._set_var(call, key, value)
+
+    def _on_userevent(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
+        # The classic AGI script's hook (asterisk_conf/agi-bin/aftercall-attach); other
+        # UserEvents belong to other tools.
+        if text(ev, "UserEvent") == ATTACH_EVENT:
+            _, tags, variables = parse_hook("?" + (text(ev, "Attach") or ""), [])
+            _attach_to(ch.call, tags, variables)
 
     def _on_dialbegin(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         call = ch.call

@@ -17,6 +17,9 @@ from agent.errors import LabError
 
 DEFAULT_HOME = Path(os.environ.get("AFTERCALL_LAB_DIR", "/var/cache/aftercall"))
 REPO_CONF = Path(__file__).resolve().parents[2] / "asterisk_conf"
+#: Debian packages of the lab root: Asterisk, and Python for the classic AGI script (pyst2).
+PACKAGES = ("asterisk", "python3")
+AGI_DIR = "usr/share/asterisk/agi-bin"  # astagidir in asterisk_conf/asterisk.conf
 STOCK_FILES = ("cel.conf", "features.conf", "acl.conf", "udptl.conf", "pjproject.conf",
                "indications.conf", "ccss.conf")
 PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060)}
@@ -62,6 +65,11 @@ class Lab:
     def provision(self, log=print) -> float:
         """Build the sid root once (about a minute); returns the seconds it took (0 if cached)."""
         if self.provisioned():
+            if not (self.root / "usr/bin/python3").exists():
+                # A root cached before the classic AGI script existed: add Python once.
+                t0 = time.monotonic()
+                self._apt_install(["python3"], log=log)
+                return time.monotonic() - t0
             return 0.0
         if os.geteuid() != 0:
             raise LabError("the lab needs root (debootstrap and chroot): run it with sudo or as root")
@@ -76,7 +84,8 @@ class Lab:
         out = self.home / "debootstrap.log"
         with out.open("wb") as fh:
             rc = subprocess.call(
-                ["debootstrap", "--variant=minbase", "--include=asterisk", self.suite, str(tmp)],
+                ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                 self.suite, str(tmp)],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
@@ -91,6 +100,47 @@ class Lab:
             shutil.rmtree(self.root)
         tmp.rename(self.root)
         return time.monotonic() - t0
+
+    def _apt_install(self, packages: list[str], log=print) -> None:
+        log(f"lab: installing {' '.join(packages)} into {self.root} (once) ...")
+        out = self.home / "apt.log"
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        with out.open("wb") as fh:
+            # sid's Release files expire within days; the root's own lists are good enough.
+            subprocess.call(["chroot", str(self.root), "apt-get", "-o",
+                             "Acquire::Check-Valid-Until=false", "update"],
+                            stdout=fh, stderr=subprocess.STDOUT, env=env)
+            rc = subprocess.call(["chroot", str(self.root), "apt-get", "install", "-y",
+                                  "--no-install-recommends", *packages],
+                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if rc != 0:
+            raise LabError(f"apt-get install {' '.join(packages)} in the lab root failed "
+                           f"(exit {rc}). Last lines of {out}:\n{_tail(out, 15)}")
+
+    def install_agi(self) -> None:
+        """The project's classic AGI scripts into astagidir, and the venv's pyst2 (with six)
+        where the root's Python finds it: the same pinned library the project installs."""
+        import asterisk.agi  # pyst2
+        import six
+
+        agi_bin = self.root / AGI_DIR
+        agi_bin.mkdir(parents=True, exist_ok=True)
+        for f in (self.conf / "agi-bin").iterdir():
+            if f.is_file():
+                shutil.copy2(f, agi_bin / f.name)
+                (agi_bin / f.name).chmod(0o755)
+        site = self.root / "usr/local/lib/python3/dist-packages"
+        site.mkdir(parents=True, exist_ok=True)
+        pkg = Path(asterisk.agi.__file__).parent
+        shutil.rmtree(site / "asterisk", ignore_errors=True)
+        shutil.copytree(pkg, site / "asterisk", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(six.__file__, site / "six.py")
+        # Debian's python3 reads /usr/local/lib/python3.X/dist-packages: point it at ours.
+        for lib in (self.root / "usr/lib").glob("python3.*"):
+            if (lib / "os.py").exists():
+                local = self.root / "usr/local/lib" / lib.name / "dist-packages"
+                local.mkdir(parents=True, exist_ok=True)
+                (local / "aftercall-pyst2.pth").write_text("/usr/local/lib/python3/dist-packages\n")
 
     # -- running ------------------------------------------------------------------------------
 
@@ -135,6 +185,7 @@ class Lab:
         for f in self.conf.iterdir():
             if f.is_file():
                 shutil.copy2(f, etc / f.name)
+        self.install_agi()
         (etc / "aftercall_secret.conf").write_text(f"secret = {self.secret()}\n")
         (etc / "aftercall_secret.conf").chmod(0o600)
         for d in ("var/lib/asterisk", "var/spool/asterisk", "var/log/asterisk", "var/run/asterisk",

@@ -1,4 +1,6 @@
-"""Record the raw AMI stream of each lab scenario into tests/fixtures/ami/ (replayed by tests)."""
+"""Record the raw AMI stream of each lab scenario into tests/fixtures/ami/ (replayed by tests),
+and append the CDR rows Asterisk wrote for those calls to tests/fixtures/cdr/Master.csv (so the
+CDR parser is tested against the same calls, by Linkedid)."""
 
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=p
     ami = RawAmi()
     await ami.connect(lab.secret())
     pump = asyncio.create_task(ami.pump())
+    cdr_from = lab.cdr_csv.stat().st_size if lab.cdr_csv.exists() else 0
     with sipp.AgentPhones(agent_hangup_ms=2000) as phones:
         for sc in SCENARIOS:
             if names and sc.name not in names:
@@ -89,3 +92,12 @@ async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=p
             log(f"recorded {sc.name}: sipp rc={res.returncode}, {data.count(b'Event: ')} events")
     pump.cancel()
     ami.writer.close()
+    if lab.cdr_csv.exists():
+        with lab.cdr_csv.open("rb") as fh:
+            fh.seek(cdr_from)
+            rows = fh.read()
+        cdr_fixture = out.parent / "cdr" / "Master.csv"
+        cdr_fixture.parent.mkdir(parents=True, exist_ok=True)
+        with cdr_fixture.open("ab") as fh:
+            fh.write(rows)
+        log(f"appended {len(rows.splitlines())} CDR rows to {cdr_fixture}")

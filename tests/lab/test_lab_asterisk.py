@@ -145,3 +145,23 @@ async def test_anonymous_caller(ami):
     assert res.ok, res.output
     first = next(e for e in events if e["Event"] == "Newchannel")
     assert first["CallerIDNum"].lower() in ("anonymous", "<unknown>", "")
+
+
+async def test_classic_agi_script_raises_attach_event_and_fills_cdr_userfield(ami):
+    """asterisk_conf/agi-bin/aftercall-attach runs under the root's own Python with pyst2."""
+    res, events = await _call(ami, sipp.TALK, sipp.DID_APPOINTMENT, duration_ms=500)
+    assert res.ok, res.output
+    [attach] = [e for e in events if e["Event"] == "UserEvent"]
+    assert attach["UserEvent"] == "AftercallAttach"
+    assert attach["Attach"] == "tag=appointment&CLINIC=Koramangala"
+    assert attach["Channel"].startswith("PJSIP/trunk-") and attach["Linkedid"]
+    [cdr] = [e for e in events if e["Event"] == "Cdr"]
+    assert cdr["UserField"] == "tag=appointment;CLINIC=Koramangala"
+
+
+async def test_support_call_writes_tag_and_ticket_into_the_cdr(ami):
+    res, events = await _call(ami, sipp.TALK, sipp.DID_SUPPORT, duration_ms=500)
+    assert res.ok, res.output
+    ticket = _vars(next(e for e in events if e["Event"] == "QueueCallerJoin"))["TICKET"]
+    [cdr] = [e for e in events if e["Event"] == "Cdr"]
+    assert cdr["UserField"] == f"SMS_TAG=Support;TICKET={ticket}"

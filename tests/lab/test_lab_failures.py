@@ -20,6 +20,8 @@ def test_port_taken_is_named(lab, tmp_path: Path):
     other.root.mkdir(parents=True)
     (other.root / "usr/sbin").mkdir(parents=True)
     (other.root / "usr/sbin/asterisk").touch()
+    (other.root / "usr/bin").mkdir(parents=True)
+    (other.root / "usr/bin/python3").touch()
     (other.root / ".aftercall-ok").touch()
     with pytest.raises(LabError, match="port 5038/tcp .* already in use"):
         other.up()

@@ -76,7 +76,7 @@ def record_of(lines: Sequence[str], **kw: object) -> CallRecord:
 
 def test_fixture_columns_are_cdr_csv_with_lab_options() -> None:
     rows = fixture_rows()
-    assert len(rows) == 37
+    assert len(rows) == 39
     first = rows[0]
     assert (first.accountcode, first.src, first.dst, first.dcontext) == (
         "acme", "+919876543210", "s", "did-18005550100")
@@ -88,7 +88,7 @@ def test_fixture_columns_are_cdr_csv_with_lab_options() -> None:
     assert first.sequence == 0
     unanswered = rows[1]
     assert unanswered.answer is None and unanswered.peeraccount == "acme"
-    assert len(group_calls(rows)) == 30
+    assert len(group_calls(rows)) == 32
 
 
 def test_rows_of_a_call_are_in_sequence_order() -> None:
@@ -109,7 +109,8 @@ def close(a: datetime | None, b: datetime | None, tol: float) -> bool:
     return abs((a - b).total_seconds()) <= tol
 
 
-# The AMI transcripts were recorded from the same lab run as Master.csv: same Linkedids.
+# `aftercall lab record` appends the CDR rows of the calls it records to Master.csv: every
+# transcript's call is in it, under the same Linkedid.
 SCENARIOS = sorted(p.stem for p in AMI.glob("*.txt"))
 
 
@@ -122,9 +123,12 @@ def test_cdr_record_agrees_with_the_tracker_on_the_same_call(name: str) -> None:
     assert {f: getattr(cdr, f) for f in same} == {f: getattr(live, f) for f in same}
     if live.agent in AGENTS:
         assert cdr.agent_name == live.agent_name
-    # The tracker's tags and variables come from channel variables, which cdr_csv never logs
-    # (the lab's dialplan does not set CDR(userfield)); the account code it does log.
-    assert cdr.vars == {"accountcode": live.vars["accountcode"], SOURCE_VAR: "cdr"}
+    # cdr_csv never logs channel variables: tags and variables reach the CDR only through the
+    # userfield the dialplan sets (Support's tag and ticket; the classic AGI script's pairs).
+    userfield = {"18005550100": {"SMS_TAG": "Support", "TICKET": live.vars.get("TICKET")},
+                 "18005550700": {"tag": "appointment", "CLINIC": "Koramangala"}}.get(live.did, {})
+    assert cdr.vars == {"accountcode": live.vars["accountcode"], SOURCE_VAR: "cdr", **userfield}
+    assert cdr.tags == (live.tags if userfield else ())
     assert cdr.hangup_cause is None and cdr.hangup_by is None
     # CDR times are whole seconds, truncated.
     assert close(cdr.started_at, live.started_at, 1.0)
@@ -154,12 +158,12 @@ def test_every_fixture_call_gets_a_plausible_record() -> None:
         assert r.vars[SOURCE_VAR] == "cdr"
         if r.queue:
             assert r.did in ("18005550100", "18005550200", "18005550500")
-    assert counts == {Disposition.ANSWERED: 17, Disposition.BUSY: 4, Disposition.MISSED: 5,
+    assert counts == {Disposition.ANSWERED: 19, Disposition.BUSY: 4, Disposition.MISSED: 5,
                       Disposition.ABANDONED: 4}
     # The long calls were still up when the lab stopped; their rows are written at the end.
     long = recs["aftercall-lab-1795937384.2"]
     assert (long.talk_seconds, long.duration_seconds, long.agent) == (309.0, 309.0, "2003")
-    assert list(recs)[-1] == "aftercall-lab-1795937693.58"  # ordered by end, then id
+    assert list(recs)[-1] == "aftercall-lab-1795942648.4"  # ordered by end, then id
 
 
 # -- dispositions from CDR rows ----------------------------------------------------------------
@@ -376,6 +380,6 @@ def test_tail_lines_feed_the_parser(tmp_path: Path) -> None:
     append(path, MASTER.read_text())
     with CdrTail(path) as tail:
         parsed = parse_lines(tail.read(), source=str(path))
-    assert parsed.problems == () and len(parsed.rows) == 37
-    assert [r.line for r in parsed.rows] == list(range(1, 38))
-    assert max(r.end for r in parsed.rows) - min(r.start for r in parsed.rows) < timedelta(hours=1)
+    assert parsed.problems == () and len(parsed.rows) == 39
+    assert [r.line for r in parsed.rows] == list(range(1, 40))
+    assert max(r.end for r in parsed.rows) - min(r.start for r in parsed.rows) < timedelta(hours=2)

@@ -1,0 +1,38 @@
+"""What a dialplan hook asks to attach to a call: ``tag=vip&TICKET=123`` -> tags and variables.
+
+One grammar for both hooks: the FastAGI route (``agi://host/attach?tag=vip&TICKET=1``) and the
+classic AGI script ``aftercall-attach``, which forwards its arguments to the agent as the
+``Attach`` header of an AMI ``UserEvent: AftercallAttach`` raised on the caller's channel.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+#: The UserEvent name the classic AGI script raises (AMI read class ``user``).
+ATTACH_EVENT = "AftercallAttach"
+MAX_VALUE = 256
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_TAG_KEYS = frozenset({"tag", "tags", "name"})
+
+
+def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """``tag?name=vip`` (+ AGI args ``k=v``) -> ("tag", ("vip",), {}). Tags come from ``tag``,
+    ``tags`` and ``name`` (comma-separated allowed); every other key that is a valid variable
+    name becomes a variable; empty values and odd keys are dropped, values cut at 256."""
+    path, _, query = script.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=False)
+    pairs += [tuple(a.split("=", 1)) for a in args if "=" in a]  # type: ignore[misc]
+    tags: list[str] = []
+    variables: dict[str, str] = {}
+    for key, value in pairs:
+        value = value.strip()[:MAX_VALUE]
+        if not value:
+            continue
+        if key.lower() in _TAG_KEYS:
+            tags.extend(t.strip() for t in value.split(",") if t.strip())
+        elif _VAR_NAME.match(key):
+            variables[key] = value
+    return path.strip("/"), tuple(dict.fromkeys(tags)), variables
