@@ -26,7 +26,7 @@ from agent.ami.client import AmiClient, config_from_settings
 from agent.calls.replay import agents_directory
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
-from agent.errors import AftercallError, ConfigError
+from agent.errors import AftercallError, ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import CallRecord, InboundSms, Trigger
@@ -130,6 +130,9 @@ class AfterCallAgent:
         self._background: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.records: deque[CallRecord] = deque(maxlen=1000)  # recent records, for tests
+        # Records the store could not take yet (see handle_record); bounded: memory is finite.
+        self._unrecorded: deque[CallRecord] = deque(maxlen=10_000)
+        self._unrecorded_waiting = asyncio.Event()
 
     # -- the call path ------------------------------------------------------------------------
 
@@ -140,10 +143,57 @@ class AfterCallAgent:
 
     async def handle_record(self, record: CallRecord) -> None:
         """Rules -> outbox for one call record. Runs in the tracker task, never in the AMI
-        reader. A StoreError propagates (the call is not marked handled, so the CDR
-        reconciliation retries it) rather than sending what cannot be recorded."""
+        reader. When the store cannot record (disk full, database locked) nothing is sent:
+        the record waits in memory and is retried until the store takes it (the rules run
+        again then, so max_age still holds); the AMI reader and tracker go on meanwhile."""
         self.stats.records += 1
         self.records.append(record)
+        if self._unrecorded:  # keep the order: behind those already waiting
+            self._park(record, None)
+            return
+        try:
+            await self._apply_rules(record)
+        except StoreError as e:
+            self._park(record, e)
+
+    def _park(self, record: CallRecord, error: StoreError | None) -> None:
+        if len(self._unrecorded) == self._unrecorded.maxlen:
+            lost = self._unrecorded.popleft()
+            # Not marked handled in the store: the CDR reconciliation after the next login
+            # still finds it (within max_age) when a CDR file is configured.
+            log.error("call_unrecorded_dropped", call_id=lost.call_id,
+                      pending=len(self._unrecorded))
+        self._unrecorded.append(record)
+        self.metrics.unrecorded(len(self._unrecorded))
+        log.error("call_unrecorded", call_id=record.call_id, trigger=str(record.trigger),
+                  pending=len(self._unrecorded),
+                  error=str(error) if error else "waiting behind earlier calls")
+        self._unrecorded_waiting.set()
+
+    async def _retry_unrecorded(self) -> None:
+        """Feed parked records through the rules again, oldest first, with capped backoff."""
+        delay = 0.5
+        while True:
+            await self._unrecorded_waiting.wait()
+            while self._unrecorded:
+                await asyncio.sleep(delay)
+                record = self._unrecorded[0]
+                try:
+                    await self._apply_rules(record)
+                except StoreError as e:
+                    delay = min(delay * 2, 10.0)
+                    log.warning("call_retry_failed", call_id=record.call_id, error=str(e),
+                                pending=len(self._unrecorded), next_s=delay)
+                    continue
+                self._unrecorded.popleft()
+                delay = 0.05 if self._unrecorded else 0.5
+                self.metrics.unrecorded(len(self._unrecorded))
+                log.info("call_recorded_late", call_id=record.call_id,
+                         pending=len(self._unrecorded))
+            self.metrics.store_health(True)
+            self._unrecorded_waiting.clear()
+
+    async def _apply_rules(self, record: CallRecord) -> None:
         base = self.rules.defaults.public_base_url
         links = make_sync_link_factory(base) if base else None
         decisions = decide(self.rules, record, now=self.clock(), link=links)
@@ -247,13 +297,21 @@ class AfterCallAgent:
             states = {n: bool(g.healthy) for n, g in self.gateways.items()}
             return {"ok": any(states.values()), **states}
 
+        store_probe = store_health(self.store)
+
+        async def store_check() -> dict[str, Any]:
+            out = dict(await store_probe())
+            if self._unrecorded:
+                out.update(ok=False, unrecorded_calls=len(self._unrecorded))
+            return out
+
         d = self.rules.defaults
         return WebDeps(
             store=self.store, metrics=self.metrics, on_receipt=self.dispatcher.on_receipt,
             on_inbound=self._on_inbound,
             webhooks={n: g.config for n, g in self.gateways.items() if isinstance(g, HttpGateway)},
             health={"ami": ami_health, "gateways": gateways_health,
-                    "store": store_health(self.store)},
+                    "store": store_check},
             dashboard_token=self.settings.dashboard_token,
             bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
@@ -284,11 +342,12 @@ class AfterCallAgent:
                 ami = tg.create_task(self.ami.run(), name="ami")
                 consumer = tg.create_task(self.ami.consume(self.handle_event), name="tracker")
                 evict = tg.create_task(self._evict_stale(), name="evict")
+                retry = tg.create_task(self._retry_unrecorded(), name="unrecorded")
                 stop = tg.create_task(shutdown_trigger(), name="shutdown")
                 done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
                 log.info("agent_stopping")
                 await self.ami.close()
-                for t in (ami, consumer, evict, stop):
+                for t in (ami, consumer, evict, retry, stop):
                     t.cancel()
                 for t in list(self._background):
                     t.cancel()

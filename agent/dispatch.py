@@ -49,6 +49,11 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: float = 0.2  # +/- this fraction, so a burst of failures does not retry in lockstep
     max_attempts: int | None = 10
+    #: While the gateway itself is unreachable (not bound, connection refused or lost before
+    #: the submit went out) the message never reached an SMSC: such attempts do not count
+    #: towards ``max_attempts`` (expiry bounds them) and wait at most this long, so a backlog
+    #: starts draining within seconds of the gateway's return however long it was down.
+    unavailable_max_backoff: float = 5.0
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -57,6 +62,10 @@ class RetryPolicy:
 
 
 _Intake = tuple[list[Decision], CallRecord | None]
+
+#: GatewayTemporaryError reasons that mean the submit never left this host.
+GATEWAY_UNAVAILABLE = frozenset({"not_bound", "connect_failed", "connection_lost",
+                                 "connection_failed"})
 
 
 class Dispatcher:
@@ -184,7 +193,7 @@ class Dispatcher:
         next_at: datetime | None
         expires: datetime | None
         if outcome.action == "send":
-            state, next_at, expires = MessageState.QUEUED, now, now + self._expiry
+            state, next_at, expires = MessageState.QUEUED, now, self._expires(d, now)
         elif outcome.action == "defer":
             state, next_at, expires = MessageState.DEFERRED, outcome.not_before, None
         else:
@@ -221,6 +230,14 @@ class Dispatcher:
             # detail stays in the row: an engine's detail may quote the raw number.
             log.info("sms_suppressed", reason=row.reason, **fields)
         return row
+
+    def _expires(self, d: Decision, now: datetime) -> datetime:
+        """An after-call SMS is worth sending until the call is ``max_age`` old (a gateway
+        outage must not deliver yesterday's "sorry we missed you"), and never past ``expiry``."""
+        expires = now + self._expiry
+        if d.max_age_seconds is not None and d.call_ended_at is not None:
+            expires = min(expires, d.call_ended_at + timedelta(seconds=d.max_age_seconds))
+        return expires
 
     async def _intake_loop(self) -> None:
         while True:
@@ -507,8 +524,10 @@ class Dispatcher:
             "reason": exc.reason,
             "error_code": exc.code,
         }
-        limit = self._retry_policy.max_attempts
-        if limit is not None and row.attempts >= limit:
+        policy = self._retry_policy
+        unavailable = exc.reason in GATEWAY_UNAVAILABLE
+        limit = policy.max_attempts
+        if limit is not None and row.attempts >= limit and not unavailable:
             await self._finish(
                 row,
                 MessageState.FAILED,
@@ -519,7 +538,9 @@ class Dispatcher:
             log.warning("sms_failed", **fields)
             return
         backup = self._backups.get(name)
-        target, delay = name, self._retry_policy.delay(row.attempts, self._rand)
+        target, delay = name, policy.delay(row.attempts, self._rand)
+        if unavailable:
+            delay = min(delay, policy.unavailable_max_backoff * (0.5 + 0.5 * self._rand()))
         if backup is not None and self._gateways[backup].healthy:
             target = backup
             if (

@@ -56,6 +56,9 @@ class Metrics:
         self.store_healthy = Gauge(
             "aftercall_store_healthy", "1 when the store took its last write, else 0", registry=r)
         self.store_healthy.set(1)
+        self.calls_unrecorded = Gauge(
+            "aftercall_calls_unrecorded", "Ended calls waiting for the store to take them "
+            "(disk full, database locked); retried until it does", registry=r)
 
     # -- the calls the rest of the agent makes --------------------------------------------------
 
@@ -95,6 +98,11 @@ class Metrics:
 
     def store_health(self, healthy: bool) -> None:
         self.store_healthy.set(1 if healthy else 0)
+
+    def unrecorded(self, pending: int) -> None:
+        self.calls_unrecorded.set(pending)
+        if pending:
+            self.store_healthy.set(0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``GET /metrics``."""

@@ -205,6 +205,36 @@ async def test_retry_past_expiry_expires(
     assert expired.reason == "expiry" and len(gw.calls) == 1
 
 
+async def test_gateway_unreachable_does_not_exhaust_attempts_and_retries_soon(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    # Ten "not bound" failures against max_attempts=3: the SMSC never saw the message, so the
+    # outage is bounded by expiry, not by attempts, and retries stay within the short cap.
+    down = [GatewayTemporaryError("not bound", reason="not_bound") for _ in range(10)]
+    gw = FakeGateway("smsc", script=down)
+    policy = RetryPolicy(initial=0.01, max_backoff=300, max_attempts=3,
+                         unavailable_max_backoff=0.02)
+    disp = dispatcher(store, gw, retry=policy)
+    running(disp)
+    [row] = await disp.handle([make_decision()])
+    sent = await wait_state(store, row.id, MessageState.SUBMITTED)
+    assert sent.attempts == 11 and len(gw.accepted) == 1
+
+
+async def test_queued_message_expires_when_its_call_is_max_age_old(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    ended = datetime.now(UTC) - timedelta(seconds=50)
+    gw = FakeGateway("smsc", script=[GatewayTemporaryError("not bound", reason="not_bound")])
+    policy = RetryPolicy(initial=30.0, unavailable_max_backoff=30.0, jitter=0)
+    disp = dispatcher(store, gw, retry=policy)
+    running(disp)
+    [row] = await disp.handle([make_decision(call_ended_at=ended, max_age_seconds=60.0)])
+    assert row.expires_at == ended + timedelta(seconds=60)  # not now + the 1 h default
+    expired = await wait_state(store, row.id, MessageState.EXPIRED)
+    assert expired.reason == "expiry" and gw.accepted == []
+
+
 async def test_ambiguous_is_never_resent(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:
