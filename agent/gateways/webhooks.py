@@ -160,6 +160,25 @@ def _opt(p: Mapping[str, str], name: str) -> str | None:
     return None if v is None or v == "" or (len(v) == 2 and v.startswith("%")) else v
 
 
+def _number(value: str | None, max_digits: int = 20) -> int | None:
+    """A decimal field as an int, None unless it is a few plain ASCII digits: str.isdigit()
+    also accepts superscripts, which int() refuses, and int() refuses over 4300 digits."""
+    if not value or len(value) > max_digits or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _unix_time(value: str | None) -> datetime | None:
+    """Kannel's %T; None when absent or outside what datetime can hold."""
+    seconds = _number(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _smpp_date(value: str | None) -> datetime | None:
     """YYMMDDhhmm[ss] as in SMPP receipts; the SMSC's zone is unknown, UTC is assumed."""
     if not value or not value.isdigit() or len(value) not in (10, 12):
@@ -185,6 +204,11 @@ def _json_body(req: WebhookRequest, where: str) -> Any:
         raise WebhookPayloadError(f"{where}: body is not JSON ({exc.msg} at {exc.pos})") from None
     except UnicodeDecodeError:
         raise WebhookPayloadError(f"{where}: body is not UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON Python will not read: an integer over 4300 digits, arrays nested past
+        # the recursion limit. A sender's mistake like any other, not a 500.
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long"
+        raise WebhookPayloadError(f"{where}: body is not JSON we can read ({what})") from None
 
 
 def _digest(req: WebhookRequest) -> str:
@@ -288,17 +312,15 @@ def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
            if config.preset is not Preset.GENERIC else req.body.decode("utf-8", "replace"))
     if config.preset is Preset.KANNEL:
         type_s = _field(p, "type", where)
-        if not type_s.isdigit():
+        dlr_type = _number(type_s)
+        if dlr_type is None:
             raise WebhookPayloadError(f"{where}: field 'type' is {type_s[:20]!r}, expected the DLR type number")
         answer = _opt(p, "answer") or ""
         fields = _smpp_receipt_fields(answer)
-        ts = _opt(p, "ts")
         return Receipt(
-            gateway=config.name, state=kannel.receipt_state(int(type_s), fields.get("stat")),
+            gateway=config.name, state=kannel.receipt_state(dlr_type, fields.get("stat")),
             smsc_id=_opt(p, "fid") or fields.get("id"), message_id=_field(p, "mid", where),
-            error_code=fields.get("err"),
-            done_at=datetime.fromtimestamp(int(ts), UTC) if ts and ts.isdigit() else None,
-            raw=raw,
+            error_code=fields.get("err"), done_at=_unix_time(_opt(p, "ts")), raw=raw,
         )
     if config.preset is Preset.JASMIN:
         status = _field(p, "message_status", where)

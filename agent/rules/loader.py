@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from agent.errors import Problem, RulesError
 from agent.rules import schema
@@ -27,6 +28,10 @@ _ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}")
 _ENV_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _RECIPIENTS = frozenset({"caller", "agent", "both"})
 _GATEWAY_ADAPTER: TypeAdapter[Any] = TypeAdapter(schema.Gateway)
+# rules.yaml nests six levels deep and has a few hundred nodes; far beyond that is a mistake
+# (or aliases expanding exponentially), and reading it must not exhaust the stack or memory.
+_MAX_DEPTH = 64
+_MAX_NODES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +79,37 @@ class _Document:
         self.problems: list[Problem] = []
         self.unresolved: set[KeyPath] = set()  # ${...} failed here: do not pile on more
         self.interpolated: set[KeyPath] = set()  # values taken from the environment
+        # Never shown in a message about this path, an ancestor or a descendant: environment
+        # values (and scalars built from them) and values of secret keys.
+        self.hidden: dict[KeyPath, set[str]] = {}
+        self.nodes = 0
+        self.refused = False  # over _MAX_NODES or _MAX_DEPTH: said once, the rest is skipped
+        self.open: set[int] = set()  # ids of the nodes being built, to spot recursive aliases
 
     def problem(self, mark: Mark | None, path: KeyPath, message: str) -> None:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
+        message = self._redact(path, message)
         self.problems.append(Problem(self.filename, line, col, format_path(path), message))
+
+    def hide(self, path: KeyPath, value: str) -> None:
+        if value:
+            self.hidden.setdefault(path, set()).add(value)
+
+    def _redact(self, path: KeyPath, message: str) -> str:
+        # Validators quote values in many shapes (repr, a part after "-" or "/", upper-cased),
+        # so each hidden value goes in every form; a message about a mapping may quote a value
+        # inside it, and one about a value may quote what the mapping holds.
+        for where, values in self.hidden.items():
+            n = min(len(where), len(path))
+            if where[:n] != path[:n]:
+                continue
+            for value in sorted(values, key=len, reverse=True):
+                for form in sorted({value, repr(value)[1:-1]}, key=len, reverse=True):
+                    # Case-blind only where a value is long enough not to eat common words.
+                    flags = re.IGNORECASE if len(form) >= 4 else 0
+                    message = re.sub(re.escape(form), "***", message, flags=flags)
+        return message
 
     def at(self, path: KeyPath, message: str, *, key: bool = False) -> None:
         """Report at the value (or key) for ``path``, else its nearest located ancestor."""
@@ -94,13 +125,40 @@ class _Document:
         self.problem(self.values.get(()), path, message)
 
     def build(self, node: Node, path: KeyPath, loader: yaml.SafeLoader) -> Any:
+        self.nodes += 1
+        if self.nodes > _MAX_NODES or len(path) > _MAX_DEPTH:
+            if not self.refused:
+                self.refused = True
+                self.problem(
+                    node.start_mark,
+                    path,
+                    f"more than {_MAX_NODES} values (are aliases expanding?)"
+                    if self.nodes > _MAX_NODES
+                    else f"nested more than {_MAX_DEPTH} levels deep",
+                )
+            return None
         self.values[path] = node.start_mark
         if isinstance(node, ScalarNode):
             if node.style is None and node.value in _NULL:
                 return None
             if node.style in ("|", ">"):
                 self.block.add(path)
-            return self._interpolate(node, path)
+            value = self._interpolate(node, path)
+            if path in self.interpolated or any(
+                isinstance(p, str) and p in schema.SECRET_KEYS for p in path
+            ):
+                self.hide(path, value)
+            return value
+        if id(node) in self.open:
+            self.problem(node.start_mark, path, "a YAML alias refers to a node that contains it")
+            return None
+        self.open.add(id(node))
+        try:
+            return self._build_collection(node, path, loader)
+        finally:
+            self.open.discard(id(node))
+
+    def _build_collection(self, node: Node, path: KeyPath, loader: yaml.SafeLoader) -> Any:
         if isinstance(node, SequenceNode):
             return [self.build(item, (*path, i), loader) for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
@@ -149,6 +207,7 @@ class _Document:
                     self.unresolved.add(path)
                     return ""
                 return default
+            self.hide(path, value)
             return value
 
         value = _ENV_REF.sub(replace, node.value)
@@ -158,7 +217,19 @@ class _Document:
 
 
 def _compose(text: str, doc: _Document) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader refuses non-printable characters as it is created, with an offset only.
+        loader = yaml.SafeLoader(text)
+    except ReaderError as exc:
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        doc.problem(
+            Mark(doc.filename, exc.position, line, column, None, None),
+            (),
+            f"YAML syntax: character {char!r} is not allowed in YAML",
+        )
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -168,6 +239,9 @@ def _compose(text: str, doc: _Document) -> Any:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         doc.problem(mark, (), f"YAML syntax: {exc.problem or exc.context}")
+        return None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        doc.problem(loader.get_mark(), (), "YAML syntax: collections nested too deeply")
         return None
     finally:
         loader.dispose()
@@ -190,20 +264,6 @@ def _resolve(data: Any, loc: Iterable[str | int]) -> tuple[KeyPath, list[str | i
     return tuple(path), rest
 
 
-def _value_at(data: Any, path: KeyPath) -> Any:
-    for part in path:
-        data = data[part] if isinstance(data, dict) else data[int(part)]
-    return data
-
-
-def _redact(doc: _Document, path: KeyPath, value: Any, message: str) -> str:
-    """Values from the environment and values of secret keys never reach a message."""
-    secret = any(isinstance(p, str) and p in schema.SECRET_KEYS for p in path)
-    if isinstance(value, str) and value and (secret or path in doc.interpolated):
-        return message.replace(value, "***")
-    return message
-
-
 def _validate(
     doc: _Document, model: type[BaseModel] | TypeAdapter[Any], data: Any, prefix: KeyPath
 ) -> Any | None:
@@ -215,9 +275,7 @@ def _validate(
         for err in exc.errors(include_input=False, include_url=False):
             path, rest = _resolve(data, err["loc"])
             full = (*prefix, *path)
-            msg = _redact(
-                doc, full, _value_at(data, path), err["msg"].removeprefix("Value error, ")
-            )
+            msg = err["msg"].removeprefix("Value error, ")  # doc.problem hides secrets
             if err["type"] == "extra_forbidden":
                 doc.at(full, f"unknown key {path[-1]!r}" if path else msg, key=True)
             elif err["type"] == "missing" and rest:
@@ -284,7 +342,10 @@ class _Sections:
 
     def defaults(self) -> schema.Defaults | None:
         raw = self._raw("defaults", dict)
-        defaults = _validate(self.doc, schema.Defaults, raw, ("defaults",)) if raw else None
+        # An empty mapping too: it lacks required keys, and must say so.
+        defaults = (
+            _validate(self.doc, schema.Defaults, raw, ("defaults",)) if raw is not None else None
+        )
         region = str(_get(raw, "region") or "").upper()
         self.region = defaults.region if defaults else (region if is_region(region) else None)
         self.need_gateway(_get(raw, "gateway"), ("defaults", "gateway"))
@@ -410,7 +471,9 @@ class _Sections:
             return schema.Replies()
         replies = _validate(self.doc, schema.Replies, raw, ("replies",)) or schema.Replies()
         seen: dict[str, str] = {}
-        for word, action in (_get(raw, "keywords") or {}).items():
+        keywords = _get(raw, "keywords")
+        # Not a mapping: the schema has reported it.
+        for word, action in (keywords if isinstance(keywords, dict) else {}).items():
             upper = word.upper()
             if upper in seen:
                 self.doc.at(
@@ -461,8 +524,17 @@ def load_rules(path: str | Path, env: Mapping[str, str] | None = None) -> RuleSe
     """Read and validate a rules.yaml file; raises RulesError (also for an unreadable file)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        data = p.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise RulesError([Problem(str(p), None, None, "", f"cannot read: {reason}")]) from None
-    return load_rules_text(text, str(p), env)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[start : exc.start].decode("utf-8")) + 1  # all valid before exc.start
+        message = f"cannot read: not UTF-8 (byte 0x{data[exc.start]:02X})"
+        raise RulesError([Problem(str(p), line, column, "", message)]) from None
+    # What read_text() did: universal newlines.
+    return load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env)

@@ -51,13 +51,17 @@ def parse_duration(value: Any) -> timedelta:
         # pydantic reports ValueError as a validation error, a TypeError would escape
         raise ValueError("expected a duration such as 15m, 24h, 60s or 1h30m")  # noqa: TRY004
     text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
-    m = _DURATION.fullmatch(text)
-    if not text or m is None:
-        raise ValueError(f"bad duration {value!r}: expected e.g. 15m, 24h, 60s or 1h30m")
-    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        if text.isdigit():
+            return timedelta(seconds=int(text))
+        m = _DURATION.fullmatch(text)
+        if not text or m is None:
+            raise ValueError(f"bad duration {value!r}: expected e.g. 15m, 24h, 60s or 1h30m")
+        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        # timedelta stops at 999,999,999 days; pydantic turns only ValueError into a problem.
+        raise ValueError(f"duration {value!r} is too long") from None
 
 
 def parse_clock(value: Any) -> time:
@@ -244,6 +248,9 @@ class VarMatch(_Model):
                 return re.compile(v)
             except re.error as exc:
                 raise ValueError(f"bad regular expression: {exc}") from None
+            except (OverflowError, RecursionError):
+                # a{4294967296}; groups nested past the parser's recursion limit
+                raise ValueError("bad regular expression: too large to compile") from None
         return v
 
     def describe(self) -> str:
