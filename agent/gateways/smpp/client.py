@@ -109,7 +109,7 @@ class SmppGateway:
         enquire_link_interval: float | None = 30.0,
         response_timeout: float = 10.0,
         bind_timeout: float = 10.0,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] = (0.5, 10.0),  # rebind attempts: jittered, capped
         throttle_backoff: tuple[float, float] = (0.1, 5.0),
         throttle_give_up: float = 60.0,
         submit_wait: float | None = None,
@@ -264,9 +264,11 @@ class SmppGateway:
                 pause = self._paused_until - self._clock()
                 if pause > 0:
                     await self._sleep(pause)
+                session = await self._session_for_submit(started + wait)
+                # Paced only once bound: submits that waited out an outage must not all go
+                # in the first instant after the rebind (they took their slots long ago).
                 if self._limiter is not None:
                     await self._limiter.acquire()
-                session = await self._session_for_submit(started + wait)
                 try:
                     fut = session.send(part)
                 except ConnectionLost as exc:
