@@ -42,10 +42,12 @@ async def busy_calls(callers: list[str]) -> None:
     assert all(r.returncode in (0, 1) for r in results), [r.output for r in results]
 
 
-async def abandoned_calls(callers: list[str]) -> None:
-    results = await asyncio.gather(*(sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=c,
-                                                     duration_ms=300) for c in callers))
-    assert all(r.ok for r in results), [r.output[-600:] for r in results if not r.ok]
+async def abandoned_calls(callers: list[str], at_once: int = 5) -> None:
+    for i in range(0, len(callers), at_once):  # a few at a time: two shared cores
+        results = await asyncio.gather(*(
+            sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=c, duration_ms=300)
+            for c in callers[i:i + at_once]))
+        assert all(r.ok for r in results), [r.output[-1500:] for r in results if not r.ok]
 
 
 async def test_gateway_down_then_back(tmp_path: Path, lab) -> None:
