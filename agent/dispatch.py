@@ -16,6 +16,7 @@ import structlog
 from agent.errors import (
     ConfigError,
     GatewayAmbiguousError,
+    GatewayError,
     GatewayPermanentError,
     GatewayTemporaryError,
     StoreError,
@@ -87,6 +88,7 @@ class Dispatcher:
         default_window: int = 10,
         queue_size: int = 1000,
         poll_interval: float = 1.0,
+        ready_wait: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
         backups = dict(backups or {})
@@ -105,6 +107,7 @@ class Dispatcher:
         self._retry_policy = retry or RetryPolicy()
         self._expiry = expiry
         self._poll = poll_interval
+        self._ready_wait = ready_wait
         self._rand = (rng or random.Random()).random
         # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it.
         sizes = {
@@ -409,10 +412,30 @@ class Dispatcher:
                 )
                 return
             name = self._route(row.gateway)
+            if not await self._gateway_ready(row, name):
+                return
             claimed = await self._store.claim_for_submit(row.id, now=now)
             if claimed is None:
                 return  # another worker (or another agent on this database) has it
             await self._submit(claimed, name)
+
+    async def _gateway_ready(self, row: MessageRow, name: str) -> bool:
+        """Wait, without claiming the row, for a gateway that is (re)connecting. A row claimed
+        while the SMSC is unreachable would come back ``ambiguous`` if the agent died
+        meanwhile, though nothing had left this host. Not ready in time: retried like any
+        unreachable gateway (no attempt counted)."""
+        gw = self._gateways[name]
+        wait_bound = getattr(gw, "wait_bound", None)
+        if gw.healthy or wait_bound is None:
+            return True
+        try:
+            await wait_bound(self._ready_wait)
+        except GatewayError as exc:
+            reason = exc.reason if exc.reason in GATEWAY_UNAVAILABLE else "not_bound"
+            await self._retry(row, name, GatewayTemporaryError(str(exc), code=exc.code,
+                                                               reason=reason))
+            return False
+        return True
 
     async def _release(self, row: MessageRow, now: datetime) -> MessageRow | None:
         # Hours may have passed since the decision: the recipient may have opted out meanwhile.

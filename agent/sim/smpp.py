@@ -39,6 +39,9 @@ class _Conn:
         self.seq = 0
         self.closed = False
         self.peer = writer.get_extra_info("peername")
+        # deliver_sm written but not yet acknowledged: an SMSC keeps receipts and MO until the
+        # ESME says it has them, and offers them again on the next bind if the link dies.
+        self.outstanding: dict[int, P.DeliverSm] = {}
 
     @property
     def can_receive(self) -> bool:
@@ -50,12 +53,17 @@ class _Conn:
 
     def send_request(self, pdu: P.Pdu) -> None:
         self.seq = self.seq % 0x7FFFFFFF + 1
+        if isinstance(pdu, P.DeliverSm):
+            self.outstanding[self.seq] = pdu
         self.write(dataclasses.replace(pdu, sequence=self.seq))
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.writer.close()
+            for pdu in self.outstanding.values():
+                self.server.hold(pdu)
+            self.outstanding.clear()
 
     async def run(self) -> None:
         framer = P.PduReader()
@@ -96,8 +104,14 @@ class _Conn:
         elif isinstance(pdu, P.Unbind):
             self.write(P.UnbindResp(pdu.sequence))
             self.close()
-        elif isinstance(pdu, (P.DeliverSmResp, P.EnquireLinkResp, P.GenericNack, P.UnbindResp)):
-            self.server.acked += isinstance(pdu, P.DeliverSmResp)
+        elif isinstance(pdu, (P.DeliverSmResp, P.GenericNack)):
+            held = self.outstanding.pop(pdu.sequence, None)
+            if pdu.command_status == P.ESME_ROK:
+                self.server.acked += isinstance(pdu, P.DeliverSmResp)
+            elif held is not None:  # refused (the ESME could not record it): offer it again
+                self.server.retry_later(self, held)
+        elif isinstance(pdu, (P.EnquireLinkResp, P.UnbindResp)):
+            pass
         else:
             self.write(P.GenericNack(pdu.sequence, P.ESME_RINVCMDID))
 
@@ -121,6 +135,8 @@ class _Conn:
         self.server.sessions.append(self)
         log.info("sim_smpp_bound", peer=self.peer, kind=type(pdu).__name__)
         self.write(resp(pdu.sequence, system_id=self.server.smsc_name))
+        if self.can_receive:
+            self.server.flush_held(self)
 
     def submit(self, pdu: P.SubmitSm) -> None:
         if self.bound not in (P.BindTransmitter, P.BindTransceiver):
@@ -162,6 +178,8 @@ class SmppServer:
         self.sessions: list[_Conn] = []
         self.acked = 0  # deliver_sm_resp received: receipts and MO the ESME took
         self.mo_undelivered = 0
+        self.held: list[P.DeliverSm] = []  # receipts and MO waiting for a receiver bind
+        self.redelivered = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[_Conn] = set()
@@ -234,13 +252,27 @@ class SmppServer:
             )
             self._spawn(self._send_later(conn, delay, receipt))
 
-    async def _send_later(self, conn: _Conn, delay: float, pdu: P.DeliverSm) -> None:
+    async def _send_later(self, conn: _Conn | None, delay: float, pdu: P.DeliverSm) -> None:
         await asyncio.sleep(delay)
         target = self._receiver_for(conn)
         if target is None:
-            log.info("sim_smpp_receipt_undeliverable", smsc_id=pdu.receipted_message_id)
+            self.hold(pdu)
             return
         target.send_request(pdu)
+
+    def hold(self, pdu: P.DeliverSm) -> None:
+        """Keep a deliver_sm nobody took until a receiver binds (store and forward)."""
+        log.info("sim_smpp_deliver_held", smsc_id=pdu.receipted_message_id, held=len(self.held) + 1)
+        self.held.append(pdu)
+
+    def retry_later(self, conn: _Conn, pdu: P.DeliverSm, delay: float = 1.0) -> None:
+        self._spawn(self._send_later(conn, delay, pdu))
+
+    def flush_held(self, conn: _Conn) -> None:
+        held, self.held = self.held, []
+        for pdu in held:
+            self.redelivered += 1
+            conn.send_request(pdu)
 
     async def deliver_mo(self, sender: str, recipient: str, text: str) -> None:
         receivers = [c for c in self.sessions if c.can_receive]

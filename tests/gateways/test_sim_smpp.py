@@ -222,3 +222,42 @@ def test_record_round_trip(tmp_path: Path) -> None:
     line = json.loads(path.read_text(encoding="utf-8"))
     assert line["text"] == "x😀" and line["channel"] == "http"
     assert list(read_record(path)) == core.messages
+
+
+async def _read_pdus(reader: asyncio.StreamReader, framer: P.PduReader, n: int) -> list[P.Pdu]:
+    out: list[P.Pdu] = []
+    while len(out) < n:
+        out += framer.feed_pdus(await asyncio.wait_for(reader.read(4096), 5))
+    return out
+
+
+async def test_unacknowledged_receipt_is_offered_again_on_the_next_bind(sim: RunningSim) -> None:
+    """Store and forward, as an SMSC does: a receipt the ESME never acknowledged (it died)
+    comes again on its next bind, and an acknowledged one does not."""
+    bind = P.BindTransceiver(1, system_id=SYSTEM_ID, password=PASSWORD)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.smpp_port)
+    framer = P.PduReader()
+    writer.write(P.encode(bind) + P.encode(P.SubmitSm(
+        2, source_addr="ACME", destination_addr="919812345678", registered_delivery=1,
+        short_message=b"hello")))
+    _, submit_resp, receipt = await _read_pdus(reader, framer, 3)
+    assert isinstance(receipt, P.DeliverSm)
+    assert receipt.receipted_message_id == submit_resp.message_id  # type: ignore[attr-defined]
+    writer.close()  # gone without deliver_sm_resp
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.smpp_port)
+    framer = P.PduReader()
+    writer.write(P.encode(bind))
+    _, again = await _read_pdus(reader, framer, 2)
+    assert isinstance(again, P.DeliverSm)
+    assert again.receipted_message_id == receipt.receipted_message_id
+    writer.write(P.encode(P.DeliverSmResp(again.sequence)))
+    await writer.drain()
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.smpp_port)
+    writer.write(P.encode(bind))
+    [resp] = await _read_pdus(reader, P.PduReader(), 1)
+    assert isinstance(resp, P.BindTransceiverResp)
+    assert sim.smpp.held == [] and sim.smpp.redelivered == 1
+    writer.close()

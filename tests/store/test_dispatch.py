@@ -221,6 +221,45 @@ async def test_gateway_unreachable_does_not_exhaust_attempts_and_retries_soon(
     assert sent.attempts == 11 and len(gw.accepted) == 1
 
 
+@dataclass
+class ReconnectingGateway(FakeGateway):
+    """An SMPP-like gateway that is not bound until ``bound`` is set."""
+
+    bound: asyncio.Event = field(default_factory=asyncio.Event)
+    waits: int = 0
+
+    async def wait_bound(self, timeout: float) -> None:
+        self.waits += 1
+        try:
+            await asyncio.wait_for(self.bound.wait(), timeout)
+        except TimeoutError:
+            raise GatewayTemporaryError("not bound", reason="connect_failed") from None
+        self.healthy = True
+
+
+async def test_row_is_not_claimed_while_the_gateway_reconnects(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    gw = ReconnectingGateway("smsc", healthy=False)
+    policy = RetryPolicy(initial=0.01, unavailable_max_backoff=0.02, max_attempts=2)
+    disp = dispatcher(store, gw, retry=policy, ready_wait=0.02)
+    running(disp)
+    [row] = await disp.handle([make_decision()])
+
+    async def waited(n: int) -> None:
+        while gw.waits < n:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(waited(4), WAIT)
+    # Never claimed: a crash now would leave it queued (resent), not ambiguous.
+    now = await store.get_message(row.id)
+    assert now is not None and now.state is MessageState.QUEUED
+    assert now.attempts == 0 and now.submitting_since is None and gw.calls == []
+    gw.bound.set()
+    sent = await wait_state(store, row.id, MessageState.SUBMITTED)
+    assert sent.attempts == 1 and len(gw.accepted) == 1
+
+
 async def test_queued_message_expires_when_its_call_is_max_age_old(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:

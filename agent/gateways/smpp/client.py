@@ -130,6 +130,9 @@ class SmppGateway:
         self._system_id, self._password, self._system_type = system_id, password, system_type
         self._src_ton, self._src_npi = source_addr_ton, source_addr_npi
         self._dst_ton, self._dst_npi = dest_addr_ton, dest_addr_npi
+        #: Unacknowledged submits allowed on the bind; the dispatcher claims no more rows than
+        #: this, so a row waiting for a window slot is still plainly queued, not in flight.
+        self.window = window
         self._window = asyncio.Semaphore(window)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
         self._enquire = enquire_link_interval
