@@ -291,7 +291,9 @@ class AfterCallAgent:
         def ami_health() -> dict[str, Any]:
             st = self.ami.stats
             return {"ok": st.connected, "reconnects": st.reconnects, "dropped": st.dropped,
-                    "queue_depth": self.ami.queue.qsize()}
+                    "queue_depth": self.ami.queue.qsize(),
+                    # least privilege: actions the AMI user could run that aftercall never does
+                    "excess_write_actions": list(st.excess_write)}
 
         def gateways_health() -> dict[str, Any]:
             states = {n: bool(g.healthy) for n, g in self.gateways.items()}

@@ -34,6 +34,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from agent.ami.privileges import describe, excess_write_actions
 from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
 from agent.settings import Settings, is_loopback
 
@@ -126,6 +127,8 @@ class AmiStats:
     disconnected_at: float | None = None  # wall clock of the last loss of the connection
     version: str | None = None
     last_error: str | None = None
+    #: Actions the user may run that aftercall never needs (ListCommands at each login).
+    excess_write: tuple[str, ...] = ()
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -266,6 +269,7 @@ class AmiClient:
                 continue
             self.backoff.reset()
             try:
+                await self._check_privileges()
                 if self.on_login is not None:
                     try:
                         await self.on_login(self)
@@ -326,6 +330,19 @@ class AmiClient:
                 f"AMI action {action.get('Action')} got no response within "
                 f"{timeout or self.config.action_timeout:.1f}s"
             ) from e
+
+    async def _check_privileges(self) -> None:
+        """Warn when the AMI user can do more than aftercall needs (least privilege)."""
+        try:
+            resp = await self.action({"Action": "ListCommands"})
+        except AmiError as e:
+            log.warning("ami_privileges_unknown", error=str(e))
+            return
+        excess = excess_write_actions(resp)
+        self.stats.excess_write = tuple(excess)
+        if excess:
+            log.warning("ami_user_overprivileged", actions=list(excess),
+                        message=describe(self.config.username, excess))
 
     async def core_show_channels(self) -> list[Message]:
         resp = await self.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)

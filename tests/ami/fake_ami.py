@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+LISTCOMMANDS = Path(__file__).resolve().parents[1] / "fixtures" / "ami_listcommands"
 
 
 class FakeAmi:
@@ -11,6 +14,8 @@ class FakeAmi:
         self.secret = secret
         self.banner = banner
         self.answer_pings = True
+        # What the lab's Asterisk answers to ListCommands (recorded), per privilege level.
+        self.list_commands = (LISTCOMMANDS / "least_privilege.txt").read_bytes()
         self.logins = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.base_events.Server | None = None
@@ -52,6 +57,9 @@ class FakeAmi:
                         writer.write(f"Response: Success\r\nActionID: {aid}\r\nMessage: Authentication accepted\r\n\r\n".encode())
                     else:
                         writer.write(f"Response: Error\r\nActionID: {aid}\r\nMessage: Authentication failed\r\n\r\n".encode())
+                elif action == "listcommands":
+                    writer.write(self.list_commands.replace(b"ActionID: 1\r\n",
+                                                            f"ActionID: {aid}\r\n".encode()))
                 elif action == "ping" and self.answer_pings:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()
