@@ -111,3 +111,78 @@ async def test_asterisk_restart_is_survived(tmp_path, lab):
         # One row, one SMS: the reconnect's resync and CDR pass sent nothing twice.
         assert len(_sorry(rows, caller)) == 1
         assert len(loop.handset(caller)) == 1
+
+
+async def calls_up(lab, k: int) -> None:
+    """Asterisk itself says ``k`` calls are up (the agent may not be listening)."""
+    def count() -> int:
+        out = lab.cli("core show channels count")
+        return int(next((ln.split()[0] for ln in out.splitlines() if "active call" in ln), 0))
+
+    async def poll() -> None:
+        while await asyncio.to_thread(count) < k:
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), 10)
+
+
+async def test_stream_of_calls_through_a_cut_and_a_restart(tmp_path, lab):
+    """Calls keep coming while the AMI link is cut, while it comes back with calls up, and
+    across `core restart now`: every call that completed gets exactly its one SMS."""
+    proxy = CuttableProxy()
+    port = await proxy.start()
+    n = iter(range(100))
+
+    def callers(k: int) -> list[str]:
+        return [f"+9198110007{next(n):02d}" for _ in range(k)]
+
+    async def pair(numbers: list[str], ms: int = 400) -> list[bool]:
+        rs = await asyncio.gather(*(sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=c,
+                                                    duration_ms=ms) for c in numbers))
+        return [r.ok for r in rs]
+
+    must: list[str] = []  # calls that completed normally: exactly one SMS each
+    torn: list[str] = []  # calls Asterisk tore down in its restart: at most one
+    async with running_loop(tmp_path, ami_port=port, cdr=True) as loop:
+        live = callers(2)
+        assert all(await pair(live))
+        must += live
+
+        proxy.blocked = True  # AMI cut; calls go on unseen
+        proxy.cut()
+        await _until(lambda: not loop.agent.ami.connected)
+        gap = callers(2)
+        assert all(await pair(gap))
+        must += gap
+
+        spanning = callers(2)  # up when the link returns: adopted by resync
+        up = asyncio.create_task(pair(spanning, ms=3000))
+        await calls_up(lab, 2)
+        proxy.blocked = False
+        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        assert all(await up)
+        must += spanning
+
+        logins = loop.agent.ami.stats.logins
+        doomed = callers(2)
+        up = asyncio.create_task(pair(doomed, ms=4000))
+        await calls_up(lab, 2)
+        await asyncio.to_thread(lab.cli, "core restart now")
+        await up
+        torn += doomed
+        await _until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
+
+        after = callers(2)
+        assert all(await pair(after))
+        must += after
+
+        await loop.wait_rows(lambda rs: all(
+            any(r.state is MessageState.DELIVERED for r in _sorry(rs, c)) for c in must),
+            timeout=30)
+        rows = await loop.messages(newest_first=False)
+        for c in must:
+            assert len(_sorry(rows, c)) == 1 and len(loop.handset(c)) == 1, c
+        for c in torn:
+            assert len(_sorry(rows, c)) <= 1 and len(loop.handset(c)) <= 1, c
+        assert len({r.call_id for r in rows}) == len(rows)  # one message per call here
+    await proxy.close()
