@@ -70,8 +70,11 @@ async def test_gateway_down_then_back(tmp_path: Path, lab) -> None:
 
         await abandoned_calls(late)
         rows = await loop.wait_rows(lambda rs: len(rows_for(rs, late)) == len(late) and all(
-            r.state is MessageState.QUEUED and r.attempts >= 1 for r in rows_for(rs, late)))
+            r.state is MessageState.QUEUED and r.reason == "retry" for r in rows_for(rs, late)))
         assert not loop.agent.gateways["smsc"].healthy
+        # Tried and rescheduled, yet never claimed: a crash now would resend them, not leave
+        # them ambiguous, since nothing reached an SMSC.
+        assert all(r.attempts == 0 for r in rows_for(rows, late))
 
         sim = await start_sim(smpp_port=smpp_port, http_port=http_port)  # back, same address
         loop.sim = sim
