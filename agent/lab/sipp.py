@@ -179,11 +179,20 @@ async def place_call(scenario: str, did: str, **kw: object) -> CallResult:
     )
     out, _ = await proc.communicate()
     return CallResult(scenario, did, args[args.index("caller") + 1], proc.returncode or 0,
-                      out.decode(errors="replace")[-2000:])
+                      _summary(out.decode(errors="replace")))
+
+
+def _summary(output: str) -> str:
+    """SIPp's last screen (message counts per step) and its error lines: enough to tell an
+    unanswered INVITE from a failed BYE when a lab test reports a failed call."""
+    screens = output.split("------------------------------ Scenario Screen")
+    errors = [ln for ln in output.splitlines()
+              if any(k in ln.lower() for k in ("error", "unexpected", "abort", "timeout"))]
+    return ("Scenario Screen" + screens[-1])[-3000:] + "\n" + "\n".join(errors[-10:])
 
 
 def place_call_sync(scenario: str, did: str, **kw: object) -> CallResult:
     args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
     r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     return CallResult(scenario, did, args[args.index("caller") + 1], r.returncode,
-                      (r.stdout + r.stderr)[-2000:])
+                      _summary(r.stdout + r.stderr))
