@@ -87,7 +87,7 @@ async def test_gateway_down_then_back(tmp_path: Path, lab) -> None:
         # Paced at the configured TPS (GCRA lets one extra through at the start).
         times = sorted(m.received_at for m in got)
         span = (times[-1] - times[0]).total_seconds()
-        assert span >= (len(got) - 2) / TPS
+        assert span >= (len(got) - 2) / TPS * 0.95  # 5%: the TPS budget, and timer jitter
         for i in range(len(times) - TPS - 1):
             window = (times[i + TPS + 1] - times[i]).total_seconds()
             assert window >= 1.0 * 0.95, f"more than {TPS + 1} submits in {window:.2f}s"
