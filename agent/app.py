@@ -60,7 +60,7 @@ def build_gateways(rules: RuleSet, settings: Settings) -> dict[str, Gateway]:
             out[name] = SmppGateway(
                 name, g.host, g.port, g.system_id,
                 g.password.get_secret_value() if g.password else "",
-                system_type=g.system_type, window=g.window, tps=g.tps,
+                system_type=g.system_type, window=g.window, tps=g.tps, dlt_tlvs=g.tlvs,
                 enquire_link_interval=g.enquire_link.total_seconds(),
             )
         else:

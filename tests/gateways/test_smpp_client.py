@@ -76,6 +76,17 @@ async def test_dlt_and_operator_tlvs_reach_the_smsc(
     assert msg.tlvs[0x1500] == b"\x01"
 
 
+async def test_dlt_ids_go_on_the_operators_own_tlv_tags(
+    sim: RunningSim, make_gateway: GatewayFactory
+) -> None:
+    # rules.yaml: tlvs: {dlt_entity_id: 0x1402, dlt_template_id: 0x1403}
+    gw, _ = await make_gateway(dlt_tlvs={"dlt_entity_id": 0x1402, "dlt_template_id": 0x1403})
+    await gw.submit(sms(4, "hi", dlt_entity_id="1101", dlt_template_id="1107"))
+    (msg,) = await sim.core.wait_for_messages(1, timeout=5)
+    assert (msg.tlvs.get(0x1402), msg.tlvs.get(0x1403)) == (b"1101", b"1107")
+    assert 0x1400 not in msg.tlvs and 0x1401 not in msg.tlvs
+
+
 async def test_throttled_submits_are_retried_not_duplicated(
     sim: RunningSim, make_gateway: GatewayFactory
 ) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import structlog
@@ -106,6 +106,7 @@ class SmppGateway:
         dest_addr_npi: int = 1,
         window: int = 10,
         tps: float | None = None,
+        dlt_tlvs: Mapping[str, int] | None = None,
         enquire_link_interval: float | None = 30.0,
         response_timeout: float = 10.0,
         bind_timeout: float = 10.0,
@@ -133,6 +134,10 @@ class SmppGateway:
         #: Unacknowledged submits allowed on the bind; the dispatcher claims no more rows than
         #: this, so a row waiting for a window slot is still plainly queued, not in flight.
         self.window = window
+        # The operator's TLV tags for India DLT ids (rules.yaml gateways.*.tlvs).
+        tags = dict(dlt_tlvs or {})
+        self._dlt_pe_tag = tags.get("dlt_entity_id", P.Tag.DLT_PE_ID)
+        self._dlt_template_tag = tags.get("dlt_template_id", P.Tag.DLT_TEMPLATE_ID)
         self._window = asyncio.Semaphore(window)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
         self._enquire = enquire_link_interval
@@ -205,9 +210,9 @@ class SmppGateway:
         tlvs = dict(sms.tlvs)
         # India DLT ids go as octet strings in the operator TLVs; explicit tlvs win.
         if sms.dlt_entity_id:
-            tlvs.setdefault(P.Tag.DLT_PE_ID, sms.dlt_entity_id.encode("ascii"))
+            tlvs.setdefault(self._dlt_pe_tag, sms.dlt_entity_id.encode("ascii"))
         if sms.dlt_template_id:
-            tlvs.setdefault(P.Tag.DLT_TEMPLATE_ID, sms.dlt_template_id.encode("ascii"))
+            tlvs.setdefault(self._dlt_template_tag, sms.dlt_template_id.encode("ascii"))
         self._ref = (self._ref + 1) % 256
         try:
             parts = make_submit_parts(
