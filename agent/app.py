@@ -215,7 +215,8 @@ class AfterCallAgent:
                 await self.store.link_to_message(codes, sent[0].id)
         if record.trigger is Trigger.CALL_COMPLETED:
             self.metrics.call_completed(record)
-            await self.store.save_call(record)
+            if not decisions:  # with decisions, the dispatcher saved it with their rows
+                await self.store.save_call(record)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any) -> bool:

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -158,11 +159,15 @@ class Dispatcher:
     ) -> list[MessageRow]:
         """Apply policies and record one row per decision (suppressed ones too). Raises
         StoreError if the store cannot record; repeating the call is safe (idempotency keys)."""
+        rows = []
+        for d in decisions:
+            rows.append(await self._handle_one(d, call=call))
+            call = None  # saved with the first row
         if call is not None:
             await self._store.save_call(call, now=self._clock())
-        return [await self._handle_one(d) for d in decisions]
+        return rows
 
-    async def _handle_one(self, d: Decision) -> MessageRow:
+    async def _handle_one(self, d: Decision, call: CallRecord | None = None) -> MessageRow:
         now = self._clock()
         facts = None
         if d.number is not None and d.suppress is None:
@@ -186,9 +191,9 @@ class Dispatcher:
                 dry_run=self._dry_run,
             )
         except ValueError as exc:  # a decision the schema should have refused: log it, send none
-            row, _ = await self._store.insert_message(
-                d, state=MessageState.FAILED, now=now, reason="policy_error", detail=str(exc)
-            )
+            row, _ = await self._insert(
+                call, now, d, state=MessageState.FAILED, now=now, reason="policy_error",
+                detail=str(exc))
             log.error(
                 "sms_failed", message_id=row.id, rule=d.rule, reason="policy_error", detail=str(exc)
             )
@@ -201,7 +206,9 @@ class Dispatcher:
             state, next_at, expires = MessageState.DEFERRED, outcome.not_before, None
         else:
             state, next_at, expires = MessageState.SUPPRESSED, None, None
-        row, created = await self._store.insert_message(
+        row, created = await self._insert(
+            call,
+            now,
             d,
             state=state,
             now=now,
@@ -233,6 +240,16 @@ class Dispatcher:
             # detail stays in the row: an engine's detail may quote the raw number.
             log.info("sms_suppressed", reason=row.reason, **fields)
         return row
+
+    async def _insert(self, call: CallRecord | None, at: datetime, d: Decision,
+                      **fields: Any) -> tuple[MessageRow, bool]:
+        """The row, and the call record with it when given: queued together they share one
+        commit (one fsync on the path from hangup to submit)."""
+        insert = self._store.insert_message(d, **fields)
+        if call is None:
+            return await insert
+        _, out = await asyncio.gather(self._store.save_call(call, now=at), insert)
+        return out
 
     def _expires(self, d: Decision, now: datetime) -> datetime:
         """An after-call SMS is worth sending until the call is ``max_age`` old (a gateway

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from agent.errors import (
 )
 from agent.gateways.base import InboundHandler, ReceiptHandler
 from agent.models import (
+    CallRecord,
     Decision,
     MessageState,
     OutboundSms,
@@ -203,6 +204,23 @@ async def test_retry_past_expiry_expires(
     [row] = await disp.handle([make_decision()])
     expired = await wait_state(store, row.id, MessageState.EXPIRED)
     assert expired.reason == "expiry" and len(gw.calls) == 1
+
+
+async def test_call_record_and_its_rows_are_recorded_in_one_commit(
+    store: SqliteStore, make_decision: MakeDecision
+) -> None:
+    call = CallRecord(call_id="1700.1", caller="+919812345678", ended_at=datetime.now(UTC))
+    disp = dispatcher(store, FakeGateway("smsc"))
+    commits = store.commits
+    rows = await disp.handle([make_decision(call_id="1700.1"),
+                              make_decision(call_id="1700.1", rule="other")], call=call)
+    assert await store.get_call("1700.1") == call
+    assert [r.call_id for r in rows] == ["1700.1", "1700.1"]
+    # The call rides with the first row (one fsync before the submit); the second row is its own.
+    assert store.commits - commits == 2
+    # No decision: the call alone.
+    await disp.handle([], call=replace(call, call_id="1700.2"))
+    assert await store.get_call("1700.2") is not None
 
 
 async def test_gateway_unreachable_does_not_exhaust_attempts_and_retries_soon(
