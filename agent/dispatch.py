@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from agent.backoff import backoff_delay
 from agent.errors import (
     ConfigError,
     GatewayAmbiguousError,
@@ -44,12 +45,13 @@ def mask_number(number: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter for GatewayTemporaryError."""
+    """When and how often a message is retried after a GatewayTemporaryError (the delays
+    follow ``agent.backoff``)."""
 
     initial: float = 1.0  # seconds before the 2nd attempt
     max_backoff: float = 300.0
     multiplier: float = 2.0
-    jitter: float = 0.2  # +/- this fraction, so a burst of failures does not retry in lockstep
+    jitter: float = 0.2  # up to this fraction off each delay: a burst does not retry in lockstep
     max_attempts: int | None = 10
     #: While the gateway itself is unreachable (not bound, connection refused or lost before
     #: the submit went out) the message never reached an SMSC: such attempts do not count
@@ -59,8 +61,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.max_backoff, self.initial * self.multiplier ** max(0, attempt - 1))
-        return min(self.max_backoff, base * (1 - self.jitter + 2 * self.jitter * rand()))
+        return backoff_delay(max(0, attempt - 1), self.initial, self.max_backoff,
+                             factor=self.multiplier, jitter=self.jitter, rand=rand)
 
 
 _Intake = tuple[list[Decision], CallRecord | None]

@@ -35,6 +35,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from agent.ami.privileges import describe, excess_write_actions
+from agent.backoff import backoff_delay
 from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
 from agent.settings import Settings, is_loopback
 
@@ -62,7 +63,7 @@ for _name in ("panoramisk", "panoramisk.manager", "panoramisk.ami_protocol"):
 
 @dataclass
 class Backoff:
-    """Capped exponential backoff with full jitter (AWS architecture blog's variant)."""
+    """The reconnect schedule: ``agent.backoff`` with the attempt count kept here."""
 
     initial: float = 0.5
     maximum: float = 30.0
@@ -71,9 +72,10 @@ class Backoff:
     attempt: int = 0
 
     def next(self) -> float:
-        cap = min(self.maximum, self.initial * self.factor**self.attempt)
+        delay = backoff_delay(self.attempt, self.initial, self.maximum, factor=self.factor,
+                              rand=self.rng)
         self.attempt += 1
-        return cap / 2 + self.rng() * cap / 2
+        return delay
 
     def reset(self) -> None:
         self.attempt = 0

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from agent.backoff import backoff_delay
 from agent.errors import (
     GatewayAmbiguousError,
     GatewayError,
@@ -19,7 +20,7 @@ from agent.errors import (
 )
 from agent.gateways.base import Gateway
 from agent.gateways.smpp import pdu as P
-from agent.gateways.smpp.client import BindRefused, RateLimiter, SmppGateway, backoff_delay
+from agent.gateways.smpp.client import BindRefused, RateLimiter, SmppGateway
 from agent.models import OutboundSms, ReceiptState, SubmitResult
 from agent.sim.main import RunningSim
 
@@ -247,7 +248,7 @@ async def test_rate_limiter_holds_rate_with_fake_clock() -> None:
 
 def test_backoff_is_capped_and_jittered() -> None:
     rng = random.Random(3)
-    delays = [backoff_delay(a, 0.5, 30, rng) for a in range(12)]
+    delays = [backoff_delay(a, 0.5, 30, rand=rng.random) for a in range(12)]
     assert all(0.25 <= d <= 30 for d in delays)
     assert delays[-1] >= 15 and delays[0] <= 0.5
 

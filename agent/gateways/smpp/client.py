@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from agent.backoff import backoff_delay
 from agent.errors import (
     ConfigError,
     GatewayAmbiguousError,
@@ -80,12 +81,6 @@ class MoReassembler:
             return None
         del self._pending[key]
         return "".join(parts[i] for i in sorted(parts))
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Capped exponential backoff with jitter in [d/2, d]: spread out, but never near zero."""
-    d = min(maximum, initial * (2 ** min(attempt, 30)))
-    return rng.uniform(d / 2, d)
 
 
 class SmppGateway:
@@ -316,7 +311,7 @@ class SmppGateway:
                         f"{self.name}: still throttled ({name}) after {elapsed:.1f}s",
                         code=status, reason="throttled",
                     )
-                delay = backoff_delay(throttled, *self._throttle_backoff, self._rng)
+                delay = backoff_delay(throttled, *self._throttle_backoff, rand=self._rng.random)
                 throttled += 1
                 # Pause every sender, not just this one: the SMSC limit is per bind.
                 self._paused_until = max(self._paused_until, self._clock() + delay)
@@ -350,7 +345,7 @@ class SmppGateway:
                             error=str(err), attempt=attempt + 1)
                 self._attempt_failed.set()
                 self._attempt_failed = asyncio.Event()
-                await self._sleep(backoff_delay(attempt, *self._backoff, self._rng))
+                await self._sleep(backoff_delay(attempt, *self._backoff, rand=self._rng.random))
                 attempt += 1
                 continue
             attempt = 0
@@ -368,7 +363,7 @@ class SmppGateway:
             self._last_error = GatewayTemporaryError(
                 f"{self.name}: connection lost: {session.close_reason}", reason="connection_lost")
             log.warning("smpp_connection_lost", gateway=self.name, reason=session.close_reason)
-            await self._sleep(backoff_delay(0, *self._backoff, self._rng))
+            await self._sleep(backoff_delay(0, *self._backoff, rand=self._rng.random))
 
     async def _connect_and_bind(self) -> Session:
         reader, writer = await asyncio.wait_for(
