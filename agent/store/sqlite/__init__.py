@@ -1,0 +1,20 @@
+"""SQLite Store on aiosqlite: WAL, versioned schema, one writer task that group-commits writes."""
+
+from __future__ import annotations
+
+from agent.store.sqlite.messages import MessageOps
+from agent.store.sqlite.receipts import ReceiptOps
+from agent.store.sqlite.records import RecordOps, read_number_csv
+from agent.store.sqlite.rows import ts
+
+__all__ = ["SqliteStore", "read_number_csv", "ts"]
+
+
+class SqliteStore(MessageOps, ReceiptOps, RecordOps):
+    """The embedded store. Open with ``await SqliteStore(path).open()`` or ``async with``.
+
+    Every write is an op queued to one writer task; the writer runs whatever ops are waiting as
+    one transaction (each in its own savepoint, so one bad op fails alone) and commits once. Under
+    load that is one fsync for many callers; when idle it adds no delay. ``batch_delay`` > 0
+    trades latency for bigger groups. Reads use a second, read-only connection (WAL lets it read
+    while the writer writes)."""

@@ -1,0 +1,338 @@
+"""The outbox: inserting messages, moving them through their states, and reading them back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from agent.models import Decision, MessageState, ReceiptState
+from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.sqlite.receipts import _apply_to_message
+from agent.store.sqlite.rows import _dt, _event, _message, _one, _rows, ts
+from agent.store.sqlite.writer import StoreWriter
+
+_TRANSITION_FIELDS = frozenset(
+    {
+        "attempts",
+        "error_code",
+        "queued_at",
+        "submitted_at",
+        "final_at",
+        "next_attempt_at",
+        "submitting_since",
+        "expires_at",
+        "hangup_to_submit_ms",
+        "gateway",
+    }
+)
+
+
+class MessageOps(StoreWriter):
+    """Outbox rows and their event log. Each state change writes its ``message_events`` row in
+    the same op, so the two never disagree."""
+
+    async def insert_message(
+        self,
+        decision: Decision,
+        *,
+        state: MessageState,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        next_attempt_at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[MessageRow, bool]:
+        at = ts(now)
+        d = decision
+        params = (
+            uuid.uuid4().hex,
+            d.idempotency_key,
+            d.call_id,
+            d.rule,
+            d.trigger.value,
+            d.recipient.value,
+            d.number,
+            d.template,
+            d.gateway,
+            d.sender_id,
+            d.text,
+            d.encoding,
+            d.segments,
+            d.category,
+            d.dlt_template_id,
+            d.dlt_entity_id,
+            state.value,
+            reason,
+            detail,
+            at,
+            at if state is MessageState.QUEUED else None,
+            at if state.final else None,
+            ts(next_attempt_at),
+            ts(expires_at),
+            ts(d.call_ended_at),
+            at,
+        )
+
+        async def op(conn: aiosqlite.Connection) -> tuple[MessageRow, bool]:
+            row = await _one(
+                conn,
+                "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
+                " number, template, gateway, sender_id, text, encoding, segments, category,"
+                " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
+                " final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
+                params,
+            )
+            if row is None:
+                existing = await _one(
+                    conn, "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
+                )
+                assert existing is not None
+                return _message(existing), False
+            await _event(conn, row["id"], at, state.value, reason, detail)
+            return _message(row), True
+
+        return await self._write(op)
+
+    async def get_message(self, message_id: str) -> MessageRow | None:
+        rows = await self._read_messages("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return rows[0] if rows else None
+
+    async def transition(
+        self,
+        message_id: str,
+        state: MessageState,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        from_states: Collection[MessageState] | None = None,
+        **fields: Any,
+    ) -> MessageRow | None:
+        """Move a row to ``state`` (recording the event), optionally only from ``from_states``.
+        Returns the new row, or None when the row is missing or not in an allowed state."""
+        unknown = set(fields) - _TRANSITION_FIELDS
+        if unknown:
+            raise ValueError(f"transition: unknown message fields {sorted(unknown)}")
+        at = ts(now)
+        sets = ["state = ?", "reason = ?", "detail = ?", "updated_at = ?"]
+        params: list[Any] = [state.value, reason, detail, at]
+        for name, value in fields.items():
+            sets.append(f"{name} = ?")
+            params.append(ts(value) if isinstance(value, datetime) else value)
+        if state.final and "final_at" not in fields:
+            sets.append("final_at = ?")
+            params.append(at)
+        if state is MessageState.QUEUED and "queued_at" not in fields:
+            sets.append("queued_at = COALESCE(queued_at, ?)")
+            params.append(at)
+        where = "id = ?"
+        params.append(message_id)
+        if from_states is not None:
+            allowed = [s.value for s in from_states]
+            where += f" AND state IN ({','.join('?' * len(allowed))})"
+            params.extend(allowed)
+        sql = f"UPDATE messages SET {', '.join(sets)} WHERE {where} RETURNING *"
+
+        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
+            row = await _one(conn, sql, params)
+            if row is None:
+                return None
+            await _event(conn, message_id, at, state.value, reason, detail)
+            return _message(row)
+
+        return await self._write(op)
+
+    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None:
+        """Mark an attempt as started (attempts+1, submitting_since) before the gateway is called.
+        Returns None unless the row is queued, unclaimed and due: someone else has it, or a
+        stale read is trying to jump its backoff."""
+        at = ts(now)
+
+        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
+            row = await _one(
+                conn,
+                "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
+                " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?) RETURNING *",
+                (at, at, message_id, at),
+            )
+            if row is None:
+                return None
+            await _event(
+                conn,
+                message_id,
+                at,
+                "queued",
+                "submitting",
+                f"attempt {row['attempts']} via {row['gateway']}",
+            )
+            return _message(row)
+
+        return await self._write(op)
+
+    async def record_submit(
+        self,
+        message_id: str,
+        *,
+        gateway: str,
+        smsc_ids: Sequence[str],
+        now: datetime,
+        hangup_to_submit_ms: float | None,
+    ) -> MessageRow | None:
+        """The gateway accepted the message: store its ids and move queued/ambiguous -> submitted.
+        A receipt that raced ahead of this (stored unmatched) is applied now."""
+        at = ts(now)
+        ids = list(dict.fromkeys(smsc_ids))
+
+        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
+            row = await _one(
+                conn,
+                "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
+                " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
+                " gateway = ?, smsc_ids = ?, submitted_at = ?, submitting_since = NULL,"
+                " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?,"
+                " updated_at = ? WHERE id = ? RETURNING *",
+                (gateway, json.dumps(ids), at, hangup_to_submit_ms, at, message_id),
+            )
+            if row is None:
+                return None
+            await _event(
+                conn,
+                message_id,
+                at,
+                "submitted",
+                None,
+                f"{gateway} accepted, smsc ids {','.join(ids)}",
+            )
+            await conn.executemany(
+                "INSERT OR IGNORE INTO message_smsc_ids (gateway, smsc_id, message_id)"
+                " VALUES (?,?,?)",
+                [(gateway, i, message_id) for i in ids],
+            )
+            msg = _message(row)
+            if ids:
+                pending = await _rows(
+                    conn,
+                    f"SELECT * FROM receipts WHERE message_id IS NULL AND gateway = ? AND smsc_id"
+                    f" IN ({','.join('?' * len(ids))}) ORDER BY id",
+                    [gateway, *ids],
+                )
+                for r in pending:
+                    await conn.execute(
+                        "UPDATE receipts SET message_id = ? WHERE id = ?", (message_id, r["id"])
+                    )
+                    _, msg = await _apply_to_message(
+                        conn,
+                        msg,
+                        ReceiptState(r["state"]),
+                        r["smsc_id"],
+                        r["error_code"],
+                        gateway,
+                        at,
+                        r["id"],
+                    )
+            return msg
+
+        return await self._write(op)
+
+    async def recover_in_flight(self, *, now: datetime) -> list[MessageRow]:
+        """At startup: rows whose attempt started but never finished become ambiguous (the SMSC
+        may have the message) rather than being sent again."""
+        at = ts(now)
+
+        async def op(conn: aiosqlite.Connection) -> list[MessageRow]:
+            rows = await _rows(
+                conn,
+                "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
+                " detail = 'agent stopped during submit started at ' || submitting_since,"
+                " submitting_since = NULL, next_attempt_at = NULL, updated_at = ?"
+                " WHERE submitting_since IS NOT NULL AND state = 'queued' RETURNING *",
+                (at,),
+            )
+            for r in rows:
+                await _event(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
+            return [_message(r) for r in rows]
+
+        return await self._write(op)
+
+    async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]:
+        return await self._read_messages(
+            "SELECT * FROM messages WHERE state IN ('queued', 'deferred')"
+            " AND next_attempt_at <= ? AND submitting_since IS NULL"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (ts(now), limit),
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        rows = await self._read(
+            "SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued', 'deferred')"
+            " AND submitting_since IS NULL"
+        )
+        return _dt(rows[0][0]) if rows else None
+
+    async def messages_in_state(
+        self, state: MessageState, *, limit: int | None = None
+    ) -> list[MessageRow]:
+        return await self._read_messages(
+            "SELECT * FROM messages WHERE state = ? ORDER BY created_at LIMIT ?",
+            (state.value, -1 if limit is None else limit),
+        )
+
+    async def message_events(self, message_id: str) -> list[MessageEvent]:
+        rows = await self._read(
+            "SELECT * FROM message_events WHERE message_id = ? ORDER BY id", (message_id,)
+        )
+        return [
+            MessageEvent(
+                r["message_id"],
+                _dt(r["at"]),
+                MessageState(r["state"]),
+                r["reason"],
+                r["detail"],
+            )
+            for r in rows
+        ]
+
+    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]:
+        f = filters or MessageFilter()
+        where: list[str] = []
+        params: list[Any] = []
+        if f.states:
+            where.append(f"state IN ({','.join('?' * len(f.states))})")
+            params.extend(s.value for s in f.states)
+        for column, value in (
+            ("rule", f.rule),
+            ("call_id", f.call_id),
+            ("number", f.number),
+            ("gateway", f.gateway),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if f.since is not None:
+            where.append("created_at >= ?")
+            params.append(ts(f.since))
+        if f.until is not None:
+            where.append("created_at < ?")
+            params.append(ts(f.until))
+        sql = "SELECT * FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY created_at {'DESC' if f.newest_first else 'ASC'}, id LIMIT ? OFFSET ?"
+        params += [-1 if f.limit is None else f.limit, f.offset]
+        return await self._read_messages(sql, params)
+
+    async def latest_message_to(self, number: str) -> MessageRow | None:
+        rows = await self._read_messages(
+            "SELECT * FROM messages WHERE number = ? AND submitted_at IS NOT NULL"
+            " ORDER BY submitted_at DESC LIMIT 1",
+            (number,),
+        )
+        return rows[0] if rows else None

@@ -1,0 +1,171 @@
+"""Delivery receipts: storing them, matching them to messages, and moving those messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import aiosqlite
+
+from agent.models import MessageState, Receipt, ReceiptState
+from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
+from agent.store.sqlite.rows import _dt, _event, _message, _now, _one, ts
+from agent.store.sqlite.writer import StoreWriter
+
+_RECEIPT_TARGET = {
+    ReceiptState.DELIVERED: MessageState.DELIVERED,
+    ReceiptState.EXPIRED: MessageState.EXPIRED,
+    ReceiptState.UNDELIVERED: MessageState.UNDELIVERED,
+    ReceiptState.REJECTED: MessageState.FAILED,
+}
+# For multi-segment messages a later segment's failure outranks an earlier segment's success:
+# the handset did not get the whole text.
+_RANK = {
+    MessageState.DELIVERED: 1,
+    MessageState.EXPIRED: 2,
+    MessageState.UNDELIVERED: 3,
+    MessageState.FAILED: 4,
+}
+
+
+class ReceiptOps(StoreWriter):
+    """Receipts as the gateways report them; a message's state follows its receipts."""
+
+    async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None:
+        rows = await self._read_messages(
+            "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+            " WHERE s.gateway = ? AND s.smsc_id = ? ORDER BY m.created_at DESC LIMIT 1",
+            (gateway, smsc_id),
+        )
+        return rows[0] if rows else None
+
+    async def apply_receipt(
+        self, receipt: Receipt, *, now: datetime | None = None
+    ) -> ReceiptOutcome:
+        """Store a receipt and move its message. Unknown ones are kept unmatched (and applied if
+        the submit they belong to is recorded later); exact duplicates change nothing; a final
+        state is never replaced by an intermediate one."""
+        at = ts(now or _now())
+        r = receipt
+        dedupe = json.dumps(
+            [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, ts(r.done_at)]
+        )
+
+        async def op(conn: aiosqlite.Connection) -> ReceiptOutcome:
+            row = None
+            if r.message_id:
+                row = await _one(conn, "SELECT * FROM messages WHERE id = ?", (r.message_id,))
+            if row is None and r.smsc_id:
+                row = await _one(
+                    conn,
+                    "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+                    " WHERE s.gateway = ? AND s.smsc_id = ? ORDER BY m.created_at DESC LIMIT 1",
+                    (r.gateway, r.smsc_id),
+                )
+            msg = _message(row) if row is not None else None
+            ins = await _one(
+                conn,
+                "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
+                " received_at, raw, dedupe_key) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(dedupe_key) DO NOTHING RETURNING id",
+                (
+                    msg.id if msg else None,
+                    r.smsc_id,
+                    r.gateway,
+                    r.state.value,
+                    r.error_code,
+                    ts(r.done_at),
+                    at,
+                    r.raw,
+                    dedupe,
+                ),
+            )
+            if ins is None:
+                return ReceiptOutcome(None, msg, duplicate=True, changed=False)
+            if msg is None:
+                return ReceiptOutcome(ins["id"], None, duplicate=False, changed=False)
+            changed, msg = await _apply_to_message(
+                conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, ins["id"]
+            )
+            return ReceiptOutcome(ins["id"], msg, duplicate=False, changed=changed)
+
+        return await self._write(op)
+
+    async def receipts(
+        self, *, message_id: str | None = None, unmatched: bool = False
+    ) -> list[ReceiptRow]:
+        if unmatched:
+            rows = await self._read("SELECT * FROM receipts WHERE message_id IS NULL ORDER BY id")
+        elif message_id is not None:
+            rows = await self._read(
+                "SELECT * FROM receipts WHERE message_id = ? ORDER BY id", (message_id,)
+            )
+        else:
+            rows = await self._read("SELECT * FROM receipts ORDER BY id")
+        return [
+            ReceiptRow(
+                r["id"],
+                r["message_id"],
+                r["gateway"],
+                r["smsc_id"],
+                r["state"],
+                r["error_code"],
+                _dt(r["done_at"]),
+                _dt(r["received_at"]),
+                r["raw"],
+            )
+            for r in rows
+        ]
+
+
+async def _apply_to_message(
+    conn: aiosqlite.Connection,
+    msg: MessageRow,
+    state: ReceiptState,
+    smsc_id: str | None,
+    error_code: str | None,
+    gateway: str,
+    at: str,
+    receipt_id: int,
+) -> tuple[bool, MessageRow]:
+    target = _RECEIPT_TARGET.get(state)
+    if target is None:  # intermediate (ACCEPTED/UNKNOWN): kept in receipts, the row stays put
+        return False, msg
+    current = msg.state
+    if current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+        pass
+    elif current is MessageState.QUEUED and msg.submitting_since is not None:
+        pass  # an HTTP callback carrying our id beat the gateway's response
+    elif (
+        current in _RANK
+        and len(msg.smsc_ids) > 1
+        and _RANK[target] > _RANK[current]
+        and smsc_id is not None
+        and msg.submitted_at is not None
+        and not await _one(
+            conn,
+            "SELECT 1 FROM receipts WHERE message_id = ? AND smsc_id = ? AND id <> ?"
+            " AND state IN ('delivered', 'expired', 'undelivered', 'rejected')",
+            (msg.id, smsc_id, receipt_id),
+        )
+    ):
+        pass  # another segment failed after one was delivered
+    else:
+        return False, msg
+    row = await _one(
+        conn,
+        "UPDATE messages SET state = ?, reason = 'receipt', detail = ?,"
+        " error_code = COALESCE(?, error_code), final_at = ?, updated_at = ? WHERE id = ?"
+        " RETURNING *",
+        (
+            target.value,
+            f"{gateway} receipt {state.value} for {smsc_id or msg.id}",
+            error_code,
+            at,
+            at,
+            msg.id,
+        ),
+    )
+    assert row is not None
+    await _event(conn, msg.id, at, target.value, "receipt", row["detail"])
+    return True, _message(row)

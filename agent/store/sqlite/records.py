@@ -1,0 +1,280 @@
+"""Everything beside the outbox: call records, policy facts, opt-outs and DND, replies, links."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import phonenumbers
+
+from agent.errors import StoreError
+from agent.models import CallRecord, InboundSms
+from agent.store.base import ImportResult, LinkRow, PolicyFacts
+from agent.store.sqlite.rows import _dt, _now, _one, _rows, ts
+from agent.store.sqlite.writer import StoreWriter
+
+# "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
+_SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
+
+
+class RecordOps(StoreWriter):
+    """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
+        params = (
+            record.call_id,
+            json.dumps(record.to_dict(), separators=(",", ":")),
+            record.trigger.value,
+            record.disposition.value,
+            record.queue,
+            record.caller,
+            ts(record.ended_at),
+            ts(now or _now()),
+        )
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
+                " record=excluded.record, trigger=excluded.trigger,"
+                " disposition=excluded.disposition, queue=excluded.queue,"
+                " caller=excluded.caller, ended_at=excluded.ended_at",
+                params,
+            )
+
+        await self._write(op)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        rows = await self._read("SELECT record FROM calls WHERE call_id = ?", (call_id,))
+        return CallRecord.from_dict(json.loads(rows[0]["record"])) if rows else None
+
+    async def newest_call_end(self) -> datetime | None:
+        """When the newest call this store knows ended; None for a store that never ran."""
+        rows = await self._read("SELECT max(ended_at) AS t FROM calls", ())
+        return _dt(rows[0]["t"]) if rows and rows[0]["t"] else None
+
+    # ---- policy facts ---------------------------------------------------------------------
+
+    async def last_sent_at(self, number: str, rule: str) -> datetime | None:
+        rows = await self._read(
+            f"SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
+            f" WHERE number = ? AND rule = ? AND {_SENT}",
+            (number, rule),
+        )
+        last: str | None = rows[0][0]
+        return _dt(last)
+
+    async def count_sent_since(self, number: str | None, since: datetime) -> int:
+        # created_at <= submitted_at, so this equals COALESCE(submitted_at, created_at) >= since
+        # while letting both indexes serve it.
+        sql = (
+            f"SELECT COUNT(*) FROM messages WHERE {_SENT}"
+            " AND (created_at >= ? OR submitted_at >= ?)"
+        )
+        params: list[Any] = [ts(since), ts(since)]
+        if number is not None:
+            sql += " AND number = ?"
+            params.append(number)
+        rows = await self._read(sql, params)
+        return int(rows[0][0])
+
+    async def policy_facts(
+        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
+    ) -> PolicyFacts:
+        rows = await self._read(
+            "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = :n),"
+            " EXISTS(SELECT 1 FROM dnd WHERE number = :n),"
+            " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
+            f"   WHERE number = :n AND rule = :r AND {_SENT}),"
+            f" (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
+            "   AND (created_at >= :ns OR submitted_at >= :ns)),"
+            f" (SELECT COUNT(*) FROM messages WHERE {_SENT}"
+            "   AND (created_at >= :gs OR submitted_at >= :gs))",
+            {"n": number, "r": rule, "ns": ts(number_since), "gs": ts(global_since)},
+        )
+        r = rows[0]
+        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]), int(r[3]), int(r[4]))
+
+    async def is_opted_out(self, number: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = ?", (number,)))
+
+    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None:
+        params = (number, ts(now or _now()), source)
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO opt_outs (number, at, source) VALUES (?,?,?) ON CONFLICT(number)"
+                " DO UPDATE SET at = excluded.at, source = excluded.source",
+                params,
+            )
+
+        await self._write(op)
+
+    async def opt_in(self, number: str) -> bool:
+        async def op(conn: aiosqlite.Connection) -> bool:
+            return bool(
+                await _rows(
+                    conn, "DELETE FROM opt_outs WHERE number = ? RETURNING number", (number,)
+                )
+            )
+
+        return await self._write(op)
+
+    async def is_dnd(self, number: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM dnd WHERE number = ?", (number,)))
+
+    async def add_dnd(
+        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
+    ) -> int:
+        at = ts(now or _now())
+        rows = [(n, at, source) for n in dict.fromkeys(numbers)]
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            await conn.executemany(
+                "INSERT INTO dnd (number, at, source) VALUES (?,?,?) ON CONFLICT(number)"
+                " DO UPDATE SET at = excluded.at, source = excluded.source",
+                rows,
+            )
+            return len(rows)
+
+        return await self._write(op)
+
+    async def remove_dnd(self, number: str) -> bool:
+        async def op(conn: aiosqlite.Connection) -> bool:
+            return bool(
+                await _rows(conn, "DELETE FROM dnd WHERE number = ? RETURNING number", (number,))
+            )
+
+        return await self._write(op)
+
+    async def import_dnd_csv(
+        self, path: str | Path, *, region: str | None = None, source: str | None = None
+    ) -> ImportResult:
+        """Import a DND list: one number per row in the first column; a header row, blank rows
+        and ``#`` comments are skipped. National numbers need ``region`` (e.g. "IN")."""
+        numbers, problems = await asyncio.to_thread(read_number_csv, Path(path), region)
+        imported = await self.add_dnd(numbers, source=source or f"csv:{Path(path).name}")
+        return ImportResult(imported, tuple(problems))
+
+    # ---- replies, links -------------------------------------------------------------------
+
+    async def add_reply(
+        self,
+        sms: InboundSms,
+        *,
+        message_id: str | None = None,
+        keyword: str | None = None,
+        action: str | None = None,
+        sentiment: float | None = None,
+        rating: int | None = None,
+    ) -> int:
+        params = (
+            message_id,
+            sms.gateway,
+            sms.sender,
+            sms.recipient,
+            sms.text,
+            keyword,
+            action,
+            sentiment,
+            rating,
+            ts(sms.received_at),
+        )
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            row = await _one(
+                conn,
+                "INSERT INTO replies (message_id, gateway, number, recipient, text, keyword,"
+                " action, sentiment, rating, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " RETURNING id",
+                params,
+            )
+            assert row is not None
+            return int(row["id"])
+
+        return await self._write(op)
+
+    async def add_link(
+        self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
+    ) -> None:
+        params = (code, message_id, url, ts(now or _now()))
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO links (code, message_id, url, created_at) VALUES (?,?,?,?)", params
+            )
+
+        await self._write(op)
+
+    async def link_to_message(self, codes: list[str], message_id: str) -> None:
+        """Count links created before their message row existed against that message."""
+        if not codes:
+            return
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "UPDATE links SET message_id = ? WHERE code = ? AND message_id IS NULL",
+                [(message_id, c) for c in codes],
+            )
+
+        await self._write(op)
+
+    async def resolve_link(self, code: str) -> LinkRow | None:
+        rows = await self._read("SELECT * FROM links WHERE code = ?", (code,))
+        if not rows:
+            return None
+        r = rows[0]
+        return LinkRow(r["code"], r["message_id"], r["url"], _dt(r["created_at"]))
+
+    async def add_click(
+        self, code: str, *, at: datetime | None = None, user_agent: str | None = None
+    ) -> None:
+        params = (code, ts(at or _now()), user_agent)
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute("INSERT INTO clicks (code, at, user_agent) VALUES (?,?,?)", params)
+
+        await self._write(op)
+
+
+def read_number_csv(path: Path, region: str | None) -> tuple[list[str], list[str]]:
+    """Parse a one-number-per-row CSV into E.164 numbers plus ``file:line: problem`` strings."""
+    numbers: list[str] = []
+    problems: list[str] = []
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
+    with fh:
+        reader = csv.reader(fh)
+        for cells in reader:
+            line = reader.line_num
+            raw = cells[0].strip() if cells else ""
+            if not raw or raw.startswith("#"):
+                continue
+            if not any(ch.isdigit() for ch in raw):
+                if not numbers and not problems:
+                    continue  # a header row
+                problems.append(f"{path}:{line}: not a phone number")
+                continue
+            try:
+                parsed = phonenumbers.parse(raw, region)
+            except phonenumbers.NumberParseException:
+                problems.append(
+                    f"{path}:{line}: not a phone number"
+                    + ("" if region else " (national numbers need a region)")
+                )
+                continue
+            if not phonenumbers.is_possible_number(parsed):
+                problems.append(f"{path}:{line}: not a possible phone number")
+                continue
+            numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return numbers, problems
