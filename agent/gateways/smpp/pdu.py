@@ -1,344 +1,129 @@
-"""SMPP 3.4 PDU codec: frozen dataclasses, bytes in and out, incremental framing; no I/O."""
+"""SMPP 3.4 PDU codec: bytes in and out, incremental framing, and every SMPP name; no I/O."""
 
 from __future__ import annotations
 
-import enum
 import struct
-from dataclasses import dataclass
-from typing import ClassVar, Literal, TypeAlias
 
 from agent.errors import PduError
-
-HEADER = struct.Struct(">IIII")
-HEADER_LEN = 16
-MAX_PDU_LEN = 64 * 1024  # no 3.4 PDU needs more; a larger length is a framing error or an attack
-INTERFACE_VERSION = 0x34
-
-
-class CommandId(enum.IntEnum):
-    GENERIC_NACK = 0x80000000
-    BIND_RECEIVER = 0x00000001
-    BIND_RECEIVER_RESP = 0x80000001
-    BIND_TRANSMITTER = 0x00000002
-    BIND_TRANSMITTER_RESP = 0x80000002
-    SUBMIT_SM = 0x00000004
-    SUBMIT_SM_RESP = 0x80000004
-    DELIVER_SM = 0x00000005
-    DELIVER_SM_RESP = 0x80000005
-    UNBIND = 0x00000006
-    UNBIND_RESP = 0x80000006
-    BIND_TRANSCEIVER = 0x00000009
-    BIND_TRANSCEIVER_RESP = 0x80000009
-    ENQUIRE_LINK = 0x00000015
-    ENQUIRE_LINK_RESP = 0x80000015
-
-
-# -- command_status (SMPP 3.4 section 5.1.3) ------------------------------------------------------
-ESME_ROK = 0x00
-ESME_RINVMSGLEN = 0x01
-ESME_RINVCMDLEN = 0x02
-ESME_RINVCMDID = 0x03
-ESME_RINVBNDSTS = 0x04
-ESME_RALYBND = 0x05
-ESME_RSYSERR = 0x08
-ESME_RINVSRCADR = 0x0A
-ESME_RINVDSTADR = 0x0B
-ESME_RINVMSGID = 0x0C
-ESME_RBINDFAIL = 0x0D
-ESME_RINVPASWD = 0x0E
-ESME_RINVSYSID = 0x0F
-ESME_RMSGQFUL = 0x14
-ESME_RINVSERTYP = 0x15
-ESME_RINVESMCLASS = 0x43
-ESME_RSUBMITFAIL = 0x45
-ESME_RINVSRCTON = 0x48
-ESME_RINVSRCNPI = 0x49
-ESME_RINVDSTTON = 0x50
-ESME_RINVDSTNPI = 0x51
-ESME_RINVSYSTYP = 0x53
-ESME_RINVREGDLVFLG = 0x07
-ESME_RTHROTTLED = 0x58
-ESME_RINVSCHED = 0x61
-ESME_RINVEXPIRY = 0x62
-ESME_RX_T_APPN = 0x64
-ESME_RX_P_APPN = 0x65
-ESME_RX_R_APPN = 0x66
-ESME_RINVOPTPARSTREAM = 0xC0
-ESME_ROPTPARNOTALLWD = 0xC1
-ESME_RINVPARLEN = 0xC2
-ESME_RMISSINGOPTPARAM = 0xC3
-ESME_RINVOPTPARAMVAL = 0xC4
-ESME_RDELIVERYFAILURE = 0xFE
-ESME_RUNKNOWNERR = 0xFF
-
-STATUS_NAMES: dict[int, str] = {
-    v: k for k, v in globals().items() if k.startswith("ESME_R") and isinstance(v, int)
-}
-
-# Statuses that say "not now" rather than "never": the SMSC or the session is busy or broken,
-# the message itself is fine. Everything else (bad address, rejected, unknown) is permanent,
-# because resending a message the SMSC judged bad only repeats the judgement.
-_RETRY = frozenset(
-    {ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR, ESME_RX_T_APPN, ESME_RSUBMITFAIL,
-     ESME_RINVBNDSTS}
+from agent.gateways.smpp.commands import (
+    BindReceiver,
+    BindReceiverResp,
+    BindRespType,
+    BindTransceiver,
+    BindTransceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    BindType,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+    UnknownPdu,
+    _Bind,
+    _BindResp,
+    _Header,
+    _Sm,
 )
-# The SMSC asks us to slow down: retry the same PDU after a pause instead of failing it.
-THROTTLING = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
-
-StatusClass = Literal["ok", "retry", "permanent"]
-
-
-def classify_status(status: int) -> StatusClass:
-    if status == ESME_ROK:
-        return "ok"
-    return "retry" if status in _RETRY else "permanent"
-
-
-def status_name(status: int) -> str:
-    return STATUS_NAMES.get(status, f"0x{status:08X}")
-
-
-# -- optional parameters (TLVs, section 5.3.2) ----------------------------------------------------
-class Tag(enum.IntEnum):
-    USER_MESSAGE_REFERENCE = 0x0204
-    SAR_MSG_REF_NUM = 0x020C
-    SAR_TOTAL_SEGMENTS = 0x020E
-    SAR_SEGMENT_SEQNUM = 0x020F
-    SC_INTERFACE_VERSION = 0x0210
-    MESSAGE_PAYLOAD = 0x0424
-    MESSAGE_STATE = 0x0427
-    RECEIPTED_MESSAGE_ID = 0x001E
-    DLT_PE_ID = 0x1400  # India DLT principal entity id (operator specific)
-    DLT_TEMPLATE_ID = 0x1401  # India DLT content template id (operator specific)
-
-
-Tlvs: TypeAlias = tuple[tuple[int, bytes], ...]
-
-
-def tlv_u8(tag: int, value: int) -> tuple[int, bytes]:
-    return tag, struct.pack(">B", value)
-
-
-def tlv_u16(tag: int, value: int) -> tuple[int, bytes]:
-    return tag, struct.pack(">H", value)
-
-
-def tlv_cstr(tag: int, value: str) -> tuple[int, bytes]:
-    return tag, value.encode("latin-1") + b"\0"
-
-
-def tlv_get(tlvs: Tlvs, tag: int) -> bytes | None:
-    for t, v in tlvs:
-        if t == tag:
-            return v
-    return None
-
-
-def tlv_int(tlvs: Tlvs, tag: int) -> int | None:
-    v = tlv_get(tlvs, tag)
-    if v is None or len(v) not in (1, 2, 4):
-        return None
-    return int.from_bytes(v, "big")
-
-
-def tlv_str(tlvs: Tlvs, tag: int) -> str | None:
-    v = tlv_get(tlvs, tag)
-    return None if v is None else v.rstrip(b"\0").decode("latin-1")
-
-
-# -- PDUs -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Header:
-    sequence: int
-    command_status: int = ESME_ROK
-    command_id: ClassVar[CommandId]
-
-
-@dataclass(frozen=True, slots=True)
-class GenericNack(_Header):
-    command_id: ClassVar[CommandId] = CommandId.GENERIC_NACK
-
-
-@dataclass(frozen=True, slots=True)
-class EnquireLink(_Header):
-    command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK
-
-
-@dataclass(frozen=True, slots=True)
-class EnquireLinkResp(_Header):
-    command_id: ClassVar[CommandId] = CommandId.ENQUIRE_LINK_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class Unbind(_Header):
-    command_id: ClassVar[CommandId] = CommandId.UNBIND
-
-
-@dataclass(frozen=True, slots=True)
-class UnbindResp(_Header):
-    command_id: ClassVar[CommandId] = CommandId.UNBIND_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class _Bind(_Header):
-    system_id: str = ""
-    password: str = ""
-    system_type: str = ""
-    interface_version: int = INTERFACE_VERSION
-    addr_ton: int = 0
-    addr_npi: int = 0
-    address_range: str = ""
-
-    def __repr__(self) -> str:  # the password must never reach a log line through repr()
-        return (
-            f"{type(self).__name__}(sequence={self.sequence}, system_id={self.system_id!r}, "
-            f"password='***', system_type={self.system_type!r})"
-        )
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class BindTransmitter(_Bind):
-    command_id: ClassVar[CommandId] = CommandId.BIND_TRANSMITTER
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class BindReceiver(_Bind):
-    command_id: ClassVar[CommandId] = CommandId.BIND_RECEIVER
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class BindTransceiver(_Bind):
-    command_id: ClassVar[CommandId] = CommandId.BIND_TRANSCEIVER
-
-
-@dataclass(frozen=True, slots=True)
-class _BindResp(_Header):
-    system_id: str = ""
-    tlvs: Tlvs = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BindTransmitterResp(_BindResp):
-    command_id: ClassVar[CommandId] = CommandId.BIND_TRANSMITTER_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class BindReceiverResp(_BindResp):
-    command_id: ClassVar[CommandId] = CommandId.BIND_RECEIVER_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class BindTransceiverResp(_BindResp):
-    command_id: ClassVar[CommandId] = CommandId.BIND_TRANSCEIVER_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class _Sm(_Header):
-    """The body shared by submit_sm and deliver_sm (sections 4.4.1 and 4.6.1)."""
-
-    service_type: str = ""
-    source_addr_ton: int = 0
-    source_addr_npi: int = 0
-    source_addr: str = ""
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    destination_addr: str = ""
-    esm_class: int = 0
-    protocol_id: int = 0
-    priority_flag: int = 0
-    schedule_delivery_time: str = ""
-    validity_period: str = ""
-    registered_delivery: int = 0
-    replace_if_present_flag: int = 0
-    data_coding: int = 0
-    sm_default_msg_id: int = 0
-    short_message: bytes = b""
-    tlvs: Tlvs = ()
-
-    def tlv(self, tag: int) -> bytes | None:
-        return tlv_get(self.tlvs, tag)
-
-    @property
-    def message_payload(self) -> bytes | None:
-        return tlv_get(self.tlvs, Tag.MESSAGE_PAYLOAD)
-
-    @property
-    def receipted_message_id(self) -> str | None:
-        return tlv_str(self.tlvs, Tag.RECEIPTED_MESSAGE_ID)
-
-    @property
-    def message_state(self) -> int | None:
-        return tlv_int(self.tlvs, Tag.MESSAGE_STATE)
-
-    @property
-    def user_message_reference(self) -> int | None:
-        return tlv_int(self.tlvs, Tag.USER_MESSAGE_REFERENCE)
-
-    @property
-    def sar(self) -> tuple[int, int, int] | None:
-        """(reference, total, sequence) from the sar_* TLVs, when all three are present."""
-        ref = tlv_int(self.tlvs, Tag.SAR_MSG_REF_NUM)
-        total = tlv_int(self.tlvs, Tag.SAR_TOTAL_SEGMENTS)
-        seq = tlv_int(self.tlvs, Tag.SAR_SEGMENT_SEQNUM)
-        if ref is None or total is None or seq is None:
-            return None
-        return ref, total, seq
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitSm(_Sm):
-    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverSm(_Sm):
-    command_id: ClassVar[CommandId] = CommandId.DELIVER_SM
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitSmResp(_Header):
-    message_id: str = ""
-    command_id: ClassVar[CommandId] = CommandId.SUBMIT_SM_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverSmResp(_Header):
-    message_id: str = ""  # always empty in 3.4, kept so peers that fill it still decode
-    command_id: ClassVar[CommandId] = CommandId.DELIVER_SM_RESP
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownPdu(_Header):
-    """A well-framed PDU whose command_id this codec does not implement (answer generic_nack)."""
-
-    raw_command_id: int = 0
-    body: bytes = b""
-    command_id: ClassVar[CommandId] = CommandId.GENERIC_NACK
-
-
-Pdu: TypeAlias = (
-    GenericNack | EnquireLink | EnquireLinkResp | Unbind | UnbindResp | BindTransmitter
-    | BindReceiver | BindTransceiver | BindTransmitterResp | BindReceiverResp
-    | BindTransceiverResp | SubmitSm | SubmitSmResp | DeliverSm | DeliverSmResp | UnknownPdu
+from agent.gateways.smpp.constants import (
+    ESME_RALYBND,
+    ESME_RBINDFAIL,
+    ESME_RDELIVERYFAILURE,
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_RINVDSTADR,
+    ESME_RINVDSTNPI,
+    ESME_RINVDSTTON,
+    ESME_RINVESMCLASS,
+    ESME_RINVEXPIRY,
+    ESME_RINVMSGID,
+    ESME_RINVMSGLEN,
+    ESME_RINVOPTPARAMVAL,
+    ESME_RINVOPTPARSTREAM,
+    ESME_RINVPARLEN,
+    ESME_RINVPASWD,
+    ESME_RINVREGDLVFLG,
+    ESME_RINVSCHED,
+    ESME_RINVSERTYP,
+    ESME_RINVSRCADR,
+    ESME_RINVSRCNPI,
+    ESME_RINVSRCTON,
+    ESME_RINVSYSID,
+    ESME_RINVSYSTYP,
+    ESME_RMISSINGOPTPARAM,
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_ROPTPARNOTALLWD,
+    ESME_RSUBMITFAIL,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    ESME_RUNKNOWNERR,
+    ESME_RX_P_APPN,
+    ESME_RX_R_APPN,
+    ESME_RX_T_APPN,
+    HEADER,
+    HEADER_LEN,
+    INTERFACE_VERSION,
+    MAX_PDU_LEN,
+    STATUS_NAMES,
+    THROTTLING,
+    CommandId,
+    StatusClass,
+    classify_status,
+    command_name,
+    status_name,
 )
+from agent.gateways.smpp.tlv import (
+    Tag,
+    Tlvs,
+    tlv_cstr,
+    tlv_get,
+    tlv_int,
+    tlv_str,
+    tlv_u8,
+    tlv_u16,
+)
+
+# Callers import every SMPP name from here (`pdu as P`), whichever module defines it: numbers in
+# constants.py, TLV helpers in tlv.py, dataclasses in commands.py. _Sm is here because sm.py
+# builds on the body submit_sm and deliver_sm share.
+__all__ = [
+    "ESME_RALYBND", "ESME_RBINDFAIL", "ESME_RDELIVERYFAILURE", "ESME_RINVBNDSTS", "ESME_RINVCMDID",
+    "ESME_RINVCMDLEN", "ESME_RINVDSTADR", "ESME_RINVDSTNPI", "ESME_RINVDSTTON",
+    "ESME_RINVESMCLASS", "ESME_RINVEXPIRY", "ESME_RINVMSGID", "ESME_RINVMSGLEN",
+    "ESME_RINVOPTPARAMVAL", "ESME_RINVOPTPARSTREAM", "ESME_RINVPARLEN", "ESME_RINVPASWD",
+    "ESME_RINVREGDLVFLG", "ESME_RINVSCHED", "ESME_RINVSERTYP", "ESME_RINVSRCADR",
+    "ESME_RINVSRCNPI", "ESME_RINVSRCTON", "ESME_RINVSYSID", "ESME_RINVSYSTYP",
+    "ESME_RMISSINGOPTPARAM", "ESME_RMSGQFUL", "ESME_ROK", "ESME_ROPTPARNOTALLWD",
+    "ESME_RSUBMITFAIL", "ESME_RSYSERR", "ESME_RTHROTTLED", "ESME_RUNKNOWNERR", "ESME_RX_P_APPN",
+    "ESME_RX_R_APPN", "ESME_RX_T_APPN", "HEADER", "HEADER_LEN", "INTERFACE_VERSION", "MAX_PDU_LEN",
+    "STATUS_NAMES", "THROTTLING", "BindReceiver", "BindReceiverResp", "BindRespType",
+    "BindTransceiver", "BindTransceiverResp", "BindTransmitter", "BindTransmitterResp", "BindType",
+    "CommandId", "DeliverSm", "DeliverSmResp", "EnquireLink", "EnquireLinkResp", "GenericNack",
+    "Pdu", "PduReader", "StatusClass", "SubmitSm", "SubmitSmResp", "Tag", "Tlvs", "Unbind",
+    "UnbindResp", "UnknownPdu", "_Sm", "classify_status", "command_name", "decode", "encode",
+    "peek_header", "status_name", "tlv_cstr", "tlv_get", "tlv_int", "tlv_str", "tlv_u8", "tlv_u16",
+]
 
 _HEADER_ONLY: dict[CommandId, type[_Header]] = {
     c.command_id: c for c in (GenericNack, EnquireLink, EnquireLinkResp, Unbind, UnbindResp)
 }
-BindType: TypeAlias = type[BindTransmitter] | type[BindReceiver] | type[BindTransceiver]
-BindRespType: TypeAlias = (
-    type[BindTransmitterResp] | type[BindReceiverResp] | type[BindTransceiverResp]
-)
 _BINDS: dict[CommandId, BindType] = {
     c.command_id: c for c in (BindTransmitter, BindReceiver, BindTransceiver)
 }
 _BIND_RESPS: dict[CommandId, BindRespType] = {
     c.command_id: c for c in (BindTransmitterResp, BindReceiverResp, BindTransceiverResp)
 }
-_SMS: dict[CommandId, type[SubmitSm] | type[DeliverSm]] = {
+_SMS: dict[CommandId, type[SubmitSm | DeliverSm]] = {
     c.command_id: c for c in (SubmitSm, DeliverSm)
 }
-_SM_RESPS: dict[CommandId, type[SubmitSmResp] | type[DeliverSmResp]] = {
+_SM_RESPS: dict[CommandId, type[SubmitSmResp | DeliverSmResp]] = {
     c.command_id: c for c in (SubmitSmResp, DeliverSmResp)
 }
 
@@ -348,13 +133,6 @@ _MAX = {
     "source_addr": 21, "destination_addr": 21, "schedule_delivery_time": 17,
     "validity_period": 17, "message_id": 65,
 }
-
-
-def command_name(command_id: int) -> str:
-    try:
-        return CommandId(command_id).name.lower()
-    except ValueError:
-        return f"command 0x{command_id:08X}"
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -532,18 +310,25 @@ def decode(data: bytes) -> Pdu:
         cur.end()
         return _SM_RESPS[cid](sequence, status, message_id=message_id)
     cls = _SMS[cid]
-    fields = dict(
-        service_type=cur.cstr("service_type"), source_addr_ton=cur.u8("source_addr_ton"),
-        source_addr_npi=cur.u8("source_addr_npi"), source_addr=cur.cstr("source_addr"),
-        dest_addr_ton=cur.u8("dest_addr_ton"), dest_addr_npi=cur.u8("dest_addr_npi"),
-        destination_addr=cur.cstr("destination_addr"), esm_class=cur.u8("esm_class"),
-        protocol_id=cur.u8("protocol_id"), priority_flag=cur.u8("priority_flag"),
-        schedule_delivery_time=cur.cstr("schedule_delivery_time"),
-        validity_period=cur.cstr("validity_period"),
-        registered_delivery=cur.u8("registered_delivery"),
-        replace_if_present_flag=cur.u8("replace_if_present_flag"),
-        data_coding=cur.u8("data_coding"), sm_default_msg_id=cur.u8("sm_default_msg_id"),
-    )
+    # A dict display evaluates left to right, so the fields are read in wire order.
+    fields = {
+        "service_type": cur.cstr("service_type"),
+        "source_addr_ton": cur.u8("source_addr_ton"),
+        "source_addr_npi": cur.u8("source_addr_npi"),
+        "source_addr": cur.cstr("source_addr"),
+        "dest_addr_ton": cur.u8("dest_addr_ton"),
+        "dest_addr_npi": cur.u8("dest_addr_npi"),
+        "destination_addr": cur.cstr("destination_addr"),
+        "esm_class": cur.u8("esm_class"),
+        "protocol_id": cur.u8("protocol_id"),
+        "priority_flag": cur.u8("priority_flag"),
+        "schedule_delivery_time": cur.cstr("schedule_delivery_time"),
+        "validity_period": cur.cstr("validity_period"),
+        "registered_delivery": cur.u8("registered_delivery"),
+        "replace_if_present_flag": cur.u8("replace_if_present_flag"),
+        "data_coding": cur.u8("data_coding"),
+        "sm_default_msg_id": cur.u8("sm_default_msg_id"),
+    }
     sm_length = cur.u8("sm_length")
     short_message = cur.raw(sm_length, "short_message")
     return cls(sequence, status, short_message=short_message, tlvs=cur.tlvs(),
