@@ -1,4 +1,5 @@
-"""CLI subcommands over the store: ``report``, ``export``, ``optout`` and ``dnd`` lists."""
+"""CLI subcommands over the store: ``report``, ``export``, ``optout`` and ``dnd`` lists, and the
+operator's verdict on ``ambiguous`` messages."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,49 @@ def dnd(args: argparse.Namespace) -> int:
     return _run(go)
 
 
+def ambiguous(args: argparse.Namespace) -> int:
+    """An ambiguous submit may or may not be at the SMSC; the agent never guesses. The operator
+    asks the SMSC (by number, time and any smsc id) and then resends or drops it here; the
+    running agent picks a resent row up at its next outbox scan. Each verdict is a message
+    event, so the SMS log shows who decided what."""
+
+    async def go() -> int:
+        _need_db(args.db)
+        async with SqliteStore(args.db) as store:
+            if args.action == "list":
+                rows = await store.list_messages(MessageFilter(
+                    states=[MessageState.AMBIGUOUS], limit=None, newest_first=False))
+                for r in rows:
+                    print("\t".join([r.id, r.created_at.isoformat(timespec="seconds"), r.rule,
+                                     r.number or "-", r.gateway, ",".join(r.smsc_ids) or "-",
+                                     r.detail or r.reason or ""]))
+                return 0
+            now = datetime.now(UTC)
+            missing = []
+            for message_id in args.ids:
+                if args.action == "resend":
+                    row = await store.transition(
+                        message_id, MessageState.QUEUED, now=now, reason="operator_resend",
+                        detail="resent by the operator: the SMSC did not have it",
+                        from_states={MessageState.AMBIGUOUS}, next_attempt_at=now,
+                        expires_at=now + timedelta(hours=1), submitting_since=None)
+                else:
+                    row = await store.transition(
+                        message_id, MessageState.FAILED, now=now, reason="operator_dropped",
+                        detail="dropped by the operator", from_states={MessageState.AMBIGUOUS},
+                        submitting_since=None, next_attempt_at=None)
+                if row is None:
+                    missing.append(message_id)
+                else:
+                    print(f"{args.action}: {message_id} is now {row.state.value}")
+            for message_id in missing:
+                print(f"aftercall: {message_id}: no ambiguous message with that id",
+                      file=sys.stderr)
+            return 1 if missing else 0
+
+    return _run(go)
+
+
 # -- parsers -------------------------------------------------------------------------------------
 
 
@@ -163,7 +207,8 @@ def _window(p: argparse.ArgumentParser) -> None:
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register ``report``, ``export``, ``optout`` and ``dnd``; each sets ``handler``."""
+    """Register ``report``, ``export``, ``optout``, ``dnd`` and ``ambiguous``; each sets
+    ``handler``."""
     rep = subparsers.add_parser("report", help="delivery, failures, CTR, replies, cost by rule")
     _common(rep)
     _window(rep)
@@ -202,3 +247,14 @@ def add_cli(subparsers: Any) -> None:
     imp.add_argument("file")
     imp.add_argument("--region", default="IN", help="country for national numbers")
     d.set_defaults(handler=dnd)
+
+    amb = subparsers.add_parser(
+        "ambiguous", help="submits whose outcome is unknown: list, resend or drop them")
+    _common(amb)
+    asub = amb.add_subparsers(dest="action", required=True)
+    asub.add_parser("list", help="id, created, rule, number, gateway, smsc ids, why")
+    for name, what in (("resend", "the SMSC does not have it: queue it again"),
+                       ("drop", "do not send it: mark it failed")):
+        a = asub.add_parser(name, help=what)
+        a.add_argument("ids", nargs="+", metavar="ID")
+    amb.set_defaults(handler=ambiguous)

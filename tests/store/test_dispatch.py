@@ -553,3 +553,51 @@ def test_mask_number() -> None:
     assert mask_number("+919812345678") == "+91******5678"
     assert mask_number("5678") == "****"
     assert mask_number(None) == "-"
+
+
+async def test_operator_resends_or_drops_ambiguous_messages(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`aftercall ambiguous list|resend|drop`: the agent never guesses; the operator does."""
+    import argparse
+
+    from agent import reports_cli
+
+    now = datetime.now(UTC)
+    ids = []
+    for rule in ("a", "b", "c"):
+        row, _ = await store.insert_message(make_decision(rule=rule), state=MessageState.QUEUED,
+                                            now=now, next_attempt_at=now)
+        await store.claim_for_submit(row.id, now=now)  # then the agent died mid-submit
+        ids.append(row.id)
+    assert len(await store.recover_in_flight(now=now)) == 3
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+
+    def cli(*argv: str) -> int:
+        args = parser.parse_args(["ambiguous", "--db", str(store.path), *argv])
+        return int(args.handler(args))
+
+    assert await asyncio.to_thread(cli, "list") == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(ids)
+    assert await asyncio.to_thread(cli, "resend", ids[0]) == 0
+    assert await asyncio.to_thread(cli, "drop", ids[1]) == 0
+    # Only ambiguous rows take a verdict: twice, or an unknown id, is refused and named.
+    assert await asyncio.to_thread(cli, "resend", ids[0], "nope") == 1
+    err = capsys.readouterr().err
+    assert f"{ids[0]}: no ambiguous message" in err and "nope: no ambiguous message" in err
+
+    gw = FakeGateway("smsc")
+    running(dispatcher(store, gw))
+    sent = await wait_state(store, ids[0], MessageState.SUBMITTED)
+    assert sent.attempts == 2  # the interrupted one, and the resend
+    dropped = await store.get_message(ids[1])
+    assert dropped is not None and (dropped.state, dropped.reason) == (
+        MessageState.FAILED, "operator_dropped")
+    still = await store.get_message(ids[2])
+    assert still is not None and still.state is MessageState.AMBIGUOUS
+    assert [m.message_id for m in gw.calls] == [ids[0]]
+    events = [e.reason for e in await store.message_events(ids[0])]
+    assert "interrupted" in events and "operator_resend" in events
