@@ -1,0 +1,218 @@
+"""The Dispatcher: owns the outbox state and its worker loop (intake and sending are mixins)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import random
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import structlog
+
+from agent.dispatch.intake import IntakeItem, IntakeMixin
+from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
+from agent.dispatch.sender import SendMixin
+from agent.errors import ConfigError, StoreError
+from agent.gateways.base import Gateway
+from agent.models import Receipt
+from agent.sms.policy import Limits
+from agent.store.base import MessageRow, ReceiptOutcome, Store
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher(IntakeMixin, SendMixin):
+    """Owns the outbox. Feed it with ``submit_nowait`` (never blocks: the AMI path calls it) or
+    ``await handle(...)``; ``run()`` is the worker; ``stop()`` drains it within a bound."""
+
+    def __init__(
+        self,
+        store: Store,
+        gateways: Mapping[str, Gateway],
+        *,
+        backups: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+        dry_run: bool = False,
+        clock: Clock = utcnow,
+        retry: RetryPolicy | None = None,
+        expiry: timedelta = timedelta(hours=1),
+        windows: Mapping[str, int] | None = None,
+        default_window: int = 10,
+        queue_size: int = 1000,
+        poll_interval: float = 1.0,
+        ready_wait: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        backups = dict(backups or {})
+        for primary, backup in backups.items():
+            for name in (primary, backup):
+                if name not in gateways:
+                    raise ConfigError(
+                        f"backup gateway mapping {primary} -> {backup}: no gateway named {name!r}"
+                    )
+        self._store = store
+        self._gateways = dict(gateways)
+        self._backups = backups
+        self._limits = limits or Limits()
+        self._dry_run = dry_run
+        self._clock = clock
+        self._retry_policy = retry or RetryPolicy()
+        self._expiry = expiry
+        self._poll = poll_interval
+        self._ready_wait = ready_wait
+        self._rand = (rng or random.Random()).random
+        # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it.
+        sizes = {
+            name: (windows or {}).get(name) or int(getattr(gw, "window", 0) or default_window)
+            for name, gw in self._gateways.items()
+        }
+        self._windows = {name: asyncio.Semaphore(n) for name, n in sizes.items()}
+        self._max_in_flight = sum(sizes.values())
+        # Who touches the shared state (all on one event loop, so ownership, not locks, keeps it
+        # consistent):
+        # - _in_flight: the worker alone (_start, _done, stop); _capacity reads it.
+        # - _ready: intake appends rows it just queued; the worker pops them (_done peeks).
+        # - _wake: anyone sets it (intake, _retry, _done, wake, stop); only the loop clears it.
+        # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
+        # - _next_due: the loop's query result, moved earlier by _retry.
+        # - _failed_over: the sender alone.
+        # - _stopping: set by stop() alone; intake refuses, the loop and new sends stop.
+        self._intake: asyncio.Queue[IntakeItem | None] = asyncio.Queue(maxsize=queue_size)
+        self._ready: collections.deque[MessageRow] = collections.deque()
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._failed_over: set[str] = set()
+        self._scan = True  # look at the outbox table on the next loop turn (startup: resume)
+        self._saturated = False  # due rows were left for lack of capacity
+        self._next_due: datetime | None = None
+        self._stopping = False
+        self._running = False
+        self._finished = asyncio.Event()
+
+    # ---- receipts -------------------------------------------------------------------------
+
+    async def on_receipt(self, receipt: Receipt) -> ReceiptOutcome:
+        """Gateway receipt handler. Raises StoreError if it cannot be recorded, so the gateway
+        can refuse the receipt and let the SMSC deliver it again."""
+        outcome = await self._store.apply_receipt(receipt, now=self._clock())
+        msg = outcome.message
+        log.info(
+            "receipt_received",
+            gateway=receipt.gateway,
+            smsc_id=receipt.smsc_id,
+            receipt_state=receipt.state.value,
+            error_code=receipt.error_code,
+            message_id=msg.id if msg else None,
+            matched=msg is not None,
+            duplicate=outcome.duplicate,
+            changed=outcome.changed,
+            state=msg.state.value if msg else None,
+            to=mask_number(msg.number if msg else None),
+        )
+        return outcome
+
+    # ---- the outbox worker ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume the outbox (rows left mid-submit become ambiguous) and work until stop()."""
+        self._running = True
+        intake = asyncio.create_task(self._intake_loop(), name="dispatch-intake")
+        try:
+            for row in await self._store.recover_in_flight(now=self._clock()):
+                log.warning(
+                    "sms_ambiguous",
+                    message_id=row.id,
+                    rule=row.rule,
+                    to=mask_number(row.number),
+                    reason=row.reason,
+                    detail=row.detail,
+                )
+            await self._outbox_loop()
+        finally:
+            if not intake.done():
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._intake.put_nowait(None)
+                try:
+                    await asyncio.wait_for(asyncio.shield(intake), timeout=1.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    intake.cancel()
+            self._finished.set()
+
+    async def _outbox_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                while self._ready and self._capacity() > 0:
+                    self._start(self._ready.popleft())
+                # Rows handle() just queued are started above without a query; the outbox table
+                # is scanned only when something else may have become due (timer, retry, wake).
+                if self._scan and self._capacity() > 0:
+                    self._scan = False
+                    due = await self._store.due_messages(self._clock(), self._capacity() + 16)
+                    started = sum(self._start(row) for row in due[: self._capacity()])
+                    self._saturated = len(due) > started
+                    if started:
+                        self._scan = True  # there may be more; look again after yielding
+                        await asyncio.sleep(0)
+                        continue
+                    nxt = await self._store.next_due_at()
+                    self._next_due = nxt
+                delay = self._poll
+                if self._next_due is not None:
+                    until = (self._next_due - self._clock()).total_seconds()
+                    if until > 0:  # due-but-not-started rows are in flight; their end wakes us
+                        delay = min(delay, until)
+            except StoreError as exc:
+                log.error("outbox_poll_failed", error=str(exc))
+                delay = self._poll
+                self._scan = True
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                self._scan = True
+
+    def _capacity(self) -> int:
+        return self._max_in_flight - len(self._in_flight)
+
+    def _start(self, row: MessageRow) -> int:
+        if row.id in self._in_flight:
+            return 0
+        task = asyncio.create_task(self._send(row), name=f"sms-{row.id}")
+        self._in_flight[row.id] = task
+        task.add_done_callback(functools.partial(self._done, row.id))
+        return 1
+
+    def _done(self, message_id: str, _task: asyncio.Task[None]) -> None:
+        task = self._in_flight.pop(message_id, None)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("sms_send_crashed", message_id=message_id, error=repr(task.exception()))
+        if self._saturated or self._ready:
+            self._scan = self._scan or self._saturated
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the outbox now (e.g. after the clock moved, or the operator edited a row)."""
+        self._scan = True
+        self._wake.set()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking work; let in-flight submits finish for up to ``timeout`` seconds. A submit
+        still running then is cancelled and its row becomes ambiguous at the next start."""
+        self._stopping = True
+        self._wake.set()
+        pending = list(self._in_flight.values())
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+                log.warning("dispatcher_stop_cancelled", in_flight=len(late))
+        if self._running:
+            await self._finished.wait()
+
