@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import running_loop
-from agent.models import MessageState
+from agent.lab.harness import REPO, rules_with_quiet_hours, running_loop
+from agent.models import MessageState, Trigger
 
 pytestmark = pytest.mark.lab
 
@@ -185,4 +185,38 @@ async def test_stream_of_calls_through_a_cut_and_a_restart(tmp_path, lab):
         for c in torn:
             assert len(_sorry(rows, c)) <= 1 and len(loop.handset(c)) <= 1, c
         assert len({r.call_id for r in rows}) == len(rows)  # one message per call here
+    await proxy.close()
+
+
+async def test_a_call_that_ends_during_a_cut_is_judged_by_the_cdr_not_by_a_guess(tmp_path, lab):
+    """The tracker saw the answer, then the link went down and the caller hung up 3.5 s into
+    the call. From what it saw, the call talked for well under a second; Master.csv says 3 s.
+    The rule (talk >= 2 s) must get the CDR's answer."""
+    rules = rules_with_quiet_hours(REPO / "rules.yaml", tmp_path / "rules.yaml", night_now=False)
+    text = rules.read_text()
+    rule = ('  - name: direct-call-feedback\n    match: {did: ["%s"], disposition: [answered],'
+            ' min_talk: 2s}\n    send: {to: caller, template: feedback}\n\n' % sipp.DID_DIRECT)
+    rules.write_text(text.replace("  - name: appointment-confirmation\n",
+                                  rule + "  - name: appointment-confirmation\n", 1))
+    proxy = CuttableProxy()
+    port = await proxy.start()
+    caller = "+919811000051"
+    async with running_loop(tmp_path, rules=rules, ami_port=port, cdr=True) as loop:
+        call = asyncio.create_task(sipp.place_call(sipp.TALK, sipp.DID_DIRECT, caller=caller,
+                                                   duration_ms=3500))
+        await _until(lambda: any(r.caller == caller and r.trigger is Trigger.CALL_CONNECTED
+                                 for r in loop.agent.records))
+        proxy.blocked = True
+        proxy.cut()
+        await _until(lambda: not loop.agent.ami.connected)
+        assert (await call).ok
+        proxy.blocked = False
+        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        rows = await loop.wait_rows(lambda rs: any(
+            r.rule == "direct-call-feedback" and r.state is MessageState.DELIVERED for r in rs))
+        [row] = [r for r in rows if r.number == caller]
+        saved = await loop.agent.store.get_call(row.call_id)
+        assert saved is not None and saved.vars.get("aftercall_source") == "cdr"
+        assert saved.talk_seconds >= 3
+        assert len(loop.handset(caller)) == 1
     await proxy.close()
