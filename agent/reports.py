@@ -1,9 +1,10 @@
-"""Report and export queries over the store: the SMS log, delivery/CTR/reply figures, CSV/JSON/table.
+"""Report and export queries over the store: the SMS log, its export, the rows behind the report.
 
 Reads go through their own read-only SQLite connection to the store's file (WAL lets it read
 while the agent writes), so a long report never queues behind the writer. The figures are
-computed by ``compute_report``, a pure function over plain rows, so they are testable without
-a database.
+computed by ``compute_report`` (agent.report_figures), a pure function over plain rows, so they
+are testable without a database; agent.report_render turns them into text. Both modules' names
+are importable from here as well.
 
 Export columns (``export_messages``, ``message_rows`` and ``GET /api/messages``), in order:
 
@@ -36,15 +37,9 @@ Export columns (``export_messages``, ``message_rows`` and ``GET /api/messages``)
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import sqlite3
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
@@ -53,29 +48,35 @@ import aiosqlite
 
 from agent.errors import StoreError
 from agent.models import MessageState
+from agent.report_figures import (
+    SENTIMENT_THRESHOLD,
+    DayPoint,
+    FactRow,
+    Figures,
+    Report,
+    compute_report,
+    figures,
+    percentile,
+    sentiment_label,
+)
+from agent.report_render import (
+    EXPORT_COLUMNS,
+    Format,
+    render_csv,
+    render_json,
+    render_messages,
+    render_report,
+    render_table,
+)
 from agent.sms.numbers import mask
 from agent.store.base import MessageFilter
 
-Format = Literal["csv", "json", "table"]
-
-EXPORT_COLUMNS: tuple[str, ...] = (
-    "id", "call_id", "rule", "template", "recipient_kind", "number", "gateway", "sender_id",
-    "status", "reason", "error_code", "text", "encoding", "segments", "attempts", "created_at",
-    "submitted_at", "final_at", "hangup_to_submit_ms", "delivery_seconds", "receipt_state",
-    "receipt_at", "clicks", "replies",
-)
-
-SENTIMENT_THRESHOLD = 0.05  # VADER's own cut-off for its compound score
-
-
-def sentiment_label(score: float | None) -> str | None:
-    if score is None:
-        return None
-    if score >= SENTIMENT_THRESHOLD:
-        return "positive"
-    if score <= -SENTIMENT_THRESHOLD:
-        return "negative"
-    return "neutral"
+__all__ = [
+    "EXPORT_COLUMNS", "SENTIMENT_THRESHOLD", "DayPoint", "FactRow", "Figures", "Format", "Report",
+    "ReportReader", "build_report", "compute_report", "export_messages", "fact_rows", "figures",
+    "message_rows", "percentile", "render_csv", "render_json", "render_messages", "render_report",
+    "render_table", "sentiment_label",
+]
 
 
 class _HasPath(Protocol):
@@ -207,179 +208,23 @@ def _log_row(r: sqlite3.Row, unmasked: bool) -> dict[str, Any]:
     return out
 
 
+async def export_messages(
+    store: _HasPath | ReportReader, filters: MessageFilter | None,
+    format: Literal["csv", "json"], *, unmasked: bool = True,
+) -> str:
+    """Every message matching ``filters`` (no limit unless the filter sets one), one row each,
+    columns as in the module docstring. Exports are for the operator, so numbers are unmasked
+    by default."""
+    f = filters or MessageFilter(limit=None, newest_first=False)
+    if isinstance(store, ReportReader):
+        rows = await message_rows(store, f, unmasked=unmasked)
+    else:
+        async with ReportReader.for_store(store) as reader:
+            rows = await message_rows(reader, f, unmasked=unmasked)
+    return render_messages(rows, format)
+
+
 # -- the report ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FactRow:
-    """What the report needs about one message (plain values, so the core needs no database)."""
-
-    rule: str
-    gateway: str
-    state: str
-    reason: str | None
-    error_code: str | None
-    segments: int
-    created_at: datetime
-    submitted_at: datetime | None
-    final_at: datetime | None
-    hangup_to_submit_ms: float | None
-    has_link: bool = False
-    clicks: int = 0
-    sentiments: tuple[str, ...] = ()  # one label per reply: positive/neutral/negative/keyword
-    ratings: tuple[int, ...] = ()
-    opted_out: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """One row of the report: everything, or one rule, or one gateway."""
-
-    key: str
-    total: int
-    sent: int  # reached a gateway (submitted, whatever happened next)
-    delivered: int
-    undelivered: int  # undelivered + expired
-    failed: int
-    ambiguous: int
-    suppressed: int
-    deferred: int
-    pending: int  # queued or submitted without a final receipt yet
-    delivery_rate: float | None  # delivered / sent
-    failures_by_reason: Mapping[str, int]
-    failures_by_error: Mapping[str, int]
-    suppressed_by_reason: Mapping[str, int]
-    delivery_p50_s: float | None
-    delivery_p95_s: float | None
-    hangup_to_submit_p50_ms: float | None
-    hangup_to_submit_p99_ms: float | None
-    with_links: int  # delivered messages carrying a tracked link
-    clicked: int  # of those, how many were clicked at least once
-    clicks: int
-    ctr: float | None  # clicked / with_links
-    replies: int
-    replies_by_sentiment: Mapping[str, int]
-    rating_avg: float | None
-    opt_outs: int
-    segments: int  # segments sent (what the operator bills)
-    cost: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
-class DayPoint:
-    day: date
-    total: int
-    sent: int
-    delivered: int
-    failed: int
-    suppressed: int
-    delivery_rate: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    since: datetime | None
-    until: datetime | None
-    currency: str | None
-    price_per_segment: Decimal | None
-    total: Figures
-    by_rule: tuple[Figures, ...]
-    by_gateway: tuple[Figures, ...]
-    by_day: tuple[DayPoint, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, float):
-        return round(v, 6)
-    return v
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(1, math.ceil(q / 100 * len(s)))
-    return s[min(k, len(s)) - 1]
-
-
-_FAILED = {"failed"}
-_UNDELIVERED = {"undelivered", "expired"}
-
-
-def _failure_reason(r: FactRow) -> str:
-    # The store marks receipt-driven states with reason "receipt": the state says more.
-    return r.reason if r.reason and r.reason != "receipt" else r.state
-
-
-def figures(key: str, rows: Sequence[FactRow], price: Decimal | None) -> Figures:
-    """The figures for ``rows`` (pure)."""
-    states = Counter(r.state for r in rows)
-    sent = [r for r in rows if r.submitted_at is not None]
-    delivered = [r for r in rows if r.state == "delivered"]
-    failures = [r for r in rows if r.state in _FAILED | _UNDELIVERED]
-    ttd = [(r.final_at - r.submitted_at).total_seconds() for r in delivered
-           if r.final_at and r.submitted_at]
-    h2s = [r.hangup_to_submit_ms for r in sent if r.hangup_to_submit_ms is not None]
-    linked = [r for r in delivered if r.has_link]
-    clicked = sum(1 for r in linked if r.clicks > 0)
-    sentiments = Counter(s for r in rows for s in r.sentiments)
-    ratings = [x for r in rows for x in r.ratings]
-    segments = sum(r.segments for r in sent)
-    return Figures(
-        key=key, total=len(rows), sent=len(sent), delivered=len(delivered),
-        undelivered=sum(states[s] for s in _UNDELIVERED), failed=states["failed"],
-        ambiguous=states["ambiguous"], suppressed=states["suppressed"],
-        deferred=states["deferred"], pending=states["queued"] + states["submitted"],
-        delivery_rate=len(delivered) / len(sent) if sent else None,
-        failures_by_reason=dict(Counter(_failure_reason(r) for r in failures).most_common()),
-        failures_by_error=dict(Counter(r.error_code for r in failures if r.error_code)
-                               .most_common()),
-        suppressed_by_reason=dict(Counter(r.reason or "unknown" for r in rows
-                                          if r.state == "suppressed").most_common()),
-        delivery_p50_s=percentile(ttd, 50), delivery_p95_s=percentile(ttd, 95),
-        hangup_to_submit_p50_ms=percentile(h2s, 50), hangup_to_submit_p99_ms=percentile(h2s, 99),
-        with_links=len(linked), clicked=clicked, clicks=sum(r.clicks for r in rows),
-        ctr=clicked / len(linked) if linked else None,
-        replies=sum(sentiments.values()), replies_by_sentiment=dict(sentiments),
-        rating_avg=sum(ratings) / len(ratings) if ratings else None,
-        opt_outs=sum(1 for r in rows if r.opted_out), segments=segments,
-        cost=(price * segments) if price is not None else None,
-    )
-
-
-def compute_report(
-    rows: Sequence[FactRow], *, since: datetime | None = None, until: datetime | None = None,
-    price_per_segment: Decimal | None = None, currency: str | None = None,
-) -> Report:
-    """The whole report from fact rows (pure)."""
-    def grouped(attr: str) -> tuple[Figures, ...]:
-        keys = sorted({getattr(r, attr) for r in rows})
-        return tuple(figures(k, [r for r in rows if getattr(r, attr) == k], price_per_segment)
-                     for k in keys)
-
-    days: dict[date, list[FactRow]] = {}
-    for r in rows:
-        days.setdefault(r.created_at.astimezone(UTC).date(), []).append(r)
-    by_day = []
-    for d in sorted(days):
-        f = figures(d.isoformat(), days[d], None)
-        by_day.append(DayPoint(d, f.total, f.sent, f.delivered, f.failed + f.undelivered,
-                               f.suppressed, f.delivery_rate))
-    return Report(since, until, currency, price_per_segment,
-                  figures("all", rows, price_per_segment), grouped("rule"), grouped("gateway"),
-                  tuple(by_day))
 
 
 _FACT_SQL = """
@@ -437,111 +282,3 @@ async def build_report(
     return compute_report(rows, since=since, until=until, price_per_segment=price_per_segment,
                           currency=currency)
 
-
-# -- rendering -----------------------------------------------------------------------------------
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def _num(v: float | None, unit: str = "") -> str:
-    return "-" if v is None else f"{v:.1f}{unit}" if isinstance(v, float) else f"{v}{unit}"
-
-
-_TABLE_COLUMNS: tuple[tuple[str, Any], ...] = (
-    ("sent", lambda f: str(f.sent)), ("delivered", lambda f: str(f.delivered)),
-    ("rate", lambda f: _pct(f.delivery_rate)), ("undeliv", lambda f: str(f.undelivered)),
-    ("failed", lambda f: str(f.failed)), ("suppr", lambda f: str(f.suppressed)),
-    ("p50 dlv", lambda f: _num(f.delivery_p50_s, "s")),
-    ("p95 dlv", lambda f: _num(f.delivery_p95_s, "s")),
-    ("h2s p50", lambda f: _num(f.hangup_to_submit_p50_ms, "ms")),
-    ("h2s p99", lambda f: _num(f.hangup_to_submit_p99_ms, "ms")),
-    ("CTR", lambda f: _pct(f.ctr)), ("replies", lambda f: str(f.replies)),
-    ("optout", lambda f: str(f.opt_outs)), ("segs", lambda f: str(f.segments)),
-    ("cost", lambda f: "-" if f.cost is None else f"{f.cost:.2f}"),
-)
-
-
-def _grid(title: str, rows: Sequence[Figures]) -> list[str]:
-    head = [title, *(c for c, _ in _TABLE_COLUMNS)]
-    body = [[f.key, *(fn(f) for _, fn in _TABLE_COLUMNS)] for f in rows]
-    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
-    line = lambda cells: "  ".join(
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return [line(head), "  ".join("-" * w for w in widths), *(line(b) for b in body)]
-
-
-def render_table(report: Report) -> str:
-    """Plain text for a terminal: totals, per rule, per gateway, then failure/suppression causes."""
-    span = (f"{report.since.isoformat() if report.since else 'beginning'} .. "
-            f"{report.until.isoformat() if report.until else 'now'}")
-    out = [f"aftercall report, {span}"
-           + (f" (cost in {report.currency})" if report.currency else ""), ""]
-    out += _grid("rule", [*report.by_rule, report.total]) + [""]
-    out += _grid("gateway", [*report.by_gateway, report.total]) + [""]
-    t = report.total
-    for title, m in (("failures by reason", t.failures_by_reason),
-                     ("failures by error code", t.failures_by_error),
-                     ("suppressed by reason", t.suppressed_by_reason),
-                     ("replies by sentiment", t.replies_by_sentiment)):
-        if m:
-            out.append(f"{title}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
-    return "\n".join(out).rstrip() + "\n"
-
-
-def render_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n"
-
-
-_CSV_FIELDS = ("scope", "key", "total", "sent", "delivered", "undelivered", "failed",
-               "ambiguous", "suppressed", "deferred", "pending", "delivery_rate",
-               "delivery_p50_s", "delivery_p95_s", "hangup_to_submit_p50_ms",
-               "hangup_to_submit_p99_ms", "with_links", "clicked", "clicks", "ctr", "replies",
-               "rating_avg", "opt_outs", "segments", "cost")
-
-
-def render_csv(report: Report) -> str:
-    """One CSV row per scope (all, each rule, each gateway)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(_CSV_FIELDS)
-    for scope, rows in (("all", [report.total]), ("rule", report.by_rule),
-                        ("gateway", report.by_gateway)):
-        for f in rows:
-            d = asdict(f)
-            w.writerow([scope, *("" if d[k] is None else d[k] for k in _CSV_FIELDS[1:])])
-    return buf.getvalue()
-
-
-def render_report(report: Report, fmt: Format) -> str:
-    return {"table": render_table, "json": render_json, "csv": render_csv}[fmt](report)
-
-
-def render_messages(rows: Sequence[Mapping[str, Any]], fmt: Literal["csv", "json"]) -> str:
-    """The SMS log as CSV (header ``EXPORT_COLUMNS``) or a JSON array."""
-    if fmt == "json":
-        return json.dumps(list(rows), indent=1, ensure_ascii=False) + "\n"
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n",
-                       extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: "" if r.get(k) is None else r[k] for k in EXPORT_COLUMNS})
-    return buf.getvalue()
-
-
-async def export_messages(
-    store: _HasPath | ReportReader, filters: MessageFilter | None,
-    format: Literal["csv", "json"], *, unmasked: bool = True,
-) -> str:
-    """Every message matching ``filters`` (no limit unless the filter sets one), one row each,
-    columns as in the module docstring. Exports are for the operator, so numbers are unmasked
-    by default."""
-    f = filters or MessageFilter(limit=None, newest_first=False)
-    if isinstance(store, ReportReader):
-        rows = await message_rows(store, f, unmasked=unmasked)
-    else:
-        async with ReportReader.for_store(store) as reader:
-            rows = await message_rows(reader, f, unmasked=unmasked)
-    return render_messages(rows, format)
