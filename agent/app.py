@@ -23,6 +23,7 @@ import structlog
 
 from agent.ami.agi import AgiServer
 from agent.ami.client import AmiClient, config_from_settings
+from agent.backoff import backoff_delay
 from agent.calls.replay import agents_directory
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
@@ -171,22 +172,26 @@ class AfterCallAgent:
         self._unrecorded_waiting.set()
 
     async def _retry_unrecorded(self) -> None:
-        """Feed parked records through the rules again, oldest first, with capped backoff."""
-        delay = 0.5
+        """Feed parked records through the rules again, oldest first; while the store keeps
+        refusing, wait longer between tries (agent.backoff)."""
+        failures = 0
         while True:
             await self._unrecorded_waiting.wait()
             while self._unrecorded:
-                await asyncio.sleep(delay)
+                if failures:  # a waiting call goes in as soon as the one before it did
+                    await asyncio.sleep(backoff_delay(failures - 1, 0.5, 10.0))
                 record = self._unrecorded[0]
                 try:
                     await self._apply_rules(record)
                 except StoreError as e:
-                    delay = min(delay * 2, 10.0)
+                    failures += 1
                     log.warning("call_retry_failed", call_id=record.call_id, error=str(e),
-                                pending=len(self._unrecorded), next_s=delay)
+                                pending=len(self._unrecorded), failures=failures)
                     continue
+                except Exception:  # noqa: BLE001 - as in the tracker task: one bad record
+                    log.exception("call_retry_crashed", call_id=record.call_id)
+                failures = 0
                 self._unrecorded.popleft()
-                delay = 0.05 if self._unrecorded else 0.5
                 self.metrics.unrecorded(len(self._unrecorded))
                 log.info("call_recorded_late", call_id=record.call_id,
                          pending=len(self._unrecorded))
@@ -194,29 +199,31 @@ class AfterCallAgent:
             self._unrecorded_waiting.clear()
 
     async def _apply_rules(self, record: CallRecord) -> None:
+        """Rules -> rows (and the call record with them) -> counted. Raises StoreError before
+        anything is counted, so a retried record is counted once."""
         base = self.rules.defaults.public_base_url
         links = make_sync_link_factory(base) if base else None
         decisions = decide(self.rules, record, now=self.clock(), link=links)
-        self.stats.decisions += len(decisions)
-        for d in decisions:
-            self.metrics.rule_matched(d.rule)
         log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
                  queue=record.queue, caller=record.caller, decisions=len(decisions))
         codes = [code for code, _ in links.pending] if links else []
         if codes:
             # The short link must resolve before the text can reach a handset.
             await links.persist(self.store, message_id=None)  # type: ignore[union-attr]
-        if decisions:
+        completed = record.trigger is Trigger.CALL_COMPLETED
+        rows = []
+        if decisions or completed:  # a completed call is kept even when no rule matched
             rows = await self.dispatcher.handle(decisions, call=record)
-            for row in rows:
-                self.metrics.message_state(str(row.state), row.reason)
-            sent = [r for r in rows if r.text and any(c in r.text for c in codes)]
-            if sent:
-                await self.store.link_to_message(codes, sent[0].id)
-        if record.trigger is Trigger.CALL_COMPLETED:
+        sent = [r for r in rows if r.text and any(c in r.text for c in codes)]
+        if sent:
+            await self.store.link_to_message(codes, sent[0].id)
+        self.stats.decisions += len(decisions)
+        for d in decisions:
+            self.metrics.rule_matched(d.rule)
+        for row in rows:
+            self.metrics.message_state(str(row.state), row.reason)
+        if completed:
             self.metrics.call_completed(record)
-            if not decisions:  # with decisions, the dispatcher saved it with their rows
-                await self.store.save_call(record)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import random
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from agent.dispatch.intake import IntakeItem, IntakeMixin
+from agent.dispatch.intake import IntakeMixin
 from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
 from agent.dispatch.sender import SendMixin
 from agent.errors import ConfigError, StoreError
@@ -25,8 +24,8 @@ log = structlog.get_logger(__name__)
 
 
 class Dispatcher(IntakeMixin, SendMixin):
-    """Owns the outbox. Feed it with ``submit_nowait`` (never blocks: the AMI path calls it) or
-    ``await handle(...)``; ``run()`` is the worker; ``stop()`` drains it within a bound."""
+    """Owns the outbox. ``await handle(...)`` records the decisions of a call (raising
+    StoreError when it cannot); ``run()`` is the worker; ``stop()`` drains it within a bound."""
 
     def __init__(
         self,
@@ -41,7 +40,6 @@ class Dispatcher(IntakeMixin, SendMixin):
         expiry: timedelta = timedelta(hours=1),
         windows: Mapping[str, int] | None = None,
         default_window: int = 10,
-        queue_size: int = 1000,
         poll_interval: float = 1.0,
         ready_wait: float = 10.0,
         rng: random.Random | None = None,
@@ -79,8 +77,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
         # - _next_due: the loop's query result, moved earlier by _retry.
         # - _failed_over: the sender alone.
-        # - _stopping: set by stop() alone; intake refuses, the loop and new sends stop.
-        self._intake: asyncio.Queue[IntakeItem | None] = asyncio.Queue(maxsize=queue_size)
+        # - _stopping: set by stop() alone; the loop and new sends stop.
         self._ready: collections.deque[MessageRow] = collections.deque()
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -119,7 +116,6 @@ class Dispatcher(IntakeMixin, SendMixin):
     async def run(self) -> None:
         """Resume the outbox (rows left mid-submit become ambiguous) and work until stop()."""
         self._running = True
-        intake = asyncio.create_task(self._intake_loop(), name="dispatch-intake")
         try:
             for row in await self._store.recover_in_flight(now=self._clock()):
                 log.warning(
@@ -132,13 +128,6 @@ class Dispatcher(IntakeMixin, SendMixin):
                 )
             await self._outbox_loop()
         finally:
-            if not intake.done():
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._intake.put_nowait(None)
-                try:
-                    await asyncio.wait_for(asyncio.shield(intake), timeout=1.0)
-                except (TimeoutError, asyncio.CancelledError):
-                    intake.cancel()
             self._finished.set()
 
     async def _outbox_loop(self) -> None:

@@ -10,15 +10,11 @@ from typing import Any
 import structlog
 
 from agent.dispatch.retry import Clock, mask_number
-from agent.errors import StoreError
 from agent.models import CallRecord, Decision, MessageState
 from agent.sms.policy import Limits, evaluate
 from agent.store.base import MessageRow, Store
 
 log = structlog.get_logger(__name__)
-
-IntakeItem = tuple[list[Decision], CallRecord | None]
-
 
 class IntakeMixin:
     """Part of ``Dispatcher`` (see there for who owns which piece of state): records what the
@@ -31,33 +27,8 @@ class IntakeMixin:
     _dry_run: bool
     _clock: Clock
     _expiry: timedelta
-    _intake: asyncio.Queue[IntakeItem | None]
     _ready: collections.deque[MessageRow]
     _wake: asyncio.Event
-    _stopping: bool
-
-    def submit_nowait(self, decisions: list[Decision], call: CallRecord | None = None) -> bool:
-        """Hand decisions over without waiting. False (and an error log) when the dispatcher is
-        stopping or its queue is full: back-pressure is visible, never a stalled AMI reader."""
-        if self._stopping:
-            log.error(
-                "decisions_refused",
-                call_id=call.call_id if call else None,
-                count=len(decisions),
-                why="dispatcher stopping",
-            )
-            return False
-        try:
-            self._intake.put_nowait((decisions, call))
-        except asyncio.QueueFull:
-            log.error(
-                "decisions_dropped",
-                call_id=call.call_id if call else None,
-                count=len(decisions),
-                queue_size=self._intake.maxsize,
-            )
-            return False
-        return True
 
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None
@@ -163,20 +134,3 @@ class IntakeMixin:
         if d.max_age_seconds is not None and d.call_ended_at is not None:
             expires = min(expires, d.call_ended_at + timedelta(seconds=d.max_age_seconds))
         return expires
-
-    async def _intake_loop(self) -> None:
-        while True:
-            item = await self._intake.get()
-            if item is None:
-                return
-            decisions, call = item
-            delay = 0.1
-            while True:
-                try:
-                    await self.handle(decisions, call)
-                    break
-                except StoreError as exc:
-                    # Keep the decisions and try again: idempotency keys make a repeat harmless.
-                    log.error("decisions_unrecorded", error=str(exc), count=len(decisions))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)

@@ -38,9 +38,13 @@ class RetryPolicy:
     #: starts draining within seconds of the gateway's return however long it was down.
     unavailable_max_backoff: float = 5.0
 
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return backoff_delay(max(0, attempt - 1), self.initial, self.max_backoff,
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random, *,
+              unavailable: bool = False) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based); capped at
+        ``unavailable_max_backoff`` while the gateway itself is unreachable."""
+        cap = min(self.max_backoff, self.unavailable_max_backoff) if unavailable \
+            else self.max_backoff
+        return backoff_delay(max(0, attempt - 1), self.initial, cap,
                              factor=self.multiplier, jitter=self.jitter, rand=rand)
 
 

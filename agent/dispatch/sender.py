@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from agent.backoff import backoff_delay
 from agent.dispatch.retry import GATEWAY_UNAVAILABLE, Clock, RetryPolicy, mask_number
 from agent.errors import (
     GatewayAmbiguousError,
@@ -175,8 +176,7 @@ class SendMixin:
         latency = None
         if row.call_ended_at is not None:
             latency = (now - row.call_ended_at).total_seconds() * 1000.0
-        delay = 0.05
-        for _ in range(8):  # the SMS is out: recording it is worth a few tries
+        for attempt in range(8):  # the SMS is out: recording it is worth a few tries
             try:
                 await self._store.record_submit(
                     row.id,
@@ -188,8 +188,7 @@ class SendMixin:
                 break
             except StoreError as exc:
                 log.error("sms_submit_unrecorded", error=str(exc), **fields)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff_delay(attempt, 0.05, 2.0, rand=self._rand))
         log.info(
             "sms_submitted",
             smsc_ids=list(result.smsc_ids),
@@ -223,9 +222,7 @@ class SendMixin:
             log.warning("sms_failed", **fields)
             return
         backup = self._backups.get(name)
-        target, delay = name, policy.delay(row.attempts, self._rand)
-        if unavailable:
-            delay = min(delay, policy.unavailable_max_backoff * (0.5 + 0.5 * self._rand()))
+        target, delay = name, policy.delay(row.attempts, self._rand, unavailable=unavailable)
         if backup is not None and self._gateways[backup].healthy:
             target = backup
             if (

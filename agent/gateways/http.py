@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from agent.backoff import backoff_delay
 from agent.errors import (
     GatewayAmbiguousError,
     GatewayError,
@@ -175,7 +176,7 @@ class HttpGateway:
                 self._healthy = False
                 self._log_failed(sms, error, attempt)
                 raise error
-            delay = min(cap, initial * 2**attempt) * self._rng.uniform(0.5, 1.0)
+            delay = backoff_delay(attempt, initial, cap, rand=self._rng.random)
             if retry_after is not None:
                 delay = max(delay, retry_after)
             log.warning("http_submit_retried", gateway=self.name, message_id=sms.message_id,

@@ -520,33 +520,22 @@ async def test_deferred_message_to_a_number_that_opted_out_meanwhile_is_suppress
     assert out.reason == "opt_out" and gw.calls == []
 
 
-async def test_submit_nowait_feeds_run_and_stop_drains_in_flight(
+async def test_stop_lets_the_in_flight_submit_finish(
     store: SqliteStore, make_decision: MakeDecision
 ) -> None:
     hold = asyncio.Event()
     gw = FakeGateway("smsc", hold=hold)
-    disp = dispatcher(store, gw, queue_size=2)
+    disp = dispatcher(store, gw)
     task = asyncio.create_task(disp.run())
-    assert disp.submit_nowait([make_decision()])
+    await disp.handle([make_decision()])
     await gw.wait_calls(1)
     stopping = asyncio.create_task(disp.stop(timeout=WAIT))
     await asyncio.sleep(0)
-    assert not disp.submit_nowait([make_decision(call_id="late")])  # no new work while stopping
     hold.set()  # the in-flight submit completes inside the bound
     await asyncio.wait_for(stopping, WAIT)
     await asyncio.wait_for(task, WAIT)
     [row] = await store.list_messages()
     assert row.state is MessageState.SUBMITTED
-
-
-async def test_full_intake_queue_refuses_without_blocking(
-    store: SqliteStore, make_decision: MakeDecision
-) -> None:
-    disp = dispatcher(store, FakeGateway("smsc"), queue_size=1)
-    assert disp.submit_nowait([make_decision()])
-    with capture_logs() as logs:
-        assert not disp.submit_nowait([make_decision(call_id="x")])
-    assert logs[0]["event"] == "decisions_dropped"
 
 
 def test_mask_number() -> None:
