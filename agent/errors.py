@@ -90,8 +90,6 @@ class GatewayError(AftercallError):
     """A gateway failed a submit. ``code`` is the gateway's own status (SMPP command_status,
     HTTP status), ``reason`` a short stable word for reports (e.g. ``throttled``)."""
 
-    retryable = False
-
     def __init__(self, message: str, *, code: int | str | None = None, reason: str = "error"):
         self.code = code
         self.reason = reason
@@ -99,15 +97,20 @@ class GatewayError(AftercallError):
 
 
 class GatewayTemporaryError(GatewayError):
-    retryable = True
+    """Try again later; ``retry_after`` is how long the gateway asked us to wait (seconds)."""
+
+    def __init__(self, message: str, *, code: int | str | None = None, reason: str = "error",
+                 retry_after: float | None = None):
+        super().__init__(message, code=code, reason=reason)
+        self.retry_after = retry_after
 
 
 class GatewayPermanentError(GatewayError):
-    retryable = False
+    pass
 
 
 class GatewayAmbiguousError(GatewayError):
-    retryable = False
+    pass
 
 
 class StoreError(AftercallError):

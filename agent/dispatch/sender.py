@@ -57,7 +57,10 @@ class SendMixin:
                 f"no gateway named {row.gateway!r} is configured",
             )
             return
-        async with self._windows[row.gateway]:
+        # The window of the gateway that will carry it: a row failed over to the backup
+        # must not wait, already claimed, behind the backup's own bind window.
+        name = self._route(row.gateway)
+        async with self._windows[name]:
             if self._stopping:
                 return
             now = self._clock()
@@ -74,7 +77,6 @@ class SendMixin:
                     f"not submitted before {row.expires_at.isoformat()}",
                 )
                 return
-            name = self._route(row.gateway)
             if not await self._gateway_ready(row, name):
                 return
             claimed = await self._store.claim_for_submit(row.id, now=now)
@@ -189,6 +191,10 @@ class SendMixin:
             except StoreError as exc:
                 log.error("sms_submit_unrecorded", error=str(exc), **fields)
                 await asyncio.sleep(backoff_delay(attempt, 0.05, 2.0, rand=self._rand))
+        else:
+            # Left mid-submit in the store: it turns ambiguous at the next start, never resent.
+            log.error("sms_submitted_unrecorded", smsc_ids=list(result.smsc_ids), **fields)
+            return
         log.info(
             "sms_submitted",
             smsc_ids=list(result.smsc_ids),
@@ -223,6 +229,8 @@ class SendMixin:
             return
         backup = self._backups.get(name)
         target, delay = name, policy.delay(row.attempts, self._rand, unavailable=unavailable)
+        if exc.retry_after is not None:  # the gateway said when (HTTP 429/503 Retry-After)
+            delay = max(delay, exc.retry_after)
         if backup is not None and self._gateways[backup].healthy:
             target = backup
             if (

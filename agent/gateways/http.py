@@ -170,8 +170,8 @@ class HttpGateway:
                     return SubmitResult(message_id=sms.message_id,
                                         smsc_ids=(smsc_id,) if smsc_id else (),
                                         segments=segments)
-            if retry_after is not None:
-                error.retry_after = retry_after  # type: ignore[attr-defined]
+            if retry_after is not None and isinstance(error, GatewayTemporaryError):
+                error.retry_after = retry_after  # the dispatcher waits at least this long
             if attempt >= self.config.max_retries or (retry_after is not None and retry_after > cap):
                 self._healthy = False
                 self._log_failed(sms, error, attempt)
