@@ -1,8 +1,9 @@
 """Composition root: builds every part of the agent, runs them in one TaskGroup, stops cleanly.
 
-Data path: AMI reader -> bounded event queue -> tracker (pure) -> rules (pure) -> dispatcher's
-bounded intake -> store (outbox) -> gateway. Nothing on the AMI read path waits for disk or
-network: the reader only parses and enqueues.
+Data path: AMI reader -> bounded event queue -> tracker (pure) -> bounded record queue ->
+record worker: rules (pure), dispatcher -> store (outbox) -> gateway. Neither the AMI reader
+nor the tracker waits for disk or network: the reader only parses and enqueues, the tracker
+only hands finished records on; the record worker is the one that waits for the store.
 """
 
 from __future__ import annotations
@@ -131,9 +132,10 @@ class AfterCallAgent:
         self._background: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.records: deque[CallRecord] = deque(maxlen=1000)  # recent records, for tests
-        # Records the store could not take yet (see handle_record); bounded: memory is finite.
+        # Records on their way to the rules and the store (see handle_record); bounded.
         self._unrecorded: deque[CallRecord] = deque(maxlen=10_000)
         self._unrecorded_waiting = asyncio.Event()
+        self._store_failing = False
 
     # -- the call path ------------------------------------------------------------------------
 
@@ -143,21 +145,13 @@ class AfterCallAgent:
             await self.handle_record(record)
 
     async def handle_record(self, record: CallRecord) -> None:
-        """Rules -> outbox for one call record. Runs in the tracker task, never in the AMI
-        reader. When the store cannot record (disk full, database locked) nothing is sent:
-        the record waits in memory and is retried until the store takes it (the rules run
-        again then, so max_age still holds); the AMI reader and tracker go on meanwhile."""
+        """Queue one call record for the rules. Never waits: the tracker task (and the AMI
+        queue behind it) must not wait for disk. ``_record_worker`` applies the rules in
+        order; while the store cannot record (disk full, database locked) nothing is sent and
+        the records wait here, retried until the store takes them (the rules run again then,
+        so max_age still holds)."""
         self.stats.records += 1
         self.records.append(record)
-        if self._unrecorded:  # keep the order: behind those already waiting
-            self._park(record, None)
-            return
-        try:
-            await self._apply_rules(record)
-        except StoreError as e:
-            self._park(record, e)
-
-    def _park(self, record: CallRecord, error: StoreError | None) -> None:
         if len(self._unrecorded) == self._unrecorded.maxlen:
             lost = self._unrecorded.popleft()
             # Not marked handled in the store: the CDR reconciliation after the next login
@@ -165,37 +159,42 @@ class AfterCallAgent:
             log.error("call_unrecorded_dropped", call_id=lost.call_id,
                       pending=len(self._unrecorded))
         self._unrecorded.append(record)
-        self.metrics.unrecorded(len(self._unrecorded))
-        log.error("call_unrecorded", call_id=record.call_id, trigger=str(record.trigger),
-                  pending=len(self._unrecorded),
-                  error=str(error) if error else "waiting behind earlier calls")
+        if self._store_failing:
+            self.metrics.unrecorded(len(self._unrecorded))
         self._unrecorded_waiting.set()
 
-    async def _retry_unrecorded(self) -> None:
-        """Feed parked records through the rules again, oldest first; while the store keeps
-        refusing, wait longer between tries (agent.backoff)."""
+    async def _record_worker(self) -> None:
+        """The one place call records meet the store: oldest first, one at a time (a cooldown
+        reads the store before it writes). While the store refuses, wait longer between
+        tries (agent.backoff) and keep the alarm up."""
         failures = 0
         while True:
             await self._unrecorded_waiting.wait()
             while self._unrecorded:
-                if failures:  # a waiting call goes in as soon as the one before it did
+                if failures:
                     await asyncio.sleep(backoff_delay(failures - 1, 0.5, 10.0))
                 record = self._unrecorded[0]
                 try:
                     await self._apply_rules(record)
                 except StoreError as e:
                     failures += 1
-                    log.warning("call_retry_failed", call_id=record.call_id, error=str(e),
-                                pending=len(self._unrecorded), failures=failures)
+                    self._store_failing = True
+                    self.metrics.unrecorded(len(self._unrecorded))
+                    log.error("call_unrecorded", call_id=record.call_id, error=str(e),
+                              pending=len(self._unrecorded), failures=failures)
                     continue
-                except Exception:  # noqa: BLE001 - as in the tracker task: one bad record
-                    log.exception("call_retry_crashed", call_id=record.call_id)
-                failures = 0
+                except Exception:  # one bad record must not stop the others
+                    log.exception("call_record_failed", call_id=record.call_id)
                 self._unrecorded.popleft()
-                self.metrics.unrecorded(len(self._unrecorded))
-                log.info("call_recorded_late", call_id=record.call_id,
-                         pending=len(self._unrecorded))
-            self.metrics.store_health(True)
+                if failures:
+                    log.info("call_recorded_late", call_id=record.call_id,
+                             pending=len(self._unrecorded))
+                    failures = 0
+                if self._store_failing:
+                    self.metrics.unrecorded(len(self._unrecorded))
+            if self._store_failing:
+                self._store_failing = False
+                self.metrics.store_health(True)
             self._unrecorded_waiting.clear()
 
     async def _apply_rules(self, record: CallRecord) -> None:
@@ -267,15 +266,8 @@ class AfterCallAgent:
             cdr_path=self.settings.cdr_csv, store=self.store,  # type: ignore[arg-type]
             handle_record=self.handle_record, since=since, now=now, max_age=max_age,
             region=self.rules.defaults.region, agents=agents_directory(self.rules),
-            in_progress=self.tracker._by_lid,
+            in_progress=self.tracker._by_lid, fallback=fallback or (),
         )
-        guessed = 0
-        for record in fallback or ():
-            if await self.store.get_call(record.call_id) is None:
-                guessed += 1
-                await self.handle_record(record)
-        log.info("cdr_reconciled", since=since.isoformat(), handled=result.handled,
-                 known=result.already_known, too_old=result.too_old, not_in_cdr=guessed)
         return result
 
     async def _on_inbound(self, sms: InboundSms) -> None:
@@ -323,7 +315,7 @@ class AfterCallAgent:
 
         async def store_check() -> dict[str, Any]:
             out = dict(await store_probe())
-            if self._unrecorded:
+            if self._store_failing:
                 out.update(ok=False, unrecorded_calls=len(self._unrecorded))
             return out
 
@@ -364,7 +356,7 @@ class AfterCallAgent:
                 ami = tg.create_task(self.ami.run(), name="ami")
                 consumer = tg.create_task(self.ami.consume(self.handle_event), name="tracker")
                 evict = tg.create_task(self._evict_stale(), name="evict")
-                retry = tg.create_task(self._retry_unrecorded(), name="unrecorded")
+                retry = tg.create_task(self._record_worker(), name="records")
                 stop = tg.create_task(shutdown_trigger(), name="shutdown")
                 done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
                 log.info("agent_stopping")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Container, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
@@ -67,7 +67,7 @@ class ReconcileResult:
     """``seen``: calls in the CDR that ended after ``since``; each is exactly one of
     ``already_known``, ``in_progress``, ``handled`` or ``failed``. ``too_old`` counts the
     handled calls that ended more than ``max_age`` before ``now``. ``malformed``: lines
-    skipped."""
+    skipped. ``not_in_cdr``: ``fallback`` records handed over because the CDR lacks them."""
 
     seen: int = 0
     already_known: int = 0
@@ -76,6 +76,7 @@ class ReconcileResult:
     in_progress: int = 0
     failed: int = 0
     malformed: int = 0
+    not_in_cdr: int = 0
 
 
 def read_cdr(path: str | os.PathLike[str], *, not_before: datetime,
@@ -119,17 +120,23 @@ async def reconcile(
     in_progress: Container[str] = frozenset(),
     tz: tzinfo = UTC,
     lookback: timedelta = DEFAULT_LOOKBACK,
+    fallback: Iterable[CallRecord] = (),
 ) -> ReconcileResult:
     """Hand every call in the CDR that ended after ``since`` and that the store does not know
     to ``handle_record``, oldest first, one at a time. ``since`` and ``now`` are aware
     datetimes; ``tz`` is the zone of the CSV's times (UTC with cdr.conf ``usegmtime=yes``);
-    ``agents`` maps extension -> (name, mobile). See the module docstring for the guarantees."""
+    ``agents`` maps extension -> (name, mobile). ``fallback``: records of the same gap built
+    from what AMI showed (resync); each is handed over only if the CDR does not have its call,
+    because the CDR's record is the complete one. See the module docstring for the guarantees."""
     if since.tzinfo is None or now.tzinfo is None:
         raise ValueError("since and now must be timezone-aware")
     parsed = await asyncio.to_thread(read_cdr, cdr_path, not_before=since - lookback, tz=tz)
     if parsed is None:
         log.warning("cdr_file_missing", path=os.fspath(cdr_path))
-        return ReconcileResult()
+        fallback = list(fallback)
+        for rec in fallback:
+            await handle_record(rec)
+        return ReconcileResult(not_in_cdr=len(fallback))
     for p in parsed.problems[:_LOG_PROBLEMS]:
         log.warning("cdr_row_skipped", source=p.source, line=p.line, reason=p.reason)
     # Records are built off the loop too: a long outage can mean thousands of calls.
@@ -159,8 +166,15 @@ async def reconcile(
             too_old += 1
         log.info("cdr_call_recovered", call_id=rec.call_id, disposition=rec.disposition.value,
                  ended_at=rec.ended_at.isoformat(), too_old=old)
+    in_cdr = {rec.call_id for rec in records}
+    guessed = 0
+    for rec in fallback:
+        if rec.call_id not in in_cdr:
+            guessed += 1
+            await handle_record(rec)
     result = ReconcileResult(seen=seen, already_known=known, handled=handled, too_old=too_old,
-                             in_progress=busy, failed=failed, malformed=len(parsed.problems))
+                             in_progress=busy, failed=failed, malformed=len(parsed.problems),
+                             not_in_cdr=guessed)
     log.info("cdr_reconciled", since=since.isoformat(), **_fields(result))
     return result
 

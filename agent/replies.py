@@ -103,15 +103,24 @@ class ReplyHandler:
         sentiment: Callable[[str], float] | None = None,
     ) -> None:
         self._store = store
-        self._rules = rules
         self._gateways = gateways
         self._clock = clock
         self._metrics = metrics
         self._sentiment = sentiment or _Vader()
-        self._keywords: dict[str, KeywordAction] = {
+        self.rules = rules
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: RuleSet) -> None:
+        """A reloaded rules.yaml: its keywords, auto-replies and region from the next reply."""
+        keywords: dict[str, KeywordAction] = {
             k: KeywordAction(action=v) for k, v in BUILTIN_KEYWORDS.items()}
         for word, action in rules.config.replies.keywords.items():
-            self._keywords[normalise_keyword(word)] = action
+            keywords[normalise_keyword(word)] = action
+        self._rules, self._keywords = rules, keywords
 
     def _number(self, raw: str) -> str:
         info = classify(raw, self._rules.defaults.region)

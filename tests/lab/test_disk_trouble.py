@@ -55,7 +55,8 @@ async def _through_outage(loop: Loop, before: str, during: list[str], trouble, r
         for caller in during:
             await _busy_call(caller)
         # AMI is still read and every call tracked: the records exist, parked in memory.
-        await _until(lambda: len(loop.agent._unrecorded) == len(during))
+        await _until(lambda: loop.agent._store_failing
+                     and len(loop.agent._unrecorded) == len(during))
         assert {r.caller for r in loop.agent.records} >= set(during)
         status, body = await _get(loop, "/healthz")
         assert status == 503 and '"store"' in body and "unrecorded_calls" in body
