@@ -30,3 +30,27 @@ async def test_reload_refuses_a_bad_file_and_keeps_the_old_rules(tmp_path):
     assert agent.rules is not before and agent.replies.rules is agent.rules
     followup = next(r for r in agent.rules.rules if r.name == "support-followup")
     assert followup.match.min_talk.total_seconds() == 45
+
+
+async def test_reload_reaches_reply_keywords(tmp_path):
+    """A keyword added to rules.yaml works on the next reply, without a restart."""
+    from datetime import UTC, datetime
+
+    from agent.models import InboundSms
+
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(REPO / "rules.yaml", rules)
+    agent = AfterCallAgent(Settings(ami_secret="x", rules=rules, db=tmp_path / "a.db"))
+    await agent.store.open()
+    try:
+        halt = InboundSms(gateway="smsc", sender="+919812345670", recipient="ACMECO",
+                          text="HALT", received_at=datetime.now(UTC))
+        await agent.replies.handle(halt)
+        assert not await agent.store.is_opted_out("+919812345670")
+        rules.write_text(rules.read_text().replace("    STOP: opt_out\n",
+                                                   "    STOP: opt_out\n    HALT: opt_out\n"))
+        assert agent.reload_rules() is True
+        await agent.replies.handle(halt)
+        assert await agent.store.is_opted_out("+919812345670")
+    finally:
+        await agent.store.close()
