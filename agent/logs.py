@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any
 
@@ -11,7 +10,6 @@ import structlog
 
 from agent.sms.numbers import mask
 
-_NUMBER = re.compile(r"\+?\d{7,15}")
 _SECRET_KEYS = {"password", "secret", "auth_token", "token", "webhook_secret"}
 
 

@@ -4,8 +4,10 @@
     exten => s,n,AGI(agi://127.0.0.1:4573/attach?tag=vip&TICKET=${CRM_TICKET})
 
 ``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
-in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so the
-classic AGI script (``asterisk_conf/agi-bin/aftercall-attach``) and the CDR see the same values, and answers ``AFTERCALL_ATTACHED=1|0``.
+in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so later
+dialplan steps see them, and answers ``AFTERCALL_ATTACHED=1|0``. The CSV CDR does not log
+channel variables: for recovery from the CDR, use the classic AGI script
+(``asterisk_conf/agi-bin/aftercall-attach``), which also writes ``CDR(userfield)``.
 
 panoramisk's ``Application.handler`` spins forever on a peer that closes before sending its
 headers; this server reads them with a size and time bound, then hands the request to

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import IO, Self
 
+from agent.calls.hooks import TAG_KEYS
 from agent.calls.state import INCOMPLETE_VAR, extension, number
 from agent.errors import ProtocolError
 from agent.models import CallRecord, Direction, Disposition
@@ -70,7 +71,6 @@ MAX_ROWS_PER_CALL = 64
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _ANSWERED = "ANSWERED"
 _FAILED = frozenset({"FAILED", "CONGESTION"})
-_TAG_KEYS = frozenset({"tag", "tags"})
 
 
 class CdrRowError(ProtocolError):
@@ -214,18 +214,19 @@ def parse_userfield(value: str, *, tag_keys: Iterable[str] = ("SMS_TAG",)) -> tu
     tuple[str, ...], dict[str, str]
 ]:
     """``SMS_TAG=Support;TICKET=123`` -> tags ``("Support",)``, vars of every pair. Tags come
-    from ``tag``, ``tags`` and ``tag_keys`` (comma-separated allowed); parts without ``=`` or
+    from the hooks' keys (``tag``, ``tags``, ``name``, any case) and ``tag_keys``
+    (comma-separated allowed); parts without ``=`` or
     with an empty key or value are ignored (a userfield is free text to other tools)."""
     tags: list[str] = []
     vars_: dict[str, str] = {}
-    keys = _TAG_KEYS | set(tag_keys)
+    extra = set(tag_keys)
     for part in value.split(";"):
         key, eq, val = part.partition("=")
         key, val = key.strip(), val.strip()
         if not (eq and key and val):
             continue
         vars_[key] = val
-        if key in keys:
+        if key.lower() in TAG_KEYS or key in extra:
             tags.extend(t for t in (x.strip() for x in val.split(",")) if t and t not in tags)
     return tuple(tags), vars_
 

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl
 ATTACH_EVENT = "AftercallAttach"
 MAX_VALUE = 256
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_TAG_KEYS = frozenset({"tag", "tags", "name"})
+#: Keys whose values are tags (case-blind), here and in a CDR userfield (calls.cdr).
+TAG_KEYS = frozenset({"tag", "tags", "name"})
 
 
 def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict[str, str]]:
@@ -31,7 +32,7 @@ def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict
         value = value.strip()[:MAX_VALUE]
         if not value:
             continue
-        if key.lower() in _TAG_KEYS:
+        if key.lower() in TAG_KEYS:
             tags.extend(t.strip() for t in value.split(",") if t.strip())
         elif _VAR_NAME.match(key):
             variables[key] = value

@@ -34,9 +34,9 @@ from agent.gateways.presets.common import (
     HttpGatewayConfig,
     HttpRequest,
     Preset,
-    mask_number,
     mask_url,
 )
+from agent.logs import mask_number
 from agent.models import InboundSms, OutboundSms, Receipt, SubmitResult
 from agent.sms.encoding import analyze
 

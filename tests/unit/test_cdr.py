@@ -383,3 +383,9 @@ def test_tail_lines_feed_the_parser(tmp_path: Path) -> None:
     assert parsed.problems == () and len(parsed.rows) == 39
     assert [r.line for r in parsed.rows] == list(range(1, 40))
     assert max(r.end for r in parsed.rows) - min(r.start for r in parsed.rows) < timedelta(hours=2)
+
+
+def test_userfield_tags_use_the_hooks_keys() -> None:
+    # The same grammar as AGI(aftercall-attach,name=vip,Tag=x): case-blind tag keys.
+    tags, _ = parse_userfield("name=vip;TICKET=12;Tag=x")
+    assert tags == ("vip", "x")

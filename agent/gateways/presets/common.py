@@ -203,11 +203,6 @@ def mask_url(url: str | URL) -> str:
     return str(u)
 
 
-def mask_number(number: str) -> str:
-    """Keep the last four digits: enough to correlate, not enough to identify."""
-    return ("*" * max(0, len(number) - 4)) + number[-4:] if len(number) > 4 else "****"
-
-
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
     """One request a preset wants sent. ``form`` is urlencoded, ``json`` is a JSON body."""
