@@ -31,7 +31,7 @@ from agent.dispatch import Dispatcher
 from agent.errors import AftercallError, ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
-from agent.models import CallRecord, InboundSms, Trigger
+from agent.models import CallRecord, InboundSms, Receipt, Trigger
 from agent.reconcile import reconcile
 from agent.replies import ReplyHandler
 from agent.rules.engine import decide
@@ -39,6 +39,7 @@ from agent.rules.loader import RuleSet, load_rules
 from agent.settings import Settings, is_loopback
 from agent.sms.links import make_sync_link_factory
 from agent.sms.policy import Limits, RateLimit
+from agent.store.base import ReceiptOutcome
 from agent.store.sqlite import SqliteStore
 
 log = structlog.get_logger("aftercall.app")
@@ -114,6 +115,7 @@ class AfterCallAgent:
         self.store = SqliteStore(settings.db)
         self.gateways = build_gateways(self.rules, settings)
         rl = d.rate_limits
+        self.metrics = Metrics()
         self.dispatcher = Dispatcher(
             self.store, self.gateways,
             backups={n: g.backup for n, g in self.rules.config.gateways.items() if g.backup},
@@ -121,11 +123,12 @@ class AfterCallAgent:
                 per_number=RateLimit(rl.per_number.count, rl.per_number.per) if rl.per_number else None,
                 global_=RateLimit(rl.global_.count, rl.global_.per) if rl.global_ else None,
             ),
-            dry_run=dry_run, clock=clock,
+            dry_run=dry_run, clock=clock, metrics=self.metrics,
         )
         self.ami = AmiClient(config_from_settings(settings), on_login=self._on_login)
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
-        self.metrics = Metrics()
+        # Read when /metrics is scraped, not set on every AMI event.
+        self.metrics.on_scrape(self._ami_metrics)
         self.replies = ReplyHandler(self.store, self.rules, self.gateways, clock=clock,
                                     metrics=self.metrics)
         self.http_port: int | None = None
@@ -140,7 +143,6 @@ class AfterCallAgent:
     # -- the call path ------------------------------------------------------------------------
 
     async def handle_event(self, event: Any) -> None:
-        self.metrics.ami_queue(self.ami.queue.qsize())
         for record in self.tracker.feed(event):
             await self.handle_record(record)
 
@@ -270,6 +272,16 @@ class AfterCallAgent:
         )
         return result
 
+    def _ami_metrics(self) -> None:
+        self.metrics.ami_queue(self.ami.queue.qsize())
+        self.metrics.ami_dropped_total(self.ami.stats.dropped)
+
+    async def _on_gateway_receipt(self, receipt: Receipt) -> ReceiptOutcome:
+        """SMPP receipts (HTTP ones are counted by the webhook that took them)."""
+        outcome = await self.dispatcher.on_receipt(receipt)
+        self.metrics.receipt(receipt.state)
+        return outcome
+
     async def _on_inbound(self, sms: InboundSms) -> None:
         await self.replies.handle(sms)
 
@@ -348,7 +360,7 @@ class AfterCallAgent:
         await self.store.open()
         try:
             for gw in self.gateways.values():
-                await gw.start(self.dispatcher.on_receipt, self._on_inbound)
+                await gw.start(self._on_gateway_receipt, self._on_inbound)
             await self.agi.start()
             runner = await self._start_web()
             async with asyncio.TaskGroup() as tg:

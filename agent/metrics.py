@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +27,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._refresh: list[Callable[[], None]] = []
+        self._ami_dropped_seen = 0
         r = self.registry
         self.calls = Counter(
             "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
@@ -86,8 +90,15 @@ class Metrics:
     def ami_reconnected(self) -> None:
         self.ami_reconnects.inc()
 
-    def ami_dropped(self, count: int = 1) -> None:
-        self.ami_events_dropped.inc(count)
+    def ami_dropped_total(self, total: int) -> None:
+        """The AMI client's own count of dropped events; the counter catches up to it."""
+        if total > self._ami_dropped_seen:
+            self.ami_events_dropped.inc(total - self._ami_dropped_seen)
+            self._ami_dropped_seen = total
+
+    def on_scrape(self, refresh: Callable[[], None]) -> None:
+        """``refresh`` runs before each render: for figures cheaper to read than to track."""
+        self._refresh.append(refresh)
 
     def receipt(self, state: ReceiptState | str) -> None:
         self.receipts.labels(state=str(state)).inc()
@@ -106,4 +117,6 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``GET /metrics``."""
+        for refresh in self._refresh:
+            refresh()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -11,8 +11,9 @@ keeps panoramisk's protocol and message parsing and replaces the rest:
   resyncs calls in progress with CoreShowChannels there);
 - every action has a timeout; actions while disconnected fail fast with ``AmiDisconnected``;
 - the reader only parses and ``put_nowait``s events into a bounded queue; if the consumer falls
-  that far behind, events are dropped *and counted* (the CDR reconciliation covers the gap)
-  rather than letting Asterisk cut us off after ``writetimeout``.
+  that far behind, events are dropped *and counted* rather than letting Asterisk cut us off
+  after ``writetimeout``, and the first drop counts as a lost link: reconnect, resync, and the
+  CDR reconciliation covers the gap from that moment.
 """
 
 from __future__ import annotations
@@ -252,9 +253,15 @@ class AmiClient:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
+            if not self._lost.is_set():
+                # The tracker's view now has a hole: treat it like a lost link, from this
+                # moment. The reconnect resyncs calls in progress and the CDR reconciliation
+                # recovers the calls that ended in the hole.
+                self._gap_since = time.monotonic()
+                self.stats.disconnected_at = time.time()
                 log.error("ami_events_dropped", dropped=self.stats.dropped,
-                          queue_size=self.config.queue_size)
+                          queue_size=self.config.queue_size, action="reconnecting")
+                self._lost.set()
 
     async def run(self) -> None:
         """Stay connected until ``close()``; ``AmiLoginError`` is fatal and propagates."""

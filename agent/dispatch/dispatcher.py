@@ -16,6 +16,7 @@ from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
 from agent.dispatch.sender import SendMixin
 from agent.errors import ConfigError, StoreError
 from agent.gateways.base import Gateway
+from agent.metrics import Metrics
 from agent.models import Receipt
 from agent.sms.policy import Limits
 from agent.store.base import MessageRow, ReceiptOutcome, Store
@@ -43,6 +44,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         poll_interval: float = 1.0,
         ready_wait: float = 10.0,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         backups = dict(backups or {})
         for primary, backup in backups.items():
@@ -61,6 +63,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._expiry = expiry
         self._poll = poll_interval
         self._ready_wait = ready_wait
+        self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
         # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it.
         sizes = {
@@ -95,6 +98,8 @@ class Dispatcher(IntakeMixin, SendMixin):
         """Gateway receipt handler. Raises StoreError if it cannot be recorded, so the gateway
         can refuse the receipt and let the SMSC deliver it again."""
         outcome = await self._store.apply_receipt(receipt, now=self._clock())
+        if self._metrics is not None and outcome.changed and outcome.message is not None:
+            self._metrics.message_state(outcome.message.state, outcome.message.reason)
         msg = outcome.message
         log.info(
             "receipt_received",

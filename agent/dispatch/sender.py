@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from agent.errors import (
     StoreError,
 )
 from agent.gateways.base import Gateway
+from agent.metrics import Metrics
 from agent.models import MessageState, OutboundSms
 from agent.store.base import MessageRow, Store
 
@@ -44,6 +46,7 @@ class SendMixin:
     _failed_over: set[str]
     _next_due: datetime | None
     _stopping: bool
+    _metrics: Metrics | None
 
     if TYPE_CHECKING:
         def wake(self) -> None: ...
@@ -158,6 +161,7 @@ class SendMixin:
             "attempt": row.attempts,
         }
         try:
+            started = time.perf_counter()
             result = await self._gateways[name].submit(sms)
         except GatewayTemporaryError as exc:
             await self._retry(row, name, exc)
@@ -195,6 +199,11 @@ class SendMixin:
             # Left mid-submit in the store: it turns ambiguous at the next start, never resent.
             log.error("sms_submitted_unrecorded", smsc_ids=list(result.smsc_ids), **fields)
             return
+        if self._metrics is not None:
+            self._metrics.gateway_submitted(name, time.perf_counter() - started)
+            self._metrics.message_state(MessageState.SUBMITTED)
+            if latency is not None:
+                self._metrics.hangup_to_submit(latency / 1000.0)
         log.info(
             "sms_submitted",
             smsc_ids=list(result.smsc_ids),
@@ -290,6 +299,8 @@ class SendMixin:
             next_attempt_at=None,
             error_code=None if code is None else str(code),
         )
+        if self._metrics is not None:
+            self._metrics.message_state(state, reason)
         if state is MessageState.SUPPRESSED:
             log.info(
                 "sms_suppressed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 
 import pytest
@@ -118,3 +119,24 @@ def test_backoff_is_capped_and_jittered():
     assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and max(delays) == 4.0
     b2 = Backoff(initial=0.5, maximum=4.0, rng=lambda: 0.0)
     assert [b2.next() for _ in range(3)] == [0.25, 0.5, 1.0]
+
+
+async def test_dropped_events_count_as_a_lost_link(fake):
+    """A hole in the event stream must not go unnoticed while TCP stays up: the first drop
+    rebuilds the connection, so on_login resyncs and the CDR pass covers the gap from then."""
+    logins: list[float | None] = []
+
+    async def on_login(client: AmiClient) -> None:
+        logins.append(client.stats.disconnected_at)
+
+    client = AmiClient(_cfg(fake.port, queue_size=2), on_login=on_login)
+    task = asyncio.create_task(client.run())
+    await _until(lambda: len(logins) == 1)
+    before = time.time()
+    for i in range(4):  # nobody consumes: two fit, two are dropped
+        await fake.send_event(f"Event: Newchannel\r\nUniqueid: {i}\r\nLinkedid: {i}\r\n\r\n")
+    await _until(lambda: len(logins) == 2)
+    assert client.stats.dropped >= 2 and client.stats.reconnects == 1
+    assert logins[1] is not None and logins[1] >= before  # the gap starts at the first drop
+    await client.close()
+    task.cancel()

@@ -590,3 +590,23 @@ async def test_operator_resends_or_drops_ambiguous_messages(
     assert [m.message_id for m in gw.calls] == [ids[0]]
     events = [e.reason for e in await store.message_events(ids[0])]
     assert "interrupted" in events and "operator_resend" in events
+
+
+async def test_metrics_follow_the_message(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """Submit time per gateway, hangup -> submit, and every state a row enters after intake."""
+    from agent.metrics import Metrics
+
+    metrics = Metrics()
+    disp = dispatcher(store, FakeGateway("smsc"), metrics=metrics)
+    running(disp)
+    [row] = await disp.handle([make_decision()])
+    sent = await wait_state(store, row.id, MessageState.SUBMITTED)
+    await disp.on_receipt(Receipt(gateway="smsc", smsc_id=sent.smsc_ids[0],
+                                  state=ReceiptState.DELIVERED))
+    text = metrics.render()[0].decode()
+    assert "aftercall_hangup_to_submit_seconds_count 1.0" in text
+    assert 'aftercall_gateway_submit_seconds_count{gateway="smsc"} 1.0' in text
+    assert 'aftercall_messages_total{reason="",state="submitted"} 1.0' in text
+    assert 'aftercall_messages_total{reason="receipt",state="delivered"} 1.0' in text
