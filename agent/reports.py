@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
@@ -70,11 +70,12 @@ from agent.report_render import (
 )
 from agent.sms.numbers import mask
 from agent.store.base import MessageFilter
+from agent.store.sqlite.rows import _dt, ts
 
 __all__ = [
     "EXPORT_COLUMNS", "SENTIMENT_THRESHOLD", "DayPoint", "FactRow", "Figures", "Format", "Report",
     "ReportReader", "build_report", "compute_report", "export_messages", "fact_rows", "figures",
-    "message_rows", "percentile", "render_csv", "render_json", "render_messages", "render_report",
+    "message_rows", "parse_states", "parse_when", "percentile", "render_csv", "render_json", "render_messages", "render_report",
     "render_table", "sentiment_label",
 ]
 
@@ -83,17 +84,26 @@ class _HasPath(Protocol):
     path: Path
 
 
-def _ts(dt: datetime | None) -> str | None:
-    # The store's fixed-width UTC form, so comparisons are string comparisons on indexed text.
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def parse_when(value: str, *, end: bool = False) -> datetime:
+    """An ISO date or date-time from a flag or query string (UTC unless it says otherwise); a
+    bare date as an end means the end of that day. ValueError names what was expected."""
+    try:
+        if len(value) == 10:
+            return datetime.combine(datetime.fromisoformat(value).date(),
+                                    time.max if end else time.min, UTC)
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("expected an ISO date (2024-05-01) or date-time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _dt(v: str | None) -> datetime | None:
-    return None if v is None else datetime.fromisoformat(v)
+def parse_states(value: str) -> list[MessageState]:
+    """``delivered,failed`` -> states; ValueError lists the valid ones."""
+    try:
+        return [MessageState(s.strip()) for s in value.split(",") if s.strip()]
+    except ValueError:
+        choices = ", ".join(s.value for s in MessageState)
+        raise ValueError(f"expected one or more of {choices}") from None
 
 
 class ReportReader:
@@ -155,10 +165,10 @@ def _where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
             params.append(value)
     if f.since is not None:
         where.append(f"{alias}.created_at >= ?")
-        params.append(_ts(f.since))
+        params.append(ts(f.since))
     if f.until is not None:
         where.append(f"{alias}.created_at < ?")
-        params.append(_ts(f.until))
+        params.append(ts(f.until))
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 

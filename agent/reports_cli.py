@@ -8,14 +8,21 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from agent.errors import AftercallError
 from agent.models import MessageState
-from agent.reports import ReportReader, build_report, export_messages, render_report
+from agent.reports import (
+    ReportReader,
+    build_report,
+    export_messages,
+    parse_states,
+    parse_when,
+    render_report,
+)
 from agent.sms.numbers import classify
 from agent.store.base import MessageFilter
 from agent.store.sqlite import SqliteStore
@@ -30,16 +37,18 @@ def _default_db() -> str:
 def _when(end: bool) -> Callable[[str], datetime]:
     def parse(v: str) -> datetime:
         try:
-            if len(v) == 10:
-                return datetime.combine(datetime.fromisoformat(v).date(),
-                                        time.max if end else time.min, UTC)
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{v!r}: expected an ISO date (2024-05-01) or date-time") from None
-        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+            return parse_when(v, end=end)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{v!r}: {exc}") from None
 
     return parse
+
+
+def _states(v: str) -> list[MessageState]:
+    try:
+        return parse_states(v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{v!r}: {exc}") from None
 
 
 def _decimal(v: str) -> Decimal:
@@ -91,8 +100,7 @@ def report(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
-        states = [MessageState(s) for s in args.status.split(",")] if args.status else None
-        f = MessageFilter(states=states, rule=args.rule, gateway=args.gateway, since=args.since,
+        f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, since=args.since,
                           until=args.until, limit=None, newest_first=False)
         async with SqliteStore(args.db) as store:
             text = await export_messages(store, f, args.format, unmasked=not args.mask)
@@ -107,6 +115,7 @@ def export(args: argparse.Namespace) -> int:
 
 def optout(args: argparse.Namespace) -> int:
     async def go() -> int:
+        _need_db(args.db)
         async with SqliteStore(args.db) as store:
             if args.action == "list":
                 async with ReportReader.for_store(store) as reader:
@@ -128,6 +137,7 @@ def optout(args: argparse.Namespace) -> int:
 
 def dnd(args: argparse.Namespace) -> int:
     async def go() -> int:
+        _need_db(args.db)
         async with SqliteStore(args.db) as store:
             if args.action == "import":
                 res = await store.import_dnd_csv(args.file, region=args.region)
@@ -221,7 +231,8 @@ def add_cli(subparsers: Any) -> None:
     _common(exp)
     _window(exp)
     exp.add_argument("--format", choices=("csv", "json"), default="csv")
-    exp.add_argument("--status", help="comma-separated states, e.g. delivered,failed")
+    exp.add_argument("--status", type=_states,
+                     help="comma-separated states, e.g. delivered,failed")
     exp.add_argument("--mask", action="store_true", help="mask phone numbers")
     exp.add_argument("-o", "--output", help="write here instead of stdout")
     exp.set_defaults(handler=export)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -12,7 +12,7 @@ from aiohttp import web
 
 from agent.errors import AftercallError
 from agent.models import MessageState
-from agent.reports import ReportReader, build_report, message_rows
+from agent.reports import ReportReader, build_report, message_rows, parse_states, parse_when
 from agent.store.base import MessageFilter
 from agent.web.hooks import DEPS
 
@@ -35,14 +35,9 @@ def _time(q: Mapping[str, str], name: str, *, end: bool = False) -> datetime | N
     if not v:
         return None
     try:
-        if len(v) == 10:
-            d = datetime.fromisoformat(v).date()
-            out = datetime.combine(d, time.max if end else time.min, UTC)
-            return out
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadParam(name, "expected an ISO date (2024-05-01) or date-time") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_when(v, end=end)
+    except ValueError as exc:
+        raise BadParam(name, str(exc)) from None
 
 
 def _states(q: Mapping[str, str]) -> list[MessageState] | None:
@@ -50,10 +45,9 @@ def _states(q: Mapping[str, str]) -> list[MessageState] | None:
     if not v:
         return None
     try:
-        return [MessageState(s.strip()) for s in v.split(",") if s.strip()]
-    except ValueError:
-        choices = ", ".join(s.value for s in MessageState)
-        raise BadParam("status", f"expected one or more of {choices}") from None
+        return parse_states(v)
+    except ValueError as exc:
+        raise BadParam("status", str(exc)) from None
 
 
 def _limit(q: Mapping[str, str]) -> int:

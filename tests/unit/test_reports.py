@@ -121,3 +121,21 @@ async def test_cli_export_csv_parses_one_row_per_message(
     assert await store.is_dnd("+919876543210")
     assert await asyncio.to_thread(run, "export", "--db", str(tmp_path / "none.db")) == 1
     assert "no such database" in capsys.readouterr().err
+
+
+def test_cli_names_a_bad_status_and_a_missing_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from agent import reports_cli
+
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["export", "--status", "bogus"])
+    assert exit_.value.code == 2 and "expected one or more of queued" in capsys.readouterr().err
+    missing = tmp_path / "typo.db"
+    args = parser.parse_args(["optout", "--db", str(missing), "list"])
+    assert args.handler(args) == 1
+    assert "no such database" in capsys.readouterr().err and not missing.exists()
