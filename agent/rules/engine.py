@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from agent.calls.state import extension as agent_extension
 from agent.models import CallRecord, Decision, RecipientKind, SuppressReason
 from agent.rules import schema
 from agent.rules.loader import RuleSet
@@ -22,8 +23,6 @@ from agent.sms.encoding import analyze
 from agent.sms.numbers import classify
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# Asterisk channel names carry a unique suffix after the device: PJSIP/2001-0000000a.
-_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +34,6 @@ class RuleTrace:
     reason: str | None  # the first condition that failed, as a sentence; None when matched
     decisions: tuple[Decision, ...] = ()
     skipped: tuple[str, ...] = ()  # recipients an earlier rule already took
-
-
-def agent_extension(agent: str | None) -> str | None:
-    """ "PJSIP/2001-0000000a", "Local/2001@from-queue", "2001" -> "2001"."""
-    if not agent:
-        return None
-    ext = agent.rsplit("/", 1)[-1].split("@", 1)[0]
-    return _CHANNEL_SUFFIX.sub("", ext) or None
 
 
 def _digits(number: str | None) -> str:
