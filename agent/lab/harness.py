@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from agent.app import AfterCallAgent
 from agent.lab.lab import Lab
-from agent.lab.sipp import AgentPhones
+from agent.lab.sipp import DID_BUSY, AgentPhones
 from agent.settings import Settings
 from agent.sim.core import FaultConfig, SimMessage
 from agent.sim.main import RunningSim, start_sim
@@ -41,6 +41,50 @@ def rules_with_quiet_hours(src: Path, dst: Path, *, night_now: bool, tz: str = "
     )
     dst.write_text(text)
     return dst
+
+
+def rules_with(workdir: Path, *edits: tuple[str, str], first_rule: str | None = None,
+               night: bool = False) -> Path:
+    """A test's rules.yaml: this repository's, quiet hours as ``night`` asks, each ``(old, new)``
+    replaced once (an ``old`` that is not there fails loudly: rules.yaml changed under the
+    test), and ``first_rule`` (YAML of one list item) put before every other rule."""
+    path = rules_with_quiet_hours(REPO / "rules.yaml", workdir / "rules.yaml", night_now=night)
+    text = path.read_text()
+    for old, new in edits:
+        if old not in text:
+            raise AssertionError(f"rules.yaml no longer contains {old!r}")
+        text = text.replace(old, new, 1)
+    if first_rule is not None:
+        text = re.sub(r"^rules:.*$", lambda m: m.group(0) + "\n" + first_rule.rstrip("\n"),
+                      text, count=1, flags=re.MULTILINE)
+    path.write_text(text)
+    return path
+
+
+def busy_line_rule(max_age_s: float) -> str:
+    """A rule (YAML) for the lab's busy DID with a short max_age: "older than max_age" within
+    a test's few seconds."""
+    return (f"  - name: busy-sorry\n    match: {{did: [\"{DID_BUSY}\"]}}\n"
+            "    send: {to: caller, template: sorry_we_missed_you}\n"
+            f"    max_age: {max_age_s:g}s\n")
+
+
+async def until(predicate: Callable[[], object], timeout: float = 20.0,
+                show: Callable[[], object] | None = None) -> None:
+    """Poll ``predicate`` every 50 ms until it is true; after ``timeout`` fail, with ``show()``
+    (what the test was waiting on) in the message."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not reached within {timeout}s: {show() if show else ''}") from None
+
+
+def handset(sim: RunningSim, number: str) -> list[SimMessage]:
+    """What the simulator delivered to one handset (reassembled)."""
+    digits = number.lstrip("+")
+    return [m for m in sim.core.messages if m.dest.lstrip("+") == digits]
 
 
 @dataclass
@@ -73,14 +117,7 @@ class Loop:
             raise TimeoutError(f"rows did not settle within {timeout}s:\n{summary}") from None
 
     def handset(self, number: str) -> list[SimMessage]:
-        """What the simulator delivered to one handset (reassembled)."""
-        digits = number.lstrip("+")
-        return [m for m in self.sim.core.messages if m.dest.lstrip("+") == digits]
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.wait_for(self._task, 15)
-        await self.sim.stop()
+        return handset(self.sim, number)
 
 
 @asynccontextmanager

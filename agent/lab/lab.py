@@ -269,10 +269,6 @@ class Lab:
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
 
-    def restart_asterisk(self, *, timeout: float = 30.0) -> None:
-        """``core restart now``: the same PID re-execs, AMI goes away and comes back."""
-        self.cli("core restart now", timeout=5)
-
     def _reap_strays(self) -> None:
         if not self.root.exists():
             return

@@ -77,7 +77,7 @@ async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=p
     await ami.connect(lab.secret())
     pump = asyncio.create_task(ami.pump())
     cdr_from = lab.cdr_csv.stat().st_size if lab.cdr_csv.exists() else 0
-    with sipp.AgentPhones(agent_hangup_ms=2000) as phones:
+    with sipp.AgentPhones(agent_hangup_ms=2000):
         for sc in SCENARIOS:
             if names and sc.name not in names:
                 continue

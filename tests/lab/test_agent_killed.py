@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import REPO, rules_with_quiet_hours
+from agent.lab.harness import REPO, busy_line_rule, handset, rules_with, until
 from agent.sim.main import RunningSim, start_sim
 
 pytestmark = pytest.mark.lab
@@ -82,17 +82,8 @@ class AgentProcess:
 def kill_rules(workdir: Path) -> Path:
     """rules.yaml with window 1 on the SMSC (one in flight, the next queued behind it) and a
     short max_age for the busy line, so "older than max_age" happens within the test."""
-    path = rules_with_quiet_hours(REPO / "rules.yaml", workdir / "rules.yaml", night_now=False)
-    text = path.read_text()
-    busy_rule = (f"  - name: busy-sorry\n    match: {{did: [\"{sipp.DID_BUSY}\"]}}\n"
-                 f"    send: {{to: caller, template: sorry_we_missed_you}}\n"
-                 f"    max_age: {BUSY_MAX_AGE_S}s\n\n  - name: missed-call-sorry\n")
-    for old, new in (("    window: 10\n", "    window: 1\n"),
-                     ("  - name: missed-call-sorry\n", busy_rule)):
-        assert old in text, old
-        text = text.replace(old, new)
-    path.write_text(text)
-    return path
+    return rules_with(workdir, ("    window: 10\n", "    window: 1\n"),
+                      first_rule=busy_line_rule(BUSY_MAX_AGE_S))
 
 
 NUMBERS = {f"+9198110006{i:02d}" for i in range(1, 6)}
@@ -111,17 +102,8 @@ def rows(db: Path) -> dict[str, list[tuple[str, str, str | None, bool, int]]]:
         return out
 
 
-async def until(predicate, timeout: float = 30.0, show=None) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
-
-
 def delivered_to(sim: RunningSim, number: str) -> int:
-    return sum(1 for m in sim.core.messages if m.dest.lstrip("+") == number.lstrip("+"))
+    return len(handset(sim, number))
 
 
 async def abandoned(caller: str, ms: int = 300) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import REPO, rules_with_quiet_hours, running_loop
+from agent.lab.harness import rules_with, running_loop, until
 from agent.models import MessageState, Trigger
 
 pytestmark = pytest.mark.lab
@@ -58,13 +58,6 @@ class CuttableProxy:
         self.server.close()
 
 
-async def _until(cond, timeout=20.0):
-    async def poll():
-        while not cond():
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(poll(), timeout)
-
-
 def _sorry(rows, number):
     return [r for r in rows if r.number == number and r.rule == "missed-call-sorry"]
 
@@ -76,13 +69,13 @@ async def test_cut_connection_reconnects_and_the_gap_is_recovered_from_cdr(tmp_p
         # While AMI is cut (and stays refused), a call starts and ends unseen.
         proxy.blocked = True
         proxy.cut()
-        await _until(lambda: not loop.agent.ami.connected)
+        await until(lambda: not loop.agent.ami.connected)
         gap_caller = "+919811000031"
         r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=gap_caller,
                                   duration_ms=500)
         assert r.ok
         proxy.blocked = False
-        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        await until(lambda: loop.agent.ami.stats.logins >= 2)
         rows = await loop.wait_rows(lambda rs: any(r.state is MessageState.DELIVERED
                                                    for r in _sorry(rs, gap_caller)))
         (row,) = _sorry(rows, gap_caller)
@@ -102,7 +95,7 @@ async def test_asterisk_restart_is_survived(tmp_path, lab):
     async with running_loop(tmp_path, cdr=True) as loop:
         logins = loop.agent.ami.stats.logins
         await asyncio.to_thread(lab.cli, "core restart now")
-        await _until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
+        await until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
         caller = "+919811000033"
         r = await sipp.place_call(sipp.TALK, sipp.DID_BILLING, caller=caller, duration_ms=500)
         assert r.ok, r.output
@@ -150,7 +143,7 @@ async def test_stream_of_calls_through_a_cut_and_a_restart(tmp_path, lab):
 
         proxy.blocked = True  # AMI cut; calls go on unseen
         proxy.cut()
-        await _until(lambda: not loop.agent.ami.connected)
+        await until(lambda: not loop.agent.ami.connected)
         gap = callers(2)
         assert all(await pair(gap))
         must += gap
@@ -159,7 +152,7 @@ async def test_stream_of_calls_through_a_cut_and_a_restart(tmp_path, lab):
         up = asyncio.create_task(pair(spanning, ms=3000))
         await calls_up(lab, 2)
         proxy.blocked = False
-        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        await until(lambda: loop.agent.ami.stats.logins >= 2)
         assert all(await up)
         must += spanning
 
@@ -170,7 +163,7 @@ async def test_stream_of_calls_through_a_cut_and_a_restart(tmp_path, lab):
         await asyncio.to_thread(lab.cli, "core restart now")
         await up
         torn += doomed
-        await _until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
+        await until(lambda: loop.agent.ami.stats.logins > logins, timeout=30)
 
         after = callers(2)
         assert all(await pair(after))
@@ -192,26 +185,23 @@ async def test_a_call_that_ends_during_a_cut_is_judged_by_the_cdr_not_by_a_guess
     """The tracker saw the answer, then the link went down and the caller hung up 3.5 s into
     the call. From what it saw, the call talked for well under a second; Master.csv says 3 s.
     The rule (talk >= 2 s) must get the CDR's answer."""
-    rules = rules_with_quiet_hours(REPO / "rules.yaml", tmp_path / "rules.yaml", night_now=False)
-    text = rules.read_text()
-    rule = ('  - name: direct-call-feedback\n    match: {did: ["%s"], disposition: [answered],'
-            ' min_talk: 2s}\n    send: {to: caller, template: feedback}\n\n' % sipp.DID_DIRECT)
-    rules.write_text(text.replace("  - name: appointment-confirmation\n",
-                                  rule + "  - name: appointment-confirmation\n", 1))
+    rules = rules_with(tmp_path, first_rule=(
+        '  - name: direct-call-feedback\n    match: {did: ["%s"], disposition: [answered],'
+        ' min_talk: 2s}\n    send: {to: caller, template: feedback}\n' % sipp.DID_DIRECT))
     proxy = CuttableProxy()
     port = await proxy.start()
     caller = "+919811000051"
     async with running_loop(tmp_path, rules=rules, ami_port=port, cdr=True) as loop:
         call = asyncio.create_task(sipp.place_call(sipp.TALK, sipp.DID_DIRECT, caller=caller,
                                                    duration_ms=3500))
-        await _until(lambda: any(r.caller == caller and r.trigger is Trigger.CALL_CONNECTED
+        await until(lambda: any(r.caller == caller and r.trigger is Trigger.CALL_CONNECTED
                                  for r in loop.agent.records))
         proxy.blocked = True
         proxy.cut()
-        await _until(lambda: not loop.agent.ami.connected)
+        await until(lambda: not loop.agent.ami.connected)
         assert (await call).ok
         proxy.blocked = False
-        await _until(lambda: loop.agent.ami.stats.logins >= 2)
+        await until(lambda: loop.agent.ami.stats.logins >= 2)
         rows = await loop.wait_rows(lambda rs: any(
             r.rule == "direct-call-feedback" and r.state is MessageState.DELIVERED for r in rs))
         [row] = [r for r in rows if r.number == caller]

@@ -4,7 +4,6 @@ nothing it cannot record, and catches up once the store takes writes again."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ import aiohttp
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import Loop, running_loop
+from agent.lab.harness import Loop, running_loop, until
 from agent.models import MessageState
 
 pytestmark = pytest.mark.lab
@@ -37,12 +36,6 @@ async def _busy_call(caller: str) -> None:
     assert r.returncode in (0, 1), r.output  # SIPp's caller sees the 486 it expects
 
 
-async def _until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-
 def _sent(loop: Loop, caller: str) -> bool:
     return len(loop.handset(caller)) >= 1
 
@@ -50,13 +43,13 @@ def _sent(loop: Loop, caller: str) -> bool:
 async def _through_outage(loop: Loop, before: str, during: list[str], trouble, relief) -> None:  # type: ignore[no-untyped-def]
     """One call before the trouble, calls during it, then relief; checks every step."""
     await _busy_call(before)
-    await _until(lambda: _sent(loop, before))
+    await until(lambda: _sent(loop, before), timeout=30)
     with trouble():
         for caller in during:
             await _busy_call(caller)
         # AMI is still read and every call tracked: the records exist, parked in memory.
-        await _until(lambda: loop.agent._store_failing
-                     and len(loop.agent._unrecorded) == len(during))
+        await until(lambda: loop.agent._store_failing
+                    and len(loop.agent._unrecorded) == len(during), timeout=30)
         assert {r.caller for r in loop.agent.records} >= set(during)
         status, body = await _get(loop, "/healthz")
         assert status == 503 and '"store"' in body and "unrecorded_calls" in body
@@ -66,7 +59,7 @@ async def _through_outage(loop: Loop, before: str, during: list[str], trouble, r
         # Nothing reached a handset without a row behind it.
         assert all(loop.handset(c) == [] for c in during)
         relief()
-        await _until(lambda: all(_sent(loop, c) for c in during))
+        await until(lambda: all(_sent(loop, c) for c in during), timeout=30)
     rows = await loop.wait_rows(lambda rs: all(
         any(r.number == c and r.state is MessageState.DELIVERED for r in rs) for c in during))
     for caller in [before, *during]:

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from agent.lab import sipp
-from agent.lab.harness import Loop, running_loop
+from agent.lab.harness import running_loop
 from agent.models import MessageState
 
 pytestmark = [pytest.mark.lab, pytest.mark.asyncio(loop_scope="module")]
@@ -132,9 +132,9 @@ async def test_no_second_sms_when_the_same_calls_are_handled_again(day, workdir)
     loop, rows = day
     before = len(loop.sim.core.messages)
     records = list(loop.agent.records)
-    from agent.app import AfterCallAgent
-
     import dataclasses
+
+    from agent.app import AfterCallAgent
 
     again = AfterCallAgent(dataclasses.replace(loop.settings, agi_port=0))
     stop = asyncio.Event()
