@@ -31,7 +31,6 @@ import enum
 import hashlib
 import hmac
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 from agent.errors import AftercallError, ProtocolError
 from agent.gateways.presets import generic, jasmin, kannel, twilio
 from agent.gateways.presets.common import HttpGatewayConfig, Preset, callback_token
+from agent.gateways.smpp.sm import parse_receipt_date, parse_receipt_fields
 from agent.models import InboundSms, Receipt, ReceiptState
 from agent.sms.encoding import decode_ucs2
 
@@ -179,24 +179,6 @@ def _unix_time(value: str | None) -> datetime | None:
         return None
 
 
-def _smpp_date(value: str | None) -> datetime | None:
-    """YYMMDDhhmm[ss] as in SMPP receipts; the SMSC's zone is unknown, UTC is assumed."""
-    if not value or not value.isdigit() or len(value) not in (10, 12):
-        return None
-    try:
-        fmt = "%y%m%d%H%M%S" if len(value) == 12 else "%y%m%d%H%M"
-        return datetime.strptime(value, fmt).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-_RECEIPT_FIELD = re.compile(r"(id|stat|err|done date):(\S+)")
-
-
-def _smpp_receipt_fields(text: str) -> dict[str, str]:
-    return {k: v for k, v in _RECEIPT_FIELD.findall(text)}
-
-
 def _json_body(req: WebhookRequest, where: str) -> Any:
     try:
         return json.loads(req.body)
@@ -316,7 +298,7 @@ def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
         if dlr_type is None:
             raise WebhookPayloadError(f"{where}: field 'type' is {type_s[:20]!r}, expected the DLR type number")
         answer = _opt(p, "answer") or ""
-        fields = _smpp_receipt_fields(answer)
+        fields = parse_receipt_fields(answer)
         return Receipt(
             gateway=config.name, state=kannel.receipt_state(dlr_type, fields.get("stat")),
             smsc_id=_opt(p, "fid") or fields.get("id"), message_id=_field(p, "mid", where),
@@ -327,7 +309,7 @@ def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
         return Receipt(
             gateway=config.name, state=jasmin.receipt_state(status), smsc_id=_field(p, "id", where),
             message_id=_opt(p, "mid"), error_code=_opt(p, "err"),
-            done_at=_smpp_date(_opt(p, "donedate")), raw=raw,
+            done_at=parse_receipt_date(_opt(p, "donedate")), raw=raw,
         )
     if config.preset is Preset.TWILIO:
         _check_account(config, p, where)
@@ -335,7 +317,7 @@ def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
         return Receipt(
             gateway=config.name, state=twilio.STATUS_STATES.get(status, ReceiptState.UNKNOWN),
             smsc_id=_field(p, "MessageSid", where), message_id=_opt(p, "mid"),
-            error_code=_opt(p, "ErrorCode"), done_at=_smpp_date(_opt(p, "RawDlrDoneDate")),
+            error_code=_opt(p, "ErrorCode"), done_at=parse_receipt_date(_opt(p, "RawDlrDoneDate")),
             raw=raw,
         )
     doc = _json_body(req, where)

@@ -19,6 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from agent.gateways.presets import generic, jasmin, twilio
+from agent.gateways.smpp.sm import build_receipt_text
 from agent.sim.core import ESME_RTHROTTLED, SimCore
 from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2, is_gsm7
 
@@ -217,13 +218,6 @@ async def _kannel_send(request: web.Request) -> web.StreamResponse:
     return web.Response(status=202, text="0: Accepted for delivery")
 
 
-def _receipt_text(smsc_id: str, stat: str, err: str, text: str, at: datetime) -> str:
-    d = at.strftime("%y%m%d%H%M")
-    dlvrd = "001" if stat == "DELIVRD" else "000"
-    return (f"id:{smsc_id} sub:001 dlvrd:{dlvrd} submit date:{d} done date:{d} stat:{stat} "
-            f"err:{err} text:{text[:20]}")
-
-
 async def _kannel_receipts(state: SimHttpState, smsc_id: str, url: str, mask: int, sender: str,
                            to: str, text: str) -> None:
     def fill(dlr_type: int, answer: str) -> str:
@@ -236,7 +230,9 @@ async def _kannel_receipts(state: SimHttpState, smsc_id: str, url: str, mask: in
     async for _, stat, err in _due(state, smsc_id):
         dlr_type = _KANNEL_TYPE.get(stat, 2)
         if mask & dlr_type:
-            answer = _receipt_text(smsc_id, stat, err, text, datetime.now(UTC))
+            now = datetime.now(UTC)
+            answer = build_receipt_text(smsc_id=smsc_id, stat=stat, err=err, submitted=now,
+                                        done=now, text=text)
             await _callback(state, "kannel", "receipt", "GET", fill(dlr_type, answer), expect=None)
 
 

@@ -12,6 +12,7 @@ from agent.gateways.presets.common import (
     error_for_status,
     format_number,
 )
+from agent.gateways.smpp.sm import STAT_STATES
 from agent.models import OutboundSms, ReceiptState
 from agent.sms.encoding import analyze, encode_ucs2
 
@@ -22,19 +23,6 @@ CODING_GSM7, CODING_UCS2 = "0", "8"
 
 _SUCCESS = re.compile(r'^Success\s+"([^"]+)"')
 _ERROR = re.compile(r'^Error\s+"(.*)"', re.DOTALL)
-
-# Terminal-level (2/3) message_status values are the SMPP receipt stat words.
-STAT_STATES: dict[str, ReceiptState] = {
-    "DELIVRD": ReceiptState.DELIVERED,
-    "UNDELIV": ReceiptState.UNDELIVERED,
-    "EXPIRED": ReceiptState.EXPIRED,
-    "REJECTD": ReceiptState.REJECTED,
-    "DELETED": ReceiptState.UNDELIVERED,
-    "ACCEPTD": ReceiptState.ACCEPTED,
-    "ENROUTE": ReceiptState.ACCEPTED,
-    "UNKNOWN": ReceiptState.UNKNOWN,
-}
-
 
 def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
     assert cfg.username is not None and cfg.password is not None  # checked by the config
@@ -86,4 +74,5 @@ def receipt_state(message_status: str) -> ReceiptState:
     s = message_status.strip().upper()
     if s.startswith("ESME_"):
         return ReceiptState.ACCEPTED if s == "ESME_ROK" else ReceiptState.REJECTED
+    # Terminal-level (2/3) message_status values are the SMPP receipt stat words.
     return STAT_STATES.get(s, ReceiptState.UNKNOWN)

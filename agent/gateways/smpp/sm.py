@@ -122,7 +122,8 @@ def sm_text(pdu: _Sm) -> tuple[tuple[int, int, int] | None, str]:
 
 
 # -- delivery receipts (SMPP 3.4 appendix B) ------------------------------------------------------
-_STAT_TO_STATE = {
+#: Receipt ``stat`` words (SMPP 3.4 appendix B) -> states; HTTP gateways report the same words.
+STAT_STATES = {
     "DELIVRD": ReceiptState.DELIVERED,
     "UNDELIV": ReceiptState.UNDELIVERED,
     "EXPIRED": ReceiptState.EXPIRED,
@@ -164,7 +165,8 @@ def parse_receipt_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def _parse_date(value: str | None) -> datetime | None:
+def parse_receipt_date(value: str | None) -> datetime | None:
+    """A receipt's ``submit date``/``done date`` (YYMMDDhhmm[ss]) in UTC; None if unreadable."""
     # YYMMDDhhmm per the appendix; many SMSCs add seconds. SMSCs do not say their time zone,
     # UTC is the common configuration and the only assumption that is not a guess per site.
     if not value or not value.isdigit():
@@ -195,10 +197,10 @@ def receipt_from_deliver(pdu: DeliverSm, *, gateway: str) -> Receipt:
     if pdu.message_state is not None:
         state = _MESSAGE_STATE_TO_STATE.get(pdu.message_state)
     if state is None:
-        state = _STAT_TO_STATE.get(fields.get("stat", "").upper(), ReceiptState.UNKNOWN)
+        state = STAT_STATES.get(fields.get("stat", "").upper(), ReceiptState.UNKNOWN)
     return Receipt(
         gateway=gateway, state=state, smsc_id=smsc_id, error_code=fields.get("err"),
-        done_at=_parse_date(fields.get("done date")), raw=text,
+        done_at=parse_receipt_date(fields.get("done date")), raw=text,
     )
 
 
