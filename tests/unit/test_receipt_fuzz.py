@@ -43,7 +43,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SID = "AC" + "1" * 32
 
-# What each stat word documents (sm.py _STAT_TO_STATE); anything else is UNKNOWN.
+# What each stat word documents (sm.STAT_STATES); anything else is UNKNOWN.
 STATS = {
     "DELIVRD": ReceiptState.DELIVERED, "UNDELIV": ReceiptState.UNDELIVERED,
     "EXPIRED": ReceiptState.EXPIRED, "REJECTD": ReceiptState.REJECTED,
