@@ -10,25 +10,20 @@ else is done with the reply: a STOP must hold for the very next call.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import structlog
 
-from agent.errors import AftercallError, GatewayAmbiguousError
-from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import (
     CallRecord,
     Decision,
     InboundSms,
     MessageState,
-    OutboundSms,
     RecipientKind,
-    SubmitResult,
 )
 from agent.reports import sentiment_label
 from agent.rules.loader import RuleSet
@@ -37,6 +32,11 @@ from agent.rules.templates import TemplateRenderError, build_context, render_tem
 from agent.sms.encoding import analyze
 from agent.sms.numbers import classify, mask
 from agent.store.base import MessageRow, Store
+
+#: Sends one queued row now and returns it as it then stands (Dispatcher.send_now).
+SendNow = Callable[[MessageRow], Awaitable[MessageRow | None]]
+#: An acknowledgement later than this is no longer an answer to what the caller sent.
+ACK_EXPIRY = timedelta(minutes=30)
 
 log = structlog.get_logger(__name__)
 
@@ -96,14 +96,14 @@ class ReplyHandler:
         self,
         store: Store,
         rules: RuleSet,
-        gateways: Mapping[str, Gateway],
+        send: SendNow,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
         sentiment: Callable[[str], float] | None = None,
     ) -> None:
         self._store = store
-        self._gateways = gateways
+        self._send = send
         self._clock = clock
         self._metrics = metrics
         self._sentiment = sentiment or _Vader()
@@ -195,36 +195,14 @@ class ReplyHandler:
             dlt_entity_id=tpl.dlt_entity_id or d.dlt_entity_id,
         )
         now = self._clock()
-        # next_attempt_at stays NULL: the dispatcher's outbox scan never picks this row up.
-        row, created = await self._store.insert_message(decision, state=MessageState.QUEUED,
-                                                        now=now)
+        # Queued like any message (a temporary failure is retried from the outbox, through the
+        # backup if need be) but sent at once: the caller is waiting for the answer.
+        row, created = await self._store.insert_message(
+            decision, state=MessageState.QUEUED, now=now, next_attempt_at=now,
+            expires_at=now + ACK_EXPIRY)
         if not created:
             return row
-        claimed = await self._store.claim_for_submit(row.id, now=now)
-        gw = self._gateways.get(gateway)
-        if claimed is None or gw is None:
-            return await self._store.transition(
-                row.id, MessageState.FAILED, now=self._clock(), reason="no_gateway",
-                detail=f"no gateway named {gateway!r}", submitting_since=None)
-        sms = OutboundSms(message_id=row.id, to=number, sender=decision.sender_id, text=text,
-                          dlt_template_id=decision.dlt_template_id,
-                          dlt_entity_id=decision.dlt_entity_id)
-        started = time.perf_counter()
-        try:
-            result: SubmitResult = await gw.submit(sms)
-        except AftercallError as exc:
-            log.error("auto_reply_failed", message_id=row.id, gateway=gateway, error=str(exc))
-            # The SMSC may have it: ambiguous, never resent (DESIGN section 5).
-            state = (MessageState.AMBIGUOUS if isinstance(exc, GatewayAmbiguousError)
-                     else MessageState.FAILED)
-            return await self._store.transition(
-                row.id, state, now=self._clock(),
-                reason=getattr(exc, "reason", None) or "gateway_error", detail=str(exc),
-                submitting_since=None)
-        if self._metrics is not None:
-            self._metrics.gateway_submitted(gateway, time.perf_counter() - started)
-        log.info("auto_reply_submitted", message_id=row.id, gateway=gateway, to=mask(number),
-                 template=template)
-        return await self._store.record_submit(row.id, gateway=gateway,
-                                               smsc_ids=result.smsc_ids, now=self._clock(),
-                                               hangup_to_submit_ms=None)
+        sent = await self._send(row)
+        log.info("auto_reply_sent", message_id=row.id, gateway=gateway, to=mask(number),
+                 template=template, state=sent.state.value if sent else None)
+        return sent

@@ -74,7 +74,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._max_in_flight = sum(sizes.values())
         # Who touches the shared state (all on one event loop, so ownership, not locks, keeps it
         # consistent):
-        # - _in_flight: the worker alone (_start, _done, stop); _capacity reads it.
+        # - _in_flight: the worker (_start, _done, stop) and send_now; _capacity reads it.
         # - _ready: intake appends rows it just queued; the worker pops them (_done peeks).
         # - _wake: anyone sets it (intake, _retry, _done, wake, stop); only the loop clears it.
         # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
@@ -188,6 +188,16 @@ class Dispatcher(IntakeMixin, SendMixin):
         if self._saturated or self._ready:
             self._scan = self._scan or self._saturated
             self._wake.set()
+
+    async def send_now(self, row: MessageRow) -> MessageRow | None:
+        """Send one queued row at once, on the worker's own path (window, route, retry,
+        failover), and return it as it then stands: for an acknowledgement that should not
+        wait for the next outbox scan."""
+        self._start(row)
+        task = self._in_flight.get(row.id)
+        if task is not None:
+            await asyncio.shield(task)
+        return await self._store.get_message(row.id)
 
     def wake(self) -> None:
         """Look at the outbox now (e.g. after the clock moved, or the operator edited a row)."""

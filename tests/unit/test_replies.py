@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "web"))
 from web_helpers import BASE, FakeGateway, sent
 
+from agent.dispatch import Dispatcher
 from agent.models import CallRecord, InboundSms, MessageState
 from agent.replies import ReplyHandler, normalise_keyword, rating_of
 from agent.rules.loader import RuleSet, load_rules
@@ -40,7 +41,8 @@ def inbound(text: str, sender: str = CALLER, gateway: str = "smsc") -> InboundSm
 
 
 def handler(store: SqliteStore, rules: RuleSet, *gws: FakeGateway) -> ReplyHandler:
-    return ReplyHandler(store, rules, {g.name: g for g in gws}, clock=lambda: NOW)
+    disp = Dispatcher(store, {g.name: g for g in gws}, clock=lambda: NOW)
+    return ReplyHandler(store, rules, disp.send_now, clock=lambda: NOW)
 
 
 @pytest.mark.parametrize(("text", "word"), [
