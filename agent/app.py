@@ -307,6 +307,10 @@ class AfterCallAgent:
             await asyncio.sleep(60)
             for call_id in self.tracker.evict_stale(self.clock().timestamp()):
                 log.warning("call_evicted_stale", call_id=call_id)
+            # The tracker never raises on odd input; it counts it. Say what it counted.
+            if self.tracker.warnings:
+                log.warning("ami_input_odd", **dict(self.tracker.warnings))
+                self.tracker.warnings.clear()
 
     def _web_deps(self) -> Any:
         from agent.gateways.http import HttpGateway

@@ -126,7 +126,6 @@ class AmiStats:
     events: int = 0
     dropped: int = 0
     handler_errors: int = 0
-    last_event_at: float | None = None
     disconnected_at: float | None = None  # wall clock of the last loss of the connection
     version: str | None = None
     last_error: str | None = None
@@ -248,7 +247,6 @@ class AmiClient:
 
     def _enqueue(self, event: Message) -> None:
         self.stats.events += 1
-        self.stats.last_event_at = time.time()
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:

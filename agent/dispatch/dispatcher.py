@@ -39,8 +39,6 @@ class Dispatcher(IntakeMixin, SendMixin):
         clock: Clock = utcnow,
         retry: RetryPolicy | None = None,
         expiry: timedelta = timedelta(hours=1),
-        windows: Mapping[str, int] | None = None,
-        default_window: int = 10,
         poll_interval: float = 1.0,
         ready_wait: float = 10.0,
         rng: random.Random | None = None,
@@ -65,11 +63,9 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._ready_wait = ready_wait
         self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
-        # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it.
-        sizes = {
-            name: (windows or {}).get(name) or int(getattr(gw, "window", 0) or default_window)
-            for name, gw in self._gateways.items()
-        }
+        # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it;
+        # one without (HTTP) gets ten requests at a time.
+        sizes = {name: int(getattr(gw, "window", 0) or 10) for name, gw in self._gateways.items()}
         self._windows = {name: asyncio.Semaphore(n) for name, n in sizes.items()}
         self._max_in_flight = sum(sizes.values())
         # Who touches the shared state (all on one event loop, so ownership, not locks, keeps it

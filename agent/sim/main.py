@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.sim.core import FaultConfig, SimCore
+from agent.sim.http import make_http_app
 from agent.sim.smpp import SmppServer
 
 log = structlog.get_logger(__name__)
@@ -89,18 +89,6 @@ def add_control_routes(app: web.Application, core: SimCore) -> None:
     app.router.add_post("/sim/faults", post_faults)
 
 
-def _http_app(core: SimCore) -> web.Application:
-    """The HTTP gateway face when agent/sim/http.py provides it, else a bare app."""
-    try:
-        module = importlib.import_module("agent.sim.http")
-    except ModuleNotFoundError as exc:
-        if exc.name != "agent.sim.http":
-            raise
-        return web.Application()
-    app: web.Application = module.make_http_app(core)
-    return app
-
-
 class RunningSim:
     """A started simulator; ports are the bound ones (useful with port 0)."""
 
@@ -152,7 +140,7 @@ async def start_sim(
     await smpp.start()
     sim = RunningSim(smpp, [])
     if http_port is not None:
-        app = _http_app(core)
+        app = make_http_app(core)
         if control_port is None:
             add_control_routes(app, core)
         runner, sim.http_port = await _serve(app, http_host, http_port)

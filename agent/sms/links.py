@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Callable
@@ -70,14 +71,12 @@ class PendingLinks:
     async def persist(
         self, store: LinkStore, *, message_id: str | None, now: datetime | None = None
     ) -> int:
-        """Write the pending links (then forget them); returns how many were written."""
-        done = 0
-        while self.pending:
-            code, url = self.pending[0]
-            await store.add_link(code, url, message_id=message_id, now=now)
-            self.pending.pop(0)
-            done += 1
-        return done
+        """Write the pending links (then forget them); returns how many were written. Queued
+        together, they share the store's one commit."""
+        pending, self.pending = self.pending, []
+        await asyncio.gather(*(store.add_link(code, url, message_id=message_id, now=now)
+                               for code, url in pending))
+        return len(pending)
 
 
 def make_sync_link_factory(public_base: str) -> PendingLinks:
