@@ -296,6 +296,9 @@ class AfterCallAgent:
             return False
         self.rules = new
         self.replies.rules = new
+        # The tracker names agents (and reads national numbers) for records still to come.
+        self.tracker.agents = agents_directory(new)
+        self.tracker.region = new.defaults.region
         self.stats.reloads += 1
         log.info("rules_reloaded", rules=len(new.rules))
         return True

@@ -31,6 +31,11 @@ async def test_reload_refuses_a_bad_file_and_keeps_the_old_rules(tmp_path):
     followup = next(r for r in agent.rules.rules if r.name == "support-followup")
     assert followup.match.min_talk.total_seconds() == 45
 
+    # The agent directory reaches the tracker too: a changed mobile is used from now on.
+    rules.write_text(rules.read_text().replace('"+919812345678"', '"+919812345600"', 1))
+    assert agent.reload_rules() is True
+    assert agent.tracker.agents["2001"] == ("Priya", "+919812345600")
+
 
 async def test_reload_reaches_reply_keywords(tmp_path):
     """A keyword added to rules.yaml works on the next reply, without a restart."""
