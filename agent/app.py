@@ -38,7 +38,6 @@ from agent.rules.engine import decide
 from agent.rules.loader import RuleSet, load_rules
 from agent.settings import Settings, is_loopback
 from agent.sms.links import make_sync_link_factory
-from agent.sms.policy import Limits, RateLimit
 from agent.store.base import ReceiptOutcome
 from agent.store.sqlite import SqliteStore
 
@@ -114,15 +113,11 @@ class AfterCallAgent:
         self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region)
         self.store = SqliteStore(settings.db)
         self.gateways = build_gateways(self.rules, settings)
-        rl = d.rate_limits
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(
             self.store, self.gateways,
             backups={n: g.backup for n, g in self.rules.config.gateways.items() if g.backup},
-            limits=Limits(
-                per_number=RateLimit(rl.per_number.count, rl.per_number.per) if rl.per_number else None,
-                global_=RateLimit(rl.global_.count, rl.global_.per) if rl.global_ else None,
-            ),
+            limits=d.limits(),
             dry_run=dry_run, clock=clock, metrics=self.metrics,
         )
         self.ami = AmiClient(config_from_settings(settings), on_login=self._on_login)
@@ -296,6 +291,7 @@ class AfterCallAgent:
             return False
         self.rules = new
         self.replies.rules = new
+        self.dispatcher.limits = new.defaults.limits()
         # The tracker names agents (and reads national numbers) for records still to come.
         self.tracker.agents = agents_directory(new)
         self.tracker.region = new.defaults.region

@@ -63,6 +63,12 @@ class Metrics:
         self.calls_unrecorded = Gauge(
             "aftercall_calls_unrecorded", "Ended calls waiting for the store to take them "
             "(disk full, database locked); retried until it does", registry=r)
+        self.refusal_bursts_total = Counter(
+            "aftercall_sms_refusal_bursts_total", "Bursts of refused texts (rate_limited, "
+            "country_not_allowed): SMS pumping or a limit set too tight", ["reason"], registry=r)
+        self.refusal_burst_active = Gauge(
+            "aftercall_sms_refusal_burst", "1 while refusals for this reason are bursting",
+            ["reason"], registry=r)
 
     # -- the calls the rest of the agent makes --------------------------------------------------
 
@@ -114,6 +120,14 @@ class Metrics:
         self.calls_unrecorded.set(pending)
         if pending:
             self.store_healthy.set(0)
+
+    def refusal_burst(self, reason: str) -> None:
+        self.refusal_bursts_total.labels(reason=reason).inc()
+        self.refusal_burst_active.labels(reason=reason).set(1)
+
+    def refusal_bursts(self, active: dict[str, bool]) -> None:
+        for reason, on in active.items():
+            self.refusal_burst_active.labels(reason=reason).set(1 if on else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``GET /metrics``."""

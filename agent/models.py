@@ -135,6 +135,7 @@ class SuppressReason(enum.StrEnum):
     INVALID_NUMBER = "invalid_number"
     QUIET_HOURS = "quiet_hours"
     RATE_LIMITED = "rate_limited"
+    COUNTRY_NOT_ALLOWED = "country_not_allowed"
     MAX_AGE = "max_age"
     DRY_RUN = "dry_run"
     TEMPLATE_ERROR = "template_error"

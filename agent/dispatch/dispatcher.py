@@ -19,6 +19,7 @@ from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import Receipt
 from agent.sms.policy import Limits
+from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.store.base import MessageRow, ReceiptOutcome, Store
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,11 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._ready_wait = ready_wait
         self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
+        self._counters: SendCounters | None = None  # seeded from the store by the first intake
+        self._counters_lock = asyncio.Lock()
+        self._bursts = RefusalBurst()
+        if metrics is not None:
+            metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
         # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it;
         # one without (HTTP) gets ten requests at a time.
         sizes = {name: int(getattr(gw, "window", 0) or 10) for name, gw in self._gateways.items()}

@@ -10,8 +10,10 @@ from typing import Any
 import structlog
 
 from agent.dispatch.retry import Clock, mask_number
+from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, MessageState
 from agent.sms.policy import Limits, evaluate
+from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.store.base import MessageRow, Store
 
 log = structlog.get_logger(__name__)
@@ -29,6 +31,35 @@ class IntakeMixin:
     _expiry: timedelta
     _ready: collections.deque[MessageRow]
     _wake: asyncio.Event
+    _metrics: Metrics | None
+    _counters: SendCounters | None
+    _counters_lock: asyncio.Lock
+    _bursts: RefusalBurst
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        """New limits (a rules reload): the counters start again from the store."""
+        self._limits = limits
+        self._counters = None
+
+    async def _send_counters(self) -> SendCounters:
+        """The rate-limit counters, seeded from the store the first time (and after a reload):
+        every text sent within the longest window is counted once, then kept up in memory."""
+        async with self._counters_lock:
+            if self._counters is None:
+                limits = self._limits
+                counters = SendCounters(limits)
+                span = limits.longest_window
+                if span:
+                    counters.seed(await self._store.sent_since(self._clock() - span))
+                if self._limits is limits:
+                    self._counters = counters
+                return counters
+            return self._counters
 
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None
@@ -43,28 +74,26 @@ class IntakeMixin:
             await self._store.save_call(call, now=self._clock())
         return rows
 
-    async def _handle_one(self, d: Decision, call: CallRecord | None = None) -> MessageRow:
+    async def _handle_one(
+        self, d: Decision, call: CallRecord | None = None, *, confirms_opt_out: bool = False
+    ) -> MessageRow:
+        """``confirms_opt_out``: the one text an opted-out number may get (the STOP
+        acknowledgement); every other policy still applies to it."""
+        counters = await self._send_counters()
         now = self._clock()
         facts = None
         if d.number is not None and d.suppress is None:
-            per, glob = self._limits.per_number, self._limits.global_
-            facts = await self._store.policy_facts(
-                d.number,
-                d.rule,
-                number_since=now - per.window if per else now,
-                global_since=now - glob.window if glob else now,
-            )
+            facts = await self._store.policy_facts(d.number, d.rule)
         try:
             outcome = evaluate(
                 d,
                 now=now,
-                opted_out=facts.opted_out if facts else False,
+                opted_out=(facts.opted_out and not confirms_opt_out) if facts else False,
                 dnd=facts.dnd if facts else False,
                 last_sent_at=facts.last_sent_at if facts else None,
-                sent_last_window_number=facts.sent_window_number if facts else 0,
-                sent_last_window_global=facts.sent_window_global if facts else 0,
                 limits=self._limits,
                 dry_run=self._dry_run,
+                sent=counters.counts(d.recipient, d.number, now),
             )
         except ValueError as exc:  # a decision the schema should have refused: log it, send none
             row, _ = await self._insert(
@@ -82,6 +111,9 @@ class IntakeMixin:
             state, next_at, expires = MessageState.DEFERRED, outcome.not_before, None
         else:
             state, next_at, expires = MessageState.SUPPRESSED, None, None
+        counted = state is not MessageState.SUPPRESSED
+        if counted:  # counted before the await, so a concurrent intake sees it
+            counters.add(d.recipient, d.number, now)
         row, created = await self._insert(
             call,
             now,
@@ -99,6 +131,10 @@ class IntakeMixin:
             "rule": d.rule,
             "to": mask_number(d.number),
         }
+        if counted and not created:
+            counters.discard(d.recipient, d.number, now)
+        if created and state is MessageState.SUPPRESSED:
+            self._note_refusal(row.reason, now)
         if not created:
             log.info("sms_duplicate_ignored", state=row.state.value, **fields)
         elif state is MessageState.QUEUED:
@@ -116,6 +152,16 @@ class IntakeMixin:
             # detail stays in the row: an engine's detail may quote the raw number.
             log.info("sms_suppressed", reason=row.reason, **fields)
         return row
+
+    def _note_refusal(self, reason: str | None, now: datetime) -> None:
+        burst = self._bursts.note(reason, now)
+        if burst is None:
+            return
+        log.warning("sms_refusal_burst", reason=burst.reason, count=burst.count,
+                    window_seconds=burst.window_seconds,
+                    hint="SMS pumping, or a limit or allowed_countries set too tight")
+        if self._metrics is not None:
+            self._metrics.refusal_burst(burst.reason)
 
     async def _insert(self, call: CallRecord | None, at: datetime, d: Decision,
                       **fields: Any) -> tuple[MessageRow, bool]:

@@ -10,6 +10,7 @@ from agent.errors import RulesError
 from agent.models import CallRecord, Decision
 from agent.rules.engine import explain as explain_call
 from agent.rules.loader import RuleSet, load_rules
+from agent.rules.schema import Rule
 from agent.sms.encoding import SmsInfo
 
 EXIT_OK = 0
@@ -59,12 +60,28 @@ def _warnings(rs: RuleSet) -> list[str]:
                 "(template_error). Add match.vars.NAME: present, or default() in the "
                 "template"
             )
+        if _unbounded(rs, rule):
+            out.append(
+                f"{rs.where(f'rules[{i}].send')}: rules[{i}].send: texts any caller type "
+                "(no match.caller_type) with no rate limit for callers and every country "
+                "allowed: a burst of calls from premium ranges is texted in full (SMS pumping)"
+            )
         if rule.on == "call_connected" and (rule.match.min_talk or rule.match.max_talk):
             out.append(
                 f"{rs.where(f'rules[{i}].match')}: rules[{i}].match: talk time is 0 "
                 "when a call connects: min_talk/max_talk never hold on call_connected"
             )
     return out
+
+
+def _unbounded(rs: RuleSet, rule: Rule) -> bool:
+    """A rule that texts callers of any kind while nothing bounds how many texts go out."""
+    if not rule.enabled or rule.match.caller_type is not None:
+        return False
+    if not any(t in ("caller", "both") for t in rule.send.to):
+        return False
+    limits = rs.defaults.limits()
+    return not limits.callers.all() and limits.allowed_countries is None
 
 
 def check(path: str | Path) -> tuple[str, int]:

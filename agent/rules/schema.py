@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from agent.sms.numbers import is_region
+from agent.sms.policy import AudienceLimits, Limits
+from agent.sms.policy import RateLimit as PolicyRate
 
 # Every scalar reaches these models as a string (the loader reads YAML with no implicit typing,
 # so "+919812345678", "09:00", "on" and "NO" stay text); pydantic's lax mode turns "10" into
@@ -151,9 +153,53 @@ class RateLimit(_Model):
         return f"{self.count}/{int(self.per.total_seconds())}s"
 
 
+def _off(value: Any) -> Any:
+    """``off`` (or none/no/false) turns a default limit off."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", "no", "false"):
+        return None
+    return value
+
+
+OptionalRate = Annotated[RateLimit | None, BeforeValidator(_off)]
+
+
+def _rate(count: int, seconds: int) -> RateLimit:
+    return RateLimit(count=count, per=timedelta(seconds=seconds))
+
+
+class AgentRateLimits(_Model):
+    """Texts to agents' mobiles, counted apart from callers' (a pumping burst that spends the
+    callers' budget must not silence the agents' summaries)."""
+
+    per_number: OptionalRate = _rate(100, 3600)
+    global_: OptionalRate = Field(default=_rate(200, 60), alias="global")
+    daily: OptionalRate = _rate(5000, 86400)
+
+
 class RateLimits(_Model):
-    per_number: RateLimit | None = None
-    global_: RateLimit | None = Field(default=None, alias="global")
+    """Texts to callers (and fixed numbers). Defaults are on: ``off`` turns one off."""
+
+    per_number: OptionalRate = _rate(3, 3600)
+    global_: OptionalRate = Field(default=_rate(100, 60), alias="global")
+    daily: OptionalRate = _rate(2000, 86400)
+    agents: AgentRateLimits = AgentRateLimits()
+
+
+def _countries(value: Any) -> Any:
+    items = _listify(value)
+    if not isinstance(items, list):
+        return items
+    out = []
+    for item in items:
+        code = str(item).strip().upper()
+        if code in ("ANY", "*"):
+            if len(items) > 1:
+                raise ValueError("'any' allows every country: list it alone")
+            return ["*"]
+        if not is_region(code):
+            raise ValueError(f"unknown country {item!r}: expected an ISO 3166 code such as IN")
+        out.append(code)
+    return out
 
 
 class QuietHours(_Model):
@@ -189,6 +235,9 @@ class Defaults(_Model):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     dlt_entity_id: Annotated[str, Field(pattern=r"^\d{10,25}$")] | None = None
     rate_limits: RateLimits = RateLimits()
+    # Where texts may go. None: the region's own country only (SMS pumping lives on premium
+    # and international ranges); ["any"] allows every country.
+    allowed_countries: Annotated[tuple[str, ...], BeforeValidator(_countries)] | None = None
 
     @field_validator("sender_id")
     @classmethod
@@ -197,6 +246,25 @@ class Defaults(_Model):
         if not (re.fullmatch(r"[A-Za-z0-9 ]{1,11}", v) or re.fullmatch(r"\+?\d{1,15}", v)):
             raise ValueError("sender_id must be 1-11 letters/digits or a number of up to 15 digits")
         return v
+
+    def countries(self) -> frozenset[str] | None:
+        """The countries texts may go to; None means any."""
+        if self.allowed_countries == ("*",):
+            return None
+        return frozenset(self.allowed_countries or (self.region,))
+
+    def limits(self) -> Limits:
+        """The policy's view of these settings (the one object check and run both use)."""
+
+        def rate(r: RateLimit | None) -> PolicyRate | None:
+            return PolicyRate(r.count, r.per) if r is not None else None
+
+        rl, ag = self.rate_limits, self.rate_limits.agents
+        return Limits(
+            callers=AudienceLimits(rate(rl.per_number), rate(rl.global_), rate(rl.daily)),
+            agents=AudienceLimits(rate(ag.per_number), rate(ag.global_), rate(ag.daily)),
+            allowed_countries=self.countries(),
+        )
 
     @field_validator("public_base_url")
     @classmethod

@@ -74,6 +74,19 @@ def classify(raw: str | None, region: str) -> NumberInfo:
     return NumberInfo(e164, "landline", country)
 
 
+@functools.lru_cache(maxsize=4096)
+def country_of(e164: str | None) -> str | None:
+    """The ISO 3166 region of an E.164 number (``+4470...`` -> ``GB``); None when it has none
+    (satellite and other non-geographic ranges such as +88216) or does not parse."""
+    if not e164:
+        return None
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return None
+    return region if region and is_region(region) else None
+
+
 def mask(number: str, keep: int = 4) -> str:
     """``+919812345678`` -> ``+91******5678``: the country code and the last digits stay."""
     if len(number) <= keep:

@@ -1,4 +1,5 @@
-"""Send policies applied after the rule engine: opt-out, DND, cooldown, rate limits, quiet hours."""
+"""Send policies applied after the rule engine: opt-out, DND, destination country, cooldown, rate
+limits, quiet hours."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.models import Decision, SuppressReason
+from agent.models import Decision, RecipientKind, SuppressReason
+from agent.sms.numbers import country_of
 
 Action = Literal["send", "suppress", "defer"]
 
@@ -40,14 +42,53 @@ def parse_rate(spec: str) -> RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """Operator-wide policy settings (the per-rule ones travel in the Decision)."""
+class AudienceLimits:
+    """The limits on texts to one audience (callers, or agents): per number, all numbers in a
+    short window, all numbers in a day. None means no limit."""
 
     per_number: RateLimit | None = None
     global_: RateLimit | None = None
+    daily: RateLimit | None = None
+
+    def all(self) -> tuple[tuple[str, RateLimit], ...]:
+        named = (("per_number", self.per_number), ("global", self.global_), ("daily", self.daily))
+        return tuple((n, r) for n, r in named if r is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class SentCounts:
+    """How many texts this recipient's audience had in each limit's window (ratecount.py)."""
+
+    number: int = 0
+    global_: int = 0
+    daily: int = 0
+
+
+NO_COUNTS = SentCounts()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Operator-wide policy settings (the per-rule ones travel in the Decision). Callers and
+    agents are counted apart, so a pumping burst that spends the callers' budget never stops
+    the agents' texts (and the reverse)."""
+
+    callers: AudienceLimits = AudienceLimits()
+    agents: AudienceLimits = AudienceLimits()
+    # ISO 3166 regions a text may go to; None means anywhere. rules.yaml's default is the
+    # region's own country: premium and international ranges are where SMS pumping pays.
+    allowed_countries: frozenset[str] | None = None
     # India's TRAI rules (and others) let transactional traffic reach DND-registered numbers;
     # whether this operator's registrations allow it is their call, so it is opt-in.
     transactional_bypasses_dnd: bool = False
+
+    def audience(self, recipient: RecipientKind | str) -> AudienceLimits:
+        return self.agents if recipient == RecipientKind.AGENT else self.callers
+
+    @property
+    def longest_window(self) -> timedelta:
+        windows = [r.window for a in (self.callers, self.agents) for _, r in a.all()]
+        return max(windows, default=timedelta(0))
 
     @classmethod
     def parse(
@@ -55,11 +96,18 @@ class Limits:
         *,
         per_number: str | None = None,
         global_: str | None = None,
+        daily: str | None = None,
+        agents: AudienceLimits | None = None,
+        allowed_countries: tuple[str, ...] | None = None,
         transactional_bypasses_dnd: bool = False,
     ) -> Limits:
+        def rate(spec: str | None) -> RateLimit | None:
+            return parse_rate(spec) if spec else None
+
         return cls(
-            per_number=parse_rate(per_number) if per_number else None,
-            global_=parse_rate(global_) if global_ else None,
+            callers=AudienceLimits(rate(per_number), rate(global_), rate(daily)),
+            agents=agents or AudienceLimits(),
+            allowed_countries=frozenset(allowed_countries) if allowed_countries else None,
             transactional_bypasses_dnd=transactional_bypasses_dnd,
         )
 
@@ -90,10 +138,9 @@ def evaluate(
     opted_out: bool,
     dnd: bool,
     last_sent_at: datetime | None,
-    sent_last_window_number: int,
-    sent_last_window_global: int,
     limits: Limits,
     dry_run: bool,
+    sent: SentCounts = NO_COUNTS,
 ) -> PolicyOutcome:
     """Decide whether one Decision is sent now, later, or never. The first reason wins, in the
     documented order; naive datetimes are taken as UTC."""
@@ -117,6 +164,16 @@ def evaluate(
                 f"call ended {age:.0f}s ago, max_age is {decision.max_age_seconds:.0f}s",
             )
 
+    if limits.allowed_countries is not None:
+        country = country_of(decision.number)
+        if country not in limits.allowed_countries:
+            allowed = ", ".join(sorted(limits.allowed_countries))
+            return _suppress(
+                SuppressReason.COUNTRY_NOT_ALLOWED,
+                f"destination country {country or 'unknown'} is not in allowed_countries"
+                f" ({allowed})",
+            )
+
     if opted_out:
         return _suppress(SuppressReason.OPT_OUT, "recipient opted out")
 
@@ -134,17 +191,19 @@ def evaluate(
                 f"cooldown is {decision.cooldown_seconds:.0f}s",
             )
 
-    if limits.per_number is not None and sent_last_window_number >= limits.per_number.count:
-        return _suppress(
-            SuppressReason.RATE_LIMITED,
-            f"{sent_last_window_number} sent to this number in the window, "
-            f"limit {limits.per_number}",
-        )
-    if limits.global_ is not None and sent_last_window_global >= limits.global_.count:
-        return _suppress(
-            SuppressReason.RATE_LIMITED,
-            f"{sent_last_window_global} sent in the window, global limit {limits.global_}",
-        )
+    audience = limits.audience(decision.recipient)
+    who = "agents" if audience is limits.agents else "callers"
+    for name, limit, count in (
+        ("per_number", audience.per_number, sent.number),
+        ("global", audience.global_, sent.global_),
+        ("daily", audience.daily, sent.daily),
+    ):
+        if limit is not None and count >= limit.count:
+            scope = "to this number" if name == "per_number" else f"to {who}"
+            return _suppress(
+                SuppressReason.RATE_LIMITED,
+                f"{count} sent {scope} in the window, {name} limit {limit} ({who})",
+            )
 
     outcome = SEND
     if decision.quiet_hours is not None:

@@ -96,8 +96,6 @@ class PolicyFacts:
     opted_out: bool
     dnd: bool
     last_sent_at: datetime | None
-    sent_window_number: int
-    sent_window_global: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +220,9 @@ class Store(Protocol):
 
     async def count_sent_since(self, number: str | None, since: datetime) -> int: ...
 
-    async def policy_facts(
-        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
-    ) -> PolicyFacts: ...
+    async def policy_facts(self, number: str, rule: str) -> PolicyFacts: ...
+
+    async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]: ...
 
     async def is_opted_out(self, number: str) -> bool: ...
 

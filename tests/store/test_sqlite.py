@@ -345,9 +345,13 @@ async def test_sent_counts_ignore_suppressed_and_count_pending(
     assert await store.count_sent_since(n, T0) == 2
     assert await store.count_sent_since(None, T0) == 3
     assert await store.count_sent_since(n, T0 + timedelta(seconds=1)) == 0
-    facts = await store.policy_facts(n, "support-followup", number_since=T0, global_since=T0)
-    assert (facts.last_sent_at, facts.sent_window_number, facts.sent_window_global) == (T0, 2, 3)
+    facts = await store.policy_facts(n, "support-followup")
+    assert facts.last_sent_at == T0
     assert not facts.opted_out and not facts.dnd
+    sent = await store.sent_since(T0)
+    assert sorted((k, num) for k, num, _ in sent) == [
+        ("caller", "+15551234567"), ("caller", n), ("caller", n)]
+    assert await store.sent_since(T0 + timedelta(seconds=1)) == []
 
 
 async def test_opt_out_and_back_in(store: SqliteStore) -> None:
@@ -355,7 +359,7 @@ async def test_opt_out_and_back_in(store: SqliteStore) -> None:
     await store.opt_out(n, source="reply:STOP")
     await store.opt_out(n, source="reply:STOP")
     assert await store.is_opted_out(n)
-    assert (await store.policy_facts(n, "r", number_since=T0, global_since=T0)).opted_out
+    assert (await store.policy_facts(n, "r")).opted_out
     assert await store.opt_in(n) is True
     assert await store.opt_in(n) is False
     assert not await store.is_opted_out(n)

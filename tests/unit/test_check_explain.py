@@ -154,3 +154,23 @@ def test_explain_bad_inputs(tmp_path: Path) -> None:
     assert code == 2 and "cannot read the call record" in text
     text, code = explain(FIXTURES / "five_mistakes.yaml", bad)
     assert code == 1 and "5 problems found" in text
+
+
+def test_check_warns_about_a_rule_nothing_bounds(tmp_path: Path) -> None:
+    base = (
+        "version: 1\n"
+        "defaults:\n  region: IN\n  sender_id: ACME\n  gateway: g\n{extra}"
+        "templates: {{t: {{text: hi}}}}\n"
+        "rules:\n  - {{name: all, send: {{to: caller, template: t}}}}\n"
+        "gateways: {{g: {{type: smpp, host: h, system_id: x}}}}\n"
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(base.format(extra=""))
+    assert "SMS pumping" not in check(path)[0]  # the defaults bound it
+    unsafe = (
+        "  allowed_countries: any\n"
+        "  rate_limits: {per_number: off, global: off, daily: off}\n"
+    )
+    path.write_text(base.format(extra=unsafe))
+    text, code = check(path)
+    assert code == 0 and "rules[0].send: texts any caller type" in text, text

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.models import Decision, RecipientKind, SuppressReason, Trigger
-from agent.sms.policy import Limits, PolicyOutcome, evaluate, parse_rate, quiet_window_end
+from agent.sms.policy import (
+    AudienceLimits,
+    Limits,
+    PolicyOutcome,
+    SentCounts,
+    evaluate,
+    parse_rate,
+    quiet_window_end,
+)
 
 NOW = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)  # 11:30 in Asia/Kolkata
 
@@ -36,8 +44,6 @@ def run(decision: Decision = BASE, **facts: Any) -> PolicyOutcome:
         "opted_out": False,
         "dnd": False,
         "last_sent_at": None,
-        "sent_last_window_number": 0,
-        "sent_last_window_global": 0,
         "limits": Limits(),
         "dry_run": False,
     }
@@ -85,7 +91,7 @@ def test_cooldown() -> None:
     out = run(
         d,
         last_sent_at=NOW - timedelta(hours=23),
-        sent_last_window_number=99,
+        sent=SentCounts(number=99),
         limits=Limits.parse(per_number="3/1h"),
     )
     assert out.reason is SuppressReason.COOLDOWN
@@ -93,15 +99,38 @@ def test_cooldown() -> None:
     assert run(replace(BASE, cooldown_seconds=None), last_sent_at=NOW).action == "send"
 
 
-def test_rate_limits_per_number_and_global() -> None:
-    limits = Limits.parse(per_number="3/1h", global_="100/1m")
-    assert (
-        run(sent_last_window_number=2, sent_last_window_global=99, limits=limits).action == "send"
-    )
-    out = run(sent_last_window_number=3, limits=limits)
+def test_rate_limits_per_number_global_and_daily() -> None:
+    limits = Limits.parse(per_number="3/1h", global_="100/1m", daily="500/1d")
+    assert run(sent=SentCounts(2, 99, 499), limits=limits).action == "send"
+    out = run(sent=SentCounts(number=3), limits=limits)
     assert out.reason is SuppressReason.RATE_LIMITED and "3/3600s" in (out.detail or "")
-    out = run(sent_last_window_global=100, limits=limits)
+    out = run(sent=SentCounts(global_=100), limits=limits)
     assert out.reason is SuppressReason.RATE_LIMITED and "global" in (out.detail or "")
+    out = run(sent=SentCounts(daily=500), limits=limits)
+    assert out.reason is SuppressReason.RATE_LIMITED and "daily" in (out.detail or "")
+
+
+def test_agents_are_held_to_their_own_limits() -> None:
+    limits = Limits.parse(global_="10/1m", agents=AudienceLimits(global_=parse_rate("50/1m")))
+    to_agent = replace(BASE, recipient=RecipientKind.AGENT)
+    assert run(to_agent, sent=SentCounts(global_=10), limits=limits).action == "send"
+    out = run(to_agent, sent=SentCounts(global_=50), limits=limits)
+    assert out.reason is SuppressReason.RATE_LIMITED and "(agents)" in (out.detail or "")
+    assert run(sent=SentCounts(global_=10), limits=limits).reason is SuppressReason.RATE_LIMITED
+
+
+@pytest.mark.parametrize(
+    ("number", "country"),
+    [("+88216123456", "unknown"), ("+2348031234567", "NG"), ("+447012345678", "GB"),
+     ("+15417543010", "US")],
+)
+def test_destination_outside_allowed_countries_is_refused(number: str, country: str) -> None:
+    limits = Limits(allowed_countries=frozenset({"IN"}))
+    out = run(replace(BASE, number=number), limits=limits, opted_out=True)
+    assert out.reason is SuppressReason.COUNTRY_NOT_ALLOWED
+    assert f"country {country} " in (out.detail or "")
+    assert run(limits=limits).action == "send"
+    assert run(replace(BASE, number=number), limits=Limits()).action == "send"
 
 
 def test_quiet_hours_defer_until_window_end_in_local_zone() -> None:

@@ -86,22 +86,26 @@ class RecordOps(StoreWriter):
         rows = await self._read(sql, params)
         return int(rows[0][0])
 
-    async def policy_facts(
-        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
-    ) -> PolicyFacts:
+    async def policy_facts(self, number: str, rule: str) -> PolicyFacts:
         rows = await self._read(
             "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = :n),"
             " EXISTS(SELECT 1 FROM dnd WHERE number = :n),"
             " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = :n AND rule = :r AND {_SENT}),"
-            f" (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
-            "   AND (created_at >= :ns OR submitted_at >= :ns)),"
-            f" (SELECT COUNT(*) FROM messages WHERE {_SENT}"
-            "   AND (created_at >= :gs OR submitted_at >= :gs))",
-            {"n": number, "r": rule, "ns": ts(number_since), "gs": ts(global_since)},
+            f"   WHERE number = :n AND rule = :r AND {_SENT})",
+            {"n": number, "r": rule},
         )
         r = rows[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]), int(r[3]), int(r[4]))
+        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]))
+
+    async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
+        """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the
+        in-memory rate-limit counters start from."""
+        rows = await self._read(
+            "SELECT recipient_kind, number, COALESCE(submitted_at, created_at) FROM messages"
+            f" WHERE {_SENT} AND number IS NOT NULL AND (created_at >= ? OR submitted_at >= ?)",
+            (ts(since), ts(since)),
+        )
+        return [(r[0], r[1], at) for r in rows if (at := _dt(r[2])) is not None]
 
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = ?", (number,)))
