@@ -124,7 +124,7 @@ class AfterCallAgent:
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._ami_metrics)
-        self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.send_now, clock=clock,
+        self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.submit_now, clock=clock,
                                     metrics=self.metrics)
         self.http_port: int | None = None
         self._background: set[asyncio.Task[Any]] = set()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
@@ -24,17 +24,21 @@ from agent.models import (
     InboundSms,
     MessageState,
     RecipientKind,
+    SuppressReason,
 )
 from agent.reports import sentiment_label
 from agent.rules.loader import RuleSet
 from agent.rules.schema import KeywordAction
-from agent.rules.templates import TemplateRenderError, build_context, render_template
+from agent.rules.templates import TemplateRenderError, render_call
 from agent.sms.encoding import analyze
 from agent.sms.numbers import classify, mask
 from agent.store.base import MessageRow, Store
 
-#: Sends one queued row now and returns it as it then stands (Dispatcher.send_now).
-SendNow = Callable[[MessageRow], Awaitable[MessageRow | None]]
+class SubmitNow(Protocol):
+    """Dispatcher.submit_now: one text through the policy, sent at once when queued."""
+
+    def __call__(self, d: Decision, *, confirms_opt_out: bool = False) -> Awaitable[MessageRow]:
+        ...
 #: An acknowledgement later than this is no longer an answer to what the caller sent.
 ACK_EXPIRY = timedelta(minutes=30)
 
@@ -96,7 +100,7 @@ class ReplyHandler:
         self,
         store: Store,
         rules: RuleSet,
-        send: SendNow,
+        send: SubmitNow,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
@@ -156,7 +160,7 @@ class ReplyHandler:
                  action=action, sentiment=label)
         auto = None
         if ka is not None and ka.reply is not None:
-            auto = await self._auto_reply(number, word, ka.reply, original)
+            auto = await self._auto_reply(number, word, ka, original)
         return ReplyOutcome(reply_id, number, original.id if original else None,
                             word if ka else None, action, sentiment,
                             sentiment_label(sentiment), rating, auto)
@@ -168,41 +172,46 @@ class ReplyHandler:
         return bool(tpl and tpl.asks_rating)
 
     async def _auto_reply(
-        self, number: str, word: str, template: str, original: MessageRow | None
+        self, number: str, word: str, ka: KeywordAction, original: MessageRow | None
     ) -> MessageRow | None:
-        """Send ``template`` back through the original message's gateway, logged as a message
-        row. Its idempotency key (call, ``reply:<WORD>``, number) means a resent webhook or a
-        second identical keyword for the same call is acknowledged once."""
+        """Send ``ka.reply`` back through the original message's gateway, as a message row,
+        through the policy like any text: whoever texts in gets no acknowledgement when
+        they are opted out, on DND, over a limit, abroad or not a valid number. The STOP
+        acknowledgement alone passes the opt-out it confirms. Its idempotency key (call,
+        ``reply:<WORD>``, number) means a resent webhook is acknowledged once."""
+        assert ka.reply is not None
+        template = ka.reply
         d = self._rules.defaults
         record = (await self._store.get_call(original.call_id)) if original else None
         record = record or CallRecord(call_id=original.call_id if original else "-", caller=number)
         compiled = self._rules.templates[template]
         tpl = self._rules.config.templates[template]
+        now = self._clock()
         try:
-            text = render_template(compiled, build_context(
-                record, timezone=d.timezone, now=self._clock(), link=None))
+            text = render_call(compiled, record, timezone=d.timezone, now=now,
+                               link=None, untrusted=d.untrusted_policy(),
+                               max_segments=tpl.max_segments)
         except TemplateRenderError as exc:
             log.error("auto_reply_unrendered", template=template, reason=exc.reason)
             return None
         gateway = original.gateway if original else d.gateway
         info = analyze(text)
+        valid = classify(number, d.region)
         decision = Decision(
             call_id=record.call_id, rule=f"reply:{word}", trigger=record.trigger,
-            recipient=RecipientKind.FIXED, number=number, template=template, gateway=gateway,
+            recipient=RecipientKind.FIXED, number=valid.e164 if valid.reachable else None,
+            template=template, gateway=gateway,
             sender_id=original.sender_id if original else d.sender_id, text=text,
             encoding=info.encoding, segments=info.segments, category=tpl.category,
             dlt_template_id=tpl.dlt_template_id,
             dlt_entity_id=tpl.dlt_entity_id or d.dlt_entity_id,
+            # An acknowledgement later than this is no longer an answer to what was sent.
+            max_age_seconds=ACK_EXPIRY.total_seconds(), call_ended_at=now,
+            suppress=None if valid.reachable else SuppressReason.INVALID_NUMBER,
+            detail=None if valid.reachable else f"reply from {valid.detail or 'an invalid number'}",
         )
-        now = self._clock()
-        # Queued like any message (a temporary failure is retried from the outbox, through the
-        # backup if need be) but sent at once: the caller is waiting for the answer.
-        row, created = await self._store.insert_message(
-            decision, state=MessageState.QUEUED, now=now, next_attempt_at=now,
-            expires_at=now + ACK_EXPIRY)
-        if not created:
-            return row
-        sent = await self._send(row)
-        log.info("auto_reply_sent", message_id=row.id, gateway=gateway, to=mask(number),
-                 template=template, state=sent.state.value if sent else None)
+        sent = await self._send(decision, confirms_opt_out=ka.action == "opt_out")
+        log.info("auto_reply_sent" if sent.state is not MessageState.SUPPRESSED
+                 else "auto_reply_suppressed", message_id=sent.id, gateway=gateway,
+                 to=mask(number), template=template, state=sent.state.value, reason=sent.reason)
         return sent

@@ -17,7 +17,7 @@ from agent.dispatch.sender import SendMixin
 from agent.errors import ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
-from agent.models import Receipt
+from agent.models import Decision, MessageState, Receipt
 from agent.sms.policy import Limits
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.store.base import MessageRow, ReceiptOutcome, Store
@@ -200,6 +200,16 @@ class Dispatcher(IntakeMixin, SendMixin):
         if task is not None:
             await asyncio.shield(task)
         return await self._store.get_message(row.id)
+
+    async def submit_now(self, d: Decision, *, confirms_opt_out: bool = False) -> MessageRow:
+        """A text that comes from no call record (a keyword's acknowledgement): through the
+        same policy as every other (number, country, opt-out, DND, limits), recorded, and
+        when queued sent at once, since the sender is waiting for the answer.
+        ``confirms_opt_out``: the STOP acknowledgement, the one text an opted-out number gets."""
+        row = await self._handle_one(d, confirms_opt_out=confirms_opt_out)
+        if row.state is MessageState.QUEUED:
+            return await self.send_now(row) or row
+        return row
 
     def wake(self) -> None:
         """Look at the outbox now (e.g. after the clock moved, or the operator edited a row)."""

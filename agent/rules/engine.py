@@ -15,8 +15,7 @@ from agent.rules.loader import RuleSet
 from agent.rules.templates import (
     LinkFactory,
     TemplateRenderError,
-    build_context,
-    render_template,
+    render_call,
     reserved_link,
 )
 from agent.sms.encoding import analyze
@@ -222,8 +221,8 @@ def _decisions(
     text: str | None = None
     error: str | None = None
     try:
-        ctx = build_context(record, timezone=d.timezone, now=now, link=link)
-        text = render_template(compiled, ctx)
+        text = render_call(compiled, record, timezone=d.timezone, now=now, link=link,
+                           untrusted=d.untrusted_policy(), max_segments=tpl.max_segments)
     except TemplateRenderError as exc:
         error = exc.reason
     info = analyze(text) if text is not None else compiled.worst.info

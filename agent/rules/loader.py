@@ -14,6 +14,7 @@ from yaml.error import Mark
 from agent.errors import Problem, RulesError
 from agent.rules import schema
 from agent.rules.templates import CompiledTemplate, TemplateProblem, compile_template
+from agent.sms.untrusted import UntrustedPolicy
 from agent.rules.yamldoc import Document, KeyPath, compose, format_path
 from agent.sms.numbers import classify, is_region
 
@@ -170,6 +171,7 @@ class _Sections:
     ) -> tuple[dict[str, schema.Template], dict[str, CompiledTemplate]]:
         tz = defaults.timezone if defaults else "UTC"
         base_url = defaults.public_base_url if defaults else None
+        untrusted = defaults.untrusted_policy() if defaults else UntrustedPolicy()
         templates: dict[str, schema.Template] = {}
         compiled: dict[str, CompiledTemplate] = {}
         for name, raw in self.raw_templates.items():
@@ -179,7 +181,8 @@ class _Sections:
             templates[name] = tpl
             path: KeyPath = ("templates", name, "text")
             try:
-                ct = compile_template(name, tpl.text, timezone=tz, public_base_url=base_url)
+                ct = compile_template(name, tpl.text, timezone=tz, public_base_url=base_url,
+                                      untrusted=untrusted)
             except TemplateProblem as exc:
                 self.doc.problem(
                     _template_mark(self.doc, self.text, path, exc.line), path, str(exc)

@@ -22,6 +22,7 @@ from pydantic import (
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits
 from agent.sms.policy import RateLimit as PolicyRate
+from agent.sms.untrusted import DEFAULT_MAX_LENGTH, UntrustedPolicy
 
 # Every scalar reaches these models as a string (the loader reads YAML with no implicit typing,
 # so "+919812345678", "09:00", "on" and "NO" stay text); pydantic's lax mode turns "10" into
@@ -223,6 +224,14 @@ class QuietHoursOverride(_Model):
         return value
 
 
+class Untrusted(_Model):
+    """Values a caller controls (caller_name, caller, and these channel variables): cleaned,
+    cut to ``max_length`` and refused when they carry a URL (agent.sms.untrusted)."""
+
+    max_length: int = Field(default=DEFAULT_MAX_LENGTH, ge=1, le=160)
+    vars: StrList = ()
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -238,6 +247,7 @@ class Defaults(_Model):
     # Where texts may go. None: the region's own country only (SMS pumping lives on premium
     # and international ranges); ["any"] allows every country.
     allowed_countries: Annotated[tuple[str, ...], BeforeValidator(_countries)] | None = None
+    untrusted: Untrusted = Untrusted()
 
     @field_validator("sender_id")
     @classmethod
@@ -252,6 +262,9 @@ class Defaults(_Model):
         if self.allowed_countries == ("*",):
             return None
         return frozenset(self.allowed_countries or (self.region,))
+
+    def untrusted_policy(self) -> UntrustedPolicy:
+        return UntrustedPolicy(self.untrusted.max_length, frozenset(self.untrusted.vars))
 
     def limits(self) -> Limits:
         """The policy's view of these settings (the one object check and run both use)."""

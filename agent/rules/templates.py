@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
@@ -19,6 +19,13 @@ from agent.errors import AftercallError
 from agent.models import CallRecord
 from agent.sms.encoding import SmsInfo, analyze
 from agent.sms.numbers import mask as mask_number
+from agent.sms.untrusted import (
+    CALLER_FIELDS,
+    DEFAULT_POLICY,
+    UntrustedPolicy,
+    clean,
+    gsm_only,
+)
 
 LinkFactory = Callable[[str], str]
 
@@ -54,6 +61,8 @@ _WORST_VALUES: dict[str, Any] = {
     "language": "en-IN",
 }
 _WORST_VAR = "V" * 12
+# What ``| trusted`` may pass through: the tracker keeps at most 256 characters of a value.
+_WORST_RAW = "W" * 256
 
 # Words that make an Indian DLT scrutiny (and most operators) treat a message as promotional.
 _PROMO = re.compile(
@@ -90,10 +99,10 @@ class _Vars:
 
     __slots__ = ("_values",)
 
-    def __init__(self, values: Mapping[str, str]):
+    def __init__(self, values: Mapping[str, Any]):
         self._values = {k: v for k, v in values.items() if v not in ("", None)}
 
-    def _get(self, key: str) -> str | None:
+    def _get(self, key: str) -> Any:
         return self._values.get(key)
 
     def __getitem__(self, key: str) -> Any:
@@ -108,18 +117,63 @@ class _Vars:
         return self[key]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._get(key) is not None
+        return isinstance(key, str) and not isinstance(self._get(key), Undefined | None)
+
+
+class Untrusted(str):
+    """A caller-controlled value, cleaned; ``raw`` is what ``| trusted`` gives back."""
+
+    raw: str
+
+    def __new__(cls, value: str, raw: str) -> Untrusted:
+        obj = super().__new__(cls, value)
+        obj.raw = raw
+        return obj
+
+
+class Refused(StrictUndefined):
+    """A caller-controlled value refused (a URL in a name, say): missing to the template, so
+    ``default()`` applies, yet ``| trusted`` still reaches it."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, name: str, raw: str, why: str) -> None:
+        super().__init__(hint=f"{name} was refused: {why}", name=name)
+        self.raw = raw
+
+
+Level = Literal["clean", "gsm", "drop"]
+
+
+def _untrusted(name: str, value: str, policy: UntrustedPolicy, level: Level) -> Any:
+    c = clean(value, max_length=policy.max_length, name=name == "caller_name")
+    if c.value is None:
+        return Refused(name, c.trusted, c.refused or "empty")
+    if level == "drop":
+        return Refused(name, c.trusted, "the text would exceed max_segments with it")
+    if level == "gsm":
+        kept = gsm_only(c.value)
+        if kept is None:
+            return Refused(name, c.trusted, "not GSM-7 and the text would exceed max_segments")
+        return Untrusted(kept, c.trusted)
+    return Untrusted(c.value, c.trusted)
 
 
 class _WorstVars(_Vars):
-    __slots__ = ("_missing",)
+    __slots__ = ("_missing", "_untrusted")
 
-    def __init__(self, missing: str | None = None):
+    def __init__(self, missing: str | None = None, untrusted: UntrustedPolicy = DEFAULT_POLICY):
         super().__init__({})
         self._missing = missing
+        self._untrusted = untrusted
 
-    def _get(self, key: str) -> str | None:
-        return None if key == self._missing else _WORST_VAR
+    def _get(self, key: str) -> Any:
+        if key == self._missing:
+            return None
+        if key in self._untrusted.vars:
+            n = self._untrusted.max_length
+            return Untrusted(_WORST_VAR[:n].ljust(n, "V"), _WORST_RAW)
+        return _WORST_VAR
 
 
 def _strict(value: Any) -> None:
@@ -131,7 +185,8 @@ def _fmt(default: str) -> Callable[..., str]:
     def render(value: Any, fmt: str = default) -> str:
         _strict(value)
         if not isinstance(value, datetime):
-            raise TypeError(f"needs a date/time, got {type(value).__name__}")
+            kind = "str" if isinstance(value, str) else type(value).__name__
+            raise TypeError(f"needs a date/time, got {kind}")
         return value.strftime(fmt)
 
     return render
@@ -148,6 +203,15 @@ def _mask(value: Any, keep: int = 4) -> str:
     return mask_number(str(value), keep)
 
 
+def _trusted(value: Any) -> Any:
+    """``{{ caller_name | trusted }}``: the caller's value with only invisible characters
+    removed, not cut and not refused. The template's author vouches for where it goes."""
+    if isinstance(value, Untrusted | Refused):
+        return value.raw
+    _strict(value)
+    return value
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined,
@@ -162,6 +226,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
         time=_fmt("%H:%M"),
         last=_last,
         mask=_mask,
+        trusted=_trusted,
     )
     return env
 
@@ -254,10 +319,17 @@ def _guard_link(factory: LinkFactory) -> LinkFactory:
 
 
 def build_context(
-    record: CallRecord, *, timezone: str, now: datetime, link: LinkFactory | None
+    record: CallRecord,
+    *,
+    timezone: str,
+    now: datetime,
+    link: LinkFactory | None,
+    untrusted: UntrustedPolicy = DEFAULT_POLICY,
+    level: Level = "clean",
 ) -> dict[str, Any]:
     """Merge-tag values for one call: empty values are left out (undefined), datetimes are
-    shown in ``timezone`` (naive ones are taken as UTC)."""
+    shown in ``timezone`` (naive ones are taken as UTC), caller-controlled values cleaned
+    (agent.sms.untrusted; ``level`` gsm/drop tighten it when the text ran over max_segments)."""
     tz = ZoneInfo(timezone)
     ctx: dict[str, Any] = {}
     for name in RECORD_FIELDS:
@@ -266,12 +338,45 @@ def build_context(
             continue
         if isinstance(value, datetime):
             value = _local(value, tz)
+        elif name in CALLER_FIELDS and isinstance(value, str):
+            value = _untrusted(name, value, untrusted, level)
         ctx[name] = value
-    ctx["vars"] = _Vars(record.vars)
+    ctx["vars"] = _Vars({
+        k: _untrusted(f"vars.{k}", v, untrusted, level) if k in untrusted.vars and v else v
+        for k, v in record.vars.items()
+    })
     ctx["now"] = _local(now, tz)
     if link is not None:
         ctx["link"] = _guard_link(link)
     return ctx
+
+
+def render_call(
+    compiled: CompiledTemplate,
+    record: CallRecord,
+    *,
+    timezone: str,
+    now: datetime,
+    link: LinkFactory | None,
+    untrusted: UntrustedPolicy = DEFAULT_POLICY,
+    max_segments: int | None = None,
+) -> str:
+    """Render for one call so that the text fits ``max_segments`` whatever the caller put in
+    their values: if it does not, once more with their non-GSM characters removed (a name
+    that turns the text into UCS-2), then without their values at all; still too long is a
+    TemplateRenderError (suppressed), never a longer text than the operator approved."""
+    levels: tuple[Level, ...] = ("clean", "gsm", "drop")
+    text = ""
+    for level in levels:
+        ctx = build_context(record, timezone=timezone, now=now, link=link,
+                            untrusted=untrusted, level=level)
+        text = render_template(compiled, ctx)
+        if max_segments is None or analyze(text).segments <= max_segments:
+            return text
+    info = analyze(text)
+    raise TemplateRenderError(
+        compiled.name, f"{info.segments} segments ({info.encoding}, {info.units} units) exceed "
+        f"max_segments {max_segments}")
 
 
 def _local(value: datetime, tz: ZoneInfo) -> datetime:
@@ -298,12 +403,18 @@ def _render(name: str, template: Template, context: Mapping[str, Any]) -> str:
     return text
 
 
-def _worst_context(timezone: str, link: LinkFactory | None) -> dict[str, Any]:
+def _worst_context(
+    timezone: str, link: LinkFactory | None, untrusted: UntrustedPolicy
+) -> dict[str, Any]:
     ctx = dict(_WORST_VALUES)
+    # Caller-controlled values are cut to the budget at send time: that is their worst case.
+    n = untrusted.max_length
+    ctx["caller_name"] = Untrusted("W" * n, _WORST_RAW)
+    ctx["caller"] = Untrusted("+" + "9" * max(15, n - 1), _WORST_RAW)
     for name in _DATETIME_FIELDS:
         ctx[name] = _WORST_DT
     ctx["now"] = _WORST_DT
-    ctx["vars"] = _WorstVars()
+    ctx["vars"] = _WorstVars(untrusted=untrusted)
     if link is not None:
         ctx["link"] = link
     # the same wall-clock digits in every zone: the longest names are what matter
@@ -314,9 +425,10 @@ def _worst_context(timezone: str, link: LinkFactory | None) -> dict[str, Any]:
 
 
 def _worst_case(
-    name: str, template: Template, tags: frozenset[str], timezone: str, link: LinkFactory | None
+    name: str, template: Template, tags: frozenset[str], timezone: str, link: LinkFactory | None,
+    untrusted: UntrustedPolicy,
 ) -> WorstCase:
-    full = _worst_context(timezone, link)
+    full = _worst_context(timezone, link, untrusted)
     try:
         worst_text = _render(name, template, full)
     except TemplateRenderError as exc:
@@ -330,7 +442,7 @@ def _worst_case(
             continue
         ctx = dict(full)
         if tag.startswith("vars."):
-            ctx["vars"] = _WorstVars(missing=tag[5:])
+            ctx["vars"] = _WorstVars(missing=tag[5:], untrusted=untrusted)
         elif tag in ctx and tag not in ("wait_seconds", "talk_seconds", "duration_seconds"):
             del ctx[tag]
         else:
@@ -353,7 +465,8 @@ def promotional_words(text: str) -> tuple[str, ...]:
 
 
 def compile_template(
-    name: str, source: str, *, timezone: str, public_base_url: str | None
+    name: str, source: str, *, timezone: str, public_base_url: str | None,
+    untrusted: UntrustedPolicy = DEFAULT_POLICY,
 ) -> CompiledTemplate:
     """Parse, check merge tags and measure the worst case; raises TemplateProblem."""
     tags = merge_tags(source)
@@ -366,7 +479,7 @@ def compile_template(
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
     link = reserved_link(public_base_url) if public_base_url else None
-    worst = _worst_case(name, template, tags, timezone, link)
+    worst = _worst_case(name, template, tags, timezone, link, untrusted)
     return CompiledTemplate(
         name=name,
         source=source,

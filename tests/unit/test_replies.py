@@ -42,7 +42,7 @@ def inbound(text: str, sender: str = CALLER, gateway: str = "smsc") -> InboundSm
 
 def handler(store: SqliteStore, rules: RuleSet, *gws: FakeGateway) -> ReplyHandler:
     disp = Dispatcher(store, {g.name: g for g in gws}, clock=lambda: NOW)
-    return ReplyHandler(store, rules, disp.send_now, clock=lambda: NOW)
+    return ReplyHandler(store, rules, disp.submit_now, clock=lambda: NOW)
 
 
 @pytest.mark.parametrize(("text", "word"), [
@@ -115,3 +115,46 @@ async def test_reply_from_a_stranger_is_stored_unlinked(store: SqliteStore,
                                                         rules: RuleSet) -> None:
     out = await handler(store, rules).handle(inbound("who is this?", sender="+919999999999"))
     assert out.message_id is None and out.reply_id > 0
+
+
+@pytest.mark.parametrize(("sender", "setup", "reason"), [
+    ("+919812345678", "opt_out", "opt_out"),
+    ("+919812345678", "dnd", "dnd"),
+    ("12", None, "invalid_number"),
+    ("+2348031234567", None, "country_not_allowed"),
+    ("+919812345678", "limit", "rate_limited"),
+])
+async def test_acknowledgements_pass_the_same_policy_as_every_text(
+    store: SqliteStore, rules: RuleSet, sender: str, setup: str | None, reason: str
+) -> None:
+    smsc = FakeGateway("smsc")
+    if setup == "opt_out":
+        await store.opt_out(sender, source="test")
+    elif setup == "dnd":
+        await store.add_dnd([sender], source="test")
+    elif setup == "limit":  # the per-number default (3/1h) is spent
+        for i in range(3):
+            await sent(store, replace(BASE, call_id=f"x{i}", number=sender, call_ended_at=NOW),
+                       NOW)
+    disp = Dispatcher(store, {"smsc": smsc}, clock=lambda: NOW, limits=rules.defaults.limits())
+    h = ReplyHandler(store, rules, disp.submit_now, clock=lambda: NOW)
+    out = await h.handle(inbound("C", sender=sender))
+    assert out.auto_reply is not None
+    assert (out.auto_reply.state, out.auto_reply.reason) == (MessageState.SUPPRESSED, reason)
+    assert smsc.accepted == []
+
+
+async def test_stop_acknowledgement_reaches_the_number_it_opted_out(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    text = RULES.read_text().replace("STOP: opt_out", "STOP: {action: opt_out, reply: cancel_ack}")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    rules = load_rules(path, env={})
+    smsc = FakeGateway("smsc")
+    disp = Dispatcher(store, {"smsc": smsc}, clock=lambda: NOW, limits=rules.defaults.limits())
+    out = await ReplyHandler(store, rules, disp.submit_now, clock=lambda: NOW).handle(
+        inbound("STOP"))
+    assert await store.is_opted_out(CALLER)
+    assert out.auto_reply is not None and out.auto_reply.state is MessageState.SUBMITTED
+    assert len(smsc.accepted) == 1

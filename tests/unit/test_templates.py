@@ -167,7 +167,8 @@ def test_syntax_error_carries_the_template_line() -> None:
 
 def test_worst_case_uses_longest_plausible_values() -> None:
     ct = compile_("{{ caller }},{{ caller_name }},{{ queue }},{{ vars.X }},{{ link('u') }}")
-    assert ct.worst.info.units == 16 + 1 + 20 + 1 + 12 + 1 + 12 + 1 + len(BASE) + 13
+    # caller and caller_name are caller-controlled: cut to the untrusted budget (20) at send time
+    assert ct.worst.info.units == 20 + 1 + 20 + 1 + 12 + 1 + 12 + 1 + len(BASE) + 13
     assert ct.worst.info.encoding == "GSM-7" and ct.worst.info.segments == 1
     assert ct.worst.required == ("caller", "caller_name", "queue", "vars.X")
 
