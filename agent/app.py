@@ -30,6 +30,7 @@ from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
 from agent.errors import AftercallError, ConfigError, StoreError
 from agent.gateways.base import Gateway
+from agent.gateways.build import build_gateways as gateways_from_config
 from agent.metrics import Metrics
 from agent.models import CallRecord, InboundSms, Receipt, Trigger
 from agent.reconcile import reconcile
@@ -51,30 +52,10 @@ def utcnow() -> datetime:
 
 
 def build_gateways(rules: RuleSet, settings: Settings) -> dict[str, Gateway]:
-    """Concrete gateways from rules.yaml (the only place that knows the classes)."""
-    from agent.gateways.http import HttpGateway
-    from agent.gateways.presets.common import HttpGatewayConfig
-    from agent.gateways.smpp.client import SmppGateway
-
-    out: dict[str, Gateway] = {}
-    for name, g in rules.config.gateways.items():
-        if g.type == "smpp":
-            out[name] = SmppGateway(
-                name, g.host, g.port, g.system_id,
-                g.password.get_secret_value() if g.password else "",
-                system_type=g.system_type, window=g.window, tps=g.tps, dlt_tlvs=g.tlvs,
-                enquire_link_interval=g.enquire_link.total_seconds(),
-            )
-        else:
-            public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
-            cfg = HttpGatewayConfig(
-                name=name, preset=g.preset, url=g.url or "", username=g.username,
-                password=g.password, account_sid=g.account_sid, auth_token=g.auth_token,
-                webhook_secret=g.webhook_secret or webhook_secret(settings),
-                callback_base=public, timeout=g.timeout.total_seconds(),
-            )
-            out[name] = HttpGateway(cfg)
-    return out
+    """The gateways rules.yaml configures, with this agent's callback URL and secret."""
+    public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+    return gateways_from_config(rules.config.gateways, callback_base=public.rstrip("/"),
+                                webhook_secret=lambda: webhook_secret(settings))
 
 
 def webhook_secret(settings: Settings) -> str:

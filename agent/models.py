@@ -154,6 +154,11 @@ class OutboundSms:
     tlvs: Mapping[int, bytes] = field(default_factory=dict)  # operator TLVs (e.g. India DLT)
     dlt_template_id: str | None = None
     dlt_entity_id: str | None = None
+    # Worked out once when the text was rendered, carried to the gateway rather than redone:
+    # "GSM-7" or "UCS-2", and the number of SMS parts. None: not known (work it out).
+    encoding: str | None = None
+    segments: int | None = None
+    expires_at: datetime | None = None  # not worth delivering after this (the rule's max_age)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,9 @@ class SendMixin:
             text=row.text,
             dlt_template_id=row.dlt_template_id,
             dlt_entity_id=row.dlt_entity_id,
+            encoding=row.encoding,
+            segments=row.segments,
+            expires_at=row.expires_at,
         )
         fields = {
             "message_id": row.id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,6 +30,7 @@ from agent.errors import (
     GatewayTemporaryError,
 )
 from agent.gateways.base import InboundHandler, ReceiptHandler
+from agent.gateways.pacing import RateLimiter
 from agent.gateways.presets import PRESETS
 from agent.gateways.presets.common import (
     HttpGatewayConfig,
@@ -94,6 +96,7 @@ class HttpGateway:
         connector: aiohttp.BaseConnector | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -106,6 +109,8 @@ class HttpGateway:
         self._on_inbound: InboundHandler | None = None
         self._healthy = True
         self._closed = False
+        # rules.yaml tps: the gateway's own rate limit, kept here rather than learnt from 429s.
+        self._limiter = RateLimiter(config.tps, clock=clock, sleep=sleep) if config.tps else None
         secrets = [s.get_secret_value() for s in (config.password, config.auth_token,
                                                   config.webhook_secret) if s is not None]
         secrets += [v.get_secret_value() for v in config.headers.values()]
@@ -117,7 +122,7 @@ class HttpGateway:
         self._on_receipt, self._on_inbound = on_receipt, on_inbound
         self._ensure_session()
         log.info("http_gateway_started", gateway=self.name, preset=self.config.preset.value,
-                 url=mask_url(self.config.url))
+                 url=mask_url(self.config.endpoint))
 
     @property
     def healthy(self) -> bool:
@@ -133,11 +138,13 @@ class HttpGateway:
         if self._closed:
             raise GatewayTemporaryError(f"gateway {self.name}: closed", reason="closed")
         request = self._preset.build_submit(self.config, sms)
-        segments = analyze(sms.text).segments
+        segments = sms.segments or analyze(sms.text).segments
         initial, cap = self.config.backoff
         attempt = 0
         while True:
             retry_after: float | None = None
+            if self._limiter is not None:
+                await self._limiter.acquire()
             try:
                 status, headers, body = await self._send(request)
             except _Transport as exc:

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.gateways.config import GatewayConfig, HttpConfig, SmppConfig
+from agent.rules.scalars import Duration, HexInt, NonEmpty, parse_duration
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits
 from agent.sms.policy import RateLimit as PolicyRate
@@ -28,7 +30,6 @@ from agent.sms.untrusted import DEFAULT_MAX_LENGTH, UntrustedPolicy
 # so "+919812345678", "09:00", "on" and "NO" stay text); pydantic's lax mode turns "10" into
 # an int and "true" into a bool where a field asks for one.
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _FULL_DAYS = dict(
     zip(
@@ -42,29 +43,6 @@ _FULL_DAYS = dict(
 SECRET_KEYS = frozenset(
     {"password", "auth_token", "secret", "webhook_secret", "api_key", "token", "apikey"}
 )
-
-
-def parse_duration(value: Any) -> timedelta:
-    """ "15m", "24h", "60s", "1h30m", "2d"; a bare number is seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
-        # pydantic reports ValueError as a validation error, a TypeError would escape
-        raise ValueError("expected a duration such as 15m, 24h, 60s or 1h30m")  # noqa: TRY004
-    text = value.strip()
-    try:
-        if text.isdigit():
-            return timedelta(seconds=int(text))
-        m = _DURATION.fullmatch(text)
-        if not text or m is None:
-            raise ValueError(f"bad duration {value!r}: expected e.g. 15m, 24h, 60s or 1h30m")
-        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-    except OverflowError:
-        # timedelta stops at 999,999,999 days; pydantic turns only ValueError into a problem.
-        raise ValueError(f"duration {value!r} is too long") from None
 
 
 def parse_clock(value: Any) -> time:
@@ -119,17 +97,10 @@ def _parse_days(value: Any) -> Any:
     return out
 
 
-def _hex_int(value: Any) -> Any:
-    return int(value, 0) if isinstance(value, str) else value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Clock = Annotated[time, BeforeValidator(parse_clock)]
 Timezone = Annotated[str, AfterValidator(_check_timezone)]
 Region = Annotated[str, AfterValidator(_check_region)]
-NonEmpty = Annotated[str, Field(min_length=1)]
 StrList = Annotated[tuple[NonEmpty, ...], BeforeValidator(_listify)]
-HexInt = Annotated[int, BeforeValidator(_hex_int), Field(ge=0, le=0xFFFF)]
 
 
 class _Model(BaseModel):
@@ -401,58 +372,11 @@ class Rule(_Model):
     max_age: Duration | None = None
 
 
-class SmppGateway(_Model):
-    type: Literal["smpp"]
-    host: NonEmpty
-    port: int = Field(default=2775, ge=1, le=65535)
-    system_id: Annotated[str, Field(min_length=1, max_length=15)]  # SMPP 3.4: C-string of 16
-    password: SecretStr | None = None
-    system_type: Annotated[str, Field(max_length=12)] = ""
-    bind: Literal["transceiver", "transmitter"] = "transceiver"
-    window: int = Field(default=10, ge=1, le=1000)
-    tps: float | None = Field(default=None, gt=0)
-    enquire_link: Duration = timedelta(seconds=30)
-    tlvs: dict[Literal["dlt_entity_id", "dlt_template_id"], HexInt] = {}
-    backup: NonEmpty | None = None
-
-    @field_validator("password")
-    @classmethod
-    def _password_len(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and len(v.get_secret_value()) > 8:
-            # SMPP 3.4 section 5.2.3: password is a C-Octet String of at most 9 octets.
-            raise ValueError("SMPP passwords are at most 8 characters (SMPP 3.4 section 5.2.3)")
-        return v
-
-
-class HttpGateway(_Model):
-    type: Literal["http"]
-    preset: Literal["kannel", "jasmin", "twilio", "generic"] = "generic"
-    url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
-    method: Literal["GET", "POST"] | None = None
-    username: NonEmpty | None = None
-    password: SecretStr | None = None
-    account_sid: NonEmpty | None = None
-    auth_token: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
-    timeout: Duration = timedelta(seconds=5)
-    tps: float | None = Field(default=None, gt=0)
-    backup: NonEmpty | None = None
-
-    @model_validator(mode="after")
-    def _preset_fields(self) -> HttpGateway:
-        need = {
-            "kannel": ("url", "username", "password"),
-            "jasmin": ("url", "username", "password"),
-            "twilio": ("account_sid", "auth_token"),
-            "generic": ("url",),
-        }[self.preset]
-        missing = [k for k in need if getattr(self, k) is None]
-        if missing:
-            raise ValueError(f"preset {self.preset} needs {', '.join(missing)}")
-        return self
-
-
-Gateway = Annotated[SmppGateway | HttpGateway, Field(discriminator="type")]
+# The gateways' models belong to their drivers (agent.gateways.config); rules.yaml is checked
+# against the same objects the agent runs with.
+SmppGateway = SmppConfig
+HttpGateway = HttpConfig
+Gateway = GatewayConfig
 
 
 class KeywordAction(_Model):
@@ -511,5 +435,5 @@ class RulesConfig(_Model):
     agents: dict[str, Agent] = {}
     templates: dict[str, Template]
     rules: tuple[Rule, ...]
-    gateways: dict[str, SmppGateway | HttpGateway]
+    gateways: dict[str, SmppConfig | HttpConfig]
     replies: Replies = Replies()

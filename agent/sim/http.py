@@ -114,6 +114,7 @@ def make_http_app(core: SimCore, config: SimHttpConfig | None = None) -> web.App
     app.router.add_route("*", "/send", _jasmin_send)
     app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", _twilio_send)
     app.router.add_post(GENERIC_PATH, _generic_send)
+    app.router.add_get(GENERIC_PATH, _generic_send)  # the same fields as query parameters
 
     async def mo_listener(sender: str, recipient: str, text: str) -> None:
         await _send_mo(state, sender, recipient, text)
@@ -140,11 +141,16 @@ def make_http_app(core: SimCore, config: SimHttpConfig | None = None) -> web.App
 # -- common submit path --------------------------------------------------------------------------
 
 
-async def _params(request: web.Request) -> dict[str, str]:
-    p = dict(request.query)
+async def _params(request: web.Request) -> dict[str, Any]:
+    p: dict[str, Any] = dict(request.query)
     if request.method == "POST" and request.content_type in (
             "application/x-www-form-urlencoded", "multipart/form-data"):
         p.update({k: str(v) for k, v in (await request.post()).items()})
+    elif request.method == "POST" and request.content_type == "application/json":
+        # Jasmin's JSON form of /send: the same keys, and list values such as custom_tlvs.
+        doc = await request.json()
+        if isinstance(doc, dict):
+            p.update({k: v if isinstance(v, list) else str(v) for k, v in doc.items()})
     return p
 
 
@@ -203,7 +209,7 @@ async def _kannel_send(request: web.Request) -> web.StreamResponse:
     if status in _TEMPORARY:
         return web.Response(status=503, text="Sending failed.")
     if status:
-        return web.Response(status=400, text="Not routable. Do not try again.")
+        return web.Response(status=403, text="Not routable. Do not try again.")  # as smsbox does
     tlvs: dict[int, bytes] = {}
     meta = p.get("meta-data", "")
     if meta.startswith("?smpp?"):
@@ -277,8 +283,12 @@ async def _jasmin_send(request: web.Request) -> web.StreamResponse:
         return web.Response(status=500, text='Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"')
     if status:
         return web.Response(status=412, text='Error "No route found"')
+    tlvs: dict[int, bytes] = {}
+    for entry in p.get("custom_tlvs") or []:  # [tag, length, type, value]
+        if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], int):
+            tlvs[entry[0]] = str(entry[3]).encode()
     smsc_id = state.core.accept_part(channel="http:jasmin", source=p.get("from", ""), dest=to,
-                                     text=text, concat=None)
+                                     text=text, concat=None, tlvs=tlvs)
     msg_id = f"{smsc_id.lower():0>8}-sim0-4000-8000-{smsc_id.lower():0>12}"
     if p.get("dlr") == "yes" and p.get("dlr-url"):
         state.spawn(_jasmin_receipts(state, smsc_id, msg_id, p, text))
@@ -378,7 +388,7 @@ async def _generic_send(request: web.Request) -> web.StreamResponse:
     if creds != (cfg.username, cfg.password):
         return web.json_response({"error": "unauthorized"}, status=401)
     try:
-        doc = await request.json()
+        doc = dict(request.query) if request.method == "GET" else await request.json()
     except ValueError:
         return web.json_response({"error": "body is not JSON"}, status=400)
     if not isinstance(doc, dict) or not doc.get("to") or doc.get("text") is None:

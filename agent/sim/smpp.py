@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ssl as ssl_
+from collections import deque
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +150,7 @@ class _Conn:
             self.close()
             return
         self.submits += 1
+        self.server.submitted.append(pdu)
         status = self.core.admit(pdu.destination_addr)
         if status:
             self.write(P.SubmitSmResp(pdu.sequence, status))
@@ -170,8 +173,12 @@ class SmppServer:
     """An SMSC on ``host:port`` that accepts the one ``system_id``/``password`` pair."""
 
     def __init__(self, core: SimCore, *, system_id: str, password: str,
-                 host: str = "127.0.0.1", port: int = 0, smsc_name: str = "aftercall-sim") -> None:
+                 host: str = "127.0.0.1", port: int = 0, smsc_name: str = "aftercall-sim",
+                 ssl: ssl_.SSLContext | None = None) -> None:
         self.core = core
+        self._ssl = ssl  # TLS on the SMPP port, as Jasmin's TLS listener or an stunnel offers
+        # The last submit_sm PDUs taken, as sent (addresses, validity, TLVs), for tests to read.
+        self.submitted: deque[P.SubmitSm] = deque(maxlen=1000)
         self.system_id, self.password = system_id, password
         self.host, self._port = host, port
         self.smsc_name = smsc_name
@@ -192,7 +199,8 @@ class SmppServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self._port)
+        self._server = await asyncio.start_server(self._accept, self.host, self._port,
+                                                  ssl=self._ssl)
         self.core.mo_listeners.append(self.deliver_mo)
         log.info("sim_smpp_listening", host=self.host, port=self.port)
 

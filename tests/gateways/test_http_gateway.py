@@ -213,7 +213,7 @@ async def test_5xx_is_retried_then_temporary_error(env: Env, preset: str) -> Non
 
 
 @pytest.mark.parametrize(("preset", "code", "reason"), [
-    ("kannel", 400, "no_route"), ("jasmin", 412, "no_route"), ("twilio", 21211, "invalid_destination"),
+    ("kannel", 403, "no_route"), ("jasmin", 412, "no_route"), ("twilio", 21211, "invalid_destination"),
     ("generic", 400, "rejected"),
 ])
 async def test_4xx_is_a_permanent_error_without_retry(env: Env, preset: str, code: int, reason: str) -> None:
@@ -224,6 +224,8 @@ async def test_4xx_is_a_permanent_error_without_retry(env: Env, preset: str, cod
     assert (ei.value.code, ei.value.reason) == (code, reason)
     assert env.sleeps == []
     assert env.core.messages == []
+    # One unroutable number says nothing about the gateway: traffic must not fail over.
+    assert gw.healthy
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -320,7 +322,7 @@ async def test_kannel_request_shape(env: Env) -> None:
     server = await _serve(kannel)
     try:
         gw, _ = await env.gateway("kannel", url=str(server.make_url("/cgi-bin/sendsms")),
-                                  strip_plus=True, kannel_dlt_tlv_names=("PE_ID", "TEMPLATE_ID"),
+                                  strip_plus=True, dlt_tlvs={"dlt_entity_id": "PE_ID", "dlt_template_id": "TEMPLATE_ID"},
                                   extra_params={"smsc": "airtel"})
         out = OutboundSms(message_id="m1", to="+919812345678", sender="ACMECO", text="Hi €",
                           dlt_template_id="1107161234567890123", dlt_entity_id="1101000000000001")
@@ -343,3 +345,49 @@ def test_parse_retry_after() -> None:
     now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+async def test_kannel_immediate_reply_sent_is_accepted(env: Env) -> None:
+    """smsbox with ``immediate-sendsms-reply = true`` answers ``202 Sent.``: taken, not unknown."""
+    async def kannel(request: web.Request) -> web.Response:
+        return web.Response(status=202, text="Sent.")
+
+    server = await _serve(kannel)
+    try:
+        gw, _ = await env.gateway("kannel", url=str(server.make_url("/cgi-bin/sendsms")))
+        result = await gw.submit(sms(1))
+    finally:
+        await server.close()
+    assert result.smsc_ids == () and result.segments == 1
+    assert gw.healthy
+
+
+async def test_kannel_403_tells_no_route_from_bad_credentials(env: Env) -> None:
+    """Both come back as 403 from smsbox; only refused credentials make the gateway unhealthy."""
+    answers = ["Not routable. Do not try again.", "Authorization failed for sendsms"]
+
+    async def kannel(request: web.Request) -> web.Response:
+        return web.Response(status=403, text=answers.pop(0))
+
+    server = await _serve(kannel)
+    try:
+        gw, _ = await env.gateway("kannel", url=str(server.make_url("/cgi-bin/sendsms")))
+        with pytest.raises(GatewayPermanentError) as no_route:
+            await gw.submit(sms(1))
+        assert no_route.value.reason == "no_route" and gw.healthy
+        with pytest.raises(GatewayPermanentError) as refused:
+            await gw.submit(sms(2))
+        assert refused.value.reason == "auth_failed" and not gw.healthy
+    finally:
+        await server.close()
+    assert env.sleeps == []
+
+
+async def test_jasmin_carries_dlt_ids_as_custom_tlvs(env: Env) -> None:
+    gw, _ = await env.gateway("jasmin", dlt_tlvs={"dlt_entity_id": "0x1400",
+                                                  "dlt_template_id": "0x1401"})
+    out = OutboundSms(message_id="m1", to="+919812345678", sender="ACMECO", text="Hi",
+                      dlt_template_id="1107161234567890123", dlt_entity_id="1101000000000001")
+    await gw.submit(out)
+    [msg] = env.core.messages
+    assert msg.tlvs == {0x1400: b"1101000000000001", 0x1401: b"1107161234567890123"}

@@ -366,17 +366,18 @@ def test_replay_cache_is_bounded_and_expires() -> None:
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"preset": "kannel", "username": None}, "needs username"),
-    ({"preset": "twilio", "auth_token": None}, "needs account_sid, auth_token"),
+    ({"preset": "twilio", "auth_token": None, "username": None, "password": None},
+     "needs account_sid, auth_token"),
     ({"preset": "kannel", "url": "http://h/cgi-bin/sendsms?password=x"}, "credentials"),
     ({"preset": "generic", "request_template": {"to": "{phone}"}}, "unknown placeholder"),
+    ({"preset": "kannel", "request_template": {"to": "{to}"}}, "kannel does not use request_template"),
     ({"preset": "jasmin", "webhook_secret": None}, "needs webhook_secret"),
     ({"preset": "kannel", "surprise": 1}, "surprise"),
 ])
 def test_config_errors_name_the_field(kw: dict[str, Any], message: str) -> None:
     base: dict[str, Any] = {"name": "g", "url": "http://127.0.0.1:1/x", "username": "u",
                             "password": "p", "account_sid": None, "auth_token": None,
-                            "callback_base": BASE, "webhook_secret": SECRET,
-                            "request_template": {"to": "{to}"}}
+                            "callback_base": BASE, "webhook_secret": SECRET}
     base.update(kw)
     with pytest.raises(ValidationError, match=message):
         HttpGatewayConfig(**base)

@@ -415,7 +415,7 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
         HEAD.replace(
             "gateways:\n",
             "gateways:\n"
-            + gateways.replace("url: 42", "url: 'http://x'").replace(
+            + gateways.replace("password: '${TOKEN}', url: 42", "url: 'http://x'").replace(
                 "timeout: '${TOKEN}'", "timeout: 5s"
             ),
         )

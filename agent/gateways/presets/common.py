@@ -6,14 +6,24 @@ import enum
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from agent.errors import GatewayAmbiguousError, GatewayPermanentError, GatewayTemporaryError
+from agent.rules.scalars import parse_duration
 
 
 class Preset(enum.StrEnum):
@@ -47,31 +57,71 @@ DEFAULT_STATUS_MAP: dict[str, str] = {
 }
 
 
+def _seconds(value: Any) -> Any:
+    """A duration from rules.yaml ("5s", "2m", "1.5") as seconds."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return parse_duration(value).total_seconds()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+# Keys each preset reads; any other preset-specific key set in rules.yaml is refused rather
+# than silently ignored. Keys every preset reads are not listed.
+_PRESET_KEYS: dict[Preset, frozenset[str]] = {
+    Preset.KANNEL: frozenset({"username", "password", "strip_plus", "dlt_tlvs"}),
+    Preset.JASMIN: frozenset({"username", "password", "strip_plus", "dlt_tlvs"}),
+    Preset.TWILIO: frozenset({"account_sid", "auth_token"}),
+    Preset.GENERIC: frozenset({"username", "password", "method", "request_template",
+                               "response_id_path", "headers", "receipt_fields",
+                               "inbound_fields", "status_map", "signature_header",
+                               "signature_tolerance"}),
+}
+_ALL_PRESET_KEYS = frozenset().union(*_PRESET_KEYS.values())
+
+DEFAULT_URLS: dict[Preset, str] = {Preset.TWILIO: "https://api.twilio.com"}
+
+
 class HttpGatewayConfig(BaseModel):
-    """One HTTP SMS gateway. ``url`` is the send endpoint (for Twilio: the API base, e.g.
-    https://api.twilio.com). ``callback_base`` is the agent's public URL as the gateway must
-    reach it; receipts and replies come back under ``{callback_base}/webhooks/{name}/``."""
+    """One HTTP SMS gateway, as written under ``gateways:`` in rules.yaml (``type: http``) and
+    as the driver runs it: ``aftercall check`` and ``aftercall run`` validate the same model.
+
+    ``url`` is the send endpoint (for Twilio: the API base, https://api.twilio.com by default).
+    ``name`` and ``callback_base`` (the agent's public URL as the gateway must reach it) are
+    filled in when the gateway is built; receipts and replies come back under
+    ``{callback_base}/webhooks/{name}/``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    preset: Preset
-    url: str
+    type: Literal["http"] = "http"
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    preset: Preset = Preset.GENERIC
+    url: str | None = None
+    method: Literal["GET", "POST"] | None = None  # generic only; default POST (JSON body)
     username: str | None = None
     password: SecretStr | None = None
     account_sid: str | None = None
     auth_token: SecretStr | None = None
     callback_base: str | None = None
     webhook_secret: SecretStr | None = None
-    timeout: float = Field(default=10.0, gt=0)  # waiting for the response, once sent
-    connect_timeout: float = Field(default=5.0, gt=0)
+    timeout: Seconds = 10.0  # waiting for the response, once sent
+    connect_timeout: Seconds = 5.0
     max_retries: int = Field(default=3, ge=0, le=20)
     backoff: tuple[float, float] = (0.5, 10.0)  # (initial, cap) seconds, doubled per retry
-    keepalive_timeout: float = Field(default=5.0, ge=0)
+    keepalive_timeout: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 5.0
+    tps: float | None = Field(default=None, gt=0)  # submits per second, paced by the driver
+    backup: str | None = Field(default=None, min_length=1)
     strip_plus: bool = False  # send "9198..." instead of "+9198..." (some Kannel/SMSC routes)
     extra_params: dict[str, str] = Field(default_factory=dict)  # e.g. Kannel "smsc", Jasmin "priority"
-    # Kannel: forward India DLT ids as SMPP TLVs via meta-data (names as in the smsc group).
-    kannel_dlt_tlv_names: tuple[str, str] | None = None  # (entity id TLV name, template id TLV name)
+    # India DLT ids as SMPP TLVs behind an HTTP gateway. Kannel: the names of the smpp-tlv
+    # groups in kannel.conf (sent as meta-data "?smpp?NAME=value"); Jasmin: the TLV tags
+    # (sent as custom_tlvs). Keys: dlt_entity_id, dlt_template_id.
+    dlt_tlvs: dict[Literal["dlt_entity_id", "dlt_template_id"], str] = Field(default_factory=dict)
     # generic preset
     request_template: dict[str, Any] | None = None
     response_id_path: str | None = None
@@ -80,7 +130,7 @@ class HttpGatewayConfig(BaseModel):
     inbound_fields: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_INBOUND_FIELDS))
     status_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
     signature_header: str = "X-Signature"
-    signature_tolerance: float = Field(default=300.0, gt=0)
+    signature_tolerance: Seconds = 300.0
 
     @field_validator("url", "callback_base")
     @classmethod
@@ -101,16 +151,34 @@ class HttpGatewayConfig(BaseModel):
             raise ValueError("must be (initial, cap) with 0 < initial <= cap")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("url") is None:
+            default = DEFAULT_URLS.get(data.get("preset", Preset.GENERIC))  # type: ignore[call-overload]
+            if default:
+                data = {**data, "url": default}
+        return data
+
     @model_validator(mode="after")
     def _preset_fields(self) -> HttpGatewayConfig:
-        missing: list[str] = []
+        fields = type(self).model_fields
+        foreign = sorted(
+            k for k in (self.model_fields_set & _ALL_PRESET_KEYS) - _PRESET_KEYS[self.preset]
+            if getattr(self, k) != fields[k].get_default(call_default_factory=True))
+        if foreign:
+            raise ValueError(
+                f"preset {self.preset.value} does not use {', '.join(foreign)} "
+                f"(it reads {', '.join(sorted(_PRESET_KEYS[self.preset]))})"
+            )
+        missing: list[str] = [] if self.url else ["url"]
         if self.preset in (Preset.KANNEL, Preset.JASMIN):
-            missing = [f for f in ("username", "password") if getattr(self, f) is None]
+            missing += [f for f in ("username", "password") if getattr(self, f) is None]
         elif self.preset is Preset.TWILIO:
-            missing = [f for f in ("account_sid", "auth_token") if getattr(self, f) is None]
+            missing += [f for f in ("account_sid", "auth_token") if getattr(self, f) is None]
         elif self.preset is Preset.GENERIC:
             if not self.request_template:
-                missing = ["request_template"]
+                missing.append("request_template")
             else:
                 bad = sorted(_template_placeholders(self.request_template) - TEMPLATE_FIELDS)
                 if bad:
@@ -118,10 +186,23 @@ class HttpGatewayConfig(BaseModel):
                         f"request_template: unknown placeholder(s) {bad}; "
                         f"use {sorted(TEMPLATE_FIELDS)}"
                     )
+                if self.method == "GET" and any(
+                        not isinstance(v, str) for v in self.request_template.values()):
+                    raise ValueError("request_template: with method GET every value must be "
+                                     "a string (it becomes one query parameter)")
             unknown_states = {v for v in self.status_map.values()} - {
                 "delivered", "undelivered", "expired", "rejected", "accepted", "unknown"}
             if unknown_states:
                 raise ValueError(f"status_map: unknown receipt state(s) {sorted(unknown_states)}")
+        if self.preset is Preset.JASMIN:
+            for key, tag in self.dlt_tlvs.items():
+                try:
+                    ok = 0 <= int(tag, 0) <= 0xFFFF
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise ValueError(f"dlt_tlvs.{key}: Jasmin needs the TLV tag as a number "
+                                     f"such as 0x1400, not {tag!r}")
         if missing:
             raise ValueError(f"preset {self.preset.value} needs {', '.join(missing)}")
         if (self.callback_base and self.preset is not Preset.TWILIO
@@ -132,6 +213,29 @@ class HttpGatewayConfig(BaseModel):
                 "to authenticate receipts and replies"
             )
         return self
+
+    def bound(self, name: str, callback_base: str | None,
+              webhook_secret: Callable[[], str]) -> HttpGatewayConfig:
+        """This configuration as the running gateway ``name`` uses it: its callbacks come back
+        to ``callback_base`` (unless rules.yaml set one), signed with ``webhook_secret``
+        (unless rules.yaml set one)."""
+        data = self.model_dump(exclude_unset=True, exclude={"name", "callback_base"})
+        for key in ("password", "auth_token", "webhook_secret"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        if self.headers:
+            data["headers"] = dict(self.headers)
+        if "webhook_secret" not in data:
+            data["webhook_secret"] = SecretStr(webhook_secret())
+        return HttpGatewayConfig(name=name, callback_base=self.callback_base or callback_base,
+                                 **data)
+
+    @property
+    def endpoint(self) -> str:
+        """The send URL (always set once validated: given, or the preset's default)."""
+        assert self.url is not None
+        return self.url
 
     def secret(self) -> bytes:
         """The key callbacks are authenticated with (Twilio: the auth token)."""

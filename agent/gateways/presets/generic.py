@@ -35,7 +35,7 @@ def template_values(cfg: HttpGatewayConfig, sms: OutboundSms) -> dict[str, str]:
         "callback_url": (cfg.receipt_url(sms.message_id) or "") if sms.request_receipt else "",
         "dlt_template_id": sms.dlt_template_id or "",
         "dlt_entity_id": sms.dlt_entity_id or "",
-        "encoding": analyze(sms.text).encoding,
+        "encoding": sms.encoding or analyze(sms.text).encoding,
     }
 
 
@@ -46,7 +46,12 @@ def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
     auth = None
     if cfg.username is not None and cfg.password is not None:
         auth = (cfg.username, cfg.password.get_secret_value())
-    return HttpRequest(method="POST", url=cfg.url, json=body, headers=headers, basic_auth=auth)
+    if cfg.method == "GET":
+        # A flat template (checked at load): each key one query parameter.
+        query = tuple((k, "" if v is None else str(v)) for k, v in body.items())
+        return HttpRequest(method="GET", url=cfg.endpoint, query=query, headers=headers,
+                           basic_auth=auth)
+    return HttpRequest(method="POST", url=cfg.endpoint, json=body, headers=headers, basic_auth=auth)
 
 
 def dig(doc: Any, path: str) -> Any:

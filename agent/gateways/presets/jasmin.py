@@ -26,14 +26,14 @@ _ERROR = re.compile(r'^Error\s+"(.*)"', re.DOTALL)
 
 def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
     assert cfg.username is not None and cfg.password is not None  # checked by the config
-    info = analyze(sms.text)
+    encoding = sms.encoding or analyze(sms.text).encoding
     form: list[tuple[str, str]] = [
         ("username", cfg.username),
         ("password", cfg.password.get_secret_value()),
         ("to", format_number(sms.to, cfg.strip_plus)),
         ("from", sms.sender),
     ]
-    if info.encoding == "GSM-7":
+    if encoding == "GSM-7":
         form += [("coding", CODING_GSM7), ("content", sms.text)]
     else:
         # hex-content carries the exact UCS-2 octets; "content" would depend on how the
@@ -43,7 +43,20 @@ def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
     if dlr_url:
         form += [("dlr", "yes"), ("dlr-url", dlr_url), ("dlr-level", "3"), ("dlr-method", "POST")]
     form += sorted(cfg.extra_params.items())
-    return HttpRequest(method="POST", url=cfg.url, form=tuple(form))
+    tlvs = custom_tlvs(cfg, sms)
+    if tlvs:
+        # Jasmin reads custom_tlvs only from a JSON body (a form value cannot be a list).
+        return HttpRequest(method="POST", url=cfg.endpoint,
+                           json={**dict(form), "custom_tlvs": tlvs})
+    return HttpRequest(method="POST", url=cfg.endpoint, form=tuple(form))
+
+
+def custom_tlvs(cfg: HttpGatewayConfig, sms: OutboundSms) -> list[list[object]]:
+    """India DLT ids as Jasmin's ``custom_tlvs``: ``[tag, length, type, value]`` entries (length
+    null: Jasmin measures the value), tags from rules.yaml ``dlt_tlvs``."""
+    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id}
+    return [[int(tag, 0), None, "OctetString", values[key]]
+            for key, tag in sorted(cfg.dlt_tlvs.items()) if values[key]]
 
 
 def parse_submit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
 from agent.errors import GatewayAmbiguousError
 from agent.gateways.presets.common import (
@@ -27,21 +28,26 @@ CODING_GSM7, CODING_UCS2 = "0", "2"
 # (the SMPP receipt text), %T unix time, %F the SMSC's message id.
 DLR_PLACEHOLDERS = {"type": "%d", "answer": "%A", "ts": "%T", "fid": "%F"}
 
-# A submit Kannel has taken: "0: Accepted for delivery", or "3: Queued for later delivery"
-# when no SMSC link is up (it is stored and sent later, so still accepted).
-ACCEPTED_PREFIXES = ("0:", "3:")
+# A submit Kannel has taken: "0: Accepted for delivery", "3: Queued for later delivery" when no
+# SMSC link is up (it is stored and sent later, so still accepted), or "Sent." when smsbox has
+# ``immediate-sendsms-reply = true`` (it answers 202 before bearerbox has the message).
+ACCEPTED_PREFIXES = ("0:", "3:", "Sent.")
+
+# smsbox answers 403 both for bad credentials and for a message no SMSC route takes; only the
+# first says anything about the gateway.
+NOT_ROUTABLE = "not routable"
 
 
 def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
     assert cfg.username is not None and cfg.password is not None  # checked by the config
-    info = analyze(sms.text)
+    encoding = sms.encoding or analyze(sms.text).encoding
     q: list[tuple[str, str]] = [
         ("username", cfg.username),
         ("password", cfg.password.get_secret_value()),
         ("from", sms.sender),
         ("to", format_number(sms.to, cfg.strip_plus)),
         ("text", sms.text),
-        ("coding", CODING_GSM7 if info.encoding == "GSM-7" else CODING_UCS2),
+        ("coding", CODING_GSM7 if encoding == "GSM-7" else CODING_UCS2),
         ("charset", "UTF-8"),
     ]
     dlr_url = cfg.receipt_url(sms.message_id, **DLR_PLACEHOLDERS) if sms.request_receipt else None
@@ -50,12 +56,20 @@ def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
         for v in DLR_PLACEHOLDERS.values():
             dlr_url = dlr_url.replace("%25" + v[1], v)
         q += [("dlr-mask", str(DLR_MASK)), ("dlr-url", dlr_url)]
-    if cfg.kannel_dlt_tlv_names and (sms.dlt_entity_id or sms.dlt_template_id):
-        pe, tmpl = cfg.kannel_dlt_tlv_names
-        parts = [f"{n}={v}" for n, v in ((pe, sms.dlt_entity_id), (tmpl, sms.dlt_template_id)) if v]
-        q.append(("meta-data", "?smpp?" + "&".join(parts)))
+    meta = meta_data(cfg, sms)
+    if meta:
+        q.append(("meta-data", meta))
     q += sorted(cfg.extra_params.items())
-    return HttpRequest(method="GET", url=cfg.url, query=tuple(q))
+    return HttpRequest(method="GET", url=cfg.endpoint, query=tuple(q))
+
+
+def meta_data(cfg: HttpGatewayConfig, sms: OutboundSms) -> str | None:
+    """India DLT ids for Kannel's SMPP link: ``?smpp?NAME=value&...`` where each NAME is an
+    smpp-tlv group in kannel.conf (rules.yaml ``dlt_tlvs``); Kannel adds them as TLVs."""
+    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id}
+    parts = [f"{quote(name, safe='')}={quote(values[key] or '', safe='')}"
+             for key, name in sorted(cfg.dlt_tlvs.items()) if values[key]]
+    return "?smpp?" + "&".join(parts) if parts else None
 
 
 def parse_submit(
@@ -72,8 +86,8 @@ def parse_submit(
             code=status, reason="unexpected_response",
         )
     reason = "auth_failed" if status in (401, 403) else None
-    if status == 400 and "rout" in text.lower():
-        reason = "no_route"
+    if status in (400, 403) and NOT_ROUTABLE in text.lower():
+        reason = "no_route"  # "Not routable. Do not try again.": this message, not the gateway
     raise error_for_status(cfg.name, status, text, reason=reason)
 
 

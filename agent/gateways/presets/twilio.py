@@ -38,7 +38,7 @@ _OPTED_OUT = {21610}
 
 def messages_url(cfg: HttpGatewayConfig) -> str:
     assert cfg.account_sid is not None
-    return f"{cfg.url}/{API_VERSION}/Accounts/{cfg.account_sid}/Messages.json"
+    return f"{cfg.endpoint}/{API_VERSION}/Accounts/{cfg.account_sid}/Messages.json"
 
 
 def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl as ssl_
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -22,8 +25,19 @@ from agent.errors import (
 )
 from agent.gateways.base import InboundHandler, ReceiptHandler
 from agent.gateways.smpp import pdu as P
+from agent.gateways.smpp.link import BindRefused, Link, bind
 from agent.gateways.smpp.session import ConnectionLost, ResponseTimeout, Session
-from agent.gateways.smpp.sm import is_receipt, make_submit_parts, receipt_from_deliver, sm_text
+from agent.gateways.pacing import RateLimiter
+from agent.gateways.smpp.config import SmppConfig
+from agent.gateways.smpp.sm import (
+    MoReassembler,
+    is_receipt,
+    make_submit_parts,
+    receipt_from_deliver,
+    relative_validity,
+    sender_address,
+    sm_text,
+)
 from agent.logs import mask_number
 from agent.models import InboundSms, OutboundSms, SubmitResult
 
@@ -33,58 +47,10 @@ Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.S
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class BindRefused(GatewayError):
-    """The SMSC answered our bind with an error status (credentials, system_type, IP)."""
-
-
-class RateLimiter:
-    """Paces sends at ``rate`` per second (GCRA). The small tolerance lets a late timer catch
-    up, so the long-run rate is the configured one rather than rate minus timer overshoot."""
-
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Sleep = asyncio.sleep, tolerance: float = 0.05) -> None:
-        if rate <= 0:
-            raise ValueError("tps: must be > 0")
-        self._interval = 1.0 / rate
-        self._tolerance = max(tolerance, self._interval)
-        self._clock, self._sleep = clock, sleep
-        self._tat = 0.0
-
-    async def acquire(self) -> None:
-        now = self._clock()
-        start = max(self._tat, now - self._tolerance)
-        self._tat = start + self._interval
-        delay = start - now
-        if delay > 0:
-            await self._sleep(delay)
-
-
-class MoReassembler:
-    """Joins the parts of long replies. Bounded: a part whose siblings never come is dropped
-    after ``ttl`` seconds or when ``limit`` messages are pending, so junk cannot grow memory."""
-
-    def __init__(self, ttl: float = 600.0, limit: int = 1000) -> None:
-        self._ttl, self._limit = ttl, limit
-        self._pending: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
-
-    def add(self, sender: str, recipient: str, concat: tuple[int, int, int], text: str,
-            now: float) -> str | None:
-        ref, total, seq = concat
-        for key in [k for k, (t, _) in self._pending.items() if now - t > self._ttl]:
-            del self._pending[key]
-        key = (sender, recipient, ref, total)
-        if key not in self._pending and len(self._pending) >= self._limit:
-            self._pending.pop(next(iter(self._pending)))
-        _, parts = self._pending.setdefault(key, (now, {}))
-        parts[seq] = text
-        if len(parts) < total:
-            return None
-        del self._pending[key]
-        return "".join(parts[i] for i in sorted(parts))
-
-
 class SmppGateway:
-    """A Gateway over one SMPP transceiver bind, rebinding for as long as it runs."""
+    """A Gateway over one or more SMPP binds (see ``SmppConfig``), rebinding each for as long
+    as it runs. Submits go round the sending binds that are up; each bind has its own window,
+    the TPS limit is shared by all of them."""
 
     def __init__(
         self,
@@ -95,13 +61,17 @@ class SmppGateway:
         password: str,
         *,
         system_type: str = "",
-        source_addr_ton: int = 5,  # alphanumeric sender ids are the after-call norm
-        source_addr_npi: int = 0,
+        bind: str = "transceiver",  # transceiver | transmitter | split (TX binds + one RX)
+        binds: int = 1,
+        source_addr_ton: int | None = None,  # None: from each message's sender
+        source_addr_npi: int | None = None,
         dest_addr_ton: int = 1,
         dest_addr_npi: int = 1,
         window: int = 10,
         tps: float | None = None,
         dlt_tlvs: Mapping[str, int] | None = None,
+        message_payload: bool = False,
+        ssl: ssl_.SSLContext | None = None,
         enquire_link_interval: float | None = 30.0,
         response_timeout: float = 10.0,
         bind_timeout: float = 10.0,
@@ -116,6 +86,8 @@ class SmppGateway:
     ) -> None:
         if window < 1:
             raise ConfigError(f"gateway {name}: window: must be >= 1")
+        if bind not in ("transceiver", "transmitter", "split") or binds < 1:
+            raise ConfigError(f"gateway {name}: bind: transceiver, transmitter or split, binds >= 1")
         try:  # fail at start-up, not at every bind attempt; the message never shows the value
             P.encode(P.BindTransceiver(0, system_id=system_id, password=password,
                                        system_type=system_type))
@@ -126,14 +98,20 @@ class SmppGateway:
         self._system_id, self._password, self._system_type = system_id, password, system_type
         self._src_ton, self._src_npi = source_addr_ton, source_addr_npi
         self._dst_ton, self._dst_npi = dest_addr_ton, dest_addr_npi
-        #: Unacknowledged submits allowed on the bind; the dispatcher claims no more rows than
-        #: this, so a row waiting for a window slot is still plainly queued, not in flight.
-        self.window = window
+        self._message_payload = message_payload
+        send_kind: P.BindType = P.BindTransceiver if bind == "transceiver" else P.BindTransmitter
+        self._links = [Link(i, send_kind, True, asyncio.Semaphore(window)) for i in range(binds)]
+        if bind == "split":
+            self._links.append(Link(binds, P.BindReceiver, False, asyncio.Semaphore(1)))
+        self._next_link = 0
+        #: Unacknowledged submits allowed on the gateway (every sending bind's window); the
+        #: dispatcher claims no more rows than this, so a row waiting for a window slot is
+        #: still plainly queued, not in flight.
+        self.window = window * binds
         # The operator's TLV tags for India DLT ids (rules.yaml gateways.*.tlvs).
         tags = dict(dlt_tlvs or {})
         self._dlt_pe_tag = tags.get("dlt_entity_id", P.Tag.DLT_PE_ID)
         self._dlt_template_tag = tags.get("dlt_template_id", P.Tag.DLT_TEMPLATE_ID)
-        self._window = asyncio.Semaphore(window)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
         self._enquire = enquire_link_interval
         self._response_timeout = response_timeout
@@ -142,39 +120,67 @@ class SmppGateway:
         self._throttle_backoff = throttle_backoff
         self._throttle_give_up = throttle_give_up
         self._submit_wait = response_timeout if submit_wait is None else submit_wait
-        self._connector: Connector = connector or asyncio.open_connection
+        if connector is None:
+            async def connector(h: str, p: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                return await asyncio.open_connection(h, p, ssl=ssl)
+        self._connector: Connector = connector
         self._rng = rng or random.Random()
         self._sleep, self._clock = sleep, clock
-        self._session: Session | None = None
-        self._bound = asyncio.Event()
+        self._bound = asyncio.Event()  # set while at least one sending bind is up
         self._attempt_failed = asyncio.Event()  # replaced by a fresh one after each failure
         self._last_error: GatewayError | None = None
         self._paused_until = 0.0
         self._ref = self._rng.randrange(256)
-        self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._on_receipt: ReceiptHandler | None = None
         self._on_inbound: InboundHandler | None = None
         self._mo_parts = MoReassembler()
 
+    @classmethod
+    def from_config(cls, name: str, cfg: SmppConfig, **options: Any) -> SmppGateway:
+        """The gateway rules.yaml describes (``options``: timing seams for tests)."""
+        context = None
+        if cfg.tls:
+            context = ssl_.create_default_context(cafile=cfg.tls_ca)
+            if not cfg.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl_.CERT_NONE
+        kwargs: dict[str, Any] = dict(
+            system_type=cfg.system_type, bind=cfg.bind, binds=cfg.binds,
+            source_addr_ton=cfg.source_addr_ton, source_addr_npi=cfg.source_addr_npi,
+            window=cfg.window, tps=cfg.tps, dlt_tlvs=cfg.tlvs,
+            message_payload=cfg.message_payload, ssl=context,
+            enquire_link_interval=cfg.enquire_link.total_seconds() or None,
+        )
+        return cls(name, cfg.host, cfg.port, cfg.system_id,
+                   cfg.password.get_secret_value() if cfg.password else "",
+                   **{**kwargs, **options})
+
     def __repr__(self) -> str:
         where = f"{self._host}:{self._port}"
         return f"SmppGateway({self.name!r}, {where}, system_id={self._system_id!r})"
+
+    @property
+    def _session(self) -> Session | None:
+        """The first sending bind's session (tests cut it to see a rebind)."""
+        return self._links[0].session
 
     # -- Gateway protocol --------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        return self._session is not None and not self._session.closed
+        return any(link.up for link in self._links if link.sends)
 
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
         self._on_receipt, self._on_inbound = on_receipt, on_inbound
         self._closing = False
-        self._supervisor = asyncio.create_task(self._run(), name=f"smpp-{self.name}")
+        for link in self._links:
+            link.task = asyncio.create_task(self._run(link),
+                                            name=f"smpp-{self.name}-{link.role}-{link.index}")
 
     async def wait_bound(self, timeout: float) -> None:
-        """Return once bound. Raises the error of the next failed attempt (BindRefused for a
-        refused bind) or GatewayTemporaryError when ``timeout`` passes first."""
+        """Return once a sending bind is up. Raises the error of the next failed attempt
+        (BindRefused for a refused bind) or GatewayTemporaryError when ``timeout`` passes."""
         if self.healthy:
             return
         failed = self._attempt_failed
@@ -192,14 +198,23 @@ class SmppGateway:
 
     async def close(self) -> None:
         self._closing = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+        tasks = [link.task for link in self._links if link.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        if self._session is not None:
-            await self._session.unbind()
-            self._session = None
+                await task
+        for link in self._links:
+            if link.session is not None:
+                await link.session.unbind()
+                link.session = None
         self._bound.clear()
+
+    def _source(self, sender: str) -> tuple[str, int, int]:
+        addr, ton, npi = sender_address(sender)
+        if self._src_ton is not None and self._src_npi is not None:
+            return addr, self._src_ton, self._src_npi
+        return addr, ton, npi
 
     async def submit(self, sms: OutboundSms) -> SubmitResult:
         tlvs = dict(sms.tlvs)
@@ -208,23 +223,28 @@ class SmppGateway:
             tlvs.setdefault(self._dlt_pe_tag, sms.dlt_entity_id.encode("ascii"))
         if sms.dlt_template_id:
             tlvs.setdefault(self._dlt_template_tag, sms.dlt_template_id.encode("ascii"))
+        validity = ""
+        if sms.expires_at is not None:
+            # An SMSC that queues must not deliver after the rule's max_age either.
+            validity = relative_validity((sms.expires_at - datetime.now(UTC)).total_seconds())
         self._ref = (self._ref + 1) % 256
+        source, ton, npi = self._source(sms.sender)
         try:
             parts = make_submit_parts(
-                source_addr=sms.sender, destination_addr=sms.to.lstrip("+"), text=sms.text,
-                ref=self._ref, source_addr_ton=self._src_ton, source_addr_npi=self._src_npi,
+                source_addr=source, destination_addr=sms.to.lstrip("+"), text=sms.text,
+                ref=self._ref, source_addr_ton=ton, source_addr_npi=npi,
                 dest_addr_ton=self._dst_ton, dest_addr_npi=self._dst_npi,
                 registered_delivery=1 if sms.request_receipt else 0,
-                tlvs=tuple(tlvs.items()),
+                tlvs=tuple(tlvs.items()), validity_period=validity, encoding=sms.encoding,
+                message_payload=self._message_payload,
             )
-            for part in parts:
-                P.encode(part)  # refuse an unencodable message before any part is sent
+            frames = [P.encode(part) for part in parts]  # refuse an unencodable message first
         except PduError as exc:
             raise GatewayPermanentError(f"{self.name}: {exc}", reason="invalid_message") from exc
         ids: list[str] = []
-        for index, part in enumerate(parts):
+        for index, frame in enumerate(frames):
             try:
-                ids.append(await self._submit_part(part, first=index == 0))
+                ids.append(await self._submit_part(frame, first=index == 0))
             except GatewayError as exc:
                 log.warning(
                     "smpp_submit_failed", gateway=self.name, message_id=sms.message_id,
@@ -245,11 +265,14 @@ class SmppGateway:
 
     # -- submitting one PDU ------------------------------------------------------------------
 
-    async def _session_for_submit(self, deadline: float) -> Session:
+    async def _link_for_submit(self, deadline: float) -> Link:
         while True:
-            session = self._session
-            if session is not None and not session.closed:
-                return session
+            senders = [link for link in self._links if link.sends]
+            for _ in range(len(senders)):
+                link = senders[self._next_link % len(senders)]
+                self._next_link += 1
+                if link.up:
+                    return link
             remaining = deadline - self._clock()
             if remaining <= 0 or self._closing:
                 why = self._last_error or "no connection"
@@ -257,23 +280,27 @@ class SmppGateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._bound.wait(), remaining)
 
-    async def _submit_part(self, part: P.SubmitSm, *, first: bool) -> str:
+    async def _submit_part(self, frame: bytes, *, first: bool) -> str:
+        """Submit one encoded submit_sm (sequence 0: the session numbers it)."""
         started = self._clock()
         # Later parts wait longer for a rebind: giving up on them strands the earlier ones.
         wait = self._submit_wait if first else max(self._submit_wait, self._throttle_give_up)
         throttled = 0
         while True:
-            async with self._window:
+            link = await self._link_for_submit(started + wait)
+            async with link.window:
                 pause = self._paused_until - self._clock()
                 if pause > 0:
                     await self._sleep(pause)
-                session = await self._session_for_submit(started + wait)
+                session = link.session
+                if session is None or session.closed:
+                    continue  # the bind went down while we waited for its window
                 # Paced only once bound: submits that waited out an outage must not all go
                 # in the first instant after the rebind (they took their slots long ago).
                 if self._limiter is not None:
                     await self._limiter.acquire()
                 try:
-                    fut = session.send(part)
+                    fut = session.send_frame(frame)
                 except ConnectionLost as exc:
                     raise GatewayTemporaryError(
                         f"{self.name}: connection lost before submit ({exc})",
@@ -328,11 +355,17 @@ class SmppGateway:
 
     # -- connection supervisor ---------------------------------------------------------------
 
-    async def _run(self) -> None:
+    def _link_changed(self) -> None:
+        if self.healthy:
+            self._bound.set()
+        else:
+            self._bound.clear()
+
+    async def _run(self, link: Link) -> None:
         attempt = 0
         while not self._closing:
             try:
-                session = await self._connect_and_bind()
+                session = await self._connect_and_bind(link)
             except (GatewayError, OSError, TimeoutError, PduError,
                     ConnectionLost, ResponseTimeout) as exc:
                 err = exc if isinstance(exc, GatewayError) else GatewayTemporaryError(
@@ -342,7 +375,7 @@ class SmppGateway:
                 refused = isinstance(err, BindRefused)
                 event = "smpp_bind_refused" if refused else "smpp_connect_failed"
                 log.warning(event, gateway=self.name, host=self._host, port=self._port,
-                            error=str(err), attempt=attempt + 1)
+                            bind=link.role, error=str(err), attempt=attempt + 1)
                 self._attempt_failed.set()
                 self._attempt_failed = asyncio.Event()
                 await self._sleep(backoff_delay(attempt, *self._backoff, rand=self._rng.random))
@@ -350,22 +383,23 @@ class SmppGateway:
                 continue
             attempt = 0
             self._last_error = None
-            self._session = session
-            self._bound.set()
+            link.session = session
+            self._link_changed()
             log.info("smpp_bound", gateway=self.name, host=self._host, port=self._port,
-                     system_id=self._system_id)
+                     system_id=self._system_id, bind=link.role, index=link.index)
             try:
                 await session.wait_closed()
             finally:
-                self._bound.clear()
+                self._link_changed()
             if self._closing:
                 return
             self._last_error = GatewayTemporaryError(
                 f"{self.name}: connection lost: {session.close_reason}", reason="connection_lost")
-            log.warning("smpp_connection_lost", gateway=self.name, reason=session.close_reason)
+            log.warning("smpp_connection_lost", gateway=self.name, bind=link.role,
+                        reason=session.close_reason)
             await self._sleep(backoff_delay(0, *self._backoff, rand=self._rng.random))
 
-    async def _connect_and_bind(self) -> Session:
+    async def _connect_and_bind(self, link: Link) -> Session:
         reader, writer = await asyncio.wait_for(
             self._connector(self._host, self._port), self._bind_timeout
         )
@@ -374,25 +408,9 @@ class SmppGateway:
             response_timeout=self._response_timeout, enquire_link_interval=self._enquire,
             gateway=self.name,
         )
-        session.start_reading()
-        try:
-            resp = await session.request(
-                P.BindTransceiver(0, system_id=self._system_id, password=self._password,
-                                  system_type=self._system_type),
-                timeout=self._bind_timeout,
-            )
-        except BaseException:
-            session.close("bind failed")
-            raise
-        if resp.command_status != P.ESME_ROK or not isinstance(resp, P.BindTransceiverResp):
-            session.close("bind refused")
-            name = P.status_name(resp.command_status)
-            raise BindRefused(
-                f"{self.name}: SMSC {self._host}:{self._port} refused bind_transceiver for "
-                f"system_id {self._system_id!r}: {name}",
-                code=resp.command_status, reason="bind_refused",
-            )
-        session.start_keepalive()
+        await bind(session, link, gateway=self.name, where=f"{self._host}:{self._port}",
+                   system_id=self._system_id, password=self._password,
+                   system_type=self._system_type, timeout=self._bind_timeout)
         return session
 
     # -- inbound -----------------------------------------------------------------------------

@@ -125,6 +125,17 @@ class Session:
         self._writer.write(data)
         return fut
 
+    def send_frame(self, frame: bytes) -> asyncio.Future[P.Pdu]:
+        """``send`` for a request already encoded (with sequence 0): only its sequence number
+        is written in, so a multi-part text is encoded once, before its first part goes."""
+        if self.closed:
+            raise ConnectionLost(self._close_reason or "closed")
+        seq = self._next_seq()
+        fut: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        self._writer.write(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
+        return fut
+
     async def wait_response(
         self, fut: asyncio.Future[P.Pdu], timeout: float | None = None
     ) -> P.Pdu:

@@ -42,13 +42,27 @@ def make_submit_parts(
     registered_delivery: int = 1,
     service_type: str = "",
     tlvs: Tlvs = (),
+    validity_period: str = "",
+    encoding: str | None = None,
+    message_payload: bool = False,
 ) -> list[SubmitSm]:
     """submit_sm PDUs (sequence 0: the sender numbers them) for ``text``; a long text gets an
     8-bit-reference concatenation UDH per part. Split boundaries come from split_segments, so
-    an escape pair or a surrogate pair never straddles two parts."""
-    gsm = is_gsm7(text)
+    an escape pair or a surrogate pair never straddles two parts. ``encoding`` is the one the
+    text was found to need when it was rendered ("GSM-7" or "UCS-2"); ``message_payload``
+    puts the whole text in one submit_sm's message_payload TLV for the SMSC to segment."""
+    gsm = encoding == "GSM-7" if encoding else is_gsm7(text)
     encode = encode_gsm7 if gsm else encode_ucs2
     data_coding = DC_DEFAULT if gsm else DC_UCS2
+    if message_payload:
+        return [SubmitSm(
+            0, service_type=service_type, source_addr_ton=source_addr_ton,
+            source_addr_npi=source_addr_npi, source_addr=source_addr,
+            dest_addr_ton=dest_addr_ton, dest_addr_npi=dest_addr_npi,
+            destination_addr=destination_addr, validity_period=validity_period,
+            registered_delivery=registered_delivery, data_coding=data_coding,
+            tlvs=(*tuple(tlvs), (Tag.MESSAGE_PAYLOAD, encode(text))),
+        )]
     segments = split_segments(text)
     total = len(segments)
     if total > 255:
@@ -66,10 +80,42 @@ def make_submit_parts(
             source_addr_npi=source_addr_npi, source_addr=source_addr,
             dest_addr_ton=dest_addr_ton, dest_addr_npi=dest_addr_npi,
             destination_addr=destination_addr, esm_class=esm_class,
+            validity_period=validity_period,
             registered_delivery=registered_delivery, data_coding=data_coding,
             short_message=payload, tlvs=tuple(tlvs),
         ))
     return out
+
+
+# Type of number / numbering plan for a sender (SMPP 3.4 section 5.2.5/5.2.6). Operators route
+# (and some refuse) by them: an alphanumeric sender is 5/0, a short code network-specific 3/0,
+# a full number international 1/1 (its digits already E.164, without "+").
+TON_INTERNATIONAL, TON_NETWORK, TON_ALPHANUMERIC = 1, 3, 5
+NPI_UNKNOWN, NPI_E164 = 0, 1
+SHORT_CODE_MAX_DIGITS = 8
+
+
+def sender_address(sender: str) -> tuple[str, int, int]:
+    """(source_addr, ton, npi) for a sender id as written in rules.yaml."""
+    digits = sender[1:] if sender.startswith("+") else sender
+    if digits.isdigit():
+        if sender.startswith("+") or len(digits) > SHORT_CODE_MAX_DIGITS:
+            return digits, TON_INTERNATIONAL, NPI_E164
+        return digits, TON_NETWORK, NPI_UNKNOWN
+    return sender, TON_ALPHANUMERIC, NPI_UNKNOWN
+
+
+def relative_validity(seconds: float) -> str:
+    """An SMPP relative time "YYMMDDhhmmss000R" (section 7.1.1) for a validity period: the SMSC
+    drops the message instead of delivering it later than this. At least one minute, at most
+    the 99 years the format can say."""
+    total = max(60, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    years, days = divmod(days, 365)
+    months, days = divmod(days, 30)
+    return f"{min(years, 99):02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
 
 
 def split_udh(esm_class: int, data: bytes) -> tuple[tuple[int, int, int] | None, bytes]:
@@ -260,3 +306,27 @@ def _mo_ref(sender: str, text: str) -> int:
 
 def _gsm_safe(text: str) -> str:
     return "".join(ch if is_gsm7(ch) else "?" for ch in text)
+
+
+class MoReassembler:
+    """Joins the parts of long replies. Bounded: a part whose siblings never come is dropped
+    after ``ttl`` seconds or when ``limit`` messages are pending, so junk cannot grow memory."""
+
+    def __init__(self, ttl: float = 600.0, limit: int = 1000) -> None:
+        self._ttl, self._limit = ttl, limit
+        self._pending: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
+
+    def add(self, sender: str, recipient: str, concat: tuple[int, int, int], text: str,
+            now: float) -> str | None:
+        ref, total, seq = concat
+        for key in [k for k, (t, _) in self._pending.items() if now - t > self._ttl]:
+            del self._pending[key]
+        key = (sender, recipient, ref, total)
+        if key not in self._pending and len(self._pending) >= self._limit:
+            self._pending.pop(next(iter(self._pending)))
+        _, parts = self._pending.setdefault(key, (now, {}))
+        parts[seq] = text
+        if len(parts) < total:
+            return None
+        del self._pending[key]
+        return "".join(parts[i] for i in sorted(parts))

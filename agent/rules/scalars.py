@@ -1,0 +1,43 @@
+"""Scalar types shared by every configuration model read from rules.yaml (durations, hex tags)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """ "15m", "24h", "60s", "1h30m", "2d"; a bare number is seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        # pydantic reports ValueError as a validation error, a TypeError would escape
+        raise ValueError("expected a duration such as 15m, 24h, 60s or 1h30m")  # noqa: TRY004
+    text = value.strip()
+    try:
+        if text.isdigit():
+            return timedelta(seconds=int(text))
+        m = _DURATION.fullmatch(text)
+        if not text or m is None:
+            raise ValueError(f"bad duration {value!r}: expected e.g. 15m, 24h, 60s or 1h30m")
+        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        # timedelta stops at 999,999,999 days; pydantic turns only ValueError into a problem.
+        raise ValueError(f"duration {value!r} is too long") from None
+
+
+def _hex_int(value: Any) -> Any:
+    return int(value, 0) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+HexInt = Annotated[int, BeforeValidator(_hex_int), Field(ge=0, le=0xFFFF)]
