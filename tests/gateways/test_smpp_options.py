@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, SYSTEM_ID, Inbox
+from test_http_gateway import Inbox
 
 from agent.gateways.smpp import pdu as P
 from agent.gateways.smpp.client import SmppGateway
@@ -22,6 +22,7 @@ from agent.models import OutboundSms, ReceiptState
 from agent.sim.core import FaultConfig, SimCore
 from agent.sim.smpp import SmppServer
 
+SYSTEM_ID, PASSWORD = "aftercall", "s3cr3tpw"
 FAST: dict[str, Any] = dict(response_timeout=2.0, bind_timeout=2.0, backoff=(0.05, 0.2),
                             enquire_link_interval=None)
 
