@@ -3,6 +3,7 @@ test asks for it, and stopped at the end if this session started it."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +35,23 @@ def phones(lab: object) -> Iterator[object]:
 @pytest.fixture
 def ami_secret(lab: object) -> str:
     return lab.secret()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A throwaway PostgreSQL cluster (Debian's postgresql, installed by ``make setup``) in this
+    session's temp dir (a private one when root: see agent.lab.postgres), on a free loopback
+    port; stopped and removed at the end."""
+    from agent.lab.postgres import TempCluster
+
+    with TempCluster.under(tmp_path_factory.mktemp("postgres")) as cluster:
+        yield cluster
+
+
+_pg_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """A fresh, empty database in the session's cluster, for one test."""
+    return pg_cluster.create_database(f"t{next(_pg_databases)}")  # type: ignore[attr-defined]
