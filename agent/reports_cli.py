@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AftercallError
+from agent.errors import AftercallError, StoreError
 from agent.models import MessageState
 from agent.reports import (
     ReportReader,
@@ -25,7 +25,7 @@ from agent.reports import (
 )
 from agent.sms.numbers import classify
 from agent.store.base import MessageFilter
-from agent.store.sqlite import SqliteStore
+from agent.store import is_postgres_url, make_store
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,6 +64,9 @@ def _decimal(v: str) -> Decimal:
 def _run(fn: Callable[[], Awaitable[int]]) -> int:
     try:
         return asyncio.run(fn())
+    except StoreError as exc:  # the database cannot be reached or used: exit code 3, like run
+        print(f"aftercall: {exc}", file=sys.stderr)
+        return 3
     except AftercallError as exc:
         print(f"aftercall: {exc}", file=sys.stderr)
         return 1
@@ -77,7 +80,7 @@ def _number(raw: str, region: str) -> str:
 
 
 def _need_db(path: str) -> None:
-    if not Path(path).exists():
+    if not is_postgres_url(path) and not Path(path).exists():
         raise AftercallError(f"{path}: no such database (set --db or AFTERCALL_DB)")
 
 
@@ -87,7 +90,7 @@ def _need_db(path: str) -> None:
 def report(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
-        async with SqliteStore(args.db) as store:
+        async with make_store(args.db) as store:
             rep = await build_report(store, since=args.since, until=args.until, rule=args.rule,
                                      gateway=args.gateway, price_per_segment=args.price,
                                      currency=args.currency)
@@ -102,7 +105,7 @@ def export(args: argparse.Namespace) -> int:
         _need_db(args.db)
         f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, since=args.since,
                           until=args.until, limit=None, newest_first=False)
-        async with SqliteStore(args.db) as store:
+        async with make_store(args.db) as store:
             text = await export_messages(store, f, args.format, unmasked=not args.mask)
         if args.output and args.output != "-":
             Path(args.output).write_text(text, encoding="utf-8")
@@ -116,7 +119,7 @@ def export(args: argparse.Namespace) -> int:
 def optout(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
-        async with SqliteStore(args.db) as store:
+        async with make_store(args.db) as store:
             if args.action == "list":
                 async with ReportReader.for_store(store) as reader:
                     for r in await reader.rows("SELECT number, at, source FROM opt_outs"
@@ -138,7 +141,7 @@ def optout(args: argparse.Namespace) -> int:
 def dnd(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
-        async with SqliteStore(args.db) as store:
+        async with make_store(args.db) as store:
             if args.action == "import":
                 res = await store.import_dnd_csv(args.file, region=args.region)
                 for p in res.problems:
@@ -165,7 +168,7 @@ def ambiguous(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         _need_db(args.db)
-        async with SqliteStore(args.db) as store:
+        async with make_store(args.db) as store:
             if args.action == "list":
                 rows = await store.list_messages(MessageFilter(
                     states=[MessageState.AMBIGUOUS], limit=None, newest_first=False))
@@ -205,7 +208,8 @@ def ambiguous(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=_default_db(),
-                   help="SQLite database (default: $AFTERCALL_DB or ./aftercall.db)")
+                   help="SQLite file or postgresql://user@host/db URL"
+                        " (default: $AFTERCALL_DB or ./aftercall.db)")
 
 
 def _window(p: argparse.ArgumentParser) -> None:

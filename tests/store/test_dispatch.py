@@ -1,4 +1,5 @@
-"""The dispatcher on a real SQLite file with an in-test fake gateway (the seam)."""
+"""The dispatcher on a real SQLite file and a real PostgreSQL database, with an in-test fake
+gateway (the seam)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,12 @@ async def test_queued_decision_is_submitted_with_latency_and_masked_logs(
         [row] = await d.handle([make_decision()])
         assert row.state is MessageState.QUEUED
         done = await wait_state(store, row.id, MessageState.SUBMITTED)
+        # The line is logged after the row is written: the poll above may see the row first.
+        async def logged() -> None:
+            while not any(e["event"] == "sms_submitted" for e in logs):
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(logged(), WAIT)
     assert done.smsc_ids == ("smsc-1",) and done.attempts == 1
     assert done.hangup_to_submit_ms is not None and 0 <= done.hangup_to_submit_ms < 5000
     assert [s.to for s in gw.accepted] == ["+919812345678"]
@@ -205,6 +212,7 @@ async def test_retry_past_expiry_expires(
     assert expired.reason == "expiry" and len(gw.calls) == 1
 
 
+@pytest.mark.sqlite_only  # the SQLite writer's grouping
 async def test_call_record_and_its_rows_are_recorded_in_one_commit(
     store: SqliteStore, make_decision: MakeDecision
 ) -> None:
@@ -342,11 +350,11 @@ def test_backup_naming_an_unknown_gateway_is_a_config_error(store: SqliteStore) 
 
 
 async def test_restart_resumes_outbox_and_marks_in_flight_ambiguous(
-    db_path: Path, make_decision: MakeDecision
+    open_store: Callable[[], SqliteStore], make_decision: MakeDecision
 ) -> None:
     hold = asyncio.Event()
     gw1 = FakeGateway("smsc", hold=hold)
-    store1 = await SqliteStore(db_path).open()
+    store1 = await open_store().open()
     d1 = dispatcher(store1, gw1)
     task = asyncio.create_task(d1.run())
     [stuck] = await d1.handle([make_decision(call_id="in-flight")])
@@ -366,7 +374,7 @@ async def test_restart_resumes_outbox_and_marks_in_flight_ambiguous(
     await asyncio.gather(*d1._in_flight.values(), return_exceptions=True)
     await store1.close()
 
-    async with SqliteStore(db_path) as store2:
+    async with open_store() as store2:
         gw2 = FakeGateway("smsc")
         d2 = dispatcher(store2, gw2)
         task2 = asyncio.create_task(d2.run())
@@ -382,10 +390,10 @@ async def test_restart_resumes_outbox_and_marks_in_flight_ambiguous(
 
 
 async def test_two_dispatchers_on_one_file_send_once(
-    db_path: Path, make_decision: MakeDecision
+    open_store: Callable[[], SqliteStore], make_decision: MakeDecision
 ) -> None:
     gw_a, gw_b = FakeGateway("smsc"), FakeGateway("smsc")
-    async with SqliteStore(db_path) as sa, SqliteStore(db_path) as sb:
+    async with open_store() as sa, open_store() as sb:
         da, db = dispatcher(sa, gw_a), dispatcher(sb, gw_b)
         tasks = [asyncio.create_task(da.run()), asyncio.create_task(db.run())]
         try:
@@ -546,7 +554,7 @@ def test_mask_number() -> None:
 
 async def test_operator_resends_or_drops_ambiguous_messages(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object],
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], db_arg: str,
 ) -> None:
     """`aftercall ambiguous list|resend|drop`: the agent never guesses; the operator does."""
     import argparse
@@ -565,7 +573,7 @@ async def test_operator_resends_or_drops_ambiguous_messages(
     reports_cli.add_cli(parser.add_subparsers(dest="command"))
 
     def cli(*argv: str) -> int:
-        args = parser.parse_args(["ambiguous", "--db", str(store.path), *argv])
+        args = parser.parse_args(["ambiguous", "--db", db_arg, *argv])
         return int(args.handler(args))
 
     assert await asyncio.to_thread(cli, "list") == 0

@@ -1,4 +1,5 @@
-"""SqliteStore against real SQLite files: schema, idempotency, receipts, grouping, failures."""
+"""The store against real SQLite files and (tests taking ``store`` or ``open_store``) a real
+PostgreSQL: schema, idempotency, receipts, grouping, failures."""
 
 from __future__ import annotations
 
@@ -79,10 +80,11 @@ async def test_fresh_file_is_migrated_to_latest_in_wal_mode(db_path: Path) -> No
     } <= tables
 
 
-async def test_reopening_keeps_data(db_path: Path, make_decision: MakeDecision) -> None:
-    async with SqliteStore(db_path) as s:
+async def test_reopening_keeps_data(open_store: Callable[[], SqliteStore],
+                                    make_decision: MakeDecision) -> None:
+    async with open_store() as s:
         row = await queued(s, make_decision)
-    async with SqliteStore(db_path) as s:
+    async with open_store() as s:
         again = await s.get_message(row.id)
     assert again == row
 
@@ -436,6 +438,7 @@ async def test_list_messages_filters(store: SqliteStore, make_decision: MakeDeci
 # ---- the writer ---------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # the SQLite writer's grouping
 async def test_concurrent_writes_are_grouped_into_few_commits(store: SqliteStore) -> None:
     before = store.commits
     await asyncio.gather(*(store.opt_out(f"+1555000{i:04d}", source="t") for i in range(300)))

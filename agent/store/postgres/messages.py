@@ -1,0 +1,293 @@
+"""The outbox on PostgreSQL: inserting messages, moving them through their states, reading them.
+
+Several agents may share the database: the idempotency key's unique index decides which
+insert creates a message, and a claim takes the row with ``FOR UPDATE SKIP LOCKED`` so an agent
+never waits behind another's claim of the same row (it simply does not get it)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.models import Decision, MessageState, ReceiptState
+from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.postgres.pool import PgPool, _sequence, event, message_row, utc
+from agent.store.postgres.receipts import apply_to_message
+
+_TRANSITION_FIELDS = frozenset(
+    {
+        "attempts",
+        "error_code",
+        "queued_at",
+        "submitted_at",
+        "final_at",
+        "next_attempt_at",
+        "submitting_since",
+        "expires_at",
+        "hangup_to_submit_ms",
+        "gateway",
+    }
+)
+
+# A submit older than this whose agent has not come back is an orphan another agent may call
+# ambiguous (far longer than any gateway's submit timeout).
+STALE_SUBMIT = timedelta(minutes=5)
+
+
+class MessageOps(PgPool):
+    """Outbox rows and their event log; each state change writes its event in the same
+    transaction."""
+
+    async def insert_message(
+        self,
+        decision: Decision,
+        *,
+        state: MessageState,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        next_attempt_at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[MessageRow, bool]:
+        at = utc(now)
+        d = decision
+        params = (
+            uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
+            d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
+            d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason,
+            detail, at, at if state is MessageState.QUEUED else None,
+            at if state.final else None, utc(next_attempt_at), utc(expires_at),
+            utc(d.call_ended_at), at,
+        )
+        async with self._tx() as conn:
+            # A concurrent insert of the same key (another agent on the same PBX) makes this
+            # one wait for that transaction, then do nothing: exactly one row, one winner.
+            row = await conn.fetchrow(
+                "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
+                " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
+                " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
+                " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
+                "$20,$21,$22,$23,$24,$25,$26)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+                *params,
+            )
+            if row is None:
+                existing = await conn.fetchrow(
+                    "SELECT * FROM messages WHERE idempotency_key = $1", d.idempotency_key
+                )
+                assert existing is not None
+                return message_row(existing), False
+            await event(conn, row["id"], at, state.value, reason, detail)
+            return message_row(row), True
+
+    async def get_message(self, message_id: str) -> MessageRow | None:
+        rows = await self._read_messages("SELECT * FROM messages WHERE id = $1", message_id)
+        return rows[0] if rows else None
+
+    async def transition(
+        self,
+        message_id: str,
+        state: MessageState,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        detail: str | None = None,
+        from_states: Collection[MessageState] | None = None,
+        **fields: Any,
+    ) -> MessageRow | None:
+        """Move a row to ``state`` (recording the event), optionally only from ``from_states``.
+        Returns the new row, or None when the row is missing or not in an allowed state."""
+        unknown = set(fields) - _TRANSITION_FIELDS
+        if unknown:
+            raise ValueError(f"transition: unknown message fields {sorted(unknown)}")
+        at = utc(now)
+        params: list[Any] = [state.value, reason, detail, at]
+        sets = ["state = $1", "reason = $2", "detail = $3", "updated_at = $4"]
+
+        def param(value: Any) -> str:
+            params.append(utc(value) if isinstance(value, datetime) else value)
+            return f"${len(params)}"
+
+        for name, value in fields.items():
+            sets.append(f"{name} = {param(value)}")
+        if state.final and "final_at" not in fields:
+            sets.append("final_at = $4")
+        if state is MessageState.QUEUED and "queued_at" not in fields:
+            sets.append("queued_at = COALESCE(queued_at, $4)")
+        where = f"id = {param(message_id)}"
+        if from_states is not None:
+            where += f" AND state = ANY({param([s.value for s in from_states])}::text[])"
+        sql = f"UPDATE messages SET {', '.join(sets)} WHERE {where} RETURNING *"
+        async with self._tx() as conn:
+            row = await conn.fetchrow(sql, *params)
+            if row is None:
+                return None
+            await event(conn, message_id, at, state.value, reason, detail)
+            return message_row(row)
+
+    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None:
+        """Mark an attempt as started (attempts+1, submitting_since, claimed_by) before the
+        gateway is called. None unless the row is queued, unclaimed, due and not being claimed
+        by another agent this very moment (SKIP LOCKED: that agent has it)."""
+        at = utc(now)
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                "UPDATE messages SET attempts = attempts + 1, submitting_since = $2,"
+                " claimed_by = $3, updated_at = $2 WHERE id = ("
+                "  SELECT id FROM messages WHERE id = $1 AND state = 'queued'"
+                "  AND submitting_since IS NULL"
+                "  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)"
+                "  FOR UPDATE SKIP LOCKED) RETURNING *",
+                message_id, at, self.owner,
+            )
+            if row is None:
+                return None
+            await event(conn, message_id, at, "queued", "submitting",
+                        f"attempt {row['attempts']} via {row['gateway']}")
+            return message_row(row)
+
+    async def record_submit(
+        self,
+        message_id: str,
+        *,
+        gateway: str,
+        smsc_ids: Sequence[str],
+        now: datetime,
+        hangup_to_submit_ms: float | None,
+    ) -> MessageRow | None:
+        """The gateway accepted the message: store its ids and move queued/ambiguous -> submitted.
+        A receipt that raced ahead of this (stored unmatched, maybe by another agent) is applied
+        now."""
+        at = utc(now)
+        ids = _sequence(smsc_ids)
+        async with self._tx() as conn:
+            row = await conn.fetchrow(
+                "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
+                " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
+                " gateway = $1, smsc_ids = $2, submitted_at = $3, submitting_since = NULL,"
+                " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = $4,"
+                " updated_at = $3 WHERE id = $5 RETURNING *",
+                gateway, ids, at, hangup_to_submit_ms, message_id,
+            )
+            if row is None:
+                return None
+            await event(conn, message_id, at, "submitted", None,
+                        f"{gateway} accepted, smsc ids {','.join(ids)}")
+            await conn.executemany(
+                "INSERT INTO message_smsc_ids (gateway, smsc_id, message_id) VALUES ($1,$2,$3)"
+                " ON CONFLICT DO NOTHING",
+                [(gateway, i, message_id) for i in ids],
+            )
+            msg = message_row(row)
+            if ids:
+                pending = await conn.fetch(
+                    "UPDATE receipts SET message_id = $1 WHERE message_id IS NULL"
+                    " AND gateway = $2 AND smsc_id = ANY($3::text[]) RETURNING *",
+                    message_id, gateway, ids,
+                )
+                for r in sorted(pending, key=lambda r: r["id"]):
+                    _, msg = await apply_to_message(
+                        conn, msg, ReceiptState(r["state"]), r["smsc_id"], r["error_code"],
+                        gateway, at, r["id"],
+                    )
+            return msg
+
+    async def recover_in_flight(self, *, now: datetime) -> list[MessageRow]:
+        """At startup: rows whose attempt started but never finished become ambiguous (the SMSC
+        may have the message) rather than being sent again. With an ``owner``, only this agent's
+        own (and orphans older than STALE_SUBMIT): a live peer's submit is not ours to judge."""
+        at = utc(now)
+        mine = "" if self.owner is None else (
+            " AND (claimed_by IS NULL OR claimed_by = $2 OR submitting_since < $3)"
+        )
+        params: list[Any] = [at]
+        if self.owner is not None:
+            params += [self.owner, at - STALE_SUBMIT]
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
+                " detail = 'agent stopped during submit started at '"
+                " || to_char(submitting_since AT TIME ZONE 'UTC',"
+                " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+                " submitting_since = NULL, next_attempt_at = NULL, updated_at = $1"
+                f" WHERE submitting_since IS NOT NULL AND state = 'queued'{mine} RETURNING *",
+                *params,
+            )
+            for r in rows:
+                await event(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
+            return [message_row(r) for r in rows]
+
+    async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]:
+        return await self._read_messages(
+            "SELECT * FROM messages WHERE state IN ('queued', 'deferred')"
+            " AND next_attempt_at <= $1 AND submitting_since IS NULL"
+            " ORDER BY next_attempt_at LIMIT $2",
+            utc(now), limit,
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        rows = await self._read(
+            "SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued', 'deferred')"
+            " AND submitting_since IS NULL"
+        )
+        return rows[0][0] if rows else None
+
+    async def messages_in_state(
+        self, state: MessageState, *, limit: int | None = None
+    ) -> list[MessageRow]:
+        return await self._read_messages(
+            "SELECT * FROM messages WHERE state = $1 ORDER BY created_at, id LIMIT $2",
+            state.value, limit,
+        )
+
+    async def message_events(self, message_id: str) -> list[MessageEvent]:
+        rows = await self._read(
+            "SELECT * FROM message_events WHERE message_id = $1 ORDER BY id", message_id
+        )
+        return [
+            MessageEvent(r["message_id"], r["at"], MessageState(r["state"]), r["reason"],
+                         r["detail"])
+            for r in rows
+        ]
+
+    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]:
+        f = filters or MessageFilter()
+        where: list[str] = []
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if f.states:
+            where.append(f"state = ANY({param([s.value for s in f.states])}::text[])")
+        for column, value in (
+            ("rule", f.rule),
+            ("call_id", f.call_id),
+            ("number", f.number),
+            ("gateway", f.gateway),
+        ):
+            if value is not None:
+                where.append(f"{column} = {param(value)}")
+        if f.since is not None:
+            where.append(f"created_at >= {param(utc(f.since))}")
+        if f.until is not None:
+            where.append(f"created_at < {param(utc(f.until))}")
+        sql = "SELECT * FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "DESC" if f.newest_first else "ASC"
+        sql += f" ORDER BY created_at {order}, id LIMIT {param(f.limit)} OFFSET {param(f.offset)}"
+        return await self._read_messages(sql, *params)
+
+    async def latest_message_to(self, number: str) -> MessageRow | None:
+        rows = await self._read_messages(
+            "SELECT * FROM messages WHERE number = $1 AND submitted_at IS NOT NULL"
+            " ORDER BY submitted_at DESC LIMIT 1",
+            number,
+        )
+        return rows[0] if rows else None
+

@@ -1,0 +1,277 @@
+"""The PostgreSQL store's connection pool: opening (one clear error), migrations, transactions,
+health, and how rows come back as MessageRows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import structlog
+
+from agent.errors import StoreError
+from agent.models import MessageState, RecipientKind, Trigger
+from agent.store.base import MessageRow
+from agent.store.postgres.schema import LATEST_VERSION, MIGRATIONS
+
+log = structlog.get_logger(__name__)
+
+# Any aftercall migrating this database holds this lock: two agents starting at once migrate
+# once, the second one finds the work done.
+_MIGRATION_LOCK = 0x616674657263616C  # "aftercal"
+
+
+def describe(url: str) -> str:
+    """``PostgreSQL database NAME on HOST:PORT``, for errors and logs: never the password."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost (socket)"
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = "?"
+    name = unquote(parts.path.lstrip("/")) or (unquote(parts.username or "") or "(default)")
+    return f"PostgreSQL database {name!r} on {host}:{port}"
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """asyncpg wants aware times for timestamptz; a naive one is UTC, as in the SQLite store."""
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=UTC)
+
+
+def message_row(r: asyncpg.Record) -> MessageRow:
+    return MessageRow(
+        id=r["id"],
+        idempotency_key=r["idempotency_key"],
+        call_id=r["call_id"],
+        rule=r["rule"],
+        trigger=Trigger(r["trigger"]),
+        recipient_kind=RecipientKind(r["recipient_kind"]),
+        number=r["number"],
+        template=r["template"],
+        gateway=r["gateway"],
+        sender_id=r["sender_id"],
+        text=r["text"],
+        encoding=r["encoding"],
+        segments=r["segments"],
+        category=r["category"],
+        dlt_template_id=r["dlt_template_id"],
+        dlt_entity_id=r["dlt_entity_id"],
+        state=MessageState(r["state"]),
+        reason=r["reason"],
+        detail=r["detail"],
+        attempts=r["attempts"],
+        smsc_ids=tuple(r["smsc_ids"]),
+        error_code=r["error_code"],
+        created_at=r["created_at"],
+        queued_at=r["queued_at"],
+        submitted_at=r["submitted_at"],
+        final_at=r["final_at"],
+        next_attempt_at=r["next_attempt_at"],
+        submitting_since=r["submitting_since"],
+        expires_at=r["expires_at"],
+        call_ended_at=r["call_ended_at"],
+        hangup_to_submit_ms=r["hangup_to_submit_ms"],
+        updated_at=r["updated_at"],
+    )
+
+
+async def event(
+    conn: asyncpg.Connection,
+    message_id: str,
+    at: datetime,
+    state: str,
+    reason: str | None,
+    detail: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO message_events (message_id, at, state, reason, detail)"
+        " VALUES ($1,$2,$3,$4,$5)",
+        message_id, at, state, reason, detail,
+    )
+
+
+# Errors that say "the database is not reachable or not taking writes", not "this op is wrong".
+_ENVIRONMENTAL: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,  # disk full, too many connections
+    asyncpg.OperatorInterventionError,  # admin shutdown, cancelled
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+class PgPool:
+    """Owns the pool. Each write is one short transaction on a pooled connection; PostgreSQL
+    flushes concurrent commits' WAL together, so concurrent callers share fsyncs without a
+    writer queue in front (and two agents never hold each other's row locks for a batch).
+
+    ``owner`` names this agent among those sharing the database (claims carry it)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner: str | None = None,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.where = describe(url)
+        self.owner = owner
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._closed = False
+        self._healthy = True
+        self._last_error: str | None = None
+        self.commits = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        try:
+            # One attempt, bounded: a wrong URL fails the start with one line, no retry storm.
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                command_timeout=60,
+                server_settings={"application_name": f"aftercall:{self.owner or '-'}"},
+            )
+        except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError,
+                asyncpg.InvalidPasswordError) as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_reason(exc)}") from None
+        except (*_ENVIRONMENTAL, asyncpg.PostgresError, ValueError) as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_reason(exc)}") from None
+        try:
+            await self._migrate()
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self) -> None:
+        def refuse(found: int) -> StoreError:
+            return StoreError(
+                f"{self.where}: database schema version {found} is newer than this aftercall "
+                f"supports (version {LATEST_VERSION}); upgrade aftercall or use another database"
+            )
+
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS aftercall_schema (version integer NOT NULL)"
+                )
+                found = await conn.fetchval("SELECT max(version) FROM aftercall_schema") or 0
+                if found > LATEST_VERSION:
+                    raise refuse(found)
+                if found == LATEST_VERSION:
+                    return
+                for number in range(found + 1, LATEST_VERSION + 1):
+                    for statement in MIGRATIONS[number - 1]:
+                        await conn.execute(statement)
+                await conn.execute("DELETE FROM aftercall_schema")
+                await conn.execute("INSERT INTO aftercall_schema VALUES ($1)", LATEST_VERSION)
+        except (*_ENVIRONMENTAL, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{self.where}: schema migration failed: {_reason(exc)}") from None
+        log.info("store_migrated", database=self.where, from_version=found,
+                 to_version=LATEST_VERSION)
+
+    # ---- health ---------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    async def health(self) -> bool:
+        """Can the store write? Performs a tiny real write (this agent's heartbeat row)."""
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    "INSERT INTO heartbeat (agent, at) VALUES ($1, now())"
+                    " ON CONFLICT (agent) DO UPDATE SET at = excluded.at",
+                    self.owner or "-",
+                )
+        except StoreError:
+            return False
+        return True
+
+    # ---- transactions and reads -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """One write transaction. Errors become StoreError; environmental ones mark the store
+        unhealthy until the next transaction that commits."""
+        if self._closed or self._pool is None:
+            raise StoreError(f"{self.where}: store is closed")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except _ENVIRONMENTAL as exc:
+            self._healthy = False
+            self._last_error = f"{type(exc).__name__}: {_reason(exc)}"
+            log.error("store_write_failed", database=self.where, error=self._last_error)
+            raise StoreError(f"{self.where}: cannot write ({self._last_error})") from None
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"{self.where}: write refused: {_reason(exc)}") from None
+        if not self._healthy:
+            log.info("store_write_recovered", database=self.where)
+        self._healthy = True
+        self.commits += 1
+
+    async def _read(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        if self._closed or self._pool is None:
+            raise StoreError(f"{self.where}: store is not open")
+        try:
+            return list(await self._pool.fetch(sql, *params))
+        except (*_ENVIRONMENTAL, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{self.where}: read failed: {_reason(exc)}") from None
+
+    async def _read_messages(self, sql: str, *params: Any) -> list[MessageRow]:
+        return [message_row(r) for r in await self._read(sql, *params)]
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, on one line; connection errors quote no URL, so no password."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    return text
+
+
+def _sequence(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))

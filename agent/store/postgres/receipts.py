@@ -1,0 +1,150 @@
+"""Delivery receipts on PostgreSQL: storing them, matching them to messages, moving those.
+
+A receipt may reach any agent (whichever holds the SMPP bind or receives the webhook); the
+message it belongs to may have been submitted by another. Matching goes through the shared
+tables, and the message row is locked while its state is decided."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import asyncpg
+
+from agent.models import MessageState, Receipt, ReceiptState
+from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
+from agent.store.postgres.pool import PgPool, event, message_row, utc
+
+_RECEIPT_TARGET = {
+    ReceiptState.DELIVERED: MessageState.DELIVERED,
+    ReceiptState.EXPIRED: MessageState.EXPIRED,
+    ReceiptState.UNDELIVERED: MessageState.UNDELIVERED,
+    ReceiptState.REJECTED: MessageState.FAILED,
+}
+# For multi-segment messages a later segment's failure outranks an earlier segment's success:
+# the handset did not get the whole text.
+_RANK = {
+    MessageState.DELIVERED: 1,
+    MessageState.EXPIRED: 2,
+    MessageState.UNDELIVERED: 3,
+    MessageState.FAILED: 4,
+}
+
+
+def _stamp(dt: datetime | None) -> str | None:
+    return None if dt is None else utc(dt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # type: ignore[union-attr]
+
+
+class ReceiptOps(PgPool):
+    """Receipts as the gateways report them; a message's state follows its receipts."""
+
+    async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None:
+        rows = await self._read_messages(
+            "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+            " WHERE s.gateway = $1 AND s.smsc_id = $2 ORDER BY m.created_at DESC LIMIT 1",
+            gateway, smsc_id,
+        )
+        return rows[0] if rows else None
+
+    async def apply_receipt(
+        self, receipt: Receipt, *, now: datetime | None = None
+    ) -> ReceiptOutcome:
+        """Store a receipt and move its message. Unknown ones are kept unmatched (and applied if
+        the submit they belong to is recorded later); exact duplicates change nothing; a final
+        state is never replaced by an intermediate one."""
+        at = utc(now) or datetime.now(UTC)
+        r = receipt
+        dedupe = json.dumps(
+            [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, _stamp(r.done_at)]
+        )
+        async with self._tx() as conn:
+            row = None
+            if r.message_id:
+                row = await conn.fetchrow(
+                    "SELECT * FROM messages WHERE id = $1 FOR UPDATE", r.message_id
+                )
+            if row is None and r.smsc_id:
+                row = await conn.fetchrow(
+                    "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+                    " WHERE s.gateway = $1 AND s.smsc_id = $2 ORDER BY m.created_at DESC"
+                    " LIMIT 1 FOR UPDATE OF m",
+                    r.gateway, r.smsc_id,
+                )
+            msg = message_row(row) if row is not None else None
+            receipt_id = await conn.fetchval(
+                "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
+                " received_at, raw, dedupe_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                msg.id if msg else None, r.smsc_id, r.gateway, r.state.value, r.error_code,
+                utc(r.done_at), at, r.raw, dedupe,
+            )
+            if receipt_id is None:
+                return ReceiptOutcome(None, msg, duplicate=True, changed=False)
+            if msg is None:
+                return ReceiptOutcome(receipt_id, None, duplicate=False, changed=False)
+            changed, msg = await apply_to_message(
+                conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, receipt_id
+            )
+            return ReceiptOutcome(receipt_id, msg, duplicate=False, changed=changed)
+
+    async def receipts(
+        self, *, message_id: str | None = None, unmatched: bool = False
+    ) -> list[ReceiptRow]:
+        if unmatched:
+            rows = await self._read("SELECT * FROM receipts WHERE message_id IS NULL ORDER BY id")
+        elif message_id is not None:
+            rows = await self._read(
+                "SELECT * FROM receipts WHERE message_id = $1 ORDER BY id", message_id
+            )
+        else:
+            rows = await self._read("SELECT * FROM receipts ORDER BY id")
+        return [
+            ReceiptRow(r["id"], r["message_id"], r["gateway"], r["smsc_id"], r["state"],
+                       r["error_code"], r["done_at"], r["received_at"], r["raw"])
+            for r in rows
+        ]
+
+
+async def apply_to_message(
+    conn: asyncpg.Connection,
+    msg: MessageRow,
+    state: ReceiptState,
+    smsc_id: str | None,
+    error_code: str | None,
+    gateway: str,
+    at: datetime,
+    receipt_id: int,
+) -> tuple[bool, MessageRow]:
+    target = _RECEIPT_TARGET.get(state)
+    if target is None:  # intermediate (ACCEPTED/UNKNOWN): kept in receipts, the row stays put
+        return False, msg
+    current = msg.state
+    if current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+        pass
+    elif current is MessageState.QUEUED and msg.submitting_since is not None:
+        pass  # an HTTP callback carrying our id beat the gateway's response
+    elif (
+        current in _RANK
+        and len(msg.smsc_ids) > 1
+        and _RANK[target] > _RANK[current]
+        and smsc_id is not None
+        and msg.submitted_at is not None
+        and not await conn.fetchval(
+            "SELECT 1 FROM receipts WHERE message_id = $1 AND smsc_id = $2 AND id <> $3"
+            " AND state IN ('delivered', 'expired', 'undelivered', 'rejected')",
+            msg.id, smsc_id, receipt_id,
+        )
+    ):
+        pass  # another segment failed after one was delivered
+    else:
+        return False, msg
+    detail = f"{gateway} receipt {state.value} for {smsc_id or msg.id}"
+    row = await conn.fetchrow(
+        "UPDATE messages SET state = $1, reason = 'receipt', detail = $2,"
+        " error_code = COALESCE($3, error_code), final_at = $4, updated_at = $4 WHERE id = $5"
+        " RETURNING *",
+        target.value, detail, error_code, at, msg.id,
+    )
+    assert row is not None
+    await event(conn, msg.id, at, target.value, "receipt", detail)
+    return True, message_row(row)

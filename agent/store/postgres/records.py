@@ -1,0 +1,198 @@
+"""Everything beside the outbox, on PostgreSQL: call records, policy facts, opt-outs and DND,
+replies, links and clicks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.models import CallRecord, InboundSms
+from agent.store.base import ImportResult, LinkRow, PolicyFacts
+from agent.store.postgres.pool import PgPool, utc
+from agent.store.sqlite.records import read_number_csv
+
+# "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
+_SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecordOps(PgPool):
+    """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
+                " ended_at, created_at) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8)"
+                " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
+                " trigger = excluded.trigger, disposition = excluded.disposition,"
+                " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at",
+                record.call_id,
+                json.dumps(record.to_dict(), separators=(",", ":")),
+                record.trigger.value,
+                record.disposition.value,
+                record.queue,
+                record.caller,
+                utc(record.ended_at),
+                utc(now) or _now(),
+            )
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        rows = await self._read("SELECT record::text FROM calls WHERE call_id = $1", call_id)
+        return CallRecord.from_dict(json.loads(rows[0][0])) if rows else None
+
+    async def newest_call_end(self) -> datetime | None:
+        """When the newest call this store knows ended; None for a store that never ran."""
+        rows = await self._read("SELECT max(ended_at) FROM calls")
+        return rows[0][0] if rows else None
+
+    # ---- policy facts ---------------------------------------------------------------------
+
+    async def last_sent_at(self, number: str, rule: str) -> datetime | None:
+        rows = await self._read(
+            f"SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
+            f" WHERE number = $1 AND rule = $2 AND {_SENT}",
+            number, rule,
+        )
+        return rows[0][0]
+
+    async def count_sent_since(self, number: str | None, since: datetime) -> int:
+        # created_at <= submitted_at, so this equals COALESCE(submitted_at, created_at) >= since
+        # while letting both indexes serve it.
+        sql = f"SELECT COUNT(*) FROM messages WHERE {_SENT} AND (created_at >= $1 OR submitted_at >= $1)"
+        if number is None:
+            rows = await self._read(sql, utc(since))
+        else:
+            rows = await self._read(sql + " AND number = $2", utc(since), number)
+        return int(rows[0][0])
+
+    async def policy_facts(
+        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
+    ) -> PolicyFacts:
+        rows = await self._read(
+            "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = $1),"
+            " EXISTS(SELECT 1 FROM dnd WHERE number = $1),"
+            " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
+            f"   WHERE number = $1 AND rule = $2 AND {_SENT}),"
+            f" (SELECT COUNT(*) FROM messages WHERE number = $1 AND {_SENT}"
+            "   AND (created_at >= $3 OR submitted_at >= $3)),"
+            f" (SELECT COUNT(*) FROM messages WHERE {_SENT}"
+            "   AND (created_at >= $4 OR submitted_at >= $4))",
+            number, rule, utc(number_since), utc(global_since),
+        )
+        r = rows[0]
+        return PolicyFacts(bool(r[0]), bool(r[1]), r[2], int(r[3]), int(r[4]))
+
+    async def is_opted_out(self, number: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))
+
+    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO opt_outs (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
+                " DO UPDATE SET at = excluded.at, source = excluded.source",
+                number, utc(now) or _now(), source,
+            )
+
+    async def opt_in(self, number: str) -> bool:
+        async with self._tx() as conn:
+            return bool(await conn.fetch(
+                "DELETE FROM opt_outs WHERE number = $1 RETURNING number", number
+            ))
+
+    async def is_dnd(self, number: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM dnd WHERE number = $1", number))
+
+    async def add_dnd(
+        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
+    ) -> int:
+        at = utc(now) or _now()
+        rows = [(n, at, source) for n in dict.fromkeys(numbers)]
+        async with self._tx() as conn:
+            await conn.executemany(
+                "INSERT INTO dnd (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
+                " DO UPDATE SET at = excluded.at, source = excluded.source",
+                rows,
+            )
+        return len(rows)
+
+    async def remove_dnd(self, number: str) -> bool:
+        async with self._tx() as conn:
+            return bool(await conn.fetch(
+                "DELETE FROM dnd WHERE number = $1 RETURNING number", number
+            ))
+
+    async def import_dnd_csv(
+        self, path: str | Path, *, region: str | None = None, source: str | None = None
+    ) -> ImportResult:
+        """Import a DND list: one number per row in the first column; a header row, blank rows
+        and ``#`` comments are skipped. National numbers need ``region`` (e.g. "IN")."""
+        numbers, problems = await asyncio.to_thread(read_number_csv, Path(path), region)
+        imported = await self.add_dnd(numbers, source=source or f"csv:{Path(path).name}")
+        return ImportResult(imported, tuple(problems))
+
+    # ---- replies, links -------------------------------------------------------------------
+
+    async def add_reply(
+        self,
+        sms: InboundSms,
+        *,
+        message_id: str | None = None,
+        keyword: str | None = None,
+        action: str | None = None,
+        sentiment: float | None = None,
+        rating: int | None = None,
+    ) -> int:
+        async with self._tx() as conn:
+            reply_id = await conn.fetchval(
+                "INSERT INTO replies (message_id, gateway, number, recipient, text, keyword,"
+                " action, sentiment, rating, received_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                " RETURNING id",
+                message_id, sms.gateway, sms.sender, sms.recipient, sms.text, keyword, action,
+                sentiment, rating, utc(sms.received_at),
+            )
+        return int(reply_id)
+
+    async def add_link(
+        self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)",
+                code, message_id, url, utc(now) or _now(),
+            )
+
+    async def link_to_message(self, codes: list[str], message_id: str) -> None:
+        """Count links created before their message row existed against that message."""
+        if not codes:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE links SET message_id = $1 WHERE code = ANY($2::text[])"
+                " AND message_id IS NULL",
+                message_id, list(codes),
+            )
+
+    async def resolve_link(self, code: str) -> LinkRow | None:
+        rows = await self._read("SELECT * FROM links WHERE code = $1", code)
+        if not rows:
+            return None
+        r = rows[0]
+        return LinkRow(r["code"], r["message_id"], r["url"], r["created_at"])
+
+    async def add_click(
+        self, code: str, *, at: datetime | None = None, user_agent: str | None = None
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO clicks (code, at, user_agent) VALUES ($1,$2,$3)",
+                code, utc(at) or _now(), user_agent,
+            )

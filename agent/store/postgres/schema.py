@@ -1,0 +1,142 @@
+"""Versioned PostgreSQL schema: migration N brings ``aftercall_schema.version`` from N-1 to N."""
+
+from __future__ import annotations
+
+# The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
+# segment ids a text[]. ``claimed_by`` names the agent that started a submit, so an agent that
+# restarts only calls its own interrupted submits ambiguous, not a live peer's.
+# Append new migrations; never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the initial schema
+    (
+        """CREATE TABLE calls (
+            call_id     text PRIMARY KEY,
+            record      jsonb NOT NULL,
+            trigger     text NOT NULL,
+            disposition text,
+            queue       text,
+            caller      text,
+            ended_at    timestamptz,
+            created_at  timestamptz NOT NULL
+        )""",
+        "CREATE INDEX calls_ended_at ON calls(ended_at)",
+        """CREATE TABLE messages (
+            id                  text PRIMARY KEY,
+            idempotency_key     text NOT NULL UNIQUE,
+            call_id             text NOT NULL,
+            rule                text NOT NULL,
+            trigger             text NOT NULL,
+            recipient_kind      text NOT NULL,
+            number              text,
+            template            text NOT NULL,
+            gateway             text NOT NULL,
+            sender_id           text NOT NULL,
+            text                text,
+            encoding            text NOT NULL,
+            segments            integer NOT NULL,
+            category            text NOT NULL,
+            dlt_template_id     text,
+            dlt_entity_id       text,
+            state               text NOT NULL,
+            reason              text,
+            detail              text,
+            attempts            integer NOT NULL DEFAULT 0,
+            smsc_ids            text[] NOT NULL DEFAULT '{}',
+            error_code          text,
+            created_at          timestamptz NOT NULL,
+            queued_at           timestamptz,
+            submitted_at        timestamptz,
+            final_at            timestamptz,
+            next_attempt_at     timestamptz,
+            submitting_since    timestamptz,
+            claimed_by          text,
+            expires_at          timestamptz,
+            call_ended_at       timestamptz,
+            hangup_to_submit_ms double precision,
+            updated_at          timestamptz NOT NULL
+        )""",
+        "CREATE INDEX messages_due ON messages(state, next_attempt_at)",
+        "CREATE INDEX messages_call ON messages(call_id)",
+        "CREATE INDEX messages_number ON messages(number, created_at)",
+        "CREATE INDEX messages_created ON messages(created_at)",
+        "CREATE INDEX messages_submitted ON messages(submitted_at)",
+        (
+            "CREATE INDEX messages_in_flight ON messages(submitting_since)"
+            " WHERE submitting_since IS NOT NULL"
+        ),
+        # One row per segment id: receipts for any segment of a long message find the message.
+        """CREATE TABLE message_smsc_ids (
+            gateway    text NOT NULL,
+            smsc_id    text NOT NULL,
+            message_id text NOT NULL,
+            PRIMARY KEY (gateway, smsc_id, message_id)
+        )""",
+        """CREATE TABLE message_events (
+            id         bigserial PRIMARY KEY,
+            message_id text NOT NULL,
+            at         timestamptz NOT NULL,
+            state      text NOT NULL,
+            reason     text,
+            detail     text
+        )""",
+        "CREATE INDEX message_events_message ON message_events(message_id, id)",
+        """CREATE TABLE receipts (
+            id          bigserial PRIMARY KEY,
+            message_id  text,
+            smsc_id     text,
+            gateway     text NOT NULL,
+            state       text NOT NULL,
+            error_code  text,
+            done_at     timestamptz,
+            received_at timestamptz NOT NULL,
+            raw         text NOT NULL DEFAULT '',
+            dedupe_key  text NOT NULL UNIQUE
+        )""",
+        "CREATE INDEX receipts_message ON receipts(message_id)",
+        "CREATE INDEX receipts_smsc ON receipts(gateway, smsc_id)",
+        """CREATE TABLE opt_outs (
+            number text PRIMARY KEY,
+            at     timestamptz NOT NULL,
+            source text NOT NULL
+        )""",
+        """CREATE TABLE dnd (
+            number text PRIMARY KEY,
+            at     timestamptz NOT NULL,
+            source text NOT NULL
+        )""",
+        """CREATE TABLE links (
+            code       text PRIMARY KEY,
+            message_id text,
+            url        text NOT NULL,
+            created_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX links_message ON links(message_id)",
+        """CREATE TABLE clicks (
+            id         bigserial PRIMARY KEY,
+            code       text NOT NULL,
+            at         timestamptz NOT NULL,
+            user_agent text
+        )""",
+        "CREATE INDEX clicks_code ON clicks(code)",
+        """CREATE TABLE replies (
+            id          bigserial PRIMARY KEY,
+            message_id  text,
+            gateway     text NOT NULL,
+            number      text NOT NULL,
+            recipient   text,
+            text        text NOT NULL,
+            keyword     text,
+            action      text,
+            sentiment   double precision,
+            rating      integer,
+            received_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX replies_message ON replies(message_id)",
+        "CREATE INDEX replies_received ON replies(received_at)",
+        # health() writes here, one row per agent: a cheap write that proves the database
+        # takes writes, and a list of the agents sharing it.
+        "CREATE TABLE heartbeat (agent text PRIMARY KEY, at timestamptz NOT NULL)",
+    ),
+)
+
+LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,183 @@
+"""PostgresStore on a real PostgreSQL (the session's throwaway cluster): what only a shared,
+networked database has: its schema versions, a wrong URL, several agents on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from agent.errors import StoreError
+from agent.lab.postgres import free_port
+from agent.models import Decision, MessageState, Receipt, ReceiptState
+from agent.store.postgres import PostgresStore
+from agent.store.postgres.messages import STALE_SUBMIT
+from agent.store.postgres.schema import LATEST_VERSION
+
+MakeDecision = Callable[..., Decision]
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+
+
+async def test_fresh_database_is_migrated_to_latest(pg_url: str) -> None:
+    async with PostgresStore(pg_url):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT max(version) FROM aftercall_schema") == LATEST_VERSION
+        tables = {r[0] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    finally:
+        await conn.close()
+    assert {"calls", "messages", "message_events", "receipts", "opt_outs", "dnd", "links",
+            "clicks", "replies"} <= tables
+
+
+async def test_agents_starting_together_migrate_once(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url, owner=f"a{i}") for i in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    await asyncio.gather(*(s.close() for s in stores))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM aftercall_schema") == 1
+    finally:
+        await conn.close()
+
+
+async def test_newer_schema_is_refused_naming_database_and_versions(pg_url: str) -> None:
+    async with PostgresStore(pg_url):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("UPDATE aftercall_schema SET version = 99")
+    await conn.close()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(pg_url).open()
+    text = str(info.value)
+    name = pg_url.rsplit("/", 1)[1]
+    assert f"'{name}'" in text and "99" in text and f"version {LATEST_VERSION}" in text
+
+
+async def test_unreachable_server_is_one_line_naming_host_and_database_not_password() -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://agent:s3cr3t-pw@127.0.0.1:{port}/aftercall"
+    started = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(url).open()
+    text = str(info.value)
+    assert time.monotonic() - started < 5  # one attempt, no retry storm
+    assert "\n" not in text and "s3cr3t" not in text
+    assert f"127.0.0.1:{port}" in text and "'aftercall'" in text and "cannot connect" in text
+
+
+async def test_missing_database_is_named(pg_cluster: object) -> None:
+    url = pg_cluster.url("no_such_db")  # type: ignore[attr-defined]
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(url).open()
+    assert "'no_such_db'" in str(info.value) and "does not exist" in str(info.value)
+
+
+def test_cli_exit_code_3_and_one_line_for_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from agent import reports_cli
+
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    url = f"postgresql://agent:s3cr3t-pw@127.0.0.1:{free_port()}/aftercall"
+    args = parser.parse_args(["optout", "--db", url, "add", "+919812345678"])
+    assert args.handler(args) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "s3cr3t" not in err and "'aftercall'" in err
+
+
+# ---- several agents on one database -------------------------------------------------------------
+
+
+async def test_two_agents_inserting_the_same_calls_create_each_row_once(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        decisions = [make_decision(call_id=f"c{i}") for i in range(30)]
+
+        async def agent(store: PostgresStore, order: list[Decision]) -> list[bool]:
+            out = []
+            for d in order:
+                _, created = await store.insert_message(
+                    d, state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+                out.append(created)
+            return out
+
+        got_a, got_b = await asyncio.gather(agent(a, decisions), agent(b, decisions[::-1]))
+        assert sum(got_a) + sum(got_b) == 30
+        assert len(await a.list_messages()) == 30
+
+
+async def test_claims_across_agents_are_exclusive(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        ids = []
+        for i in range(40):
+            row, _ = await a.insert_message(make_decision(call_id=f"c{i}"),
+                                            state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+            ids.append(row.id)
+        results = await asyncio.gather(
+            *(s.claim_for_submit(i, now=T0) for i in ids for s in (a, b)))
+        winners = [r for r in results if r is not None]
+        assert sorted(r.id for r in winners) == sorted(ids)  # each row claimed exactly once
+        assert all(r.attempts == 1 for r in winners)
+
+
+async def test_an_agent_restarting_judges_only_its_own_interrupted_submits(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        mine, _ = await a.insert_message(make_decision(call_id="mine"),
+                                         state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        peers, _ = await a.insert_message(make_decision(call_id="peer"),
+                                          state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        assert await a.claim_for_submit(mine.id, now=T0) is not None
+        assert await b.claim_for_submit(peers.id, now=T0) is not None
+    # Agent a comes back while b is still submitting: only a's own submit is ambiguous.
+    async with PostgresStore(pg_url, owner="a") as a2:
+        recovered = await a2.recover_in_flight(now=T0 + timedelta(seconds=5))
+        assert [r.id for r in recovered] == [mine.id]
+        # b never came back: long after, its orphan is judged too.
+        later = await a2.recover_in_flight(now=T0 + STALE_SUBMIT + timedelta(seconds=1))
+        assert [r.id for r in later] == [peers.id]
+        assert later[0].state is MessageState.AMBIGUOUS
+
+
+async def test_receipts_reach_a_message_whichever_agent_gets_them(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        one, _ = await a.insert_message(make_decision(call_id="one"),
+                                        state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        two, _ = await a.insert_message(make_decision(call_id="two"),
+                                        state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        for row in (one, two):
+            assert await a.claim_for_submit(row.id, now=T0) is not None
+        await a.record_submit(one.id, gateway="smsc", smsc_ids=["s1"], now=T0,
+                              hangup_to_submit_ms=5.0)
+        # b holds the bind that receives the receipt for a's submit.
+        out = await b.apply_receipt(Receipt(gateway="smsc", state=ReceiptState.DELIVERED,
+                                            smsc_id="s1"))
+        assert out.changed and out.message is not None and out.message.id == one.id
+        # A receipt that reaches b before a has recorded its submit waits, then applies.
+        early = await b.apply_receipt(Receipt(gateway="smsc", state=ReceiptState.DELIVERED,
+                                              smsc_id="s2"))
+        assert early.message is None
+        done = await a.record_submit(two.id, gateway="smsc", smsc_ids=["s2"], now=T0,
+                                     hangup_to_submit_ms=5.0)
+        assert done is not None and done.state is MessageState.DELIVERED
+
+
+async def test_writes_after_close_are_refused(pg_url: str) -> None:
+    store = await PostgresStore(pg_url).open()
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.opt_out("+15551230000", source="t")
