@@ -115,7 +115,10 @@ class ReportReader:
 
     @classmethod
     def for_store(cls, store: _HasPath) -> ReportReader:
-        return cls(store.path)
+        path = getattr(store, "path", None)
+        if path is None:  # said plainly rather than failing on a missing attribute
+            raise StoreError("reports and export read a SQLite file; this store is not one")
+        return cls(path)
 
     async def open(self) -> Self:
         if not self.path.exists():
