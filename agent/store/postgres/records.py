@@ -74,22 +74,26 @@ class RecordOps(PgPool):
             rows = await self._read(sql + " AND number = $2", utc(since), number)
         return int(rows[0][0])
 
-    async def policy_facts(
-        self, number: str, rule: str, *, number_since: datetime, global_since: datetime
-    ) -> PolicyFacts:
+    async def policy_facts(self, number: str, rule: str) -> PolicyFacts:
         rows = await self._read(
             "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = $1),"
             " EXISTS(SELECT 1 FROM dnd WHERE number = $1),"
             " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = $1 AND rule = $2 AND {_SENT}),"
-            f" (SELECT COUNT(*) FROM messages WHERE number = $1 AND {_SENT}"
-            "   AND (created_at >= $3 OR submitted_at >= $3)),"
-            f" (SELECT COUNT(*) FROM messages WHERE {_SENT}"
-            "   AND (created_at >= $4 OR submitted_at >= $4))",
-            number, rule, utc(number_since), utc(global_since),
+            f"   WHERE number = $1 AND rule = $2 AND {_SENT})",
+            number, rule,
         )
         r = rows[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), r[2], int(r[3]), int(r[4]))
+        return PolicyFacts(bool(r[0]), bool(r[1]), r[2])
+
+    async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
+        """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the
+        in-memory rate-limit counters start from."""
+        rows = await self._read(
+            "SELECT recipient_kind, number, COALESCE(submitted_at, created_at) FROM messages"
+            f" WHERE {_SENT} AND number IS NOT NULL AND (created_at >= $1 OR submitted_at >= $1)",
+            utc(since),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))
