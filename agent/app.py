@@ -40,7 +40,7 @@ from agent.rules.loader import RuleSet, load_rules
 from agent.settings import Settings, is_loopback
 from agent.sms.links import make_sync_link_factory
 from agent.store.base import ReceiptOutcome
-from agent.store.sqlite import SqliteStore
+from agent.store import is_postgres_url, make_store
 
 log = structlog.get_logger("aftercall.app")
 
@@ -63,6 +63,12 @@ def webhook_secret(settings: Settings) -> str:
     the database so callback tokens issued before a restart still verify after it."""
     if settings.webhook_secret:
         return settings.webhook_secret
+    if is_postgres_url(settings.db):
+        # Agents sharing a database must sign callbacks alike: a receipt URL issued by one
+        # may reach another. There is no file beside a URL to keep it in.
+        raise ConfigError(
+            "with a PostgreSQL database, set AFTERCALL_WEBHOOK_SECRET (the same for every agent "
+            "sharing it) or a webhook_secret on each HTTP gateway in rules.yaml")
     path = Path(f"{settings.db}.webhook-secret")
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -92,7 +98,7 @@ class AfterCallAgent:
         self.stats = AgentStats()
         d = self.rules.defaults
         self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region)
-        self.store = SqliteStore(settings.db)
+        self.store = make_store(settings.db, owner=settings.agent_name or None)
         self.gateways = build_gateways(self.rules, settings)
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(

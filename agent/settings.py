@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ami-allow-plain-remote", action="store_true", default=None,
                    help="accept plain-text AMI to a non-loopback host (AFTERCALL_AMI_ALLOW_PLAIN=1)")
     g.add_argument("--rules", help="rules.yaml (AFTERCALL_RULES, default ./rules.yaml)")
-    g.add_argument("--db", help="SQLite file (AFTERCALL_DB, default ./aftercall.db)")
+    g.add_argument("--db", help="SQLite file, or postgresql://user@host/db shared by several "
+                                "agents (AFTERCALL_DB, default ./aftercall.db)")
+    g.add_argument("--agent-name", help="this agent among those sharing a PostgreSQL database "
+                                        "(AFTERCALL_AGENT_NAME, default HOSTNAME:HTTP_PORT); "
+                                        "keep it across restarts")
     g.add_argument("--http", help="HTTP bind host:port (AFTERCALL_HTTP, default 127.0.0.1:8080)")
     g.add_argument("--public-url", help="public base URL of the HTTP server (AFTERCALL_PUBLIC_URL)")
     g.add_argument("--agi-port", type=int, help="FastAGI port on 127.0.0.1 (AFTERCALL_AGI_PORT, 4573)")
@@ -51,6 +56,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _db(value: str) -> Path | str:
+    """A PostgreSQL URL stays a string (a Path would fold its ``//``); anything else is a file."""
+    from agent.store import is_postgres_url
+
+    return value if is_postgres_url(value) else Path(value)
+
+
 def _truthy(v: str | None) -> bool:
     return (v or "").strip().lower() in ("1", "yes", "true", "on")
 
@@ -64,7 +76,9 @@ class Settings:
     ami_tls: bool = False
     ami_allow_plain_remote: bool = False
     rules: Path = Path("rules.yaml")
-    db: Path = Path("aftercall.db")
+    # A SQLite file, or a PostgreSQL URL (str); not in repr: a URL may carry a password.
+    db: Path | str = field(default=Path("aftercall.db"), repr=False)
+    agent_name: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_url: str | None = None
@@ -97,7 +111,9 @@ class Settings:
             ami_allow_plain_remote=bool(_flag(args, "ami_allow_plain_remote"))
             or _truthy(env("AMI_ALLOW_PLAIN")),
             rules=Path(str(_flag(args, "rules") or env("RULES", "rules.yaml"))),
-            db=Path(str(_flag(args, "db") or env("DB", "aftercall.db"))),
+            db=_db(str(_flag(args, "db") or env("DB", "aftercall.db"))),
+            agent_name=str(_flag(args, "agent_name") or env("AGENT_NAME")
+                           or f"{socket.gethostname()}:{port}"),
             http_host=host,
             http_port=int(port),
             public_url=_flag(args, "public_url") or env("PUBLIC_URL"),  # type: ignore[arg-type]
