@@ -35,7 +35,7 @@ from agent.metrics import Metrics
 from agent.models import CallRecord, InboundSms, Receipt, Trigger
 from agent.reconcile import reconcile
 from agent.replies import ReplyHandler
-from agent.rules.engine import decide
+from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.settings import Settings, is_loopback
 from agent.sms.links import make_sync_link_factory
@@ -186,7 +186,9 @@ class AfterCallAgent:
         anything is counted, so a retried record is counted once."""
         base = self.rules.defaults.public_base_url
         links = make_sync_link_factory(base) if base else None
-        decisions = decide(self.rules, record, now=self.clock(), link=links)
+        now = self.clock()
+        traces = explain(self.rules, record, now=now, link=links)
+        decisions = [d for t in traces for d in t.decisions]
         log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
                  queue=record.queue, caller=record.caller, decisions=len(decisions))
         codes = [code for code, _ in links.pending] if links else []
@@ -197,6 +199,10 @@ class AfterCallAgent:
         rows = []
         if decisions or completed:  # a completed call is kept even when no rule matched
             rows = await self.dispatcher.handle(decisions, call=record)
+        # After the rows: the outcomes' commit then runs beside the submit, not before it.
+        await self.store.record_rule_outcomes(
+            record.call_id, record.trigger, rule_outcomes(self.rules, record.trigger, traces),
+            now=now)
         sent = [r for r in rows if r.text and any(c in r.text for c in codes)]
         if sent:
             await self.store.link_to_message(codes, sent[0].id)
@@ -331,6 +337,7 @@ class AfterCallAgent:
             dashboard_token=self.settings.dashboard_token,
             bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
+            timezone=d.timezone, region=d.region,
         )
 
     async def _start_web(self) -> Any:

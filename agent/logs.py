@@ -8,8 +8,9 @@ from typing import Any
 
 import structlog
 
-from agent.sms.numbers import mask
+from agent.sms.numbers import mask, mask_text
 
+_FREE_TEXT_KEYS = {"text", "detail", "body", "reply"}
 _SECRET_KEYS = {"password", "secret", "auth_token", "token", "webhook_secret"}
 
 
@@ -25,6 +26,9 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         elif (k in ("number", "to", "caller", "sender", "recipient_number")
               and isinstance(event[k], str) and "*" not in event[k]):
             event[k] = mask_number(event[k])
+        elif k in _FREE_TEXT_KEYS and isinstance(event[k], str):
+            # Message texts and details can quote a number (a caller's, an agent's).
+            event[k] = mask_text(event[k])
     return event
 
 

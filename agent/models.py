@@ -244,3 +244,15 @@ class Decision:
     @property
     def idempotency_key(self) -> str:
         return f"{self.call_id}|{self.rule}|{self.recipient.value}|{self.number or '-'}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """What one rule said about a call when it was decided: matched, or the condition that
+    failed (the engine's RuleTrace without the decisions, which are the message rows)."""
+
+    rule: str
+    matched: bool
+    reason: str | None = None  # the first condition that failed; None when matched
+    skipped: tuple[str, ...] = ()  # recipients an earlier rule had already taken
+    trigger: Trigger = Trigger.CALL_COMPLETED

@@ -6,9 +6,10 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 SENTIMENT_THRESHOLD = 0.05  # VADER's own cut-off for its compound score
 
@@ -99,6 +100,7 @@ class Report:
     by_rule: tuple[Figures, ...]
     by_gateway: tuple[Figures, ...]
     by_day: tuple[DayPoint, ...] = field(default=())
+    timezone: str = "UTC"  # days in by_day are days in this zone (rules.yaml defaults.timezone)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -175,8 +177,10 @@ def figures(key: str, rows: Sequence[FactRow], price: Decimal | None) -> Figures
 def compute_report(
     rows: Sequence[FactRow], *, since: datetime | None = None, until: datetime | None = None,
     price_per_segment: Decimal | None = None, currency: str | None = None,
+    timezone: str = "UTC",
 ) -> Report:
-    """The whole report from fact rows (pure)."""
+    """The whole report from fact rows (pure). Days are the operator's (``timezone``)."""
+    zone = ZoneInfo(timezone)
     def grouped(attr: str) -> tuple[Figures, ...]:
         keys = sorted({getattr(r, attr) for r in rows})
         return tuple(figures(k, [r for r in rows if getattr(r, attr) == k], price_per_segment)
@@ -184,7 +188,7 @@ def compute_report(
 
     days: dict[date, list[FactRow]] = {}
     for r in rows:
-        days.setdefault(r.created_at.astimezone(UTC).date(), []).append(r)
+        days.setdefault(r.created_at.astimezone(zone).date(), []).append(r)
     by_day = []
     for d in sorted(days):
         f = figures(d.isoformat(), days[d], None)
@@ -192,4 +196,4 @@ def compute_report(
                                f.suppressed, f.delivery_rate))
     return Report(since, until, currency, price_per_segment,
                   figures("all", rows, price_per_segment), grouped("rule"), grouped("gateway"),
-                  tuple(by_day))
+                  tuple(by_day), timezone)

@@ -7,7 +7,9 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from agent.report_figures import Figures, Report
 
@@ -18,7 +20,8 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "id", "call_id", "rule", "template", "recipient_kind", "number", "gateway", "sender_id",
     "status", "reason", "error_code", "text", "encoding", "segments", "attempts", "created_at",
     "submitted_at", "final_at", "hangup_to_submit_ms", "delivery_seconds", "receipt_state",
-    "receipt_at", "clicks", "replies",
+    "receipt_at", "clicks", "replies", "detail", "created_at_local", "submitted_at_local",
+    "final_at_local", "receipt_at_local",
 )
 
 
@@ -55,8 +58,13 @@ def _grid(title: str, rows: Sequence[Figures]) -> list[str]:
 
 def render_table(report: Report) -> str:
     """Plain text for a terminal: totals, per rule, per gateway, then failure/suppression causes."""
-    span = (f"{report.since.isoformat() if report.since else 'beginning'} .. "
-            f"{report.until.isoformat() if report.until else 'now'}")
+    zone = ZoneInfo(report.timezone)
+
+    def local(t: datetime | None, default: str) -> str:
+        return t.astimezone(zone).isoformat(timespec="seconds") if t else default
+
+    span = (f"{local(report.since, 'beginning')} .. {local(report.until, 'now')}"
+            f" ({report.timezone})")
     out = [f"aftercall report, {span}"
            + (f" (cost in {report.currency})" if report.currency else ""), ""]
     out += _grid("rule", [*report.by_rule, report.total]) + [""]

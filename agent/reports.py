@@ -33,6 +33,14 @@ Export columns (``export_messages``, ``message_rows`` and ``GET /api/messages``)
     receipt_at            when that receipt was received
     clicks                clicks on the message's tracked links
     replies               replies linked to the message
+    detail                what the reason means for this message (the suppression or failure
+                          detail, e.g. "agent 2009 has no mobile"); empty when delivered
+    created_at_local, submitted_at_local, final_at_local, receipt_at_local
+                          the same times in the operator's zone (rules.yaml defaults.timezone),
+                          ISO 8601 with its offset; the UTC columns stay as they are
+
+``reason`` is empty for a delivered message. Unless numbers are unmasked, numbers written
+inside ``text`` and ``detail`` are masked like ``number``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 
@@ -68,14 +77,14 @@ from agent.report_render import (
     render_report,
     render_table,
 )
-from agent.sms.numbers import mask
+from agent.sms.numbers import mask, mask_text
 from agent.store.base import MessageFilter
 from agent.store.sqlite.rows import _dt, ts
 
 __all__ = [
     "EXPORT_COLUMNS", "SENTIMENT_THRESHOLD", "DayPoint", "FactRow", "Figures", "Format", "Report",
     "ReportReader", "build_report", "compute_report", "export_messages", "fact_rows", "figures",
-    "message_rows", "parse_states", "parse_when", "percentile", "render_csv", "render_json", "render_messages", "render_report",
+    "local_iso", "message_rows", "parse_states", "parse_when", "percentile", "render_csv", "render_json", "render_messages", "render_report",
     "render_table", "sentiment_label",
 ]
 
@@ -84,17 +93,27 @@ class _HasPath(Protocol):
     path: Path
 
 
-def parse_when(value: str, *, end: bool = False) -> datetime:
-    """An ISO date or date-time from a flag or query string (UTC unless it says otherwise); a
-    bare date as an end means the end of that day. ValueError names what was expected."""
+def parse_when(value: str, *, end: bool = False, timezone: str = "UTC") -> datetime:
+    """An ISO date or date-time from a flag or query string, in ``timezone`` (the operator's)
+    unless it says otherwise; a bare date as an end means the end of that day. ValueError
+    names what was expected."""
+    zone = ZoneInfo(timezone)
     try:
         if len(value) == 10:
             return datetime.combine(datetime.fromisoformat(value).date(),
-                                    time.max if end else time.min, UTC)
+                                    time.max if end else time.min, zone).astimezone(UTC)
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("expected an ISO date (2024-05-01) or date-time") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=zone)).astimezone(UTC)
+
+
+def local_iso(value: str | datetime | None, timezone: str) -> str | None:
+    """A stored UTC time as ISO 8601 in ``timezone``, with its offset (2024-05-01T14:30:00+05:30)."""
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return dt.astimezone(ZoneInfo(timezone)).isoformat(timespec="seconds")
 
 
 def parse_states(value: str) -> list[MessageState]:
@@ -188,18 +207,20 @@ FROM messages m"""
 
 
 async def message_rows(
-    reader: ReportReader, filters: MessageFilter | None = None, *, unmasked: bool = False
+    reader: ReportReader, filters: MessageFilter | None = None, *, unmasked: bool = False,
+    timezone: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The SMS log: one dict per message with ``EXPORT_COLUMNS`` as keys."""
+    """The SMS log: one dict per message with ``EXPORT_COLUMNS`` as keys (the ``*_local``
+    columns only with a ``timezone``)."""
     f = filters or MessageFilter()
     where, params = _where(f)
     order = "DESC" if f.newest_first else "ASC"
     sql = f"{_LOG_SQL}{where} ORDER BY m.created_at {order}, m.id LIMIT ? OFFSET ?"
     rows = await reader.rows(sql, [*params, -1 if f.limit is None else f.limit, f.offset])
-    return [_log_row(r, unmasked) for r in rows]
+    return [_log_row(r, unmasked, timezone) for r in rows]
 
 
-def _log_row(r: sqlite3.Row, unmasked: bool) -> dict[str, Any]:
+def _log_row(r: sqlite3.Row, unmasked: bool, timezone: str | None = None) -> dict[str, Any]:
     submitted, final = _dt(r["submitted_at"]), _dt(r["final_at"])
     delivery = (
         round((final - submitted).total_seconds(), 3)
@@ -218,22 +239,38 @@ def _log_row(r: sqlite3.Row, unmasked: bool) -> dict[str, Any]:
         "delivery_seconds": delivery, "receipt_state": r["receipt_state"],
         "receipt_at": r["receipt_at"], "clicks": r["clicks"], "replies": r["replies"],
     }
+    _presentable(out, r["detail"], unmasked, timezone)
     return out
+
+
+def _presentable(out: dict[str, Any], detail: str | None, unmasked: bool,
+                 timezone: str | None) -> None:
+    """What a reader sees beyond the stored row: no reason on a delivered message, the detail
+    of a suppression or failure, numbers inside texts masked, local times."""
+    delivered = out["status"] == MessageState.DELIVERED
+    if delivered:
+        out["reason"] = None
+    out["detail"] = None if delivered else detail
+    if not unmasked:
+        out["text"] = mask_text(out["text"]) if out["text"] else out["text"]
+        out["detail"] = mask_text(out["detail"]) if out["detail"] else out["detail"]
+    for k in ("created_at", "submitted_at", "final_at", "receipt_at"):
+        out[f"{k}_local"] = local_iso(out[k], timezone) if timezone else None
 
 
 async def export_messages(
     store: _HasPath | ReportReader, filters: MessageFilter | None,
-    format: Literal["csv", "json"], *, unmasked: bool = True,
+    format: Literal["csv", "json"], *, unmasked: bool = True, timezone: str = "UTC",
 ) -> str:
     """Every message matching ``filters`` (no limit unless the filter sets one), one row each,
     columns as in the module docstring. Exports are for the operator, so numbers are unmasked
     by default."""
     f = filters or MessageFilter(limit=None, newest_first=False)
     if isinstance(store, ReportReader):
-        rows = await message_rows(store, f, unmasked=unmasked)
+        rows = await message_rows(store, f, unmasked=unmasked, timezone=timezone)
     else:
         async with ReportReader.for_store(store) as reader:
-            rows = await message_rows(reader, f, unmasked=unmasked)
+            rows = await message_rows(reader, f, unmasked=unmasked, timezone=timezone)
     return render_messages(rows, format)
 
 
@@ -283,6 +320,7 @@ async def build_report(
     store: _HasPath | ReportReader, *, since: datetime | None = None,
     until: datetime | None = None, rule: str | None = None, gateway: str | None = None,
     price_per_segment: Decimal | None = None, currency: str | None = None,
+    timezone: str = "UTC",
 ) -> Report:
     """The report for messages created in [since, until), optionally one rule / gateway.
     ``store`` is a SqliteStore (its file is opened read-only) or an open ReportReader."""
@@ -293,5 +331,5 @@ async def build_report(
         async with ReportReader.for_store(store) as reader:
             rows = await fact_rows(reader, filters)
     return compute_report(rows, since=since, until=until, price_per_segment=price_per_segment,
-                          currency=currency)
+                          currency=currency, timezone=timezone)
 

@@ -8,15 +8,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
+
+from agent.dispatch.verdicts import give_verdict
 from agent.errors import AftercallError, StoreError
 from agent.models import MessageState
 from agent.reports import (
-    ReportReader,
     build_report,
     export_messages,
     parse_states,
@@ -34,14 +37,55 @@ def _default_db() -> str:
     return os.environ.get("AFTERCALL_DB", "./aftercall.db")
 
 
-def _when(end: bool) -> Callable[[str], datetime]:
-    def parse(v: str) -> datetime:
+class _When:
+    """A --since/--until value, read once the time zone is known (it may come from rules.yaml)."""
+
+    def __init__(self, value: str, end: bool) -> None:
+        self.value, self.end = value, end
+        parse_when(value, end=end)  # refuse a malformed value at parse time
+
+    def at(self, timezone: str) -> datetime:
+        return parse_when(self.value, end=self.end, timezone=timezone)
+
+
+def _when(end: bool) -> Callable[[str], _When]:
+    def parse(v: str) -> _When:
         try:
-            return parse_when(v, end=end)
+            return _When(v, end)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{v!r}: {exc}") from None
 
     return parse
+
+
+def _timezone(args: argparse.Namespace) -> str:
+    """--tz, else rules.yaml's defaults.timezone (--rules, $AFTERCALL_RULES or ./rules.yaml when
+    it exists), else UTC. Only that one key is read: a report needs no gateway secrets."""
+    if args.tz:
+        zone = args.tz
+        where = "--tz"
+    else:
+        path = Path(args.rules or os.environ.get("AFTERCALL_RULES") or "rules.yaml")
+        if not path.exists():
+            if args.rules:
+                raise AftercallError(f"{path}: no such rules file")
+            return "UTC"
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise AftercallError(f"{path}: cannot read defaults.timezone: {exc}") from None
+        defaults = doc.get("defaults") if isinstance(doc, dict) else None
+        zone = defaults.get("timezone", "UTC") if isinstance(defaults, dict) else "UTC"
+        where = f"{path}: defaults.timezone"
+    try:
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise AftercallError(f"{where}: unknown timezone {zone!r}") from None
+    return str(zone)
+
+
+def _span(args: argparse.Namespace, tz: str) -> tuple[datetime | None, datetime | None]:
+    return (args.since.at(tz) if args.since else None, args.until.at(tz) if args.until else None)
 
 
 def _states(v: str) -> list[MessageState]:
@@ -62,14 +106,22 @@ def _decimal(v: str) -> Decimal:
 
 
 def _run(fn: Callable[[], Awaitable[int]]) -> int:
+    """Exit codes as agent.cli documents them: 1 wrong input, 3 the store cannot be opened."""
     try:
         return asyncio.run(fn())
     except StoreError as exc:  # the database cannot be reached or used: exit code 3, like run
-        print(f"aftercall: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 3
     except AftercallError as exc:
-        print(f"aftercall: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
+
+
+def _error(message: str) -> None:
+    """One error line on stderr, always ending in a newline (even when the message has none or
+    several)."""
+    sys.stderr.write(f"aftercall: {message.rstrip()}\n")
+    sys.stderr.flush()
 
 
 def _number(raw: str, region: str) -> str:
@@ -90,10 +142,12 @@ def _need_db(path: str) -> None:
 def report(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
+        tz = _timezone(args)
+        since, until = _span(args, tz)
         async with make_store(args.db) as store:
-            rep = await build_report(store, since=args.since, until=args.until, rule=args.rule,
+            rep = await build_report(store, since=since, until=until, rule=args.rule,
                                      gateway=args.gateway, price_per_segment=args.price,
-                                     currency=args.currency)
+                                     currency=args.currency, timezone=tz)
         sys.stdout.write(render_report(rep, args.format))
         return 0
 
@@ -103,10 +157,13 @@ def report(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     async def go() -> int:
         _need_db(args.db)
-        f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, since=args.since,
-                          until=args.until, limit=None, newest_first=False)
+        tz = _timezone(args)
+        since, until = _span(args, tz)
+        f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, since=since,
+                          until=until, limit=None, newest_first=False)
         async with make_store(args.db) as store:
-            text = await export_messages(store, f, args.format, unmasked=not args.mask)
+            text = await export_messages(store, f, args.format, unmasked=not args.mask,
+                                         timezone=tz)
         if args.output and args.output != "-":
             Path(args.output).write_text(text, encoding="utf-8")
         else:
@@ -117,21 +174,20 @@ def export(args: argparse.Namespace) -> int:
 
 
 def optout(args: argparse.Namespace) -> int:
+    # The list commands create (or migrate) the database: on a fresh install the operator may
+    # load the lists before the agent first runs.
     async def go() -> int:
-        _need_db(args.db)
         async with make_store(args.db) as store:
             if args.action == "list":
-                async with ReportReader.for_store(store) as reader:
-                    for r in await reader.rows("SELECT number, at, source FROM opt_outs"
-                                               " ORDER BY at"):
-                        print(f"{r['number']}\t{r['at']}\t{r['source']}")
+                for e in reversed(await store.list_numbers("optout", limit=10**9)):
+                    print(f"{e.number}\t{e.at.isoformat()}\t{e.source}")
                 return 0
             number = _number(args.number, args.region)
             if args.action == "add":
                 await store.opt_out(number, source="cli")
                 print(f"opted out {number}")
                 return 0
-            removed = await store.opt_in(number)
+            removed = await store.opt_in(number, source="cli")
             print(f"{'removed' if removed else 'not on the list:'} {number}")
             return 0 if removed else 1
 
@@ -140,12 +196,11 @@ def optout(args: argparse.Namespace) -> int:
 
 def dnd(args: argparse.Namespace) -> int:
     async def go() -> int:
-        _need_db(args.db)
         async with make_store(args.db) as store:
             if args.action == "import":
                 res = await store.import_dnd_csv(args.file, region=args.region)
                 for p in res.problems:
-                    print(p, file=sys.stderr)
+                    _error(p)
                 print(f"imported {res.imported} numbers, skipped {len(res.problems)} rows")
                 return 0
             number = _number(args.number, args.region)
@@ -153,7 +208,7 @@ def dnd(args: argparse.Namespace) -> int:
                 await store.add_dnd([number], source="cli")
                 print(f"added {number}")
                 return 0
-            removed = await store.remove_dnd(number)
+            removed = await store.remove_dnd(number, source="cli")
             print(f"{'removed' if removed else 'not on the list:'} {number}")
             return 0 if removed else 1
 
@@ -167,7 +222,6 @@ def ambiguous(args: argparse.Namespace) -> int:
     event, so the SMS log shows who decided what."""
 
     async def go() -> int:
-        _need_db(args.db)
         async with make_store(args.db) as store:
             if args.action == "list":
                 rows = await store.list_messages(MessageFilter(
@@ -180,24 +234,14 @@ def ambiguous(args: argparse.Namespace) -> int:
             now = datetime.now(UTC)
             missing = []
             for message_id in args.ids:
-                if args.action == "resend":
-                    row = await store.transition(
-                        message_id, MessageState.QUEUED, now=now, reason="operator_resend",
-                        detail="resent by the operator: the SMSC did not have it",
-                        from_states={MessageState.AMBIGUOUS}, next_attempt_at=now,
-                        expires_at=now + timedelta(hours=1), submitting_since=None)
-                else:
-                    row = await store.transition(
-                        message_id, MessageState.FAILED, now=now, reason="operator_dropped",
-                        detail="dropped by the operator", from_states={MessageState.AMBIGUOUS},
-                        submitting_since=None, next_attempt_at=None)
+                row = await give_verdict(store, message_id, args.action,
+                                         who="the operator (cli)", now=now)
                 if row is None:
                     missing.append(message_id)
                 else:
                     print(f"{args.action}: {message_id} is now {row.state.value}")
             for message_id in missing:
-                print(f"aftercall: {message_id}: no ambiguous message with that id",
-                      file=sys.stderr)
+                _error(f"{message_id}: no ambiguous message with that id")
             return 1 if missing else 0
 
     return _run(go)
@@ -213,9 +257,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _window(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=_when(False), help="from this date/time (UTC), inclusive")
-    p.add_argument("--until", type=_when(True), help="until this date/time (UTC); a date is "
+    p.add_argument("--since", type=_when(False),
+                   help="from this date/time (in the report's time zone), inclusive")
+    p.add_argument("--until", type=_when(True), help="until this date/time; a date is "
                    "the whole day")
+    p.add_argument("--tz", help="time zone for days and local times (default: rules.yaml's "
+                   "defaults.timezone, else UTC)")
+    p.add_argument("--rules", help="rules.yaml to read defaults.timezone from (default: "
+                   "$AFTERCALL_RULES or ./rules.yaml)")
     p.add_argument("--rule", help="only this rule")
     p.add_argument("--gateway", help="only this gateway")
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from agent.calls.state import extension as agent_extension
-from agent.models import CallRecord, Decision, RecipientKind, SuppressReason
+from agent.models import CallRecord, Decision, RecipientKind, RuleOutcome, SuppressReason, Trigger
 from agent.rules import schema
 from agent.rules.loader import RuleSet
 from agent.rules.templates import (
@@ -301,6 +301,14 @@ def explain(
                 taken[target] = rule.name
         traces.append(RuleTrace(rule.name, True, None, decisions, skipped))
     return traces
+
+
+def rule_outcomes(rules: RuleSet, trigger: Trigger, traces: list[RuleTrace]) -> list[RuleOutcome]:
+    """What to keep of ``explain`` for the calls view: the rules on this trigger (the others
+    only say "wrong trigger"), without the decisions (those are the message rows)."""
+    on = {r.name for r in rules.rules if r.on == trigger.value}
+    return [RuleOutcome(t.rule, t.matched, t.reason, t.skipped, trigger)
+            for t in traces if t.rule in on]
 
 
 def decide(

@@ -96,3 +96,21 @@ def mask(number: str, keep: int = 4) -> str:
         head = 0
     middle = len(number) - head - keep
     return number[:head] + "*" * middle + number[-keep:]
+
+
+# A phone number written inside a text: an optional +, then 8 or more digits that may be
+# grouped by spaces, dots, dashes or brackets ("+91 98123 45678", "(0)20-7946-0958").
+_IN_TEXT = re.compile(r"\+?\d(?:[\s.()-]{0,2}\d){7,}")
+
+
+def mask_text(text: str, keep: int = 4) -> str:
+    """Every phone-number-like run in ``text`` masked as ``mask`` does (grouping dropped):
+    "call +91 98123 45678" -> "call +91******5678". Any run of 8 or more digits counts: a
+    masked view may hide a long ticket number, but never shows a caller's number."""
+
+    def one(m: re.Match[str]) -> str:
+        raw = m.group(0)
+        compact = ("+" if raw.startswith("+") else "") + re.sub(r"\D", "", raw)
+        return mask(compact, keep)
+
+    return _IN_TEXT.sub(one, text)

@@ -15,6 +15,7 @@ from agent.models import (
     MessageState,
     Receipt,
     RecipientKind,
+    RuleOutcome,
     Trigger,
 )
 
@@ -128,6 +129,61 @@ class MessageFilter:
     newest_first: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Filters for the calls view; every field is optional and they AND together. ``number``
+    finds calls from that caller and calls that texted it (an agent's mobile, say)."""
+
+    since: datetime | None = None  # ended_at >= since
+    until: datetime | None = None  # ended_at < until
+    number: str | None = None  # E.164, or the last digits of one (at least 4)
+    call_id: str | None = None
+    queue: str | None = None
+    agent: str | None = None
+    disposition: str | None = None
+    pbx: str | None = None
+    limit: int = 200
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One call in the calls view: its record and the state of each message decided for it."""
+
+    record: CallRecord
+    pbx: str | None
+    messages: tuple[tuple[str, MessageState, str | None], ...]  # (rule, state, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    number: str
+    at: datetime
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListEvent:
+    """One change to the opt-out or DND list: ``action`` is add, remove or import."""
+
+    number: str
+    list: str  # "optout" | "dnd"
+    action: str
+    at: datetime
+    who: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRow:
+    id: int
+    message_id: str | None
+    number: str
+    text: str
+    keyword: str | None
+    action: str | None
+    received_at: datetime
+
+
 class Store(Protocol):
     """Durable state of the agent. Writes raise StoreError when they cannot be recorded; ``healthy``
     is False from such a failure until the next successful write."""
@@ -148,6 +204,14 @@ class Store(Protocol):
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
     async def newest_call_end(self) -> datetime | None: ...
+
+    async def record_rule_outcomes(
+        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
+    ) -> None: ...
+
+    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]: ...
+
+    async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
 
     # messages
     async def insert_message(
@@ -228,7 +292,7 @@ class Store(Protocol):
 
     async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None: ...
 
-    async def opt_in(self, number: str) -> bool: ...
+    async def opt_in(self, number: str, *, source: str = "unknown") -> bool: ...
 
     async def is_dnd(self, number: str) -> bool: ...
 
@@ -236,7 +300,12 @@ class Store(Protocol):
         self, numbers: Iterable[str], *, source: str, now: datetime | None = None
     ) -> int: ...
 
-    async def remove_dnd(self, number: str) -> bool: ...
+    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool: ...
+
+    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]: ...
+
+    async def list_history(self, number: str | None = None, *, limit: int = 100
+                           ) -> list[ListEvent]: ...
 
     async def import_dnd_csv(
         self, path: str | Path, *, region: str | None = None, source: str | None = None
@@ -253,6 +322,8 @@ class Store(Protocol):
         sentiment: float | None = None,
         rating: int | None = None,
     ) -> int: ...
+
+    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]: ...
 
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None

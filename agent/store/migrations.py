@@ -134,6 +134,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # health() writes here: a cheap write that proves the disk takes writes.
         "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)",
     ),
+    # 2: what each rule said about a call (the calls view is `explain` from stored data), the
+    # history of the opt-out and DND lists (who changed what, when), and calls by caller/agent.
+    (
+        """CREATE TABLE rule_outcomes (
+            call_id    TEXT NOT NULL,
+            trigger    TEXT NOT NULL,
+            position   INTEGER NOT NULL,
+            rule       TEXT NOT NULL,
+            matched    INTEGER NOT NULL,
+            reason     TEXT,
+            skipped    TEXT NOT NULL DEFAULT '[]',
+            decided_at TEXT NOT NULL,
+            PRIMARY KEY (call_id, trigger, position)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE list_events (
+            id     INTEGER PRIMARY KEY,
+            number TEXT NOT NULL,
+            list   TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at     TEXT NOT NULL,
+            who    TEXT NOT NULL
+        )""",
+        "CREATE INDEX list_events_number ON list_events(number, id)",
+        "ALTER TABLE calls ADD COLUMN agent TEXT",
+        "UPDATE calls SET agent = json_extract(record, '$.agent')",
+        "CREATE INDEX calls_caller ON calls(caller, ended_at)",
+        "CREATE INDEX calls_agent ON calls(agent, ended_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

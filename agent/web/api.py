@@ -29,13 +29,15 @@ class BadParam(web.HTTPBadRequest):
                          content_type="application/json")
 
 
-def _time(q: Mapping[str, str], name: str, *, end: bool = False) -> datetime | None:
-    """ISO date or datetime; a bare date as ``until`` means the end of that day."""
+def _time(q: Mapping[str, str], name: str, *, end: bool = False,
+          timezone: str = "UTC") -> datetime | None:
+    """ISO date or datetime, in the operator's zone unless it says otherwise; a bare date as
+    ``until`` means the end of that day."""
     v = q.get(name)
     if not v:
         return None
     try:
-        return parse_when(v, end=end)
+        return parse_when(v, end=end, timezone=timezone)
     except ValueError as exc:
         raise BadParam(name, str(exc)) from None
 
@@ -67,11 +69,13 @@ def _unmasked(request: web.Request) -> bool:
 
 async def messages(request: web.Request) -> web.Response:
     q = request.query
+    tz = request.app[DEPS].timezone
     number = (q.get("number") or "").strip() or None
     f = MessageFilter(
         states=_states(q), rule=q.get("rule") or None, number=number,
         gateway=q.get("gateway") or None, call_id=q.get("call") or None,
-        since=_time(q, "since"), until=_time(q, "until", end=True), limit=_limit(q),
+        since=_time(q, "since", timezone=tz), until=_time(q, "until", end=True, timezone=tz),
+        limit=_limit(q),
     )
     rows = await message_rows(request.app[READER], f, unmasked=_unmasked(request))
     return web.json_response({"messages": rows, "count": len(rows)})
@@ -80,31 +84,14 @@ async def messages(request: web.Request) -> web.Response:
 async def report(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     q = request.query
+    tz = deps.timezone
     rep = await build_report(
-        request.app[READER], since=_time(q, "since"), until=_time(q, "until", end=True),
+        request.app[READER], since=_time(q, "since", timezone=tz),
+        until=_time(q, "until", end=True, timezone=tz),
         rule=q.get("rule") or None, gateway=q.get("gateway") or None,
-        price_per_segment=deps.price_per_segment, currency=deps.currency,
+        price_per_segment=deps.price_per_segment, currency=deps.currency, timezone=tz,
     )
     return web.json_response(rep.to_dict())
-
-
-async def call(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    call_id = request.match_info["call_id"]
-    record = await deps.store.get_call(call_id)
-    rows = await message_rows(request.app[READER], MessageFilter(call_id=call_id, limit=100,
-                                                                 newest_first=False),
-                              unmasked=_unmasked(request))
-    if record is None and not rows:
-        raise web.HTTPNotFound(text='{"error": "no such call"}', content_type="application/json")
-    rec = record.to_dict() if record else None
-    if rec is not None and not _unmasked(request):
-        from agent.sms.numbers import mask
-
-        for k in ("caller", "agent_number"):
-            if rec.get(k) and str(rec[k]).startswith("+"):
-                rec[k] = mask(rec[k])
-    return web.json_response({"call": rec, "messages": rows})
 
 
 async def _check(fn: Any) -> dict[str, Any]:

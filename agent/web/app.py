@@ -28,7 +28,7 @@ from agent.metrics import Metrics
 from agent.models import InboundSms, Receipt
 from agent.reports import ReportReader
 from agent.store.base import Store
-from agent.web import api
+from agent.web import api, calls, manage
 from agent.web.hooks import DEPS, redirect, webhook
 
 log = structlog.get_logger(__name__)
@@ -61,6 +61,8 @@ class WebDeps:
     clock: Callable[[], datetime] = _utcnow
     price_per_segment: Decimal | None = None
     currency: str | None = None
+    timezone: str = "UTC"  # rules.yaml defaults.timezone: the dashboard shows times in it
+    region: str | None = None  # rules.yaml defaults.region: national numbers typed in searches
     replay: ReplayCache = field(default_factory=ReplayCache)
     max_body: int = MAX_BODY
 
@@ -106,6 +108,7 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     how = _presented(request, token) if token else None
     if how is not None:
         request[api.AUTHED] = True
+        request[manage.AUTH_VIA] = how
     if _protected(request.path, deps) and not deps.bound_to_loopback and how is None:
         if request.path.startswith("/api/") or request.path == "/metrics":
             return web.json_response({"error": "token required"}, status=401,
@@ -153,7 +156,9 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/messages", api.messages)
     app.router.add_get("/api/report", api.report)
-    app.router.add_get("/api/calls/{call_id}", api.call)
+    app.router.add_get("/api/calls", calls.calls)
+    app.router.add_get("/api/calls/{call_id}", calls.call)
+    manage.add_routes(app)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
 

@@ -136,6 +136,98 @@ def test_cli_names_a_bad_status_and_a_missing_database(
         parser.parse_args(["export", "--status", "bogus"])
     assert exit_.value.code == 2 and "expected one or more of queued" in capsys.readouterr().err
     missing = tmp_path / "typo.db"
-    args = parser.parse_args(["optout", "--db", str(missing), "list"])
+    args = parser.parse_args(["report", "--db", str(missing)])
     assert args.handler(args) == 1
     assert "no such database" in capsys.readouterr().err and not missing.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["optout", "add", "+919812345678"], ["dnd", "add", "+919812345678"], ["ambiguous", "list"],
+])
+def test_list_commands_create_the_database_on_a_fresh_install(tmp_path: Path,
+                                                              argv: list[str]) -> None:
+    """On a fresh install the lists can be loaded before the agent ever ran."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fresh.db"
+    done = subprocess.run([sys.executable, "-m", "agent.cli", argv[0], "--db", str(db), *argv[1:]],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert db.exists()
+    if argv[0] == "optout":
+        listed = subprocess.run([sys.executable, "-m", "agent.cli", "optout", "--db", str(db),
+                                 "list"], capture_output=True, text=True, timeout=60)
+        assert listed.stdout.startswith("+919812345678\t")
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["export", "--db", "{tmp}/none.db"], 1),  # the input is wrong: no such database
+    (["optout", "--db", "{tmp}/no/such/dir/a.db", "add", "+919812345678"], 3),  # store can't open
+    (["optout", "--db", "{tmp}/a.db", "add", "12"], 1),  # not a phone number
+    (["ambiguous", "--db", "{tmp}/a.db", "drop", "nope"], 1),
+    (["dnd", "--db", "{tmp}/a.db", "import", "{tmp}/missing.csv"], 3),
+])
+def test_cli_errors_are_whole_lines_with_the_documented_exit_code(
+    tmp_path: Path, argv: list[str], code: int
+) -> None:
+    import subprocess
+    import sys
+
+    cmd = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "--log-level", "warning", *cmd],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert done.stderr and done.stderr.endswith("\n")
+    assert all(line.startswith("aftercall: ") for line in done.stderr.splitlines()), done.stderr
+
+
+async def test_export_and_report_speak_the_operators_time_zone(
+    store: SqliteStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """UTC columns stay; local columns are added; days and the span are the operator's."""
+    import argparse
+    import asyncio
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from web_helpers import BASE
+
+    from agent import reports_cli
+    from agent.models import MessageState
+
+    late = datetime(2024, 5, 1, 20, 0, tzinfo=UTC)  # 01:30 on 2 May in Kolkata
+    row, _ = await store.insert_message(replace(BASE, call_id="c1"), state=MessageState.SUPPRESSED,
+                                        now=late, reason="dnd", detail="on the DND list")
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.handler(args))
+
+    db = str(store.path)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\ndefaults:\n  timezone: Asia/Kolkata\n")
+    assert await asyncio.to_thread(run, "export", "--db", db, "--rules", str(rules)) == 0
+    (out,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert out["created_at"] == "2024-05-01T20:00:00.000000Z"
+    assert out["created_at_local"] == "2024-05-02T01:30:00+05:30"
+    assert out["detail"] == "on the DND list" and out["reason"] == "dnd"
+    # A bare date means that day in the operator's zone: 2 May (local) holds the message.
+    assert await asyncio.to_thread(run, "export", "--db", db, "--tz", "Asia/Kolkata",
+                                   "--since", "2024-05-02", "--format", "json") == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [row.id]
+    assert await asyncio.to_thread(run, "export", "--db", db, "--tz", "UTC",
+                                   "--since", "2024-05-02", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert await asyncio.to_thread(run, "report", "--db", db, "--tz", "Asia/Kolkata",
+                                   "--format", "json") == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [d["day"] for d in rep["by_day"]] == ["2024-05-02"]
+    assert rep["timezone"] == "Asia/Kolkata"
+    assert await asyncio.to_thread(run, "report", "--db", db, "--tz", "Asia/Kolkata",
+                                   "--since", "2024-05-02") == 0
+    assert "2024-05-02T00:00:00+05:30 .. now (Asia/Kolkata)" in capsys.readouterr().out
+    assert await asyncio.to_thread(run, "report", "--db", db, "--tz", "Mars/Base") == 1
+    assert "--tz: unknown timezone 'Mars/Base'" in capsys.readouterr().err

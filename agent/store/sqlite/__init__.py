@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.store.sqlite.calls import CallOps
 from agent.store.sqlite.messages import MessageOps
 from agent.store.sqlite.receipts import ReceiptOps
 from agent.store.sqlite.records import RecordOps, read_number_csv
@@ -10,7 +11,7 @@ from agent.store.sqlite.rows import ts
 __all__ = ["SqliteStore", "read_number_csv", "ts"]
 
 
-class SqliteStore(MessageOps, ReceiptOps, RecordOps):
+class SqliteStore(MessageOps, ReceiptOps, RecordOps, CallOps):
     """The embedded store. Open with ``await SqliteStore(path).open()`` or ``async with``.
 
     Every write is an op queued to one writer task; the writer runs whatever ops are waiting as

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import phonenumbers
 
 from agent.errors import StoreError
 from agent.models import CallRecord, InboundSms
-from agent.store.base import ImportResult, LinkRow, PolicyFacts
+from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.sqlite.rows import _dt, _now, _one, _rows, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -38,15 +38,16 @@ class RecordOps(StoreWriter):
             record.caller,
             ts(record.ended_at),
             ts(now or _now()),
+            record.agent,
         )
 
         async def op(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
+                " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
                 " record=excluded.record, trigger=excluded.trigger,"
                 " disposition=excluded.disposition, queue=excluded.queue,"
-                " caller=excluded.caller, ended_at=excluded.ended_at",
+                " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
                 params,
             )
 
@@ -119,16 +120,20 @@ class RecordOps(StoreWriter):
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 params,
             )
+            await _list_event(conn, [(number, "optout", "add", params[1], source)])
 
         await self._write(op)
 
-    async def opt_in(self, number: str) -> bool:
+    async def opt_in(self, number: str, *, source: str = "unknown") -> bool:
         async def op(conn: aiosqlite.Connection) -> bool:
-            return bool(
+            gone = bool(
                 await _rows(
                     conn, "DELETE FROM opt_outs WHERE number = ? RETURNING number", (number,)
                 )
             )
+            if gone:
+                await _list_event(conn, [(number, "optout", "remove", ts(_now()), source)])
+            return gone
 
         return await self._write(op)
 
@@ -147,15 +152,39 @@ class RecordOps(StoreWriter):
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 rows,
             )
+            await _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in rows])
             return len(rows)
 
         return await self._write(op)
 
-    async def remove_dnd(self, number: str) -> bool:
+    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool:
         async def op(conn: aiosqlite.Connection) -> bool:
-            return bool(
+            gone = bool(
                 await _rows(conn, "DELETE FROM dnd WHERE number = ? RETURNING number", (number,))
             )
+            if gone:
+                await _list_event(conn, [(number, "dnd", "remove", ts(_now()), source)])
+            return gone
+
+        return await self._write(op)
+
+    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]:
+        """The opt-out (``optout``) or DND (``dnd``) list, newest first."""
+        table = {"optout": "opt_outs", "dnd": "dnd"}[which]
+        rows = await self._read(
+            f"SELECT number, at, source FROM {table} ORDER BY at DESC, number LIMIT ?", (limit,)
+        )
+        return [ListEntry(r["number"], _dt(r["at"]), r["source"]) for r in rows]
+
+    async def list_history(self, number: str | None = None, *, limit: int = 100
+                           ) -> list[ListEvent]:
+        """Changes to the lists (of one number, or all), newest first: who did what, when."""
+        sql, params = "SELECT * FROM list_events", []
+        if number is not None:
+            sql, params = sql + " WHERE number = ?", [number]
+        rows = await self._read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [ListEvent(r["number"], r["list"], r["action"], _dt(r["at"]), r["who"])
+                for r in rows]
 
         return await self._write(op)
 
@@ -169,6 +198,16 @@ class RecordOps(StoreWriter):
         return ImportResult(imported, tuple(problems))
 
     # ---- replies, links -------------------------------------------------------------------
+
+    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]:
+        ids = list(message_ids)[:500]
+        if not ids:
+            return []
+        rows = await self._read(
+            f"SELECT * FROM replies WHERE message_id IN ({','.join('?' * len(ids))})"
+            " ORDER BY received_at, id", ids)
+        return [ReplyRow(r["id"], r["message_id"], r["number"], r["text"], r["keyword"],
+                         r["action"], _dt(r["received_at"])) for r in rows]
 
     async def add_reply(
         self,
@@ -247,6 +286,13 @@ class RecordOps(StoreWriter):
             await conn.execute("INSERT INTO clicks (code, at, user_agent) VALUES (?,?,?)", params)
 
         await self._write(op)
+
+
+async def _list_event(conn: aiosqlite.Connection,
+                      rows: Sequence[tuple[str, str, str, str, str]]) -> None:
+    """(number, list, action, at, who): written in the op that changed the list."""
+    await conn.executemany(
+        "INSERT INTO list_events (number, list, action, at, who) VALUES (?,?,?,?,?)", rows)
 
 
 def read_number_csv(path: Path, region: str | None) -> tuple[list[str], list[str]]:

@@ -98,6 +98,11 @@ class StoreWriter:
         await self.close()
 
     async def _connect(self) -> aiosqlite.Connection:
+        if not self.path.parent.is_dir():
+            # Said before aiosqlite starts its thread: a failed connect leaves that thread to
+            # report to an event loop the command has already closed (a traceback on stderr).
+            raise StoreError(f"{self.path}: cannot open database: no such directory "
+                             f"{self.path.parent}")
         try:
             conn = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:

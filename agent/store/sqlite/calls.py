@@ -1,0 +1,102 @@
+"""The calls view's storage: what each rule said about a call, and calls found by filters."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from agent.models import CallRecord, MessageState, Trigger
+from agent.store.base import CallFilter, CallSummary, RuleOutcome
+from agent.store.sqlite.rows import ts
+from agent.store.sqlite.writer import StoreWriter
+
+
+class CallOps(StoreWriter):
+    """Rule outcomes are written when the rules run (``record_rule_outcomes``), so the calls view
+    explains a call from what was decided then, not from today's rules.yaml."""
+
+    async def record_rule_outcomes(
+        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
+    ) -> None:
+        """The rules on ``trigger`` for this call, in order (each outcome's own trigger is
+        ignored: one call is judged once per trigger)."""
+        at = ts(now)
+        rows = [(call_id, trigger.value, i, o.rule, int(o.matched), o.reason,
+                 json.dumps(list(o.skipped)), at) for i, o in enumerate(outcomes)]
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            # The latest decision wins: a record retried after a store outage, or a reconciled
+            # call, is judged again and its outcomes replace the earlier ones whole.
+            await conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND trigger = ?",
+                               (call_id, trigger.value))
+            await conn.executemany(
+                "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
+                " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)", rows)
+
+        await self._write(op)
+
+    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]:
+        """Connect-time rules first, then the rules run when the call completed."""
+        rows = await self._read(
+            "SELECT * FROM rule_outcomes WHERE call_id = ?"
+            " ORDER BY trigger = 'call_completed', position", (call_id,))
+        return [RuleOutcome(r["rule"], bool(r["matched"]), r["reason"],
+                            tuple(json.loads(r["skipped"])), Trigger(r["trigger"]))
+                for r in rows]
+
+    async def list_calls(self, filters: CallFilter) -> list[CallSummary]:
+        """Calls newest first. A number finds the calls it made and the calls that texted it."""
+        f = filters
+        where: list[str] = []
+        params: list[Any] = []
+        if f.since is not None:
+            where.append("c.ended_at >= ?")
+            params.append(ts(f.since))
+        if f.until is not None:
+            where.append("c.ended_at < ?")
+            params.append(ts(f.until))
+        for column, value in (("c.call_id", f.call_id), ("c.queue", f.queue), ("c.agent", f.agent),
+                              ("c.disposition", f.disposition),
+                              ("json_extract(c.record, '$.pbx')", f.pbx)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if f.number:
+            if f.number.startswith("+"):
+                where.append("(c.caller = ? OR c.call_id IN"
+                             " (SELECT call_id FROM messages WHERE number = ?))")
+                params += [f.number, f.number]
+            else:
+                tail = "%" + re.sub(r"\D", "", f.number)
+                where.append("(c.caller LIKE ? OR c.call_id IN"
+                             " (SELECT call_id FROM messages WHERE number LIKE ?))")
+                params += [tail, tail]
+        sql = "SELECT c.call_id, c.record FROM calls c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.ended_at DESC, c.call_id LIMIT ? OFFSET ?"
+        calls = await self._read(sql, [*params, f.limit, f.offset])
+        ids = [r["call_id"] for r in calls]
+        by_call: dict[str, list[tuple[str, MessageState, str | None]]] = {}
+        if ids:
+            for m in await self._read(
+                "SELECT call_id, rule, state, reason FROM messages"
+                f" WHERE call_id IN ({','.join('?' * len(ids))}) ORDER BY created_at, id", ids):
+                by_call.setdefault(m["call_id"], []).append(
+                    (m["rule"], MessageState(m["state"]), m["reason"]))
+        out = []
+        for r in calls:
+            data = json.loads(r["record"])
+            pbx = data.pop("pbx", None)  # a newer record field this model may not know yet
+            known = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
+            out.append(CallSummary(CallRecord.from_dict(known), pbx,
+                                   tuple(by_call.get(r["call_id"], ()))))
+        return out
+
+
+_RECORD_FIELDS = frozenset(CallRecord.__dataclass_fields__)
