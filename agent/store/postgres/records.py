@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
+
 from agent.models import CallRecord, InboundSms
-from agent.store.base import ImportResult, LinkRow, PolicyFacts
+from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.postgres.pool import PgPool, utc
 from agent.store.sqlite.records import read_number_csv
 
@@ -31,10 +33,11 @@ class RecordOps(PgPool):
         async with self._tx() as conn:
             await conn.execute(
                 "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-                " ended_at, created_at) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8)"
+                " ended_at, created_at, agent) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9)"
                 " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
                 " trigger = excluded.trigger, disposition = excluded.disposition,"
-                " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at",
+                " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
+                " agent = excluded.agent",
                 record.call_id,
                 json.dumps(record.to_dict(), separators=(",", ":")),
                 record.trigger.value,
@@ -43,6 +46,7 @@ class RecordOps(PgPool):
                 record.caller,
                 utc(record.ended_at),
                 utc(now) or _now(),
+                record.agent,
             )
 
     async def get_call(self, call_id: str) -> CallRecord | None:
@@ -105,12 +109,16 @@ class RecordOps(PgPool):
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 number, utc(now) or _now(), source,
             )
+            await _list_event(conn, [(number, "optout", "add", utc(now) or _now(), source)])
 
-    async def opt_in(self, number: str) -> bool:
+    async def opt_in(self, number: str, *, source: str = "unknown") -> bool:
         async with self._tx() as conn:
-            return bool(await conn.fetch(
+            gone = bool(await conn.fetch(
                 "DELETE FROM opt_outs WHERE number = $1 RETURNING number", number
             ))
+            if gone:
+                await _list_event(conn, [(number, "optout", "remove", _now(), source)])
+            return gone
 
     async def is_dnd(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM dnd WHERE number = $1", number))
@@ -126,13 +134,34 @@ class RecordOps(PgPool):
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 rows,
             )
+            await _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in rows])
         return len(rows)
 
-    async def remove_dnd(self, number: str) -> bool:
+    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool:
         async with self._tx() as conn:
-            return bool(await conn.fetch(
+            gone = bool(await conn.fetch(
                 "DELETE FROM dnd WHERE number = $1 RETURNING number", number
             ))
+            if gone:
+                await _list_event(conn, [(number, "dnd", "remove", _now(), source)])
+            return gone
+
+    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]:
+        """The opt-out (``optout``) or DND (``dnd``) list, newest first."""
+        table = {"optout": "opt_outs", "dnd": "dnd"}[which]
+        rows = await self._read(
+            f"SELECT number, at, source FROM {table} ORDER BY at DESC, number LIMIT $1", limit)
+        return [ListEntry(r["number"], r["at"], r["source"]) for r in rows]
+
+    async def list_history(self, number: str | None = None, *, limit: int = 100
+                           ) -> list[ListEvent]:
+        """Changes to the lists (of one number, or all), newest first: who did what, when."""
+        if number is None:
+            rows = await self._read("SELECT * FROM list_events ORDER BY id DESC LIMIT $1", limit)
+        else:
+            rows = await self._read("SELECT * FROM list_events WHERE number = $1"
+                                    " ORDER BY id DESC LIMIT $2", number, limit)
+        return [ListEvent(r["number"], r["list"], r["action"], r["at"], r["who"]) for r in rows]
 
     async def import_dnd_csv(
         self, path: str | Path, *, region: str | None = None, source: str | None = None
@@ -144,6 +173,15 @@ class RecordOps(PgPool):
         return ImportResult(imported, tuple(problems))
 
     # ---- replies, links -------------------------------------------------------------------
+
+    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]:
+        ids = list(message_ids)[:500]
+        if not ids:
+            return []
+        rows = await self._read("SELECT * FROM replies WHERE message_id = ANY($1::text[])"
+                                " ORDER BY received_at, id", ids)
+        return [ReplyRow(r["id"], r["message_id"], r["number"], r["text"], r["keyword"],
+                         r["action"], r["received_at"]) for r in rows]
 
     async def add_reply(
         self,
@@ -200,3 +238,10 @@ class RecordOps(PgPool):
                 "INSERT INTO clicks (code, at, user_agent) VALUES ($1,$2,$3)",
                 code, utc(at) or _now(), user_agent,
             )
+
+
+async def _list_event(conn: asyncpg.Connection,
+                      rows: Sequence[tuple[str, str, str, datetime, str]]) -> None:
+    """(number, list, action, at, who): written in the transaction that changed the list."""
+    await conn.executemany(
+        "INSERT INTO list_events (number, list, action, at, who) VALUES ($1,$2,$3,$4,$5)", rows)

@@ -137,6 +137,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # takes writes, and a list of the agents sharing it.
         "CREATE TABLE heartbeat (agent text PRIMARY KEY, at timestamptz NOT NULL)",
     ),
+    # 2: what each rule said about a call (the calls view), the history of the opt-out and DND
+    # lists, and calls by caller/agent (as SQLite's migration 2).
+    (
+        """CREATE TABLE rule_outcomes (
+            call_id    text NOT NULL,
+            trigger    text NOT NULL,
+            position   integer NOT NULL,
+            rule       text NOT NULL,
+            matched    boolean NOT NULL,
+            reason     text,
+            skipped    jsonb NOT NULL DEFAULT '[]',
+            decided_at timestamptz NOT NULL,
+            PRIMARY KEY (call_id, trigger, position)
+        )""",
+        """CREATE TABLE list_events (
+            id     bigserial PRIMARY KEY,
+            number text NOT NULL,
+            list   text NOT NULL,
+            action text NOT NULL,
+            at     timestamptz NOT NULL,
+            who    text NOT NULL
+        )""",
+        "CREATE INDEX list_events_number ON list_events(number, id)",
+        "ALTER TABLE calls ADD COLUMN agent text",
+        "UPDATE calls SET agent = record->>'agent'",
+        "CREATE INDEX calls_caller ON calls(caller, ended_at)",
+        "CREATE INDEX calls_agent ON calls(agent, ended_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)
