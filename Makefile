@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql
+APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql kannel openssl
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup apt venv lab lab-down test test-unit demo bench check clean
