@@ -62,6 +62,7 @@ class CallRecord:
     tags: tuple[str, ...] = ()
     vars: Mapping[str, str] = field(default_factory=dict)
     language: str | None = None
+    pbx: str = "default"  # the PBX the call was on (settings AFTERCALL_PBX / --pbx)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

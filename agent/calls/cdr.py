@@ -32,11 +32,12 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import IO, Self
 
 from agent.calls.hooks import TAG_KEYS
+from agent.calls.pbx import Directory, PbxProfile, as_directory
 from agent.calls.state import INCOMPLETE_VAR, extension, number
 from agent.errors import ProtocolError
 from agent.models import CallRecord, Direction, Disposition
@@ -287,14 +288,16 @@ def build_record(
     legs: Sequence[CdrRow],
     *,
     region: str,
-    agents: Mapping[str, tuple[str | None, str | None]] | None = None,
-    inbound_contexts: Iterable[str] = ("from-trunk",),
+    agents: Mapping[str, tuple[str | None, str | None]] | Directory | None = None,
+    pbx: PbxProfile | None = None,
+    inbound_contexts: Iterable[str] = (),
     did_context_prefix: str = "did-",
     tag_keys: Iterable[str] = ("SMS_TAG",),
     language_var: str = "SMS_LANG",
 ) -> CallRecord:
     """One ``call_completed`` record from one call's rows (``group_calls`` order). ``agents``
-    maps extension -> (name, mobile), as for ``CallTracker``."""
+    and ``pbx`` as for ``CallTracker``: direction comes from what the originator's channel is
+    (``calls.pbx``), the same decision the live tracker makes."""
     if not legs:
         raise ValueError("a call needs at least one CDR row")
     lid = legs[0].linkedid
@@ -305,12 +308,15 @@ def build_record(
     ctx = first.dcontext
     src = first.src or _clid_number(first.clid) or ""
     src_info = classify(src, region)
-    inbound = (
-        ctx.startswith(did_context_prefix)
-        or ctx in set(inbound_contexts)
-        or src_info.kind != "short_code"
-    )
+    profile = pbx or PbxProfile(region=region)
+    if inbound_contexts:
+        profile = replace(profile, inbound_contexts=profile.inbound_contexts
+                          + tuple(inbound_contexts))
+    # dcontext is where party A's dialplan was when the row was written, not its first
+    # context: the endpoint and the caller id weigh as much as it does.
+    inbound = ctx.startswith(did_context_prefix) or profile.origin(first.channel, ctx, src).trunk
     agent: str | None
+    alias: str | None = None
     if inbound:
         direction = Direction.INBOUND
         withheld = src_info.kind == "anonymous"
@@ -330,7 +336,12 @@ def build_record(
         direction = Direction.INTERNAL if dst_info.kind == "short_code" else Direction.OUTBOUND
         caller, caller_name, did = dst_info.e164 or first.dst, None, None
         agent = extension(first.channel)
-    name, mobile = (agents or {}).get(agent, (None, None)) if agent else (None, None)
+        alias = src
+    name, mobile = None, None
+    if agent:
+        hit = as_directory(agents).lookup(agent, alias)
+        if hit is not None:
+            name, mobile = hit[1]
 
     queue = None
     for r in legs:
@@ -381,6 +392,7 @@ def build_record(
         tags=tuple(tags),
         vars=vars_,
         language=vars_.get(language_var),
+        pbx=profile.name,
     )
 
 
@@ -388,10 +400,11 @@ def build_records(
     rows: Iterable[CdrRow],
     *,
     region: str,
-    agents: Mapping[str, tuple[str | None, str | None]] | None = None,
+    agents: Mapping[str, tuple[str | None, str | None]] | Directory | None = None,
     **options: object,
 ) -> list[CallRecord]:
     """Every call in ``rows``, oldest end first. ``options`` are ``build_record``'s."""
+    agents = as_directory(agents)
     records = [
         build_record(legs, region=region, agents=agents, **options)  # type: ignore[arg-type]
         for legs in group_calls(rows).values()

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agent.calls.hooks import ATTACH_EVENT, parse_hook
+from agent.calls.pbx import PbxProfile, is_extension
 from agent.calls.state import (
     FAR,
     MAX_VALUE,
@@ -22,9 +23,12 @@ from agent.calls.state import (
     text,
 )
 from agent.models import CallRecord, Trigger
-from agent.sms.numbers import classify
 
 Handler = Callable[[Event, Chan, float, list[CallRecord]], None]
+#: Events about a call that carry no ``Uniqueid`` header of their own.
+CallHandler = Callable[[Event, list[CallRecord]], None]
+#: Tags of a call that reached voicemail: the caller left a message, or hung up before.
+VOICEMAIL_LEFT, VOICEMAIL_HUNG_UP = "voicemail_left", "hung_up_at_greeting"
 _intern = sys.intern
 
 
@@ -44,7 +48,9 @@ class EventHandlers:
 
     # Set by CallTracker.__init__.
     region: str
-    inbound_contexts: frozenset[str]
+    pbx: PbxProfile
+    _now: float
+    _mwi: dict[str, float]
     tag_var: str
     language_var: str
     _chans: dict[str, Chan]
@@ -56,6 +62,13 @@ class EventHandlers:
         def _complete(self, call: Call, ts: float, out: list[CallRecord]) -> None: ...
 
         def _record(self, call: Call, trigger: Trigger, ts: float | None = None) -> CallRecord: ...
+
+    def _call_event_handlers(self) -> dict[str, CallHandler]:
+        return {
+            "Cdr": self._on_cdr,
+            "AttendedTransfer": self._on_attended_transfer,
+            "MessageWaiting": self._on_message_waiting,
+        }
 
     def _event_handlers(self) -> dict[str, Handler]:
         """The AMI events the tracker reads; any other is dropped before it costs anything."""
@@ -98,15 +111,18 @@ class EventHandlers:
         if call.inbound is None:
             ctx = text(ev, "Context")
             if ctx is not None:
-                call.inbound = ctx in self.inbound_contexts
-                if not call.inbound and call.incomplete is not None:
-                    # Joined mid-call, the caller's channel has left the inbound context
-                    # (Goto did-...): a caller that is not an extension is taken as inbound.
-                    call.inbound = classify(num, self.region).kind != "short_code"
+                origin = self.pbx.origin(chan_name, ctx, num)
+                call.inbound = origin.trunk
+                call.origin_how = origin.how
+                if call.incomplete is not None and not origin.how.startswith("pbx."):
+                    # Joined mid-call, the caller's channel has left its first context
+                    # (Goto did-..., ext-queues): its caller id is all that still tells.
+                    call.inbound = not is_extension(num)
                 exten = text(ev, "Exten")
                 call.dialled = exten if exten and exten != "s" else None
                 if not call.inbound:
                     call.agent = extension(chan_name)
+                    call.agent_alias = num
 
     def _chanvars(self, call: Call, items: Iterable[str]) -> None:
         for item in items:
@@ -136,7 +152,8 @@ class EventHandlers:
         if text(ev, "ChannelState") == "6" and not ch.up:
             ch.up = True
             if ch.kind == FAR:
-                self._answer(ch.call, ch, ts, number(text(ev, "CallerIDName")), out)
+                self._answer(ch.call, ch, ts, number(text(ev, "CallerIDName")), out,
+                             alias=text(ev, "CallerIDNum"))
 
     def _on_newcallerid(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         if ch.kind == ROOT:
@@ -171,8 +188,9 @@ class EventHandlers:
         call = ch.call
         if call.answered is None and call.inbound is not False:
             dest = text(ev, "DestChannel")
-            if dest and not dest.startswith("Local/"):
-                call.rung(extension(dest), None, number(text(ev, "DestCallerIDName")))
+            if dest and not dest.startswith("Local/") and not self.pbx.far_is_trunk(dest):
+                call.rung(extension(dest), None, number(text(ev, "DestCallerIDName")),
+                          alias=text(ev, "DestCallerIDNum"))
 
     def _on_dialend(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         call = ch.call
@@ -185,7 +203,8 @@ class EventHandlers:
         if dest is not None and dest.call is not call:
             self._merge(dest.call, call, ts, out)  # a dialled leg is part of the dialling call
         if dest is not None and dest.kind == FAR:
-            self._answer(call, dest, ts, number(text(ev, "DestCallerIDName")), out)
+            self._answer(call, dest, ts, number(text(ev, "DestCallerIDName")), out,
+                         alias=text(ev, "DestCallerIDNum"))
         elif call.answered is None:
             self._answer(call, None, ts, None, out)
 
@@ -204,8 +223,9 @@ class EventHandlers:
         self._queue(call, ev)
         if call.answered is None:
             member = text(ev, "MemberName")
-            call.rung(extension(text(ev, "Interface") or text(ev, "DestChannel")),
-                       _intern(member) if member else None, None)
+            iface = text(ev, "Interface") or text(ev, "DestChannel")
+            call.rung(extension(iface), _intern(member) if member else None, None,
+                      alias=iface)
 
     def _on_agent_connect(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         call = ch.call
@@ -219,6 +239,7 @@ class EventHandlers:
             self._answer(call, None, ts, None, out)
         if ext:
             call.agent = ext  # the queue member, even when its leg is a Local/ channel
+            call.agent_alias = text(ev, "Interface")
         if member:
             call.member_name = _intern(member)
 
@@ -248,7 +269,62 @@ class EventHandlers:
         if not call.live:
             self._complete(call, ts, out)
 
+    def _on_cdr(self, ev: Event, out: list[CallRecord]) -> None:
+        # The ``cdr`` class (in the least-privilege user's read) tells what the dialplan ran
+        # without the noisy ``dialplan`` class: a row whose last application is VoiceMail is
+        # written as the caller's channel ends, before its Hangup event.
+        ch = self._chans.get(text(ev, "UniqueID") or "")
+        if ch is None or text(ev, "LastApplication") != "VoiceMail":
+            return
+        call = ch.call
+        call.voicemail = True
+        box = (text(ev, "LastData") or "").split(",", 1)[0].strip()
+        if box and "@" not in box:
+            box += "@default"
+        left = box and box in self._mwi and self._mwi[box] >= call.started
+        call.add_tags(VOICEMAIL_LEFT if left else VOICEMAIL_HUNG_UP)
+
+    def _on_message_waiting(self, ev: Event, out: list[CallRecord]) -> None:
+        # app_voicemail saves the message, then notifies the mailbox (``call`` class), before
+        # the caller's channel ends: remembered for the Cdr row that follows.
+        box = text(ev, "Mailbox")
+        if box and (text(ev, "Waiting") or "0") not in ("0", "no"):
+            mwi = self._mwi
+            mwi[box] = self._now
+            if len(mwi) > 256:
+                del mwi[next(iter(mwi))]
+
+    def _on_attended_transfer(self, ev: Event, out: list[CallRecord]) -> None:
+        """The agent consulted a colleague (a second call) and joined the caller to them: one
+        call from now on, whose agent is the transfer target, with the consult call folded
+        in (its own record would be a second, internal, call)."""
+        if text(ev, "Result") != "Success":
+            return
+        chans = self._chans
+        transferee = chans.get(text(ev, "TransfereeUniqueid") or "")
+        target = chans.get(text(ev, "TransferTargetUniqueid") or "")
+        if transferee is None or target is None:
+            return
+        call = transferee.call
+        ts = self._now
+        for key in ("OrigTransfererUniqueid", "SecondTransfererUniqueid"):
+            t = chans.get(text(ev, key) or "")
+            if t is not None and t is not transferee:
+                t.call.ending(t, ts, side=False)  # the transferring agent leaves: not a party
+                t.ending = True
+        if target.call is not call:
+            self._merge(target.call, call, ts, out)
+        if target.kind == FAR and not target.counted:
+            self._answer(call, target, ts, None, out)
+        call.resume_talk()
+        call.rung(extension(target.name), None, None)
+
     # -- call state helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _internal(call: Call) -> bool:
+        """Phone to phone (a colleague, a transfer's consult call): no one to tell it connected."""
+        return call.inbound is False and is_extension(call.dialled)
 
     def _queue(self, call: Call, ev: Event) -> None:
         queue = text(ev, "Queue")
@@ -256,7 +332,10 @@ class EventHandlers:
             call.queue = _intern(queue)
 
     def _answer(
-        self, call: Call, ch: Chan | None, ts: float, cid: str | None, out: list[CallRecord]
+        self, call: Call, ch: Chan | None, ts: float, cid: str | None, out: list[CallRecord],
+        alias: str | None = None,
     ) -> None:
-        if call.answer(ch, ts, cid):
+        # A carrier leg (an inbound call forwarded out, say) is a party, not an agent.
+        agent_leg = ch is None or not self.pbx.far_is_trunk(ch.name)
+        if call.answer(ch, ts, cid, alias, agent_leg=agent_leg) and not self._internal(call):
             out.append(self._record(call, Trigger.CALL_CONNECTED, ts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from agent.calls.pbx import Directory, as_directory, cdr_disposition
 from agent.calls.state import INCOMPLETE_VAR, SIDE_ROOT, SIDE_SYSTEM, Call
 from agent.models import CallRecord, Direction, Disposition, HangupBy, Trigger
 from agent.sms.numbers import classify
@@ -25,11 +26,19 @@ def _disposition(call: Call) -> Disposition:
     if call.abandoned or (call.queue_joined and caller_left):
         return Disposition.ABANDONED
     status = call.dial_status
-    if status == "BUSY" or (status is None and call.hangup_cause == 17):
+    if status == "BUSY":
         return Disposition.BUSY
     if status in _DIAL_FAILED:
         return Disposition.FAILED
     if status in ("NOANSWER", "CANCEL") or call.queue_joined or caller_left:
+        return Disposition.MISSED
+    # No Dial() decided it (the dialplan rang and timed out, or hung up with a cause): the
+    # hangup cause, mapped as Asterisk's CDR maps it (cause 19 is NO ANSWER, 17 BUSY ...).
+    cause = call.hangup_cause if call.hangup_cause is not None else call.last_cause
+    cdr = cdr_disposition(cause)
+    if cdr == "BUSY":
+        return Disposition.BUSY
+    if cdr == "NO ANSWER":
         return Disposition.MISSED
     return Disposition.FAILED
 
@@ -50,9 +59,10 @@ def build_record(
     trigger: Trigger,
     *,
     region: str,
-    agents: Mapping[str, tuple[str | None, str | None]],
+    agents: Mapping[str, tuple[str | None, str | None]] | Directory,
     language_var: str,
     ts: float | None = None,
+    pbx: str = "default",
 ) -> CallRecord:
     """A frozen snapshot of ``call``. ``ts`` is "now" for a call_connected record."""
     raw_caller = call.caller_num
@@ -73,7 +83,11 @@ def build_record(
         agent_name_fallback = call.caller_name
         raw_caller, info, withheld = dialled, dial_info, False
     caller = "anonymous" if withheld else (info.e164 or raw_caller or "")
-    name, mobile = agents.get(agent, (None, None)) if agent else (None, None)
+    name, mobile = None, None
+    if agent:
+        hit = as_directory(agents).lookup(agent, call.agent_alias)
+        if hit is not None:
+            name, mobile = hit[1]
 
     vars_: dict[str, str] = dict(call.vars) if call.vars else {}
     if call.accountcode and "accountcode" not in vars_:
@@ -118,4 +132,5 @@ def build_record(
         tags=tags,
         vars=vars_,
         language=language,
+        pbx=pbx,
     )

@@ -120,6 +120,7 @@ class Call:
         "abandoned",
         "accountcode",
         "agent",
+        "agent_alias",
         "agent_cid_name",
         "aliases",
         "answered",
@@ -143,8 +144,10 @@ class Call:
         "last_cause",
         "live",
         "member_name",
+        "origin_how",
         "queue",
         "queue_joined",
+        "root_ended",
         "started",
         "tags",
         "talk_end",
@@ -171,6 +174,9 @@ class Call:
         self.voicemail = False
         self.dial_status: str | None = None
         self.agent: str | None = None
+        #: Another name of the agent: its extension (caller id of its leg) or queue interface.
+        self.agent_alias: str | None = None
+        self.origin_how: str | None = None  # how direction was decided (calls.pbx.Origin)
         self.member_name: str | None = None
         self.agent_cid_name: str | None = None
         self.answered: float | None = None
@@ -181,6 +187,7 @@ class Call:
         self.hangup_cause: int | None = None
         self.last_cause: int | None = None
         self.connected_sent = False
+        self.root_ended = False  # the originator's leg is going away
         self.has_party = False  # saw a channel that is not Local/: worth a record
         self.tags: list[str] | None = None
         self.vars: dict[str, str] | None = None
@@ -233,7 +240,8 @@ class Call:
 
     # -- transitions shared by the event handlers ---------------------------------------------
 
-    def rung(self, ext: str | None, member: str | None, cid: str | None) -> None:
+    def rung(self, ext: str | None, member: str | None, cid: str | None,
+             alias: str | None = None) -> None:
         """The agent leg being rung (or answering) is ``ext``."""
         if ext is None:
             return
@@ -241,12 +249,16 @@ class Call:
             self.agent = ext
             self.member_name = None
             self.agent_cid_name = None
+            self.agent_alias = None
+        if alias and alias != ext:
+            self.agent_alias = alias
         if member:
             self.member_name = member
         if cid:
             self.agent_cid_name = cid
 
-    def answer(self, ch: Chan | None, ts: float, cid: str | None) -> bool:
+    def answer(self, ch: Chan | None, ts: float, cid: str | None,
+               alias: str | None = None, *, agent_leg: bool = True) -> bool:
         """A leg other than the originator answered (``ch`` None: a Local/ or unknown leg).
         Returns True when this is the moment to emit call_connected."""
         if ch is not None:
@@ -255,18 +267,25 @@ class Call:
             ch.counted = True
             ch.up = True
             self.far_up += 1
-            if self.inbound is not False:
-                self.rung(extension(ch.name), None, cid)
+            if self.inbound is not False and agent_leg:
+                self.rung(extension(ch.name), None, cid, alias)
         if self.answered is None:
             self.answered = ts
-        if self.end_side == SIDE_FAR:  # the conversation goes on with another leg (transfer)
-            self.end_side = 0
-            self.end_soft = False
-            self.talk_end = None
+        self.resume_talk()
         if not self.connected_sent and self.has_party:
             self.connected_sent = True
             return True
         return False
+
+    def resume_talk(self) -> None:
+        """Another leg took over while the originator is still there (a transfer): the
+        conversation goes on, whoever left before."""
+        if self.root_ended:
+            return
+        if self.end_side == SIDE_FAR:
+            self.end_side = 0
+            self.end_soft = False
+        self.talk_end = None
 
     def ending(self, ch: Chan, ts: float, *, side: bool, soft: bool = False) -> None:
         """A leg is going away: does that end the conversation, and who ended it? ``side``:
@@ -275,6 +294,7 @@ class Call:
             return
         if ch.kind == ROOT:
             ch.ending = True
+            self.root_ended = True
             if self.talk_end is None and self.answered is not None:
                 self.talk_end = ts
             if side and not self.end_side:

@@ -40,9 +40,11 @@ How the AMI stream maps onto a call (verified against the lab's Asterisk 22 tran
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
 
 from agent.calls.handlers import EventHandlers, Handler, attach_to
+from agent.calls.pbx import Directory, PbxProfile, as_directory
 from agent.calls.record import build_record
 from agent.calls.state import (
     FAR,
@@ -68,26 +70,39 @@ _HANGUP_EVENTS = frozenset({"Hangup", "HangupRequest", "SoftHangupRequest"})
 
 
 class CallTracker(EventHandlers):
-    """Turns AMI events into ``CallRecord``s. ``agents`` maps extension -> (name, mobile).
-    Correlation (which call an event belongs to) is here; what each event does to its call is
-    in ``calls.handlers``."""
+    """Turns AMI events into ``CallRecord``s. ``agents`` maps extension, endpoint or interface
+    -> (name, mobile) (see ``calls.pbx.Directory``); ``pbx`` says which channels are trunks
+    (direction) and names the PBX on every record. ``clock``: the agent's receive time (epoch
+    seconds, monotonic-correct), used for events without a ``Timestamp`` header (Asterisk's
+    ``timestampevents`` is off by default). Correlation (which call an event belongs to) is
+    here; what each event does to its call is in ``calls.handlers``."""
 
     def __init__(
         self,
         *,
-        agents: Mapping[str, tuple[str | None, str | None]] | None = None,
+        agents: Mapping[str, tuple[str | None, str | None]] | Directory | None = None,
         region: str = "IN",
         stale_after_s: float = 4 * 3600,
-        inbound_contexts: Iterable[str] = ("from-trunk",),
+        pbx: PbxProfile | None = None,
+        inbound_contexts: Iterable[str] = (),
         tag_var: str = "SMS_TAG",
         language_var: str = "SMS_LANG",
         max_calls: int = 50_000,
         remember_completed: int = 8192,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self.agents: Mapping[str, tuple[str | None, str | None]] = dict(agents or {})
+        self.agents = agents  # type: ignore[assignment]  # the property makes it a Directory
         self.region = region
         self.stale_after_s = stale_after_s
-        self.inbound_contexts = frozenset(inbound_contexts)
+        pbx = pbx or PbxProfile(region=region)
+        extra = tuple(inbound_contexts)
+        if extra:
+            pbx = replace(pbx, inbound_contexts=pbx.inbound_contexts + extra)
+        self.pbx = pbx
+        self.clock = clock
+        #: Where event times come from: "asterisk" (Timestamp headers), "receive" (the
+        #: agent's clock: timestampevents is off) or None before the first call event.
+        self.time_source: str | None = None
         self.tag_var = tag_var
         self.language_var = language_var
         self.max_calls = max(1, max_calls)
@@ -100,7 +115,23 @@ class CallTracker(EventHandlers):
         self._done: dict[str, None] = {}  # Linkedids of recently completed calls (an LRU)
         self._count = 0
         self._now = 0.0  # newest event timestamp seen
+        self._mwi: dict[str, float] = {}  # mailbox -> when a message was last left in it
         self._handlers: dict[str, Handler] = self._event_handlers()
+        self._call_handlers = self._call_event_handlers()
+
+    @property
+    def agents(self) -> Directory:
+        return self._agents
+
+    @agents.setter
+    def agents(self, value: Mapping[str, tuple[str | None, str | None]] | Directory | None
+               ) -> None:
+        # A reload hands a plain mapping: keep what already matched (doctor/check read it).
+        new = as_directory(value)
+        old = getattr(self, "_agents", None)
+        if old is not None and new is not old:
+            new.matched.update(k for k in old.matched if k in new.entries)
+        self._agents = new
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -110,6 +141,12 @@ class CallTracker(EventHandlers):
         name = event.get("Event")
         handler = self._handlers.get(name) if name.__class__ is str else None  # type: ignore[arg-type]
         if handler is None:
+            other = self._call_handlers.get(name) if name.__class__ is str else None  # type: ignore[arg-type]
+            if other is not None:
+                try:
+                    other(event, out)
+                except Exception:  # noqa: BLE001 - as below
+                    self.warnings["internal_error"] += 1
             return out
         try:
             touched = self._touch(event, name, out)  # type: ignore[arg-type]
@@ -189,10 +226,15 @@ class CallTracker(EventHandlers):
         if uid is None:
             return None
         ts = timestamp(text(ev, "Timestamp"))
-        if ts is None:
+        if ts is not None:
+            self.time_source = "asterisk"
+        elif self.clock is not None:
+            ts = self.clock()
+            self.time_source = "receive"
+        else:
             self.warnings["no_timestamp"] += 1
             ts = self._now
-        elif ts > self._now:
+        if ts > self._now:
             self._now = ts
         lid = text(ev, "Linkedid")
         ch = self._chans.get(uid)
@@ -299,7 +341,7 @@ class CallTracker(EventHandlers):
     def _record(self, call: Call, trigger: Trigger, ts: float | None = None) -> CallRecord:
         return build_record(
             call, trigger, region=self.region, agents=self.agents,
-            language_var=self.language_var, ts=ts,
+            language_var=self.language_var, ts=ts, pbx=self.pbx.name,
         )
 
     def _adopt(self, ev: Event, now: float) -> None:

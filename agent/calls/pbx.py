@@ -1,0 +1,207 @@
+"""What a PBX's channels are: trunk or phone (call direction), hangup causes as CDR dispositions,
+and the agent directory's keys (extension, endpoint or interface). Pure: no I/O.
+
+Direction is decided from the originator's channel, never from one hard-coded context name:
+
+1. its endpoint named in ``pbx.trunks`` (rules.yaml): a trunk; in ``pbx.phones``: a phone;
+2. its first dialplan context in ``pbx.inbound_contexts`` / ``pbx.internal_contexts``;
+3. the contexts every common dialplan uses: FreePBX's ``from-pstn``, ``from-trunk``,
+   ``from-trunk-pjsip-<trunk>`` (and ``-sip-``/``-iax2-``), ``from-external``, the vanilla
+   samples' ``incoming``/``inbound`` are trunk contexts; ``from-internal``, ``internal``,
+   ``phones``/``from-phones``, ``from-agents``, ``users`` are phone contexts;
+4. else the caller id: a phone's caller id is its extension (a short number); a call from a
+   carrier shows a full national or E.164 number, or none at all (withheld).
+
+Each answer says how it was reached (``Origin.how``), for ``aftercall doctor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from agent.calls.state import extension
+from agent.sms.numbers import classify
+
+__all__ = [
+    "DEFAULT_INBOUND_CONTEXTS",
+    "DEFAULT_INTERNAL_CONTEXTS",
+    "Directory",
+    "Origin",
+    "PbxProfile",
+    "as_directory",
+    "cdr_disposition",
+    "endpoint_of",
+    "is_extension",
+]
+
+#: Context patterns (fnmatch, case-sensitive as Asterisk's) of carriers' calls.
+DEFAULT_INBOUND_CONTEXTS = (
+    "from-trunk", "from-trunk-*", "from-pstn", "from-pstn-*", "from-external", "from-did*",
+    "incoming", "incoming-*", "inbound", "inbound-*", "from-carrier*", "from-provider*",
+)
+#: Context patterns of calls placed by the PBX's own phones.
+DEFAULT_INTERNAL_CONTEXTS = (
+    "from-internal", "from-internal-*", "internal", "internal-*", "phones", "from-phones",
+    "from-agents", "agents", "users", "from-users", "from-sip", "default",
+)
+
+#: Asterisk's ``cdr_object_set_disposition`` (main/cdr.c): the causes that change a CDR's
+#: disposition; any other cause of a call nobody answered leaves it at "NO ANSWER".
+_CAUSE_DISPOSITION = {
+    17: "BUSY",  # AST_CAUSE_USER_BUSY
+    34: "FAILED",  # AST_CAUSE_CONGESTION (cdr.conf congestion=no, the default)
+    3: "FAILED",  # AST_CAUSE_NO_ROUTE_DESTINATION
+    20: "FAILED",  # AST_CAUSE_UNREGISTERED (subscriber absent)
+    16: "NO ANSWER",  # AST_CAUSE_NORMAL_CLEARING
+    19: "NO ANSWER",  # AST_CAUSE_NO_ANSWER
+}
+
+
+def cdr_disposition(cause: int | None) -> str:
+    """The disposition Asterisk's CDR gives an unanswered call that ended with ``cause``:
+    ``BUSY``, ``FAILED`` or ``NO ANSWER`` (no cause at all: ``FAILED``, as cdr.c does)."""
+    if cause is None or cause == 0:
+        return "FAILED"
+    return _CAUSE_DISPOSITION.get(cause, "NO ANSWER")
+
+
+def endpoint_of(channel: str | None) -> tuple[str | None, str | None]:
+    """``PJSIP/trunk-0000001a`` -> (``PJSIP``, ``trunk``). Local channels give their exten."""
+    if not channel:
+        return None, None
+    tech, slash, _ = channel.partition("/")
+    return (tech if slash else None), extension(channel)
+
+
+def is_extension(number: str | None) -> bool:
+    """A phone's caller id: 1 to 6 digits (a carrier shows a full number, or nothing)."""
+    return number is not None and 0 < len(number) <= 6 and number.isdigit()
+
+
+def _matches(value: str | None, patterns: Iterable[str]) -> bool:
+    return value is not None and any(fnmatchcase(value, p) for p in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who placed a call: ``trunk`` (a carrier: inbound) or ``phone`` (outbound/internal)."""
+
+    trunk: bool
+    how: str  # "pbx.trunks", "context from-pstn", "caller id +9198..." ...
+
+
+@dataclass(frozen=True)
+class PbxProfile:
+    """The ``pbx:`` section of rules.yaml, with the defaults that read FreePBX-style and
+    vanilla dialplans. ``name`` goes on every call record (settings ``AFTERCALL_PBX``)."""
+
+    name: str = "default"
+    trunks: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
+    inbound_contexts: tuple[str, ...] = ()
+    internal_contexts: tuple[str, ...] = ()
+    region: str = "IN"
+    defaults: bool = True  # use DEFAULT_*_CONTEXTS after the configured ones
+
+    def endpoint_kind(self, channel: str | None) -> str | None:
+        """``trunk`` / ``phone`` when the endpoint is named in ``pbx:``, else None."""
+        tech, ep = endpoint_of(channel)
+        if ep is None:
+            return None
+        iface = f"{tech}/{ep}" if tech else ep
+        if ep in self.trunks or iface in self.trunks:
+            return "trunk"
+        if ep in self.phones or iface in self.phones:
+            return "phone"
+        return None
+
+    def origin(self, channel: str | None, context: str | None, caller: str | None) -> Origin:
+        """Classify a call's originator from its channel name, first context and caller id."""
+        kind = self.endpoint_kind(channel)
+        if kind is not None:
+            return Origin(kind == "trunk", f"pbx.{kind}s")
+        if _matches(context, self.inbound_contexts):
+            return Origin(True, f"pbx.inbound_contexts {context}")
+        if _matches(context, self.internal_contexts):
+            return Origin(False, f"pbx.internal_contexts {context}")
+        if self.defaults:
+            if _matches(context, DEFAULT_INBOUND_CONTEXTS):
+                return Origin(True, f"context {context}")
+            if _matches(context, DEFAULT_INTERNAL_CONTEXTS):
+                return Origin(False, f"context {context}")
+        if is_extension(caller):
+            return Origin(False, f"caller id {caller} is an extension")
+        return Origin(True, f"caller id {classify(caller, self.region).kind}")
+
+    def far_is_trunk(self, channel: str | None) -> bool:
+        """A dialled leg that is a trunk (an outbound call's carrier leg) is nobody's agent."""
+        return self.endpoint_kind(channel) == "trunk"
+
+
+@dataclass
+class Directory:
+    """rules.yaml's ``agents:``, keyed by extension (``2001``), endpoint (``agent1``) or
+    interface (``PJSIP/agent1``, ``Local/2001@from-queue``). ``lookup`` takes every name the
+    tracker knows for an agent and returns the first entry found; ``matched`` remembers which
+    keys ever matched, so ``check``/``doctor`` can say which never did."""
+
+    entries: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    matched: set[str] = field(default_factory=set)
+    _index: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {}
+        for key in self.entries:
+            self._index.setdefault(key, key)
+            norm = key
+            if "/" in key:
+                tech, _, res = key.partition("/")
+                if tech.lower() == "local":
+                    # Local/2001@from-queue/n -> the extension 2001
+                    norm = res.split("@", 1)[0]
+                else:
+                    norm = res.split("/", 1)[0]
+            self._index.setdefault(norm, key)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def __getitem__(self, key: str) -> tuple[str | None, str | None]:
+        return self.entries[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, name: str | None, default: tuple[str | None, str | None] = (None, None)
+            ) -> tuple[str | None, str | None]:
+        """Mapping-style lookup by one name (kept for callers that hold a plain dict)."""
+        hit = self.lookup(name)
+        return hit[1] if hit else default
+
+    def lookup(self, *names: str | None) -> tuple[str, tuple[str | None, str | None]] | None:
+        """(directory key, (name, mobile)) of the first name that is in the directory."""
+        for n in names:
+            if not n:
+                continue
+            key = self._index.get(n)
+            if key is None and "/" in n:
+                key = self._index.get(endpoint_of(n)[1] or "")
+            if key is not None:
+                self.matched.add(key)
+                return key, self.entries[key]
+        return None
+
+    def unmatched(self) -> list[str]:
+        return [k for k in self.entries if k not in self.matched]
+
+
+def as_directory(agents: Mapping[str, tuple[str | None, str | None]] | Directory | None
+                 ) -> Directory:
+    if isinstance(agents, Directory):
+        return agents
+    return Directory(dict(agents or {}))
