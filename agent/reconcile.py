@@ -7,7 +7,9 @@ the agent last knew it was following the PBX live (minus a small margin).
 
 Exactly once is the store's and the dispatcher's job, not this module's:
 
-* a call the live path already completed is in the store (``get_call`` is not None): skipped;
+* a call the live path already completed is in the store (``get_call`` gives its
+  ``call_completed`` record): skipped. A call stored only as ``call_connected`` (the agent
+  was killed after the on-connect SMS, before the hangup) is not complete: it is handed over;
 * every other call that ended after ``since`` goes to ``handle_record``, which runs the rules
   and the dispatcher and saves the call (``store.save_call``), so the next reconciliation
   skips it; and should it not, the dispatcher's idempotency key (call, rule, recipient) makes
@@ -42,8 +44,9 @@ from agent.calls.cdr import (
     build_records,
     parse_line,
 )
+from agent.calls.pbx import PbxProfile
 from agent.errors import ConfigError
-from agent.models import CallRecord
+from agent.models import CallRecord, Trigger
 
 __all__ = ["KnownCalls", "ReconcileResult", "read_cdr", "reconcile"]
 
@@ -121,6 +124,7 @@ async def reconcile(
     tz: tzinfo = UTC,
     lookback: timedelta = DEFAULT_LOOKBACK,
     fallback: Iterable[CallRecord] = (),
+    pbx: PbxProfile | None = None,
 ) -> ReconcileResult:
     """Hand every call in the CDR that ended after ``since`` and that the store does not know
     to ``handle_record``, oldest first, one at a time. ``since`` and ``now`` are aware
@@ -140,7 +144,8 @@ async def reconcile(
     for p in parsed.problems[:_LOG_PROBLEMS]:
         log.warning("cdr_row_skipped", source=p.source, line=p.line, reason=p.reason)
     # Records are built off the loop too: a long outage can mean thousands of calls.
-    records = await asyncio.to_thread(build_records, parsed.rows, region=region, agents=agents)
+    records = await asyncio.to_thread(build_records, parsed.rows, region=region, agents=agents,
+                                      pbx=pbx)
 
     seen = known = handled = too_old = busy = failed = 0
     oldest = now - max_age
@@ -151,7 +156,8 @@ async def reconcile(
         if rec.call_id in in_progress:
             busy += 1
             continue
-        if await store.get_call(rec.call_id) is not None:
+        stored = await store.get_call(rec.call_id)
+        if stored is not None and stored.trigger is Trigger.CALL_COMPLETED:
             known += 1
             continue
         old = rec.ended_at < oldest

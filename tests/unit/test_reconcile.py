@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from agent.calls.cdr import SOURCE_VAR
 from agent.errors import ConfigError
-from agent.models import CallRecord
+from agent.models import CallRecord, Disposition, Trigger
 from agent.reconcile import ReconcileResult, reconcile
 from agent.store.sqlite import SqliteStore
 
@@ -189,3 +189,25 @@ async def test_the_file_is_read_off_the_event_loop(
     loop_thread = threading.get_ident()
     assert threads and threads[0] != loop_thread
     assert asyncio.get_running_loop().is_running()
+
+
+async def test_a_call_stored_only_as_connected_is_still_completed_from_the_cdr(
+    cdr: Path, store: SqliteStore
+) -> None:
+    # kill -9 between the on-connect SMS (the call_connected snapshot is stored with it) and
+    # the hangup: the restart must still complete that call from Asterisk's CDR row.
+    call_id = "aftercall-lab-1795937525.32"
+    connected = CallRecord(call_id=call_id, trigger=Trigger.CALL_CONNECTED,
+                           caller="+919876543211", queue="Support", agent="2001")
+    await store.save_call(connected, now=FIRST_END)
+    # The gap starts at the connected call (the store's newest fact), not "from now".
+    assert await store.newest_call_end() == FIRST_END
+    handler = Handler(store)
+    result = await run(cdr, store, handler)
+    assert result.handled == ALL_CALLS and result.already_known == 0
+    done = await store.get_call(call_id)
+    assert done is not None and done.trigger is Trigger.CALL_COMPLETED
+    assert (done.disposition, done.agent) == (Disposition.ANSWERED, "2001")
+    # Completed now: the next reconciliation leaves it alone.
+    again = await run(cdr, store, handler)
+    assert again.already_known == ALL_CALLS

@@ -59,7 +59,9 @@ class RecordOps(StoreWriter):
 
     async def newest_call_end(self) -> datetime | None:
         """When the newest call this store knows ended; None for a store that never ran."""
-        rows = await self._read("SELECT max(ended_at) AS t FROM calls", ())
+        # A call stored only as connected (no end yet) counts from when it was stored: the
+        # agent was following the PBX live then, and that call still needs its completion.
+        rows = await self._read("SELECT max(COALESCE(ended_at, created_at)) AS t FROM calls", ())
         return _dt(rows[0]["t"]) if rows and rows[0]["t"] else None
 
     # ---- policy facts ---------------------------------------------------------------------
