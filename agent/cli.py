@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="the local Asterisk lab (Debian sid root under chroot)")
     lab.add_argument("action", choices=["up", "down", "status", "record", "call"])
     lab.add_argument("--scenario", default=None, help="with record/call: one scenario name")
+    lab.add_argument("--dialplan", default="ours",
+                     help="with up/record/call: the dialplan style (ours, freepbx, vanilla); "
+                          "switching a running lab is a reload")
 
     from agent.sim.main import add_cli as add_sim_cli
 
@@ -136,8 +139,9 @@ def _lab(args: argparse.Namespace) -> int:
 
     lab = Lab()
     if args.action == "up":
-        t = lab.up()
-        print(json.dumps({"lab": "up", **{k: round(v, 2) for k, v in t.items()}}))
+        t = lab.up(dialplan=args.dialplan)
+        print(json.dumps({"lab": "up", "dialplan": args.dialplan,
+                          **{k: round(v, 2) for k, v in t.items()}}))
     elif args.action == "down":
         lab.down()
         print(json.dumps({"lab": "down"}))
@@ -148,21 +152,22 @@ def _lab(args: argparse.Namespace) -> int:
     elif args.action == "record":
         from agent.lab.record import record_all
 
-        asyncio.run(record_all([args.scenario] if args.scenario else None))
+        asyncio.run(record_all([args.scenario] if args.scenario else None,
+                               dialplan=args.dialplan))
     elif args.action == "call":
         from agent.lab import sipp
-        from agent.lab.record import SCENARIOS
+        from agent.lab.record import STYLE_SCENARIOS, place
 
-        lab.up()
-        chosen = [s for s in SCENARIOS if args.scenario in (None, s.name)]
+        lab.up(dialplan=args.dialplan)
+        scenarios = STYLE_SCENARIOS.get(args.dialplan, [])
+        chosen = [s for s in scenarios if args.scenario in (None, s.name)]
         if not chosen:
             raise LabError(f"unknown scenario {args.scenario!r}; one of "
-                           + ", ".join(s.name for s in SCENARIOS))
+                           + ", ".join(s.name for s in scenarios))
         with sipp.AgentPhones() as phones:
             phones.wait_ready()
             for sc in chosen:
-                r = sipp.place_call_sync(sc.caller_scenario, sc.did, duration_ms=sc.duration_ms,
-                                         anonymous=sc.anonymous, caller=sc.caller)
+                r = asyncio.run(place(sc))
                 print(json.dumps({"scenario": sc.name, "did": sc.did, "sipp_rc": r.returncode}))
     return EXIT_OK
 

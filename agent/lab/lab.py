@@ -23,6 +23,15 @@ AGI_DIR = "usr/share/asterisk/agi-bin"  # astagidir in asterisk_conf/asterisk.co
 STOCK_FILES = ("cel.conf", "features.conf", "acl.conf", "udptl.conf", "pjproject.conf",
                "indications.conf", "ccss.conf")
 PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060)}
+#: The style of asterisk_conf/ itself; the others are asterisk_conf/dialplans/NAME/ overlays.
+DEFAULT_DIALPLAN = "ours"
+
+
+def dialplans(conf: Path = REPO_CONF) -> list[str]:
+    """The lab's dialplan styles: ``ours`` and every directory of asterisk_conf/dialplans/."""
+    styles = conf / "dialplans"
+    extra = sorted(d.name for d in styles.iterdir() if d.is_dir()) if styles.is_dir() else []
+    return [DEFAULT_DIALPLAN, *extra]
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,17 @@ class Lab:
     @property
     def cdr_csv(self) -> Path:
         return self.root / "var/log/asterisk/cdr-csv/Master.csv"
+
+    @property
+    def dialplan_file(self) -> Path:
+        return self.home / "dialplan"
+
+    def dialplan(self) -> str:
+        """The style the lab's /etc/asterisk was last installed with."""
+        try:
+            return self.dialplan_file.read_text().strip() or DEFAULT_DIALPLAN
+        except OSError:
+            return DEFAULT_DIALPLAN
 
     @property
     def messages_log(self) -> Path:
@@ -161,7 +181,9 @@ class Lab:
             self.secret_file.chmod(0o600)
         return self.secret_file.read_text().strip()
 
-    def install_conf(self) -> None:
+    def install_conf(self, dialplan: str = DEFAULT_DIALPLAN) -> None:
+        if dialplan not in dialplans(self.conf):
+            raise LabError(f"unknown dialplan {dialplan!r}; one of {', '.join(dialplans(self.conf))}")
         etc = self.root / "etc/asterisk"
         if not (etc / ".aftercall-stock").exists():
             # Keep Debian's samples out of the way: only the project's files configure the lab.
@@ -185,6 +207,12 @@ class Lab:
         for f in self.conf.iterdir():
             if f.is_file():
                 shutil.copy2(f, etc / f.name)
+        if dialplan != DEFAULT_DIALPLAN:
+            for f in (self.conf / "dialplans" / dialplan).iterdir():
+                if f.is_file() and f.suffix == ".conf":
+                    shutil.copy2(f, etc / f.name)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.dialplan_file.write_text(dialplan + "\n")
         self.install_agi()
         (etc / "aftercall_secret.conf").write_text(f"secret = {self.secret()}\n")
         (etc / "aftercall_secret.conf").chmod(0o600)
@@ -196,12 +224,17 @@ class Lab:
                          str(self.root / "var/spool/asterisk"), str(self.root / "var/log/asterisk"),
                          str(self.root / "var/run/asterisk"), str(self.root / "var/cache/asterisk")])
 
-    def up(self, *, timeout: float = 30.0, log=print) -> dict[str, float]:
-        """Start Asterisk (provisioning first if needed); returns timings. Idempotent."""
+    def up(self, *, timeout: float = 30.0, log=print,
+           dialplan: str = DEFAULT_DIALPLAN) -> dict[str, float]:
+        """Start Asterisk (provisioning first if needed) with the ``dialplan`` style; a running
+        lab with another style is switched by a reload. Returns timings. Idempotent."""
         timings = {"provision_s": self.provision(log=log)}
         if self.running():
             _wait_ami(self, timeout)
-            return timings | {"start_s": 0.0}
+            t0 = time.monotonic()
+            if self.dialplan() != dialplan:
+                self.use_dialplan(dialplan, timeout=timeout)
+            return timings | {"start_s": 0.0, "reload_s": time.monotonic() - t0}
         self._reap_strays()
         for name, (proto, port) in PORTS.items():
             if not _port_free(proto, port):
@@ -210,7 +243,7 @@ class Lab:
                     f"use by another process (stop it, or `aftercall lab down` if it is an old lab)"
                 )
         t0 = time.monotonic()
-        self.install_conf()
+        self.install_conf(dialplan)
         if self.messages_log.exists():
             self.messages_log.unlink()
         with self.console_log.open("wb") as out:
@@ -230,15 +263,41 @@ class Lab:
             raise
         return timings | {"start_s": time.monotonic() - t0}
 
-    def _check_config_errors(self) -> None:
+    def use_dialplan(self, dialplan: str, *, timeout: float = 30.0) -> None:
+        """Switch a running lab to another dialplan style: new files and ``core reload``
+        (seconds), not a new root or a restart."""
+        self.install_conf(dialplan)
+        mark = self.messages_log.stat().st_size if self.messages_log.exists() else 0
+        out = self.cli("core reload", timeout=timeout)
+        if "No such command" in out or "Unable to connect" in out:
+            raise LabError(f"core reload failed: {out.strip()}")
+        # core reload returns before every module has read its files; the dialplan and
+        # the endpoints are what calls need.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ("There is no existence" not in self.cli("dialplan show " + _probe_context(dialplan))
+                    and "username: aftercall" in self.cli("manager show user aftercall")):
+                break
+            time.sleep(0.1)
+        else:
+            raise LabError(f"dialplan {dialplan!r} not loaded within {timeout:.0f}s")
+        self._check_config_errors(since=mark)
+
+    def _check_config_errors(self, since: int = 0) -> None:
         # Asterisk starts even with a broken config file; the lab refuses to, loudly.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if "fully booted" in self.cli("core show version") + self.cli("core waitfullybooted"):
                 break
+        try:
+            with self.messages_log.open("rb") as fh:
+                fh.seek(since)
+                recent = fh.read().decode(errors="replace")
+        except OSError:
+            recent = ""
         bad = [
             line
-            for line in _tail(self.messages_log, 400).splitlines()
+            for line in recent.splitlines()[-400:]
             if "ERROR" in line
             and any(k in line for k in ("config", "parse", "line", "Unable to load", ".conf"))
         ]
@@ -288,7 +347,14 @@ class Lab:
             "pid": self.pid(),
             "ami": _ami_banner(1.0) is not None,
             "cdr_csv": str(self.cdr_csv),
+            "dialplan": self.dialplan(),
         }
+
+
+def _probe_context(dialplan: str) -> str:
+    """A context only that style's extensions.conf has: seen, the reload is done."""
+    return {"ours": "from-agents", "freepbx": "ext-queues", "vanilla": "incoming"}.get(
+        dialplan, "from-internal")
 
 
 def _tail(path: Path, n: int) -> str:

@@ -1,6 +1,8 @@
 """Record the raw AMI stream of each lab scenario into tests/fixtures/ami/ (replayed by tests),
 and append the CDR rows Asterisk wrote for those calls to tests/fixtures/cdr/Master.csv (so the
-CDR parser is tested against the same calls, by Linkedid)."""
+CDR parser is tested against the same calls, by Linkedid). Other dialplan styles record into
+tests/fixtures/ami/STYLE/ and tests/fixtures/cdr/STYLE/Master.csv, with a receive-time file
+(``NAME.times``: the agent's clock at each read) for styles whose events carry no Timestamp."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.lab import sipp
-from agent.lab.lab import Lab
+from agent.lab.lab import DEFAULT_DIALPLAN, Lab
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/ami"
 
@@ -23,6 +25,7 @@ class Scenario:
     duration_ms: int = 2000
     anonymous: bool = False
     caller: str = "+919876543210"
+    phone: bool = False  # placed by an agent phone (``caller`` is its endpoint), not the trunk
 
 
 SCENARIOS = [
@@ -38,12 +41,54 @@ SCENARIOS = [
     Scenario("appointment", sipp.TALK, sipp.DID_APPOINTMENT, 1500),
 ]
 
+# Scenarios every other style has (same DIDs for the same story, see asterisk_conf/dialplans).
+_COMMON = [
+    Scenario("answered_caller_hangup", sipp.TALK, sipp.DID_DIRECT, 2000),
+    Scenario("answered_agent_hangup", sipp.WAIT_FOR_BYE, sipp.DID_AGENT_HANGS_UP),
+    Scenario("busy", sipp.REFUSED, sipp.DID_BUSY),
+    Scenario("caller_gives_up", sipp.GIVE_UP, sipp.DID_NO_ANSWER, 1500),
+    Scenario("ring_timeout", sipp.REFUSED, sipp.DID_RING_TIMEOUT),
+    Scenario("anonymous", sipp.TALK, sipp.DID_DIRECT, 1000, anonymous=True),
+    Scenario("blind_transfer", sipp.TALK, sipp.DID_TRANSFER, 6000),
+]
+STYLE_SCENARIOS: dict[str, list[Scenario]] = {
+    DEFAULT_DIALPLAN: SCENARIOS,
+    "freepbx": [
+        *_COMMON,
+        Scenario("queue_answered", sipp.TALK, sipp.DID_SUPPORT, 3000, caller="9876543211"),
+        Scenario("queue_abandoned", sipp.TALK, sipp.DID_BILLING, 2000),
+        Scenario("ring_group", sipp.TALK, sipp.DID_RING_GROUP, 2000),
+        Scenario("voicemail", sipp.TALK, sipp.DID_NO_ANSWER, 3000),
+        Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="2001", phone=True),
+        Scenario("internal", sipp.TALK, "2002", 1500, caller="2001", phone=True),
+    ],
+    "vanilla": [
+        *_COMMON,
+        Scenario("no_answer", sipp.REFUSED, sipp.DID_NO_ANSWER),
+        Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="alice", phone=True),
+        Scenario("internal", sipp.TALK, "2002", 1500, caller="alice", phone=True),
+    ],
+}
+
+
+def fixture_dir(style: str, base: Path = FIXTURES) -> Path:
+    return base if style == DEFAULT_DIALPLAN else base / style
+
+
+async def place(sc: Scenario) -> sipp.CallResult:
+    """One scenario's call: from the trunk (a customer) or from an agent phone."""
+    return await sipp.place_call(
+        sc.caller_scenario, sc.did, duration_ms=sc.duration_ms, anonymous=sc.anonymous,
+        caller=sc.caller, source_ip=sipp.PHONE_IP if sc.phone else "127.0.0.1",
+        caller_name="Phone" if sc.phone else "Ravi Kumar")
+
 
 class RawAmi:
     """A bare AMI connection that keeps every byte Asterisk sends after login."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self.times: list[tuple[int, float]] = []  # (offset in buf, wall time) of each read
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
         self.last_rx = time.monotonic()
@@ -60,35 +105,46 @@ class RawAmi:
 
     async def pump(self) -> None:
         while data := await self.reader.read(65536):
+            self.times.append((len(self.buf), time.time()))
             self.buf += data
             self.last_rx = time.monotonic()
 
-    def take(self) -> bytes:
+    def take(self) -> tuple[bytes, list[tuple[int, float]]]:
         out = bytes(self.buf)
+        times = self.times
         self.buf.clear()
-        return out
+        self.times = []
+        return out, times
 
 
-async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=print) -> None:
+async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=print,
+                     dialplan: str = DEFAULT_DIALPLAN) -> None:
     lab = Lab()
-    lab.up(log=log)
+    lab.up(log=log, dialplan=dialplan)
+    out = fixture_dir(dialplan, out)
     out.mkdir(parents=True, exist_ok=True)
     ami = RawAmi()
     await ami.connect(lab.secret())
     pump = asyncio.create_task(ami.pump())
     cdr_from = lab.cdr_csv.stat().st_size if lab.cdr_csv.exists() else 0
     with sipp.AgentPhones(agent_hangup_ms=2000):
-        for sc in SCENARIOS:
+        for sc in STYLE_SCENARIOS[dialplan]:
             if names and sc.name not in names:
                 continue
             ami.take()
-            res = await sipp.place_call(sc.caller_scenario, sc.did, duration_ms=sc.duration_ms,
-                                        anonymous=sc.anonymous, caller=sc.caller)
-            # Cdr events follow the last Hangup; a quiet second means the call is fully logged.
-            while time.monotonic() - ami.last_rx < 1.0:
+            res = await place(sc)
+            # Every channel's Hangup, then a quiet second (the Cdr events): the call is fully
+            # logged. Bounded: a lost Hangup must not hang the recorder.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and (
+                    ami.buf.count(b"Event: Hangup\r\n") < ami.buf.count(b"Event: Newchannel\r\n")
+                    or time.monotonic() - ami.last_rx < 1.0):
                 await asyncio.sleep(0.1)
-            data = ami.take()
+            data, times = ami.take()
             (out / f"{sc.name}.txt").write_bytes(data)
+            if dialplan != DEFAULT_DIALPLAN:
+                (out / f"{sc.name}.times").write_text(
+                    "".join(f"{off} {t:.6f}\n" for off, t in times))
             log(f"recorded {sc.name}: sipp rc={res.returncode}, {data.count(b'Event: ')} events")
     pump.cancel()
     ami.writer.close()
@@ -96,7 +152,7 @@ async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=p
         with lab.cdr_csv.open("rb") as fh:
             fh.seek(cdr_from)
             rows = fh.read()
-        cdr_fixture = out.parent / "cdr" / "Master.csv"
+        cdr_fixture = fixture_dir(dialplan, FIXTURES.parent / "cdr") / "Master.csv"
         cdr_fixture.parent.mkdir(parents=True, exist_ok=True)
         with cdr_fixture.open("ab") as fh:
             fh.write(rows)

@@ -26,6 +26,15 @@ PHONES: dict[str, tuple[int, str]] = {
     "2008": (5078, "uas_noanswer.xml"),
     "2009": (5079, "uas_busy.xml"),
 }
+#: Phones only the other dialplan styles (asterisk_conf/dialplans/) route calls to.
+STYLE_PHONES: dict[str, tuple[int, str]] = {
+    "2004": (5074, "uas_refer.xml"),  # answers, then blind-transfers the caller to 2002
+    "pstn": (5081, "uas_answer.xml"),  # the far end of outbound calls, behind the trunk
+}
+LAB_PHONES = {**PHONES, **STYLE_PHONES}
+#: Calls placed by phones come from here: not the trunk's 127.0.0.1, so Asterisk identifies
+#: the phone by its From user (res_pjsip_endpoint_identifier_user).
+PHONE_IP = "127.0.0.2"
 
 # DIDs of asterisk_conf/extensions.conf
 DID_SUPPORT = "18005550100"
@@ -36,6 +45,10 @@ DID_BILLING = "18005550500"
 DID_AGENT_HANGS_UP = "18005550600"
 DID_APPOINTMENT = "18005550700"
 DID_NO_ANSWER = "18005550800"
+DID_RING_TIMEOUT = "18005550900"  # rings in the dialplan, Hangup(19), no Dial
+DID_RING_GROUP = "18005551000"
+DID_TRANSFER = "18005551100"  # the agent (2004) blind-transfers the caller to 2002
+PSTN_NUMBER = "+919845012345"  # what phones dial for an outbound call
 
 
 def _sipp() -> str:
@@ -68,7 +81,7 @@ class AgentPhones:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        for ext, (port, scenario) in PHONES.items():
+        for ext, (port, scenario) in LAB_PHONES.items():
             if ext in self._procs and self._procs[ext].poll() is None:
                 continue
             self._procs[ext] = subprocess.Popen(
@@ -90,7 +103,7 @@ class AgentPhones:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
-            if all(_udp_port_bound(PHONES[ext][0]) for ext in self._procs):
+            if all(_udp_port_bound(LAB_PHONES[ext][0]) for ext in self._procs):
                 return
             time.sleep(0.02)
         raise LabError("SIPp agent phones did not bind their ports within "
@@ -155,6 +168,7 @@ def caller_args(
     duration_ms: int = 1000,
     anonymous: bool = False,
     timeout_s: int = 60,
+    source_ip: str = "127.0.0.1",
 ) -> list[str]:
     if anonymous:
         caller, caller_name, domain = "anonymous", "Anonymous", "anonymous.invalid"
@@ -163,7 +177,7 @@ def caller_args(
         domain, privacy = "127.0.0.1", "X-Aftercall-Lab: 1"
     return [
         _sipp(), ASTERISK, "-sf", str(SCENARIOS / scenario), "-s", did, "-m", "1", "-l", "1",
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-d", str(duration_ms), "-key", "caller", caller, "-key", "caller_name", caller_name,
         "-key", "caller_domain", domain, "-key", "privacy", privacy,
         "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
