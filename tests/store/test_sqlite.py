@@ -20,6 +20,7 @@ from agent.models import (
     MessageState,
     Receipt,
     ReceiptState,
+    Trigger,
 )
 from agent.store.base import MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
@@ -116,6 +117,15 @@ async def test_call_record_round_trips(store: SqliteStore) -> None:
     await store.save_call(record)  # the same call saved twice is an update, not an error
     assert await store.get_call("1700.9") == record
     assert await store.get_call("nope") is None
+
+
+async def test_a_connected_only_call_starts_the_gap_at_its_store_time(store: SqliteStore) -> None:
+    # kill -9 after the on-connect SMS: reconciliation must look back to that call.
+    assert await store.newest_call_end() is None
+    await store.save_call(CallRecord(call_id="1700.8", trigger=Trigger.CALL_CONNECTED), now=T0)
+    assert await store.newest_call_end() == T0
+    await store.save_call(CallRecord(call_id="1700.7", ended_at=T0 - timedelta(hours=1)))
+    assert await store.newest_call_end() == T0
 
 
 async def test_second_insert_with_same_key_returns_existing_row(

@@ -55,7 +55,8 @@ class RecordOps(PgPool):
 
     async def newest_call_end(self) -> datetime | None:
         """When the newest call this store knows ended; None for a store that never ran."""
-        rows = await self._read("SELECT max(ended_at) FROM calls")
+        # A call stored only as connected counts from when it was stored (as in SQLite).
+        rows = await self._read("SELECT max(COALESCE(ended_at, created_at)) FROM calls")
         return rows[0][0] if rows else None
 
     # ---- policy facts ---------------------------------------------------------------------
