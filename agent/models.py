@@ -205,6 +205,9 @@ class InboundSms:
     recipient: str  # our sender id / long number
     text: str
     received_at: datetime
+    # False when nothing proves who sent it (a bearer-token URL from any address): such a
+    # reply can't opt a number back in.
+    authenticated: bool = True
 
 
 class RecipientKind(enum.StrEnum):

@@ -140,7 +140,14 @@ class ReplyHandler:
             await self._store.opt_out(number, source=f"reply:{sms.gateway}:{word}",
                                       now=self._clock())
         elif ka is not None and ka.action == "opt_in":
-            await self._store.opt_in(number)
+            if sms.authenticated:
+                await self._store.opt_in(number)
+            else:
+                # A bearer-URL reply could be anyone's: opting a stranger back in must take a
+                # source that proves the sender (signature, SMPP bind, allowed_sources).
+                log.warning("opt_in_refused", gateway=sms.gateway, frm=mask(number),
+                            why="reply not authenticated (set the gateway's allowed_sources)")
+                ka = KeywordAction(action="tag", tag="opt_in_refused")
         original = await self._store.latest_message_to(number)
         sentiment: float | None = None
         rating: int | None = None

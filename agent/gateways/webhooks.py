@@ -13,7 +13,9 @@ How each preset is authenticated:
 * **twilio**: ``X-Twilio-Signature`` (HMAC-SHA1 with the auth token over the URL and the sorted
   POST parameters, base64), checked for the URL with and without its port as Twilio's own
   validators do; JSON bodies via the ``bodySHA256`` query parameter. Twilio sends no timestamp,
-  so replays are caught by nonce: ``I-Twilio-Idempotency-Token`` when present.
+  so replays are caught by nonce: the signed ``MessageSid`` (with ``MessageStatus`` for status
+  callbacks), never the unsigned ``I-Twilio-Idempotency-Token`` header, which a replayer
+  can change at will.
 * **generic**: ``{signature_header}: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``;
   ``t`` must be within ``signature_tolerance`` of now, and each v1 is accepted once.
 * **kannel**, **jasmin**: these gateways cannot sign, so the agent puts a token in the URLs it
@@ -22,7 +24,14 @@ How each preset is authenticated:
   (configure ``HttpGatewayConfig.inbound_url()`` as Kannel's sms-service get-url with
   ``&from=%p&to=%P&text=%a&ts=%T`` appended and ``mo-recode = true``, or as Jasmin's HTTP client
   connector baseurl). A forged receipt would need the secret; an identical request twice is a
-  replay.
+  replay. The receipt token covers ``mid``: a form field (Jasmin POSTs its fields) can't
+  name another message, and one that tries is refused.
+  The reply URL is a **bearer secret**: whoever holds it can post replies as any number. So a
+  reply from it is ``authenticated`` (START opts a number back in) only when the gateway's
+  ``allowed_sources`` (addresses or networks) is set and the request's peer is in it.
+
+``allowed_sources``, when set, refuses any webhook of that gateway (every preset) from another
+peer address. The peer is the TCP peer, never a forwarding header.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import hmac
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -76,6 +86,7 @@ class WebhookRequest:
     query: Mapping[str, str]
     form: Mapping[str, str] | None = None
     body: bytes = b""
+    remote: str | None = None  # the TCP peer's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +223,8 @@ def verify(
     also WebhookReplayError for a nonce seen before (recording it otherwise)."""
     where = f"gateway {config.name} {kind.value} webhook"
     secret = config.secret()
+    if config.allowed_sources and not source_allowed(config, req.remote):
+        raise WebhookAuthError(f"{where}: peer {req.remote} is not in allowed_sources")
     if config.preset in (Preset.KANNEL, Preset.JASMIN):
         q = dict(_pairs(req.query))
         token = q.get("t")
@@ -223,12 +236,30 @@ def verify(
         expected = callback_token(secret, kind.value, config.name, mid)
         if not hmac.compare_digest(token.encode(), expected.encode()):
             raise WebhookAuthError(f"{where}: bad token")
+        form = dict(_pairs(req.form))
+        for key in ("mid", "t"):
+            if key in form and form[key] != q.get(key):
+                raise WebhookAuthError(
+                    f"{where}: form field {key!r} disagrees with the token-checked URL")
     elif config.preset is Preset.TWILIO:
         _verify_twilio(secret, req, where)
     else:
         _verify_generic(config, secret, req, where, now)
     if replay is not None and replay.seen(request_nonce(config, req), now.timestamp()):
         raise WebhookReplayError(f"{where}: replayed request")
+
+
+def source_allowed(config: HttpGatewayConfig, remote: str | None) -> bool:
+    """Whether the peer is one of the gateway's ``allowed_sources``."""
+    if not remote:
+        return False
+    try:
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in config.allowed_sources)
 
 
 def _verify_twilio(secret: bytes, req: WebhookRequest, where: str) -> None:
@@ -276,9 +307,13 @@ def request_nonce(config: HttpGatewayConfig, req: WebhookRequest) -> str:
         if parsed:
             return f"{config.name}:{parsed[1]}"
     if config.preset is Preset.TWILIO:
-        token = _header(req, "I-Twilio-Idempotency-Token")
-        if token:
-            return f"{config.name}:{token}"
+        # The signed MessageSid, not the unsigned idempotency header: a captured START
+        # replayed with a fresh header is still the same message. A status callback comes
+        # once per status for one sid.
+        p = dict(_pairs(req.form)) if req.method.upper() == "POST" else dict(_pairs(req.query))
+        sid = p.get("MessageSid") or p.get("SmsSid")
+        if sid:
+            return f"{config.name}:{sid}:{p.get('MessageStatus', p.get('SmsStatus', ''))}"
     return f"{config.name}:{_digest(req)}"
 
 
@@ -301,14 +336,15 @@ def parse_receipt(config: HttpGatewayConfig, req: WebhookRequest) -> Receipt:
         fields = parse_receipt_fields(answer)
         return Receipt(
             gateway=config.name, state=kannel.receipt_state(dlr_type, fields.get("stat")),
-            smsc_id=_opt(p, "fid") or fields.get("id"), message_id=_field(p, "mid", where),
+            smsc_id=_opt(p, "fid") or fields.get("id"),
+            message_id=_field(dict(_pairs(req.query)), "mid", where),
             error_code=fields.get("err"), done_at=_unix_time(_opt(p, "ts")), raw=raw,
         )
     if config.preset is Preset.JASMIN:
         status = _field(p, "message_status", where)
         return Receipt(
             gateway=config.name, state=jasmin.receipt_state(status), smsc_id=_field(p, "id", where),
-            message_id=_opt(p, "mid"), error_code=_opt(p, "err"),
+            message_id=_opt(dict(_pairs(req.query)), "mid"), error_code=_opt(p, "err"),
             done_at=parse_receipt_date(_opt(p, "donedate")), raw=raw,
         )
     if config.preset is Preset.TWILIO:
@@ -360,8 +396,12 @@ def parse_inbound(config: HttpGatewayConfig, req: WebhookRequest, *, now: dateti
             if not values[k]:
                 raise WebhookPayloadError(f"{where}: missing field {config.inbound_fields.get(k)!r}")
         sender, recipient, text = values["sender"] or "", values["recipient"] or "", values["text"] or ""
+    # Signed presets prove the sender; Kannel's and Jasmin's bearer URL proves only that the
+    # poster knows it, unless the peer is one the operator named.
+    signed = config.preset in (Preset.TWILIO, Preset.GENERIC)
+    authenticated = signed or (bool(config.allowed_sources) and source_allowed(config, req.remote))
     return InboundSms(gateway=config.name, sender=sender, recipient=recipient, text=text,
-                      received_at=now)
+                      received_at=now, authenticated=authenticated)
 
 
 def _check_account(config: HttpGatewayConfig, p: Mapping[str, str], where: str) -> None:

@@ -162,6 +162,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_caller ON calls(caller, ended_at)",
         "CREATE INDEX calls_agent ON calls(agent, ended_at)",
     ),
+    # 3: webhook nonces seen, so a replayed webhook is refused after a restart too
+    (
+        """CREATE TABLE webhook_nonces (
+            nonce      TEXT PRIMARY KEY,
+            expires_at TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX webhook_nonces_expiry ON webhook_nonces(expires_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

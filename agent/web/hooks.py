@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ log = structlog.get_logger(__name__)
 
 DEPS: web.AppKey[WebDeps] = web.AppKey("deps")
 _NOT_FOUND = "not found\n"
+REPLAY_TTL = 86_400.0  # seconds a webhook nonce is remembered (the memory cache's too)
 
 
 def _public_url(request: web.Request, callback_base: str | None) -> str:
@@ -47,13 +49,29 @@ async def webhook(request: web.Request) -> web.Response:
         return web.Response(status=404, text=_NOT_FOUND)
     kind = Kind(kind_s)
     body = await request.read()  # bounded by the app's client_max_size: 413 beyond it
-    form = await request.post() if request.content_type == "application/x-www-form-urlencoded" \
-        else None
+    try:
+        form = await request.post() \
+            if request.content_type == "application/x-www-form-urlencoded" else None
+    except (UnicodeDecodeError, ValueError) as exc:
+        # Before anything else (and before authentication): a body we can't decode is the
+        # sender's mistake, answered 400 without a traceback.
+        log.warning("webhook_undecodable", gateway=name, kind=kind.value,
+                    why=type(exc).__name__)
+        return web.Response(status=400, text="body is not decodable form data\n")
     req = WebhookRequest(request.method, _public_url(request, config.callback_base),
-                         request.headers, request.query, form, body)
+                         request.headers, request.query, form, body, remote=request.remote)
     now: datetime = deps.clock()
     try:
         out = handle(config, kind, req, now=now, replay=deps.replay)
+        # The memory cache is the fast path; the store remembers across restarts.
+        try:
+            fresh = await deps.store.claim_nonce(out.nonce, now=now, ttl=REPLAY_TTL)
+        except AftercallError as exc:
+            deps.replay.discard(out.nonce)
+            log.error("webhook_unprocessed", gateway=name, kind=kind.value, error=str(exc))
+            return web.Response(status=503, text="try again later\n")
+        if not fresh:
+            raise WebhookReplayError(f"gateway {name} {kind.value} webhook: replayed request")
     except WebhookReplayError:
         log.info("webhook_replayed", gateway=name, kind=kind.value)
         ack = ack_for(config, kind)
@@ -73,6 +91,8 @@ async def webhook(request: web.Request) -> web.Response:
     except AftercallError as exc:
         # Not recorded: forget the nonce so the gateway's retry is processed, and ask for one.
         deps.replay.discard(out.nonce)
+        with contextlib.suppress(AftercallError):
+            await deps.store.forget_nonce(out.nonce)
         log.error("webhook_unprocessed", gateway=name, kind=kind.value, error=str(exc))
         return web.Response(status=503, text="try again later\n")
     ack = out.ack

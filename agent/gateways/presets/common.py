@@ -131,6 +131,20 @@ class HttpGatewayConfig(BaseModel):
     status_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
     signature_header: str = "X-Signature"
     signature_tolerance: Seconds = 300.0
+    # Peer addresses or networks webhooks may come from (empty: any). See gateways.webhooks.
+    allowed_sources: tuple[str, ...] = ()
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for n in v:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{n!r} is not an IP address or network") from None
+        return v
 
     @field_validator("url", "callback_base")
     @classmethod

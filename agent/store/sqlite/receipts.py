@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiosqlite
 
@@ -90,6 +90,29 @@ class ReceiptOps(StoreWriter):
             return ReceiptOutcome(ins["id"], msg, duplicate=False, changed=changed)
 
         return await self._write(op)
+
+    async def claim_nonce(self, nonce: str, *, now: datetime, ttl: float) -> bool:
+        """Record a webhook's nonce for ``ttl`` seconds; False if it is already recorded (a
+        replay). A few expired nonces are removed each time, so the table stays small."""
+        params = (nonce, ts(now + timedelta(seconds=ttl)))
+        at = ts(now)
+
+        async def op(conn: aiosqlite.Connection) -> bool:
+            await conn.execute(
+                "DELETE FROM webhook_nonces WHERE nonce IN (SELECT nonce FROM webhook_nonces"
+                " WHERE expires_at <= ? ORDER BY expires_at LIMIT 64)", (at,))
+            cur = await conn.execute(
+                "INSERT INTO webhook_nonces (nonce, expires_at) VALUES (?, ?)"
+                " ON CONFLICT(nonce) DO NOTHING", params)
+            return cur.rowcount == 1
+
+        return await self._write(op)
+
+    async def forget_nonce(self, nonce: str) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM webhook_nonces WHERE nonce = ?", (nonce,))
+
+        await self._write(op)
 
     async def receipts(
         self, *, message_id: str | None = None, unmatched: bool = False
