@@ -534,3 +534,11 @@ async def test_a_refused_op_in_a_group_fails_alone(store: SqliteStore) -> None:
     assert all(isinstance(r, StoreError) for r in results[:5] if r is not None)
     assert results[5] is None and await store.is_opted_out("+15559990000")
     assert store.healthy
+
+
+async def test_webhook_nonces_are_claimed_once_until_they_expire(store: SqliteStore) -> None:
+    assert await store.claim_nonce("gw:n1", now=T0, ttl=60)
+    assert not await store.claim_nonce("gw:n1", now=T0 + timedelta(seconds=30), ttl=60)
+    assert await store.claim_nonce("gw:n1", now=T0 + timedelta(seconds=61), ttl=60)
+    await store.forget_nonce("gw:n1")
+    assert await store.claim_nonce("gw:n1", now=T0 + timedelta(seconds=62), ttl=60)

@@ -4,7 +4,7 @@ SQLite store (issue #19, findings 3, 4, 9 and 10's undecodable body)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +128,6 @@ async def test_twilio_replay_with_a_fresh_idempotency_header_and_after_a_restart
     finally:
         await second.close()
     assert seen == ["START"]
-
-
-async def test_nonces_expire_from_the_store(store: SqliteStore) -> None:
-    assert await store.claim_nonce("n1", now=NOW, ttl=60)
-    assert not await store.claim_nonce("n1", now=NOW + timedelta(seconds=30), ttl=60)
-    assert await store.claim_nonce("n1", now=NOW + timedelta(seconds=61), ttl=60)
 
 
 async def test_undecodable_form_body_is_400_before_authentication(

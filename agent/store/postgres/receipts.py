@@ -7,7 +7,7 @@ tables, and the message row is locked while its state is decided."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -86,6 +86,24 @@ class ReceiptOps(PgPool):
                 conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, receipt_id
             )
             return ReceiptOutcome(receipt_id, msg, duplicate=False, changed=changed)
+
+    async def claim_nonce(self, nonce: str, *, now: datetime, ttl: float) -> bool:
+        """Record a webhook's nonce for ``ttl`` seconds; False if it is already recorded (a
+        replay). A few expired nonces are removed each time, so the table stays small."""
+        at = utc(now) or datetime.now(UTC)
+        async with self._tx() as conn:
+            await conn.execute(
+                "DELETE FROM webhook_nonces WHERE nonce IN (SELECT nonce FROM webhook_nonces"
+                " WHERE expires_at <= $1 ORDER BY expires_at LIMIT 64)", at)
+            got = await conn.fetchval(
+                "INSERT INTO webhook_nonces (nonce, expires_at) VALUES ($1, $2)"
+                " ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+                nonce, at + timedelta(seconds=ttl))
+            return got is not None
+
+    async def forget_nonce(self, nonce: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute("DELETE FROM webhook_nonces WHERE nonce = $1", nonce)
 
     async def receipts(
         self, *, message_id: str | None = None, unmatched: bool = False

@@ -165,6 +165,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_caller ON calls(caller, ended_at)",
         "CREATE INDEX calls_agent ON calls(agent, ended_at)",
     ),
+    # 3: webhook nonces seen, so a replayed webhook is refused after a restart too (and by
+    # every agent sharing the database)
+    (
+        """CREATE TABLE webhook_nonces (
+            nonce      text PRIMARY KEY,
+            expires_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX webhook_nonces_expiry ON webhook_nonces(expires_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)
