@@ -337,15 +337,16 @@ class AfterCallAgent:
             dashboard_token=self.settings.dashboard_token,
             bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
-            timezone=d.timezone, region=d.region,
+            timezone=d.timezone, region=d.region, public_url=self.settings.public_url,
         )
 
     async def _start_web(self) -> Any:
         from aiohttp import web
 
         from agent.web.app import make_app
+        from agent.web.guard import GuardedRunner
 
-        runner = web.AppRunner(make_app(self._web_deps()), access_log=None)
+        runner = GuardedRunner(make_app(self._web_deps()), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
         await site.start()

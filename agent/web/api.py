@@ -20,6 +20,8 @@ log = structlog.get_logger(__name__)
 
 READER: web.AppKey[ReportReader] = web.AppKey("reader")
 AUTHED: web.RequestKey[bool] = web.RequestKey("authed")  # set when a token was shown
+# set when the request may come from beyond this machine (agent.web.app.exposed)
+EXPOSED: web.RequestKey[bool] = web.RequestKey("exposed")
 MAX_LIMIT = 1000
 
 
@@ -54,7 +56,8 @@ def _states(q: Mapping[str, str]) -> list[MessageState] | None:
 
 def _limit(q: Mapping[str, str]) -> int:
     v = q.get("limit", "200")
-    if not v.isdigit() or not 1 <= int(v) <= MAX_LIMIT:
+    # isdigit() alone lets superscripts and 5000-digit strings reach int(), which refuses them
+    if not (v.isascii() and v.isdigit() and len(v) <= 9) or not 1 <= int(v) <= MAX_LIMIT:
         raise BadParam("limit", f"expected a whole number 1..{MAX_LIMIT}")
     return int(v)
 
@@ -64,7 +67,8 @@ def _unmasked(request: web.Request) -> bool:
         return False
     deps = request.app[DEPS]
     # Full numbers need a token; with no token configured only a loopback-bound agent shows them.
-    return bool(request.get(AUTHED)) or (deps.dashboard_token is None and deps.bound_to_loopback)
+    return bool(request.get(AUTHED)) or (deps.dashboard_token is None
+                                         and not request.get(EXPOSED, True))
 
 
 async def messages(request: web.Request) -> web.Response:

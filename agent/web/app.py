@@ -2,15 +2,17 @@
 
 Who may call what: webhooks authenticate themselves (signatures or URL tokens, see
 ``agent.gateways.webhooks``); ``/l/`` and ``/healthz`` are public; the dashboard, ``/api/*``
-and (unless ``metrics_public``) ``/metrics`` need the dashboard token whenever the server is
-reachable from beyond loopback. The token is shown once (``Authorization: Bearer`` or
-``?token=``); a cookie carrying an HMAC of it (never the token) keeps the browser signed in.
+and (unless ``metrics_public``) ``/metrics`` need the dashboard token whenever the server may
+be reached from beyond this machine: bound beyond loopback, ``public_url`` set, or a
+forwarding header on the request (agent.web.guard, which also checks ``Host`` and rate-limits
+each route). The token is shown once (``Authorization: Bearer`` or ``?token=``); a cookie
+carrying an expiring HMAC of it (never the token) keeps the browser signed in.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from agent.metrics import Metrics
 from agent.models import InboundSms, Receipt
 from agent.reports import ReportReader
 from agent.store.base import Store
-from agent.web import api, calls, manage
+from agent.web import api, calls, guard, manage
 from agent.web.hooks import DEPS, redirect, webhook
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,10 @@ class WebDeps:
     region: str | None = None  # rules.yaml defaults.region: national numbers typed in searches
     replay: ReplayCache = field(default_factory=ReplayCache)
     max_body: int = MAX_BODY
+    public_url: str | None = None  # set: the agent is published, the token is required
+    allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback and public_url
+    session_ttl: float = guard.SESSION_TTL
+    limiter: guard.RateLimiter = field(default_factory=guard.RateLimiter)
 
 
 def store_health(store: Store) -> HealthCheck:
@@ -75,10 +81,6 @@ def store_health(store: Store) -> HealthCheck:
         return {"ok": ok} if ok else {"ok": False, "error": store.last_error or "write failed"}
 
     return probe
-
-
-def _session_value(token: str) -> str:
-    return hmac.new(token.encode(), b"aftercall-dashboard-session", hashlib.sha256).hexdigest()
 
 
 def _protected(path: str, deps: WebDeps) -> bool:
@@ -96,9 +98,29 @@ def _presented(request: web.Request, token: str) -> str | None:
     if q is not None and hmac.compare_digest(q.encode(), token.encode()):
         return "query"
     c = request.cookies.get(COOKIE)
-    if c is not None and hmac.compare_digest(c.encode(), _session_value(token).encode()):
+    if c is not None and guard.session_valid(c, token, time.time()):
         return "cookie"
     return None
+
+
+def exposed(request: web.Request, deps: WebDeps) -> bool:
+    """Whether this request may come from beyond this machine (guard's threat model)."""
+    return not deps.bound_to_loopback or bool(deps.public_url) or guard.forwarded(request)
+
+
+@web.middleware
+async def _limits(request: web.Request, handler: Any) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    wait = deps.limiter.check(guard.route_group(request.path), request.remote or "-")
+    if wait > 0:
+        return web.Response(status=429, text="too many requests\n",
+                            headers={"Retry-After": str(max(1, round(wait)))})
+    if not guard.is_public(request.path) and not guard.host_allowed(
+            request.host, deps.public_url, deps.allowed_hosts):
+        # A page on another domain resolving to us (DNS rebinding) must not read the API.
+        log.warning("http_host_refused", host=request.host[:100], path=request.path[:100])
+        return web.Response(status=421, text="unknown host\n")
+    return await handler(request)
 
 
 @web.middleware
@@ -109,7 +131,13 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if how is not None:
         request[api.AUTHED] = True
         request[manage.AUTH_VIA] = how
-    if _protected(request.path, deps) and not deps.bound_to_loopback and how is None:
+    outside = exposed(request, deps)
+    request[api.EXPOSED] = outside
+    if _protected(request.path, deps) and outside and how is None:
+        if not token:
+            return web.Response(status=403, text="the dashboard, /api and /metrics are not served "
+                                "beyond this machine without a dashboard token "
+                                "(AFTERCALL_DASHBOARD_TOKEN)\n")
         if request.path.startswith("/api/") or request.path == "/metrics":
             return web.json_response({"error": "token required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
@@ -117,8 +145,9 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if how == "query" and token and request.method == "GET" and request.path == "/":
         # Trade the token in the URL for a cookie at once, so it leaves the address bar/history.
         resp = web.Response(status=302, headers={"Location": "/", "Cache-Control": "no-store"})
-        resp.set_cookie(COOKIE, _session_value(token), httponly=True, samesite="Strict",
-                        secure=request.secure, path="/")
+        resp.set_cookie(COOKIE, guard.session_value(token, time.time(), deps.session_ttl),
+                        httponly=True, samesite="Strict", secure=request.secure, path="/",
+                        max_age=int(deps.session_ttl))
         return resp
     return await handler(request)
 
@@ -147,7 +176,7 @@ def make_app(deps: WebDeps) -> web.Application:
             "the HTTP server listens beyond loopback: set a dashboard token "
             "(AFTERCALL_DASHBOARD_TOKEN) or bind to 127.0.0.1")
     app = web.Application(client_max_size=deps.max_body,
-                          middlewares=[_headers, _auth, api.store_errors])
+                          middlewares=[_limits, _headers, _auth, api.store_errors])
     app[DEPS] = deps
     app.router.add_route("GET", "/webhooks/{gateway}/{kind}", webhook)
     app.router.add_route("POST", "/webhooks/{gateway}/{kind}", webhook)

@@ -59,7 +59,7 @@ def _record(rec: CallRecord, pbx: str | None, clear: bool) -> dict[str, Any]:
 
 def _int(q: Mapping[str, str], name: str, default: int, top: int) -> int:
     v = q.get(name, str(default))
-    if not v.isdigit() or int(v) > top:
+    if not (v.isascii() and v.isdigit() and len(v) <= 9) or int(v) > top:
         raise BadParam(name, f"expected a whole number 0..{top}")
     return int(v)
 
