@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -23,6 +24,27 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "receipt_at", "clicks", "replies", "detail", "created_at_local", "submitted_at_local",
     "final_at_local", "receipt_at_local",
 )
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) from a
+# caller's name at the start of a text); a leading apostrophe makes it text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+# Control characters (ESC sequences reach the terminal that prints the export) and bidi
+# overrides are shown as escapes; newlines stay (CSV quotes them).
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to open in a spreadsheet and to print on a terminal. Numbers (and E.164
+    numbers such as +919812345678) stay as they are."""
+    if not isinstance(value, str) or not value:
+        return value
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}" if ord(m.group(0)) < 0x100
+                        else f"\\u{ord(m.group(0)):04x}", value)
+    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + text
+    return text
 
 
 def _pct(v: float | None) -> str:
@@ -99,7 +121,7 @@ def render_csv(report: Report) -> str:
                         ("gateway", report.by_gateway)):
         for f in rows:
             d = asdict(f)
-            w.writerow([scope, *("" if d[k] is None else d[k] for k in _CSV_FIELDS[1:])])
+            w.writerow([scope, *("" if d[k] is None else csv_cell(d[k]) for k in _CSV_FIELDS[1:])])
     return buf.getvalue()
 
 
@@ -116,5 +138,5 @@ def render_messages(rows: Sequence[Mapping[str, Any]], fmt: Literal["csv", "json
                        extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if r.get(k) is None else r[k] for k in EXPORT_COLUMNS})
+        w.writerow({k: "" if r.get(k) is None else csv_cell(r[k]) for k in EXPORT_COLUMNS})
     return buf.getvalue()

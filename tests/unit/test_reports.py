@@ -231,3 +231,28 @@ async def test_export_and_report_speak_the_operators_time_zone(
     assert "2024-05-02T00:00:00+05:30 .. now (Asia/Kolkata)" in capsys.readouterr().out
     assert await asyncio.to_thread(run, "report", "--db", db, "--tz", "Mars/Base") == 1
     assert "--tz: unknown timezone 'Mars/Base'" in capsys.readouterr().err
+
+
+async def test_export_csv_cells_can_not_run_as_formulas_or_reach_the_terminal(
+    store: SqliteStore,
+) -> None:
+    """Texts that start with a caller's name (issue #19, finding 11)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from web_helpers import BASE, sent
+
+    at = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    hostile = ['=HYPERLINK("http://evil.example","Invoice")', "+1+cmd|' /C calc'!A0",
+               "-2+3", "@SUM(A1:A9)", "Hi \x1b[2J\x1b]0;pwned\x07 there", "\u202eevil"]
+    for i, text in enumerate(hostile):
+        await sent(store, replace(BASE, call_id=f"c{i}", text=text), at)
+    out = await export_messages(store, None, "csv")
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    texts = sorted(r["text"] for r in rows)
+    for t in texts:
+        assert not t.startswith(("=", "+", "-", "@")), t
+    assert "'=HYPERLINK(\"http://evil.example\",\"Invoice\")" in texts
+    assert "Hi \\x1b[2J\\x1b]0;pwned\\x07 there" in texts
+    assert {r["number"] for r in rows} == {"+919812345678"}  # numbers are left as numbers
