@@ -108,6 +108,7 @@ class MessageState(enum.StrEnum):
     QUEUED = "queued"
     SUBMITTED = "submitted"
     DELIVERED = "delivered"
+    PARTIALLY_DELIVERED = "partially_delivered"  # some parts of a long text never arrived
     UNDELIVERED = "undelivered"
     EXPIRED = "expired"
     FAILED = "failed"
@@ -122,6 +123,7 @@ class MessageState(enum.StrEnum):
 
 _FINAL = {
     MessageState.DELIVERED,
+    MessageState.PARTIALLY_DELIVERED,
     MessageState.UNDELIVERED,
     MessageState.EXPIRED,
     MessageState.FAILED,

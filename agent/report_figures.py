@@ -130,7 +130,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 _FAILED = {"failed"}
-_UNDELIVERED = {"undelivered", "expired"}
+_UNDELIVERED = {"undelivered", "expired", "partially_delivered"}  # the handset lacks text
 
 
 def _failure_reason(r: FactRow) -> str:

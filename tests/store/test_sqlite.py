@@ -241,7 +241,13 @@ async def test_receipt_for_any_segment_id_finds_the_message(
     assert (await store.find_by_smsc_id("smsc", "s2")).id == row.id  # type: ignore[union-attr]
     assert await store.find_by_smsc_id("other-gateway", "s2") is None
     out = await store.apply_receipt(dlr("s3", ReceiptState.DELIVERED))
+    # One part delivered is not the message delivered: it waits for the other two.
+    assert not out.changed and out.message is not None and out.message.id == row.id
+    assert out.message.state is MessageState.SUBMITTED
+    await store.apply_receipt(dlr("s1", ReceiptState.DELIVERED))
+    out = await store.apply_receipt(dlr("s2", ReceiptState.DELIVERED))
     assert out.changed and out.message is not None and out.message.state is MessageState.DELIVERED
+    assert out.message.detail == "smsc receipts: 3 of 3 parts delivered"
 
 
 async def test_receipt_by_our_message_id(store: SqliteStore, make_decision: MakeDecision) -> None:
@@ -288,16 +294,27 @@ async def test_final_receipt_is_not_replaced_by_another_for_same_segment(
     assert (await store.get_message(row.id)).state is MessageState.DELIVERED  # type: ignore[union-attr]
 
 
-async def test_failed_segment_outranks_delivered_segment(
+async def test_a_lost_part_makes_the_message_partially_delivered(
     store: SqliteStore, make_decision: MakeDecision
 ) -> None:
-    row = await submitted(store, make_decision, ["s1", "s2"])
+    row = await submitted(store, make_decision, ["s1", "s2", "s3"])
     await store.apply_receipt(dlr("s1", ReceiptState.DELIVERED))
-    out = await store.apply_receipt(dlr("s2", ReceiptState.UNDELIVERED, error_code="27"))
+    await store.apply_receipt(dlr("s2", ReceiptState.UNDELIVERED, error_code="27"))
+    out = await store.apply_receipt(dlr("s3", ReceiptState.DELIVERED))
     assert out.changed and out.message is not None and out.message.id == row.id
-    assert out.message.state is MessageState.UNDELIVERED
+    assert out.message.state is MessageState.PARTIALLY_DELIVERED
+    assert out.message.state.final and out.message.error_code == "27"
     back = await store.apply_receipt(dlr("s2", ReceiptState.DELIVERED))
-    assert not back.changed
+    assert not back.changed  # a part's first final receipt is its outcome
+
+
+async def test_no_part_delivered_is_the_worst_failure(
+    store: SqliteStore, make_decision: MakeDecision
+) -> None:
+    await submitted(store, make_decision, ["s1", "s2"])
+    await store.apply_receipt(dlr("s1", ReceiptState.EXPIRED))
+    out = await store.apply_receipt(dlr("s2", ReceiptState.UNDELIVERED))
+    assert out.message is not None and out.message.state is MessageState.UNDELIVERED
 
 
 async def test_unknown_receipt_is_stored_unmatched(store: SqliteStore) -> None:

@@ -14,21 +14,9 @@ import asyncpg
 from agent.models import MessageState, Receipt, ReceiptState
 from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
 from agent.store.postgres.pool import PgPool, event, message_row, utc
+from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 
-_RECEIPT_TARGET = {
-    ReceiptState.DELIVERED: MessageState.DELIVERED,
-    ReceiptState.EXPIRED: MessageState.EXPIRED,
-    ReceiptState.UNDELIVERED: MessageState.UNDELIVERED,
-    ReceiptState.REJECTED: MessageState.FAILED,
-}
-# For multi-segment messages a later segment's failure outranks an earlier segment's success:
-# the handset did not get the whole text.
-_RANK = {
-    MessageState.DELIVERED: 1,
-    MessageState.EXPIRED: 2,
-    MessageState.UNDELIVERED: 3,
-    MessageState.FAILED: 4,
-}
+_RECEIPT_TARGET = RECEIPT_TARGET
 
 
 def _stamp(dt: datetime | None) -> str | None:
@@ -137,26 +125,34 @@ async def apply_to_message(
     if target is None:  # intermediate (ACCEPTED/UNKNOWN): kept in receipts, the row stays put
         return False, msg
     current = msg.state
-    if current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+    parts_note: str | None = None
+    if len(msg.smsc_ids) > 1 and smsc_id in msg.smsc_ids:
+        # One receipt per part (agent.store.segments): decided once every part has its first.
+        first: dict[str, ReceiptState] = {}
+        errors: list[str] = []
+        rows = await conn.fetch(
+            "SELECT smsc_id, state, error_code FROM receipts WHERE message_id = $1"
+            " AND state = ANY($2::text[]) ORDER BY id",
+            msg.id, list(FINAL_RECEIPT_STATES),
+        )
+        for r in rows:
+            if r["smsc_id"] not in first:
+                first[r["smsc_id"]] = ReceiptState(r["state"])
+                if r["error_code"] and r["state"] != ReceiptState.DELIVERED.value:
+                    errors.append(r["error_code"])  # the lost part's error, not the last one's
+        outcomes = [first.get(i) for i in msg.smsc_ids]
+        whole = parts_state(outcomes)
+        if whole is None or current not in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+            return False, msg
+        target, parts_note = whole, parts_detail(gateway, outcomes)
+        error_code = errors[0] if errors else error_code
+    elif current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
         pass
     elif current is MessageState.QUEUED and msg.submitting_since is not None:
         pass  # an HTTP callback carrying our id beat the gateway's response
-    elif (
-        current in _RANK
-        and len(msg.smsc_ids) > 1
-        and _RANK[target] > _RANK[current]
-        and smsc_id is not None
-        and msg.submitted_at is not None
-        and not await conn.fetchval(
-            "SELECT 1 FROM receipts WHERE message_id = $1 AND smsc_id = $2 AND id <> $3"
-            " AND state IN ('delivered', 'expired', 'undelivered', 'rejected')",
-            msg.id, smsc_id, receipt_id,
-        )
-    ):
-        pass  # another segment failed after one was delivered
     else:
         return False, msg
-    detail = f"{gateway} receipt {state.value} for {smsc_id or msg.id}"
+    detail = parts_note or f"{gateway} receipt {state.value} for {smsc_id or msg.id}"
     row = await conn.fetchrow(
         "UPDATE messages SET state = $1, reason = 'receipt', detail = $2,"
         " error_code = COALESCE($3, error_code), final_at = $4, updated_at = $4 WHERE id = $5"

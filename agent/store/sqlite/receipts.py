@@ -11,21 +11,9 @@ from agent.models import MessageState, Receipt, ReceiptState
 from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
 from agent.store.sqlite.rows import _dt, _event, _message, _now, _one, ts
 from agent.store.sqlite.writer import StoreWriter
+from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 
-_RECEIPT_TARGET = {
-    ReceiptState.DELIVERED: MessageState.DELIVERED,
-    ReceiptState.EXPIRED: MessageState.EXPIRED,
-    ReceiptState.UNDELIVERED: MessageState.UNDELIVERED,
-    ReceiptState.REJECTED: MessageState.FAILED,
-}
-# For multi-segment messages a later segment's failure outranks an earlier segment's success:
-# the handset did not get the whole text.
-_RANK = {
-    MessageState.DELIVERED: 1,
-    MessageState.EXPIRED: 2,
-    MessageState.UNDELIVERED: 3,
-    MessageState.FAILED: 4,
-}
+_RECEIPT_TARGET = RECEIPT_TARGET
 
 
 class ReceiptOps(StoreWriter):
@@ -155,24 +143,31 @@ async def _apply_to_message(
     if target is None:  # intermediate (ACCEPTED/UNKNOWN): kept in receipts, the row stays put
         return False, msg
     current = msg.state
-    if current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+    parts_note: str | None = None
+    if len(msg.smsc_ids) > 1 and smsc_id in msg.smsc_ids:
+        # One receipt per part (agent.store.segments): decided once every part has its first.
+        first: dict[str, ReceiptState] = {}
+        errors: list[str] = []
+        rows = await conn.execute_fetchall(
+            "SELECT smsc_id, state, error_code FROM receipts WHERE message_id = ? AND state IN"
+            f" ({','.join('?' * len(FINAL_RECEIPT_STATES))}) ORDER BY id",
+            (msg.id, *FINAL_RECEIPT_STATES),
+        )
+        for r in rows:
+            if r["smsc_id"] not in first:
+                first[r["smsc_id"]] = ReceiptState(r["state"])
+                if r["error_code"] and r["state"] != ReceiptState.DELIVERED.value:
+                    errors.append(r["error_code"])  # the lost part's error, not the last one's
+        outcomes = [first.get(i) for i in msg.smsc_ids]
+        whole = parts_state(outcomes)
+        if whole is None or current not in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
+            return False, msg
+        target, parts_note = whole, parts_detail(gateway, outcomes)
+        error_code = errors[0] if errors else error_code
+    elif current in (MessageState.SUBMITTED, MessageState.AMBIGUOUS):
         pass
     elif current is MessageState.QUEUED and msg.submitting_since is not None:
         pass  # an HTTP callback carrying our id beat the gateway's response
-    elif (
-        current in _RANK
-        and len(msg.smsc_ids) > 1
-        and _RANK[target] > _RANK[current]
-        and smsc_id is not None
-        and msg.submitted_at is not None
-        and not await _one(
-            conn,
-            "SELECT 1 FROM receipts WHERE message_id = ? AND smsc_id = ? AND id <> ?"
-            " AND state IN ('delivered', 'expired', 'undelivered', 'rejected')",
-            (msg.id, smsc_id, receipt_id),
-        )
-    ):
-        pass  # another segment failed after one was delivered
     else:
         return False, msg
     row = await _one(
@@ -182,7 +177,7 @@ async def _apply_to_message(
         " RETURNING *",
         (
             target.value,
-            f"{gateway} receipt {state.value} for {smsc_id or msg.id}",
+            parts_note or f"{gateway} receipt {state.value} for {smsc_id or msg.id}",
             error_code,
             at,
             at,
