@@ -218,6 +218,21 @@ class RecipientKind(enum.StrEnum):
     FIXED = "fixed"
 
 
+class ShortLink(str):
+    """A tracked short URL as rendered into a text (``str``), knowing its ``code`` and the
+    ``url`` it leads to, so a decision can carry the links its text holds."""
+
+    __slots__ = ("code", "url")
+    code: str
+    url: str
+
+    def __new__(cls, short_url: str, *, code: str, url: str) -> ShortLink:
+        self = super().__new__(cls, short_url)
+        self.code = code
+        self.url = url
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What the rule engine decided for one recipient of one call. Policies (opt-out, DND,
@@ -246,6 +261,7 @@ class Decision:
     suppress: SuppressReason | None = None
     detail: str | None = None  # human reason, e.g. the template error or why the number is invalid
     call_ended_at: datetime | None = None
+    links: tuple[ShortLink, ...] = ()  # tracked links in ``text``: written with its row
 
     @property
     def idempotency_key(self) -> str:

@@ -181,6 +181,10 @@ class CallTracker(EventHandlers):
     def in_progress(self) -> int:
         return self._count
 
+    def __contains__(self, call_id: object) -> bool:
+        """True while the call (any Linkedid of it) is in progress here."""
+        return call_id in self._by_lid
+
     def evict_stale(self, now_ts: float) -> list[str]:
         """Forget calls with no event for ``stale_after_s`` (a lost Hangup); returns their ids."""
         limit = now_ts - self.stale_after_s

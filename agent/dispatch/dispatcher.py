@@ -206,7 +206,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         same policy as every other (number, country, opt-out, DND, limits), recorded, and
         when queued sent at once, since the sender is waiting for the answer.
         ``confirms_opt_out``: the STOP acknowledgement, the one text an opted-out number gets."""
-        row = await self._handle_one(d, confirms_opt_out=confirms_opt_out)
+        [row] = await self.handle([d], confirms_opt_out=confirms_opt_out)
         if row.state is MessageState.QUEUED:
             return await self.send_now(row) or row
         return row

@@ -1,11 +1,10 @@
-"""The dispatcher's intake: decisions -> policy -> one durable outbox row each."""
+"""The dispatcher's intake: decisions -> policy -> their outbox rows, written in one transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -14,7 +13,7 @@ from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, MessageState
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
-from agent.store.base import MessageRow, Store
+from agent.store.base import MessageRow, NewMessage, Store
 
 log = structlog.get_logger(__name__)
 
@@ -62,81 +61,89 @@ class IntakeMixin:
             return self._counters
 
     async def handle(
-        self, decisions: list[Decision], call: CallRecord | None = None
+        self, decisions: list[Decision], call: CallRecord | None = None, *,
+        confirms_opt_out: bool = False,
     ) -> list[MessageRow]:
-        """Apply policies and record one row per decision (suppressed ones too). Raises
-        StoreError if the store cannot record; repeating the call is safe (idempotency keys)."""
-        rows = []
-        for d in decisions:
-            rows.append(await self._handle_one(d, call=call))
-            call = None  # saved with the first row
-        if call is not None:
-            await self._store.save_call(call, now=self._clock())
-        return rows
-
-    async def _handle_one(
-        self, d: Decision, call: CallRecord | None = None, *, confirms_opt_out: bool = False
-    ) -> MessageRow:
-        """``confirms_opt_out``: the one text an opted-out number may get (the STOP
-        acknowledgement); every other policy still applies to it."""
+        """Apply policies and record one row per decision (suppressed ones too), with the call
+        record and the decisions' links, in one store transaction (``Store.record_call``).
+        Raises StoreError if the store cannot record; repeating the call is safe (idempotency
+        keys). ``confirms_opt_out``: see ``_judge``."""
         counters = await self._send_counters()
         now = self._clock()
+        messages: list[NewMessage] = []
+        for d in decisions:
+            messages.append(await self._judge(d, now, counters, messages,
+                                              confirms_opt_out=confirms_opt_out))
+        try:
+            written = await self._store.record_call(call, messages, now=now)
+        except BaseException:
+            for m in messages:
+                if _counted(m):
+                    counters.discard(m.decision.recipient, m.decision.number, now)
+            raise
+        for m, (row, created) in zip(messages, written, strict=True):
+            if _counted(m) and not created:
+                counters.discard(m.decision.recipient, m.decision.number, now)
+            if created and m.state is MessageState.SUPPRESSED:
+                self._note_refusal(row.reason, now)
+            self._log_intake(m, row, created)
+        return [row for row, _ in written]
+
+    async def _judge(
+        self, d: Decision, now: datetime, counters: SendCounters, earlier: list[NewMessage],
+        *, confirms_opt_out: bool = False,
+    ) -> NewMessage:
+        """The policies' verdict on one decision: the row it becomes. A text that will go is
+        counted at once, so a concurrent intake sees it. The store does not hold this record's
+        ``earlier`` rows yet (they are written together): a cooldown counts them too.
+        ``confirms_opt_out``: the one text an opted-out number may get (the STOP
+        acknowledgement); every other policy still applies to it."""
         facts = None
         if d.number is not None and d.suppress is None:
             facts = await self._store.policy_facts(d.number, d.rule)
+        last_sent = facts.last_sent_at if facts else None
+        if any(_counted(m) and m.decision.number == d.number and m.decision.rule == d.rule
+               for m in earlier):
+            last_sent = now
         try:
             outcome = evaluate(
                 d,
                 now=now,
                 opted_out=(facts.opted_out and not confirms_opt_out) if facts else False,
                 dnd=facts.dnd if facts else False,
-                last_sent_at=facts.last_sent_at if facts else None,
+                last_sent_at=last_sent,
                 limits=self._limits,
                 dry_run=self._dry_run,
                 sent=counters.counts(d.recipient, d.number, now),
             )
         except ValueError as exc:  # a decision the schema should have refused: log it, send none
-            row, _ = await self._insert(
-                call, now, d, state=MessageState.FAILED, now=now, reason="policy_error",
-                detail=str(exc))
-            log.error(
-                "sms_failed", message_id=row.id, rule=d.rule, reason="policy_error", detail=str(exc)
-            )
-            return row
-        next_at: datetime | None
-        expires: datetime | None
+            return NewMessage(d, MessageState.FAILED, reason="policy_error", detail=str(exc))
+        reason = outcome.reason.value if outcome.reason else None
         if outcome.action == "send":
-            state, next_at, expires = MessageState.QUEUED, now, self._expires(d, now)
+            m = NewMessage(d, MessageState.QUEUED, next_attempt_at=now,
+                           expires_at=self._expires(d, now))
         elif outcome.action == "defer":
-            state, next_at, expires = MessageState.DEFERRED, outcome.not_before, None
+            m = NewMessage(d, MessageState.DEFERRED, reason, outcome.detail,
+                           next_attempt_at=outcome.not_before)
         else:
-            state, next_at, expires = MessageState.SUPPRESSED, None, None
-        counted = state is not MessageState.SUPPRESSED
-        if counted:  # counted before the await, so a concurrent intake sees it
+            m = NewMessage(d, MessageState.SUPPRESSED, reason, outcome.detail)
+        if _counted(m):
             counters.add(d.recipient, d.number, now)
-        row, created = await self._insert(
-            call,
-            now,
-            d,
-            state=state,
-            now=now,
-            reason=outcome.reason.value if outcome.reason else None,
-            detail=outcome.detail,
-            next_attempt_at=next_at,
-            expires_at=expires,
-        )
+        return m
+
+    def _log_intake(self, m: NewMessage, row: MessageRow, created: bool) -> None:
+        """One log line per decision; a fresh queued row goes straight to the worker."""
+        d, state = m.decision, m.state
         fields = {
             "message_id": row.id,
             "call_id": d.call_id,
             "rule": d.rule,
             "to": mask_number(d.number),
         }
-        if counted and not created:
-            counters.discard(d.recipient, d.number, now)
-        if created and state is MessageState.SUPPRESSED:
-            self._note_refusal(row.reason, now)
         if not created:
             log.info("sms_duplicate_ignored", state=row.state.value, **fields)
+        elif state is MessageState.FAILED:
+            log.error("sms_failed", reason=m.reason, detail=m.detail, **fields)
         elif state is MessageState.QUEUED:
             log.info("sms_queued", gateway=d.gateway, segments=d.segments, **fields)
             self._ready.append(row)
@@ -144,14 +151,13 @@ class IntakeMixin:
         elif state is MessageState.DEFERRED:
             log.info(
                 "sms_deferred",
-                not_before=next_at.isoformat() if next_at else None,
+                not_before=m.next_attempt_at.isoformat() if m.next_attempt_at else None,
                 reason=row.reason,
                 **fields,
             )
         else:
             # detail stays in the row: an engine's detail may quote the raw number.
             log.info("sms_suppressed", reason=row.reason, **fields)
-        return row
 
     def _note_refusal(self, reason: str | None, now: datetime) -> None:
         burst = self._bursts.note(reason, now)
@@ -163,16 +169,6 @@ class IntakeMixin:
         if self._metrics is not None:
             self._metrics.refusal_burst(burst.reason)
 
-    async def _insert(self, call: CallRecord | None, at: datetime, d: Decision,
-                      **fields: Any) -> tuple[MessageRow, bool]:
-        """The row, and the call record with it when given: queued together they share one
-        commit (one fsync on the path from hangup to submit)."""
-        insert = self._store.insert_message(d, **fields)
-        if call is None:
-            return await insert
-        _, out = await asyncio.gather(self._store.save_call(call, now=at), insert)
-        return out
-
     def _expires(self, d: Decision, now: datetime) -> datetime:
         """An after-call SMS is worth sending until the call is ``max_age`` old (a gateway
         outage must not deliver yesterday's "sorry we missed you"), and never past ``expiry``."""
@@ -180,3 +176,8 @@ class IntakeMixin:
         if d.max_age_seconds is not None and d.call_ended_at is not None:
             expires = min(expires, d.call_ended_at + timedelta(seconds=d.max_age_seconds))
         return expires
+
+
+def _counted(m: NewMessage) -> bool:
+    """Rows that count as sent for rate limits and cooldowns (they go, now or later)."""
+    return m.state in (MessageState.QUEUED, MessageState.DEFERRED)

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from agent.app import AfterCallAgent
 from agent.lab.lab import Lab
 from agent.lab.sipp import DID_BUSY, AgentPhones
+from agent.models import CallRecord
 from agent.settings import Settings
 from agent.sim.core import FaultConfig, SimMessage
 from agent.sim.main import RunningSim, start_sim
@@ -95,6 +96,7 @@ class Loop:
     settings: Settings
     _stop: asyncio.Event
     _task: asyncio.Task[None]
+    records: list[CallRecord] = field(default_factory=list)  # every record the agent took
 
     async def messages(self, **filters: object) -> list[MessageRow]:
         return await self.agent.store.list_messages(MessageFilter(**filters))  # type: ignore[arg-type]
@@ -145,6 +147,14 @@ async def running_loop(
                         db=db or workdir / "aftercall.db", http_port=0,
                         cdr_csv=lab.cdr_csv if cdr else None)
     agent = AfterCallAgent(settings, dry_run=dry_run)
+    seen: list[CallRecord] = []
+    put = agent.pipeline.put
+
+    async def recorded(record: CallRecord) -> None:  # what the tracker and the CDR handed over
+        seen.append(record)
+        await put(record)
+
+    agent.pipeline.put = recorded  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop.wait))
     ph = AgentPhones(agent_hangup_ms=2000) if phones else None
@@ -152,7 +162,7 @@ async def running_loop(
         if ph is not None:
             await asyncio.to_thread(ph.__enter__)
         await asyncio.wait_for(agent.ready.wait(), 15)
-        loop = Loop(lab, sim, agent, settings, stop, task)
+        loop = Loop(lab, sim, agent, settings, stop, task, seen)
         yield loop
     finally:
         if ph is not None:

@@ -9,7 +9,15 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from agent.calls.state import extension as agent_extension
-from agent.models import CallRecord, Decision, RecipientKind, RuleOutcome, SuppressReason, Trigger
+from agent.models import (
+    CallRecord,
+    Decision,
+    RecipientKind,
+    RuleOutcome,
+    ShortLink,
+    SuppressReason,
+    Trigger,
+)
 from agent.rules import schema
 from agent.rules.loader import RuleSet
 from agent.rules.templates import (
@@ -220,8 +228,17 @@ def _decisions(
     tpl = rules.config.templates[rule.send.template]
     text: str | None = None
     error: str | None = None
+    made: list[ShortLink] = []  # the tracked links this text holds: they travel with it
+
+    def recording(url: str) -> str:
+        short = link(url)  # type: ignore[misc]
+        if isinstance(short, ShortLink) and short not in made:
+            made.append(short)
+        return short
+
     try:
-        text = render_call(compiled, record, timezone=d.timezone, now=now, link=link,
+        text = render_call(compiled, record, timezone=d.timezone, now=now,
+                           link=recording if link is not None else None,
                            untrusted=d.untrusted_policy(), max_segments=tpl.max_segments)
     except TemplateRenderError as exc:
         error = exc.reason
@@ -260,6 +277,7 @@ def _decisions(
                 suppress=suppress,
                 detail="; ".join(x for x in (why, error and f"template: {error}") if x) or None,
                 call_ended_at=record.ended_at,
+                links=tuple(made) if text is not None else (),
             )
         )
     return tuple(out)

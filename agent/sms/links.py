@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from agent.models import ShortLink
 from agent.rules.templates import LINK_CODE_LENGTH
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -45,38 +45,29 @@ def _check_url(url: Any) -> str:
 
 
 class PendingLinks:
-    """A synchronous ``link(url) -> str`` for the template engine, which renders without I/O.
-
-    Each call makes a code at once (no I/O needed) and remembers ``(code, url)``; the caller
-    persists them with ``persist`` once it knows which message row the text went into. Until
-    then the short URL would 404, so persist before the text reaches a gateway. One instance
-    per rendering (per call record); the engine may render one text for several recipients,
-    so ``persist`` takes the message id the links are counted against (the first row's).
-    """
+    """A synchronous ``link(url) -> ShortLink`` for the template engine, which renders without
+    I/O: each call makes a code at once. The engine puts the links a text holds into its
+    Decision (``Decision.links``), and the store writes them in the same transaction as the
+    message row, so a short URL resolves before the text can reach a handset. One instance per
+    call record: the same URL twice in a record's texts gets one code."""
 
     def __init__(self, public_base: str, *, code: Callable[[], str] = new_code) -> None:
         self.public_base = public_base.rstrip("/")
         self._code = code
-        self.pending: list[tuple[str, str]] = []
+        self._made: dict[str, ShortLink] = {}
 
-    def __call__(self, url: str) -> str:
+    def __call__(self, url: str) -> ShortLink:
         url = _check_url(url)
-        for code, seen in self.pending:  # the same URL twice in one text: one code
-            if seen == url:
-                return short_url(self.public_base, code)
-        code = self._code()
-        self.pending.append((code, url))
-        return short_url(self.public_base, code)
+        link = self._made.get(url)
+        if link is None:
+            code = self._code()
+            link = self._made[url] = ShortLink(short_url(self.public_base, code), code=code,
+                                               url=url)
+        return link
 
-    async def persist(
-        self, store: LinkStore, *, message_id: str | None, now: datetime | None = None
-    ) -> int:
-        """Write the pending links (then forget them); returns how many were written. Queued
-        together, they share the store's one commit."""
-        pending, self.pending = self.pending, []
-        await asyncio.gather(*(store.add_link(code, url, message_id=message_id, now=now)
-                               for code, url in pending))
-        return len(pending)
+    @property
+    def made(self) -> list[ShortLink]:
+        return list(self._made.values())
 
 
 def make_sync_link_factory(public_base: str) -> PendingLinks:

@@ -59,6 +59,18 @@ class MessageRow:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One decision as the policies left it, to be written by ``Store.record_call``."""
+
+    decision: Decision
+    state: MessageState
+    reason: str | None = None
+    detail: str | None = None
+    next_attempt_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageEvent:
     message_id: str
     at: datetime
@@ -213,6 +225,15 @@ class Store(Protocol):
 
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
 
+    async def record_call(
+        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime
+    ) -> list[tuple[MessageRow, bool]]:
+        """The write path of one call record, in ONE transaction: the call row (when given),
+        one message row per decision with its first event (an existing idempotency key returns
+        that row with False), and the tracked links each new row's decision carries, counted
+        against the first new row that carries them. All or nothing: raises StoreError."""
+        ...
+
     # messages
     async def insert_message(
         self,
@@ -332,8 +353,6 @@ class Store(Protocol):
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
     ) -> None: ...
-
-    async def link_to_message(self, codes: list[str], message_id: str) -> None: ...
 
     async def resolve_link(self, code: str) -> LinkRow | None: ...
 

@@ -14,7 +14,7 @@ from agent.errors import AftercallError
 from agent.models import MessageState
 from agent.reports import ReportReader, build_report, message_rows, parse_states, parse_when
 from agent.store.base import MessageFilter
-from agent.web.hooks import DEPS
+from agent.web.deps import DEPS
 
 log = structlog.get_logger(__name__)
 

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,63 +20,15 @@ import structlog
 from aiohttp import web
 
 from agent.errors import ConfigError
-from agent.gateways.presets.common import HttpGatewayConfig
-from agent.gateways.webhooks import ReplayCache
-from agent.metrics import Metrics
-from agent.models import InboundSms, Receipt
 from agent.reports import ReportReader
-from agent.store.base import Store
 from agent.web import api, calls, guard, manage
-from agent.web.hooks import DEPS, redirect, webhook
+from agent.web.deps import DEPS, WebDeps
+from agent.web.hooks import redirect, webhook
 
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "aftercall_session"
-MAX_BODY = 64 * 1024  # webhooks are a few hundred bytes; anything near this is not a gateway
-
-HealthCheck = Callable[[], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class WebDeps:
-    """Everything the web layer needs, built by the composition root (agent/app.py)."""
-
-    store: Store  # a SqliteStore: reports open its file (``store.path``) read-only
-    metrics: Metrics
-    on_receipt: Callable[[Receipt], Awaitable[object]]  # Dispatcher.on_receipt
-    on_inbound: Callable[[InboundSms], Awaitable[object]]  # ReplyHandler.handle
-    webhooks: Mapping[str, HttpGatewayConfig] = field(default_factory=dict)  # HTTP gateways
-    # name -> probe returning {"ok": bool, ...details}; e.g. "ami", "gateways", "store"
-    health: Mapping[str, HealthCheck] = field(default_factory=dict)
-    dashboard_token: str | None = None
-    bound_to_loopback: bool = True
-    metrics_public: bool = False  # let Prometheus scrape without the token
-    clock: Callable[[], datetime] = _utcnow
-    price_per_segment: Decimal | None = None
-    currency: str | None = None
-    timezone: str = "UTC"  # rules.yaml defaults.timezone: the dashboard shows times in it
-    region: str | None = None  # rules.yaml defaults.region: national numbers typed in searches
-    replay: ReplayCache = field(default_factory=ReplayCache)
-    max_body: int = MAX_BODY
-    public_url: str | None = None  # set: the agent is published, the token is required
-    allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback and public_url
-    session_ttl: float = guard.SESSION_TTL
-    limiter: guard.RateLimiter = field(default_factory=guard.RateLimiter)
-
-
-def store_health(store: Store) -> HealthCheck:
-    """A ``health`` probe for the store: a tiny real write (``Store.health``)."""
-
-    async def probe() -> Mapping[str, Any]:
-        ok = await store.health()
-        return {"ok": ok} if ok else {"ok": False, "error": store.last_error or "write failed"}
-
-    return probe
 
 
 def _protected(path: str, deps: WebDeps) -> bool:

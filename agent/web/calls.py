@@ -19,7 +19,7 @@ from agent.models import CallRecord, MessageState
 from agent.sms.numbers import classify, mask, mask_text
 from agent.store.base import CallFilter, MessageFilter, MessageRow
 from agent.web.api import BadParam, _time, _unmasked
-from agent.web.hooks import DEPS
+from agent.web.deps import DEPS
 
 MAX_CALLS = 500
 

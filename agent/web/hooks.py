@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -20,13 +19,10 @@ from agent.gateways.webhooks import (
     handle,
 )
 from agent.sms.links import is_code
-
-if TYPE_CHECKING:
-    from agent.web.app import WebDeps
+from agent.web.deps import DEPS
 
 log = structlog.get_logger(__name__)
 
-DEPS: web.AppKey[WebDeps] = web.AppKey("deps")
 _NOT_FOUND = "not found\n"
 REPLAY_TTL = 86_400.0  # seconds a webhook nonce is remembered (the memory cache's too)
 

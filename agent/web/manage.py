@@ -25,7 +25,7 @@ from agent.models import MessageState
 from agent.sms.numbers import classify, mask
 from agent.store.base import MessageFilter
 from agent.web.api import AUTHED, _unmasked
-from agent.web.hooks import DEPS
+from agent.web.deps import DEPS
 
 AUTH_VIA: web.RequestKey[str] = web.RequestKey("auth_via")  # header | query | cookie
 MAX_CSV = 5 * 1024 * 1024  # a DND export from a regulator is a few MB at most

@@ -195,7 +195,7 @@ async def test_a_call_that_ends_during_a_cut_is_judged_by_the_cdr_not_by_a_guess
         call = asyncio.create_task(sipp.place_call(sipp.TALK, sipp.DID_DIRECT, caller=caller,
                                                    duration_ms=3500))
         await until(lambda: any(r.caller == caller and r.trigger is Trigger.CALL_CONNECTED
-                                 for r in loop.agent.records))
+                                 for r in loop.records))
         proxy.blocked = True
         proxy.cut()
         await until(lambda: not loop.agent.ami.connected)

@@ -48,9 +48,9 @@ async def _through_outage(loop: Loop, before: str, during: list[str], trouble, r
         for caller in during:
             await _busy_call(caller)
         # AMI is still read and every call tracked: the records exist, parked in memory.
-        await until(lambda: loop.agent._store_failing
-                    and len(loop.agent._unrecorded) == len(during), timeout=30)
-        assert {r.caller for r in loop.agent.records} >= set(during)
+        await until(lambda: loop.agent.pipeline.store_failing
+                    and loop.agent.pipeline.pending == len(during), timeout=30)
+        assert {r.caller for r in loop.records} >= set(during)
         status, body = await _get(loop, "/healthz")
         assert status == 503 and '"store"' in body and "unrecorded_calls" in body
         _, metrics = await _get(loop, "/metrics")

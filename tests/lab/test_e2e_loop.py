@@ -131,7 +131,7 @@ async def test_no_second_sms_when_the_same_calls_are_handled_again(day, workdir)
     restart or a replay would), sends nothing new."""
     loop, rows = day
     before = len(loop.sim.core.messages)
-    records = list(loop.agent.records)
+    records = list(loop.records)
     import dataclasses
 
     from agent.app import AfterCallAgent

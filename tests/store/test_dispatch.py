@@ -223,8 +223,8 @@ async def test_call_record_and_its_rows_are_recorded_in_one_commit(
                               make_decision(call_id="1700.1", rule="other")], call=call)
     assert await store.get_call("1700.1") == call
     assert [r.call_id for r in rows] == ["1700.1", "1700.1"]
-    # The call rides with the first row (one fsync before the submit); the second row is its own.
-    assert store.commits - commits == 2
+    # The call and all its rows: one transaction, one fsync before the submit.
+    assert store.commits - commits == 1
     # No decision: the call alone.
     await disp.handle([], call=replace(call, call_id="1700.2"))
     assert await store.get_call("1700.2") is not None

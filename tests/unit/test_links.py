@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -37,21 +36,16 @@ def test_sync_factory_reuses_a_code_for_the_same_url_and_refuses_non_http() -> N
     f = make_sync_link_factory("https://acme.in/")
     a, b, c = f("https://x.in/1"), f("https://x.in/1"), f("https://x.in/2")
     assert a == b != c and a.startswith("https://acme.in/l/")
-    assert [u for _, u in f.pending] == ["https://x.in/1", "https://x.in/2"]
+    assert [(s.url, s.code) for s in f.made] == [("https://x.in/1", a.code), ("https://x.in/2", c.code)]
+    assert a == f"https://acme.in/l/{a.code}"
     import pytest
 
     with pytest.raises(ValueError, match="not an http"):
         f("javascript:alert(1)")
 
 
-async def test_pending_links_persist_and_resolve(tmp_path: Path) -> None:
+async def test_shortened_links_resolve(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "a.db") as store:
-        f = make_sync_link_factory("https://acme.in")
-        short = f("https://help.acme.in/t/42")
-        assert await f.persist(store, message_id="m1", now=datetime(2024, 5, 1, tzinfo=UTC)) == 1
-        assert f.pending == []
-        row = await store.resolve_link(short.rsplit("/", 1)[1])
-        assert row is not None and (row.url, row.message_id) == ("https://help.acme.in/t/42", "m1")
         s = LinkShortener(store, "https://acme.in")
         short2 = await s.shorten("https://help.acme.in/t/43", message_id="m2")
         assert len(short2) == s.url_length

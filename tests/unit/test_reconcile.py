@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 
 from agent.calls.cdr import SOURCE_VAR
 from agent.errors import ConfigError
+from agent.loop.reconcile import ReconcileResult, reconcile
 from agent.models import CallRecord, Disposition, Trigger
-from agent.reconcile import ReconcileResult, reconcile
 from agent.store.sqlite import SqliteStore
 
 MASTER = Path(__file__).resolve().parents[1] / "fixtures" / "cdr" / "Master.csv"
@@ -175,7 +175,7 @@ async def test_naive_datetimes_are_refused(cdr: Path, store: SqliteStore) -> Non
 async def test_the_file_is_read_off_the_event_loop(
     cdr: Path, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agent.reconcile as mod
+    import agent.loop.reconcile as mod
 
     threads: list[int] = []
     real = mod.read_cdr

@@ -16,7 +16,7 @@ from web_helpers import BASE, FakeGateway, sent
 
 from agent.dispatch import Dispatcher
 from agent.models import CallRecord, InboundSms, MessageState
-from agent.replies import ReplyHandler, normalise_keyword, rating_of
+from agent.loop.replies import ReplyHandler, normalise_keyword, rating_of
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore
 

@@ -12,7 +12,8 @@ from web_helpers import MakeClient, Recorder
 
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
-from agent.web.app import WebDeps, make_app, store_health
+from agent.web.app import make_app
+from agent.web.deps import WebDeps, store_health
 
 
 @pytest.fixture

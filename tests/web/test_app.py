@@ -278,7 +278,7 @@ async def test_healthz_ok_then_503_naming_the_part_that_is_down(
 ) -> None:
     ami = {"ok": True}
     client = await make_client(health={"ami": lambda: dict(ami),
-                                       "store": __import__("agent.web.app", fromlist=["x"])
+                                       "store": __import__("agent.web.deps", fromlist=["x"])
                                        .store_health(store)})
     r = await client.get("/healthz")
     assert r.status == 200 and (await r.json())["status"] == "ok"

@@ -19,7 +19,8 @@ from web_helpers import seed
 
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
-from agent.web.app import WebDeps, make_app
+from agent.web.app import make_app
+from agent.web.deps import WebDeps
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parents[2] / "artifacts"

@@ -32,6 +32,45 @@ _TRANSITION_FIELDS = frozenset(
 )
 
 
+async def insert_row(
+    conn: aiosqlite.Connection,
+    d: Decision,
+    state: MessageState,
+    at: str,
+    reason: str | None,
+    detail: str | None,
+    next_attempt_at: datetime | None,
+    expires_at: datetime | None,
+) -> tuple[MessageRow, bool]:
+    """One decision's row and its first event (inside the caller's transaction); an existing
+    row with the same idempotency key is returned instead, with False."""
+    params = (
+        uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
+        d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
+        d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
+        at, at if state is MessageState.QUEUED else None, at if state.final else None,
+        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), at,
+    )
+    row = await _one(
+        conn,
+        "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
+        " number, template, gateway, sender_id, text, encoding, segments, category,"
+        " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
+        " final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
+        params,
+    )
+    if row is None:
+        existing = await _one(
+            conn, "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
+        )
+        assert existing is not None
+        return _message(existing), False
+    await _event(conn, row["id"], at, state.value, reason, detail)
+    return _message(row), True
+
+
 class MessageOps(StoreWriter):
     """Outbox rows and their event log. Each state change writes its ``message_events`` row in
     the same op, so the two never disagree."""
@@ -48,55 +87,10 @@ class MessageOps(StoreWriter):
         expires_at: datetime | None = None,
     ) -> tuple[MessageRow, bool]:
         at = ts(now)
-        d = decision
-        params = (
-            uuid.uuid4().hex,
-            d.idempotency_key,
-            d.call_id,
-            d.rule,
-            d.trigger.value,
-            d.recipient.value,
-            d.number,
-            d.template,
-            d.gateway,
-            d.sender_id,
-            d.text,
-            d.encoding,
-            d.segments,
-            d.category,
-            d.dlt_template_id,
-            d.dlt_entity_id,
-            state.value,
-            reason,
-            detail,
-            at,
-            at if state is MessageState.QUEUED else None,
-            at if state.final else None,
-            ts(next_attempt_at),
-            ts(expires_at),
-            ts(d.call_ended_at),
-            at,
-        )
 
         async def op(conn: aiosqlite.Connection) -> tuple[MessageRow, bool]:
-            row = await _one(
-                conn,
-                "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
-                " number, template, gateway, sender_id, text, encoding, segments, category,"
-                " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
-                " final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
-                params,
-            )
-            if row is None:
-                existing = await _one(
-                    conn, "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
-                )
-                assert existing is not None
-                return _message(existing), False
-            await _event(conn, row["id"], at, state.value, reason, detail)
-            return _message(row), True
+            return await insert_row(conn, decision, state, at, reason, detail,
+                                    next_attempt_at, expires_at)
 
         return await self._write(op)
 

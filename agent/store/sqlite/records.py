@@ -23,33 +23,30 @@ from agent.store.sqlite.writer import StoreWriter
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 
+async def upsert_call(conn: aiosqlite.Connection, record: CallRecord, at: str) -> None:
+    """The call's row (inside the caller's transaction); a later record of the call replaces it."""
+    await conn.execute(
+        "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
+        " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
+        " record=excluded.record, trigger=excluded.trigger,"
+        " disposition=excluded.disposition, queue=excluded.queue,"
+        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
+        (record.call_id, json.dumps(record.to_dict(), separators=(",", ":")),
+         record.trigger.value, record.disposition.value, record.queue, record.caller,
+         ts(record.ended_at), at, record.agent),
+    )
+
+
 class RecordOps(StoreWriter):
     """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
 
     # ---- calls ----------------------------------------------------------------------------
 
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
-        params = (
-            record.call_id,
-            json.dumps(record.to_dict(), separators=(",", ":")),
-            record.trigger.value,
-            record.disposition.value,
-            record.queue,
-            record.caller,
-            ts(record.ended_at),
-            ts(now or _now()),
-            record.agent,
-        )
+        at = ts(now or _now())
 
         async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-                " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
-                " record=excluded.record, trigger=excluded.trigger,"
-                " disposition=excluded.disposition, queue=excluded.queue,"
-                " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
-                params,
-            )
+            await upsert_call(conn, record, at)
 
         await self._write(op)
 
@@ -255,19 +252,6 @@ class RecordOps(StoreWriter):
         async def op(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "INSERT INTO links (code, message_id, url, created_at) VALUES (?,?,?,?)", params
-            )
-
-        await self._write(op)
-
-    async def link_to_message(self, codes: list[str], message_id: str) -> None:
-        """Count links created before their message row existed against that message."""
-        if not codes:
-            return
-
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
-                "UPDATE links SET message_id = ? WHERE code = ? AND message_id IS NULL",
-                [(message_id, c) for c in codes],
             )
 
         await self._write(op)

@@ -1,0 +1,99 @@
+"""After every AMI (re)login: adopt calls in progress and recover from the CDR the calls missed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.ami.client import AmiClient
+from agent.calls.replay import agents_directory
+from agent.calls.tracker import CallTracker
+from agent.loop.pipeline import RecordPipeline
+from agent.loop.reconcile import ReconcileResult, reconcile
+from agent.metrics import Metrics
+from agent.models import CallRecord
+from agent.rules.loader import RuleSet
+from agent.store.base import Store
+
+log = structlog.get_logger("aftercall.recovery")
+
+
+class _Busy:
+    """Calls not to recover from the CDR: in progress in the tracker, or in the pipeline."""
+
+    def __init__(self, tracker: CallTracker, pending: set[str]) -> None:
+        self._tracker, self._pending = tracker, pending
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._tracker or call_id in self._pending
+
+
+class Recovery:
+    """``on_login`` is the AMI client's login hook; ``ready`` is set after the first one."""
+
+    def __init__(self, *, tracker: CallTracker, pipeline: RecordPipeline, store: Store,
+                 metrics: Metrics, rules: Callable[[], RuleSet], cdr_csv: Path | None,
+                 clock: Callable[[], datetime]) -> None:
+        self._tracker = tracker
+        self._pipeline = pipeline
+        self._store = store
+        self._metrics = metrics
+        self._rules = rules
+        self._cdr_csv = cdr_csv
+        self._clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ready = asyncio.Event()
+
+    async def on_login(self, client: AmiClient) -> None:
+        """Adopt calls in progress, finish those that ended meanwhile, and recover from
+        Asterisk's CDR the calls that ended while we were away."""
+        if client.stats.logins > 1:
+            self._metrics.ami_reconnected()
+        channels = await client.core_show_channels()
+        ended_unseen = self._tracker.resync(channels, now_ts=self._clock().timestamp())
+        if self._cdr_csv is None:
+            for record in ended_unseen:
+                await self._pipeline.put(record)
+        else:
+            # Those calls ended while the link was down: their records guess at how (the
+            # Hangup, the abandon, the talk time were not seen). Asterisk's CDR knows, so the
+            # reconciliation handles them, and the guess serves only a call the CDR lacks.
+            gap = client.stats.disconnected_at
+            since = datetime.fromtimestamp(gap, UTC) if gap is not None else None
+            task = asyncio.create_task(self.reconcile_gap(since, fallback=ended_unseen),
+                                       name="cdr-reconcile")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.ready.set()
+
+    async def reconcile_gap(self, gap_start: datetime | None = None,
+                            fallback: list[CallRecord] | None = None) -> ReconcileResult:
+        """Calls in the CDR that ended while the agent was away and that the store does not
+        know go through the rules now. "Away" starts when the AMI connection was lost; after a
+        restart, when the newest call in the store ended. A store that never ran starts from
+        now: calls from before aftercall was installed are nobody's after-call SMS."""
+        assert self._cdr_csv is not None
+        now = self._clock()
+        rules = self._rules()
+        max_age = rules.defaults.max_age or timedelta(minutes=15)
+        last = gap_start or await self._store.newest_call_end()
+        # CDR times are whole seconds: step back a little so the boundary call is not missed
+        # (the store's idempotency makes seeing it twice harmless).
+        since = last - timedelta(seconds=2) if last else now
+        return await reconcile(
+            cdr_path=self._cdr_csv, store=self._store, handle_record=self._pipeline.put,
+            since=since, now=now, max_age=max_age, region=rules.defaults.region,
+            agents=agents_directory(rules),
+            in_progress=_Busy(self._tracker, self._pipeline.pending_calls()),
+            fallback=fallback or (),
+        )
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,47 @@
+"""The write path of a call record: the call, its message rows and their links in one op."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import aiosqlite
+
+from agent.models import CallRecord
+from agent.store.base import MessageRow, NewMessage
+from agent.store.sqlite.messages import insert_row
+from agent.store.sqlite.records import upsert_call
+from agent.store.sqlite.rows import ts
+from agent.store.sqlite.writer import StoreWriter
+
+
+class IntakeOps(StoreWriter):
+    """``record_call``: one op, so one savepoint of the writer's grouped transaction. Records
+    written by concurrent callers share that transaction's single commit."""
+
+    async def record_call(
+        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime
+    ) -> list[tuple[MessageRow, bool]]:
+        at = ts(now)
+        msgs = list(messages)
+
+        async def op(conn: aiosqlite.Connection) -> list[tuple[MessageRow, bool]]:
+            if call is not None:
+                await upsert_call(conn, call, at)
+            out: list[tuple[MessageRow, bool]] = []
+            links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
+            for m in msgs:
+                row, created = await insert_row(conn, m.decision, m.state, at, m.reason,
+                                                m.detail, m.next_attempt_at, m.expires_at)
+                out.append((row, created))
+                if created:
+                    for link in m.decision.links:
+                        links.setdefault(link.code, (link.url, row.id))
+            if links:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO links (code, message_id, url, created_at)"
+                    " VALUES (?,?,?,?)",
+                    [(code, mid, url, at) for code, (url, mid) in links.items()])
+            return out
+
+        return await self._write(op)
