@@ -69,6 +69,8 @@ class RecordPipeline:
         self._pending[self._seq] = (time.monotonic(), record)
         self._idle.clear()
         self.records += 1
+        if self.store_failing:
+            self._metrics.unrecorded(self.pending)
         await self._queue.put(self._seq)
 
     @property
