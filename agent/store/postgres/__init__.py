@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.store.postgres.calls import CallOps
+from agent.store.postgres.intake import IntakeOps
 from agent.store.postgres.messages import MessageOps
 from agent.store import is_postgres_url
 from agent.store.postgres.pool import describe
@@ -12,7 +13,7 @@ from agent.store.postgres.records import RecordOps
 __all__ = ["PostgresStore", "describe", "is_postgres_url"]
 
 
-class PostgresStore(MessageOps, ReceiptOps, RecordOps, CallOps):
+class PostgresStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps):
     """The shared store. ``await PostgresStore(url, owner="host:8080").open()`` or ``async
     with``. Several agents (one per PBX, or two on one PBX) may use one database at once: the
     idempotency key's unique index, row-locked claims and shared receipt matching keep "one

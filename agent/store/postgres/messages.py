@@ -11,6 +11,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
 from agent.store.postgres.pool import PgPool, _sequence, event, message_row, utc
@@ -36,6 +38,48 @@ _TRANSITION_FIELDS = frozenset(
 STALE_SUBMIT = timedelta(minutes=5)
 
 
+async def insert_row(
+    conn: asyncpg.Connection,
+    d: Decision,
+    state: MessageState,
+    at: datetime | None,
+    reason: str | None,
+    detail: str | None,
+    next_attempt_at: datetime | None,
+    expires_at: datetime | None,
+) -> tuple[MessageRow, bool]:
+    """One decision's row and its first event, inside the caller's transaction; an existing row
+    with the same idempotency key is returned instead, with False."""
+    params = (
+        uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
+        d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
+        d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason,
+        detail, at, at if state is MessageState.QUEUED else None,
+        at if state.final else None, utc(next_attempt_at), utc(expires_at),
+        utc(d.call_ended_at), at,
+    )
+    # A concurrent insert of the same key (another agent on the same PBX) makes this one wait
+    # for that transaction, then do nothing: exactly one row, one winner.
+    row = await conn.fetchrow(
+        "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
+        " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
+        " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
+        " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
+        "$20,$21,$22,$23,$24,$25,$26)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+        *params,
+    )
+    if row is None:
+        existing = await conn.fetchrow(
+            "SELECT * FROM messages WHERE idempotency_key = $1", d.idempotency_key
+        )
+        assert existing is not None
+        return message_row(existing), False
+    await event(conn, row["id"], at, state.value, reason, detail)
+    return message_row(row), True
+
+
 class MessageOps(PgPool):
     """Outbox rows and their event log; each state change writes its event in the same
     transaction."""
@@ -51,37 +95,9 @@ class MessageOps(PgPool):
         next_attempt_at: datetime | None = None,
         expires_at: datetime | None = None,
     ) -> tuple[MessageRow, bool]:
-        at = utc(now)
-        d = decision
-        params = (
-            uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
-            d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
-            d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason,
-            detail, at, at if state is MessageState.QUEUED else None,
-            at if state.final else None, utc(next_attempt_at), utc(expires_at),
-            utc(d.call_ended_at), at,
-        )
         async with self._tx() as conn:
-            # A concurrent insert of the same key (another agent on the same PBX) makes this
-            # one wait for that transaction, then do nothing: exactly one row, one winner.
-            row = await conn.fetchrow(
-                "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
-                " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
-                " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
-                " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
-                "$20,$21,$22,$23,$24,$25,$26)"
-                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
-                *params,
-            )
-            if row is None:
-                existing = await conn.fetchrow(
-                    "SELECT * FROM messages WHERE idempotency_key = $1", d.idempotency_key
-                )
-                assert existing is not None
-                return message_row(existing), False
-            await event(conn, row["id"], at, state.value, reason, detail)
-            return message_row(row), True
+            return await insert_row(conn, decision, state, utc(now), reason, detail,
+                                    next_attempt_at, expires_at)
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         rows = await self._read_messages("SELECT * FROM messages WHERE id = $1", message_id)

@@ -24,6 +24,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime | None) -> None:
+    """The call's row, inside the caller's transaction; a later record of the call replaces it."""
+    await conn.execute(
+        "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
+        " ended_at, created_at, agent) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9)"
+        " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
+        " trigger = excluded.trigger, disposition = excluded.disposition,"
+        " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
+        " agent = excluded.agent",
+        record.call_id,
+        json.dumps(record.to_dict(), separators=(",", ":")),
+        record.trigger.value,
+        record.disposition.value,
+        record.queue,
+        record.caller,
+        utc(record.ended_at),
+        at,
+        record.agent,
+    )
+
+
 class RecordOps(PgPool):
     """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
 
@@ -31,23 +52,7 @@ class RecordOps(PgPool):
 
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
         async with self._tx() as conn:
-            await conn.execute(
-                "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-                " ended_at, created_at, agent) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9)"
-                " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
-                " trigger = excluded.trigger, disposition = excluded.disposition,"
-                " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
-                " agent = excluded.agent",
-                record.call_id,
-                json.dumps(record.to_dict(), separators=(",", ":")),
-                record.trigger.value,
-                record.disposition.value,
-                record.queue,
-                record.caller,
-                utc(record.ended_at),
-                utc(now) or _now(),
-                record.agent,
-            )
+            await upsert_call(conn, record, utc(now) or _now())
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         rows = await self._read("SELECT record::text FROM calls WHERE call_id = $1", call_id)
@@ -211,17 +216,6 @@ class RecordOps(PgPool):
             await conn.execute(
                 "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)",
                 code, message_id, url, utc(now) or _now(),
-            )
-
-    async def link_to_message(self, codes: list[str], message_id: str) -> None:
-        """Count links created before their message row existed against that message."""
-        if not codes:
-            return
-        async with self._tx() as conn:
-            await conn.execute(
-                "UPDATE links SET message_id = $1 WHERE code = ANY($2::text[])"
-                " AND message_id IS NULL",
-                message_id, list(codes),
             )
 
     async def resolve_link(self, code: str) -> LinkRow | None:
