@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import AfterCallAgent, webhook_secret
+from agent.app import AfterCallAgent
+from agent.gateways.build import webhook_secret
 from agent.errors import ConfigError
 from agent.settings import Settings, add_common_args
 from agent.store.postgres import PostgresStore
