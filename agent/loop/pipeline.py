@@ -97,7 +97,7 @@ class RecordPipeline:
             record = self._pending[seq][1]
             while True:
                 try:
-                    await self._apply(record)
+                    await self.apply(record)
                 except StoreError as e:
                     failures += 1
                     self.store_failing = True
@@ -121,7 +121,7 @@ class RecordPipeline:
             if not self._pending:
                 self._idle.set()
 
-    async def _apply(self, record: CallRecord) -> None:
+    async def apply(self, record: CallRecord) -> None:
         """Rules -> rows (with the call record and the links, one transaction) -> counted.
         Raises StoreError before anything is counted, so a retried record is counted once."""
         rules = self._rules()

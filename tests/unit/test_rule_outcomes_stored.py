@@ -25,7 +25,7 @@ async def test_outcomes_are_stored_with_the_messages(tmp_path: Path) -> None:
         record = CallRecord(call_id="1714543200.7", caller="+919811000102", queue="Support",
                             direction=Direction.INBOUND, disposition=Disposition.ANSWERED,
                             agent="2001", talk_seconds=12, ended_at=now - timedelta(seconds=2))
-        await agent._apply_rules(record)
+        await agent.pipeline.apply(record)
         outcomes = await agent.store.rule_outcomes(record.call_id)
         # Only the rules on call_completed; agent-summary (call_connected) is not listed.
         assert [(o.rule, o.matched) for o in outcomes] == [
@@ -37,7 +37,7 @@ async def test_outcomes_are_stored_with_the_messages(tmp_path: Path) -> None:
         missed = CallRecord(call_id="1714543200.8", caller="+919811000103", queue="Billing",
                             direction=Direction.INBOUND, disposition=Disposition.MISSED,
                             ended_at=now - timedelta(seconds=1))
-        await agent._apply_rules(missed)
+        await agent.pipeline.apply(missed)
         matched = [o.rule for o in await agent.store.rule_outcomes(missed.call_id) if o.matched]
         assert matched == ["missed-call-sorry"]
         (row,) = [m for m in await agent.store.list_messages() if m.call_id == missed.call_id]
