@@ -18,7 +18,7 @@ from agent.gateways.presets import twilio
 from agent.gateways.presets.common import HttpGatewayConfig
 from agent.metrics import Metrics
 from agent.models import MessageState
-from agent.replies import ReplyHandler
+from agent.loop.replies import ReplyHandler
 from agent.rules.loader import load_rules
 from agent.store.sqlite import SqliteStore
 from agent.web.app import WebDeps, make_app
