@@ -119,3 +119,16 @@ class StoreError(AftercallError):
 
 class LabError(AftercallError):
     pass
+
+
+def redacted(exc: Exception) -> str:
+    """A pydantic ValidationError as ``loc: message`` lines without the input values (a URL,
+    a password or a token the caller passed), which ``str(exc)`` would print."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    lines = []
+    for err in errors(include_input=False, include_url=False, include_context=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        lines.append(f"{loc}: {str(err.get('msg', '')).removeprefix('Value error, ')}")
+    return "; ".join(lines)

@@ -6,12 +6,38 @@ import argparse
 import ipaddress
 import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
 
 from agent.errors import ConfigError
 
 PREFIX = "AFTERCALL_"
+
+
+def read_secret_file(path: Path, what: str, *, strict: bool) -> str:
+    """A secret kept in a file, refused when someone else could have written it (owned by
+    another user, or writable by group or others). ``strict`` (files aftercall made itself):
+    also refused when group or others may read it. Mounted secrets (Docker's /run/secrets,
+    often root's and world-readable inside the container) pass with a warning instead."""
+    try:
+        st = path.stat()
+        text = path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} {path}: {e.strerror}") from e
+    me = os.geteuid()
+    if st.st_uid not in (me, 0) or (strict and st.st_uid != me):
+        raise ConfigError(f"{what} {path} is owned by another user (uid {st.st_uid}): refused; "
+                          f"chown it to the user aftercall runs as")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 or (strict and mode & 0o077):
+        raise ConfigError(f"{what} {path} has mode {mode:04o}: refused; run chmod 600 {path}")
+    if mode & 0o044:
+        structlog.get_logger(__name__).warning("secret_file_readable", path=str(path),
+                                               mode=f"{mode:04o}", hint=f"chmod 600 {path}")
+    return text
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -93,10 +119,7 @@ class Settings:
         secret = env("AMI_SECRET") or ""
         secret_file = _flag(args, "ami_secret_file") or env("AMI_SECRET_FILE")
         if secret_file:
-            try:
-                secret = Path(str(secret_file)).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"cannot read the AMI secret file {secret_file}: {e.strerror}") from e
+            secret = read_secret_file(Path(str(secret_file)), "AMI secret file", strict=False)
         http = str(_flag(args, "http") or env("HTTP", "127.0.0.1:8080"))
         host, _, port = http.rpartition(":")
         if not host or not port.isdigit():

@@ -12,7 +12,7 @@ from agent.errors import ConfigError
 from agent.gateways.base import Gateway
 from agent.gateways.config import HttpConfig, SmppConfig
 from agent.rules.loader import RuleSet
-from agent.settings import Settings
+from agent.settings import Settings, read_secret_file
 from agent.store import is_postgres_url
 
 
@@ -58,4 +58,6 @@ def webhook_secret(settings: Settings) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    # Whoever could write this file could forge every receipt and reply: trust it only when
+    # it is this user's and nobody else's to read.
+    return read_secret_file(path, "webhook secret file", strict=True)

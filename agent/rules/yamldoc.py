@@ -159,6 +159,11 @@ class Document:
         def replace(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
                 return "$"
+            where = _no_env_here(path, node.value, m.start())
+            if where is not None:
+                self.problem(node.start_mark, path, where)
+                self.unresolved.add(path)
+                return ""
             body = _ENV_BODY.fullmatch(m.group(1))
             if body is None:
                 self.problem(
@@ -183,6 +188,23 @@ class Document:
         if value != node.value:
             self.interpolated.add(path)
         return value
+
+
+def _no_env_here(path: KeyPath, raw: str, at: int) -> str | None:
+    """Why an environment reference may not stand at ``at`` in this value, or None.
+    A template's text goes into every SMS (a ${SECRET} there would be texted to callers), and
+    a URL's path and query are logged with every error; the host and port may come from the
+    environment."""
+    if len(path) == 3 and path[0] == "templates" and path[2] == "text":
+        return ("an environment reference in a template's text would be sent in every SMS; "
+                "write $$ for a literal $")
+    if len(path) == 3 and path[0] == "gateways" and path[2] == "url":
+        start = raw.find("://")
+        end = raw.find("/", start + 3) if start >= 0 else -1
+        if end >= 0 and at > end:
+            return ("an environment reference in a URL's path or query ends up in logs; put "
+                    "secrets in password, auth_token or headers")
+    return None
 
 
 def compose(text: str, doc: Document) -> Any:

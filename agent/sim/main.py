@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.errors import redacted
 from agent.sim.core import FaultConfig, SimCore
 from agent.sim.http import make_http_app
 from agent.sim.smpp import SmppServer
@@ -72,7 +73,7 @@ def add_control_routes(app: web.Application, core: SimCore) -> None:
         try:
             body = MoBody.model_validate(await request.json())
         except (ValidationError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"error": redacted(exc)}, status=400)
         n = await core.inject_mo(body.sender, body.recipient, body.text)
         return web.json_response({"listeners": n})
 
@@ -81,7 +82,7 @@ def add_control_routes(app: web.Application, core: SimCore) -> None:
             body = FaultsBody.model_validate(await request.json())
             apply_faults(core.faults, body.model_dump(exclude_unset=True))
         except (ValidationError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"error": redacted(exc)}, status=400)
         return web.json_response({k: v for k, v in vars(core.faults).items()})
 
     app.router.add_get("/sim/messages", get_messages)

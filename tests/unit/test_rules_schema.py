@@ -138,8 +138,11 @@ def test_env_interpolation() -> None:
 
 
 def test_dollar_dollar_is_a_literal_dollar() -> None:
-    rs = load(HEAD.replace('"Hello {{', '"Pay $$5 ${X:-now} {{') + RULE)
-    assert rs.templates["hello"].source.startswith("Pay $5 now ")
+    rs = load(HEAD.replace('"Hello {{', '"Pay $$5 {{') + RULE)
+    assert rs.templates["hello"].source.startswith("Pay $5 ")
+    # ${...} in a template's text would put an environment value (a secret?) in every SMS
+    assert any("template's text" in p for p in problems(
+        HEAD.replace('"Hello {{', '"Pay ${X:-now} {{') + RULE))
 
 
 # --- every error names file:line:column and the key path ------------------------------------

@@ -17,12 +17,19 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from yarl import URL
 
-from agent.errors import GatewayAmbiguousError, GatewayPermanentError, GatewayTemporaryError
+from agent.errors import (
+    ConfigError,
+    GatewayAmbiguousError,
+    GatewayPermanentError,
+    GatewayTemporaryError,
+    redacted,
+)
 from agent.rules.scalars import parse_duration
 
 
@@ -242,8 +249,11 @@ class HttpGatewayConfig(BaseModel):
             data["headers"] = dict(self.headers)
         if "webhook_secret" not in data:
             data["webhook_secret"] = SecretStr(webhook_secret())
-        return HttpGatewayConfig(name=name, callback_base=self.callback_base or callback_base,
-                                 **data)
+        try:
+            return HttpGatewayConfig(name=name, callback_base=self.callback_base or callback_base,
+                                     **data)
+        except ValidationError as exc:  # its str() would print the URL and secrets given
+            raise ConfigError(f"gateway {name}: {redacted(exc)}") from None
 
     @property
     def endpoint(self) -> str:

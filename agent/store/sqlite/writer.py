@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -39,6 +41,29 @@ def _environmental(exc: sqlite3.Error) -> bool:
     name = getattr(exc, "sqlite_errorname", "")
     primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
     return primary in _ENVIRONMENTAL
+
+
+def private_files(path: Path) -> None:
+    """Every number, text and reply is in the database: create it 0600 (SQLite gives its -wal
+    and -shm the database's mode), and take away what others may do with an existing one
+    (group access, if an operator gave it, stays theirs to decide)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # the connect that follows says what is wrong
+    else:
+        os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = p.stat()
+            if st.st_mode & 0o007 and st.st_uid == os.geteuid():
+                os.chmod(p, stat.S_IMODE(st.st_mode) & ~0o007)
+                log.warning("store_permissions_tightened", path=str(p),
+                            mode=f"{stat.S_IMODE(st.st_mode) & ~0o007:04o}")
+        except OSError:
+            continue
 
 
 class StoreWriter:
@@ -103,6 +128,7 @@ class StoreWriter:
             # report to an event loop the command has already closed (a traceback on stderr).
             raise StoreError(f"{self.path}: cannot open database: no such directory "
                              f"{self.path.parent}")
+        private_files(self.path)
         try:
             conn = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
