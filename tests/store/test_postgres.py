@@ -181,3 +181,30 @@ async def test_writes_after_close_are_refused(pg_url: str) -> None:
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.opt_out("+15551230000", source="t")
+
+
+async def test_a_receipt_racing_the_submit_record_on_another_agent_is_never_stranded(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    """Agent a records submits while agent b, holding the bind, stores their receipts at the
+    same moment: each receipt must end up on its message, whichever commits first."""
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        rows = []
+        for i in range(60):
+            row, _ = await a.insert_message(make_decision(call_id=f"c{i}"),
+                                            state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+            assert await a.claim_for_submit(row.id, now=T0) is not None
+            rows.append(row)
+
+        async def submit(i: int) -> None:
+            await a.record_submit(rows[i].id, gateway="smsc", smsc_ids=[f"s{i}"], now=T0,
+                                  hangup_to_submit_ms=1.0)
+
+        async def receipt(i: int) -> None:
+            await b.apply_receipt(Receipt(gateway="smsc", state=ReceiptState.DELIVERED,
+                                          smsc_id=f"s{i}"))
+
+        await asyncio.gather(*(f(i) for i in range(60) for f in (submit, receipt)))
+        states = [(await a.get_message(r.id)).state for r in rows]  # type: ignore[union-attr]
+        assert states == [MessageState.DELIVERED] * 60
+        assert await a.receipts(unmatched=True) == []

@@ -15,7 +15,14 @@ import asyncpg
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
-from agent.store.postgres.pool import PgPool, _sequence, event, message_row, utc
+from agent.store.postgres.pool import (
+    PgPool,
+    _sequence,
+    event,
+    lock_smsc_ids,
+    message_row,
+    utc,
+)
 from agent.store.postgres.receipts import apply_to_message
 
 _TRANSITION_FIELDS = frozenset(
@@ -59,15 +66,19 @@ async def insert_row(
         utc(d.call_ended_at), at,
     )
     # A concurrent insert of the same key (another agent on the same PBX) makes this one wait
-    # for that transaction, then do nothing: exactly one row, one winner.
+    # for that transaction, then do nothing: exactly one row, one winner. The row and its
+    # first event are one statement: outside a transaction, one commit.
     row = await conn.fetchrow(
-        "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
+        "WITH ins AS (INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
         " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
         " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
         " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
         "$20,$21,$22,$23,$24,$25,$26)"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *),"
+        " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
+        "  SELECT id, created_at, state, reason, detail FROM ins)"
+        " SELECT * FROM ins",
         *params,
     )
     if row is None:
@@ -76,7 +87,6 @@ async def insert_row(
         )
         assert existing is not None
         return message_row(existing), False
-    await event(conn, row["id"], at, state.value, reason, detail)
     return message_row(row), True
 
 
@@ -95,7 +105,7 @@ class MessageOps(PgPool):
         next_attempt_at: datetime | None = None,
         expires_at: datetime | None = None,
     ) -> tuple[MessageRow, bool]:
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             return await insert_row(conn, decision, state, utc(now), reason, detail,
                                     next_attempt_at, expires_at)
 
@@ -136,34 +146,34 @@ class MessageOps(PgPool):
         where = f"id = {param(message_id)}"
         if from_states is not None:
             where += f" AND state = ANY({param([s.value for s in from_states])}::text[])"
-        sql = f"UPDATE messages SET {', '.join(sets)} WHERE {where} RETURNING *"
-        async with self._tx() as conn:
+        sql = (f"WITH u AS (UPDATE messages SET {', '.join(sets)} WHERE {where} RETURNING *),"
+               " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
+               "  SELECT id, $4, $1, $2, $3 FROM u)"
+               " SELECT * FROM u")
+        async with self._tx(single=True) as conn:
             row = await conn.fetchrow(sql, *params)
-            if row is None:
-                return None
-            await event(conn, message_id, at, state.value, reason, detail)
-            return message_row(row)
+            return None if row is None else message_row(row)
 
     async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None:
         """Mark an attempt as started (attempts+1, submitting_since, claimed_by) before the
         gateway is called. None unless the row is queued, unclaimed, due and not being claimed
         by another agent this very moment (SKIP LOCKED: that agent has it)."""
         at = utc(now)
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             row = await conn.fetchrow(
-                "UPDATE messages SET attempts = attempts + 1, submitting_since = $2,"
+                "WITH c AS (UPDATE messages SET attempts = attempts + 1, submitting_since = $2,"
                 " claimed_by = $3, updated_at = $2 WHERE id = ("
                 "  SELECT id FROM messages WHERE id = $1 AND state = 'queued'"
                 "  AND submitting_since IS NULL"
                 "  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)"
-                "  FOR UPDATE SKIP LOCKED) RETURNING *",
+                "  FOR UPDATE SKIP LOCKED) RETURNING *),"
+                " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
+                "  SELECT id, $2, 'queued', 'submitting',"
+                "  'attempt ' || attempts || ' via ' || gateway FROM c)"
+                " SELECT * FROM c",
                 message_id, at, self.owner,
             )
-            if row is None:
-                return None
-            await event(conn, message_id, at, "queued", "submitting",
-                        f"attempt {row['attempts']} via {row['gateway']}")
-            return message_row(row)
+            return None if row is None else message_row(row)
 
     async def record_submit(
         self,
@@ -180,6 +190,7 @@ class MessageOps(PgPool):
         at = utc(now)
         ids = _sequence(smsc_ids)
         async with self._tx() as conn:
+            await lock_smsc_ids(conn, gateway, ids)
             row = await conn.fetchrow(
                 "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
                 " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"

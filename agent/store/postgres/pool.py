@@ -231,14 +231,20 @@ class PgPool:
     # ---- transactions and reads -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _tx(self, *, single: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction. Errors become StoreError; environmental ones mark the store
-        unhealthy until the next transaction that commits."""
+        unhealthy until the next transaction that commits. ``single``: the caller runs one
+        statement, which is its own transaction (no BEGIN/COMMIT round trips on the hot path;
+        a statement with data-modifying CTEs is still all or nothing)."""
         if self._closed or self._pool is None:
             raise StoreError(f"{self.where}: store is closed")
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
+            if single:
+                async with self._pool.acquire() as conn:
+                    yield conn
+            else:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    yield conn
         except _ENVIRONMENTAL as exc:
             self._healthy = False
             self._last_error = f"{type(exc).__name__}: {_reason(exc)}"
@@ -271,6 +277,14 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timed out"
     return text
+
+
+async def lock_smsc_ids(conn: asyncpg.Connection, gateway: str, ids: Sequence[str]) -> None:
+    """Serialise "record a submit's ids" and "match a receipt by id" for the same ids, across
+    agents: without it, a receipt arriving (at any agent) while the submit is being recorded
+    sees no id, the submit sees no receipt, and the receipt stays unmatched for good."""
+    for smsc_id in sorted(set(ids)):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{gateway}|{smsc_id}")
 
 
 def _sequence(values: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ import asyncpg
 
 from agent.models import MessageState, Receipt, ReceiptState
 from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
-from agent.store.postgres.pool import PgPool, event, message_row, utc
+from agent.store.postgres.pool import PgPool, event, lock_smsc_ids, message_row, utc
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 
 _RECEIPT_TARGET = RECEIPT_TARGET
@@ -46,6 +46,8 @@ class ReceiptOps(PgPool):
             [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, _stamp(r.done_at)]
         )
         async with self._tx() as conn:
+            if r.smsc_id:
+                await lock_smsc_ids(conn, r.gateway, [r.smsc_id])
             row = None
             if r.message_id:
                 row = await conn.fetchrow(

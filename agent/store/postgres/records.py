@@ -51,7 +51,7 @@ class RecordOps(PgPool):
     # ---- calls ----------------------------------------------------------------------------
 
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             await upsert_call(conn, record, utc(now) or _now())
 
     async def get_call(self, call_id: str) -> CallRecord | None:
@@ -109,7 +109,7 @@ class RecordOps(PgPool):
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))
 
     async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None:
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             await conn.execute(
                 "INSERT INTO opt_outs (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
@@ -212,7 +212,7 @@ class RecordOps(PgPool):
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
     ) -> None:
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             await conn.execute(
                 "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)",
                 code, message_id, url, utc(now) or _now(),
@@ -228,7 +228,7 @@ class RecordOps(PgPool):
     async def add_click(
         self, code: str, *, at: datetime | None = None, user_agent: str | None = None
     ) -> None:
-        async with self._tx() as conn:
+        async with self._tx(single=True) as conn:
             await conn.execute(
                 "INSERT INTO clicks (code, at, user_agent) VALUES ($1,$2,$3)",
                 code, utc(at) or _now(), user_agent,
