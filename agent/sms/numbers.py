@@ -99,8 +99,9 @@ def mask(number: str, keep: int = 4) -> str:
 
 
 # A phone number written inside a text: an optional +, then 8 or more digits that may be
-# grouped by spaces, dots, dashes or brackets ("+91 98123 45678", "(0)20-7946-0958").
-_IN_TEXT = re.compile(r"\+?\d(?:[\s.()-]{0,2}\d){7,}")
+# grouped by spaces, dashes or brackets ("+91 98123 45678", "(0)20-7946-0958"); not a date
+# (2024-05-01) and not the middle of a longer token.
+_IN_TEXT = re.compile(r"(?<![\w:.])(?!\d{4}-\d{2}-\d{2})\+?\d(?:[\s()-]{0,2}\d){7,}")
 
 
 def mask_text(text: str, keep: int = 4) -> str:

@@ -19,6 +19,8 @@ def test_mask_text_hides_every_written_form_of_a_number() -> None:
     assert mask_text("landline 020-7946-0958.") == "landline *******0958."
     assert mask_text("agent 2009 has no mobile; ticket #42; code 1234567") == (
         "agent 2009 has no mobile; ticket #42; code 1234567")  # short runs are not numbers
+    stamp = "agent stopped during submit started at 2026-11-30T08:43:45.185177Z"
+    assert mask_text(stamp) == stamp  # a time is not a phone number
 
 
 def test_info_logs_mask_numbers_inside_texts_and_details(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -46,6 +46,20 @@ function cards(rep) {
   }
 }
 
+// Axis ticks a person reads at a glance: a step of 1, 2, 2.5 or 5 times a power of ten (whole
+// numbers only: these are message counts) and 1, 2, 4 or 5 intervals, so the right-hand rate
+// axis, sharing the gridlines, reads 0/20/40...% or 0/25/50...%.
+function niceTicks(max) {
+  const steps = [];
+  for (let p = 1; p <= 1e9; p *= 10) for (const m of [1, 2, 2.5, 5]) if (m * p >= 1 && Number.isInteger(m * p)) steps.push(m * p);
+  for (const step of steps) {
+    const need = Math.max(1, Math.ceil(max / step));
+    const n = [1, 2, 4, 5].find((k) => k >= need);
+    if (n) return { step, n, top: step * n };
+  }
+  return { step: max, n: 1, top: max };
+}
+
 function svg(w, h) { return el("svg:svg", { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none", role: "img" }); }
 
 function daily(rep) {
@@ -53,15 +67,18 @@ function daily(rep) {
   box.replaceChildren();
   if (!days.length) { box.append(el("p", { class: "muted" }, "No messages in this period.")); return; }
   const s = svg(W, H);
-  const max = Math.max(1, ...days.map((d) => d.total));
+  const ticks = niceTicks(Math.max(1, ...days.map((d) => d.total)));
+  const max = ticks.top;
   const bw = (W - L - R) / days.length;
   const y = (v) => H - B - (v / max) * (H - T - B);
-  for (let i = 0; i <= 4; i++) {
-    const v = Math.round((max * i) / 4), yy = y(v);
-    s.append(el("svg:line", { x1: L, x2: W - R, y1: yy, y2: yy, stroke: "#e3e8ee" }));
-    s.append(el("svg:text", { x: L - 6, y: yy + 3, "text-anchor": "end" }, String(v)));
-    s.append(el("svg:text", { x: W - R + 6, y: yy + 3 }, (25 * i) + "%"));
+  for (let i = 0; i <= ticks.n; i++) {
+    const v = ticks.step * i, yy = y(v);
+    s.append(el("svg:line", { x1: L, x2: W - R, y1: yy, y2: yy, stroke: "#e3e8ee", class: "grid", "data-value": v }));
+    s.append(el("svg:text", { x: L - 6, y: yy + 3, "text-anchor": "end", class: "tick-left", "data-value": v }, v.toLocaleString()));
+    const rate = (100 * i) / ticks.n;
+    s.append(el("svg:text", { x: W - R + 6, y: yy + 3, class: "tick-right", "data-value": rate }, rate + "%"));
   }
+  const every = Math.ceil(days.length / 14); // day labels that do not overlap
   const parts = [["delivered", "#16a34a"], ["other", "#93c5fd"], ["failed", "#dc2626"], ["suppressed", "#cbd5e1"]];
   const pts = [];
   days.forEach((d, i) => {
@@ -74,7 +91,7 @@ function daily(rep) {
       if (v > 0) s.append(el("svg:rect", { x, width: bw * 0.6, y: y(acc + v), height: y(acc) - y(acc + v), fill: color, class: "bar", "data-day": d.day, "data-kind": k }));
       acc += v;
     }
-    s.append(el("svg:text", { x: x + bw * 0.3, y: H - 10, "text-anchor": "middle" }, d.day.slice(5)));
+    if (i % every === 0) s.append(el("svg:text", { x: x + bw * 0.3, y: H - 10, "text-anchor": "middle" }, d.day.slice(5)));
     if (d.delivery_rate !== null) pts.push([x + bw * 0.3, H - B - d.delivery_rate * (H - T - B)]);
   });
   if (pts.length) {
@@ -129,14 +146,19 @@ function table(data) {
   for (const m of data.messages) {
     const tr = el("tr", { "data-id": m.id });
     const status = el("span", { class: "badge s-" + m.status }, m.status);
+    const when = el("td");
+    when.append(AC.time(m.created_at));
+    const code = m.status !== "delivered" ? m.error_code : null; // "000" on a delivery is no error
+    const why = el("td", { class: "why" }, (m.reason && m.reason !== "receipt" ? m.reason : code) || "");
+    if (m.detail) { why.title = m.detail; why.append(el("div", { class: "detail muted" }, m.detail)); }
     const cells = [
-      el("td", {}, (m.created_at || "").replace("T", " ").slice(0, 19)),
+      when,
       el("td", {}, m.rule),
       el("td", {}, m.number || "–"),
       el("td", { class: "text", title: m.text || "" }, m.text || "—"),
       el("td", { class: "num" }, String(m.segments)),
       el("td"),
-      el("td", {}, ((m.reason && m.reason !== "receipt") ? m.reason : m.error_code) || ""),
+      why,
       el("td", {}, m.gateway),
       el("td", { class: "num" }, m.hangup_to_submit_ms === null ? "–" : m.hangup_to_submit_ms.toFixed(0) + " ms"),
       el("td", {}, m.receipt_state || "–"),
@@ -148,12 +170,17 @@ function table(data) {
   }
 }
 
+let lastMsgs = null;
+AC.onZone.push(() => { if (lastMsgs) table(lastMsgs); });
+
 async function load() {
+  await AC.ready;
   const p = query();
   const rp = new URLSearchParams();
   for (const k of ["since", "until", "rule"]) if (p.get(k)) rp.set(k, p.get(k));
   try {
     const [rep, msgs] = await Promise.all([getJSON("/api/report?" + rp), getJSON("/api/messages?" + p)]);
+    lastMsgs = msgs;
     cards(rep); daily(rep); failures(rep); ctr(rep); table(msgs);
     const sel = $("f-rule"), keep = sel.value;
     if (sel.options.length === 1) for (const f of rep.by_rule) sel.append(el("option", { value: f.key }, f.key));
