@@ -28,7 +28,7 @@ from agent.web.hooks import redirect, webhook
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-COOKIE = "aftercall_session"
+COOKIE = manage.SESSION_COOKIE  # the CSRF token (web/manage.py) is bound to it
 
 
 def _protected(path: str, deps: WebDeps) -> bool:

@@ -1,9 +1,10 @@
 """Managing the lists from the dashboard: opt-outs, DND (one number or a CSV), ambiguous messages.
 
 Every change needs the dashboard token (a configured one: an agent without a token has nobody to
-name in the history) and, when the token came as the browser's cookie, the CSRF token from
-``GET /api/session`` in ``X-CSRF-Token``: a page on another site can make the browser send the
-cookie, never read that value. Each change is recorded with who made it (``X-Operator``, the
+name in the history) and, when the token came as the browser's session cookie, the CSRF token
+from ``GET /api/session`` in ``X-CSRF-Token``: a page on another site can make the browser send
+the cookie, never read that value. The CSRF token is bound to the session cookie (agent.web.guard),
+so it expires with the session and a new dashboard token voids both. Each change is recorded with who made it (``X-Operator``, the
 name the operator typed, else "dashboard") and when: in the number's list history or as an event
 of the message.
 """
@@ -33,8 +34,12 @@ _OPERATOR = re.compile(r"[^\w .@-]")
 LISTS = ("optout", "dnd")
 
 
-def csrf_token(dashboard_token: str) -> str:
-    return hmac.new(dashboard_token.encode(), b"aftercall-dashboard-csrf",
+SESSION_COOKIE = "aftercall_session"  # set by agent.web.app's auth middleware
+
+
+def csrf_token(dashboard_token: str, session: str) -> str:
+    """The CSRF token for one session cookie value."""
+    return hmac.new(dashboard_token.encode(), b"aftercall-dashboard-csrf:" + session.encode(),
                     hashlib.sha256).hexdigest()
 
 
@@ -65,7 +70,8 @@ def _who(request: web.Request) -> str:
         raise _refuse(403, "cross-origin request refused")
     if request.get(AUTH_VIA) != "header":  # a cookie (or URL token) rides along by itself
         sent = request.headers.get("X-CSRF-Token", "")
-        if not hmac.compare_digest(sent.encode(), csrf_token(deps.dashboard_token).encode()):
+        want = csrf_token(deps.dashboard_token, request.cookies.get(SESSION_COOKIE, ""))
+        if not hmac.compare_digest(sent.encode(), want.encode()):
             raise _refuse(403, "missing or wrong X-CSRF-Token (reload the dashboard)")
     name = _OPERATOR.sub("", request.headers.get("X-Operator", ""))[:40].strip()
     return f"dashboard:{name}" if name else "dashboard"
@@ -79,8 +85,8 @@ async def session(request: web.Request) -> web.Response:
     return web.json_response({
         "timezone": deps.timezone, "region": deps.region,
         "manage": refusal is None, "manage_refused": refusal[1] if refusal else None,
-        "csrf": csrf_token(deps.dashboard_token) if refusal is None and deps.dashboard_token
-        else None,
+        "csrf": csrf_token(deps.dashboard_token, request.cookies.get(SESSION_COOKIE, ""))
+        if refusal is None and deps.dashboard_token else None,
         "unmasked": _unmasked(request),
     }, headers={"Cache-Control": "no-store"})
 
