@@ -142,6 +142,7 @@ class SuppressReason(enum.StrEnum):
     MAX_AGE = "max_age"
     DRY_RUN = "dry_run"
     TEMPLATE_ERROR = "template_error"
+    TOO_LONG = "too_long"  # the rendered text needs more segments than max_segments allows
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,16 @@ def check(path: str | Path) -> tuple[str, int]:
         if info.forcing_chars:
             chars = " ".join(f"{c!r} U+{ord(c):04X}" for c in info.forcing_chars)
             lines.append(f"  {'':<{width}}  UCS-2 forced by: {chars}")
+        wide = ct.worst.non_gsm
+        if wide is not None and (wide.encoding, wide.segments) != (info.encoding, info.segments):
+            over = wide.segments > tpl.max_segments
+            lines.append(
+                f"  {'':<{width}}  with a non-GSM character in every name and variable: "
+                f"{wide.encoding} {wide.units}/{_capacity(wide)} units "
+                f"{_plural(wide.segments, 'segment')}"
+                + (" (over max: the rule's over_segments decides; by default caller values lose those characters, else too_long)"
+                   if over else "")
+            )
         if ct.worst.required:
             lines.append(
                 f"  {'':<{width}}  suppressed when missing: {', '.join(ct.worst.required)}"

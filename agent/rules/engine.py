@@ -23,6 +23,7 @@ from agent.rules.loader import RuleSet
 from agent.rules.templates import (
     LinkFactory,
     TemplateRenderError,
+    TooLongError,
     render_call,
     reserved_link,
 )
@@ -229,6 +230,7 @@ def _decisions(
     text: str | None = None
     error: str | None = None
     made: list[ShortLink] = []  # the tracked links this text holds: they travel with it
+    too_long = False
 
     def recording(url: str) -> str:
         short = link(url)  # type: ignore[misc]
@@ -239,9 +241,11 @@ def _decisions(
     try:
         text = render_call(compiled, record, timezone=d.timezone, now=now,
                            link=recording if link is not None else None,
-                           untrusted=d.untrusted_policy(), max_segments=tpl.max_segments)
+                           untrusted=d.untrusted_policy(), max_segments=tpl.max_segments,
+                           over_segments=rule.over_segments)
     except TemplateRenderError as exc:
         error = exc.reason
+        too_long = isinstance(exc, TooLongError)
     info = analyze(text) if text is not None else compiled.worst.info
     max_age = rule.max_age or d.max_age
     out: list[Decision] = []
@@ -250,6 +254,8 @@ def _decisions(
         suppress = (
             SuppressReason.INVALID_NUMBER
             if number is None
+            else SuppressReason.TOO_LONG
+            if too_long
             else SuppressReason.TEMPLATE_ERROR
             if error is not None
             else None

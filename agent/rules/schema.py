@@ -370,6 +370,10 @@ class Rule(_Model):
     continue_: bool = Field(default=False, alias="continue")
     quiet_hours: QuietHoursOverride | None = None
     max_age: Duration | None = None
+    # A rendered text over its template's max_segments (caller values that force UCS-2 or run
+    # long): suppress it (reason too_long, after trying without the caller's non-GSM
+    # characters and then without their values), send it as it is, or truncate it to fit.
+    over_segments: Literal["suppress", "send", "truncate"] = "suppress"
 
 
 # The gateways' models belong to their drivers (agent.gateways.config); rules.yaml is checked

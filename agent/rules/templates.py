@@ -120,6 +120,11 @@ class _Vars:
         return isinstance(key, str) and not isinstance(self._get(key), Undefined | None)
 
 
+class TooLongError(TemplateRenderError):
+    """The text for this call needs more segments than the template's max_segments: the
+    message is suppressed as ``too_long``."""
+
+
 class Untrusted(str):
     """A caller-controlled value, cleaned; ``raw`` is what ``| trusted`` gives back."""
 
@@ -160,20 +165,32 @@ def _untrusted(name: str, value: str, policy: UntrustedPolicy, level: Level) -> 
 
 
 class _WorstVars(_Vars):
-    __slots__ = ("_missing", "_untrusted")
+    __slots__ = ("_missing", "_non_gsm", "_untrusted")
 
-    def __init__(self, missing: str | None = None, untrusted: UntrustedPolicy = DEFAULT_POLICY):
+    def __init__(self, missing: str | None = None, untrusted: UntrustedPolicy = DEFAULT_POLICY,
+                 non_gsm: bool = False):
         super().__init__({})
         self._missing = missing
         self._untrusted = untrusted
+        self._non_gsm = non_gsm
 
     def _get(self, key: str) -> Any:
         if key == self._missing:
             return None
         if key in self._untrusted.vars:
             n = self._untrusted.max_length
-            return Untrusted(_WORST_VAR[:n].ljust(n, "V"), _WORST_RAW)
-        return _WORST_VAR
+            return Untrusted(_nongsm(_WORST_VAR[:n].ljust(n, "V"), self._non_gsm), _WORST_RAW)
+        return _nongsm(_WORST_VAR, self._non_gsm)
+
+
+# A character outside GSM-7 (Devanagari A): one of them in a free-text value (a caller's or an
+# agent's name, a dialplan variable) turns the whole text into UCS-2.
+NON_GSM_CHAR = "\u0905"
+FREE_TEXT_FIELDS = ("caller_name", "agent_name")
+
+
+def _nongsm(value: str, on: bool) -> str:
+    return NON_GSM_CHAR + value[1:] if on and value else value
 
 
 def _strict(value: Any) -> None:
@@ -239,6 +256,9 @@ class WorstCase:
     text: str  # the longest rendering found
     info: SmsInfo
     required: tuple[str, ...]  # merge tags whose absence makes rendering fail (message suppressed)
+    # The same with a non-GSM character in every free-text value (names, vars): what a
+    # Devanagari caller name does to the encoding and segment count.
+    non_gsm: SmsInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,12 +380,16 @@ def render_call(
     link: LinkFactory | None,
     untrusted: UntrustedPolicy = DEFAULT_POLICY,
     max_segments: int | None = None,
+    over_segments: str = "suppress",
 ) -> str:
     """Render for one call so that the text fits ``max_segments`` whatever the caller put in
     their values: if it does not, once more with their non-GSM characters removed (a name
     that turns the text into UCS-2), then without their values at all; still too long is a
-    TemplateRenderError (suppressed), never a longer text than the operator approved."""
-    levels: tuple[Level, ...] = ("clean", "gsm", "drop")
+    TooLongError (suppressed as too_long), never a longer text than the operator approved.
+    The rule's ``over_segments`` may say otherwise: ``send`` sends the text as rendered,
+    ``truncate`` cuts it to fit."""
+    levels: tuple[Level, ...] = ("clean",) if over_segments != "suppress" else (
+        "clean", "gsm", "drop")
     text = ""
     for level in levels:
         ctx = build_context(record, timezone=timezone, now=now, link=link,
@@ -373,10 +397,28 @@ def render_call(
         text = render_template(compiled, ctx)
         if max_segments is None or analyze(text).segments <= max_segments:
             return text
+    if over_segments == "send":
+        return text
+    if over_segments == "truncate" and max_segments is not None:
+        return truncate_to_segments(text, max_segments)
     info = analyze(text)
-    raise TemplateRenderError(
+    raise TooLongError(
         compiled.name, f"{info.segments} segments ({info.encoding}, {info.units} units) exceed "
         f"max_segments {max_segments}")
+
+
+def truncate_to_segments(text: str, max_segments: int) -> str:
+    """The longest start of ``text`` that, with an ellipsis, fits ``max_segments`` in the
+    encoding it needs (cut between characters, never inside an escape or surrogate pair)."""
+    ellipsis = "..." if analyze(text).encoding == "GSM-7" else "\u2026"
+    lo, hi = 0, len(text)
+    while lo < hi:  # the fit is monotonic in the prefix length
+        mid = (lo + hi + 1) // 2
+        if analyze(text[:mid].rstrip() + ellipsis).segments <= max_segments:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip() + ellipsis
 
 
 def _local(value: datetime, tz: ZoneInfo) -> datetime:
@@ -455,7 +497,19 @@ def _worst_case(
         info = analyze(text)
         if (info.segments, info.units) > (worst.segments, worst.units):
             worst_text, worst = text, info
-    return WorstCase(worst_text, worst, tuple(required))
+    nongsm = dict(full)
+    for name in FREE_TEXT_FIELDS:
+        v = nongsm.get(name)
+        if isinstance(v, Untrusted):
+            nongsm[name] = Untrusted(_nongsm(str(v), True), v.raw)
+        elif isinstance(v, str):
+            nongsm[name] = _nongsm(v, True)
+    nongsm["vars"] = _WorstVars(untrusted=untrusted, non_gsm=True)
+    try:
+        non_gsm: SmsInfo | None = analyze(_render(name, template, nongsm))
+    except TemplateRenderError:
+        non_gsm = None
+    return WorstCase(worst_text, worst, tuple(required), non_gsm)
 
 
 def promotional_words(text: str) -> tuple[str, ...]:

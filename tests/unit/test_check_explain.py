@@ -42,6 +42,9 @@ def test_check_repository_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "valid: 5 rules, 6 templates, 2 gateways, 2 agents" in text
     assert re.search(r"support_ticket +service +GSM-7 +\d+/160 units +1 segment \(max 1\)", text)
     assert "suppressed when missing: vars.TICKET" in text
+    # The worst case of a caller with a Devanagari name (or a variable with one in it).
+    assert re.search(r"support_ticket .*\n +with a non-GSM character in every name and "
+                     r"variable: UCS-2 \d+/134 units 2 segments \(over max", text)
     assert "disabled rules: support-feedback" in text
     assert "hunter2" not in text
 

@@ -314,3 +314,38 @@ def test_fixed_numbers_and_both() -> None:
 )
 def test_agent_extension(agent: str | None, ext: str | None) -> None:
     assert agent_extension(agent) == ext
+
+
+# A dialplan variable the template trusts, in Devanagari: it turns a 1-segment GSM-7 text
+# into 2 UCS-2 segments. The rule's over_segments says what happens (problem: it used to be
+# sent as 2 segments without a word).
+NOTE = "आपकी शिकायत दर्ज कर ली गई है, धन्यवाद"
+
+
+def _over(over: str | None) -> tuple[Any, ...]:
+    text = HEAD.replace(
+        "templates:\n",
+        "templates:\n  note: {text: \"Hello from Acme support. Your note: {{ vars.NOTE }}. "
+        "We will call you back today.\", max_segments: 1}\n",
+    ) + "rules:\n  - {name: n, send: {template: note}" + (f", over_segments: {over}" if over else "") + "}\n"
+    rs = load_rules_text(text, "r.yaml", {})
+    return decide(rs, call(vars={"NOTE": NOTE}), now=STARTED)
+
+
+def test_over_segments_default_suppresses_as_too_long() -> None:
+    (d,) = _over(None)
+    assert d.suppress is SuppressReason.TOO_LONG and d.text is None
+    assert "exceed max_segments 1" in (d.detail or "")
+
+
+def test_over_segments_send_sends_the_longer_text() -> None:
+    (d,) = _over("send")
+    assert d.suppress is None and NOTE in (d.text or "")
+    assert (d.encoding, d.segments) == ("UCS-2", 2)
+
+
+def test_over_segments_truncate_cuts_to_fit() -> None:
+    (d,) = _over("truncate")
+    assert d.suppress is None and d.text is not None and d.text.endswith("\u2026")
+    assert (d.encoding, d.segments) == ("UCS-2", 1)
+    assert d.text.startswith("Hello from Acme support. Your note: ")
