@@ -263,10 +263,15 @@ class Decision:
     detail: str | None = None  # human reason, e.g. the template error or why the number is invalid
     call_ended_at: datetime | None = None
     links: tuple[ShortLink, ...] = ()  # tracked links in ``text``: written with its row
+    pbx: str = "default"  # the call's PBX (CallRecord.pbx): several may share one database
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.call_id}|{self.rule}|{self.recipient.value}|{self.number or '-'}"
+        """One row per (PBX, call, rule, recipient), whichever agent decides it first. The
+        ``default`` PBX keeps the form keys had before PBXs were named, so upgrading does not
+        re-key calls already recorded (a replayed one would be texted again)."""
+        key = f"{self.call_id}|{self.rule}|{self.recipient.value}|{self.number or '-'}"
+        return key if self.pbx == "default" else f"{self.pbx}|{key}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ def _where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
         where.append(f"{alias}.state IN ({','.join('?' * len(f.states))})")
         params.extend(str(s) for s in f.states)
     for column, value in (("rule", f.rule), ("call_id", f.call_id), ("number", f.number),
-                          ("gateway", f.gateway)):
+                          ("gateway", f.gateway), ("pbx", f.pbx)):
         if value is not None:
             where.append(f"{alias}.{column} = ?")
             params.append(value)
@@ -320,11 +320,12 @@ async def build_report(
     store: _HasPath | ReportReader, *, since: datetime | None = None,
     until: datetime | None = None, rule: str | None = None, gateway: str | None = None,
     price_per_segment: Decimal | None = None, currency: str | None = None,
-    timezone: str = "UTC",
+    timezone: str = "UTC", pbx: str | None = None,
 ) -> Report:
     """The report for messages created in [since, until), optionally one rule / gateway.
     ``store`` is a SqliteStore (its file is opened read-only) or an open ReportReader."""
-    filters = MessageFilter(rule=rule, gateway=gateway, since=since, until=until, limit=None)
+    filters = MessageFilter(rule=rule, gateway=gateway, since=since, until=until, limit=None,
+                            pbx=pbx)
     if isinstance(store, ReportReader):
         rows = await fact_rows(store, filters)
     else:

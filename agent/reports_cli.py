@@ -145,7 +145,7 @@ def report(args: argparse.Namespace) -> int:
         tz = _timezone(args)
         since, until = _span(args, tz)
         async with make_store(args.db) as store:
-            rep = await build_report(store, since=since, until=until, rule=args.rule,
+            rep = await build_report(store, since=since, until=until, rule=args.rule, pbx=args.pbx,
                                      gateway=args.gateway, price_per_segment=args.price,
                                      currency=args.currency, timezone=tz)
         sys.stdout.write(render_report(rep, args.format))
@@ -159,7 +159,8 @@ def export(args: argparse.Namespace) -> int:
         _need_db(args.db)
         tz = _timezone(args)
         since, until = _span(args, tz)
-        f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, since=since,
+        f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, pbx=args.pbx,
+                          since=since,
                           until=until, limit=None, newest_first=False)
         async with make_store(args.db) as store:
             text = await export_messages(store, f, args.format, unmasked=not args.mask,
@@ -267,6 +268,7 @@ def _window(p: argparse.ArgumentParser) -> None:
                    "$AFTERCALL_RULES or ./rules.yaml)")
     p.add_argument("--rule", help="only this rule")
     p.add_argument("--gateway", help="only this gateway")
+    p.add_argument("--pbx", help="only calls of this PBX (several may share a database)")
 
 
 def add_cli(subparsers: Any) -> None:

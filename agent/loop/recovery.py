@@ -81,7 +81,8 @@ class Recovery:
         now = self._clock()
         rules = self._rules()
         max_age = rules.defaults.max_age or timedelta(minutes=15)
-        last = gap_start or await self._store.newest_call_end()
+        # This PBX's newest call: another PBX sharing the database says nothing of our gap.
+        last = gap_start or await self._store.newest_call_end(self._tracker.pbx.name)
         # CDR times are whole seconds: step back a little so the boundary call is not missed
         # (the store's idempotency makes seeing it twice harmless).
         since = last - timedelta(seconds=2) if last else now

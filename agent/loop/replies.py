@@ -214,7 +214,7 @@ class ReplyHandler:
             dlt_entity_id=tpl.dlt_entity_id or d.dlt_entity_id,
             # An acknowledgement later than this is no longer an answer to what was sent.
             max_age_seconds=ACK_EXPIRY.total_seconds(), call_ended_at=now,
-            suppress=None if valid.reachable else SuppressReason.INVALID_NUMBER,
+            suppress=None if valid.reachable else SuppressReason.INVALID_NUMBER, pbx=record.pbx,
             detail=None if valid.reachable else f"reply from {valid.detail or 'an invalid number'}",
         )
         sent = await self._send(decision, confirms_opt_out=ka.action == "opt_out")

@@ -284,6 +284,7 @@ def _decisions(
                 detail="; ".join(x for x in (why, error and f"template: {error}") if x) or None,
                 call_ended_at=record.ended_at,
                 links=tuple(made) if text is not None else (),
+                pbx=record.pbx,
             )
         )
     return tuple(out)

@@ -56,6 +56,7 @@ class MessageRow:
     call_ended_at: datetime | None
     hangup_to_submit_ms: float | None
     updated_at: datetime
+    pbx: str = "default"  # the PBX of the call it was decided for
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ class MessageFilter:
     call_id: str | None = None
     number: str | None = None
     gateway: str | None = None
+    pbx: str | None = None
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
     limit: int | None = 1000
@@ -215,7 +217,7 @@ class Store(Protocol):
 
     async def get_call(self, call_id: str) -> CallRecord | None: ...
 
-    async def newest_call_end(self) -> datetime | None: ...
+    async def newest_call_end(self, pbx: str | None = None) -> datetime | None: ...
 
     async def record_rule_outcomes(
         self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime

@@ -170,6 +170,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX webhook_nonces_expiry ON webhook_nonces(expires_at)",
     ),
+    # 4: several PBXs may share a database (PostgreSQL): each message and call names its PBX
+    (
+        "ALTER TABLE messages ADD COLUMN pbx TEXT NOT NULL DEFAULT 'default'",
+        "CREATE INDEX messages_pbx_created ON messages(pbx, created_at)",
+        "ALTER TABLE calls ADD COLUMN pbx TEXT NOT NULL DEFAULT 'default'",
+        "UPDATE calls SET pbx = COALESCE(json_extract(record, '$.pbx'), 'default')",
+        "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -78,7 +78,7 @@ async def messages(request: web.Request) -> web.Response:
     f = MessageFilter(
         states=_states(q), rule=q.get("rule") or None, number=number,
         gateway=q.get("gateway") or None, call_id=q.get("call") or None,
-        since=_time(q, "since", timezone=tz), until=_time(q, "until", end=True, timezone=tz),
+        pbx=q.get("pbx") or None, since=_time(q, "since", timezone=tz), until=_time(q, "until", end=True, timezone=tz),
         limit=_limit(q),
     )
     rows = await message_rows(request.app[READER], f, unmasked=_unmasked(request))
@@ -92,7 +92,7 @@ async def report(request: web.Request) -> web.Response:
     rep = await build_report(
         request.app[READER], since=_time(q, "since", timezone=tz),
         until=_time(q, "until", end=True, timezone=tz),
-        rule=q.get("rule") or None, gateway=q.get("gateway") or None,
+        rule=q.get("rule") or None, gateway=q.get("gateway") or None, pbx=q.get("pbx") or None,
         price_per_segment=deps.price_per_segment, currency=deps.currency, timezone=tz,
     )
     return web.json_response(rep.to_dict())

@@ -235,6 +235,8 @@ def test_decision_carries_every_setting() -> None:
     assert d.quiet_hours == ("21:00", "09:00", "drop") and d.timezone == "Asia/Kolkata"
     assert d.suppress is None and d.detail is None and d.call_ended_at == STARTED
     assert d.idempotency_key == f"1723609800.1|a|caller|{CALLER}"
+    (on_blr,) = decide(rs, call(pbx="blr"), now=STARTED, link=lambda url: f"<{url}>")
+    assert on_blr.pbx == "blr" and on_blr.idempotency_key == f"blr|1723609800.1|a|caller|{CALLER}"
 
 
 def test_defaults_apply_when_the_rule_says_nothing() -> None:

@@ -63,7 +63,7 @@ async def insert_row(
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason,
         detail, at, at if state is MessageState.QUEUED else None,
         at if state.final else None, utc(next_attempt_at), utc(expires_at),
-        utc(d.call_ended_at), at,
+        utc(d.call_ended_at), at, d.pbx,
     )
     # A concurrent insert of the same key (another agent on the same PBX) makes this one wait
     # for that transaction, then do nothing: exactly one row, one winner. The row and its
@@ -72,9 +72,9 @@ async def insert_row(
         "WITH ins AS (INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
         " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
         " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
-        " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
+        " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at, pbx)"
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
-        "$20,$21,$22,$23,$24,$25,$26)"
+        "$20,$21,$22,$23,$24,$25,$26,$27)"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *),"
         " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
         "  SELECT id, created_at, state, reason, detail FROM ins)"
@@ -296,6 +296,7 @@ class MessageOps(PgPool):
             ("call_id", f.call_id),
             ("number", f.number),
             ("gateway", f.gateway),
+            ("pbx", f.pbx),
         ):
             if value is not None:
                 where.append(f"{column} = {param(value)}")

@@ -78,6 +78,7 @@ def message_row(r: asyncpg.Record) -> MessageRow:
         call_ended_at=r["call_ended_at"],
         hangup_to_submit_ms=r["hangup_to_submit_ms"],
         updated_at=r["updated_at"],
+        pbx=r["pbx"],
     )
 
 

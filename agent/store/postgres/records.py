@@ -28,11 +28,11 @@ async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime
     """The call's row, inside the caller's transaction; a later record of the call replaces it."""
     await conn.execute(
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-        " ended_at, created_at, agent) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9)"
+        " ended_at, created_at, agent, pbx) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9,$10)"
         " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
         " trigger = excluded.trigger, disposition = excluded.disposition,"
         " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
-        " agent = excluded.agent",
+        " agent = excluded.agent, pbx = excluded.pbx",
         record.call_id,
         json.dumps(record.to_dict(), separators=(",", ":")),
         record.trigger.value,
@@ -42,6 +42,7 @@ async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime
         utc(record.ended_at),
         at,
         record.agent,
+        record.pbx,
     )
 
 
@@ -58,10 +59,13 @@ class RecordOps(PgPool):
         rows = await self._read("SELECT record::text FROM calls WHERE call_id = $1", call_id)
         return CallRecord.from_dict(json.loads(rows[0][0])) if rows else None
 
-    async def newest_call_end(self) -> datetime | None:
-        """When the newest call this store knows ended; None for a store that never ran."""
+    async def newest_call_end(self, pbx: str | None = None) -> datetime | None:
+        """When the newest call this store knows (on ``pbx``, if given) ended; None for a store
+        that never ran. Agents of several PBXs share the database: each asks for its own."""
         # A call stored only as connected counts from when it was stored (as in SQLite).
-        rows = await self._read("SELECT max(COALESCE(ended_at, created_at)) FROM calls")
+        sql = "SELECT max(COALESCE(ended_at, created_at)) FROM calls"
+        rows = await (self._read(sql + " WHERE pbx = $1", pbx) if pbx is not None
+                      else self._read(sql))
         return rows[0][0] if rows else None
 
     # ---- policy facts ---------------------------------------------------------------------

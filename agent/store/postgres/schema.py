@@ -174,6 +174,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX webhook_nonces_expiry ON webhook_nonces(expires_at)",
     ),
+    # 4: several PBXs share the database: each message and call names its PBX
+    (
+        "ALTER TABLE messages ADD COLUMN pbx text NOT NULL DEFAULT 'default'",
+        "CREATE INDEX messages_pbx_created ON messages(pbx, created_at)",
+        "ALTER TABLE calls ADD COLUMN pbx text NOT NULL DEFAULT 'default'",
+        "UPDATE calls SET pbx = COALESCE(record->>'pbx', 'default')",
+        "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

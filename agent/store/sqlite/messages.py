@@ -49,15 +49,15 @@ async def insert_row(
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
         at, at if state is MessageState.QUEUED else None, at if state.final else None,
-        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), at,
+        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), at, d.pbx,
     )
     row = await _one(
         conn,
         "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
         " number, template, gateway, sender_id, text, encoding, segments, category,"
         " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
-        " final_at, next_attempt_at, expires_at, call_ended_at, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " final_at, next_attempt_at, expires_at, call_ended_at, updated_at, pbx)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
         params,
     )
@@ -306,6 +306,7 @@ class MessageOps(StoreWriter):
             ("call_id", f.call_id),
             ("number", f.number),
             ("gateway", f.gateway),
+            ("pbx", f.pbx),
         ):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -27,13 +27,14 @@ async def upsert_call(conn: aiosqlite.Connection, record: CallRecord, at: str) -
     """The call's row (inside the caller's transaction); a later record of the call replaces it."""
     await conn.execute(
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-        " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE SET"
-        " record=excluded.record, trigger=excluded.trigger,"
+        " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
+        " SET record=excluded.record, trigger=excluded.trigger,"
         " disposition=excluded.disposition, queue=excluded.queue,"
-        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
+        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent,"
+        " pbx=excluded.pbx",
         (record.call_id, json.dumps(record.to_dict(), separators=(",", ":")),
          record.trigger.value, record.disposition.value, record.queue, record.caller,
-         ts(record.ended_at), at, record.agent),
+         ts(record.ended_at), at, record.agent, record.pbx),
     )
 
 
@@ -54,11 +55,14 @@ class RecordOps(StoreWriter):
         rows = await self._read("SELECT record FROM calls WHERE call_id = ?", (call_id,))
         return CallRecord.from_dict(json.loads(rows[0]["record"])) if rows else None
 
-    async def newest_call_end(self) -> datetime | None:
-        """When the newest call this store knows ended; None for a store that never ran."""
+    async def newest_call_end(self, pbx: str | None = None) -> datetime | None:
+        """When the newest call this store knows (on ``pbx``, if given) ended; None for a store
+        that never ran."""
         # A call stored only as connected (no end yet) counts from when it was stored: the
         # agent was following the PBX live then, and that call still needs its completion.
-        rows = await self._read("SELECT max(COALESCE(ended_at, created_at)) AS t FROM calls", ())
+        sql = "SELECT max(COALESCE(ended_at, created_at)) AS t FROM calls"
+        rows = await (self._read(sql + " WHERE pbx = ?", (pbx,)) if pbx is not None
+                      else self._read(sql, ()))
         return _dt(rows[0]["t"]) if rows and rows[0]["t"] else None
 
     # ---- policy facts ---------------------------------------------------------------------

@@ -75,6 +75,7 @@ def _message(r: sqlite3.Row) -> MessageRow:
         call_ended_at=_dt(r["call_ended_at"]),
         hangup_to_submit_ms=r["hangup_to_submit_ms"],
         updated_at=_dt(r["updated_at"]),
+        pbx=r["pbx"],
     )
 
 

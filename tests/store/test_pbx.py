@@ -1,0 +1,45 @@
+"""Several PBXs on one database (both backends): the PBX is part of a message's identity, and
+the log, the reports' filter and CDR recovery each see one PBX at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from agent.models import CallRecord, Decision, MessageState
+from agent.store.base import MessageFilter, Store
+
+MakeDecision = Callable[..., Decision]
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+
+
+def test_the_key_names_the_pbx_and_the_default_keeps_the_old_form(
+    make_decision: MakeDecision,
+) -> None:
+    plain = make_decision(call_id="1700.1")
+    assert plain.idempotency_key == "1700.1|support-followup|caller|+919812345678"
+    assert make_decision(call_id="1700.1", pbx="blr").idempotency_key == (
+        "blr|1700.1|support-followup|caller|+919812345678")
+
+
+async def test_the_same_call_id_on_two_pbxs_is_two_messages(
+    store: Store, make_decision: MakeDecision
+) -> None:
+    rows = []
+    for pbx in ("blr", "del", "blr"):  # the second blr is the same call seen again
+        row, _ = await store.insert_message(make_decision(call_id="1700.1", pbx=pbx),
+                                            state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        rows.append(row)
+    assert rows[0].id != rows[1].id and rows[2].id == rows[0].id
+    assert (rows[0].pbx, rows[1].pbx) == ("blr", "del")
+    only = await store.list_messages(MessageFilter(pbx="del"))
+    assert [m.id for m in only] == [rows[1].id]
+
+
+async def test_recovery_asks_for_its_own_pbx_newest_call(store: Store) -> None:
+    await store.save_call(CallRecord(call_id="a.1", ended_at=T0, pbx="blr"))
+    await store.save_call(CallRecord(call_id="b.1", ended_at=T0 + timedelta(hours=1), pbx="del"))
+    assert await store.newest_call_end("blr") == T0
+    assert await store.newest_call_end("del") == T0 + timedelta(hours=1)
+    assert await store.newest_call_end() == T0 + timedelta(hours=1)
+    assert await store.newest_call_end("mum") is None
