@@ -32,9 +32,9 @@ from typing import Any
 
 import structlog
 from panoramisk import Manager
-from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
+from agent.ami.framing import BoundedAMIProtocol
 from agent.ami.privileges import describe, excess_write_actions
 from agent.backoff import backoff_delay
 from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
@@ -182,7 +182,7 @@ class AmiClient:
         ctx: ssl.SSLContext | bool = ssl.create_default_context() if cfg.tls else False
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(AMIProtocol, cfg.host, cfg.port, ssl=ctx or None),
+                loop.create_connection(BoundedAMIProtocol, cfg.host, cfg.port, ssl=ctx or None),
                 cfg.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as e:
