@@ -177,3 +177,22 @@ def test_check_warns_about_a_rule_nothing_bounds(tmp_path: Path) -> None:
     path.write_text(base.format(extra=unsafe))
     text, code = check(path)
     assert code == 0 and "rules[0].send: texts any caller type" in text, text
+
+
+def test_repository_rules_show_the_safety_keys_at_their_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rules.yaml documents the safety defaults: what it writes is what a file without the
+    keys gets (so the example can't drift from the code)."""
+    from agent.rules.loader import load_rules
+    from agent.rules.schema import RateLimits, Untrusted
+
+    monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
+    d = load_rules(REPO_RULES).defaults
+    assert d.rate_limits == RateLimits()
+    assert d.untrusted == Untrusted()
+    assert d.countries() == frozenset({d.region})  # the default: the region's own country
+    text = REPO_RULES.read_text()
+    for key in ("allowed_countries:", "rate_limits:", "daily:", "agents:", "untrusted:",
+                "max_length:", "allowed_sources:"):
+        assert key in text, key
