@@ -20,10 +20,11 @@ import structlog
 
 from agent.ami.agi import AgiServer
 from agent.ami.client import AmiClient, config_from_settings
-from agent.calls.replay import agents_directory
+from agent.calls.pbx import receive_clock
+from agent.calls.replay import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
-from agent.errors import AftercallError, ConfigError
+from agent.errors import AftercallError, ConfigError, outcome
 from agent.gateways.build import agent_gateways
 from agent.metrics import Metrics
 from agent.loop import RecordPipeline, Recovery, ReplyHandler
@@ -62,7 +63,11 @@ class AfterCallAgent:
         self.rules = load_rules(settings.rules)
         self.stats = AgentStats()
         d = self.rules.defaults
-        self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region)
+        # Events without a Timestamp header (timestampevents off) get the receive time.
+        self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region,
+                                   pbx=pbx_profile(self.rules, settings.pbx),
+                                   clock=receive_clock())
+        self._time_source_said: str | None = None
         self.store = make_store(settings.db, owner=settings.agent_name or None)
         self.gateways = agent_gateways(self.rules, settings)
         self.metrics = Metrics()
@@ -78,7 +83,7 @@ class AfterCallAgent:
                                  metrics=self.metrics, rules=lambda: self.rules,
                                  cdr_csv=settings.cdr_csv, clock=clock)
         self.ready = self.recovery.ready
-        self.ami = AmiClient(config_from_settings(settings), on_login=self.recovery.on_login)
+        self.ami = AmiClient(config_from_settings(settings), on_login=self._on_login)
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
@@ -91,6 +96,24 @@ class AfterCallAgent:
     async def handle_event(self, event: Any) -> None:
         for record in self.tracker.feed(event):
             await self.pipeline.put(record)
+        if self.tracker.time_source != self._time_source_said:
+            self._say_time_source()
+
+    def _say_time_source(self) -> None:
+        """Once per login (Recovery resets it): where call times come from; /healthz too."""
+        source = self._time_source_said = self.tracker.time_source
+        if source == "receive":
+            log.warning("ami_timestamps_absent", using="receive_time",
+                        fix="timestampevents = yes in manager.conf [general] for Asterisk's "
+                            "own event times")
+        elif source == "asterisk":
+            log.info("ami_timestamps_present")
+
+    async def _on_login(self, client: AmiClient) -> None:
+        # Where event times come from is said again after each login: the PBX's
+        # manager.conf (timestampevents) may have changed meanwhile.
+        self.tracker.time_source = self._time_source_said = None
+        await self.recovery.on_login(client)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any) -> bool:
@@ -122,6 +145,7 @@ class AfterCallAgent:
         # The tracker names agents (and reads national numbers) for records still to come.
         self.tracker.agents = agents_directory(new)
         self.tracker.region = new.defaults.region
+        self.tracker.pbx = pbx_profile(new, self.settings.pbx)
         self.stats.reloads += 1
         log.info("rules_reloaded", rules=len(new.rules))
         return True
@@ -138,12 +162,26 @@ class AfterCallAgent:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def _health_checks(self) -> dict[str, Any]:
+        from agent.web.deps import health_checks
+
+        checks: dict[str, Any] = dict(health_checks(self.ami, self.gateways, self.store,
+                                                    self.pipeline))
+        ami_probe = checks["ami"]
+
+        def ami_health() -> dict[str, Any]:
+            # "asterisk" (Timestamp headers) or "receive" (timestampevents is off)
+            return {**ami_probe(), "event_times": self.tracker.time_source or "unknown"}
+
+        checks["ami"] = ami_health
+        return checks
+
     async def _start_web(self) -> Any:
         from aiohttp import web
 
         from agent.gateways.http import HttpGateway
         from agent.web.app import make_app
-        from agent.web.deps import WebDeps, health_checks
+        from agent.web.deps import WebDeps
         from agent.web.guard import GuardedRunner
 
         d = self.rules.defaults
@@ -151,7 +189,7 @@ class AfterCallAgent:
             store=self.store, metrics=self.metrics, on_receipt=self.dispatcher.on_receipt,
             on_inbound=self._on_inbound,
             webhooks={n: g.config for n, g in self.gateways.items() if isinstance(g, HttpGateway)},
-            health=health_checks(self.ami, self.gateways, self.store, self.pipeline),
+            health=self._health_checks(),
             dashboard_token=self.settings.dashboard_token,
             bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
@@ -174,18 +212,25 @@ class AfterCallAgent:
             await self.agi.start()
             runner = await self._start_web()
             async with asyncio.TaskGroup() as tg:
+                # A failed AMI link (a refused login: exit 3) ends the run through the same
+                # orderly stop as a signal, not by aborting the TaskGroup mid-way, which left
+                # the store's thread alive (the process never exited).
+                ami = tg.create_task(outcome(self.ami.run()), name="ami")
+                stop = tg.create_task(shutdown_trigger(), name="shutdown")
                 tasks = [
                     tg.create_task(self.dispatcher.run(), name="dispatcher"),
-                    tg.create_task(self.ami.run(), name="ami"),
                     tg.create_task(self.ami.consume(self.handle_event), name="tracker"),
                     tg.create_task(self.pipeline.run(), name="records"),
                     tg.create_task(self._evict_stale(), name="evict"),
                 ]
-                await shutdown_trigger()
+                done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
+                failure = ami.result() if ami in done else None
                 log.info("agent_stopping")
                 await self._drain()
-                for t in tasks:
+                for t in (*tasks, ami, stop):
                     t.cancel()
+            if failure is not None:
+                raise failure
         finally:
             await self.recovery.close()
             if runner is not None:
@@ -193,7 +238,7 @@ class AfterCallAgent:
             await self.agi.close()
             for gw in self.gateways.values():
                 with contextlib.suppress(Exception):
-                    await gw.close()
+                    await asyncio.wait_for(gw.close(), DRAIN_SECONDS)
             await self.store.close()
 
     async def _drain(self) -> None:

@@ -21,6 +21,8 @@ Messages never contain secrets: anything that formats a settings object uses its
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from dataclasses import dataclass
 
 
@@ -132,3 +134,14 @@ def redacted(exc: Exception) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
         lines.append(f"{loc}: {str(err.get('msg', '')).removeprefix('Value error, ')}")
     return "; ".join(lines)
+
+
+async def outcome(work: Awaitable[object]) -> AftercallError | None:
+    """Await ``work``; its AftercallError comes back as a value (None when it returned), so a
+    TaskGroup's body can stop in order and raise it once everything is closed (raised inside
+    the group it would come out wrapped in an ExceptionGroup, after an aborted cleanup)."""
+    try:
+        await work
+    except AftercallError as e:
+        return e
+    return None

@@ -65,6 +65,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--http", help="HTTP bind host:port (AFTERCALL_HTTP, default 127.0.0.1:8080)")
     g.add_argument("--public-url", help="public base URL of the HTTP server (AFTERCALL_PUBLIC_URL)")
     g.add_argument("--agi-port", type=int, help="FastAGI port on 127.0.0.1 (AFTERCALL_AGI_PORT, 4573)")
+    g.add_argument("--pbx", help="this PBX's name on every call record (AFTERCALL_PBX, "
+                   "default 'default')")
     g.add_argument("--cdr-csv", help="Asterisk Master.csv for reconciliation (AFTERCALL_CDR_CSV)")
 
 
@@ -105,6 +107,7 @@ class Settings:
     # A SQLite file, or a PostgreSQL URL (str); not in repr: a URL may carry a password.
     db: Path | str = field(default=Path("aftercall.db"), repr=False)
     agent_name: str = ""
+    pbx: str = "default"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_url: str | None = None
@@ -135,6 +138,7 @@ class Settings:
             or _truthy(env("AMI_ALLOW_PLAIN")),
             rules=Path(str(_flag(args, "rules") or env("RULES", "rules.yaml"))),
             db=_db(str(_flag(args, "db") or env("DB", "aftercall.db"))),
+            pbx=str(_flag(args, "pbx") or env("PBX") or "default"),
             agent_name=str(_flag(args, "agent_name") or env("AGENT_NAME")
                            or f"{socket.gethostname()}:{port}"),
             http_host=host,

@@ -7,17 +7,21 @@ import json
 import sys
 
 from agent.ami.client import AmiClient, config_from_settings
-from agent.calls.replay import directory_from_rules
+from agent.calls.pbx import PbxProfile, receive_clock
+from agent.calls.replay import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
+from agent.errors import outcome
+from agent.rules.loader import load_rules
 from agent.settings import Settings
 
 
 def _tracker(settings: Settings) -> CallTracker:
     """With a rules.yaml at hand, its region and agent directory, as the agent would use."""
     if not settings.rules.exists():
-        return CallTracker()
-    region, agents = directory_from_rules(settings.rules)
-    return CallTracker(agents=agents, region=region)
+        return CallTracker(clock=receive_clock(), pbx=PbxProfile(name=settings.pbx))
+    rules = load_rules(settings.rules)
+    return CallTracker(agents=agents_directory(rules), region=rules.defaults.region,
+                       pbx=pbx_profile(rules, settings.pbx), clock=receive_clock())
 
 
 async def follow(settings: Settings, *, keep_going: bool) -> int:
@@ -38,11 +42,18 @@ async def follow(settings: Settings, *, keep_going: bool) -> int:
                 done.set()
 
     async with asyncio.TaskGroup() as tg:
-        runner = tg.create_task(client.run())
+        # A refused login comes back as a value: raised here it would leave the group as an
+        # ExceptionGroup (a traceback) instead of the CLI's one line and exit 3.
+        runner = tg.create_task(outcome(client.run()))
         consumer = tg.create_task(client.consume(handle))
-        await done.wait() if not keep_going else await runner
+        waiter = tg.create_task(done.wait())
+        wait_for = {runner} if keep_going else {runner, waiter}
+        finished, _ = await asyncio.wait(wait_for, return_when=asyncio.FIRST_COMPLETED)
+        failure = runner.result() if runner in finished else None
         await client.close()
-        runner.cancel()
-        consumer.cancel()
+        for t in (runner, consumer, waiter):
+            t.cancel()
     sys.stdout.flush()
+    if failure is not None:
+        raise failure
     return 0

@@ -17,7 +17,8 @@ Each answer says how it was reached (``Origin.how``), for ``aftercall doctor``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -34,6 +35,7 @@ __all__ = [
     "cdr_disposition",
     "endpoint_of",
     "is_extension",
+    "receive_clock",
 ]
 
 #: Context patterns (fnmatch, case-sensitive as Asterisk's) of carriers' calls.
@@ -205,3 +207,12 @@ def as_directory(agents: Mapping[str, tuple[str | None, str | None]] | Directory
     if isinstance(agents, Directory):
         return agents
     return Directory(dict(agents or {}))
+
+
+def receive_clock(wall: Callable[[], float] = time.time,
+                  mono: Callable[[], float] = time.monotonic) -> Callable[[], float]:
+    """The agent's receive time for events without a ``Timestamp`` header: epoch seconds
+    anchored to the wall clock once, then advanced by the monotonic clock, so a clock step
+    (NTP, a VM resumed) can never make a call end before it began."""
+    w0, m0 = wall(), mono()
+    return lambda: w0 + (mono() - m0)

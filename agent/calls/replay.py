@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from agent.ami.transcript import iter_messages
+from agent.calls.pbx import PbxProfile
 from agent.calls.tracker import CallTracker
 from agent.errors import ConfigError
 from agent.models import CallRecord
@@ -62,6 +63,15 @@ def directory_from_rules(rules_path: str | Path) -> tuple[str, dict[str, tuple[s
 
     rules = load_rules(rules_path)
     return rules.defaults.region, agents_directory(rules)
+
+
+def pbx_profile(rules: RuleSet, name: str = "default") -> PbxProfile:
+    """rules.yaml's ``pbx:`` section as the tracker and the CDR reader want it."""
+    p = rules.config.pbx
+    return PbxProfile(name=name, trunks=frozenset(p.trunks), phones=frozenset(p.phones),
+                      inbound_contexts=tuple(p.inbound_contexts),
+                      internal_contexts=tuple(p.internal_contexts),
+                      region=rules.defaults.region)
 
 
 def agents_directory(rules: RuleSet) -> dict[str, tuple[str | None, str | None]]:

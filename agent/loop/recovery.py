@@ -11,7 +11,6 @@ from typing import Any
 import structlog
 
 from agent.ami.client import AmiClient
-from agent.calls.replay import agents_directory
 from agent.calls.tracker import CallTracker
 from agent.loop.pipeline import RecordPipeline
 from agent.loop.reconcile import ReconcileResult, reconcile
@@ -89,7 +88,8 @@ class Recovery:
         return await reconcile(
             cdr_path=self._cdr_csv, store=self._store, handle_record=self._pipeline.put,
             since=since, now=now, max_age=max_age, region=rules.defaults.region,
-            agents=agents_directory(rules),
+            # The tracker's directory and pbx profile: the CDR's calls read as the live ones.
+            agents=self._tracker.agents, pbx=self._tracker.pbx,
             in_progress=_Busy(self._tracker, self._pipeline.pending_calls()),
             fallback=fallback or (),
         )

@@ -287,6 +287,15 @@ class _Sections:
         return replies.model_copy(update={"keywords": keywords})
 
 
+def _pbx(doc: Document, data: dict[str, Any]) -> schema.Pbx:
+    raw = data.get("pbx")
+    if raw is None:
+        return schema.Pbx()
+    if not isinstance(raw, dict):
+        return schema.Pbx()  # the outline (TopLevel) has said what is wrong
+    return _validate(doc, schema.Pbx, raw, ("pbx",)) or schema.Pbx()
+
+
 def load_rules_text(
     text: str, filename: str = "rules.yaml", env: Mapping[str, str] | None = None
 ) -> RuleSet:
@@ -306,6 +315,7 @@ def load_rules_text(
     gateways = sections.gateways()
     rules = sections.rules()
     replies = sections.replies()
+    pbx = _pbx(doc, data)
     if doc.problems:
         raise RulesError(sorted(doc.problems, key=lambda p: (p.line or 0, p.column or 0)))
     assert defaults is not None  # no problems means every section validated
@@ -316,6 +326,7 @@ def load_rules_text(
         rules=tuple(rules),
         gateways=gateways,
         replies=replies,
+        pbx=pbx,
     )
     return RuleSet(config, compiled, filename, _position_map(doc))
 

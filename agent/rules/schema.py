@@ -411,6 +411,19 @@ class Replies(_Model):
     sentiment: bool = False
 
 
+class Pbx(_Model):
+    """How this PBX's channels are read (agent.calls.pbx): what detection cannot know."""
+
+    #: Endpoints (``carrier1``) or interfaces (``PJSIP/carrier1``) that are trunks: calls they
+    #: place are inbound, and a leg to them is the customer, never an agent.
+    trunks: StrList = ()
+    #: Endpoints that are phones, whatever their context or caller id.
+    phones: StrList = ()
+    #: First dialplan contexts (fnmatch patterns) of calls from carriers / from phones.
+    inbound_contexts: StrList = ()
+    internal_contexts: StrList = ()
+
+
 class TopLevel(_Model):
     """The document's outline; each section is validated on its own so that one bad entry
     does not hide the problems of the others."""
@@ -422,6 +435,7 @@ class TopLevel(_Model):
     rules: list[Any]
     gateways: dict[str, Any]
     replies: dict[str, Any] | None = None
+    pbx: dict[str, Any] | None = None
 
     @field_validator("version")
     @classmethod
@@ -441,3 +455,4 @@ class RulesConfig(_Model):
     rules: tuple[Rule, ...]
     gateways: dict[str, SmppConfig | HttpConfig]
     replies: Replies = Replies()
+    pbx: Pbx = Pbx()

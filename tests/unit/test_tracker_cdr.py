@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from agent.ami.transcript import iter_messages
-from agent.calls.pbx import Directory
+from agent.calls.pbx import Directory, receive_clock
 from agent.calls.state import extension
 from agent.calls.tracker import CallTracker
 from agent.lab.record import STYLE_SCENARIOS, Scenario, fixture_dir
 from agent.models import CallRecord, Trigger
+from agent.rules.loader import load_rules
 from agent.sms.numbers import classify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -102,7 +103,7 @@ def truth(style: str, sc: Scenario, rows: list[dict[str, str]]) -> Truth:
                  len(took), agent, any(r["lastapp"] == "Queue" for r in took))
 
 
-def receive_clock(style: str, name: str, data: bytes) -> Iterator[float]:
+def receive_times(style: str, name: str, data: bytes) -> Iterator[float]:
     """The receive time of each event of a transcript without Timestamp headers: the time of
     the read that completed it."""
     path = fixture_dir(style, AMI) / f"{name}.times"
@@ -124,7 +125,7 @@ def track(style: str, sc: Scenario, agents: Directory | None = None) -> list[Cal
     stamped = b"\r\nTimestamp: " in data
     tracker = CallTracker(region="IN", agents=agents,
                           clock=None if stamped else (lambda: now[0]))
-    times = None if stamped else receive_clock(style, sc.name, data)
+    times = None if stamped else receive_times(style, sc.name, data)
     out: list[CallRecord] = []
     for msg in iter_messages(data):
         if times is not None:
@@ -221,3 +222,31 @@ def test_blind_transfer_talk_time_runs_until_the_caller_leaves(style: str) -> No
     r = one(style, "blind_transfer")
     assert r.talk_seconds >= 5.5
     assert r.agent == {"freepbx": "2002", "vanilla": "bob"}[style]
+
+
+def test_rules_pbx_section_names_trunks_and_the_pbx(tmp_path: Path) -> None:
+    from agent.calls.replay import pbx_profile
+    from agent.lab.harness import rules_with
+
+    path = rules_with(tmp_path, ("\nrules:", "\npbx:\n  trunks: [provider]\n"
+                                 "  inbound_contexts: from-carrier-*\n\nrules:"))
+    rules = load_rules(path)
+    profile = pbx_profile(rules, "pbx-east")
+    assert profile.trunks == {"provider"} and profile.inbound_contexts == ("from-carrier-*",)
+    assert profile.origin("PJSIP/provider-0000000a", "weird", "2001").how == "pbx.trunks"
+    data = (AMI / "vanilla" / "outbound.txt").read_bytes()
+    tracker = CallTracker(pbx=profile, clock=lambda: 1796029130.0)
+    records = [r for m in iter_messages(data) for r in tracker.feed(m)]
+    done = [r for r in records if r.trigger is Trigger.CALL_COMPLETED]
+    # The trunk leg of an outbound call is the customer, never the agent.
+    assert [(r.pbx, r.direction.value, r.agent) for r in done] == [
+        ("pbx-east", "outbound", "alice")]
+
+
+def test_receive_clock_never_goes_back_when_the_wall_clock_does() -> None:
+    wall, mono = [1796029000.0], [50.0]
+    clock = receive_clock(lambda: wall[0], lambda: mono[0])
+    first = clock()
+    wall[0] -= 3600  # NTP steps the clock back an hour
+    mono[0] += 2.5
+    assert clock() == first + 2.5
