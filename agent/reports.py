@@ -134,6 +134,8 @@ class ReportReader:
 
     @classmethod
     def for_store(cls, store: _HasPath) -> ReportReader:
+        if hasattr(store, "report_rows"):  # a database server (PostgreSQL) answers them itself
+            return StoreReportReader(store)
         path = getattr(store, "path", None)
         if path is None:  # said plainly rather than failing on a missing attribute
             raise StoreError("reports and export read a SQLite file; this store is not one")
@@ -169,6 +171,24 @@ class ReportReader:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: report query failed: {exc}") from exc
+
+
+class StoreReportReader(ReportReader):
+    """The report queries run by a store that is a database server (PostgreSQL, through its
+    pool): the store takes the same SQL and gives rows back as the SQLite file would."""
+
+    def __init__(self, store: Any) -> None:
+        self.path = Path(str(getattr(store, "where", "store")))
+        self._store = store
+
+    async def open(self) -> Self:
+        return self
+
+    async def close(self) -> None:
+        return None
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._store.report_rows(sql, params))
 
 
 # -- the SMS log ---------------------------------------------------------------------------------

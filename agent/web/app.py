@@ -140,15 +140,7 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
 
     async def open_reader(app: web.Application) -> Any:
-        path = getattr(deps.store, "path", None)
-        if path is None:
-            # Reports read SQLite today: on another store the agent runs and sends, and the
-            # report endpoints answer 503 (the reader is never opened) until they read it.
-            log.warning("reports_unavailable", reason="the store is not a SQLite file")
-            app[api.READER] = ReportReader("")
-            yield
-            return
-        app[api.READER] = await ReportReader(path).open()
+        app[api.READER] = await ReportReader.for_store(deps.store).open()  # type: ignore[arg-type]
         yield
         await app[api.READER].close()
 

@@ -43,3 +43,33 @@ async def test_recovery_asks_for_its_own_pbx_newest_call(store: Store) -> None:
     assert await store.newest_call_end("del") == T0 + timedelta(hours=1)
     assert await store.newest_call_end() == T0 + timedelta(hours=1)
     assert await store.newest_call_end("mum") is None
+
+
+async def test_report_and_export_of_one_pbx(
+    store: Store, make_decision: MakeDecision, db_arg: str, capsys: object
+) -> None:
+    import argparse
+    import asyncio
+    import json
+
+    from agent import reports_cli
+
+    now = datetime.now(UTC)
+    for pbx, rule in (("blr", "support-followup"), ("del", "missed-call-sorry")):
+        await store.insert_message(make_decision(call_id="1700.1", pbx=pbx, rule=rule),
+                                   state=MessageState.QUEUED, now=now, next_attempt_at=now)
+    parser = argparse.ArgumentParser()
+    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+
+    def cli(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.handler(args))
+
+    assert await asyncio.to_thread(cli, "export", "--db", db_arg, "--format", "json",
+                                   "--pbx", "del") == 0
+    rows = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert [r["rule"] for r in rows] == ["missed-call-sorry"]
+    assert await asyncio.to_thread(cli, "report", "--db", db_arg, "--format", "json",
+                                   "--pbx", "blr") == 0
+    report = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
+    assert "support-followup" in json.dumps(report) and "missed-call-sorry" not in json.dumps(report)

@@ -1,4 +1,5 @@
-"""Fixtures for the web layer: a real SQLite store and the app served on a loopback port."""
+"""Fixtures for the web layer: a real store (each test runs on a SQLite file and on a
+PostgreSQL database) and the app served on a loopback port."""
 
 from __future__ import annotations
 
@@ -16,10 +17,23 @@ from agent.web.app import make_app
 from agent.web.deps import WebDeps, store_health
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("backend", ["sqlite"] if only else ["sqlite", "postgres"])
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "aftercall.db") as s:
-        yield s
+async def store(backend: str, request: pytest.FixtureRequest,
+                tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    if backend == "sqlite":
+        async with SqliteStore(tmp_path / "aftercall.db") as s:
+            yield s
+    else:
+        from agent.store.postgres import PostgresStore
+
+        async with PostgresStore(request.getfixturevalue("pg_url")) as p:
+            yield p  # type: ignore[misc]
 
 
 

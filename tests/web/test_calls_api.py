@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from calls_data import OPTED_OUT, SALES_CALLER, SHOWCASE, generate
 from web_helpers import MakeClient
 
 from agent.store.sqlite import SqliteStore
 from agent.web.manage import csrf_token
+
+# The calls view's data is bulk-written straight into the SQLite file (calls_data.py).
+pytestmark = pytest.mark.sqlite_only
 
 TOKEN = "dash-token-123"
 

@@ -4,6 +4,7 @@ health, and how rows come back as MessageRows."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -266,8 +267,33 @@ class PgPool:
         except (*_ENVIRONMENTAL, asyncpg.PostgresError) as exc:
             raise StoreError(f"{self.where}: read failed: {_reason(exc)}") from None
 
+    async def report_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The reports' SQL (written for SQLite: ``?`` placeholders, times as fixed-width UTC
+        text, ``LIMIT -1`` for no limit) run here, rows given back in that same form."""
+        args: list[Any] = []
+        parts = sql.split("?")
+        out = parts[0]
+        for i, part in enumerate(parts[1:]):
+            value = params[i]
+            if isinstance(value, str) and _STAMP.fullmatch(value):
+                value = datetime.fromisoformat(value)
+            if value == -1 and out.rstrip().upper().endswith("LIMIT"):
+                value = None  # PostgreSQL's "no limit"
+            args.append(value)
+            out += f"${len(args)}{part}"
+        rows = await self._read(out, *args)
+        return [{k: _stamp(v) if isinstance(v, datetime) else v for k, v in r.items()}
+                for r in rows]
+
     async def _read_messages(self, sql: str, *params: Any) -> list[MessageRow]:
         return [message_row(r) for r in await self._read(sql, *params)]
+
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _stamp(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _reason(exc: BaseException) -> str:
