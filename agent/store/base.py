@@ -93,6 +93,14 @@ class ReceiptRow:
     raw: str
 
 
+# Receipts come from the network: whoever holds one message's receipt URL (or an SMSC account
+# shared with other systems) can send distinct receipts without end. The store keeps at most
+# this many per message (more are ignored, as duplicates are) and the newest this many
+# unmatched ones per gateway (older ones are pruned as new ones arrive).
+MAX_RECEIPTS_PER_MESSAGE = 64
+MAX_UNMATCHED_RECEIPTS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiptOutcome:
     """What ``apply_receipt`` did. ``changed`` means the message row moved to a new state."""

@@ -559,3 +559,27 @@ async def test_webhook_nonces_are_claimed_once_until_they_expire(store: SqliteSt
     assert await store.claim_nonce("gw:n1", now=T0 + timedelta(seconds=61), ttl=60)
     await store.forget_nonce("gw:n1")
     assert await store.claim_nonce("gw:n1", now=T0 + timedelta(seconds=62), ttl=60)
+
+
+async def test_receipts_from_a_leaked_url_can_not_pile_up(
+    store: SqliteStore, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct forged receipts (issue #19, finding 10): bounded per message, and the unmatched
+    ones of a gateway are pruned to the newest."""
+    from agent.store.postgres import receipts as pg_receipts
+    from agent.store.sqlite import receipts as sq_receipts
+
+    for mod in (sq_receipts, pg_receipts):
+        monkeypatch.setattr(mod, "MAX_RECEIPTS_PER_MESSAGE", 5)
+        monkeypatch.setattr(mod, "MAX_UNMATCHED_RECEIPTS", 10)
+    row = await submitted(store, make_decision, ["s-1"])
+    for i in range(12):
+        await store.apply_receipt(Receipt(gateway="smsc", state=ReceiptState.ACCEPTED,
+                                          message_id=row.id, error_code=str(i)), now=T0)
+    assert len(await store.receipts(message_id=row.id)) == 5
+    for i in range(200):
+        await store.apply_receipt(Receipt(gateway="kannel", state=ReceiptState.DELIVERED,
+                                          message_id="gone", smsc_id=f"x{i}"), now=T0)
+    left = await store.receipts(unmatched=True)
+    assert 10 <= len(left) < 10 + 64
+    assert left[-1].smsc_id == "x199"  # the newest are kept

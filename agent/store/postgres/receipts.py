@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from agent.models import MessageState, Receipt, ReceiptState
-from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
+from agent.store.base import (
+    MAX_RECEIPTS_PER_MESSAGE,
+    MAX_UNMATCHED_RECEIPTS,
+    MessageRow,
+    ReceiptOutcome,
+    ReceiptRow,
+)
 from agent.store.postgres.pool import PgPool, event, lock_smsc_ids, message_row, utc
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 
@@ -61,6 +67,10 @@ class ReceiptOps(PgPool):
                     r.gateway, r.smsc_id,
                 )
             msg = message_row(row) if row is not None else None
+            if msg is not None and await conn.fetchval(
+                    "SELECT COUNT(*) FROM receipts WHERE message_id = $1", msg.id
+            ) >= MAX_RECEIPTS_PER_MESSAGE:
+                return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             receipt_id = await conn.fetchval(
                 "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
                 " received_at, raw, dedupe_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
@@ -71,6 +81,12 @@ class ReceiptOps(PgPool):
             if receipt_id is None:
                 return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             if msg is None:
+                if receipt_id % 64 == 0:
+                    await conn.execute(
+                        "DELETE FROM receipts WHERE message_id IS NULL AND gateway = $1 AND id <"
+                        " (SELECT id FROM receipts WHERE message_id IS NULL AND gateway = $1"
+                        "  ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                        r.gateway, MAX_UNMATCHED_RECEIPTS - 1)
                 return ReceiptOutcome(receipt_id, None, duplicate=False, changed=False)
             changed, msg = await apply_to_message(
                 conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, receipt_id

@@ -8,7 +8,13 @@ from datetime import datetime, timedelta
 import aiosqlite
 
 from agent.models import MessageState, Receipt, ReceiptState
-from agent.store.base import MessageRow, ReceiptOutcome, ReceiptRow
+from agent.store.base import (
+    MAX_RECEIPTS_PER_MESSAGE,
+    MAX_UNMATCHED_RECEIPTS,
+    MessageRow,
+    ReceiptOutcome,
+    ReceiptRow,
+)
 from agent.store.sqlite.rows import _dt, _event, _message, _now, _one, ts
 from agent.store.sqlite.writer import StoreWriter
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
@@ -51,6 +57,11 @@ class ReceiptOps(StoreWriter):
                     (r.gateway, r.smsc_id),
                 )
             msg = _message(row) if row is not None else None
+            if msg is not None:
+                n = await _one(conn, "SELECT COUNT(*) FROM receipts WHERE message_id = ?",
+                               (msg.id,))
+                if n is not None and n[0] >= MAX_RECEIPTS_PER_MESSAGE:
+                    return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             ins = await _one(
                 conn,
                 "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
@@ -71,6 +82,12 @@ class ReceiptOps(StoreWriter):
             if ins is None:
                 return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             if msg is None:
+                if ins["id"] % 64 == 0:
+                    await conn.execute(
+                        "DELETE FROM receipts WHERE message_id IS NULL AND gateway = ? AND id <"
+                        " (SELECT id FROM receipts WHERE message_id IS NULL AND gateway = ?"
+                        "  ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (r.gateway, r.gateway, MAX_UNMATCHED_RECEIPTS - 1))
                 return ReceiptOutcome(ins["id"], None, duplicate=False, changed=False)
             changed, msg = await _apply_to_message(
                 conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, ins["id"]
