@@ -3,10 +3,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql kannel openssl
+# systemd: systemd-analyze, which checks deploy/systemd/aftercall.service in the tests.
+# Docker itself (docker.io) is installed by docker/engine.py only when no engine answers.
+APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql kannel openssl systemd
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup apt venv lab lab-down test test-unit demo bench check clean
+.PHONY: setup apt venv lab lab-down test test-unit test-compose images-base demo bench check clean
 
 setup: apt venv
 
@@ -37,6 +39,16 @@ test: setup
 
 test-unit: venv
 	$(PY) -m pytest -ra -m "not lab" $(PYTEST_ARGS)
+
+# The compose stack alone (tests/compose/): hold the lab lock, it uses the lab's ports.
+test-compose: setup
+	$(PY) -m pytest -ra -m compose $(PYTEST_ARGS)
+
+# Debian base images for docker/ made with debootstrap (cached in /var/cache/aftercall) and
+# imported into the running engine, or a private one (docker/engine.py); prints the variables
+# that point docker/compose.yaml at them.
+images-base: apt
+	$(PYTHON) docker/engine.py images-base
 
 demo: setup
 	$(PY) -m agent.demo

@@ -25,6 +25,8 @@ appointment               uac_call.xml         18005550700  1500     +9198765432
 "
 
 wanted=" $* "
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
 failed=0
 placed=0
 while read -r name scenario did talk_ms caller anonymous; do
@@ -39,10 +41,16 @@ while read -r name scenario did talk_ms caller anonymous; do
     sipp "$asterisk" -sf "$scenarios/$scenario" -s "$did" -m 1 -l 1 -i "$local_ip" \
          -mp "$media_port" -d "$talk_ms" \
          -key caller "$number" -key caller_name "$display" -key caller_domain "$domain" \
-         -key privacy "$privacy" -timeout 60s -timeout_error -nostdin >/dev/null 2>&1
+         -key privacy "$privacy" -timeout 60s -timeout_error -nostdin \
+         -trace_err -error_file /dev/stderr >"$out" 2>&1
     rc=$?
     placed=$((placed + 1))
-    if [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
+    if [ "$rc" -ne 0 ]; then
+        failed=$((failed + 1))
+        # SIPp's own account of the failed call (its screen and errors), for the logs.
+        echo "sipp-caller: $name failed (SIPp exit $rc):" >&2
+        tail -n 40 "$out" >&2
+    fi
     printf '{"scenario": "%s", "did": "%s", "sipp_rc": %d}\n' "$name" "$did" "$rc"
 done <<< "$CALLS"
 
