@@ -11,15 +11,27 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from agent.gateways.presets.callbacks import (
+    Ack,
+    Kind,
+    WebhookAuthError,
+    WebhookPayloadError,
+    WebhookRequest,
+    header,
+    json_body,
+    opt,
+    params,
+)
 from agent.gateways.presets.common import (
     HttpGatewayConfig,
     HttpRequest,
     error_for_status,
     render_template,
 )
-from agent.models import OutboundSms
+from agent.models import OutboundSms, Receipt, ReceiptState
 from agent.sms.encoding import analyze
 
 _MISSING = object()
@@ -104,3 +116,72 @@ def parse_signature(value: str) -> tuple[int, str] | None:
     if not t or not v1 or not t.isdigit():
         return None
     return int(t), v1
+
+
+# -- webhooks: signed JSON receipts and replies --------------------------------------------------
+
+SIGNED = True
+
+
+def verify_webhook(cfg: HttpGatewayConfig, kind: Kind, req: WebhookRequest, where: str,
+                   secret: bytes, now: datetime) -> None:
+    """``t`` within ``signature_tolerance`` of now and a matching v1 (module docstring)."""
+    value = header(req, cfg.signature_header)
+    if not value:
+        raise WebhookAuthError(f"{where}: missing {cfg.signature_header} header")
+    parsed = parse_signature(value)
+    if parsed is None:
+        raise WebhookAuthError(f"{where}: malformed {cfg.signature_header} header")
+    ts, v1 = parsed
+    skew = abs(now.timestamp() - ts)
+    if skew > cfg.signature_tolerance:
+        raise WebhookAuthError(
+            f"{where}: timestamp {skew:.0f}s away from now (tolerance "
+            f"{cfg.signature_tolerance:.0f}s): stale or replayed")
+    expected = sign(secret, ts, req.body).split("v1=", 1)[1]
+    if not hmac.compare_digest(v1.encode(), expected.encode()):
+        raise WebhookAuthError(f"{where}: bad signature")
+
+
+def webhook_nonce(cfg: HttpGatewayConfig, req: WebhookRequest) -> str | None:
+    parsed = parse_signature(header(req, cfg.signature_header) or "")
+    return f"{cfg.name}:{parsed[1]}" if parsed else None  # each v1 is accepted once
+
+
+def _getter(fields: Mapping[str, str], doc: Any) -> Any:
+    def get(name: str) -> str | None:
+        path = fields.get(name)
+        if not path:
+            return None
+        v = dig(doc, path)
+        return None if is_missing(v) or v is None else str(v)
+
+    return get
+
+
+def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Receipt:
+    """Fields found at rules.yaml's ``receipt_fields`` paths, states through ``status_map``."""
+    get = _getter(cfg.receipt_fields, json_body(req, where))
+    status = get("status")
+    if status is None:
+        raise WebhookPayloadError(f"{where}: missing field {cfg.receipt_fields.get('status')!r}")
+    status_map = {k.lower(): v for k, v in cfg.status_map.items()}
+    mapped = status_map.get(status.lower())
+    return Receipt(
+        gateway=cfg.name, state=ReceiptState(mapped) if mapped else ReceiptState.UNKNOWN,
+        smsc_id=get("smsc_id"), message_id=get("message_id") or opt(params(req), "mid"),
+        error_code=get("error_code"), done_at=None, raw=req.body.decode("utf-8", "replace"),
+    )
+
+
+def parse_inbound(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> tuple[str, str, str]:
+    get = _getter(cfg.inbound_fields, json_body(req, where))
+    values = {k: get(k) for k in ("sender", "recipient", "text")}
+    for k in ("sender", "recipient"):
+        if not values[k]:
+            raise WebhookPayloadError(f"{where}: missing field {cfg.inbound_fields.get(k)!r}")
+    return values["sender"] or "", values["recipient"] or "", values["text"] or ""
+
+
+def ack(kind: Kind) -> Ack:
+    return Ack(200, '{"ok":true}', "application/json")

@@ -1,20 +1,33 @@
-"""Jasmin's ja-http API: the /send request, its response, and DLR / MO field mapping."""
+"""Jasmin's ja-http API: the /send request, its response, and its DLR and reply webhooks."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 
 from agent.errors import GatewayAmbiguousError
+from agent.gateways.presets.callbacks import (
+    Ack,
+    Kind,
+    WebhookPayloadError,
+    WebhookRequest,
+    field,
+    opt,
+    pairs,
+    params,
+    params_raw,
+    verify_url_token,
+)
 from agent.gateways.presets.common import (
     HttpGatewayConfig,
     HttpRequest,
     error_for_status,
     format_number,
 )
-from agent.gateways.smpp.sm import STAT_STATES
-from agent.models import OutboundSms, ReceiptState
-from agent.sms.encoding import analyze, encode_ucs2
+from agent.gateways.smpp.sm import STAT_STATES, parse_receipt_date
+from agent.models import OutboundSms, Receipt, ReceiptState
+from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2
 
 ACK = "ACK/Jasmin"  # exactly this body, or Jasmin's DLR/MO throwers send the callback again
 
@@ -89,3 +102,43 @@ def receipt_state(message_status: str) -> ReceiptState:
         return ReceiptState.ACCEPTED if s == "ESME_ROK" else ReceiptState.REJECTED
     # Terminal-level (2/3) message_status values are the SMPP receipt stat words.
     return STAT_STATES.get(s, ReceiptState.UNKNOWN)
+
+
+# -- webhooks: DLRs at the dlr-url, replies from the HTTP client connector -----------------------
+
+SIGNED = False  # Jasmin cannot sign: its URLs carry our token (callbacks.verify_url_token)
+
+
+def verify_webhook(cfg: HttpGatewayConfig, kind: Kind, req: WebhookRequest, where: str,
+                   secret: bytes, now: datetime) -> None:
+    verify_url_token(cfg, kind, req, where, secret)
+
+
+def webhook_nonce(cfg: HttpGatewayConfig, req: WebhookRequest) -> str | None:
+    return None  # the whole request: a resend (not acknowledged) is the same bytes
+
+
+def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Receipt:
+    p = params(req)
+    status = field(p, "message_status", where)
+    return Receipt(
+        gateway=cfg.name, state=receipt_state(status), smsc_id=field(p, "id", where),
+        message_id=opt(dict(pairs(req.query)), "mid"), error_code=opt(p, "err"),
+        done_at=parse_receipt_date(opt(p, "donedate")), raw=params_raw(p),
+    )
+
+
+def parse_inbound(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> tuple[str, str, str]:
+    p = params(req)
+    sender, recipient = field(p, "from", where), field(p, "to", where)
+    binary = opt(p, "binary")
+    if p.get("coding") == CODING_UCS2 and binary:
+        try:
+            return sender, recipient, decode_ucs2(bytes.fromhex(binary))
+        except ValueError:
+            raise WebhookPayloadError(f"{where}: field 'binary' is not hex") from None
+    return sender, recipient, p.get("content", "")
+
+
+def ack(kind: Kind) -> Ack:
+    return Ack(200, ACK, "text/plain")  # exactly this, or Jasmin sends the callback again

@@ -1,18 +1,34 @@
-"""Kannel smsbox: the /cgi-bin/sendsms request, its response, and DLR type/status mapping."""
+"""Kannel smsbox: the /cgi-bin/sendsms request, its response, and its DLR and reply webhooks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from urllib.parse import quote
 
 from agent.errors import GatewayAmbiguousError
+from agent.gateways.presets.callbacks import (
+    Ack,
+    Kind,
+    WebhookPayloadError,
+    WebhookRequest,
+    field,
+    number,
+    opt,
+    pairs,
+    params,
+    params_raw,
+    unix_time,
+    verify_url_token,
+)
 from agent.gateways.presets.common import (
     HttpGatewayConfig,
     HttpRequest,
     error_for_status,
     format_number,
 )
-from agent.models import OutboundSms, ReceiptState
+from agent.gateways.smpp.sm import parse_receipt_fields
+from agent.models import OutboundSms, Receipt, ReceiptState
 from agent.sms.encoding import analyze
 
 # dlr-mask bits (Kannel user guide, sendsms CGI): 1 delivered to phone, 2 non-delivered to
@@ -106,3 +122,43 @@ def receipt_state(dlr_type: int, stat: str | None) -> ReceiptState:
     if dlr_type & (DLR_BUFFERED | DLR_SMSC_ACK):
         return ReceiptState.ACCEPTED
     return ReceiptState.UNKNOWN
+
+
+# -- webhooks: DLRs at the dlr-url, replies at the sms-service get-url --------------------------
+
+SIGNED = False  # Kannel cannot sign: its URLs carry our token (callbacks.verify_url_token)
+
+
+def verify_webhook(cfg: HttpGatewayConfig, kind: Kind, req: WebhookRequest, where: str,
+                   secret: bytes, now: datetime) -> None:
+    verify_url_token(cfg, kind, req, where, secret)
+
+
+def webhook_nonce(cfg: HttpGatewayConfig, req: WebhookRequest) -> str | None:
+    return None  # the whole request: Kannel calls each dlr-url once per report
+
+
+def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Receipt:
+    p = params(req)
+    type_s = field(p, "type", where)
+    dlr_type = number(type_s)
+    if dlr_type is None:
+        raise WebhookPayloadError(
+            f"{where}: field 'type' is {type_s[:20]!r}, expected the DLR type number")
+    answer = opt(p, "answer") or ""
+    fields = parse_receipt_fields(answer)
+    return Receipt(
+        gateway=cfg.name, state=receipt_state(dlr_type, fields.get("stat")),
+        smsc_id=opt(p, "fid") or fields.get("id"),
+        message_id=field(dict(pairs(req.query)), "mid", where),
+        error_code=fields.get("err"), done_at=unix_time(opt(p, "ts")), raw=params_raw(p),
+    )
+
+
+def parse_inbound(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> tuple[str, str, str]:
+    p = params(req)
+    return field(p, "from", where), field(p, "to", where), p.get("text", "")
+
+
+def ack(kind: Kind) -> Ack:
+    return Ack(200, "OK", "text/plain")

@@ -1,4 +1,4 @@
-"""Twilio's Messages API: the create request, its response, status mapping and request signing."""
+"""Twilio's Messages API: the create request, its response, and its signed status and reply webhooks."""
 
 from __future__ import annotations
 
@@ -7,11 +7,25 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.errors import GatewayAmbiguousError
+from agent.gateways.presets.callbacks import (
+    Ack,
+    Kind,
+    WebhookAuthError,
+    WebhookRequest,
+    field,
+    header,
+    opt,
+    pairs,
+    params,
+    params_raw,
+)
 from agent.gateways.presets.common import HttpGatewayConfig, HttpRequest, error_for_status
-from agent.models import OutboundSms, ReceiptState
+from agent.gateways.smpp.sm import parse_receipt_date
+from agent.models import OutboundSms, Receipt, ReceiptState
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -98,3 +112,70 @@ def url_variants(url: str) -> tuple[str, str]:
     with_port = urlunsplit(u._replace(netloc=f"{userinfo}{bare}:{port}"))
     without = urlunsplit(u._replace(netloc=f"{userinfo}{bare}"))
     return with_port, without
+
+
+# -- webhooks: status callbacks and the messaging webhook ----------------------------------------
+
+SIGNED = True
+
+
+def verify_webhook(cfg: HttpGatewayConfig, kind: Kind, req: WebhookRequest, where: str,
+                   secret: bytes, now: datetime) -> None:
+    """X-Twilio-Signature for the URL with and without its port (Twilio's own validators try
+    both); JSON bodies via the ``bodySHA256`` query parameter."""
+    sig = header(req, SIGNATURE_HEADER)
+    if not sig:
+        raise WebhookAuthError(f"{where}: missing {SIGNATURE_HEADER} header")
+    signed = pairs(req.form) if req.method.upper() == "POST" else []
+    body_hash = dict(pairs(req.query)).get("bodySHA256")
+    if body_hash is not None and not req.form:
+        computed = hashlib.sha256(req.body).hexdigest()
+        if not hmac.compare_digest(computed.encode(), body_hash.encode()):
+            raise WebhookAuthError(f"{where}: body does not match bodySHA256")
+        signed = []
+    ok = False
+    for url in url_variants(req.url):
+        ok |= hmac.compare_digest(signature(secret, url, signed).encode(), sig.encode())
+    if not ok:
+        raise WebhookAuthError(f"{where}: bad {SIGNATURE_HEADER}")
+
+
+def webhook_nonce(cfg: HttpGatewayConfig, req: WebhookRequest) -> str | None:
+    """The signed MessageSid, not the unsigned I-Twilio-Idempotency-Token header: a captured
+    START replayed with a fresh header is still the same message. A status callback comes once
+    per status for one sid."""
+    p = dict(pairs(req.form)) if req.method.upper() == "POST" else dict(pairs(req.query))
+    sid = p.get("MessageSid") or p.get("SmsSid")
+    if sid:
+        return f"{cfg.name}:{sid}:{p.get('MessageStatus', p.get('SmsStatus', ''))}"
+    return None
+
+
+def _check_account(cfg: HttpGatewayConfig, p: Mapping[str, str], where: str) -> None:
+    sid = p.get("AccountSid")
+    if sid is not None and cfg.account_sid and sid != cfg.account_sid:
+        raise WebhookAuthError(f"{where}: AccountSid is not this gateway's account")
+
+
+def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Receipt:
+    p = params(req)
+    _check_account(cfg, p, where)
+    status = field(p, "MessageStatus", where).lower()
+    return Receipt(
+        gateway=cfg.name, state=STATUS_STATES.get(status, ReceiptState.UNKNOWN),
+        smsc_id=field(p, "MessageSid", where), message_id=opt(p, "mid"),
+        error_code=opt(p, "ErrorCode"), done_at=parse_receipt_date(opt(p, "RawDlrDoneDate")),
+        raw=params_raw(p),
+    )
+
+
+def parse_inbound(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> tuple[str, str, str]:
+    p = params(req)
+    _check_account(cfg, p, where)
+    return field(p, "From", where), field(p, "To", where), p.get("Body", "")
+
+
+def ack(kind: Kind) -> Ack:
+    if kind is Kind.INBOUND:
+        return Ack(200, EMPTY_TWIML, "text/xml")
+    return Ack(200, "", "text/plain")
