@@ -169,3 +169,23 @@ def test_shipped_rules_yaml_backup_kannel_carries_dlt_ids() -> None:
                       dlt_template_id="1107161234567890123", dlt_entity_id="1101000000000001")
     query = dict(kannel.build_submit(cfg.bound("backup", "http://a", lambda: "s"), out).query)
     assert query["meta-data"] == "?smpp?PE_ID=1101000000000001&TEMPLATE_ID=1107161234567890123"
+
+
+def test_readme_gateway_examples_pass_check_and_build() -> None:
+    """The README's examples (one per kind) are what a user copies: they must load and build."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    section = readme.split("## Gateways", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 3
+    env_vars = {"SMPP_PASSWORD": "pw", "KANNEL_USER": "u", "KANNEL_PASSWORD": "p",
+                "RELAY_PASSWORD": "r"}
+    for block in blocks:
+        name = block.split(":", 1)[0]
+        body = "  gw:" + block.split(":", 1)[1].replace("\n", "\n  ").rstrip() + "\n"
+        cfg = load_gateway(body.replace("backup: backup", ""), env_vars)
+        built = build_gateways({name: cfg}, callback_base="http://127.0.0.1:8080",
+                               webhook_secret=lambda: WEBHOOK_SECRET)
+        assert list(built) == [name]
