@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.app import AfterCallAgent
-from agent.lab.lab import Lab
+from agent.lab.lab import DEFAULT_DIALPLAN, Lab
 from agent.lab.sipp import DID_BUSY, AgentPhones
 from agent.models import CallRecord
 from agent.settings import Settings
@@ -134,9 +134,10 @@ async def running_loop(
     phones: bool = True,
     ami_port: int = 5038,
     cdr: bool = False,
+    dialplan: str = DEFAULT_DIALPLAN,
 ) -> AsyncIterator[Loop]:
     lab = Lab()
-    await asyncio.to_thread(lab.up)
+    await asyncio.to_thread(lambda: lab.up(dialplan=dialplan))
     workdir.mkdir(parents=True, exist_ok=True)
     sim = await start_sim(smpp_port=0, http_port=0, faults=faults)
     os.environ["SMPP_PORT"] = str(sim.smpp_port)

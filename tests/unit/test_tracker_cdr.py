@@ -10,17 +10,15 @@ SIPp caller dialled (the scenario). Vanilla transcripts have no Timestamp header
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from agent.ami.transcript import iter_messages
 from agent.calls.pbx import Directory, receive_clock
-from agent.calls.state import extension
 from agent.calls.tracker import CallTracker
+from agent.lab.groundtruth import TRUNK, cdr_rows, truth
 from agent.lab.record import STYLE_SCENARIOS, Scenario, fixture_dir
 from agent.models import CallRecord, Trigger
 from agent.rules.loader import load_rules
@@ -28,79 +26,11 @@ from agent.sms.numbers import classify
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 AMI, CDR = FIXTURES / "ami", FIXTURES / "cdr"
-#: Each style's trunk endpoint (asterisk_conf/pjsip.conf and dialplans/*/pjsip.conf).
-TRUNK = {"ours": "trunk", "freepbx": "carrier1", "vanilla": "provider"}
 #: Scenarios whose CDR is known to say something else than a person would, each with why.
 NOT_COMPARABLE = {
     # ours: the appointment line's classic AGI script answers nothing; the CDR row is fine but
     # the scenario predates the CDR fixture (its rows were recorded in another run).
 }
-
-
-@dataclass(frozen=True)
-class Truth:
-    """What the CDR rows of one call say, in the record's terms."""
-
-    direction: str
-    caller: str
-    disposition: str
-    billsec: int
-    rows_summed: int
-    agent: str | None
-    #: A Queue() row whose party B is the phone: its answer time is the caller's Answer(), so
-    #: its billsec includes the time queued, which the CDR does not give on its own.
-    queued: bool = False
-
-
-def cdr_rows(style: str) -> dict[str, list[dict[str, str]]]:
-    cols = ("accountcode src dst dcontext clid channel dstchannel lastapp lastdata start answer"
-            " end duration billsec disposition amaflags uniqueid userfield peeraccount linkedid"
-            " sequence").split()
-    calls: dict[str, list[dict[str, str]]] = {}
-    with (fixture_dir(style, CDR) / "Master.csv").open() as fh:
-        for fields in csv.reader(fh):
-            row = dict(zip(cols, fields, strict=True))
-            calls.setdefault(row["linkedid"], []).append(row)
-    for rows in calls.values():
-        rows.sort(key=lambda r: int(r["sequence"]))
-    return calls
-
-
-def truth(style: str, sc: Scenario, rows: list[dict[str, str]]) -> Truth:
-    trunk = TRUNK[style]
-    first = rows[0]
-
-    def ep(ch: str) -> str | None:
-        return None if not ch or ch.startswith("Local/") else extension(ch)
-
-    if ep(first["channel"]) == trunk or first["channel"].startswith("Local/"):
-        direction = "inbound"
-    elif any(ep(r["dstchannel"]) == trunk for r in rows):
-        direction = "outbound"
-    else:
-        direction = "internal"
-    # Rows whose party B is a phone (not a Local/ helper, not the trunk): the talk.
-    legs = [r for r in rows if ep(r["dstchannel"]) not in (None, trunk)]
-    took = [r for r in legs if r["disposition"] == "ANSWERED"]
-    if direction == "inbound":
-        src = first["src"]
-        caller = "anonymous" if src in ("", "anonymous") else src
-        agent = ep((took or legs)[-1]["dstchannel"]) if (took or legs) else None
-    else:
-        caller = sc.did
-        agent = ep(first["channel"])
-        took = [r for r in rows if r["dstchannel"] and r["disposition"] == "ANSWERED"]
-    if took:
-        disposition = "answered"
-    elif any(r["lastapp"] == "VoiceMail" for r in rows):
-        disposition = "voicemail"
-    elif [r for r in rows if r["uniqueid"] == r["linkedid"]][-1]["lastapp"] == "Queue":
-        disposition = "abandoned"  # the caller's last row: still in the queue when it ended
-    else:
-        decided = (legs or rows)[-1]["disposition"]
-        disposition = {"BUSY": "busy", "NO ANSWER": "missed"}.get(decided, "failed")
-    return Truth(direction, caller, disposition, sum(int(r["billsec"]) for r in took),
-                 len(took), agent, any(r["lastapp"] == "Queue" for r in took))
 
 
 def receive_times(style: str, name: str, data: bytes) -> Iterator[float]:
@@ -148,11 +78,11 @@ CASES = [
 def test_every_recorded_call_matches_asterisks_own_cdr(style: str, sc: Scenario) -> None:
     if (style, sc.name) in NOT_COMPARABLE:
         pytest.skip(NOT_COMPARABLE[(style, sc.name)])
-    calls = cdr_rows(style)
+    calls = cdr_rows(fixture_dir(style, CDR) / "Master.csv")
     (record,) = track(style, sc)
     rows = calls.get(record.call_id)
     assert rows, f"no CDR row has Linkedid {record.call_id}"
-    want = truth(style, sc, rows)
+    want = truth(TRUNK[style], sc.did, rows)
     # The record carries E.164 where the CDR has what the carrier sent (national, or +...).
     want_caller = classify(want.caller, "IN").e164 or want.caller
     assert (record.direction.value, record.caller, record.disposition.value) == (

@@ -1,0 +1,88 @@
+"""The same end-to-end suite on each lab dialplan style: calls placed by SIPp on the real
+Asterisk -> the agent's records equal Asterisk's own CDR rows of the same calls -> SMS to the
+right person -> delivered by the simulator. Switching style is a reload of the running lab."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.lab import sipp
+from agent.lab.groundtruth import TRUNK, cdr_rows, truth
+from agent.lab.harness import rules_with, running_loop, until
+from agent.lab.record import STYLE_SCENARIOS, place
+from agent.models import MessageState, Trigger
+from agent.sms.numbers import classify
+
+pytestmark = [pytest.mark.lab]
+
+ANSWERED, BUSY, RING = "+919811000011", "+919811000012", "+919811000013"
+PRIYA = "+919812345678"  # "2001" in rules.yaml's directory: endpoint 2001 or alice (2001)
+# Two rules on top of the repository's: a thank-you after an answered inbound call, and a
+# follow-up to the number an agent dialled (click-to-call); and the agent told on connect.
+EXTRA = """\
+  - name: thanks
+    match: {direction: [inbound], disposition: [answered]}
+    send: {to: caller, template: feedback}
+  - name: outbound-followup
+    match: {direction: [outbound], disposition: [answered]}
+    send: {to: caller, template: feedback}
+  - name: agent-direct
+    on: call_connected
+    match: {direction: [inbound]}
+    send: {to: agent, template: agent_summary}
+"""
+
+
+@pytest.mark.parametrize("style", ["freepbx", "vanilla"])
+async def test_calls_records_cdr_and_sms_on_each_dialplan_style(style: str, tmp_path: Path,
+                                                                 lab) -> None:  # type: ignore[no-untyped-def]
+    scenarios = {s.name: s for s in STYLE_SCENARIOS[style]}
+    rules = rules_with(tmp_path, first_rule=EXTRA)
+    try:
+        await run_suite(style, scenarios, rules, tmp_path)
+    finally:
+        await asyncio.to_thread(lab.up)  # back to the repository's own style for the others
+
+
+async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    async with running_loop(tmp_path / style, rules=rules, dialplan=style) as loop:
+        calls = [
+            await sipp.place_call(sipp.TALK, sipp.DID_DIRECT, caller=ANSWERED, duration_ms=1500),
+            await sipp.place_call(sipp.REFUSED, sipp.DID_BUSY, caller=BUSY),
+            await sipp.place_call(sipp.REFUSED, sipp.DID_RING_TIMEOUT, caller=RING),
+            await place(scenarios["outbound"]),
+        ]
+        assert all(c.ok for c in calls), [c.output for c in calls if not c.ok]
+
+        def completed() -> list:  # type: ignore[type-arg]
+            return [r for r in loop.records if r.trigger is Trigger.CALL_COMPLETED]
+
+        await until(lambda: len(completed()) >= 4, show=lambda: loop.records)
+        # Asterisk writes each CDR row as the call's channels end (batch=no).
+        ids = {r.call_id for r in completed()}
+        await until(lambda: ids <= set(cdr_rows(loop.lab.cdr_csv)), show=lambda: ids)
+        cdr = cdr_rows(loop.lab.cdr_csv)
+        for record in completed():
+            dialled = sipp.PSTN_NUMBER if record.direction.value == "outbound" else ""
+            want = truth(TRUNK[style], dialled, cdr[record.call_id])
+            assert (record.direction.value, record.caller, record.disposition.value) == (
+                want.direction, classify(want.caller, "IN").e164 or want.caller,
+                want.disposition), record
+            assert want.billsec - 0.05 <= record.talk_seconds <= want.billsec + want.rows_summed
+            assert record.agent == want.agent and record.pbx == "default"
+            assert record.started_at is not None and record.started_at.year >= 2026
+
+        def settled(rows) -> bool:  # type: ignore[no-untyped-def]
+            return len(rows) >= 5 and all(r.state is MessageState.DELIVERED for r in rows)
+
+        rows = await loop.wait_rows(settled, timeout=30)
+        got = sorted((r.rule, r.number) for r in rows)
+        assert got == sorted([
+            ("thanks", ANSWERED), ("agent-direct", PRIYA),
+            ("missed-call-sorry", BUSY), ("missed-call-sorry", RING),
+            ("outbound-followup", sipp.PSTN_NUMBER),
+        ])
+        assert [m.dest.lstrip("+") for m in loop.handset(PRIYA)] == [PRIYA.lstrip("+")]
