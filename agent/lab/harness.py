@@ -135,6 +135,7 @@ async def running_loop(
     ami_port: int = 5038,
     cdr: bool = False,
     dialplan: str = DEFAULT_DIALPLAN,
+    dashboard_token: str | None = None,
 ) -> AsyncIterator[Loop]:
     lab = Lab()
     await asyncio.to_thread(lambda: lab.up(dialplan=dialplan))
@@ -146,7 +147,7 @@ async def running_loop(
                                                  night_now=night)
     settings = Settings(ami_secret=lab.secret(), rules=rules_path, ami_port=ami_port,
                         db=db or workdir / "aftercall.db", http_port=0,
-                        cdr_csv=lab.cdr_csv if cdr else None)
+                        cdr_csv=lab.cdr_csv if cdr else None, dashboard_token=dashboard_token)
     agent = AfterCallAgent(settings, dry_run=dry_run)
     seen: list[CallRecord] = []
     put = agent.pipeline.put

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.errors import redacted
 from agent.sim.core import FaultConfig, SimCore
 from agent.sim.http import make_http_app
+from agent.sim.inbox import add_inbox_routes, inbox_cli, reply_cli
 from agent.sim.smpp import SmppServer
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,7 @@ def add_control_routes(app: web.Application, core: SimCore) -> None:
             return web.json_response({"error": redacted(exc)}, status=400)
         return web.json_response({k: v for k, v in vars(core.faults).items()})
 
+    add_inbox_routes(app, core)
     app.router.add_get("/sim/messages", get_messages)
     app.router.add_post("/sim/mo", post_mo)
     app.router.add_post("/sim/faults", post_faults)
@@ -233,6 +235,16 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("serve", "inbox", "reply"), default="serve",
+                   help="serve (default); inbox: print what the handsets received; reply: send "
+                        "a reply as a handset (both talk to a running simulator's --url)")
+    p.add_argument("words", nargs="*", metavar="TEXT", help="with reply: the reply text")
+    p.add_argument("--url", default="http://127.0.0.1:13013",
+                   help="with inbox/reply: the simulator's HTTP (control) address")
+    p.add_argument("--from", dest="sender", help="with reply: the handset's number")
+    p.add_argument("--to", default=None, help="with reply: the sender id replied to "
+                   "(default: whoever last texted the handset)")
+    p.add_argument("--number", default=None, help="with inbox: one handset only")
     p.add_argument("--smpp-host", default="127.0.0.1")
     p.add_argument("--smpp-port", type=int, default=2775)
     p.add_argument("--http-host", default="127.0.0.1")
@@ -258,6 +270,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
+    if args.action == "inbox":
+        return inbox_cli(args.url, args.number)
+    if args.action == "reply":
+        if not args.sender or not args.words:
+            sys.stderr.write("smsc-sim: usage: smsc-sim reply TEXT --from NUMBER [--url URL]\n")
+            return 2
+        return reply_cli(args.url, args.sender, " ".join(args.words), args.to)
     try:
         faults = FaultConfig(
             refuse_bind=args.refuse_bind, throttle_tps=args.throttle_tps,
