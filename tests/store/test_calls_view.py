@@ -75,7 +75,11 @@ async def test_list_calls_filters_and_number_search(
     assert [c.record.call_id for c in by_texted] == ["1714554000.4"]
     by_tail = await store.list_calls(CallFilter(number="00005"))
     assert [c.record.call_id for c in by_tail] == ["1714554000.5"]
-    page = await store.list_calls(CallFilter(limit=2, offset=2))
+    await store.save_call(_call(9, pbx="site-b"))
+    (other,) = await store.list_calls(CallFilter(pbx="site-b"))
+    assert other.record.call_id == "1714554000.9" and other.pbx == "site-b"
+    assert len(await store.list_calls(CallFilter(pbx="default"))) == 5
+    page = await store.list_calls(CallFilter(limit=2, offset=3))
     assert [c.record.call_id for c in page] == ["1714554000.3", "1714554000.2"]
 
 

@@ -56,7 +56,7 @@ class CallOps(PgPool):
             where.append(f"c.ended_at < {p(utc(f.until))}")
         for column, value in (("c.call_id", f.call_id), ("c.queue", f.queue),
                               ("c.agent", f.agent), ("c.disposition", f.disposition),
-                              ("c.record->>'pbx'", f.pbx)):
+                              ("c.pbx", f.pbx)):
             if value:
                 where.append(f"{column} = {p(value)}")
         if f.number:
@@ -85,8 +85,8 @@ class CallOps(PgPool):
         out = []
         for r in calls:
             data = json.loads(r["record"])
-            pbx = data.pop("pbx", None)  # a newer record field this model may not know yet
             known = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
-            out.append(CallSummary(CallRecord.from_dict(known), pbx,
+            record = CallRecord.from_dict(known)
+            out.append(CallSummary(record, record.pbx,
                                    tuple(by_call.get(r["call_id"], ()))))
         return out
