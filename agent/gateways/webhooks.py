@@ -154,7 +154,7 @@ def handle(
         if kind is Kind.RECEIPT:
             return WebhookOutcome(parse_receipt(config, req), None, ack_for(config, kind), nonce)
         return WebhookOutcome(None, parse_inbound(config, req, now=now), ack_for(config, kind), nonce)
-    except WebhookPayloadError:
+    except (WebhookPayloadError, WebhookAuthError):  # e.g. a body that contradicts its URL
         if replay is not None:
             replay.discard(nonce)
         raise

@@ -63,11 +63,6 @@ async def _limits(request: web.Request, handler: Any) -> web.StreamResponse:
     if wait > 0:
         return web.Response(status=429, text="too many requests\n",
                             headers={"Retry-After": str(max(1, round(wait)))})
-    if not guard.is_public(request.path) and not guard.host_allowed(
-            request.host, deps.public_url, deps.allowed_hosts):
-        # A page on another domain resolving to us (DNS rebinding) must not read the API.
-        log.warning("http_host_refused", host=request.host[:100], path=request.path[:100])
-        return web.Response(status=421, text="unknown host\n")
     return await handler(request)
 
 
@@ -79,6 +74,13 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if how is not None:
         request[api.AUTHED] = True
         request[manage.AUTH_VIA] = how
+    if how is None and not guard.is_public(request.path) and not guard.host_allowed(
+            request.host, deps.public_url, deps.allowed_hosts):
+        # A page on another domain resolving to us (DNS rebinding) must not read the API. It
+        # can't show the token (nor send a cookie set for our name), so a request that does
+        # may use any name.
+        log.warning("http_host_refused", host=request.host[:100], path=request.path[:100])
+        return web.Response(status=421, text="unknown host\n")
     outside = exposed(request, deps)
     request[api.EXPOSED] = outside
     if _protected(request.path, deps) and outside and how is None:

@@ -135,3 +135,11 @@ async def test_slow_headers_are_cut_off(store: SqliteStore) -> None:
 
 async def _noop(_: Any) -> None:
     return None
+
+
+async def test_a_token_holder_may_use_any_host_name(make_client: MakeClient) -> None:
+    client = await make_client(bound_to_loopback=False, dashboard_token=TOKEN)
+    r = await client.get("/api/report", headers={"Host": "pbx01.corp:8080",
+                                                  "Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 200
+    assert (await client.get("/api/report", headers={"Host": "pbx01.corp:8080"})).status == 421

@@ -142,3 +142,19 @@ async def test_undecodable_form_body_is_400_before_authentication(
         assert r.status == 400, (name, r.status, await r.text())
         assert not any(e.get("exc_info") for e in logs)
     assert rec.inbound == []
+
+
+async def test_generic_receipt_pointed_at_another_message_is_refused(
+    make_client: MakeClient,
+) -> None:
+    import json
+
+    from agent.gateways.presets import generic
+
+    rec = Recorder()
+    client = await make_client(webhooks=CONFIGS, recorder=rec, clock=lambda: NOW)
+    body = json.dumps({"id": "G1", "reference": "msg-A", "status": "DELIVERED"}).encode()
+    headers = {"X-Signature": generic.sign(b"whsec-test-123", int(NOW.timestamp()), body),
+               "Content-Type": "application/json"}
+    r = await client.post("/webhooks/gw-generic/receipt?mid=msg-B", data=body, headers=headers)
+    assert r.status == 403 and rec.receipts == []

@@ -167,9 +167,14 @@ def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Re
         raise WebhookPayloadError(f"{where}: missing field {cfg.receipt_fields.get('status')!r}")
     status_map = {k.lower(): v for k, v in cfg.status_map.items()}
     mapped = status_map.get(status.lower())
+    # The signature covers the body, not the URL: a URL mid that disagrees with the signed
+    # body is a captured receipt pointed at another message.
+    body_mid, url_mid = get("message_id"), opt(params(req), "mid")
+    if body_mid and url_mid and body_mid != url_mid:
+        raise WebhookAuthError(f"{where}: the URL's mid disagrees with the signed body")
     return Receipt(
         gateway=cfg.name, state=ReceiptState(mapped) if mapped else ReceiptState.UNKNOWN,
-        smsc_id=get("smsc_id"), message_id=get("message_id") or opt(params(req), "mid"),
+        smsc_id=get("smsc_id"), message_id=body_mid or url_mid,
         error_code=get("error_code"), done_at=None, raw=req.body.decode("utf-8", "replace"),
     )
 
