@@ -191,25 +191,27 @@ class MessageOps(PgPool):
         ids = _sequence(smsc_ids)
         async with self._tx() as conn:
             await lock_smsc_ids(conn, gateway, ids)
+            # The row, its event and its ids in one statement (after the lock, so its look at
+            # unmatched receipts sees any that another agent stored first).
             row = await conn.fetchrow(
-                "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
+                "WITH u AS (UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
                 " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
                 " gateway = $1, smsc_ids = $2, submitted_at = $3, submitting_since = NULL,"
                 " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = $4,"
-                " updated_at = $3 WHERE id = $5 RETURNING *",
+                " updated_at = $3 WHERE id = $5 RETURNING *),"
+                " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
+                "  SELECT id, $3, 'submitted', NULL, $6 FROM u),"
+                " ids AS (INSERT INTO message_smsc_ids (gateway, smsc_id, message_id)"
+                "  SELECT $1, i, u.id FROM u, unnest($2::text[]) AS i ON CONFLICT DO NOTHING)"
+                " SELECT u.*, EXISTS(SELECT 1 FROM receipts WHERE message_id IS NULL"
+                "  AND gateway = $1 AND smsc_id = ANY($2::text[])) AS receipts_waiting FROM u",
                 gateway, ids, at, hangup_to_submit_ms, message_id,
+                f"{gateway} accepted, smsc ids {','.join(ids)}",
             )
             if row is None:
                 return None
-            await event(conn, message_id, at, "submitted", None,
-                        f"{gateway} accepted, smsc ids {','.join(ids)}")
-            await conn.executemany(
-                "INSERT INTO message_smsc_ids (gateway, smsc_id, message_id) VALUES ($1,$2,$3)"
-                " ON CONFLICT DO NOTHING",
-                [(gateway, i, message_id) for i in ids],
-            )
             msg = message_row(row)
-            if ids:
+            if row["receipts_waiting"]:
                 pending = await conn.fetch(
                     "UPDATE receipts SET message_id = $1 WHERE message_id IS NULL"
                     " AND gateway = $2 AND smsc_id = ANY($3::text[]) RETURNING *",

@@ -310,8 +310,11 @@ async def lock_smsc_ids(conn: asyncpg.Connection, gateway: str, ids: Sequence[st
     """Serialise "record a submit's ids" and "match a receipt by id" for the same ids, across
     agents: without it, a receipt arriving (at any agent) while the submit is being recorded
     sees no id, the submit sees no receipt, and the receipt stays unmatched for good."""
-    for smsc_id in sorted(set(ids)):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{gateway}|{smsc_id}")
+    if ids:  # one round trip; in a fixed order, so two multi-part submits cannot deadlock
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(k)) FROM"
+            " (SELECT DISTINCT $1 || '|' || i AS k FROM unnest($2::text[]) AS i ORDER BY 1) s",
+            gateway, list(ids))
 
 
 def _sequence(values: Sequence[str]) -> list[str]:
