@@ -29,17 +29,10 @@ from agent.gateways.smpp.link import BindRefused, Link, bind
 from agent.gateways.smpp.session import ConnectionLost, ResponseTimeout, Session
 from agent.gateways.pacing import RateLimiter
 from agent.gateways.smpp.config import SmppConfig
-from agent.gateways.smpp.sm import (
-    MoReassembler,
-    is_receipt,
-    make_submit_parts,
-    receipt_from_deliver,
-    relative_validity,
-    sender_address,
-    sm_text,
-)
+from agent.gateways.smpp.inbound import Deliveries
+from agent.gateways.smpp.sm import make_submit_parts, relative_validity, sender_address
 from agent.logs import mask_number
-from agent.models import InboundSms, OutboundSms, SubmitResult
+from agent.models import OutboundSms, SubmitResult
 
 log = structlog.get_logger(__name__)
 
@@ -132,9 +125,7 @@ class SmppGateway:
         self._paused_until = 0.0
         self._ref = self._rng.randrange(256)
         self._closing = False
-        self._on_receipt: ReceiptHandler | None = None
-        self._on_inbound: InboundHandler | None = None
-        self._mo_parts = MoReassembler()
+        self._deliveries = Deliveries(name, clock)
 
     @classmethod
     def from_config(cls, name: str, cfg: SmppConfig, **options: Any) -> SmppGateway:
@@ -172,7 +163,7 @@ class SmppGateway:
         return any(link.up for link in self._links if link.sends)
 
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
-        self._on_receipt, self._on_inbound = on_receipt, on_inbound
+        self._deliveries.start(on_receipt, on_inbound)
         self._closing = False
         for link in self._links:
             link.task = asyncio.create_task(self._run(link),
@@ -404,7 +395,7 @@ class SmppGateway:
             self._connector(self._host, self._port), self._bind_timeout
         )
         session = Session(
-            reader, writer, on_deliver=self._on_deliver,
+            reader, writer, on_deliver=self._deliveries,
             response_timeout=self._response_timeout, enquire_link_interval=self._enquire,
             gateway=self.name,
         )
@@ -412,39 +403,3 @@ class SmppGateway:
                    system_id=self._system_id, password=self._password,
                    system_type=self._system_type, timeout=self._bind_timeout)
         return session
-
-    # -- inbound -----------------------------------------------------------------------------
-
-    async def _on_deliver(self, pdu: P.DeliverSm) -> int:
-        if is_receipt(pdu):
-            try:
-                receipt = receipt_from_deliver(pdu, gateway=self.name)
-            except PduError as exc:
-                # Answering an error would make the SMSC redeliver the same junk forever.
-                log.warning("smpp_receipt_unreadable", gateway=self.name, error=str(exc))
-                return P.ESME_ROK
-            log.debug("smpp_receipt_received", gateway=self.name, smsc_id=receipt.smsc_id,
-                      state=receipt.state.value)
-            if self._on_receipt is not None:
-                await self._on_receipt(receipt)
-            return P.ESME_ROK
-        try:
-            concat, text = sm_text(pdu)
-        except PduError as exc:
-            log.warning("smpp_inbound_unreadable", gateway=self.name, error=str(exc))
-            return P.ESME_ROK
-        if concat is not None and concat[1] > 1:
-            whole = self._mo_parts.add(pdu.source_addr, pdu.destination_addr, concat, text,
-                                       self._clock())
-            if whole is None:
-                return P.ESME_ROK  # acknowledged; the reply is handed on when complete
-            text = whole
-        sender = pdu.source_addr
-        if pdu.source_addr_ton == 1 and sender and not sender.startswith("+"):
-            sender = "+" + sender  # international TON: the digits are already E.164
-        inbound = InboundSms(gateway=self.name, sender=sender, recipient=pdu.destination_addr,
-                             text=text, received_at=datetime.now(UTC))
-        log.info("smpp_inbound_received", gateway=self.name, sender=mask_number(sender))
-        if self._on_inbound is not None:
-            await self._on_inbound(inbound)
-        return P.ESME_ROK
