@@ -55,6 +55,10 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self._read_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
+        # PDUs written in one turn of the event loop leave in one send(): with a window of
+        # submits and their receipts' answers in flight, one system call per PDU is most of
+        # the cost on a busy machine.
+        self._out: list[bytes] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -89,6 +93,7 @@ class Session:
                 fut.set_exception(ConnectionLost(reason))
                 fut.exception()  # waiters see it through shield(); nobody else must be told
         self._pending.clear()
+        self._flush()
         self._writer.close()
         current = asyncio.current_task()
         for task in (self._read_task, self._keepalive_task):
@@ -122,7 +127,7 @@ class Session:
         data = P.encode(dataclasses.replace(pdu, sequence=seq))
         fut: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
-        self._writer.write(data)
+        self._queue(data)
         return fut
 
     def send_frame(self, frame: bytes) -> asyncio.Future[P.Pdu]:
@@ -133,7 +138,7 @@ class Session:
         seq = self._next_seq()
         fut: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
-        self._writer.write(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
+        self._queue(frame[:12] + seq.to_bytes(4, "big") + frame[16:])
         return fut
 
     async def wait_response(
@@ -152,6 +157,16 @@ class Session:
         await self.drain()
         return await self.wait_response(fut, timeout)
 
+    def _queue(self, data: bytes) -> None:
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out and not self._writer.is_closing():
+            self._writer.write(b"".join(self._out))
+        self._out.clear()
+
     async def drain(self) -> None:
         try:
             await self._writer.drain()
@@ -160,7 +175,7 @@ class Session:
 
     def _write_now(self, pdu: P.Pdu) -> None:
         if not self.closed:
-            self._writer.write(P.encode(pdu))
+            self._queue(P.encode(pdu))
 
     # -- reading -----------------------------------------------------------------------------
 
