@@ -82,9 +82,11 @@ class SendMixin:
                 return
             if not await self._gateway_ready(row, name):
                 return
-            claimed = await self._store.claim_for_submit(row.id, now=now)
+            # ``row`` may be a read from before another worker failed it over to the backup:
+            # the claim holds only while the row is still bound for the gateway read here.
+            claimed = await self._store.claim_for_submit(row.id, now=now, gateway=row.gateway)
             if claimed is None:
-                return  # another worker (or another agent on this database) has it
+                return  # another worker (or agent) has it, or moved it: the next poll rereads
             await self._submit(claimed, name)
 
     async def _gateway_ready(self, row: MessageRow, name: str) -> bool:

@@ -271,7 +271,9 @@ class Store(Protocol):
         **fields: Any,
     ) -> MessageRow | None: ...
 
-    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None: ...
+    async def claim_for_submit(
+        self, message_id: str, *, now: datetime, gateway: str | None = None
+    ) -> MessageRow | None: ...
 
     async def record_submit(
         self,

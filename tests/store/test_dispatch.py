@@ -332,6 +332,29 @@ async def test_fails_over_to_backup_on_temporary_error(
     assert any(e.reason == "failover" for e in await store.message_events(row.id))
 
 
+async def test_a_stale_read_of_a_failed_over_row_goes_to_the_backup(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """The outbox loop may hold a read of a row from before another worker failed it over to
+    the backup: sending from that read must not put the row back on the primary."""
+    primary = FakeGateway("smsc")
+    backup = FakeGateway("kannel")
+    disp = dispatcher(store, primary, backup, backups={"smsc": "kannel"})
+    [row] = await disp.handle([make_decision()])  # the loop is not running: the row waits
+    stale = await store.get_message(row.id)
+    assert stale is not None and stale.gateway == "smsc"
+    await store.transition(  # what the worker that saw the primary fail does
+        row.id, MessageState.QUEUED, now=datetime.now(UTC), reason="failover",
+        gateway="kannel", from_states={MessageState.QUEUED},
+    )
+    await disp._send(stale)
+    assert primary.calls == []
+    running(disp)
+    done = await wait_state(store, row.id, MessageState.SUBMITTED)
+    assert done.gateway == "kannel" and done.smsc_ids == ("kannel-1",)
+    assert primary.calls == [] and len(backup.accepted) == 1
+
+
 async def test_unhealthy_primary_routes_straight_to_backup(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:

@@ -191,6 +191,20 @@ async def test_transition_records_event_and_honours_from_states(
         await store.transition(row.id, MessageState.FAILED, now=T0, idempotency_key="x")
 
 
+async def test_a_claim_from_a_stale_read_cannot_undo_a_failover(
+    store: SqliteStore, make_decision: MakeDecision
+) -> None:
+    row = await queued(store, make_decision)
+    assert row.gateway == "smsc"
+    await store.transition(
+        row.id, MessageState.QUEUED, now=T0, reason="failover", gateway="kannel",
+        from_states={MessageState.QUEUED},
+    )
+    assert await store.claim_for_submit(row.id, now=T0, gateway="smsc") is None
+    claimed = await store.claim_for_submit(row.id, now=T0, gateway="kannel")
+    assert claimed is not None and claimed.gateway == "kannel" and claimed.attempts == 1
+
+
 async def test_claim_is_exclusive_and_recovery_makes_in_flight_ambiguous(
     store: SqliteStore, make_decision: MakeDecision
 ) -> None:

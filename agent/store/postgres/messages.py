@@ -154,10 +154,13 @@ class MessageOps(PgPool):
             row = await conn.fetchrow(sql, *params)
             return None if row is None else message_row(row)
 
-    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None:
+    async def claim_for_submit(
+        self, message_id: str, *, now: datetime, gateway: str | None = None
+    ) -> MessageRow | None:
         """Mark an attempt as started (attempts+1, submitting_since, claimed_by) before the
-        gateway is called. None unless the row is queued, unclaimed, due and not being claimed
-        by another agent this very moment (SKIP LOCKED: that agent has it)."""
+        gateway is called. None unless the row is queued, unclaimed, due, (``gateway`` given)
+        still bound for that gateway, and not being claimed by another agent this very moment
+        (SKIP LOCKED: that agent has it)."""
         at = utc(now)
         async with self._tx(single=True) as conn:
             row = await conn.fetchrow(
@@ -166,12 +169,13 @@ class MessageOps(PgPool):
                 "  SELECT id FROM messages WHERE id = $1 AND state = 'queued'"
                 "  AND submitting_since IS NULL"
                 "  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)"
+                "  AND ($4::text IS NULL OR gateway = $4)"
                 "  FOR UPDATE SKIP LOCKED) RETURNING *),"
                 " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
                 "  SELECT id, $2, 'queued', 'submitting',"
                 "  'attempt ' || attempts || ' via ' || gateway FROM c)"
                 " SELECT * FROM c",
-                message_id, at, self.owner,
+                message_id, at, self.owner, gateway,
             )
             return None if row is None else message_row(row)
 

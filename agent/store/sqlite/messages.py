@@ -143,19 +143,24 @@ class MessageOps(StoreWriter):
 
         return await self._write(op)
 
-    async def claim_for_submit(self, message_id: str, *, now: datetime) -> MessageRow | None:
+    async def claim_for_submit(
+        self, message_id: str, *, now: datetime, gateway: str | None = None
+    ) -> MessageRow | None:
         """Mark an attempt as started (attempts+1, submitting_since) before the gateway is called.
-        Returns None unless the row is queued, unclaimed and due: someone else has it, or a
-        stale read is trying to jump its backoff."""
+        Returns None unless the row is queued, unclaimed, due and (``gateway`` given) still bound
+        for that gateway: someone else has it, or a stale read is trying to jump its backoff or
+        to undo a failover."""
         at = ts(now)
+        only_via = "" if gateway is None else " AND gateway = ?"
 
         async def op(conn: aiosqlite.Connection) -> MessageRow | None:
             row = await _one(
                 conn,
                 "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
-                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?) RETURNING *",
-                (at, at, message_id, at),
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
+                + " RETURNING *",
+                (at, at, message_id, at) + (() if gateway is None else (gateway,)),
             )
             if row is None:
                 return None
