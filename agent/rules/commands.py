@@ -12,6 +12,7 @@ from agent.rules.engine import explain as explain_call
 from agent.rules.loader import RuleSet, load_rules
 from agent.rules.schema import Rule
 from agent.sms.encoding import SmsInfo
+from agent.sms.numbers import country_of
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # rules.yaml has problems
@@ -33,8 +34,37 @@ def _problems(exc: RulesError) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _safety(rs: RuleSet) -> list[str]:
+    """The sending limits in force, defaults included (README "Security")."""
+    limits = rs.defaults.limits()
+    countries = limits.allowed_countries
+    out = [f"  destinations: {', '.join(sorted(countries)) if countries else 'any country'}"]
+    for who, aud in (("callers", limits.callers), ("agents", limits.agents)):
+        parts = [f"{name} {r.count}/{_span(r.window.total_seconds())}" for name, r in aud.all()]
+        out.append(f"  {who}: {', '.join(parts) if parts else 'no limit'}")
+    u = rs.defaults.untrusted
+    out.append(f"  caller data: cut to {u.max_length} characters, URLs refused"
+               + (f"; untrusted vars: {', '.join(u.vars)}" if u.vars else ""))
+    return out
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def _warnings(rs: RuleSet) -> list[str]:
     out: list[str] = []
+    allowed = rs.defaults.countries()
+    for ext, agent in rs.config.agents.items():
+        if allowed is not None and agent.mobile and country_of(agent.mobile) not in allowed:
+            out.append(
+                f"{rs.where(f'agents.{ext}.mobile')}: agents.{ext}.mobile: "
+                f"{country_of(agent.mobile) or 'a non-geographic number'} is not in "
+                "allowed_countries: texts to this agent will be refused (country_not_allowed)"
+            )
     for name, ct in rs.templates.items():
         tpl = rs.config.templates[name]
         if tpl.category != "promotional" and ct.promotional:
@@ -97,6 +127,9 @@ def check(path: str | Path) -> tuple[str, int]:
             f"{_plural(len(cfg.templates), 'template')}, {_plural(len(cfg.gateways), 'gateway')}, "
             f"{_plural(len(cfg.agents), 'agent')}"
         ),
+        "",
+        "safety:",
+        *_safety(rs),
         "",
         "templates (worst case: every value present at its longest plausible length):",
     ]

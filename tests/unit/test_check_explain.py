@@ -196,3 +196,19 @@ def test_repository_rules_show_the_safety_keys_at_their_defaults(
     for key in ("allowed_countries:", "rate_limits:", "daily:", "agents:", "untrusted:",
                 "max_length:", "allowed_sources:"):
         assert key in text, key
+
+
+def test_check_prints_the_safety_settings_and_flags_agents_abroad(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "version: 1\n"
+        "defaults: {region: IN, sender_id: ACME, gateway: g}\n"
+        "agents: {'2001': {name: Ann, mobile: '+447400123456'}}\n"
+        "templates: {t: {text: hi}}\n"
+        "rules:\n  - {name: all, match: {caller_type: [mobile]}, send: {to: agent, template: t}}\n"
+        "gateways: {g: {type: smpp, host: h, system_id: x}}\n")
+    text, code = check(path)
+    assert code == 0
+    assert "destinations: IN" in text
+    assert "callers: per_number 3/1h, global 100/1m, daily 2000/1d" in text
+    assert "agents.2001.mobile: GB is not in allowed_countries" in text
