@@ -103,3 +103,19 @@ def test_gateway_errors_at_run_never_print_the_values(tmp_path: Path) -> None:
         gw.bound("g", "ftp://hunter2@agent.example", lambda: "whsec-hunter3")  # type: ignore[union-attr]
     assert "callback_base" in str(e.value)
     assert "hunter2" not in str(e.value) and "hunter3" not in str(e.value)
+
+
+def test_ami_secret_file_others_could_write_is_refused(tmp_path: Path) -> None:
+    from agent.settings import read_secret_file
+
+    path = tmp_path / "ami_secret"
+    path.write_text("s3cret\n")
+    os.chmod(path, 0o600)
+    assert read_secret_file(path, "AMI secret file", strict=False) == "s3cret"
+    os.chmod(path, 0o644)  # readable by others: accepted (a mounted secret), with a warning
+    assert read_secret_file(path, "AMI secret file", strict=False) == "s3cret"
+    for lax in (0o664, 0o646):
+        os.chmod(path, lax)
+        with pytest.raises(ConfigError, match=f"mode {lax:04o}") as e:
+            read_secret_file(path, "AMI secret file", strict=False)
+        assert "s3cret" not in str(e.value)
