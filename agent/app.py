@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from agent.errors import AftercallError, ConfigError, outcome
 from agent.gateways.build import agent_gateways
 from agent.metrics import Metrics
 from agent.loop import RecordPipeline, Recovery, ReplyHandler
+from agent.loop.pipeline import DEFAULT_CAPACITY
 from agent.models import InboundSms, Receipt
 from agent.rules.loader import load_rules
 from agent.settings import Settings, is_loopback
@@ -39,6 +41,8 @@ log = structlog.get_logger("aftercall.app")
 ShutdownTrigger = Callable[[], Awaitable[None]]
 #: At a stop, how long the events already read, the pending records and the outbox may take.
 DRAIN_SECONDS = 5.0
+#: AMI events read ahead of the tracker (about 300 calls) before the socket is not read.
+AMI_BACKLOG = 10_000
 
 
 def utcnow() -> datetime:
@@ -56,7 +60,10 @@ class AfterCallAgent:
     """The running agent. Tests build it with their own settings and a shutdown trigger."""
 
     def __init__(self, settings: Settings, *, dry_run: bool = False,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 records_backlog: int = DEFAULT_CAPACITY, ami_backlog: int = AMI_BACKLOG) -> None:
+        """``records_backlog``: call records waiting for the store before the tracker waits;
+        ``ami_backlog``: AMI events waiting for the tracker before the socket is not read."""
         self.settings = settings
         self.dry_run = dry_run
         self.clock = clock
@@ -77,13 +84,16 @@ class AfterCallAgent:
             limits=d.limits(),
             dry_run=dry_run, clock=clock, metrics=self.metrics,
         )
-        self.pipeline = RecordPipeline(self.store, self.dispatcher, self.metrics, rules=lambda: self.rules,
-                                       clock=clock)
+        self.pipeline = RecordPipeline(self.store, self.dispatcher, self.metrics,
+                                       rules=lambda: self.rules, clock=clock,
+                                       capacity=records_backlog)
         self.recovery = Recovery(tracker=self.tracker, pipeline=self.pipeline, store=self.store,
                                  metrics=self.metrics, rules=lambda: self.rules,
-                                 cdr_csv=settings.cdr_csv, clock=clock)
+                                 cdr_csv=settings.cdr_csv, clock=clock,
+                                 spill_path=spill_path(settings))
         self.ready = self.recovery.ready
-        self.ami = AmiClient(config_from_settings(settings), on_login=self._on_login)
+        self.ami = AmiClient(replace(config_from_settings(settings), queue_size=ami_backlog),
+                             on_login=self._on_login)
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
@@ -122,6 +132,8 @@ class AfterCallAgent:
     def _scraped(self) -> None:
         self.metrics.ami_queue(self.ami.queue.qsize())
         self.metrics.ami_dropped_total(self.ami.stats.dropped)
+        self.metrics.ami_paused_total(self.ami.stats.paused)
+        self.metrics.records(self.pipeline.pending, self.pipeline.oldest_age())
 
     async def _on_gateway_receipt(self, receipt: Receipt) -> ReceiptOutcome:
         """SMPP receipts (HTTP ones are counted by the webhook that took them)."""
@@ -222,6 +234,7 @@ class AfterCallAgent:
                     tg.create_task(self.ami.consume(self.handle_event), name="tracker"),
                     tg.create_task(self.pipeline.run(), name="records"),
                     tg.create_task(self._evict_stale(), name="evict"),
+                    tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
                 ]
                 done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
                 failure = ami.result() if ami in done else None
@@ -244,10 +257,22 @@ class AfterCallAgent:
     async def _drain(self) -> None:
         """Stop reading AMI, then let what was already read become records, the records become
         rows and the due rows reach the gateway, each within ``DRAIN_SECONDS``. What is left is
-        logged; rows left in the outbox are sent by the next start."""
+        logged; records are kept for the next start, rows stay queued in the outbox."""
         await self.ami.close()
-        await self.pipeline.drain(DRAIN_SECONDS)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DRAIN_SECONDS
+        while not self.ami.queue.empty() and loop.time() < end:
+            await asyncio.sleep(0.01)  # the tracker task is taking them
+        left = await self.pipeline.drain(max(0.0, end - loop.time()))
+        await self.recovery.keep_unfinished(left)
+        await self.dispatcher.settle(DRAIN_SECONDS)
         await self.dispatcher.stop(timeout=DRAIN_SECONDS)
+
+
+def spill_path(settings: Settings) -> Path | None:
+    """Where a stop keeps the records it could not store: beside a SQLite database file."""
+    db = str(settings.db)
+    return None if "://" in db else Path(f"{db}.unstored-records.jsonl")
 
 
 def _signal_trigger(agent: AfterCallAgent) -> ShutdownTrigger:

@@ -29,6 +29,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._refresh: list[Callable[[], None]] = []
         self._ami_dropped_seen = 0
+        self._ami_paused_seen = 0
         r = self.registry
         self.calls = Counter(
             "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
@@ -63,6 +64,16 @@ class Metrics:
         self.calls_unrecorded = Gauge(
             "aftercall_calls_unrecorded", "Ended calls waiting for the store to take them "
             "(disk full, database locked); retried until it does", registry=r)
+        self.records_pending = Gauge(
+            "aftercall_records_pending", "Call records taken from AMI and not yet stored "
+            "(never dropped: past the pipeline's capacity the AMI socket is no longer read)",
+            registry=r)
+        self.records_oldest_age = Gauge(
+            "aftercall_records_oldest_age_seconds", "How long the oldest pending call record "
+            "has waited for the store", registry=r)
+        self.ami_reading_paused = Counter(
+            "aftercall_ami_reading_paused_total", "Times the AMI socket was no longer read "
+            "because the call records were behind (back-pressure)", registry=r)
         self.refusal_bursts_total = Counter(
             "aftercall_sms_refusal_bursts_total", "Bursts of refused texts (rate_limited, "
             "country_not_allowed): SMS pumping or a limit set too tight", ["reason"], registry=r)
@@ -92,6 +103,16 @@ class Metrics:
 
     def ami_queue(self, depth: int) -> None:
         self.ami_queue_depth.set(depth)
+
+    def records(self, pending: int, oldest_age_s: float) -> None:
+        self.records_pending.set(pending)
+        self.records_oldest_age.set(oldest_age_s)
+
+    def ami_paused_total(self, total: int) -> None:
+        """The AMI client's own count of read pauses; the counter catches up to it."""
+        if total > self._ami_paused_seen:
+            self.ami_reading_paused.inc(total - self._ami_paused_seen)
+            self._ami_paused_seen = total
 
     def ami_reconnected(self) -> None:
         self.ami_reconnects.inc()

@@ -6,14 +6,18 @@ inside ``data_received`` (a slow or failing callback stalls or breaks the reader
 keeps panoramisk's protocol and message parsing and replaces the rest:
 
 - ``connect()`` returns only once logged in; a refused login raises ``AmiLoginError``;
-- a Ping watchdog rebuilds a half-open or hung connection within ``ping_interval + ping_timeout``;
+- liveness is judged by bytes: any byte received proves the link alive. A Ping is sent only
+  after ``ping_interval`` of silence, and the link is declared dead only when nothing at all
+  arrived within ``ping_timeout`` after it (a busy agent whose Pong waits behind unread events
+  is not a dead link). Every disconnect is logged once, with its cause;
 - reconnects use capped, jittered backoff; after each (re)login ``on_login`` runs (the agent
   resyncs calls in progress with CoreShowChannels there);
 - every action has a timeout; actions while disconnected fail fast with ``AmiDisconnected``;
-- the reader only parses and ``put_nowait``s events into a bounded queue; if the consumer falls
-  that far behind, events are dropped *and counted* rather than letting Asterisk cut us off
-  after ``writetimeout``, and the first drop counts as a lost link: reconnect, resync, and the
-  CDR reconciliation covers the gap from that moment.
+- the reader only parses and enqueues; nothing read is ever dropped. When the consumer falls
+  ``queue_size`` events behind, the socket is no longer read (back-pressure) until it has caught
+  up to half of that. Asterisk may then drop the link after its ``writetimeout``: the gap then
+  starts when reading stopped (``stats.disconnected_at``), and the agent's CDR reconciliation
+  recovers the calls that ended in it.
 """
 
 from __future__ import annotations
@@ -124,13 +128,25 @@ class AmiStats:
     logins: int = 0
     reconnects: int = 0
     events: int = 0
-    dropped: int = 0
+    dropped: int = 0  # stays 0: a full queue stops the reading instead (kept for /metrics)
+    paused: int = 0  # times reading stopped for the consumer to catch up
     handler_errors: int = 0
     disconnected_at: float | None = None  # wall clock of the last loss of the connection
     version: str | None = None
     last_error: str | None = None
     #: Actions the user may run that aftercall never needs (ListCommands at each login).
     excess_write: tuple[str, ...] = ()
+
+
+class _Protocol(BoundedAMIProtocol):
+    """The bounded AMI protocol (agent.ami.framing), noting when bytes last arrived."""
+
+    client: AmiClient | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.client is not None:
+            self.client._last_rx = time.monotonic()
+        super().data_received(data)
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -142,7 +158,8 @@ class _Manager(Manager):  # type: ignore[misc]
 
     def connection_lost(self, exc: object) -> None:
         self._connected = False
-        self._client._connection_lost(exc)
+        if self._client._manager is self:  # not a connection the client already let go of
+            self._client._connection_lost(exc)
 
     def dispatch(self, event: Message) -> list[str]:
         self._client._enqueue(event)
@@ -160,11 +177,20 @@ class AmiClient:
         self.on_login = on_login
         self.backoff = backoff or Backoff(config.backoff_initial, config.backoff_max)
         self.stats = AmiStats()
-        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=config.queue_size)
+        # Unbounded: the bound (queue_size) is kept by pausing the reader, never by dropping.
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self._manager: _Manager | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._closing = False
         self._gap_since: float | None = None
+        self._last_rx = time.monotonic()
+        self._paused_at: float | None = None  # wall clock when reading stopped; None: reading
+        # Wall clock when the reader first stopped since the consumer was last fully caught up:
+        # a link Asterisk dropped meanwhile may have lost events from then on (its EOF is only
+        # read once the bytes before it were).
+        self._behind_since: float | None = None
+        self._resumed_at = 0.0  # monotonic
+        self._drop_cause: str | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -182,7 +208,7 @@ class AmiClient:
         ctx: ssl.SSLContext | bool = ssl.create_default_context() if cfg.tls else False
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(BoundedAMIProtocol, cfg.host, cfg.port, ssl=ctx or None),
+                loop.create_connection(_Protocol, cfg.host, cfg.port, ssl=ctx or None),
                 cfg.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError) as e:
@@ -191,6 +217,11 @@ class AmiClient:
             ) from e
         # Wire the protocol the way Manager.connection_made does, minus its login/pinger.
         protocol.queue = deque()
+        protocol.client = self
+        self._last_rx = time.monotonic()
+        self._paused_at = None
+        self._behind_since = None
+        self._drop_cause = None
         protocol.factory = mgr
         protocol.log = _pano_log
         protocol.config = mgr.config
@@ -232,8 +263,14 @@ class AmiClient:
     def _connection_lost(self, exc: object) -> None:
         if self.stats.connected:
             self._gap_since = time.monotonic()
-            self.stats.disconnected_at = time.time()
-            log.warning("ami_disconnected", reason=str(exc) if exc else "closed by peer")
+            # Facts may be missing from the moment reading stopped, not only from now.
+            self.stats.disconnected_at = min(time.time(), self._behind_since or time.time())
+            cause = self._drop_cause or (f"connection error: {exc}" if exc else "closed by peer")
+            log.warning("ami_disconnected", cause=cause,
+                        reading_paused=self._paused_at is not None,
+                        behind_s=round(time.time() - self._behind_since, 3)
+                        if self._behind_since else 0.0,
+                        queued_events=self.queue.qsize())
         self.stats.connected = False
         # panoramisk parks unanswered actions for a resend we never do: fail them now.
         mgr = self._manager
@@ -247,19 +284,28 @@ class AmiClient:
 
     def _enqueue(self, event: Message) -> None:
         self.stats.events += 1
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-            if not self._lost.is_set():
-                # The tracker's view now has a hole: treat it like a lost link, from this
-                # moment. The reconnect resyncs calls in progress and the CDR reconciliation
-                # recovers the calls that ended in the hole.
-                self._gap_since = time.monotonic()
-                self.stats.disconnected_at = time.time()
-                log.error("ami_events_dropped", dropped=self.stats.dropped,
-                          queue_size=self.config.queue_size, action="reconnecting")
-                self._lost.set()
+        self.queue.put_nowait(event)  # unbounded: the bound is enforced by pausing the reader
+        if self._paused_at is None and self.queue.qsize() >= self.config.queue_size:
+            mgr = self._manager
+            if mgr is not None and mgr.protocol is not None:
+                mgr.protocol.transport.pause_reading()
+                self._paused_at = time.time()
+                self._behind_since = self._behind_since or self._paused_at
+                self.stats.paused += 1
+                log.warning("ami_reading_paused", queued_events=self.queue.qsize(),
+                            why="the record pipeline is behind")
+
+    def _took(self) -> None:
+        """The consumer took an event: resume reading once it has caught up halfway."""
+        if self._paused_at is not None and self.queue.qsize() <= self.config.queue_size // 2:
+            paused_s = time.time() - self._paused_at
+            self._paused_at = None
+            self._resumed_at = time.monotonic()
+            mgr = self._manager
+            if mgr is not None and mgr.protocol is not None:
+                with contextlib.suppress(Exception):
+                    mgr.protocol.transport.resume_reading()
+            log.info("ami_reading_resumed", paused_s=round(paused_s, 3))
 
     async def run(self) -> None:
         """Stay connected until ``close()``; ``AmiLoginError`` is fatal and propagates."""
@@ -284,34 +330,52 @@ class AmiClient:
                         log.warning("ami_on_login_failed", error=str(e))
                 await self._watchdog()
             finally:
-                self._drop_connection()
+                self._drop_connection("reconnecting")
             if not self._closing:
                 self.stats.reconnects += 1
                 await asyncio.sleep(self.backoff.next())
 
     async def _watchdog(self) -> None:
-        """Ping every ``ping_interval``; no Pong within ``ping_timeout`` means the link is dead
-        even if TCP has not noticed (a half-open connection, a hung Asterisk)."""
+        """Any byte received proves the link alive. After ``ping_interval`` of silence, Ping;
+        the link is dead (a half-open connection, a hung Asterisk) only if nothing at all
+        arrived within ``ping_timeout`` of it. While reading is paused nothing can arrive, so
+        silence proves nothing then."""
         cfg = self.config
         while not self._lost.is_set() and not self._closing:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), cfg.ping_interval)
                 return
+            if self._paused_at is not None:
+                continue
+            if (self._behind_since is not None and self.queue.empty()
+                    and time.monotonic() - self._resumed_at >= cfg.ping_interval):
+                self._behind_since = None  # caught up and still connected: nothing was lost
+            if time.monotonic() - self._last_rx < cfg.ping_interval:
+                continue
+            sent = time.monotonic()
             try:
                 await self.action({"Action": "Ping"}, timeout=cfg.ping_timeout)
             except AmiTimeout:
+                if self._last_rx >= sent or self._paused_at is not None:
+                    continue  # bytes came (the Pong is queued behind them): alive
                 log.warning("ami_ping_timeout", timeout_s=cfg.ping_timeout)
+                self._drop_connection(f"nothing received for {time.monotonic() - self._last_rx:.1f}s"
+                                      f" (Ping unanswered after {cfg.ping_timeout:g}s)")
                 return
             except AmiDisconnected:
                 return
 
-    def _drop_connection(self) -> None:
+    def _drop_connection(self, cause: str = "reconnecting") -> None:
         mgr, self._manager = self._manager, None
-        self.stats.connected = False
+        if self.stats.connected and self._drop_cause is None:
+            self._drop_cause = cause
         if mgr is not None and mgr.protocol is not None:
             with contextlib.suppress(Exception):
                 mgr.protocol.responses.clear()
                 mgr.protocol.transport.abort()
+        if self.stats.connected:  # abort() reports connection_lost on the next loop turn
+            self._connection_lost(None)
+        self.stats.connected = False
 
     async def close(self) -> None:
         self._closing = True
@@ -319,7 +383,7 @@ class AmiClient:
         if mgr is not None and self.connected:
             with contextlib.suppress(AmiError):
                 await self.action({"Action": "Logoff"}, timeout=1.0)
-        self._drop_connection()
+        self._drop_connection("agent stopping")
         self._lost.set()
 
     # -- actions ----------------------------------------------------------------------------
@@ -359,12 +423,15 @@ class AmiClient:
 
     async def events(self) -> AsyncIterator[Message]:
         while True:
-            yield await self.queue.get()
+            event = await self.queue.get()
+            self._took()
+            yield event
 
     async def consume(self, handler: Callable[[Message], Any]) -> None:
         """Feed every event to ``handler``; an exception there is logged, never fatal."""
         while True:
             event = await self.queue.get()
+            self._took()
             try:
                 res = handler(event)
                 if asyncio.iscoroutine(res):

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from agent.backoff import backoff_delay
 from agent.dispatch.intake import IntakeMixin
 from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
 from agent.dispatch.sender import SendMixin
@@ -124,7 +125,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         """Resume the outbox (rows left mid-submit become ambiguous) and work until stop()."""
         self._running = True
         try:
-            for row in await self._store.recover_in_flight(now=self._clock()):
+            for row in await self._recover_in_flight():
                 log.warning(
                     "sms_ambiguous",
                     message_id=row.id,
@@ -136,6 +137,20 @@ class Dispatcher(IntakeMixin, SendMixin):
             await self._outbox_loop()
         finally:
             self._finished.set()
+
+    async def _recover_in_flight(self) -> list[MessageRow]:
+        """Until the store answers (a locked or full disk at start must not stop the agent:
+        nothing is claimed before this is done)."""
+        failures = 0
+        while True:
+            try:
+                return await self._store.recover_in_flight(now=self._clock())
+            except StoreError as exc:
+                if self._stopping:
+                    return []
+                log.error("outbox_resume_failed", error=str(exc), failures=failures + 1)
+                await asyncio.sleep(backoff_delay(failures, 0.5, 10.0, rand=self._rand))
+                failures += 1
 
     async def _outbox_loop(self) -> None:
         while not self._stopping:
@@ -215,6 +230,30 @@ class Dispatcher(IntakeMixin, SendMixin):
         """Look at the outbox now (e.g. after the clock moved, or the operator edited a row)."""
         self._scan = True
         self._wake.set()
+
+    async def settle(self, timeout: float) -> int:
+        """At a stop, before ``stop``: let the rows due now reach their gateway, for up to
+        ``timeout`` seconds. Returns how many due rows are left (logged); they stay queued in
+        the outbox and the next start sends them."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            if not self._ready and not self._in_flight:
+                try:
+                    if not await self._store.due_messages(self._clock(), 1):
+                        return 0
+                except StoreError:
+                    pass
+            if loop.time() >= end:
+                break
+            await asyncio.sleep(0.02)  # bounded: a stop waits for sends, not for an event
+        try:
+            left = len(await self._store.due_messages(self._clock(), 1_000_000))
+        except StoreError:
+            left = -1
+        log.error("outbox_unfinished", due=left, in_flight=len(self._in_flight),
+                  detail="left queued in the outbox: the next start sends them")
+        return left
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop taking work; let in-flight submits finish for up to ``timeout`` seconds. A submit

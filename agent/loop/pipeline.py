@@ -10,9 +10,13 @@ reading the socket (back-pressure instead of loss; see agent.ami.client).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -20,16 +24,27 @@ from agent.backoff import backoff_delay
 from agent.dispatch import Dispatcher
 from agent.errors import StoreError
 from agent.metrics import Metrics
-from agent.models import CallRecord, Trigger
-from agent.rules.engine import explain, rule_outcomes
+from agent.models import CallRecord, Decision, Trigger
+from agent.rules.engine import RuleTrace, explain, rule_outcomes
 from agent.rules.loader import RuleSet
 from agent.sms.links import PendingLinks
 from agent.store.base import Store
 
 log = structlog.get_logger("aftercall.records")
 
+class _Judged(NamedTuple):
+    """What the rules said about one record, and under which rules and time."""
+
+    rules: RuleSet
+    now: datetime
+    traces: list[RuleTrace]
+    decisions: list[Decision]
+
+
 #: Records waiting for the rules and the store before ``put`` waits for room.
 DEFAULT_CAPACITY = 10_000
+#: Records in flight at once (each waits for a policy read and its share of a group commit).
+DEFAULT_WORKERS = 32
 
 
 class RecordPipeline:
@@ -44,6 +59,7 @@ class RecordPipeline:
         rules: Callable[[], RuleSet],
         clock: Callable[[], datetime],
         capacity: int = DEFAULT_CAPACITY,
+        workers: int = DEFAULT_WORKERS,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
@@ -55,6 +71,10 @@ class RecordPipeline:
         # holds only their numbers, so the oldest and the call ids are known without a scan.
         self._pending: dict[int, tuple[float, CallRecord]] = {}
         self._seq = 0
+        self._workers = workers
+        # key (a number, a call id) -> done-future of the last record holding it
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._progress = asyncio.Condition()  # notified as records are stored
         self._idle = asyncio.Event()
         self._idle.set()
         self.store_failing = False
@@ -63,15 +83,27 @@ class RecordPipeline:
 
     # -- intake ---------------------------------------------------------------------------------
 
-    async def put(self, record: CallRecord) -> None:
-        """Hand over one record; waits while the pipeline is full."""
+    async def put(self, record: CallRecord) -> int:
+        """Hand over one record; waits while the pipeline is full. Returns its number."""
         self._seq += 1
-        self._pending[self._seq] = (time.monotonic(), record)
+        seq = self._seq
+        self._pending[seq] = (time.monotonic(), record)
         self._idle.clear()
         self.records += 1
         if self.store_failing:
             self._metrics.unrecorded(self.pending)
-        await self._queue.put(self._seq)
+        await self._queue.put(seq)
+        return seq
+
+    async def stored(self, seqs: list[int]) -> None:
+        """Wait until the records numbered ``seqs`` (from ``put``) have been stored."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: not any(s in self._pending for s in seqs))
+
+    def oldest_pending_end(self) -> datetime | None:
+        """When the oldest pending record's call ended (None: none pending, or not ended)."""
+        ends = [r.ended_at for _, r in self._pending.values() if r.ended_at is not None]
+        return min(ends) if ends else None
 
     @property
     def pending(self) -> int:
@@ -87,48 +119,95 @@ class RecordPipeline:
     def pending_calls(self) -> set[str]:
         return {r.call_id for _, r in self._pending.values()}
 
-    # -- the worker -----------------------------------------------------------------------------
+    # -- the workers ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Oldest first, one at a time (a cooldown reads the store before it writes)."""
-        failures = 0
+        """``workers`` records in flight at once: the store commits theirs together. Records
+        that share a number or a call are applied in the order they came (a cooldown reads
+        what the record before wrote)."""
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self._workers):
+                tg.create_task(self._worker(), name=f"records-{i}")
+
+    async def _worker(self) -> None:
         while True:
             seq = await self._queue.get()
             record = self._pending[seq][1]
-            while True:
-                try:
-                    await self.apply(record)
-                except StoreError as e:
-                    failures += 1
-                    self.store_failing = True
-                    self._metrics.unrecorded(self.pending)
-                    log.error("call_unrecorded", call_id=record.call_id, error=str(e),
-                              pending=self.pending, failures=failures)
-                    await asyncio.sleep(backoff_delay(failures - 1, 0.5, 10.0))
-                    continue
-                except Exception:  # one bad record must not stop the others
-                    log.exception("call_record_failed", call_id=record.call_id)
-                break
-            del self._pending[seq]
-            if failures:
-                log.info("call_recorded_late", call_id=record.call_id, pending=self.pending)
-                failures = 0
-            if self.store_failing:
-                self._metrics.unrecorded(self.pending)
-                if not self._pending:
-                    self.store_failing = False
-                    self._metrics.store_health(True)
-            if not self._pending:
-                self._idle.set()
+            # No await between taking the record and taking its place in line: the order of
+            # the queue is the order per key.
+            try:
+                judged: _Judged | None = self._decide(record)
+            except Exception:  # one bad record must not stop the others
+                log.exception("call_record_failed", call_id=record.call_id)
+                judged = None
+            mine = asyncio.get_running_loop().create_future()
+            keys = {record.call_id,
+                    *(d.number for d in (judged.decisions if judged else ()) if d.number)}
+            before = [self._tails[k] for k in keys if k in self._tails]
+            for k in keys:
+                self._tails[k] = mine
+            try:
+                for prev in before:
+                    await asyncio.shield(prev)
+                if judged is not None:
+                    await self._store_record(record, judged)
+            finally:
+                mine.set_result(None)
+                for k in keys:
+                    if self._tails.get(k) is mine:
+                        del self._tails[k]
+                del self._pending[seq]
+                self._settled()
+                async with self._progress:
+                    self._progress.notify_all()
 
-    async def apply(self, record: CallRecord) -> None:
-        """Rules -> rows (with the call record and the links, one transaction) -> counted.
-        Raises StoreError before anything is counted, so a retried record is counted once."""
+    def _decide(self, record: CallRecord) -> _Judged:
         rules = self._rules()
         base = rules.defaults.public_base_url
         now = self._clock()
         traces = explain(rules, record, now=now, link=PendingLinks(base) if base else None)
-        decisions = [d for t in traces for d in t.decisions]
+        return _Judged(rules, now, traces, [d for t in traces for d in t.decisions])
+
+    async def _store_record(self, record: CallRecord, judged: _Judged) -> None:
+        """Until the store takes it: while it refuses, wait longer between tries (agent.backoff)
+        and keep the alarm up; each retry decides again, so max_age still holds."""
+        failures = 0
+        while True:
+            try:
+                await self._apply(record, judged)
+            except StoreError as e:
+                failures += 1
+                self.store_failing = True
+                self._metrics.unrecorded(self.pending)
+                log.error("call_unrecorded", call_id=record.call_id, error=str(e),
+                          pending=self.pending, failures=failures)
+                await asyncio.sleep(backoff_delay(failures - 1, 0.5, 10.0))
+                judged = self._decide(record)
+                continue
+            except Exception:  # one bad record must not stop the others
+                log.exception("call_record_failed", call_id=record.call_id)
+            break
+        if failures:
+            log.info("call_recorded_late", call_id=record.call_id, pending=self.pending - 1)
+
+    def _settled(self) -> None:
+        if self.store_failing:
+            self._metrics.unrecorded(self.pending)
+            if not self._pending:
+                self.store_failing = False
+                self._metrics.store_health(True)
+        if not self._pending:
+            self._idle.set()
+
+    async def apply(self, record: CallRecord) -> None:
+        """Apply the rules to one record and store the outcome now (the queue and its order
+        bypassed: for tests and tools)."""
+        await self._apply(record, self._decide(record))
+
+    async def _apply(self, record: CallRecord, judged: _Judged) -> None:
+        """Rows (with the call record and the links, one transaction) -> counted. Raises
+        StoreError before anything is counted, so a retried record is counted once."""
+        rules, now, traces, decisions = judged
         log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
                  queue=record.queue, caller=record.caller, decisions=len(decisions))
         completed = record.trigger is Trigger.CALL_COMPLETED
@@ -146,17 +225,37 @@ class RecordPipeline:
         if completed:
             self._metrics.call_completed(record)
 
-    async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for every pending record to be stored; returns how
-        many were not, and logs them (a CDR reconciliation at the next start recovers them)."""
+    async def drain(self, timeout: float) -> list[CallRecord]:
+        """Wait up to ``timeout`` seconds for every pending record to be stored; returns (and
+        logs) those that were not, oldest first, for the caller to keep for the next start."""
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
         except TimeoutError:
             pass
-        left = self.pending
+        left = [r for _, r in self._pending.values()]
         if left:
-            ids = sorted(self.pending_calls())
-            log.error("records_unfinished", pending=left, call_ids=ids[:50],
+            ids = [r.call_id for r in left]
+            log.error("records_unfinished", pending=len(left), call_ids=ids[:50],
                       more=max(0, len(ids) - 50))
         return left
+
+
+def spill(path: Path, records: list[CallRecord]) -> None:
+    """Keep records a stop could not store, for the next start (``unspill``). Blocking."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r.to_dict(), separators=(",", ":")) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def unspill(path: Path) -> list[CallRecord]:
+    """The records a previous stop kept (none when there is no file). Blocking."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    return [CallRecord.from_dict(json.loads(line)) for line in lines if line.strip()]

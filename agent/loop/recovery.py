@@ -12,7 +12,7 @@ import structlog
 
 from agent.ami.client import AmiClient
 from agent.calls.tracker import CallTracker
-from agent.loop.pipeline import RecordPipeline
+from agent.loop.pipeline import RecordPipeline, spill, unspill
 from agent.loop.reconcile import ReconcileResult, reconcile
 from agent.metrics import Metrics
 from agent.models import CallRecord
@@ -37,7 +37,7 @@ class Recovery:
 
     def __init__(self, *, tracker: CallTracker, pipeline: RecordPipeline, store: Store,
                  metrics: Metrics, rules: Callable[[], RuleSet], cdr_csv: Path | None,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], spill_path: Path | None = None) -> None:
         self._tracker = tracker
         self._pipeline = pipeline
         self._store = store
@@ -45,6 +45,7 @@ class Recovery:
         self._rules = rules
         self._cdr_csv = cdr_csv
         self._clock = clock
+        self.spill_path = spill_path
         self._tasks: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
 
@@ -64,6 +65,11 @@ class Recovery:
             # reconciliation handles them, and the guess serves only a call the CDR lacks.
             gap = client.stats.disconnected_at
             since = datetime.fromtimestamp(gap, UTC) if gap is not None else None
+            # From the first call not yet stored, if that is earlier (the store's and the
+            # pipeline's idempotency make the overlap harmless).
+            oldest = self._pipeline.oldest_pending_end()
+            if since is not None and oldest is not None:
+                since = min(since, oldest)
             task = asyncio.create_task(self.reconcile_gap(since, fallback=ended_unseen),
                                        name="cdr-reconcile")
             self._tasks.add(task)
@@ -93,6 +99,34 @@ class Recovery:
             in_progress=_Busy(self._tracker, self._pipeline.pending_calls()),
             fallback=fallback or (),
         )
+
+    async def resume_spilled(self) -> int:
+        """At start: the records the last stop could not store go through the pipeline; the
+        file goes once they are stored (a crash meanwhile leaves it for the next start)."""
+        if self.spill_path is None:
+            return 0
+        records = await asyncio.to_thread(unspill, self.spill_path)
+        if not records:
+            return 0
+        log.warning("records_resumed", count=len(records), path=str(self.spill_path))
+        seqs = [await self._pipeline.put(r) for r in records]
+        await self._pipeline.stored(seqs)
+        await asyncio.to_thread(self.spill_path.unlink, missing_ok=True)
+        return len(records)
+
+    async def keep_unfinished(self, records: list[CallRecord]) -> None:
+        """At a stop: records not stored in time are kept for ``resume_spilled``."""
+        if not records:
+            return
+        if self.spill_path is None:
+            log.error("records_not_kept", count=len(records),
+                      detail="no file to keep them in; the CDR reconciliation recovers them")
+            return
+        before = await asyncio.to_thread(unspill, self.spill_path)  # a resume cut short
+        seen = {r.call_id for r in records}
+        keep = [r for r in before if r.call_id not in seen] + records
+        await asyncio.to_thread(spill, self.spill_path, keep)
+        log.warning("records_kept", count=len(keep), path=str(self.spill_path))
 
     async def close(self) -> None:
         for t in list(self._tasks):

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from agent.loop.pipeline import RecordPipeline
 
 HealthCheck = Callable[[], Awaitable[Mapping[str, Any]] | Mapping[str, Any]]
+#: /healthz reports the record pipeline down when its oldest record has waited longer.
+RECORDS_BEHIND_S = 10.0
 MAX_BODY = 64 * 1024  # webhooks are a few hundred bytes; anything near this is not a gateway
 
 
@@ -78,7 +80,7 @@ def health_checks(ami: AmiClient, gateways: Mapping[str, Gateway], store: Store,
     def ami_health() -> dict[str, Any]:
         st = ami.stats
         return {"ok": st.connected, "reconnects": st.reconnects, "dropped": st.dropped,
-                "queue_depth": ami.queue.qsize(),
+                "queue_depth": ami.queue.qsize(), "reading_paused": st.paused,
                 # least privilege: actions the AMI user could run that aftercall never does
                 "excess_write_actions": list(st.excess_write)}
 
@@ -94,4 +96,11 @@ def health_checks(ami: AmiClient, gateways: Mapping[str, Gateway], store: Store,
             out.update(ok=False, unrecorded_calls=pipeline.pending)
         return out
 
-    return {"ami": ami_health, "gateways": gateways_health, "store": store_check}
+    def records_check() -> dict[str, Any]:
+        # A backlog is not an outage, but past this age texts are late enough to say so.
+        age = pipeline.oldest_age()
+        return {"ok": age <= RECORDS_BEHIND_S, "pending": pipeline.pending,
+                "oldest_age_s": round(age, 3), "budget_s": RECORDS_BEHIND_S}
+
+    return {"ami": ami_health, "gateways": gateways_health, "store": store_check,
+            "records": records_check}

@@ -1,9 +1,14 @@
 """A minimal AMI peer on loopback for the failure modes the lab cannot produce on demand
-(a hung Asterisk that stops answering Ping, a peer that is not Asterisk)."""
+(a hung Asterisk that stops answering Ping, a peer that is not Asterisk, a reader that falls
+behind), and for load: ``stream`` writes events as fast as the client reads them and, like
+Asterisk with ``writetimeout``, drops a client that stops reading for ``write_timeout``."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 LISTCOMMANDS = Path(__file__).resolve().parents[1] / "fixtures" / "ami_listcommands"
@@ -21,6 +26,8 @@ class FakeAmi:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self.connected = asyncio.Event()
+        self.write_timeout: float | None = None  # Asterisk's manager.conf writetimeout (s)
+        self.dropped_slow_readers = 0
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -35,12 +42,33 @@ class FakeAmi:
             await self.server.wait_closed()
 
     async def send_event(self, text: str) -> None:
-        for w in self.writers:
-            w.write(text.encode())
-            await w.drain()
+        await self.send_bytes(text.encode())
+
+    async def send_bytes(self, data: bytes) -> bool:
+        """Write to every client; a client that does not take it within ``write_timeout`` is
+        disconnected, as Asterisk does. False when some client was dropped."""
+        ok = True
+        for w in list(self.writers):
+            if w.is_closing():
+                continue
+            w.write(data)
+            try:
+                await asyncio.wait_for(w.drain(), self.write_timeout)
+            except (TimeoutError, ConnectionError):
+                self.dropped_slow_readers += 1
+                w.transport.abort()
+                self.writers.remove(w)
+                ok = False
+        return ok
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
+        if self.write_timeout is not None:
+            # Asterisk writes to a small buffer and gives up on a reader that stops: no
+            # megabytes of kernel send buffer to hide a stalled reader behind.
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+            writer.transport.set_write_buffer_limits(high=8192)
         writer.write(self.banner)
         self.connected.set()
         try:
@@ -60,8 +88,70 @@ class FakeAmi:
                 elif action == "listcommands":
                     writer.write(self.list_commands.replace(b"ActionID: 1\r\n",
                                                             f"ActionID: {aid}\r\n".encode()))
+                elif action == "coreshowchannels":
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
+                                 f"Message: Channels will follow\r\n\r\n"
+                                 f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
+                                 f"EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
                 elif action == "ping" and self.answer_pings:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+
+
+# ---- clones of the lab's recorded calls, for load -------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+_CALLER = "+919876543210"
+_TS = re.compile(rb"^Timestamp: (\d+\.\d+)\r$", re.MULTILINE)
+_CDR_TIME = re.compile(r'"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)"')
+
+
+class RecordedCall:
+    """One recorded lab call (AMI transcript + its Master.csv row), cloned on demand with a fresh
+    call id, caller number and timestamps, as if it had just ended."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        data = (FIXTURES / "ami" / f"{name}.txt").read_bytes()
+        blocks = [b + b"\r\n\r\n" for b in data.split(b"\r\n\r\n") if b.strip()]
+        # Only the call's own events: those naming one of its channels' ids.
+        self.blocks = [b for b in blocks if b"aftercall-lab-" in b]
+        stamps = [float(m.group(1)) for b in self.blocks for m in _TS.finditer(b)]
+        self.first, self.last = min(stamps), max(stamps)
+        m = re.search(rb"Linkedid: (aftercall-lab-[\d.]+)", data)
+        assert m is not None, name
+        self.linkedid = m.group(1).decode()
+        cdr = (FIXTURES / "cdr" / "Master.csv").read_text().splitlines()
+        self.cdr = next((ln for ln in cdr if f'"{self.linkedid}"' in ln), None)
+
+    def clone(self, tag: str, caller: str, ends_at: float) -> tuple[bytes, str | None, str]:
+        """(AMI bytes, Master.csv line or None, call id) of a copy ending at ``ends_at``."""
+        shift = ends_at - self.last
+        prefix = f"{tag}-aftercall-lab-".encode()
+
+        def ts(m: re.Match[bytes]) -> bytes:
+            return b"Timestamp: %.6f\r" % (float(m.group(1)) + shift)
+
+        out = []
+        for b in self.blocks:
+            b = _TS.sub(ts, b).replace(b"aftercall-lab-", prefix)
+            out.append(b.replace(_CALLER.encode(), caller.encode())
+                        .replace(_CALLER[1:].encode(), caller[1:].encode()))
+        call_id = self.linkedid.replace("aftercall-lab-", prefix.decode())
+        line = None
+        if self.cdr is not None:
+            def when(m: re.Match[str]) -> str:
+                t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                return f'"{datetime.fromtimestamp(t.timestamp() + shift, UTC):%Y-%m-%d %H:%M:%S}"'
+
+            line = _CDR_TIME.sub(when, self.cdr).replace("aftercall-lab-", prefix.decode())
+            line = line.replace(_CALLER, caller)
+        return b"".join(out), line, call_id
+
+
+def recorded_calls() -> list[RecordedCall]:
+    """Every recorded lab call (tests/fixtures/ami/*.txt) that has its CDR row."""
+    calls = [RecordedCall(p.stem) for p in sorted((FIXTURES / "ami").glob("*.txt"))]
+    return [c for c in calls if c.cdr is not None]

@@ -84,14 +84,23 @@ async def test_peer_that_is_not_asterisk(fake):
         await client.connect()
 
 
-async def test_events_go_through_a_bounded_queue_and_handler_errors_are_survived(fake):
+def _event(i: int) -> str:
+    return f"Event: Newchannel\r\nUniqueid: {i}\r\nLinkedid: {i}\r\n\r\n"
+
+
+async def test_a_full_queue_stops_the_reading_and_nothing_is_dropped(fake):
+    """Back-pressure, not loss: past ``queue_size`` the socket is no longer read; what is sent
+    meanwhile waits in TCP and arrives, in order, once the consumer catches up."""
     client = AmiClient(_cfg(fake.port, queue_size=3))
     await client.connect()
-    for i in range(5):
-        await fake.send_event(f"Event: Newchannel\r\nUniqueid: {i}\r\nLinkedid: {i}\r\n\r\n")
-    await fake.send_event("Event: Ping\r\n\r\n")
-    await _until(lambda: client.stats.events >= 6)
-    assert client.queue.qsize() == 3 and client.stats.dropped == 3
+    for i in range(3):
+        await fake.send_event(_event(i))
+        await _until(lambda i=i: client.stats.events == i + 1)
+    assert client.stats.paused == 1 and client.queue.qsize() == 3
+    for i in range(3, 8):
+        await fake.send_event(_event(i))
+    await asyncio.sleep(0.2)  # a negative check: nothing may be read while paused
+    assert client.stats.events == 3
     seen = []
 
     def handler(ev):
@@ -99,11 +108,35 @@ async def test_events_go_through_a_bounded_queue_and_handler_errors_are_survived
         raise ValueError("bad handler")
 
     consumer = asyncio.create_task(client.consume(handler))
-    await _until(lambda: len(seen) >= 3)
+    await _until(lambda: len(seen) == 8)
     consumer.cancel()
-    assert client.stats.handler_errors == 3
-    assert client.connected
+    assert seen == [str(i) for i in range(8)] and client.stats.dropped == 0
+    assert client.stats.handler_errors == 8 and client.connected
     await client.close()
+
+
+async def test_a_busy_agent_is_not_taken_for_a_dead_link(fake):
+    """While events keep arriving (or while the agent itself stopped reading), an unanswered
+    Ping proves nothing: only silence does."""
+    client = AmiClient(_cfg(fake.port, queue_size=2))
+    task = asyncio.create_task(client.run())
+    try:
+        await _until(lambda: client.connected and client.stats.logins == 1)
+        fake.answer_pings = False
+        for i in range(30):  # 1.5 s of traffic: several ping intervals and timeouts
+            await fake.send_event(_event(i))
+            await asyncio.sleep(0.05)
+            if client.stats.paused:
+                break
+        # Reading is now paused behind the full queue; silence from the socket is ours.
+        with capture_logs() as logs:
+            await asyncio.sleep(1.0)
+        assert client.stats.paused == 1
+        assert fake.logins == 1 and client.connected
+        assert not [e for e in logs if e["event"] in ("ami_ping_timeout", "ami_disconnected")]
+    finally:
+        await client.close()
+        task.cancel()
 
 
 def test_plain_ami_to_a_remote_host_is_refused_unless_opted_in():
@@ -121,9 +154,10 @@ def test_backoff_is_capped_and_jittered():
     assert [b2.next() for _ in range(3)] == [0.25, 0.5, 1.0]
 
 
-async def test_dropped_events_count_as_a_lost_link(fake):
-    """A hole in the event stream must not go unnoticed while TCP stays up: the first drop
-    rebuilds the connection, so on_login resyncs and the CDR pass covers the gap from then."""
+async def test_asterisk_dropping_a_paused_reader_starts_the_gap_when_reading_stopped(fake):
+    """Asterisk drops a client that stops reading (writetimeout). Nothing already read is lost,
+    the disconnect is logged with its cause, and the gap the CDR must cover starts when the
+    reading stopped, not when the drop was noticed."""
     logins: list[float | None] = []
 
     async def on_login(client: AmiClient) -> None:
@@ -133,10 +167,22 @@ async def test_dropped_events_count_as_a_lost_link(fake):
     task = asyncio.create_task(client.run())
     await _until(lambda: len(logins) == 1)
     before = time.time()
-    for i in range(4):  # nobody consumes: two fit, two are dropped
-        await fake.send_event(f"Event: Newchannel\r\nUniqueid: {i}\r\nLinkedid: {i}\r\n\r\n")
-    await _until(lambda: len(logins) == 2)
-    assert client.stats.dropped >= 2 and client.stats.reconnects == 1
-    assert logins[1] is not None and logins[1] >= before  # the gap starts at the first drop
+    for i in range(2):
+        await fake.send_event(_event(i))
+    await _until(lambda: client.stats.paused == 1)
+    paused_at = time.time()
+    with capture_logs() as logs:
+        for w in list(fake.writers):  # as Asterisk does after writetimeout
+            w.transport.abort()
+        fake.writers.clear()
+        seen = []
+        consumer = asyncio.create_task(client.consume(lambda ev: seen.append(ev)))
+        await _until(lambda: len(logins) == 2)
+    consumer.cancel()
+    assert len([e for e in seen if e.get("Event") == "Newchannel"]) == 2  # kept, not dropped
+    assert client.stats.dropped == 0 and client.stats.reconnects == 1
+    assert logins[1] is not None and before <= logins[1] <= paused_at
+    (lost,) = [e for e in logs if e["event"] == "ami_disconnected"]
+    assert lost["cause"] == "closed by peer" and lost["behind_s"] > 0
     await client.close()
     task.cancel()

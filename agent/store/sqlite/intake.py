@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-
-import aiosqlite
 
 from agent.models import CallRecord
 from agent.store.base import MessageRow, NewMessage
@@ -25,23 +24,23 @@ class IntakeOps(StoreWriter):
         at = ts(now)
         msgs = list(messages)
 
-        async def op(conn: aiosqlite.Connection) -> list[tuple[MessageRow, bool]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[MessageRow, bool]]:
             if call is not None:
-                await upsert_call(conn, call, at)
+                upsert_call(conn, call, at)
             out: list[tuple[MessageRow, bool]] = []
             links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
             for m in msgs:
-                row, created = await insert_row(conn, m.decision, m.state, at, m.reason,
+                row, created = insert_row(conn, m.decision, m.state, at, m.reason,
                                                 m.detail, m.next_attempt_at, m.expires_at)
                 out.append((row, created))
                 if created:
                     for link in m.decision.links:
                         links.setdefault(link.code, (link.url, row.id))
             if links:
-                await conn.executemany(
+                conn.executemany(
                     "INSERT OR IGNORE INTO links (code, message_id, url, created_at)"
                     " VALUES (?,?,?,?)",
                     [(code, mid, url, at) for code, (url, mid) in links.items()])
             return out
 
-        return await self._write(op)
+        return await self._write_now(op)

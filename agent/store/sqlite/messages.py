@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -13,7 +14,7 @@ import aiosqlite
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
 from agent.store.sqlite.receipts import _apply_to_message
-from agent.store.sqlite.rows import _dt, _event, _message, _one, _rows, ts
+from agent.store.sqlite.rows import _dt, _event, _message, _one, _rows, event_now, ts
 from agent.store.sqlite.writer import StoreWriter
 
 _TRANSITION_FIELDS = frozenset(
@@ -32,8 +33,8 @@ _TRANSITION_FIELDS = frozenset(
 )
 
 
-async def insert_row(
-    conn: aiosqlite.Connection,
+def insert_row(
+    conn: sqlite3.Connection,
     d: Decision,
     state: MessageState,
     at: str,
@@ -42,8 +43,8 @@ async def insert_row(
     next_attempt_at: datetime | None,
     expires_at: datetime | None,
 ) -> tuple[MessageRow, bool]:
-    """One decision's row and its first event (inside the caller's transaction); an existing
-    row with the same idempotency key is returned instead, with False."""
+    """One decision's row and its first event (in the database thread, inside the caller's
+    transaction); an existing row with the same idempotency key is returned instead, with False."""
     params = (
         uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
@@ -51,8 +52,7 @@ async def insert_row(
         at, at if state is MessageState.QUEUED else None, at if state.final else None,
         ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), at, d.pbx,
     )
-    row = await _one(
-        conn,
+    row = conn.execute(
         "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
         " number, template, gateway, sender_id, text, encoding, segments, category,"
         " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
@@ -60,14 +60,14 @@ async def insert_row(
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
         params,
-    )
+    ).fetchone()
     if row is None:
-        existing = await _one(
-            conn, "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
-        )
+        existing = conn.execute(
+            "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
+        ).fetchone()
         assert existing is not None
         return _message(existing), False
-    await _event(conn, row["id"], at, state.value, reason, detail)
+    event_now(conn, row["id"], at, state.value, reason, detail)
     return _message(row), True
 
 
@@ -88,11 +88,11 @@ class MessageOps(StoreWriter):
     ) -> tuple[MessageRow, bool]:
         at = ts(now)
 
-        async def op(conn: aiosqlite.Connection) -> tuple[MessageRow, bool]:
-            return await insert_row(conn, decision, state, at, reason, detail,
-                                    next_attempt_at, expires_at)
+        def op(conn: sqlite3.Connection) -> tuple[MessageRow, bool]:
+            return insert_row(conn, decision, state, at, reason, detail,
+                              next_attempt_at, expires_at)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         rows = await self._read_messages("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -153,28 +153,21 @@ class MessageOps(StoreWriter):
         at = ts(now)
         only_via = "" if gateway is None else " AND gateway = ?"
 
-        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
-            row = await _one(
-                conn,
+        def op(conn: sqlite3.Connection) -> MessageRow | None:
+            row = conn.execute(
                 "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
                 " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
                 + " RETURNING *",
                 (at, at, message_id, at) + (() if gateway is None else (gateway,)),
-            )
+            ).fetchone()
             if row is None:
                 return None
-            await _event(
-                conn,
-                message_id,
-                at,
-                "queued",
-                "submitting",
-                f"attempt {row['attempts']} via {row['gateway']}",
-            )
+            event_now(conn, message_id, at, "queued", "submitting",
+                      f"attempt {row['attempts']} via {row['gateway']}")
             return _message(row)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def record_submit(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +24,10 @@ from agent.store.sqlite.writer import StoreWriter
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 
-async def upsert_call(conn: aiosqlite.Connection, record: CallRecord, at: str) -> None:
-    """The call's row (inside the caller's transaction); a later record of the call replaces it."""
-    await conn.execute(
+def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
+    """The call's row (in the database thread, inside the caller's transaction); a later
+    record of the call replaces it."""
+    conn.execute(
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
         " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
         " SET record=excluded.record, trigger=excluded.trigger,"
@@ -46,10 +48,10 @@ class RecordOps(StoreWriter):
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None:
         at = ts(now or _now())
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await upsert_call(conn, record, at)
+        def op(conn: sqlite3.Connection) -> None:
+            upsert_call(conn, record, at)
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         rows = await self._read("SELECT record FROM calls WHERE call_id = ?", (call_id,))

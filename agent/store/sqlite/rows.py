@@ -104,3 +104,18 @@ async def _event(
         "INSERT INTO message_events (message_id, at, state, reason, detail) VALUES (?,?,?,?,?)",
         (message_id, at, state, reason, detail),
     )
+
+
+def event_now(
+    conn: sqlite3.Connection,
+    message_id: str,
+    at: str,
+    state: str,
+    reason: str | None,
+    detail: str | None,
+) -> None:
+    """``_event`` for ops that run in the database thread (``StoreWriter._write_now``)."""
+    conn.execute(
+        "INSERT INTO message_events (message_id, at, state, reason, detail) VALUES (?,?,?,?,?)",
+        (message_id, at, state, reason, detail),
+    )
