@@ -67,6 +67,9 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
         await asyncio.wait_for(agent.ready.wait(), 10)
         call = RecordedCall("queue_abandoned")
         n = 400
+        # The store takes nothing while the calls come: more calls/s than it can store.
+        lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
         with cdr.open("a") as fh:
             for i in range(n):
                 events, line, _ = call.clone(f"o{i}", _caller(i), time.time())
@@ -74,6 +77,8 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
                 fh.flush()
                 await fake.send_bytes(events)  # nobody reading: a dropped client misses them
         assert agent.ami.stats.paused >= 1  # back-pressure reached the socket
+        lock.execute("ROLLBACK")
+        lock.close()
         expected = {_caller(i) for i in range(n)}
         await _until(lambda: set(_handsets(sim)) >= expected, 90,
                      show=lambda: (len(set(_handsets(sim)) & expected), fake.dropped_slow_readers,
