@@ -141,7 +141,7 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
     http = _free_port()
     proc = _agent_process(tmp_path, fake, rules, http)
     try:
-        await asyncio.wait_for(fake.connected.wait(), 20)
+        await asyncio.wait_for(fake.connected.wait(), 60)
         await _until(lambda: (tmp_path / "a.db").exists(), 10)
         lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
@@ -156,12 +156,12 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
             pending[0] = await _metric(http, "aftercall_records_pending")
             return pending[0] == n
 
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(90):
             while not await backlog():
                 await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
-        assert proc.returncode == 0, out
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=90)
+        assert proc.returncode == 0, out[-3000:]
         assert "records_unfinished" in out and "records_kept" in out
         assert not sim.core.messages  # nothing was sent without its row
         lock.execute("ROLLBACK")
@@ -169,7 +169,7 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
 
         proc = _agent_process(tmp_path, fake, rules, http)
         expected = {_caller(i) for i in range(n)}
-        await _until(lambda: set(_handsets(sim)) >= expected, 60,
+        await _until(lambda: set(_handsets(sim)) >= expected, 120,
                      show=lambda: len(set(_handsets(sim)) & expected))
         texts = _handsets(sim)
         assert all(texts[c] == 1 for c in expected)
