@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     add_common_args(calls)
     calls.add_argument("--follow", action="store_true", help="keep printing as calls finish")
 
+    doc = sub.add_parser("doctor", help="what aftercall will see and do on this PBX, and what "
+                                         "to fix (exit 0: nothing blocks, 1: fixes listed)")
+    add_common_args(doc)
+    doc.add_argument("--asterisk-etc", default="/etc/asterisk",
+                     help="Asterisk's configuration directory, read when readable")
+    doc.add_argument("--last", type=int, default=10, help="how many recent CDR calls to show")
+    doc.add_argument("--listen", type=float, default=3.0,
+                     help="seconds to listen to live events when manager.conf is not readable")
+
     lab = sub.add_parser("lab", help="the local Asterisk lab (Debian sid root under chroot)")
     lab.add_argument("action", choices=["up", "down", "status", "record", "call"])
     lab.add_argument("--scenario", default=None, help="with record/call: one scenario name")
@@ -119,6 +128,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.settings import Settings
 
         return asyncio.run(follow(Settings.from_args(args), keep_going=args.follow))
+    if cmd == "doctor":
+        from agent.doctor import doctor_cli
+        from agent.settings import Settings
+
+        return doctor_cli(Settings.from_args(args), etc=args.asterisk_etc, last=args.last,
+                          listen=args.listen)
     if cmd == "run":
         from agent.app import run_agent
         from agent.settings import Settings

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
@@ -264,6 +265,21 @@ def _clid_number(clid: str) -> str | None:
     return number(clid.strip())
 
 
+_DIAL_TARGET = re.compile(r"^[A-Za-z0-9_]+/([+0-9*#]+)(?:@|,|&|$)")
+
+
+def _dialled(dst: str, legs: Sequence[CdrRow]) -> str:
+    """The number a phone dialled. ``dst`` is the exten where the row was written: ``s`` once
+    a Gosub/Macro dial subroutine ran (FreePBX), so the Dial()'s own argument tells instead."""
+    if dst and dst.lstrip("+").isdigit():
+        return dst
+    for r in legs:
+        m = _DIAL_TARGET.match(r.lastdata) if r.lastapp == "Dial" else None
+        if m:
+            return m.group(1)
+    return dst
+
+
 def _disposition(legs: Sequence[CdrRow]) -> Disposition:
     if any(r.dstchannel and r.disposition == _ANSWERED for r in legs):
         return Disposition.ANSWERED
@@ -312,9 +328,11 @@ def build_record(
     if inbound_contexts:
         profile = replace(profile, inbound_contexts=profile.inbound_contexts
                           + tuple(inbound_contexts))
-    # dcontext is where party A's dialplan was when the row was written, not its first
-    # context: the endpoint and the caller id weigh as much as it does.
-    inbound = ctx.startswith(did_context_prefix) or profile.origin(first.channel, ctx, src).trunk
+    # dcontext is where party A's dialplan was when the row was written (a transfer leaves a
+    # caller from the trunk in the phones' context), not its first context: only the pbx:
+    # endpoints and the caller id decide here (a phone showing a full number as its caller
+    # id needs pbx.phones).
+    inbound = ctx.startswith(did_context_prefix) or profile.origin(first.channel, None, src).trunk
     agent: str | None
     alias: str | None = None
     if inbound:
@@ -332,9 +350,10 @@ def build_record(
         agent = extension(pick.dstchannel) if pick else None
     else:
         # An agent's phone placed the call: the party to text is the number dialled.
-        dst_info = classify(first.dst, region)
+        dst = _dialled(first.dst, legs)
+        dst_info = classify(dst, region)
         direction = Direction.INTERNAL if dst_info.kind == "short_code" else Direction.OUTBOUND
-        caller, caller_name, did = dst_info.e164 or first.dst, None, None
+        caller, caller_name, did = dst_info.e164 or dst, None, None
         agent = extension(first.channel)
         alias = src
     name, mobile = None, None

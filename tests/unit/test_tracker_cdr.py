@@ -180,3 +180,17 @@ def test_receive_clock_never_goes_back_when_the_wall_clock_does() -> None:
     wall[0] -= 3600  # NTP steps the clock back an hour
     mono[0] += 2.5
     assert clock() == first + 2.5
+
+
+@pytest.mark.parametrize(("style", "sc"), CASES)
+def test_a_call_recovered_from_the_cdr_reads_as_the_live_one(style: str, sc: Scenario) -> None:
+    # The same call, live (AMI) and recovered after an outage (Master.csv): same direction,
+    # caller, disposition and agent, on every style.
+    from agent.calls.cdr import build_records, parse_lines
+
+    (live,) = track(style, sc)
+    text = (fixture_dir(style, CDR) / "Master.csv").read_text().splitlines()
+    rows = [r for r in parse_lines(text).rows if r.linkedid == live.call_id]
+    (recovered,) = build_records(rows, region="IN")
+    assert (recovered.direction, recovered.caller, recovered.disposition, recovered.agent) == (
+        live.direction, live.caller, live.disposition, live.agent)
