@@ -208,3 +208,16 @@ async def test_a_receipt_racing_the_submit_record_on_another_agent_is_never_stra
         states = [(await a.get_message(r.id)).state for r in rows]  # type: ignore[union-attr]
         assert states == [MessageState.DELIVERED] * 60
         assert await a.receipts(unmatched=True) == []
+
+
+async def test_a_call_judged_again_replaces_its_rule_outcomes(pg_url: str) -> None:
+    from agent.models import RuleOutcome, Trigger
+
+    async with PostgresStore(pg_url) as s:
+        first = [RuleOutcome("a", False, "queue"), RuleOutcome("b", True),
+                 RuleOutcome("c", False, "min_talk", ("caller",))]
+        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, first, now=T0)
+        assert await s.rule_outcomes("1700.1") == first
+        again = [RuleOutcome("b", True)]
+        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, again, now=T0)
+        assert await s.rule_outcomes("1700.1") == again

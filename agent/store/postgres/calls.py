@@ -22,17 +22,24 @@ class CallOps(PgPool):
     async def record_rule_outcomes(
         self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
     ) -> None:
-        rows = [(call_id, trigger.value, i, o.rule, o.matched, o.reason,
-                 json.dumps(list(o.skipped)), utc(now)) for i, o in enumerate(outcomes)]
-        async with self._tx() as conn:
-            # The explanation of a call, not its messages: a power cut may lose the last few
-            # milliseconds of these, so the record worker does not wait for their fsync.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            await conn.execute("DELETE FROM rule_outcomes WHERE call_id = $1 AND trigger = $2",
-                               call_id, trigger.value)
-            await conn.executemany(
-                "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-                " skipped, decided_at) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8)", rows)
+        # One statement (one round trip: the record worker waits for it): this judgement's
+        # outcomes replace the positions they take, and any left from a longer one go.
+        async with self._tx(single=True) as conn:
+            await conn.execute(
+                "WITH up AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule,"
+                " matched, reason, skipped, decided_at)"
+                " SELECT $1, $2, u.p, u.r, u.m, u.rs, u.s::jsonb, $3 FROM unnest($4::int[],"
+                " $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(p, r, m, rs, s)"
+                " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
+                " matched = excluded.matched, reason = excluded.reason,"
+                " skipped = excluded.skipped, decided_at = excluded.decided_at)"
+                " DELETE FROM rule_outcomes WHERE call_id = $1 AND trigger = $2"
+                " AND position >= $9",
+                call_id, trigger.value, utc(now), list(range(len(outcomes))),
+                [o.rule for o in outcomes], [o.matched for o in outcomes],
+                [o.reason for o in outcomes], [json.dumps(list(o.skipped)) for o in outcomes],
+                len(outcomes),
+            )
 
     async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""
