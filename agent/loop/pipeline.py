@@ -123,8 +123,9 @@ class RecordPipeline:
 
     async def run(self) -> None:
         """``workers`` records in flight at once: the store commits theirs together. Records
-        that share a number or a call are applied in the order they came (a cooldown reads
-        what the record before wrote)."""
+        of one call, and records texting one number under a cooldown, are applied in the order
+        they came (a cooldown reads what the record before wrote). Rate limits need no order:
+        their counters are in memory and counted as each decision is judged."""
         async with asyncio.TaskGroup() as tg:
             for i in range(self._workers):
                 tg.create_task(self._worker(), name=f"records-{i}")
@@ -141,8 +142,7 @@ class RecordPipeline:
                 log.exception("call_record_failed", call_id=record.call_id)
                 judged = None
             mine = asyncio.get_running_loop().create_future()
-            keys = {record.call_id,
-                    *(d.number for d in (judged.decisions if judged else ()) if d.number)}
+            keys = {record.call_id, *_ordered_numbers(judged.decisions if judged else ())}
             before = [self._tails[k] for k in keys if k in self._tails]
             for k in keys:
                 self._tails[k] = mine
@@ -239,6 +239,11 @@ class RecordPipeline:
             log.error("records_unfinished", pending=len(left), call_ids=ids[:50],
                       more=max(0, len(ids) - 50))
         return left
+
+
+def _ordered_numbers(decisions: list[Decision] | tuple[()]) -> set[str]:
+    """The numbers whose records must not overtake each other: those a cooldown guards."""
+    return {d.number for d in decisions if d.number and d.cooldown_seconds}
 
 
 def spill(path: Path, records: list[CallRecord]) -> None:

@@ -1,0 +1,264 @@
+"""End-to-end capacity of one agent: calls/s it sustains with p99 hangup -> submit <= 250 ms.
+
+A load generator clones the lab's recorded calls (tests/fixtures/ami, each with its Master.csv
+row) with fresh call ids, caller numbers and timestamps, and streams them at a set rate through
+a fake AMI socket (tests/ami/fake_ami.py: like Asterisk, it drops a reader that stops reading
+for 100 ms and writes every call to Master.csv) into a real agent (`aftercall run`, its own
+process, SQLite with synchronous=FULL) and the real simulator (its own process, receipts on).
+Rates ramp; per rate it prints calls offered / stored / texted / delivered, p50/p99
+hangup -> submit_sm (the agent's own hangup_to_submit_ms: from the clone's last Hangup
+Timestamp to the gateway's accept), the agent's CPU (share of one core) and RSS, and then the
+highest rate sustained with p99 <= 250 ms and nothing lost. The peer figure measured in the
+same run: the generator's own offered rate (what the machine could push at all).
+
+    .venv/bin/python bench/capacity.py [--rates 50,100,150,200,300] [--seconds 20]
+    .venv/bin/python bench/capacity.py --soak 15 --rate 100     # RSS slope, exact counts
+
+Writes bench/results/capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "ami"))
+
+from agent.lab.harness import rules_with  # noqa: E402
+from fake_ami import FakeAmi, recorded_calls  # noqa: E402
+
+BUDGET_P99_MS = 250.0
+EDITS = (("global: 100/1m", "global: 100000000/1m"), ("daily: 2000/1d", "daily: 1000000000/1d"),
+         ("per_number: 3/1h", "per_number: 1000/1h"), ("tps: 50", "tps: 5000"),
+         # the agents' own limits (each clone's agent gets a summary per call)
+         ("per_number: 100/1h", "per_number: 100000000/1h"),
+         ("global: 200/1m", "global: 100000000/1m"), ("daily: 5000/1d", "daily: 1000000000/1d"))
+TICK = 0.01
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
+
+
+class Proc:
+    """CPU (s) and RSS (MB) of a child process, from /proc."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.p = popen
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+class Load:
+    def __init__(self, work: Path, fake: FakeAmi) -> None:
+        self.fake = fake
+        self.cdr = work / "Master.csv"
+        self.cdr.touch()
+        self.calls = recorded_calls()
+        self.n = 0
+
+    async def offer(self, tag: str, rate: float, seconds: float) -> tuple[int, float]:
+        """Stream ``rate`` calls/s for ``seconds``; returns (calls offered, achieved rate)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = 0
+        with self.cdr.open("a") as fh:
+            while (now := loop.time()) - start < seconds:
+                due = int((now - start) * rate) - sent
+                for _ in range(max(0, due)):
+                    self.n += 1
+                    call = self.calls[self.n % len(self.calls)]
+                    events, line, _ = call.clone(f"{tag}x{self.n}", f"+9197{self.n:08d}",
+                                                 time.time())
+                    fh.write(line + "\n")  # Asterisk writes the CDR at the hangup
+                    fh.flush()
+                    await self.fake.send_bytes(events)
+                    sent += 1
+                await asyncio.sleep(TICK)
+        return sent, sent / max(1e-9, loop.time() - start)
+
+
+def counts(db: Path, tag: str) -> dict[str, object]:
+    """What the agent stored for one step (calls whose id starts with the step's tag)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        like = f"{tag}x%"
+        stored = con.execute("SELECT count(*) FROM calls WHERE call_id LIKE ?", (like,)).fetchone()[0]
+        rows = con.execute(
+            "SELECT state, hangup_to_submit_ms, submitted_at FROM messages WHERE call_id LIKE ?",
+            (like,)
+        ).fetchall()
+    finally:
+        con.close()
+    lat = [r[1] for r in rows if r[1] is not None]
+    return {
+        "stored": stored,
+        "messages": len(rows),
+        "texted": sum(1 for r in rows if r[2] is not None),
+        "delivered": sum(1 for r in rows if r[0] == "delivered"),
+        "queued_unsent": sum(1 for r in rows if r[0] == "queued"),
+        "lat": lat,
+    }
+
+
+async def settle(db: Path, tag: str, offered: int, timeout: float) -> dict[str, object]:
+    """Wait until every offered call is stored and the texts stop moving (or ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    last: dict[str, object] = {}
+    stable = 0
+    while loop.time() < end:
+        c = await asyncio.to_thread(counts, db, tag)
+        moving = (c["stored"], c["texted"], c["delivered"]) != (
+            last.get("stored"), last.get("texted"), last.get("delivered"))
+        last = c
+        stable = 0 if moving else stable + 1
+        if c["stored"] >= offered and stable >= 4:
+            break
+        await asyncio.sleep(0.5)
+    return last
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rates", default="50,100,150,200,300")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--soak", type=float, default=None, metavar="MINUTES")
+    ap.add_argument("--rate", type=float, default=100.0, help="with --soak")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        smpp, http, web = free_port(), free_port(), free_port()
+        env = dict(os.environ, SMPP_PORT=str(smpp), SIM_HTTP_PORT=str(http),
+                   AFTERCALL_SIM_PASSWORD="secret")
+        sim = subprocess.Popen([sys.executable, "-m", "agent.cli", "smsc-sim",
+                                "--smpp-port", str(smpp), "--http-port", str(http)],
+                               env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        fake = FakeAmi()
+        fake.write_timeout = 0.1  # Asterisk's writetimeout
+        await fake.start()
+        rules = rules_with(work, *EDITS)
+        db = work / "aftercall.db"
+        agent_env = dict(env, AFTERCALL_AMI_PORT=str(fake.port), AFTERCALL_AMI_SECRET=fake.secret,
+                         AFTERCALL_RULES=str(rules), AFTERCALL_DB=str(db),
+                         AFTERCALL_HTTP=f"127.0.0.1:{web}", AFTERCALL_AGI_PORT="0",
+                         AFTERCALL_CDR_CSV=str(work / "Master.csv"),
+                         AFTERCALL_LOG_LEVEL="warning")
+        load = Load(work, fake)
+        await asyncio.sleep(1.0)  # the simulator's bind port
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--log-level", "warning",
+                                  "run"], env=agent_env, cwd=REPO,
+                                 stdout=open(work / "agent.log", "w"), stderr=subprocess.STDOUT)
+        proc = Proc(agent)
+        out: dict[str, object] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                                  "budget": f"p99 hangup->submit <= {BUDGET_P99_MS:g} ms, "
+                                            "nothing lost", "steps": []}
+        try:
+            await asyncio.wait_for(fake.connected.wait(), 30)
+            await asyncio.sleep(1.0)  # login, resync, the first reconciliation
+            if args.soak is not None:
+                out["soak"] = await soak(load, proc, db, args.rate, args.soak)
+            else:
+                best = 0.0
+                for i, rate in enumerate(float(r) for r in args.rates.split(",")):
+                    step = await one_rate(load, proc, db, f"r{i}", rate, args.seconds)
+                    out["steps"].append(step)  # type: ignore[union-attr]
+                    print(json.dumps({k: v for k, v in step.items()}), flush=True)
+                    if step["sustained"]:
+                        best = max(best, step["offered_per_s"])
+                out["highest_sustained_calls_per_s"] = best
+                out["ami_reconnects_by_fake_drop"] = fake.dropped_slow_readers
+        finally:
+            agent.terminate()
+            try:
+                agent.wait(60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+            sim.terminate()
+            sim.wait(10)
+            await fake.stop()
+    print(json.dumps({k: v for k, v in out.items() if k != "steps"}, indent=2))
+    res = REPO / "bench/results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,
+                   seconds: float) -> dict[str, object]:
+    cpu0, t0 = proc.cpu(), time.monotonic()
+    offered, achieved = await load.offer(tag, rate, seconds)
+    busy = time.monotonic() - t0
+    cpu_during = (proc.cpu() - cpu0) / busy
+    c = await settle(db, tag, offered, timeout=max(60.0, seconds * 3))
+    lat = c.pop("lat")
+    lost = offered - int(c["stored"])  # type: ignore[arg-type]
+    p99 = pct(lat, 99)  # type: ignore[arg-type]
+    return {
+        "rate": rate, "offered": offered, "offered_per_s": round(achieved, 1), **c,
+        "lost": lost,
+        "p50_ms": round(statistics.median(lat), 1) if lat else None,  # type: ignore[arg-type]
+        "p99_ms": round(p99, 1) if lat else None,
+        "agent_cpu_core_share": round(cpu_during, 2), "agent_rss_mb": round(proc.rss_mb(), 1),
+        "sustained": bool(lat) and lost == 0 and not c["queued_unsent"] and p99 <= BUDGET_P99_MS,
+    }
+
+
+async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float) -> dict[str, object]:
+    samples: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    offered = 0
+    i = 0
+    while time.monotonic() - t0 < minutes * 60:
+        n, _ = await load.offer(f"s{i}", rate, 10.0)
+        offered += n
+        samples.append(((time.monotonic() - t0) / 60, proc.rss_mb()))
+        i += 1
+    stored = texted = 0
+    lat: list[float] = []
+    for j in range(i):
+        c = await settle(db, f"s{j}", 0, timeout=5 if j < i - 1 else 120)
+        stored += int(c["stored"])  # type: ignore[arg-type]
+        texted += int(c["texted"])  # type: ignore[arg-type]
+        lat += c["lat"]  # type: ignore[arg-type]
+    xs, ys = [s[0] for s in samples], [s[1] for s in samples]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in samples) / max(1e-9, sum((x - mx) ** 2 for x in xs))
+    return {"rate": rate, "minutes": minutes, "offered": offered, "stored": stored,
+            "texted": texted, "lost": offered - stored, "p99_ms": round(pct(lat, 99), 1),
+            "rss_mb_first": round(ys[0], 1), "rss_mb_last": round(ys[-1], 1),
+            "rss_slope_mb_per_min": round(slope, 4), "budget_slope": "< 0.05 MB/min"}
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
