@@ -87,6 +87,8 @@ async def test_cut_connection_reconnects_and_the_gap_is_recovered_from_cdr(tmp_p
                                   duration_ms=500)
         assert r.ok
         rows = await loop.wait_rows(lambda rs: bool(_sorry(rs, live_caller)))
+        # The row is written before the submit: wait for the handset, then count.
+        await until(lambda: len(loop.handset(live_caller)) >= 1)
         assert len(loop.handset(gap_caller)) == 1 and len(loop.handset(live_caller)) == 1
     await proxy.close()
 

@@ -107,7 +107,7 @@ async def test_disk_full(tmp_path: Path, lab) -> None:
 
         @contextlib.contextmanager
         def full() -> Iterator[None]:
-            with filler.open("wb") as fh, contextlib.suppress(OSError):
+            with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
                 while True:  # until ENOSPC
                     fh.write(b"\0" * 65536)
                     fh.flush()
