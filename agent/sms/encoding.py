@@ -125,9 +125,11 @@ def analyze(text: str) -> SmsInfo:
     return SmsInfo(encoding=encoding, units=units, segments=segments, forcing_chars=forcing)
 
 
-def split_segments(text: str) -> list[str]:
-    """The text of each segment as it will be sent (a single-element list for a single SMS)."""
-    encoding, _ = _choose(text)
+def split_segments(text: str, encoding: Encoding | None = None) -> list[str]:
+    """The text of each segment as it will be sent (a single-element list for a single SMS).
+    ``encoding``: the one already worked out for this text (it is not worked out again)."""
+    if encoding is None:
+        encoding, _ = _choose(text)
     return _split(text, encoding)
 
 

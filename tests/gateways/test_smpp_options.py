@@ -169,3 +169,15 @@ async def test_tls_bind_to_a_tls_smsc(certificate: tuple[Path, Path]) -> None:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_the_carried_encoding_is_used_and_a_wrong_one_refused(smsc: Smsc) -> None:
+    gw, _ = await smsc.gateway()
+    await gw.submit(sms(text="Hello", encoding="UCS-2", segments=1))
+    [pdu] = smsc.server.submitted
+    assert pdu.data_coding == 0x08  # as worked out when rendered, not guessed again
+    from agent.errors import GatewayPermanentError
+
+    with pytest.raises(GatewayPermanentError) as bad:
+        await gw.submit(sms(2, text="नमस्ते", encoding="GSM-7"))
+    assert bad.value.reason == "invalid_message" and len(smsc.server.submitted) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from agent.errors import PduError
@@ -61,16 +61,19 @@ def make_submit_parts(
             dest_addr_ton=dest_addr_ton, dest_addr_npi=dest_addr_npi,
             destination_addr=destination_addr, validity_period=validity_period,
             registered_delivery=registered_delivery, data_coding=data_coding,
-            tlvs=(*tuple(tlvs), (Tag.MESSAGE_PAYLOAD, encode(text))),
+            tlvs=(*tuple(tlvs), (Tag.MESSAGE_PAYLOAD, _encoded(encode, text))),
         )]
-    segments = split_segments(text)
+    segments = split_segments(text, "GSM-7" if gsm else "UCS-2")
     total = len(segments)
     if total > 255:
         raise PduError(f"text needs {total} segments, concatenation allows 255",
                        field="short_message", command="submit_sm")
     out: list[SubmitSm] = []
     for seq, segment in enumerate(segments, start=1):
-        payload = encode(segment)
+        try:
+            payload = encode(segment)
+        except ValueError as exc:  # a carried encoding that does not fit the text
+            raise PduError(str(exc), field="short_message", command="submit_sm") from None
         esm_class = 0
         if total > 1:
             payload = bytes((5, IEI_CONCAT_8, 3, ref & 0xFF, total, seq)) + payload
@@ -85,6 +88,13 @@ def make_submit_parts(
             short_message=payload, tlvs=tuple(tlvs),
         ))
     return out
+
+
+def _encoded(encode: Callable[[str], bytes], text: str) -> bytes:
+    try:
+        return encode(text)
+    except ValueError as exc:  # a carried encoding that does not fit the text
+        raise PduError(str(exc), field="message_payload", command="submit_sm") from None
 
 
 # Type of number / numbering plan for a sender (SMPP 3.4 section 5.2.5/5.2.6). Operators route
