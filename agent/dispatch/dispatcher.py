@@ -43,6 +43,7 @@ class Dispatcher(IntakeMixin, SendMixin):
         expiry: timedelta = timedelta(hours=1),
         poll_interval: float = 1.0,
         ready_wait: float = 10.0,
+        stale_submit: timedelta = timedelta(minutes=5),
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -63,6 +64,9 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._expiry = expiry
         self._poll = poll_interval
         self._ready_wait = ready_wait
+        # A submit started this long ago and still unfinished will never finish: its agent
+        # died (another agent on a shared database, or this one before a crash).
+        self._stale_submit = stale_submit
         self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
         self._counters: SendCounters | None = None  # seeded from the store by the first intake
@@ -126,17 +130,37 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._running = True
         try:
             for row in await self._recover_in_flight():
-                log.warning(
-                    "sms_ambiguous",
-                    message_id=row.id,
-                    rule=row.rule,
-                    to=mask_number(row.number),
-                    reason=row.reason,
-                    detail=row.detail,
-                )
-            await self._outbox_loop()
+                self._log_ambiguous(row)
+            sweep = asyncio.create_task(self._sweep_stale(), name="outbox-stale-sweep")
+            try:
+                await self._outbox_loop()
+            finally:
+                sweep.cancel()
+                await asyncio.gather(sweep, return_exceptions=True)
         finally:
             self._finished.set()
+
+    @staticmethod
+    def _log_ambiguous(row: MessageRow) -> None:
+        log.warning("sms_ambiguous", message_id=row.id, rule=row.rule,
+                    to=mask_number(row.number), reason=row.reason, detail=row.detail)
+
+    async def _sweep_stale(self) -> None:
+        """While running: submits started more than ``stale_submit`` ago and never finished
+        become ambiguous. On a shared database that is how a dead peer's last submits get
+        judged when it does not come back; never resent, like any ambiguous row."""
+        every = max(self._stale_submit.total_seconds() / 5, 0.05)
+        while True:
+            await asyncio.sleep(every)
+            now = self._clock()
+            try:
+                rows = await self._store.recover_in_flight(
+                    now=now, started_before=now - self._stale_submit)
+            except StoreError as exc:
+                log.error("outbox_sweep_failed", error=str(exc))
+                continue
+            for row in rows:
+                self._log_ambiguous(row)
 
     async def _recover_in_flight(self) -> list[MessageRow]:
         """Until the store answers (a locked or full disk at start must not stop the agent:

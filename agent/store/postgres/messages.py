@@ -228,16 +228,23 @@ class MessageOps(PgPool):
                     )
             return msg
 
-    async def recover_in_flight(self, *, now: datetime) -> list[MessageRow]:
+    async def recover_in_flight(
+        self, *, now: datetime, started_before: datetime | None = None
+    ) -> list[MessageRow]:
         """At startup: rows whose attempt started but never finished become ambiguous (the SMSC
         may have the message) rather than being sent again. With an ``owner``, only this agent's
-        own (and orphans older than STALE_SUBMIT): a live peer's submit is not ours to judge."""
+        own (and orphans older than STALE_SUBMIT): a live peer's submit is not ours to judge.
+        ``started_before``: only attempts that old, whoever started them (the running agents'
+        sweep for submits a dead peer will never finish)."""
         at = utc(now)
-        mine = "" if self.owner is None else (
-            " AND (claimed_by IS NULL OR claimed_by = $2 OR submitting_since < $3)"
-        )
         params: list[Any] = [at]
-        if self.owner is not None:
+        if started_before is not None:
+            mine = " AND submitting_since < $2"
+            params.append(utc(started_before))
+        elif self.owner is None:
+            mine = ""
+        else:
+            mine = " AND (claimed_by IS NULL OR claimed_by = $2 OR submitting_since < $3)"
             params += [self.owner, at - STALE_SUBMIT]
         async with self._tx() as conn:
             rows = await conn.fetch(

@@ -234,10 +234,15 @@ class MessageOps(StoreWriter):
 
         return await self._write(op)
 
-    async def recover_in_flight(self, *, now: datetime) -> list[MessageRow]:
+    async def recover_in_flight(
+        self, *, now: datetime, started_before: datetime | None = None
+    ) -> list[MessageRow]:
         """At startup: rows whose attempt started but never finished become ambiguous (the SMSC
-        may have the message) rather than being sent again."""
+        may have the message) rather than being sent again. ``started_before``: only attempts
+        that old (the running agent's sweep for submits nobody will finish)."""
         at = ts(now)
+        stale = "" if started_before is None else " AND submitting_since < ?"
+        params = (at,) if started_before is None else (at, ts(started_before))
 
         async def op(conn: aiosqlite.Connection) -> list[MessageRow]:
             rows = await _rows(
@@ -245,8 +250,8 @@ class MessageOps(StoreWriter):
                 "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
                 " detail = 'agent stopped during submit started at ' || submitting_since,"
                 " submitting_since = NULL, next_attempt_at = NULL, updated_at = ?"
-                " WHERE submitting_since IS NOT NULL AND state = 'queued' RETURNING *",
-                (at,),
+                f" WHERE submitting_since IS NOT NULL AND state = 'queued'{stale} RETURNING *",
+                params,
             )
             for r in rows:
                 await _event(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
