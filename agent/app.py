@@ -100,6 +100,7 @@ class AfterCallAgent:
         self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.submit_now, clock=clock,
                                     metrics=self.metrics)
         self.http_port: int | None = None
+        self.web_deps: Any = None  # the dashboard's WebDeps, once the HTTP server runs
 
     # -- what the parts call --------------------------------------------------------------------
 
@@ -158,6 +159,11 @@ class AfterCallAgent:
         self.tracker.agents = agents_directory(new)
         self.tracker.region = new.defaults.region
         self.tracker.pbx = pbx_profile(new, self.settings.pbx)
+        if self.web_deps is not None:  # the dashboard's zone, search region and prices too
+            d = new.defaults
+            self.web_deps.timezone, self.web_deps.region = d.timezone, d.region
+            self.web_deps.price_per_segment, self.web_deps.currency = (d.price_per_segment,
+                                                                       d.currency)
         self.stats.reloads += 1
         log.info("rules_reloaded", rules=len(new.rules))
         return True
@@ -207,6 +213,7 @@ class AfterCallAgent:
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
             timezone=d.timezone, region=d.region, public_url=self.settings.public_url,
         )
+        self.web_deps = deps
         runner = GuardedRunner(make_app(deps), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)

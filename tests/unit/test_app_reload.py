@@ -59,3 +59,28 @@ async def test_reload_reaches_reply_keywords(tmp_path):
         assert await agent.store.is_opted_out("+919812345670")
     finally:
         await agent.store.close()
+
+
+async def test_reload_reaches_the_dashboards_time_zone(tmp_path):
+    """The dashboard shows times in the zone rules.yaml names now, not the one at start."""
+    import aiohttp
+
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(REPO / "rules.yaml", rules)
+    agent = AfterCallAgent(Settings(ami_secret="x", rules=rules, db=tmp_path / "a.db",
+                                    http_port=0))
+    await agent.store.open()
+    runner = await agent._start_web()
+    try:
+        url = f"http://127.0.0.1:{agent.http_port}/api/session"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as r:
+                assert (await r.json())["timezone"] == "Asia/Kolkata"
+            rules.write_text(rules.read_text().replace("timezone: Asia/Kolkata",
+                                                       "timezone: Europe/London"))
+            assert agent.reload_rules() is True
+            async with http.get(url) as r:
+                assert (await r.json())["timezone"] == "Europe/London"
+    finally:
+        await runner.cleanup()
+        await agent.store.close()
