@@ -29,6 +29,8 @@ PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060), "SMPP": ("tcp", 2775),
          **{f"phone {p}": ("udp", p) for p in (5071, 5072, 5073, 5078, 5079)}}
 #: The services `up` starts (sipp-caller is in the `calls` profile: `run` only).
 SERVICES = {"asterisk", "smsc-sim", "agent", "sipp-agents"}
+#: Whether the lab was running when the test session started (set by conftest.py).
+LAB_AT_SESSION_START: dict[str, bool] = {}
 #: Figures the compose tests measured, printed at the end of the run (build, first call, sizes).
 FIGURES: dict[str, Any] = {}
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from compose_stack import (
     FIGURES,
+    LAB_AT_SESSION_START,
     REPO,
     Stack,
     engine_is_local,
@@ -94,8 +95,19 @@ def stack(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         FIGURES["compose up until every service is healthy"] = f"{time.monotonic() - t0:.1f}s"
         yield s
     finally:
+        t0 = time.monotonic()
         s.compose("down", "-v", "--remove-orphans", check=False)
-        if lab_was_running:
+        FIGURES["compose down -v"] = f"{time.monotonic() - t0:.1f}s"
+        if docker_engine.private:
+            # vfs keeps a full copy per layer: drop what this run's rebuild left untagged (on a
+            # private engine only: a user's engine is theirs to prune).
+            dangling = s.docker("images", "-q", "--filter", "dangling=true").stdout.split()
+            if len(dangling) > 6:  # about a minute's work, so not on every run
+                s.docker("container", "prune", "-f", check=False)
+                s.docker("image", "prune", "-f", check=False)
+        # Back as this session found it: started again if it was running before the session
+        # (compose tests run last, so no lab test of this session needs it after them).
+        if lab_was_running and LAB_AT_SESSION_START.get("running"):
             lab.up()
     volumes = s.docker("volume", "ls", "-q", "--filter", f"name={s.env['COMPOSE_PROJECT_NAME']}_")
     assert not volumes.stdout.strip(), f"down -v left volumes: {volumes.stdout}"
@@ -245,6 +257,3 @@ def test_every_metric_the_dashboard_queries_is_exposed(stack: Stack) -> None:
     assert queried, f"{DASHBOARD.name} queries no aftercall metric"
     missing = sorted(queried - exposed)
     assert not missing, f"{DASHBOARD.name} queries metrics the running agent lacks: {missing}"
-    # After the calls above, the metrics count them.
-    assert re.search(r'^aftercall_calls_total\{disposition="answered"\} [1-9]', stack.metrics(),
-                     re.MULTILINE)
