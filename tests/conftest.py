@@ -8,6 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge behaviour, not speed: on a shared 2-core machine a single example can
+# take longer than hypothesis's 200 ms default deadline without anything being wrong.
+settings.register_profile(
+    "aftercall", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("aftercall")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -455,7 +455,10 @@ async def test_receipts_update_rows(
         )
     assert out.changed and out.message is not None and out.message.state is MessageState.DELIVERED
     assert dup.duplicate and unknown.message is None
-    assert [e["event"] for e in logs] == ["receipt_received"] * 3
+    # Only the receipts' own lines: the running outbox loop may log in the same window.
+    assert [e["event"] for e in logs if e["event"].startswith("receipt")] == [
+        "receipt_received"
+    ] * 3
     assert (await store.get_message(row.id)).final_at is not None  # type: ignore[union-attr]
 
 
