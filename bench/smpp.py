@@ -89,7 +89,7 @@ async def run_batch(
     gw = SmppGateway("bench", "127.0.0.1", port, SYSTEM_ID, PASSWORD, window=10, tps=tps,
                      enquire_link_interval=None, response_timeout=10)
     await gw.start(counter.on_receipt, counter.on_inbound)
-    await gw.wait_bound(10)
+    await gw.wait_ready(10)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)

@@ -1,4 +1,4 @@
-"""The Dispatcher: owns the outbox state and its worker loop (intake and sending are mixins)."""
+"""The Dispatcher: owns the outbox worker loop and receipts; intake is a mixin, sending is ``Sender``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import structlog
 from agent.backoff import backoff_delay
 from agent.dispatch.intake import IntakeMixin
 from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
-from agent.dispatch.sender import SendMixin
+from agent.dispatch.sender import Sender, Wakeups
+from agent.dispatch.steps import Policy
 from agent.errors import ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
@@ -26,7 +27,7 @@ from agent.store.base import MessageRow, ReceiptOutcome, Store
 log = structlog.get_logger(__name__)
 
 
-class Dispatcher(IntakeMixin, SendMixin):
+class Dispatcher(IntakeMixin):
     """Owns the outbox. ``await handle(...)`` records the decisions of a call (raising
     StoreError when it cannot); ``run()`` is the worker; ``stop()`` drains it within a bound."""
 
@@ -55,15 +56,11 @@ class Dispatcher(IntakeMixin, SendMixin):
                         f"backup gateway mapping {primary} -> {backup}: no gateway named {name!r}"
                     )
         self._store = store
-        self._gateways = dict(gateways)
-        self._backups = backups
         self._limits = limits or Limits()
         self._dry_run = dry_run
         self._clock = clock
-        self._retry_policy = retry or RetryPolicy()
         self._expiry = expiry
         self._poll = poll_interval
-        self._ready_wait = ready_wait
         # A submit started this long ago and still unfinished will never finish: its agent
         # died (another agent on a shared database, or this one before a crash).
         self._stale_submit = stale_submit
@@ -74,24 +71,24 @@ class Dispatcher(IntakeMixin, SendMixin):
         self._bursts = RefusalBurst()
         if metrics is not None:
             metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
-        # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it;
-        # one without (HTTP) gets ten requests at a time.
-        sizes = {name: int(getattr(gw, "window", 0) or 10) for name, gw in self._gateways.items()}
-        self._windows = {name: asyncio.Semaphore(n) for name, n in sizes.items()}
-        self._max_in_flight = sum(sizes.values())
+        policy = Policy(gateways=frozenset(gateways), backups=backups,
+                        retry=retry or RetryPolicy(), expiry=expiry, rand=self._rand)
+        self._sender = Sender(store, dict(gateways), policy, clock=clock, ready_wait=ready_wait,
+                              rand=self._rand, metrics=metrics,
+                              wakeups=Wakeups(self._retry_at, lambda: self._stopping))
+        # Each gateway's window bounds our concurrency on it; the worker starts no more.
+        self._max_in_flight = sum(gw.window for gw in gateways.values())
         # Who touches the shared state (all on one event loop, so ownership, not locks, keeps it
         # consistent):
         # - _in_flight: the worker (_start, _done, stop) and send_now; _capacity reads it.
         # - _ready: intake appends rows it just queued; the worker pops them (_done peeks).
-        # - _wake: anyone sets it (intake, _retry, _done, wake, stop); only the loop clears it.
+        # - _wake: anyone sets it (intake, _retry_at, _done, wake, stop); only the loop clears it.
         # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
-        # - _next_due: the loop's query result, moved earlier by _retry.
-        # - _failed_over: the sender alone.
+        # - _next_due: the loop's query result, moved earlier by _retry_at.
         # - _stopping: set by stop() alone; the loop and new sends stop.
         self._ready: collections.deque[MessageRow] = collections.deque()
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._failed_over: set[str] = set()
         self._scan = True  # look at the outbox table on the next loop turn (startup: resume)
         self._saturated = False  # due rows were left for lack of capacity
         self._next_due: datetime | None = None
@@ -217,7 +214,7 @@ class Dispatcher(IntakeMixin, SendMixin):
     def _start(self, row: MessageRow) -> int:
         if row.id in self._in_flight:
             return 0
-        task = asyncio.create_task(self._send(row), name=f"sms-{row.id}")
+        task = asyncio.create_task(self._sender.send(row), name=f"sms-{row.id}")
         self._in_flight[row.id] = task
         task.add_done_callback(functools.partial(self._done, row.id))
         return 1
@@ -249,6 +246,15 @@ class Dispatcher(IntakeMixin, SendMixin):
         if row.state is MessageState.QUEUED:
             return await self.send_now(row) or row
         return row
+
+    def _retry_at(self, at: datetime, immediately: bool) -> None:
+        """The sender scheduled a retry: the loop re-times its wait (or looks now)."""
+        if self._next_due is None or at < self._next_due:
+            self._next_due = at
+        if immediately:
+            self.wake()
+        else:
+            self._wake.set()
 
     def wake(self) -> None:
         """Look at the outbox now (e.g. after the clock moved, or the operator edited a row)."""

@@ -23,6 +23,11 @@ class Gateway(Protocol):
 
     name: str
 
+    #: Submits the gateway takes at once (SMPP: unacknowledged submits over every sending
+    #: bind); the dispatcher keeps no more than this many of its rows in flight on it.
+    @property
+    def window(self) -> int: ...
+
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None: ...
 
     async def submit(self, sms: OutboundSms) -> SubmitResult: ...
@@ -31,3 +36,9 @@ class Gateway(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once the gateway can take a submit (at once when ``healthy``); raise a
+        ``GatewayError`` (e.g. a refused bind, or ``not_bound`` after ``timeout`` seconds)
+        otherwise. The dispatcher waits here before claiming a row, so nothing is claimed
+        while the SMSC cannot be reached."""

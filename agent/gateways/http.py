@@ -128,6 +128,16 @@ class HttpGateway:
     def healthy(self) -> bool:
         return self._healthy and not self._closed
 
+    @property
+    def window(self) -> int:
+        """Requests in flight at once (HTTP has no window of its own; ``tps`` paces them)."""
+        return 10
+
+    async def wait_ready(self, timeout: float) -> None:
+        """No connection to wait for: the next submit is the probe that finds the gateway
+        back (it is what turns ``healthy`` true again)."""
+        return None
+
     async def close(self) -> None:
         self._closed = True
         if self._session is not None:

@@ -71,7 +71,7 @@ async def make_gateway(sim: RunningSim) -> AsyncIterator[GatewayFactory]:
         await gw.start(inbox.on_receipt, inbox.on_inbound)
         made.append(gw)
         if bind:
-            await gw.wait_bound(5.0)
+            await gw.wait_ready(5.0)
         return gw, inbox
 
     yield factory

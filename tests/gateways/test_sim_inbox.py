@@ -26,7 +26,7 @@ async def test_inbox_page_and_cli_reply_reach_the_bound_gateway() -> None:
     inbox = Inbox()
     try:
         await gw.start(inbox.on_receipt, inbox.on_inbound)
-        await gw.wait_bound(5.0)
+        await gw.wait_ready(5.0)
         sim.core.accept_part(channel="smpp", source="ACMECO", dest="+919811000104",
                              text="Appt confirmed. Reply C to cancel. <b>-ACME</b>", concat=None,
                              tlvs={})

@@ -122,7 +122,7 @@ async def test_refused_bind_is_a_clear_error(
     sim.core.faults.refuse_bind = refuse
     gw, _ = await make_gateway(bind=False, password=password, submit_wait=0.3)
     with pytest.raises(BindRefused) as exc:
-        await gw.wait_bound(5.0)
+        await gw.wait_ready(5.0)
     message = str(exc.value)
     assert status in message and "aftercall" in message and password not in message
     assert not gw.healthy
@@ -170,7 +170,7 @@ async def test_dropped_connection_every_message_once_or_reported(
     assert all(n == 1 for n in received.values())  # never twice
     assert set(received) == ok  # accepted by the SMSC == reported accepted
     sim.core.faults.drop_after = None
-    await gw.wait_bound(5.0)
+    await gw.wait_ready(5.0)
     await gw.submit(sms(99, "after the storm"))
     assert sim.core.messages[-1].text == "after the storm"
 
@@ -222,7 +222,7 @@ async def test_smsc_restart_rebinds(sim: RunningSim, make_gateway: GatewayFactor
     assert session is not None
     sim.smpp.drop_all()
     await asyncio.wait_for(session.wait_closed(), 5)  # a submit before this would be ambiguous
-    await gw.wait_bound(5)
+    await gw.wait_ready(5)
     await gw.submit(sms(12, "after restart"))
     assert sim.core.messages[-1].text == "after restart"
 
@@ -275,5 +275,5 @@ async def test_keepalive_detects_a_silent_smsc(
     await asyncio.wait_for(session.wait_closed(), 5)
     assert session.close_reason == "response timeout"
     sim.core.faults.never_respond = False
-    await gw.wait_bound(5)
+    await gw.wait_ready(5)
     assert gw.healthy

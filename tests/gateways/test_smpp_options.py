@@ -38,7 +38,7 @@ class Smsc:
         inbox = Inbox()
         await gw.start(inbox.on_receipt, inbox.on_inbound)
         self.made.append(gw)
-        await gw.wait_bound(5.0)
+        await gw.wait_ready(5.0)
         return gw, inbox
 
 
@@ -154,7 +154,7 @@ async def test_tls_bind_to_a_tls_smsc(certificate: tuple[Path, Path]) -> None:
         smsc.made.append(gw)
         inbox = Inbox()
         await gw.start(inbox.on_receipt, inbox.on_inbound)
-        await gw.wait_bound(5.0)
+        await gw.wait_ready(5.0)
         result = await gw.submit(sms())
         await inbox.wait(lambda: any(r.smsc_id == result.smsc_ids[0] and r.state.final
                                      for r in inbox.receipts))
@@ -163,7 +163,7 @@ async def test_tls_bind_to_a_tls_smsc(certificate: tuple[Path, Path]) -> None:
         smsc.made.append(bad)
         await bad.start(inbox.on_receipt, inbox.on_inbound)
         with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED|certificate"):
-            await bad.wait_bound(5.0)
+            await bad.wait_ready(5.0)
 
 
 async def _until(predicate: Any) -> None:

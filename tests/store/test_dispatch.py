@@ -60,6 +60,9 @@ class FakeGateway:
     async def close(self) -> None:
         return None
 
+    async def wait_ready(self, timeout: float) -> None:
+        return None  # like HTTP: nothing to wait for, the submit is the probe
+
     async def submit(self, sms: OutboundSms) -> SubmitResult:
         self.calls.append(sms)
         self.changed.set()
@@ -253,7 +256,7 @@ class ReconnectingGateway(FakeGateway):
     bound: asyncio.Event = field(default_factory=asyncio.Event)
     waits: int = 0
 
-    async def wait_bound(self, timeout: float) -> None:
+    async def wait_ready(self, timeout: float) -> None:
         self.waits += 1
         try:
             await asyncio.wait_for(self.bound.wait(), timeout)
@@ -347,7 +350,7 @@ async def test_a_stale_read_of_a_failed_over_row_goes_to_the_backup(
         row.id, MessageState.QUEUED, now=datetime.now(UTC), reason="failover",
         gateway="kannel", from_states={MessageState.QUEUED},
     )
-    await disp._send(stale)
+    await disp._sender.send(stale)
     assert primary.calls == []
     running(disp)
     done = await wait_state(store, row.id, MessageState.SUBMITTED)

@@ -34,12 +34,16 @@ class FakeGateway:
 
     name: str
     healthy: bool = True
+    window: int = 10
     accepted: list[OutboundSms] = field(default_factory=list)
 
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
         return None
 
     async def close(self) -> None:
+        return None
+
+    async def wait_ready(self, timeout: float) -> None:
         return None
 
     async def submit(self, sms: OutboundSms) -> SubmitResult:

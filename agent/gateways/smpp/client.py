@@ -169,7 +169,7 @@ class SmppGateway:
             link.task = asyncio.create_task(self._run(link),
                                             name=f"smpp-{self.name}-{link.role}-{link.index}")
 
-    async def wait_bound(self, timeout: float) -> None:
+    async def wait_ready(self, timeout: float) -> None:
         """Return once a sending bind is up. Raises the error of the next failed attempt
         (BindRefused for a refused bind) or GatewayTemporaryError when ``timeout`` passes."""
         if self.healthy:
