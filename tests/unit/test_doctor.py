@@ -1,5 +1,5 @@
 """`aftercall doctor`'s judgements from configuration files and CDR rows (the lab's own, per
-dialplan style); tests/lab/test_doctor.py runs it against the live lab."""
+dialplan style); tests/lab/test_doctor_live.py runs it against the live lab."""
 
 from __future__ import annotations
 

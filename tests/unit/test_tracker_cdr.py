@@ -158,8 +158,8 @@ def test_rules_pbx_section_names_trunks_and_the_pbx(tmp_path: Path) -> None:
     from agent.calls.replay import pbx_profile
     from agent.lab.harness import rules_with
 
-    path = rules_with(tmp_path, ("\nrules:", "\npbx:\n  trunks: [provider]\n"
-                                 "  inbound_contexts: from-carrier-*\n\nrules:"))
+    path = rules_with(tmp_path, ("  trunks: []", "  trunks: [provider]"),
+                      ("  inbound_contexts: []", "  inbound_contexts: from-carrier-*"))
     rules = load_rules(path)
     profile = pbx_profile(rules, "pbx-east")
     assert profile.trunks == {"provider"} and profile.inbound_contexts == ("from-carrier-*",)
