@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.ami.privileges import excess_write_actions
+from agent.ami.privileges import describe, excess_write_actions
 from agent.calls.cdr import build_records, group_calls
 from agent.calls.pbx import Directory, PbxProfile
 from agent.calls.replay import agents_directory, pbx_profile
@@ -169,9 +169,7 @@ async def examine(settings: Settings, *, etc: Path, last: int = 10, listen: floa
         listed, _ = await ami.action("ListCommands")
         excess = excess_write_actions(listed)
         if excess:
-            out.append(Finding("note", f"{user!r} may run {len(excess)} actions aftercall never "
-                                       f"uses ({', '.join(list(excess)[:6])}...): set its "
-                                       "`write = reporting` (least privilege)"))
+            out.append(Finding("note", describe(user, excess)))
         else:
             out.append(Finding("ok", "write classes: reporting only (least privilege)"))
         out += _read_classes(manager, user)

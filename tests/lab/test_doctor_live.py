@@ -69,7 +69,7 @@ def test_overprivileged_user_is_named(lab, tmp_path: Path) -> None:  # type: ign
         conf.write_text(original)
         lab.cli("manager reload")
     (note,) = [ln for ln in lines(r, "note") if "actions aftercall never uses" in ln]
-    assert "Originate" in note and "write = reporting" in note
+    assert "originate" in note and "command" in note and "write = reporting" in note
     assert OPS_SECRET not in r.stdout + r.stderr
 
 
