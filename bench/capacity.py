@@ -16,7 +16,7 @@ the agent, not the SMSC contract an operator configures.
     .venv/bin/python bench/capacity.py [--rates 50,100,150,200,300] [--seconds 20]
     .venv/bin/python bench/capacity.py --soak 15 --rate 100     # RSS slope, exact counts
 
-Writes bench/results/capacity.json.
+Writes bench/results/capacity.json (the soak: bench/results/capacity-soak.json).
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ async def main() -> None:
                                   "budget": f"p99 hangup->submit <= {BUDGET_P99_MS:g} ms, "
                                             "nothing lost", "steps": []}
         try:
-            await asyncio.wait_for(fake.connected.wait(), 30)
-            await asyncio.sleep(1.0)  # login, resync, the first reconciliation
+            await asyncio.wait_for(fake.resynced.wait(), 60)  # logged in and resynced
+            await asyncio.sleep(1.0)  # the first reconciliation
             if args.soak is not None:
                 out["soak"] = await soak(load, proc, db, args.rate, args.soak)
             else:
@@ -213,7 +213,8 @@ async def main() -> None:
     print(json.dumps({k: v for k, v in out.items() if k != "steps"}, indent=2))
     res = REPO / "bench/results"
     res.mkdir(parents=True, exist_ok=True)
-    (res / "capacity.json").write_text(json.dumps(out, indent=2) + "\n")
+    name = "capacity-soak.json" if args.soak is not None else "capacity.json"
+    (res / name).write_text(json.dumps(out, indent=2) + "\n")
 
 
 async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,

@@ -26,6 +26,7 @@ class FakeAmi:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self.connected = asyncio.Event()
+        self.resynced = asyncio.Event()  # a client asked CoreShowChannels (its login is done)
         self.write_timeout: float | None = None  # Asterisk's manager.conf writetimeout (s)
         self.dropped_slow_readers = 0
 
@@ -93,6 +94,7 @@ class FakeAmi:
                                  f"Message: Channels will follow\r\n\r\n"
                                  f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
                                  f"EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
+                    self.resynced.set()
                 elif action == "ping" and self.answer_pings:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
                 await writer.drain()

@@ -141,8 +141,7 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
     http = _free_port()
     proc = _agent_process(tmp_path, fake, rules, http)
     try:
-        await asyncio.wait_for(fake.connected.wait(), 60)
-        await _until(lambda: (tmp_path / "a.db").exists(), 10)
+        await asyncio.wait_for(fake.resynced.wait(), 60)  # logged in, calls in progress known
         lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")
         call = RecordedCall("queue_abandoned")
@@ -158,7 +157,7 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
 
         async with asyncio.timeout(90):
             while not await backlog():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)  # /metrics answers 2 requests/s (agent.web.guard)
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=90)
         assert proc.returncode == 0, out[-3000:]

@@ -81,6 +81,31 @@ def private_files(path: Path) -> None:
 _Item = tuple["WriteOp[Any] | _InThread", asyncio.Future[Any]]
 
 
+def _ops_in_thread(db: sqlite3.Connection, fns: list[ThreadOp[Any]],
+                   path: Path) -> list[tuple[bool, Any]]:
+    """In the database thread, inside an open transaction: each op in its savepoint (one bad
+    op fails alone); an environmental error (disk full, locked) dooms the batch and raises."""
+    out: list[tuple[bool, Any]] = []
+    for fn in fns:
+        db.execute("SAVEPOINT op")
+        try:
+            result = fn(db)
+        except sqlite3.Error as exc:
+            if _environmental(exc):
+                raise
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+            out.append((False, StoreError(f"{path}: write refused: {exc}")))
+        except Exception as exc:  # noqa: BLE001 - a bug in one op fails that op
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+            out.append((False, exc))
+        else:
+            db.execute("RELEASE op")
+            out.append((True, result))
+    return out
+
+
 class StoreWriter:
     """Owns the database's two connections. Once open, only the writer task uses the write
     connection ``_w``: everything else writes by handing an op to ``_write`` and reads through
@@ -317,15 +342,22 @@ class StoreWriter:
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         # A lone op (the idle, latency-bound case) needs no savepoint: the transaction is its own.
         savepoints = len(live) > 1
+        # The ops that run in the database thread go first, all in one hop (callers in one
+        # batch are independent: each waits for its op before sending the next).
+        in_thread = [(op, fut) for op, fut in live if isinstance(op, _InThread)]
+        others = [(op, fut) for op, fut in live if not isinstance(op, _InThread)]
         try:
-            for op, fut in live:
+            if in_thread:
+                fns = [op.fn for op, _ in in_thread]  # type: ignore[union-attr]
+                done = await conn._execute(  # noqa: SLF001
+                    _ops_in_thread, conn._conn, fns, self.path)  # noqa: SLF001
+                outcomes += [(fut, ok, v)
+                             for (_, fut), (ok, v) in zip(in_thread, done, strict=True)]
+            for op, fut in others:
                 if savepoints:
                     await conn.execute("SAVEPOINT op")
                 try:
-                    if isinstance(op, _InThread):
-                        result = await conn._execute(op.fn, conn._conn)  # noqa: SLF001
-                    else:
-                        result = await op(conn)
+                    result = await op(conn)  # type: ignore[operator]
                 except sqlite3.Error as exc:
                     if _environmental(exc):
                         raise  # the whole transaction is doomed: fail the batch below
@@ -366,25 +398,8 @@ class StoreWriter:
 
         def transaction(db: sqlite3.Connection) -> list[tuple[bool, Any]]:
             db.execute("BEGIN IMMEDIATE")
-            out: list[tuple[bool, Any]] = []
             try:
-                for fn in fns:
-                    db.execute("SAVEPOINT op")
-                    try:
-                        result = fn(db)
-                    except sqlite3.Error as exc:
-                        if _environmental(exc):
-                            raise
-                        db.execute("ROLLBACK TO op")
-                        db.execute("RELEASE op")
-                        out.append((False, StoreError(f"{path}: write refused: {exc}")))
-                    except Exception as exc:  # noqa: BLE001 - a bug in one op fails that op
-                        db.execute("ROLLBACK TO op")
-                        db.execute("RELEASE op")
-                        out.append((False, exc))
-                    else:
-                        db.execute("RELEASE op")
-                        out.append((True, result))
+                out = _ops_in_thread(db, fns, path)
                 db.execute("COMMIT")
             except sqlite3.Error:
                 if db.in_transaction:
