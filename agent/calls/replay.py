@@ -13,6 +13,7 @@ from agent.calls.pbx import PbxProfile
 from agent.calls.tracker import CallTracker
 from agent.errors import ConfigError
 from agent.models import CallRecord
+from agent.sms.numbers import mask
 
 if TYPE_CHECKING:
     from agent.rules.loader import RuleSet
@@ -25,14 +26,18 @@ def replay_tracker(
     *,
     region: str = "IN",
     agents: Directory | None = None,
-    inbound_contexts: tuple[str, ...] = ("from-trunk",),
+    inbound_contexts: tuple[str, ...] = (),
+    pbx: PbxProfile | None = None,
 ) -> tuple[list[CallRecord], CallTracker]:
     """Records in the order the tracker produced them, and the tracker (for what is left)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the transcript: {e.strerror or e}") from e
-    tracker = CallTracker(agents=agents, region=region, inbound_contexts=inbound_contexts)
+    # A transcript without Timestamp headers (timestampevents off) has no times to replay:
+    # its records say so through tracker.warnings["no_timestamp"].
+    tracker = CallTracker(agents=agents, region=region, inbound_contexts=inbound_contexts,
+                          pbx=pbx)
     records: list[CallRecord] = []
     for message in iter_messages(data):
         records.extend(tracker.feed(message))
@@ -83,13 +88,36 @@ def replay_cli(
     file: str, *, rules_path: str | None = None, out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Prints one JSON call record per line; a summary of anything odd goes to stderr."""
+    """Prints one JSON call record per line; a summary of anything odd goes to stderr. With
+    ``rules_path``, each record is followed by what the rules decide for it, as ``# `` lines
+    (what would be sent to whom, or why each rule did not fire); the JSON lines stay what
+    ``aftercall explain`` takes."""
+    from agent.rules.engine import explain
+    from agent.rules.loader import load_rules
+
     out = out or sys.stdout
     err = err or sys.stderr
-    region, agents = directory_from_rules(rules_path) if rules_path else ("IN", {})
-    records, tracker = replay_tracker(file, region=region, agents=agents)
-    for line in to_json_lines(records):
+    rules = load_rules(rules_path) if rules_path else None
+    if rules is not None:
+        records, tracker = replay_tracker(file, region=rules.defaults.region,
+                                          agents=agents_directory(rules),
+                                          pbx=pbx_profile(rules))
+    else:
+        records, tracker = replay_tracker(file)
+    for record, line in zip(records, to_json_lines(records), strict=True):
         print(line, file=out)
+        if rules is None:
+            continue
+        traces = [t for t in explain(rules, record, now=record.ended_at or record.answered_at)
+                  if t.matched or not (t.reason or "").startswith("trigger is")]
+        for t in traces:
+            if t.matched:
+                for d in t.decisions:
+                    why = f" (suppressed: {d.suppress.value})" if d.suppress else ""
+                    print(f"# {record.call_id} {t.rule}: {d.recipient.value} "
+                          f"{mask(d.number) if d.number else '-'}: {d.text}{why}", file=out)
+            else:
+                print(f"# {record.call_id} {t.rule}: not sent: {t.reason}", file=out)
     if tracker.in_progress():
         print(f"{file}: {tracker.in_progress()} call(s) still in progress at the end",
               file=err)

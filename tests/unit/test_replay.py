@@ -75,3 +75,25 @@ def test_replay_cli_prints_json_lines(tmp_path: Path) -> None:
 def test_replay_of_a_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.txt"):
         replay(tmp_path / "nope.txt")
+
+
+def test_replay_with_rules_prints_each_records_decisions(tmp_path: Path) -> None:
+    # `aftercall replay FILE --rules rules.yaml`: what would be sent to whom, or why not;
+    # the JSON lines stay call records (what `explain` takes).
+    import io
+    import json
+
+    from agent.lab.harness import rules_with
+
+    rules = rules_with(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert replay_cli(str(AMI / "queue_answered.txt"), rules_path=str(rules), out=out,
+                      err=err) == 0
+    lines = out.getvalue().splitlines()
+    records = [json.loads(ln) for ln in lines if not ln.startswith("#")]
+    assert [r["trigger"] for r in records] == ["call_connected", "call_completed"]
+    notes = [ln for ln in lines if ln.startswith("#")]
+    assert any("agent-summary: agent +91******5678: Call from +919876543211" in ln
+               for ln in notes)
+    assert any("support-followup: not sent: talk time" in ln for ln in notes)
+    assert not any("trigger is" in ln for ln in notes)
