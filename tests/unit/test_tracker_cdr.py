@@ -194,3 +194,27 @@ def test_a_call_recovered_from_the_cdr_reads_as_the_live_one(style: str, sc: Sce
     (recovered,) = build_records(rows, region="IN")
     assert (recovered.direction, recovered.caller, recovered.disposition, recovered.agent) == (
         live.direction, live.caller, live.disposition, live.agent)
+
+
+def test_voicemail_is_seen_without_the_dialplan_class_and_tagged() -> None:
+    # FreePBX style: no answer, then VoiceMail(2008@default,u); the least-privilege user has
+    # no dialplan class, so the Cdr event (cdr class) tells. The caller hung up during the
+    # greeting (no MessageWaiting for the mailbox), so no message was left.
+    r = one("freepbx", "voicemail")
+    assert (r.disposition.value, r.agent) == ("voicemail", "2008")
+    assert "hung_up_at_greeting" in r.tags and "voicemail_left" not in r.tags
+    data = (AMI / "freepbx" / "voicemail.txt").read_bytes()
+    assert b"Event: Newexten" not in data and b"Event: MessageWaiting" not in data
+
+
+def test_a_message_left_in_the_mailbox_tags_voicemail_left() -> None:
+    # The same call with the MessageWaiting (call class) app_voicemail raises once it saved
+    # a message, as it does before the caller's channel ends: put where Asterisk sends it.
+    data = (AMI / "freepbx" / "voicemail.txt").read_bytes()
+    mwi = (b"Event: MessageWaiting\r\nPrivilege: call,all\r\nTimestamp: 1796029067.500000\r\n"
+           b"Mailbox: 2008@default\r\nWaiting: 1\r\nNew: 1\r\nOld: 0\r\n\r\n")
+    at = data.index(b"Event: Cdr\r\n")
+    tracker = CallTracker(region="IN")
+    records = [r for m in iter_messages(data[:at] + mwi + data[at:]) for r in tracker.feed(m)]
+    (r,) = [r for r in records if r.trigger is Trigger.CALL_COMPLETED]
+    assert r.disposition.value == "voicemail" and "voicemail_left" in r.tags
