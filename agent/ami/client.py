@@ -144,9 +144,13 @@ class _Protocol(BoundedAMIProtocol):
     client: AmiClient | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self.client is not None:
-            self.client._last_rx = time.monotonic()
+        client = self.client
+        if client is not None:
+            client._last_rx = time.monotonic()
         super().data_received(data)
+        if client is not None and self.transport.is_closing() and client._drop_cause is None:
+            # The framing ended the link (agent.ami.framing): say so, not "closed by peer".
+            client._drop_cause = f"an AMI message over {self.max_message} bytes"
 
 
 class _Manager(Manager):  # type: ignore[misc]

@@ -36,6 +36,8 @@ async def test_unterminated_message_over_the_bound_ends_the_link_and_it_reconnec
             await _until(lambda: fake.logins >= 2 and client.connected)
         too_long = [e for e in logs if e["event"] == "ami_message_too_long"]
         assert len(too_long) == 1 and too_long[0]["bound"] == 64 * 1024
+        (lost,) = [e for e in logs if e["event"] == "ami_disconnected"]  # said once, with why
+        assert lost["cause"] == f"an AMI message over {64 * 1024} bytes"
         assert client.stats.reconnects >= 1
         # The new connection works: a normal event arrives.
         await fake.send_event("Event: Newchannel\r\nUniqueid: 1\r\nLinkedid: 1\r\n\r\n")
