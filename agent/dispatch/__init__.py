@@ -1,8 +1,10 @@
 """The dispatcher: decisions -> policy -> durable outbox -> gateway submit, retries, receipts.
 
-Layout: ``retry`` (RetryPolicy and pure helpers), ``intake`` (decisions -> rows), ``sender``
-(one message: claim, submit, retry, finish), ``dispatcher`` (the Dispatcher class: state,
-worker loop, receipts). Import from here; the submodules are an implementation detail.
+Layout: ``steps`` (the pure core: ``next_step(row, outcome, now, policy, health)`` -> a frozen
+step), ``retry`` (RetryPolicy and pure helpers), ``intake`` (Intake: decisions -> rows),
+``sender`` (Sender: one row -> wait, claim, submit, then perform the step), ``dispatcher`` (the
+Dispatcher composing them: worker loop, receipts). Import from here; the submodules are an
+implementation detail.
 """
 
 from agent.dispatch.dispatcher import Dispatcher

@@ -1,4 +1,5 @@
-"""The Dispatcher: owns the outbox worker loop and receipts; intake is a mixin, sending is ``Sender``."""
+"""The Dispatcher: the outbox worker loop and receipts, composed with ``Intake`` (decisions ->
+rows) and ``Sender`` (one row -> its gateway, as ``steps.next_step`` says)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,21 @@ from datetime import datetime, timedelta
 import structlog
 
 from agent.backoff import backoff_delay
-from agent.dispatch.intake import IntakeMixin
+from agent.dispatch.intake import Intake
 from agent.dispatch.retry import Clock, RetryPolicy, mask_number, utcnow
 from agent.dispatch.sender import Sender, Wakeups
 from agent.dispatch.steps import Policy
 from agent.errors import ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
-from agent.models import Decision, MessageState, Receipt
+from agent.models import CallRecord, Decision, MessageState, Receipt
 from agent.sms.policy import Limits
-from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.store.base import MessageRow, ReceiptOutcome, Store
 
 log = structlog.get_logger(__name__)
 
 
-class Dispatcher(IntakeMixin):
+class Dispatcher:
     """Owns the outbox. ``await handle(...)`` records the decisions of a call (raising
     StoreError when it cannot); ``run()`` is the worker; ``stop()`` drains it within a bound."""
 
@@ -56,21 +56,15 @@ class Dispatcher(IntakeMixin):
                         f"backup gateway mapping {primary} -> {backup}: no gateway named {name!r}"
                     )
         self._store = store
-        self._limits = limits or Limits()
-        self._dry_run = dry_run
         self._clock = clock
-        self._expiry = expiry
         self._poll = poll_interval
         # A submit started this long ago and still unfinished will never finish: its agent
         # died (another agent on a shared database, or this one before a crash).
         self._stale_submit = stale_submit
         self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
-        self._counters: SendCounters | None = None  # seeded from the store by the first intake
-        self._counters_lock = asyncio.Lock()
-        self._bursts = RefusalBurst()
-        if metrics is not None:
-            metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
+        self._intake = Intake(store, limits=limits or Limits(), dry_run=dry_run, clock=clock,
+                              expiry=expiry, metrics=metrics, on_queued=self._queued)
         policy = Policy(gateways=frozenset(gateways), backups=backups,
                         retry=retry or RetryPolicy(), expiry=expiry, rand=self._rand)
         self._sender = Sender(store, dict(gateways), policy, clock=clock, ready_wait=ready_wait,
@@ -81,7 +75,8 @@ class Dispatcher(IntakeMixin):
         # Who touches the shared state (all on one event loop, so ownership, not locks, keeps it
         # consistent):
         # - _in_flight: the worker (_start, _done, stop) and send_now; _capacity reads it.
-        # - _ready: intake appends rows it just queued; the worker pops them (_done peeks).
+        # - _ready: intake (through _queued) appends rows it just queued; the worker pops them
+        #   (_done peeks).
         # - _wake: anyone sets it (intake, _retry_at, _done, wake, stop); only the loop clears it.
         # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
         # - _next_due: the loop's query result, moved earlier by _retry_at.
@@ -95,6 +90,28 @@ class Dispatcher(IntakeMixin):
         self._stopping = False
         self._running = False
         self._finished = asyncio.Event()
+
+    # ---- intake ---------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        return self._intake.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        """New limits (a rules reload): the counters start again from the store."""
+        self._intake.limits = limits
+
+    async def handle(
+        self, decisions: list[Decision], call: CallRecord | None = None, *,
+        confirms_opt_out: bool = False,
+    ) -> list[MessageRow]:
+        """Record a call's decisions (``Intake.handle``); queued rows go straight to the worker."""
+        return await self._intake.handle(decisions, call, confirms_opt_out=confirms_opt_out)
+
+    def _queued(self, row: MessageRow) -> None:
+        self._ready.append(row)
+        self._wake.set()
 
     # ---- receipts -------------------------------------------------------------------------
 

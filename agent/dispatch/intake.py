@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -17,23 +17,25 @@ from agent.store.base import MessageRow, NewMessage, Store
 
 log = structlog.get_logger(__name__)
 
-class IntakeMixin:
-    """Part of ``Dispatcher`` (see there for who owns which piece of state): records what the
-    rules decided. Its only hand-off to the worker is appending a queued row to ``_ready`` and
-    setting ``_wake``, so a fresh message starts without an outbox query."""
+class Intake:
+    """Records what the rules decided. Its only hand-off to the worker is ``on_queued`` with
+    a row it just queued, so a fresh message starts without an outbox query."""
 
-    # Set by Dispatcher.__init__.
-    _store: Store
-    _limits: Limits
-    _dry_run: bool
-    _clock: Clock
-    _expiry: timedelta
-    _ready: collections.deque[MessageRow]
-    _wake: asyncio.Event
-    _metrics: Metrics | None
-    _counters: SendCounters | None
-    _counters_lock: asyncio.Lock
-    _bursts: RefusalBurst
+    def __init__(self, store: Store, *, limits: Limits, dry_run: bool, clock: Clock,
+                 expiry: timedelta, metrics: Metrics | None,
+                 on_queued: Callable[[MessageRow], None]) -> None:
+        self._store = store
+        self._limits = limits
+        self._dry_run = dry_run
+        self._clock = clock
+        self._expiry = expiry
+        self._metrics = metrics
+        self._on_queued = on_queued
+        self._counters: SendCounters | None = None  # seeded from the store by the first intake
+        self._counters_lock = asyncio.Lock()
+        self._bursts = RefusalBurst()
+        if metrics is not None:
+            metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
 
     @property
     def limits(self) -> Limits:
@@ -146,8 +148,7 @@ class IntakeMixin:
             log.error("sms_failed", reason=m.reason, detail=m.detail, **fields)
         elif state is MessageState.QUEUED:
             log.info("sms_queued", gateway=d.gateway, segments=d.segments, **fields)
-            self._ready.append(row)
-            self._wake.set()
+            self._on_queued(row)
         elif state is MessageState.DEFERRED:
             log.info(
                 "sms_deferred",
