@@ -67,6 +67,7 @@ class TempCluster:
         """A cluster in ``base``, or, when we are root, in a fresh private directory that the
         unprivileged user can reach."""
         if os.geteuid() == 0:
+            reap_orphans(Path(tempfile.gettempdir()))
             return cls(Path(tempfile.mkdtemp(prefix="aftercall-pg-")), **kw)  # type: ignore[arg-type]
         return cls(base, **kw)  # type: ignore[arg-type]
 
@@ -97,6 +98,9 @@ class TempCluster:
 
     def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
+        # Whose cluster this is: a session killed before its teardown leaves the server
+        # running, and the next session stops it (reap_orphans) once this process is gone.
+        (self.root / OWNER_FILE).write_text(str(os.getpid()))
         if os.geteuid() == 0 and self.run_as is None:
             self.run_as = "nobody"
         if self.run_as:
@@ -149,7 +153,7 @@ class TempCluster:
         return self.url(name)
 
     def stop(self, *, remove: bool = True) -> None:
-        if self._started:
+        if self._started and self.data.exists():  # (reap_orphans may have removed it)
             self._run(str(self._bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
                       "-w", "stop")
             self._started = False
@@ -163,3 +167,43 @@ class TempCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(tmp: Path) -> list[Path]:
+    """Stop and remove the throwaway clusters under ``tmp`` whose owning process has died
+    (a test session killed by a timeout never ran its teardown). Clusters without an owner
+    file, or whose owner still runs, are left alone."""
+    reaped = []
+    for root in tmp.glob("aftercall-pg-*"):
+        try:
+            pid = int((root / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid):
+            continue
+        data = root / "data"
+        if (data / "postmaster.pid").exists():
+            owner = root.stat().st_uid
+            subprocess.run(
+                [str(pg_bindir() / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True, timeout=60, check=False, cwd=root,
+                user=owner if os.geteuid() == 0 else None,
+                group=pwd.getpwuid(owner).pw_gid if os.geteuid() == 0 else None,
+                extra_groups=[] if os.geteuid() == 0 else None,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped
