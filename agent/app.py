@@ -25,8 +25,10 @@ from agent.calls.pbx import receive_clock
 from agent.calls.replay import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
 from agent.dispatch import Dispatcher
+from agent import retention
 from agent.errors import AftercallError, ConfigError, outcome
 from agent.gateways.build import agent_gateways
+from agent.looplag import LagProbe
 from agent.metrics import Metrics
 from agent.loop import RecordPipeline, Recovery, ReplyHandler
 from agent.loop.pipeline import DEFAULT_CAPACITY
@@ -97,6 +99,7 @@ class AfterCallAgent:
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
+        self.loop_lag = LagProbe(self.metrics.loop_lag)
         self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.submit_now, clock=clock,
                                     metrics=self.metrics)
         self.http_port: int | None = None
@@ -192,6 +195,7 @@ class AfterCallAgent:
             return {**ami_probe(), "event_times": self.tracker.time_source or "unknown"}
 
         checks["ami"] = ami_health
+        checks["event_loop"] = self.loop_lag.health
         return checks
 
     async def _start_web(self) -> Any:
@@ -242,7 +246,12 @@ class AfterCallAgent:
                     tg.create_task(self.pipeline.run(), name="records"),
                     tg.create_task(self._evict_stale(), name="evict"),
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
+                    tg.create_task(self.loop_lag.run(), name="loop-lag"),
                 ]
+                if isinstance(self.store, retention.RetentionStore):
+                    tasks.append(tg.create_task(
+                        retention.run(self.store, lambda: self.rules.config.retention,
+                                      self.clock), name="retention"))
                 done, _ = await asyncio.wait({ami, stop}, return_when=asyncio.FIRST_COMPLETED)
                 failure = ami.result() if ami in done else None
                 log.info("agent_stopping")

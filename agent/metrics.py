@@ -18,6 +18,8 @@ from agent.models import CallRecord, MessageState, ReceiptState
 # Hangup -> submit is budgeted at p50 <= 50 ms, p99 <= 250 ms (DESIGN section 7): buckets are
 # dense there and sparse up to the vendor's ~2 s anchor.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+# Event-loop lag: budget p99 <= 20 ms, max <= 100 ms (Asterisk's writetimeout), so dense below.
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SUBMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -61,6 +63,9 @@ class Metrics:
         self.store_healthy = Gauge(
             "aftercall_store_healthy", "1 when the store took its last write, else 0", registry=r)
         self.store_healthy.set(1)
+        self.event_loop_lag_seconds = Histogram(
+            "aftercall_event_loop_lag_seconds", "How late the event loop (the one reading AMI) "
+            "woke from a timed sleep", buckets=_LAG_BUCKETS, registry=r)
         self.calls_unrecorded = Gauge(
             "aftercall_calls_unrecorded", "Ended calls waiting for the store to take them "
             "(disk full, database locked); retried until it does", registry=r)
@@ -100,6 +105,9 @@ class Metrics:
 
     def hangup_to_submit(self, seconds: float) -> None:
         self.hangup_to_submit_seconds.observe(max(0.0, seconds))
+
+    def loop_lag(self, seconds: float) -> None:
+        self.event_loop_lag_seconds.observe(max(0.0, seconds))
 
     def ami_queue(self, depth: int) -> None:
         self.ami_queue_depth.set(depth)

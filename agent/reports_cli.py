@@ -20,11 +20,12 @@ from agent.dispatch.verdicts import give_verdict
 from agent.errors import AftercallError, StoreError
 from agent.models import MessageState
 from agent.reports import (
+    ReportReader,
     build_report,
-    export_messages,
     parse_states,
     parse_when,
     render_report,
+    stream_export,
 )
 from agent.sms.numbers import classify
 from agent.store.base import MessageFilter
@@ -162,13 +163,17 @@ def export(args: argparse.Namespace) -> int:
         f = MessageFilter(states=args.status, rule=args.rule, gateway=args.gateway, pbx=args.pbx,
                           since=since,
                           until=until, limit=None, newest_first=False)
-        async with make_store(args.db) as store:
-            text = await export_messages(store, f, args.format, unmasked=not args.mask,
-                                         timezone=tz)
-        if args.output and args.output != "-":
-            Path(args.output).write_text(text, encoding="utf-8")
-        else:
-            sys.stdout.write(text)
+        to_file = bool(args.output and args.output != "-")
+        async with make_store(args.db) as store, ReportReader.for_store(store) as reader:
+            # Streamed batch by batch: a year of messages never sits in memory at once.
+            out = open(args.output, "w", encoding="utf-8") if to_file else sys.stdout  # noqa: SIM115
+            try:
+                async for text in stream_export(reader, f, args.format, unmasked=not args.mask,
+                                                timezone=tz):
+                    out.write(text)
+            finally:
+                if to_file:
+                    out.close()
         return 0
 
     return _run(go)
@@ -248,6 +253,41 @@ def ambiguous(args: argparse.Namespace) -> int:
     return _run(go)
 
 
+def prune_cmd(args: argparse.Namespace) -> int:
+    """Prune by hand what retention would (see README "Retention"). Safe beside a running
+    agent: batches are short write transactions, rows in flight are never touched."""
+    from agent import retention
+    from agent.store.sqlite.retention import vacuum_file
+
+    async def go() -> int:
+        _need_db(args.db)
+        if is_postgres_url(args.db):
+            raise AftercallError("prune works on a SQLite database; this is PostgreSQL")
+        details = args.before.at("UTC")
+        rows = args.rows_before.at("UTC") if args.rows_before else None
+        if rows and rows > details:
+            raise AftercallError("--rows-before must not be later than --before")
+        async with make_store(args.db) as store:
+            before = await store.space()
+            if args.dry_run:
+                c = await store.count_prunable(details_before=details, rows_before=rows)
+                print(f"would prune: details of {c.details} messages, {c.messages} messages,"
+                      f" {c.calls} call records (dry run: nothing changed)")
+                return 0
+            c = await retention.prune(store, details_before=details, rows_before=rows,
+                                      batch=args.batch, pause=0)
+            after = await store.space()
+        if args.vacuum:
+            await asyncio.to_thread(vacuum_file, args.db)
+            after["bytes"] = Path(args.db).stat().st_size
+        print(f"pruned: details of {c.details} messages, {c.messages} messages, {c.calls} call"
+              f" records, {c.other} other rows; database {before['bytes'] / 1e6:.1f} MB ->"
+              f" {after['bytes'] / 1e6:.1f} MB")
+        return 0
+
+    return _run(go)
+
+
 # -- parsers -------------------------------------------------------------------------------------
 
 
@@ -272,7 +312,7 @@ def _window(p: argparse.ArgumentParser) -> None:
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register ``report``, ``export``, ``optout``, ``dnd`` and ``ambiguous``; each sets
+    """Register ``report``, ``export``, ``prune``, ``optout``, ``dnd`` and ``ambiguous``; each sets
     ``handler``."""
     rep = subparsers.add_parser("report", help="delivery, failures, CTR, replies, cost by rule")
     _common(rep)
@@ -313,6 +353,21 @@ def add_cli(subparsers: Any) -> None:
     imp.add_argument("file")
     imp.add_argument("--region", default="IN", help="country for national numbers")
     d.set_defaults(handler=dnd)
+
+    pr = subparsers.add_parser(
+        "prune", help="remove message texts, numbers, history and receipts before a date")
+    _common(pr)
+    pr.add_argument("--before", type=_when(False), required=True,
+                    help="prune the details of final messages created before this date (UTC)")
+    pr.add_argument("--rows-before", type=_when(False),
+                    help="also delete whole messages created before this date (they leave "
+                    "the reports)")
+    pr.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    pr.add_argument("--batch", type=int, default=2000, help="rows per write transaction")
+    pr.add_argument("--vacuum", action="store_true",
+                    help="then rewrite the file (VACUUM; blocks writers while it runs), which "
+                    "also enables incremental space reclaim on databases made before it")
+    pr.set_defaults(handler=prune_cmd)
 
     amb = subparsers.add_parser(
         "ambiguous", help="submits whose outcome is unknown: list, resend or drop them")

@@ -63,3 +63,24 @@ _pg_databases = itertools.count(1)
 def pg_url(pg_cluster: object) -> str:
     """A fresh, empty database in the session's cluster, for one test."""
     return pg_cluster.create_database(f"t{next(_pg_databases)}")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def year_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding a year of traffic, 100,000 messages ending now: made once per session
+    (bulk inserts, ~10 s) through the store's schema; tests copy it before writing to it."""
+    from agent.store.sqlite.synth import generate
+
+    path = tmp_path_factory.mktemp("year") / "year.db"
+    generate(path, messages=100_000, days=365)
+    return path
+
+
+@pytest.fixture
+def year_copy(year_db: Path, tmp_path: Path) -> Path:
+    """A private copy of ``year_db`` for a test that writes."""
+    import shutil
+
+    dst = tmp_path / "year.db"
+    shutil.copyfile(year_db, dst)
+    return dst

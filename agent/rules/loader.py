@@ -296,6 +296,13 @@ def _pbx(doc: Document, data: dict[str, Any]) -> schema.Pbx:
     return _validate(doc, schema.Pbx, raw, ("pbx",)) or schema.Pbx()
 
 
+def _retention(doc: Document, data: dict[str, Any]) -> schema.Retention:
+    raw = data.get("retention")
+    if not isinstance(raw, dict):
+        return schema.Retention()  # absent: the defaults; not a mapping: the outline said so
+    return _validate(doc, schema.Retention, raw, ("retention",)) or schema.Retention()
+
+
 def load_rules_text(
     text: str, filename: str = "rules.yaml", env: Mapping[str, str] | None = None
 ) -> RuleSet:
@@ -316,6 +323,7 @@ def load_rules_text(
     rules = sections.rules()
     replies = sections.replies()
     pbx = _pbx(doc, data)
+    retention = _retention(doc, data)
     if doc.problems:
         raise RulesError(sorted(doc.problems, key=lambda p: (p.line or 0, p.column or 0)))
     assert defaults is not None  # no problems means every section validated
@@ -327,6 +335,7 @@ def load_rules_text(
         gateways=gateways,
         replies=replies,
         pbx=pbx,
+        retention=retention,
     )
     return RuleSet(config, compiled, filename, _position_map(doc))
 

@@ -424,6 +424,26 @@ class Pbx(_Model):
     internal_contexts: StrList = ()
 
 
+class Retention(_Model):
+    """How long the store keeps what (README "Retention"). ``details``: message texts, phone
+    numbers, each message's state history, delivery receipts, call records and reply texts.
+    ``aggregates``: the slim message rows the reports count (rule, gateway, state, times,
+    segments, latency), links and clicks. Messages still in flight are never pruned."""
+
+    details: Duration = timedelta(days=180)
+    aggregates: Duration = timedelta(days=730)
+    every: Duration = timedelta(minutes=10)  # how often the agent prunes
+    batch: int = Field(default=50, ge=1, le=10_000)  # messages per write op (short ones)
+
+    @model_validator(mode="after")
+    def _order(self) -> Retention:
+        if self.aggregates < self.details:
+            raise ValueError("aggregates must be kept at least as long as details")
+        if self.details < timedelta(days=1) or self.every < timedelta(seconds=10):
+            raise ValueError("details must be kept at least 1d, and every must be at least 10s")
+        return self
+
+
 class TopLevel(_Model):
     """The document's outline; each section is validated on its own so that one bad entry
     does not hide the problems of the others."""
@@ -436,6 +456,7 @@ class TopLevel(_Model):
     gateways: dict[str, Any]
     replies: dict[str, Any] | None = None
     pbx: dict[str, Any] | None = None
+    retention: dict[str, Any] | None = None
 
     @field_validator("version")
     @classmethod
@@ -456,3 +477,4 @@ class RulesConfig(_Model):
     gateways: dict[str, SmppConfig | HttpConfig]
     replies: Replies = Replies()
     pbx: Pbx = Pbx()
+    retention: Retention = Retention()

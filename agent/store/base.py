@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.models import (
     CallRecord,
@@ -204,6 +204,102 @@ class ReplyRow:
     keyword: str | None
     action: str | None
     received_at: datetime
+
+
+T = TypeVar("T")
+
+# -- what reports read: small tallies the database aggregated (agent.reports.figures adds them up)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Messages sharing rule, gateway, state, reason and error code."""
+
+    rule: str
+    gateway: str
+    state: str
+    reason: str | None
+    error_code: str | None
+    count: int
+    sent: int  # of those, submitted to a gateway
+    segments: int  # segments of the sent ones
+
+
+@dataclass(frozen=True, slots=True)
+class DayTally:
+    day: date  # UTC day the decision was recorded
+    state: str
+    count: int
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTally:
+    """Messages carrying a tracked link, by rule, gateway and whether they were delivered."""
+
+    rule: str
+    gateway: str
+    delivered: bool
+    linked: int
+    clicked: int  # clicked at least once
+    clicks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTally:
+    rule: str
+    gateway: str
+    label: str  # positive, neutral, negative, unrated, or keyword
+    count: int
+    rating_sum: int
+    ratings: int
+    opt_outs: int  # distinct messages answered with an opt-out
+
+
+@dataclass(frozen=True, slots=True)
+class Percentile:
+    scope: str  # all, rule or gateway
+    key: str  # the rule or gateway ("" for all)
+    metric: str  # h2s (ms) or delivery (s)
+    q: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything the store aggregated for one report."""
+
+    tallies: tuple[Tally, ...] = ()
+    days: tuple[DayTally, ...] = ()
+    links: tuple[LinkTally, ...] = ()
+    replies: tuple[ReplyTally, ...] = ()
+    percentiles: tuple[Percentile, ...] = ()
+
+
+class ReportSource(Protocol):
+    """What reports, the SMS log API and exports read. Every method aggregates or pages in the
+    database, off the event loop (SQLite: a read-only connection in a worker thread)."""
+
+    async def report_data(self, f: MessageFilter) -> ReportData:
+        """GROUP BY tallies and exact nearest-rank percentiles for messages matching ``f``."""
+        ...
+
+    async def log_page(self, f: MessageFilter, *, unmasked: bool = False) -> list[dict[str, Any]]:
+        """``f.limit`` log rows from ``f.offset`` (agent.reports' export columns)."""
+        ...
+
+    async def log_count(self, f: MessageFilter, cap: int) -> tuple[int, bool]:
+        """Messages matching ``f``, counted up to ``cap`` (True when there are more)."""
+        ...
+
+    def log_batches(self, f: MessageFilter, size: int, *,
+                    unmasked: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every log row matching ``f`` in batches of ``size``, for streaming exports."""
+        ...
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` off the event loop (figures, JSON encoding of a page)."""
+        ...
 
 
 class Store(Protocol):

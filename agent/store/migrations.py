@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.store.rollups import MIGRATION as ROLLUPS
+
 # Times are TEXT in one fixed-width UTC form ("2024-05-01T09:00:00.000000Z"), so string order is
 # time order, indexes work, and sqlite's date functions still read them (reports use them).
 # Append new migrations; never edit a released one.
@@ -178,6 +180,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE calls SET pbx = COALESCE(json_extract(record, '$.pbx'), 'default')",
         "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
     ),
+    # 5: daily report rollups kept by triggers, and the indexes a year of data needs
+    ROLLUPS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

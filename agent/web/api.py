@@ -1,8 +1,13 @@
-"""The JSON API behind the dashboard: the SMS log, the report, one call; plus /healthz and /metrics."""
+"""The JSON API behind the dashboard: the SMS log, the report, one call; plus /healthz and /metrics.
+
+Every query runs in the report reader's worker thread (agent.store.sqlite.reports), never on
+the event loop. ``/api/messages`` is one page (``limit`` <= 1000 from ``offset``) with the
+total counted up to ``COUNT_CAP``; ``/api/report`` aggregates in SQL whatever the range."""
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -12,7 +17,14 @@ from aiohttp import web
 
 from agent.errors import AftercallError
 from agent.models import MessageState
-from agent.reports import ReportReader, build_report, message_rows, parse_states, parse_when
+from agent.reports import (
+    ReportReader,
+    build_report,
+    count_messages,
+    message_rows,
+    parse_states,
+    parse_when,
+)
 from agent.store.base import MessageFilter
 from agent.web.deps import DEPS
 
@@ -23,6 +35,8 @@ AUTHED: web.RequestKey[bool] = web.RequestKey("authed")  # set when a token was 
 # set when the request may come from beyond this machine (agent.web.app.exposed)
 EXPOSED: web.RequestKey[bool] = web.RequestKey("exposed")
 MAX_LIMIT = 1000
+MAX_OFFSET = 100_000  # deeper pages: narrow the range or export
+COUNT_CAP = 10_000  # the log's total is counted up to here ("10,000+"): an index range, not a year
 
 
 class BadParam(web.HTTPBadRequest):
@@ -62,6 +76,13 @@ def _limit(q: Mapping[str, str]) -> int:
     return int(v)
 
 
+def _offset(q: Mapping[str, str]) -> int:
+    v = q.get("offset", "0")
+    if not v.isdigit() or int(v) > MAX_OFFSET:
+        raise BadParam("offset", f"expected a whole number 0..{MAX_OFFSET}")
+    return int(v)
+
+
 def _unmasked(request: web.Request) -> bool:
     if "unmasked" not in request.query:
         return False
@@ -79,10 +100,22 @@ async def messages(request: web.Request) -> web.Response:
         states=_states(q), rule=q.get("rule") or None, number=number,
         gateway=q.get("gateway") or None, call_id=q.get("call") or None,
         pbx=q.get("pbx") or None, since=_time(q, "since", timezone=tz), until=_time(q, "until", end=True, timezone=tz),
-        limit=_limit(q),
+        limit=_limit(q), offset=_offset(q),
     )
-    rows = await message_rows(request.app[READER], f, unmasked=_unmasked(request))
-    return web.json_response({"messages": rows, "count": len(rows)})
+    # One page, newest first, paged on the server: the browser never holds more than a page.
+    reader = request.app[READER]
+    rows = await message_rows(reader, f, unmasked=_unmasked(request))
+    total, more = await count_messages(reader, f, COUNT_CAP)
+    body = {"messages": rows, "count": len(rows), "offset": f.offset, "limit": f.limit,
+            "total": total, "total_capped": more,
+            "has_more": f.offset + len(rows) < total or more}
+    # A 1000-row page takes tens of milliseconds to encode: not on the loop that reads AMI.
+    return web.Response(body=await reader.offload(_encode, body),
+                        content_type="application/json")
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body).encode()
 
 
 async def report(request: web.Request) -> web.Response:
@@ -95,7 +128,8 @@ async def report(request: web.Request) -> web.Response:
         rule=q.get("rule") or None, gateway=q.get("gateway") or None, pbx=q.get("pbx") or None,
         price_per_segment=deps.price_per_segment, currency=deps.currency, timezone=tz,
     )
-    return web.json_response(rep.to_dict())
+    body = await request.app[READER].offload(lambda: _encode(rep.to_dict()))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _check(fn: Any) -> dict[str, Any]:
@@ -113,8 +147,12 @@ async def healthz(request: web.Request) -> web.Response:
     checks: dict[str, dict[str, Any]] = {name: await _check(fn) for name, fn in deps.health.items()}
     if "store" in checks:
         deps.metrics.store_health(bool(checks["store"].get("ok")))
-    down = sorted(name for name, c in checks.items() if not c.get("ok"))
-    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
+    # A soft check (the event loop's lag) degrades the status but does not take the agent down:
+    # a slow moment is worth an alert, not a restart by an orchestrator.
+    down = sorted(name for name, c in checks.items() if not c.get("ok") and not c.get("soft"))
+    degraded = sorted(name for name, c in checks.items() if not c.get("ok") and c.get("soft"))
+    status = "down" if down else "degraded" if degraded else "ok"
+    body = {"status": status, "down": down, "degraded": degraded, "checks": checks}
     return web.json_response(body, status=503 if down else 200,
                              headers={"Cache-Control": "no-store"})
 

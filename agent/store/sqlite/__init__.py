@@ -7,12 +7,13 @@ from agent.store.sqlite.intake import IntakeOps
 from agent.store.sqlite.messages import MessageOps
 from agent.store.sqlite.receipts import ReceiptOps
 from agent.store.sqlite.records import RecordOps, read_number_csv
+from agent.store.sqlite.retention import RetentionOps
 from agent.store.sqlite.rows import ts
 
 __all__ = ["SqliteStore", "read_number_csv", "ts"]
 
 
-class SqliteStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps):
+class SqliteStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps, RetentionOps):
     """The embedded store. Open with ``await SqliteStore(path).open()`` or ``async with``.
 
     Every write is an op queued to one writer task; the writer runs whatever ops are waiting as

@@ -21,6 +21,12 @@ from agent.store.sqlite.rows import _message, _now, _one, _rows, ts
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# Run first on every connection; sqlite honours auto_vacuum only on a brand-new file, before
+# journal_mode=WAL and the first table:
+# INCREMENTAL lets retention hand freed pages back to the filesystem in small steps
+# (``PRAGMA incremental_vacuum``) instead of a whole-file VACUUM that blocks every writer.
+FIRST_OPEN: tuple[str, ...] = ("PRAGMA auto_vacuum = INCREMENTAL",)
 WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
 #: An op that runs in the database thread itself: no thread hop per statement. A batch made
 #: only of these (the hot path: a call's rows, the claim before a submit) is one hop in all.
@@ -174,6 +180,8 @@ class StoreWriter:
         conn.row_factory = sqlite3.Row
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            for statement in FIRST_OPEN:  # before WAL: it only counts on a new, empty file
+                await conn.execute(statement)
             mode = await _one(conn, "PRAGMA journal_mode = WAL")
         except sqlite3.Error as exc:
             await conn.close()

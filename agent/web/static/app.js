@@ -12,10 +12,18 @@ function el(tag, attrs, text) {
   return e;
 }
 
+const PAGE = 100;
+let offset = 0;
+
+// The range select bounds every read (a year of messages is a million rows): "From" overrides it.
 function query() {
   const f = new FormData($("filters"));
   const p = new URLSearchParams();
-  for (const [k, v] of f.entries()) if (v) p.set(k, v);
+  for (const [k, v] of f.entries()) if (v && k !== "range") p.set(k, v);
+  const range = f.get("range");
+  if (!p.get("since") && range && range !== "all") {
+    p.set("since", new Date(Date.now() - Number(range) * 86400000).toISOString());
+  }
   return p;
 }
 
@@ -142,7 +150,12 @@ function ctr(rep) {
 function table(data) {
   const body = $("log").tBodies[0];
   body.replaceChildren();
-  $("log-count").textContent = "(" + data.count + (data.count >= 200 ? "+, newest first" : "") + ")";
+  const total = data.total === undefined ? data.count : data.total;
+  $("log-count").textContent = "(" + num(total) + (data.total_capped ? "+" : "") + ", newest first)";
+  const first = data.messages.length ? (data.offset || 0) + 1 : 0;
+  $("page-info").textContent = first ? first + "–" + ((data.offset || 0) + data.messages.length) : "";
+  $("page-newer").disabled = !data.offset;
+  $("page-older").disabled = !data.has_more;
   for (const m of data.messages) {
     const tr = el("tr", { "data-id": m.id });
     const status = el("span", { class: "badge s-" + m.status }, m.status);
@@ -178,10 +191,18 @@ async function load() {
   const p = query();
   const rp = new URLSearchParams();
   for (const k of ["since", "until", "rule"]) if (p.get(k)) rp.set(k, p.get(k));
+  p.set("limit", PAGE);
+  p.set("offset", offset);
   try {
-    const [rep, msgs] = await Promise.all([getJSON("/api/report?" + rp), getJSON("/api/messages?" + p)]);
-    lastMsgs = msgs;
-    cards(rep); daily(rep); failures(rep); ctr(rep); table(msgs);
+    // The log first: it is one indexed page and paints while the report aggregates.
+    const msgs = getJSON("/api/messages?" + p).then((m) => {
+      lastMsgs = m;
+      table(m);
+      if (!performance.getEntriesByName("log-shown").length) performance.mark("log-shown");
+      return m;
+    });
+    const [rep] = await Promise.all([getJSON("/api/report?" + rp), msgs]);
+    cards(rep); daily(rep); failures(rep); ctr(rep);
     const sel = $("f-rule"), keep = sel.value;
     if (sel.options.length === 1) for (const f of rep.by_rule) sel.append(el("option", { value: f.key }, f.key));
     sel.value = keep;
@@ -193,6 +214,9 @@ async function load() {
   }
 }
 
-$("filters").addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
+$("filters").addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; load(); });
+$("f-range").addEventListener("change", () => { offset = 0; load(); });
+$("page-older").addEventListener("click", () => { offset += PAGE; load(); });
+$("page-newer").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
 load();
 setInterval(load, 30000);

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from agent.report_figures import Figures, Report
+from agent.reports.figures import Figures, Report
 
 Format = Literal["csv", "json", "table"]
 
@@ -140,3 +140,32 @@ def render_messages(rows: Sequence[Mapping[str, Any]], fmt: Literal["csv", "json
     for r in rows:
         w.writerow({k: "" if r.get(k) is None else csv_cell(r[k]) for k in EXPORT_COLUMNS})
     return buf.getvalue()
+
+
+class ExportText:
+    """The SMS log rendered in pieces for streaming: ``head()``, ``rows(batch)`` per batch, then
+    ``tail()``; joined, they equal ``render_messages`` of all the rows (up to JSON whitespace)."""
+
+    def __init__(self, fmt: Literal["csv", "json"]) -> None:
+        self.fmt = fmt
+        self._written = 0
+
+    def head(self) -> str:
+        return "[" if self.fmt == "json" else ",".join(EXPORT_COLUMNS) + "\n"
+
+    def rows(self, rows: Sequence[Mapping[str, Any]]) -> str:
+        if self.fmt == "json":
+            out = "".join(("\n" if self._written + i == 0 else ",\n")
+                          + json.dumps(r, ensure_ascii=False) for i, r in enumerate(rows))
+        else:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n",
+                               extrasaction="ignore")
+            for r in rows:
+                w.writerow({k: "" if r.get(k) is None else csv_cell(r[k]) for k in EXPORT_COLUMNS})
+            out = buf.getvalue()
+        self._written += len(rows)
+        return out
+
+    def tail(self) -> str:
+        return ("\n]\n" if self._written else "]\n") if self.fmt == "json" else ""

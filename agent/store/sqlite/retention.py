@@ -1,0 +1,208 @@
+"""Retention in the SQLite store: prune details, then whole rows, in small batches; reclaim space.
+
+Two horizons (rules.yaml ``retention:``). Before ``details``: a final message keeps only what the
+reports count (rule, gateway, state, reason, times, segments, latency, its links and clicks);
+its text, number and detail are cleared, and its state history, receipts, segment ids, call
+record and reply texts go. Before ``aggregates``: the message row goes too, with its links,
+clicks and replies. Messages not in a final state (queued, deferred, submitted without a receipt,
+ambiguous) are never touched, nor is a call with such a message.
+
+Each batch is one short op on the store's writer, so a prune interleaves with live writes
+instead of holding the database; candidates are found on the read connection through indexes
+that contain only what is left to do (migration 2), so a batch never rescans pruned rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from agent.models import MessageState
+from agent.store.sqlite.writer import StoreWriter
+
+# Final states: nothing more will happen to these messages. Everything else is in flight.
+FINAL = tuple(s.value for s in MessageState if s.final and s is not MessageState.AMBIGUOUS)
+_IN = ",".join(f"'{s}'" for s in FINAL)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """What a prune removed (or, for a dry run, would remove)."""
+
+    details: int = 0  # messages whose text, number, history and receipts went
+    messages: int = 0  # message rows deleted (aggregates horizon)
+    calls: int = 0  # call records deleted
+    other: int = 0  # unmatched receipts and unlinked replies deleted
+
+    def __add__(self, o: PruneCounts) -> PruneCounts:
+        return PruneCounts(self.details + o.details, self.messages + o.messages,
+                           self.calls + o.calls, self.other + o.other)
+
+    @property
+    def total(self) -> int:
+        return self.details + self.messages + self.calls + self.other
+
+
+_DETAIL_IDS = (f"SELECT id FROM messages WHERE (text IS NOT NULL OR number IS NOT NULL)"
+               f" AND created_at < ? AND state IN ({_IN}) ORDER BY created_at LIMIT ?")
+_ROW_IDS = f"SELECT id FROM messages WHERE created_at < ? AND state IN ({_IN})" \
+    " ORDER BY created_at LIMIT ?"
+_CALL_IDS = ("SELECT call_id FROM calls c WHERE created_at < ? AND NOT EXISTS ("
+             f" SELECT 1 FROM messages m WHERE m.call_id = c.call_id AND m.state NOT IN ({_IN}))"
+             " ORDER BY created_at LIMIT ?")
+
+
+class RetentionOps(StoreWriter):
+    """``prune_batch`` removes one batch; ``count_prunable`` is the dry run;
+    ``reclaim_space`` hands freed pages back to the filesystem."""
+
+    async def prune_batch(self, *, details_before: datetime, rows_before: datetime | None,
+                          batch: int = 500) -> PruneCounts:
+        """One batch of each kind of pruning (0s when nothing is left). Call until ``total`` is 0."""
+        d, r = _iso(details_before), _iso(rows_before) if rows_before else None
+        detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (d, batch))]
+        row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
+        call_ids = [x["call_id"] for x in await self._read(_CALL_IDS, (d, batch))]
+
+        async def op(conn: aiosqlite.Connection) -> PruneCounts:
+            counts = PruneCounts(
+                details=await _strip_details(conn, detail_ids, d),
+                messages=await _delete_rows(conn, row_ids, r) if row_ids else 0,
+                calls=await _delete_calls(conn, call_ids, d),
+            )
+            other = 0
+            for sql in (  # rows tied to no message: they age out with the details
+                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts"
+                " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
+                "DELETE FROM replies WHERE id IN (SELECT id FROM replies"
+                " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
+            ):
+                other += (await conn.execute(sql, (d, batch))).rowcount
+            return PruneCounts(counts.details, counts.messages, counts.calls, other)
+
+        return await self._write(op)
+
+    async def count_prunable(self, *, details_before: datetime,
+                             rows_before: datetime | None) -> PruneCounts:
+        """What pruning would remove, without removing it (``aftercall prune --dry-run``)."""
+        d = _iso(details_before)
+        big = 1 << 62
+        details = await self._read(f"SELECT count(*) FROM ({_DETAIL_IDS})", (d, big))
+        calls = await self._read(f"SELECT count(*) FROM ({_CALL_IDS})", (d, big))
+        rows = (await self._read(f"SELECT count(*) FROM ({_ROW_IDS})", (_iso(rows_before), big))
+                if rows_before else None)
+        return PruneCounts(details=details[0][0], messages=rows[0][0] if rows else 0,
+                           calls=calls[0][0])
+
+    async def reclaim_space(self, max_pages: int = 2000) -> int:
+        """Return up to ``max_pages`` free pages to the filesystem (incremental vacuum, one short
+        write op); 0 when the file was made without auto_vacuum (``aftercall prune --vacuum``)."""
+        mode = await self._read("PRAGMA auto_vacuum")
+        if not mode or int(mode[0][0]) != 2:
+            return 0
+        free = await self._read("PRAGMA freelist_count")
+        n = min(int(free[0][0]), max_pages)
+        if n <= 0:
+            return 0
+
+        async def op(conn: aiosqlite.Connection) -> int:
+            async with conn.execute(f"PRAGMA incremental_vacuum({n})") as cur:
+                async for _ in cur:
+                    pass
+            return n
+
+        return await self._write(op)
+
+    async def space(self) -> dict[str, Any]:
+        """File size, free pages and the messages it holds (for the CLI and the benchmark)."""
+        page = (await self._read("PRAGMA page_size"))[0][0]
+        pages = (await self._read("PRAGMA page_count"))[0][0]
+        free = (await self._read("PRAGMA freelist_count"))[0][0]
+        row = await self._read("SELECT count(*) FROM messages")
+        return {"bytes": page * pages, "free_bytes": page * free, "messages": row[0][0]}
+
+
+def vacuum_file(path: str | Path) -> None:
+    """A full VACUUM that also turns on incremental auto-vacuum for a file made before aftercall
+    set it. It rewrites the file and blocks every writer while it runs, so it is only ever run
+    by ``aftercall prune --vacuum``, never by the agent."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+    finally:
+        conn.close()
+
+
+def _iso(dt: datetime | None) -> str | None:
+    from agent.store.sqlite.rows import ts
+
+    return ts(dt) if dt else None
+
+
+def _marks(ids: list[Any]) -> str:
+    return ",".join("?" * len(ids))
+
+
+async def _strip_details(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+    if not ids:
+        return 0
+    q = _marks(ids)
+    # Re-checked inside the write: a receipt may have moved a row since it was selected.
+    live = [r["id"] async for r in await conn.execute(
+        f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
+        (*ids, before))]
+    if not live:
+        return 0
+    q = _marks(live)
+    await conn.execute(f"DELETE FROM message_events WHERE message_id IN ({q})", live)
+    await conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
+    await conn.execute(
+        "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
+        f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
+    await conn.execute(f"UPDATE replies SET text = '', number = '' WHERE message_id IN ({q})", live)
+    cur = await conn.execute(
+        "UPDATE messages SET text = NULL, number = NULL, detail = NULL, smsc_ids = '[]',"
+        f" idempotency_key = 'pruned:' || id WHERE id IN ({q})", live)
+    return cur.rowcount
+
+
+async def _delete_rows(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+    q = _marks(ids)
+    live = [r["id"] async for r in await conn.execute(
+        f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
+        (*ids, before))]
+    if not live:
+        return 0
+    q = _marks(live)
+    for table in ("message_events", "receipts", "replies"):
+        await conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
+    await conn.execute(
+        "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
+        f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
+    await conn.execute(f"DELETE FROM clicks WHERE code IN (SELECT code FROM links"
+                       f" WHERE message_id IN ({q}))", live)
+    await conn.execute(f"DELETE FROM links WHERE message_id IN ({q})", live)
+    return (await conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
+
+
+async def _delete_calls(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+    if not ids:
+        return 0
+    q = _marks(ids)
+    live = [r["call_id"] async for r in await conn.execute(
+        f"SELECT call_id FROM calls WHERE call_id IN ({q}) AND created_at < ? AND NOT EXISTS ("
+        f" SELECT 1 FROM messages m WHERE m.call_id = calls.call_id AND m.state NOT IN ({_IN}))",
+        (*ids, before))]
+    if not live:
+        return 0
+    q = _marks(live)
+    # What each rule said about the call goes with it (the calls view reads both).
+    await conn.execute(f"DELETE FROM rule_outcomes WHERE call_id IN ({q})", live)
+    return (await conn.execute(f"DELETE FROM calls WHERE call_id IN ({q})", live)).rowcount
