@@ -68,8 +68,11 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
         call = RecordedCall("queue_abandoned")
         n = 400
         # The store takes nothing while the calls come: more calls/s than it can store.
-        lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
+        lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None,
+                               check_same_thread=False)
+        # In a thread: waiting for the lock on this loop would stall whatever shares it (the
+        # agent's own writer, mid-transaction, in the overload test) and the lock times out.
+        await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
         with cdr.open("a") as fh:
             for i in range(n):
                 events, line, _ = call.clone(f"o{i}", _caller(i), time.time())
@@ -142,8 +145,11 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
     proc = _agent_process(tmp_path, fake, rules, http)
     try:
         await asyncio.wait_for(fake.resynced.wait(), 60)  # logged in, calls in progress known
-        lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
+        lock = sqlite3.connect(tmp_path / "a.db", timeout=10, isolation_level=None,
+                               check_same_thread=False)
+        # In a thread: waiting for the lock on this loop would stall whatever shares it (the
+        # agent's own writer, mid-transaction, in the overload test) and the lock times out.
+        await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
         call = RecordedCall("queue_abandoned")
         n = 40
         for i in range(n):
