@@ -40,9 +40,11 @@ class Collector:
                 self.first.set_result(linked)
         elif name == "Hangup":
             self.open[linked].discard(event["Uniqueid"])
-        # Asterisk may send the Cdr before or after the last Hangup.
+        # Asterisk may send the Cdr before or after the last Hangup, and app_queue reports a
+        # connected member's AgentComplete only after the bridge is gone, so that can come last.
         names = {e["Event"] for e in self.by_call[linked]}
-        if not self.open[linked] and {"Cdr", "Hangup"} <= names:
+        queue_done = "AgentConnect" not in names or "AgentComplete" in names
+        if not self.open[linked] and {"Cdr", "Hangup"} <= names and queue_done:
             self.done[linked].set()
 
 
