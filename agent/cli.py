@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent import __version__
 from agent.errors import AftercallError, AmiError, ConfigError, LabError, StoreError
@@ -39,8 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("rules", nargs="?", default="rules.yaml")
 
     exp = sub.add_parser("explain", help="why each rule did or did not fire for a call record")
-    exp.add_argument("call", help="a call record as JSON (as printed by `calls` or `replay`)")
+    exp.add_argument("call", help="a call record as JSON (a file, or a line printed by `calls` or "
+                                  "`replay`), or the id of a call in the store (--db)")
     exp.add_argument("--rules", default="rules.yaml")
+    exp.add_argument("--db", default=None,
+                     help="store to look a call id up in (AFTERCALL_DB, default ./aftercall.db)")
 
     rep = sub.add_parser("replay", help="feed a recorded AMI transcript through the call tracker")
     rep.add_argument("file")
@@ -116,7 +121,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "explain":
         from agent.rules.commands import explain
 
-        text, code = explain(args.rules, args.call)
+        if not args.call.strip().startswith("{") and not Path(args.call).is_file():
+            from agent.reports_cli import stored_call
+
+            found = stored_call(args.db or os.environ.get("AFTERCALL_DB", "./aftercall.db"),
+                                args.call)
+            if isinstance(found, int):
+                return found
+            record, stored = found
+            text, code = explain(args.rules, args.call, record=record, stored=stored)
+        else:
+            text, code = explain(args.rules, args.call)
         print(text)
         return code
     if cmd == "replay":

@@ -137,6 +137,37 @@ def _need_db(path: str) -> None:
         raise AftercallError(f"{path}: no such database (set --db or AFTERCALL_DB)")
 
 
+def stored_call(db: str, call_id: str) -> tuple[Any, list[str]] | int:
+    """``aftercall explain CALL_ID``: the call record the agent stored under that id and one line
+    per message row it wrote for it (rule, recipient, state, reason, detail). An exit code
+    instead when the store can't be read (3) or holds no such call (1)."""
+    from agent.sms.numbers import mask
+
+    found: list[tuple[Any, list[str]]] = []
+
+    async def fetch() -> int:
+        _need_db(db)
+        async with make_store(db) as store:
+            record = await store.get_call(call_id)
+            if record is None:
+                raise AftercallError(f"{call_id}: no call with this id in {_shown(db)}")
+            rows = await store.list_messages(MessageFilter(call_id=call_id, limit=None))
+        found.append((record, [
+            f"{r.rule} -> {r.recipient_kind.value} {mask(r.number) if r.number else '-'}: "
+            f"{r.state.value}" + (f" ({r.reason})" if r.reason else "")
+            + (f": {r.detail}" if r.detail else "")
+            for r in rows
+        ]))
+        return 0
+
+    code = _run(fetch)
+    return found[0] if found else (code or 1)
+
+
+def _shown(db: str) -> str:
+    return "the PostgreSQL database" if is_postgres_url(db) else db
+
+
 # -- handlers ------------------------------------------------------------------------------------
 
 

@@ -210,20 +210,41 @@ def _describe_decision(d: Decision) -> list[str]:
     return out
 
 
-def explain(rules_path: str | Path, call_json_path: str | Path) -> tuple[str, int]:
-    """Why each rule did or did not fire for one call record (CallRecord.to_dict JSON)."""
+def read_call_arg(arg: str) -> CallRecord | None:
+    """A call record from a JSON file (as ``calls`` prints), or from one line of ``calls`` or
+    ``replay`` output given inline. None when ``arg`` is neither: then it is a call id, to be
+    looked up in the store. Raises OSError/ValueError/TypeError/KeyError on a bad record."""
+    text = arg.strip()
+    if text.startswith("{"):
+        raw = json.loads(text)
+    elif Path(arg).is_file():
+        raw = json.loads(Path(arg).read_text(encoding="utf-8"))
+    else:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError("expected a JSON object")
+    return CallRecord.from_dict(raw)
+
+
+def explain(
+    rules_path: str | Path, call_json_path: str | Path, *,
+    record: CallRecord | None = None, stored: list[str] | None = None,
+) -> tuple[str, int]:
+    """Why each rule did or did not fire for one call record (CallRecord.to_dict JSON, a file or
+    an inline line; or ``record`` already read, e.g. from the store). ``stored``: lines saying
+    what the agent actually did with the call, shown after the rules' verdicts."""
     try:
         rs = load_rules(rules_path)
     except RulesError as exc:
         return _problems(exc), EXIT_INVALID
-    try:
-        raw = json.loads(Path(call_json_path).read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise TypeError("expected a JSON object")
-        record = CallRecord.from_dict(raw)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return f"{call_json_path}: cannot read the call record: {reason}\n", EXIT_INPUT
+    if record is None:
+        try:
+            record = read_call_arg(str(call_json_path))
+            if record is None:
+                raise FileNotFoundError(2, "no such file, and not a JSON call record")
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return f"{call_json_path}: cannot read the call record: {reason}\n", EXIT_INPUT
     # Explain the call as of when it ended, so the output is the same every time it runs.
     now = record.ended_at or record.started_at or datetime.now(UTC)
     lines = [_describe_call(record), ""]
@@ -248,4 +269,7 @@ def explain(rules_path: str | Path, call_json_path: str | Path) -> tuple[str, in
             f"rate limits), {suppressed} suppressed"
         ),
     ]
+    if stored is not None:
+        lines += ["", "what the agent did (from the store):"]
+        lines += [f"  {line}" for line in stored] or ["  no message rows for this call"]
     return "\n".join(lines) + "\n", EXIT_OK

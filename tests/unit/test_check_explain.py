@@ -212,3 +212,48 @@ def test_check_prints_the_safety_settings_and_flags_agents_abroad(tmp_path: Path
     assert "destinations: IN" in text
     assert "callers: per_number 3/1h, global 100/1m, daily 2000/1d" in text
     assert "agents.2001.mobile: GB is not in allowed_countries" in text
+
+
+def test_explain_takes_a_replay_line_or_a_call_id_from_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`explain` accepts what `replay`/`calls` print (one JSON line) and, for a call the agent
+    handled, its id: the record comes from the store, followed by what the agent did."""
+    import asyncio
+
+    from agent.cli import main
+    from agent.dispatch import Dispatcher
+    from agent.rules.engine import decide
+    from agent.rules.loader import load_rules
+    from agent.store import make_store
+
+    record = CallRecord(
+        call_id="1723609800.7", caller="09812345001", did="18005550100", queue="Support",
+        agent="PJSIP/2001", disposition=Disposition.ANSWERED, talk_seconds=100,
+        started_at=datetime(2025, 8, 14, 4, 30, tzinfo=UTC),
+        ended_at=datetime(2025, 8, 14, 4, 32, tzinfo=UTC), vars={"TICKET": "48213"},
+    )
+    text, code = explain(REPO_RULES, json.dumps(record.to_dict()))
+    assert code == 0 and "rule support-followup: MATCHED" in text
+    assert "from the store" not in text
+
+    db = tmp_path / "a.db"
+
+    async def handled() -> None:
+        rules = load_rules(REPO_RULES)
+        async with make_store(db) as store:
+            decisions = decide(rules, record, now=record.ended_at)
+            intake = Dispatcher(store, {}, clock=lambda: record.ended_at)  # type: ignore[arg-type,return-value]
+            await intake.handle(decisions, record)
+
+    asyncio.run(handled())
+    capsys.readouterr()  # the store's own log lines
+    assert main(["explain", record.call_id, "--db", str(db), "--rules", str(REPO_RULES)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("call 1723609800.7: call_completed, inbound, answered, queue Support")
+    assert "rule support-followup: MATCHED" in out
+    did = out.split("what the agent did (from the store):", 1)[1]
+    assert "support-followup -> caller +91******5001" in did, did
+
+    assert main(["explain", "no.such.call", "--db", str(db), "--rules", str(REPO_RULES)]) == 1
+    assert "no.such.call: no call with this id" in capsys.readouterr().err
