@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.models import CallRecord, Direction, Disposition
 from agent.rules.commands import check, explain
@@ -214,6 +216,14 @@ def test_check_prints_the_safety_settings_and_flags_agents_abroad(tmp_path: Path
     assert "agents.2001.mobile: GB is not in allowed_countries" in text
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """`main` points structlog at this test's captured stderr: undo that afterwards."""
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("cli_logging")
 def test_explain_takes_a_replay_line_or_a_call_id_from_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
