@@ -42,6 +42,8 @@ def _safety(rs: RuleSet) -> list[str]:
     for who, aud in (("callers", limits.callers), ("agents", limits.agents)):
         parts = [f"{name} {r.count}/{_span(r.window.total_seconds())}" for name, r in aud.all()]
         out.append(f"  {who}: {', '.join(parts) if parts else 'no limit'}")
+    dnd = "sent" if limits.transactional_bypasses_dnd else "suppressed"
+    out.append(f"  DND numbers: promotional and service suppressed, transactional {dnd}")
     u = rs.defaults.untrusted
     out.append(f"  caller data: cut to {u.max_length} characters, URLs refused"
                + (f"; untrusted vars: {', '.join(u.vars)}" if u.vars else ""))

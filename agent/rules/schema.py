@@ -203,6 +203,14 @@ class Untrusted(_Model):
     vars: StrList = ()
 
 
+class Dnd(_Model):
+    """Numbers on the DND (do-not-disturb) list. Promotional texts never reach them; whether
+    transactional ones may is the operator's registration's call (India's TRAI lets a
+    registered transactional route through), so the default is to suppress."""
+
+    transactional: Literal["send", "suppress"] = "suppress"
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -219,6 +227,7 @@ class Defaults(_Model):
     # and international ranges); ["any"] allows every country.
     allowed_countries: Annotated[tuple[str, ...], BeforeValidator(_countries)] | None = None
     untrusted: Untrusted = Untrusted()
+    dnd: Dnd = Dnd()
 
     @field_validator("sender_id")
     @classmethod
@@ -248,6 +257,7 @@ class Defaults(_Model):
             callers=AudienceLimits(rate(rl.per_number), rate(rl.global_), rate(rl.daily)),
             agents=AudienceLimits(rate(ag.per_number), rate(ag.global_), rate(ag.daily)),
             allowed_countries=self.countries(),
+            transactional_bypasses_dnd=self.dnd.transactional == "send",
         )
 
     @field_validator("public_base_url")

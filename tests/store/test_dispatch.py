@@ -505,6 +505,36 @@ async def test_every_decision_is_a_row_and_policies_use_store_facts(
     assert len(gw.accepted) == 2
 
 
+@pytest.mark.parametrize("setting", ["", "  dnd: {transactional: send}\n",
+                                     "  dnd: {transactional: suppress}\n"])
+async def test_dnd_transactional_exception_from_rules_yaml(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object],
+    setting: str,
+) -> None:
+    """rules.yaml's defaults.dnd reaches the dispatcher: a transactional text to a DND number
+    is sent only with ``transactional: send``; promotional and service ones never are."""
+    from agent.rules.loader import load_rules_text
+
+    rs = load_rules_text(
+        "version: 1\ndefaults:\n  region: US\n  sender_id: ACME\n  gateway: smsc\n"
+        "  allowed_countries: [any]\n" + setting
+        + "templates: {t: {text: hi}}\nrules: [{name: r, send: {template: t}}]\n"
+        "gateways: {smsc: {type: smpp, host: h, system_id: x}}\n", "r.yaml", {})
+    gw = FakeGateway("smsc")
+    running(disp := dispatcher(store, gw, limits=rs.defaults.limits()))
+    await store.add_dnd(["+15550000002"], source="test")
+    rows = await disp.handle([
+        make_decision(call_id=c, number="+15550000002", category=c)
+        for c in ("transactional", "service", "promotional")])
+    sent = "send" in setting
+    assert [(r.state, r.reason) for r in rows] == [
+        (MessageState.QUEUED, None) if sent else (MessageState.SUPPRESSED, "dnd"),
+        (MessageState.SUPPRESSED, "dnd"), (MessageState.SUPPRESSED, "dnd")]
+    if sent:
+        await wait_state(store, rows[0].id, MessageState.SUBMITTED)
+        assert [m.to for m in gw.accepted] == ["+15550000002"]
+
+
 async def test_dry_run_sends_nothing(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:

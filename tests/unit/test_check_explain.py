@@ -187,16 +187,17 @@ def test_repository_rules_show_the_safety_keys_at_their_defaults(
     """rules.yaml documents the safety defaults: what it writes is what a file without the
     keys gets (so the example can't drift from the code)."""
     from agent.rules.loader import load_rules
-    from agent.rules.schema import RateLimits, Untrusted
+    from agent.rules.schema import Dnd, RateLimits, Untrusted
 
     monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
     d = load_rules(REPO_RULES).defaults
     assert d.rate_limits == RateLimits()
     assert d.untrusted == Untrusted()
+    assert d.dnd == Dnd() and not d.limits().transactional_bypasses_dnd
     assert d.countries() == frozenset({d.region})  # the default: the region's own country
     text = REPO_RULES.read_text()
     for key in ("allowed_countries:", "rate_limits:", "daily:", "agents:", "untrusted:",
-                "max_length:", "allowed_sources:"):
+                "max_length:", "allowed_sources:", "dnd:", "transactional: suppress"):
         assert key in text, key
 
 
@@ -213,6 +214,7 @@ def test_check_prints_the_safety_settings_and_flags_agents_abroad(tmp_path: Path
     assert code == 0
     assert "destinations: IN" in text
     assert "callers: per_number 3/1h, global 100/1m, daily 2000/1d" in text
+    assert "DND numbers: promotional and service suppressed, transactional suppressed" in text
     assert "agents.2001.mobile: GB is not in allowed_countries" in text
 
 

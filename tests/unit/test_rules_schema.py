@@ -430,3 +430,15 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
     assert gw.auth_token is not None and gw.auth_token.get_secret_value() == SECRET
     for shown in (repr(rs), str(rs.config), repr(rs.config.gateways), rs.config.model_dump_json()):
         assert SECRET not in shown
+
+
+def test_dnd_transactional_exception_is_opt_in() -> None:
+    """defaults.dnd.transactional: suppress (the default) or send; the policy sees it."""
+    assert not load(HEAD + RULE).defaults.limits().transactional_bypasses_dnd
+    head = HEAD.replace("  gateway: smsc\n", "  gateway: smsc\n  dnd: {transactional: send}\n")
+    assert load(head + RULE).defaults.limits().transactional_bypasses_dnd
+    head = HEAD.replace("  gateway: smsc\n", "  gateway: smsc\n  dnd: {transactional: allow}\n")
+    [problem] = problems(head + RULE)
+    assert problem.startswith("r.yaml:7:") and "defaults.dnd.transactional" in problem, problem
+    head = HEAD.replace("  gateway: smsc\n", "  gateway: smsc\n  dnd: {service: send}\n")
+    assert "defaults.dnd.service" in problems(head + RULE)[0]
