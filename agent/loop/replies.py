@@ -44,13 +44,15 @@ ACK_EXPIRY = timedelta(minutes=30)
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["opt_out", "opt_in", "tag"]
+Action = Literal["opt_out", "opt_in", "help", "tag"]
 
-# The words carriers and aggregators treat as opt-out / opt-in (CTIA, Twilio's defaults).
+# The words carriers and aggregators treat as opt-out / opt-in / help (CTIA, Twilio's
+# defaults). HELP is answered with rules.yaml's ``replies.help`` template.
 BUILTIN_KEYWORDS: Mapping[str, Action] = {
     **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT",
                      "REVOKE"), "opt_out"),
     **dict.fromkeys(("START", "UNSTOP", "YES", "OPTIN"), "opt_in"),
+    **dict.fromkeys(("HELP", "INFO"), "help"),
 }
 
 
@@ -124,6 +126,10 @@ class ReplyHandler:
             k: KeywordAction(action=v) for k, v in BUILTIN_KEYWORDS.items()}
         for word, action in rules.config.replies.keywords.items():
             keywords[normalise_keyword(word)] = action
+        help_reply = rules.config.replies.help
+        for word, action in keywords.items():
+            if action.action == "help" and action.reply is None and help_reply is not None:
+                keywords[word] = action.model_copy(update={"reply": help_reply})
         self._rules, self._keywords = rules, keywords
 
     def _number(self, raw: str) -> str:

@@ -283,6 +283,7 @@ class _Sections:
                 )
             seen.setdefault(upper, word)
             self.need_template(_get(action, "reply"), ("replies", "keywords", word, "reply"))
+        self.need_template(_get(raw, "help"), ("replies", "help"))
         keywords = {w.upper(): a for w, a in replies.keywords.items()}
         return replies.model_copy(update={"keywords": keywords})
 

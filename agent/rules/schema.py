@@ -394,9 +394,10 @@ Gateway = GatewayConfig
 
 
 class KeywordAction(_Model):
-    """``opt_out``/``opt_in`` or ``{tag: ..., reply: template}``; opt-outs may reply too."""
+    """``opt_out``/``opt_in``/``help`` or ``{tag: ..., reply: template}``; the others may
+    reply too (``help`` without one answers with ``replies.help``)."""
 
-    action: Literal["opt_out", "opt_in", "tag"] = "tag"
+    action: Literal["opt_out", "opt_in", "help", "tag"] = "tag"
     tag: NonEmpty | None = None
     reply: NonEmpty | None = None
 
@@ -404,21 +405,24 @@ class KeywordAction(_Model):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
-            if value not in ("opt_out", "opt_in"):
-                raise ValueError(f"expected opt_out, opt_in or {{tag, reply}}, not {value!r}")
+            if value not in ("opt_out", "opt_in", "help"):
+                raise ValueError(
+                    f"expected opt_out, opt_in, help or {{tag, reply}}, not {value!r}")
             return {"action": value}
         return value
 
     @model_validator(mode="after")
     def _needs_tag(self) -> KeywordAction:
         if self.action == "tag" and self.tag is None:
-            raise ValueError("a keyword action needs a tag (or is opt_out / opt_in)")
+            raise ValueError("a keyword action needs a tag (or is opt_out / opt_in / help)")
         return self
 
 
 class Replies(_Model):
     keywords: dict[Annotated[str, Field(pattern=r"^\S+$")], KeywordAction] = {}
     sentiment: bool = False
+    #: The template that answers HELP and INFO (and any keyword whose action is ``help``).
+    help: NonEmpty | None = None
 
 
 class Pbx(_Model):

@@ -158,3 +158,40 @@ async def test_stop_acknowledgement_reaches_the_number_it_opted_out(
     assert await store.is_opted_out(CALLER)
     assert out.auto_reply is not None and out.auto_reply.state is MessageState.SUBMITTED
     assert len(smsc.accepted) == 1
+
+
+async def test_help_is_built_in_and_answered_through_the_policy(
+    store: SqliteStore, rules: RuleSet, tmp_path: Path
+) -> None:
+    """HELP and INFO answer with replies.help, through the original gateway, as a logged
+    message that passes the policy like every acknowledgement (an opted-out number gets none);
+    without replies.help they are only logged."""
+    assert rules.config.replies.help == "help_info"
+    smsc, backup = FakeGateway("smsc"), FakeGateway("backup")
+    mid = await sent(store, replace(BASE, gateway="backup", call_ended_at=NOW), NOW)
+    disp = Dispatcher(store, {"smsc": smsc, "backup": backup}, clock=lambda: NOW,
+                      limits=rules.defaults.limits())
+    h = ReplyHandler(store, rules, disp.submit_now, clock=lambda: NOW)
+    out = await h.handle(inbound(" help? "))
+    assert (out.keyword, out.action, out.message_id) == ("HELP", "help", mid)
+    assert not await store.is_opted_out(CALLER)
+    assert smsc.accepted == [] and [m.text for m in backup.accepted] == [
+        "ACME Support: call 18005550100, 9am-9pm. Reply STOP to stop texts. -ACME"]
+    assert out.auto_reply is not None and out.auto_reply.rule == "reply:HELP"
+    assert out.auto_reply.template == "help_info"
+
+    other = "+919876500000"
+    await store.opt_out(other, source="test")
+    out = await h.handle(inbound("Info", sender=other))
+    assert out.action == "help" and out.auto_reply is not None
+    assert (out.auto_reply.state, out.auto_reply.reason) == (MessageState.SUPPRESSED, "opt_out")
+
+    # A word of the operator's own can be a help keyword; without replies.help, no answer.
+    text = RULES.read_text().replace("  help: help_info", "").replace(
+        "    C: {tag:", "    AIUTO: help\n    C: {tag:")
+    (path := tmp_path / "rules.yaml").write_text(text)
+    bare = load_rules(path, env={})
+    h = ReplyHandler(store, bare, disp.submit_now, clock=lambda: NOW)
+    for word in ("HELP", "AIUTO"):
+        out = await h.handle(inbound(word, sender="+919876500001"))
+        assert (out.keyword, out.action, out.auto_reply) == (word, "help", None)

@@ -368,7 +368,8 @@ def test_reply_keyword_errors() -> None:
             "case)"
         ),
         "r.yaml:14:62: replies.keywords.C.reply: unknown template 'nope'; defined: hello",
-        "r.yaml:14:72: replies.keywords.D: expected opt_out, opt_in or {tag, reply}, not 'unsub'",
+        "r.yaml:14:72: replies.keywords.D: expected opt_out, opt_in, help or {tag, reply}, not "
+        "'unsub'",
     ]
 
 
@@ -442,3 +443,11 @@ def test_dnd_transactional_exception_is_opt_in() -> None:
     assert problem.startswith("r.yaml:7:") and "defaults.dnd.transactional" in problem, problem
     head = HEAD.replace("  gateway: smsc\n", "  gateway: smsc\n  dnd: {service: send}\n")
     assert "defaults.dnd.service" in problems(head + RULE)[0]
+
+
+def test_replies_help_names_a_template() -> None:
+    rs = load(HEAD + RULE + "replies: {help: hello, keywords: {AIUTO: help}}\n")
+    assert rs.config.replies.help == "hello"
+    assert rs.config.replies.keywords["AIUTO"].action == "help"
+    [problem] = problems(HEAD + RULE + "replies: {help: nope}\n")
+    assert problem.startswith("r.yaml:13:") and "replies.help: unknown template 'nope'" in problem
