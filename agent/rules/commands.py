@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.errors import RulesError
 from agent.models import CallRecord, Decision
+from agent.rules.dlt import problems as dlt_problems
 from agent.rules.engine import explain as explain_call
 from agent.rules.loader import RuleSet, load_rules
 from agent.rules.schema import Rule
@@ -122,6 +123,9 @@ def check(path: str | Path) -> tuple[str, int]:
         rs = load_rules(path)
     except RulesError as exc:
         return _problems(exc), EXIT_INVALID
+    dlt = dlt_problems(rs)
+    if dlt:
+        return _problems(RulesError(dlt)), EXIT_INVALID
     cfg = rs.config
     lines = [
         (

@@ -277,6 +277,9 @@ class Template(_Model):
     category: Literal["transactional", "promotional", "service"] = "transactional"
     dlt_template_id: Annotated[str, Field(pattern=r"^\d{10,25}$")] | None = None
     dlt_entity_id: Annotated[str, Field(pattern=r"^\d{10,25}$")] | None = None
+    # The text as registered on DLT, {#var#} for each variable: check verifies the template
+    # renders to it.
+    dlt_text: NonEmpty | None = None
     language: NonEmpty | None = None
     asks_rating: bool = False
 

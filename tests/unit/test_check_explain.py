@@ -55,10 +55,10 @@ def test_check_reports_ucs2_promotional_wording_and_unguarded_vars(tmp_path: Pat
     path = tmp_path / "r.yaml"
     path.write_text("""\
 version: 1
-defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc}
+defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc, dlt_entity_id: 1101456789012345678}
 gateways: {smsc: {type: smpp, host: 127.0.0.1, system_id: a}}
 templates:
-  promo: {text: "Thanks! Get 20% off with coupon {{ vars.CODE }} \u2019", max_segments: 2}
+  promo: {text: "Thanks! Get 20% off with coupon {{ vars.CODE }} \u2019", max_segments: 2, dlt_template_id: 1107161234567890123}
 rules:
   - {name: r, on: call_connected, match: {min_talk: 10s}, send: {template: promo}}
 """)
@@ -164,8 +164,9 @@ def test_explain_bad_inputs(tmp_path: Path) -> None:
 def test_check_warns_about_a_rule_nothing_bounds(tmp_path: Path) -> None:
     base = (
         "version: 1\n"
-        "defaults:\n  region: IN\n  sender_id: ACME\n  gateway: g\n{extra}"
-        "templates: {{t: {{text: hi}}}}\n"
+        "defaults:\n  region: IN\n  sender_id: ACMECO\n  gateway: g\n"
+        "  dlt_entity_id: 1101456789012345678\n{extra}"
+        "templates: {{t: {{text: hi, dlt_template_id: 1107161234567890123}}}}\n"
         "rules:\n  - {{name: all, send: {{to: caller, template: t}}}}\n"
         "gateways: {{g: {{type: smpp, host: h, system_id: x}}}}\n"
     )
@@ -205,9 +206,9 @@ def test_check_prints_the_safety_settings_and_flags_agents_abroad(tmp_path: Path
     path = tmp_path / "r.yaml"
     path.write_text(
         "version: 1\n"
-        "defaults: {region: IN, sender_id: ACME, gateway: g}\n"
+        "defaults: {region: IN, sender_id: ACMECO, gateway: g, dlt_entity_id: 1101456789012345678}\n"
         "agents: {'2001': {name: Ann, mobile: '+447400123456'}}\n"
-        "templates: {t: {text: hi}}\n"
+        "templates: {t: {text: hi, dlt_template_id: 1107161234567890123}}\n"
         "rules:\n  - {name: all, match: {caller_type: [mobile]}, send: {to: agent, template: t}}\n"
         "gateways: {g: {type: smpp, host: h, system_id: x}}\n")
     text, code = check(path)
@@ -269,3 +270,69 @@ def test_explain_takes_a_replay_line_or_a_call_id_from_the_store(
 
     assert main(["explain", "no.such.call", "--db", str(db), "--rules", str(REPO_RULES)]) == 1
     assert "no.such.call: no call with this id" in capsys.readouterr().err
+
+
+def test_check_refuses_what_india_dlt_would_drop(tmp_path: Path) -> None:
+    """Region IN: transactional/service templates need DLT ids, headers are 6 letters (6
+    digits for promotional), and a template with dlt_text must render to that registered
+    text ({#var#} slots of up to 30 characters), fallbacks included."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "version: 1\n"
+        "defaults: {region: IN, sender_id: ACME, gateway: g}\n"
+        "templates:\n"
+        "  a: {text: hi}\n"
+        "  b: {text: hi, category: service, dlt_template_id: 1107161234567890123,"
+        " dlt_entity_id: 1101456789012345678}\n"
+        "  p: {text: 'Sale {{ queue }}', category: promotional}\n"
+        "  ok:\n"
+        "    text: Hi {{ caller_name | default('there') }}, ticket {{ vars.T }} is logged.\n"
+        "    dlt_text: 'Hi {#var#},  ticket {#var#} is logged.'\n"
+        "  bad:\n"
+        "    text: Your ticket {{ vars.T }} is open.\n"
+        "    dlt_text: Your ticket {#var#} is logged.\n"
+        "  long:\n"
+        "    text: Dear {{ caller_name }}{{ caller_name }}, hello.\n"
+        "    dlt_text: Dear {#var#}, hello.\n"
+        "rules:\n"
+        "  - {name: r1, send: {template: a}}\n"
+        "  - {name: r2, send: {template: b, sender_id: ACMEIN}}\n"
+        "  - {name: r3, send: {template: p, sender_id: '123456'}}\n"
+        "  - {name: r4, send: {template: p, sender_id: PROMOS}}\n"
+        "gateways: {g: {type: smpp, host: h, system_id: x}}\n")
+    text, code = check(path)
+    assert code == 1, text
+    p = str(path)
+    ids = ("needs dlt_template_id and dlt_entity_id (here or defaults.dlt_entity_id); "
+           "operators drop unregistered texts")
+    assert text.splitlines() == [
+        f"{p}:4:6: templates.a: region IN: a transactional template {ids}",
+        f"{p}:8:5: templates.ok: region IN: a transactional template {ids}",
+        f"{p}:11:5: templates.bad: region IN: a transactional template {ids}",
+        f"{p}:12:15: templates.bad.dlt_text: renders as 'Your ticket VVVVVVVVVVVV is open.', "
+        "which does not fit dlt_text 'Your ticket {#var#} is logged.'",
+        f"{p}:14:5: templates.long: region IN: a transactional template {ids}",
+        f"{p}:15:15: templates.long.dlt_text: a {{#var#}} slot would hold 40 characters "
+        f"('{'W' * 40}'); DLT allows 30",
+        f"{p}:2:35: defaults.sender_id: DLT header 'ACME' for transactional texts must be "
+        "6 letters (rule r1, template a)",
+        f"{p}:20:47: rules[3].send.sender_id: DLT header 'PROMOS' for promotional texts must "
+        "be 6 digits (rule r4, template p)",
+        "8 problems found",
+    ], text
+
+    # Another region: ids and headers are not DLT's business; a dlt_text still is.
+    path.write_text(path.read_text().replace("region: IN", "region: US"))
+    text, code = check(path)
+    assert code == 1 and "templates.a" not in text and "sender_id" not in text, text
+    assert text.splitlines()[-1] == "2 problems found", text
+
+
+def test_repository_rules_pass_the_dlt_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.rules.dlt import problems
+    from agent.rules.loader import load_rules
+
+    monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
+    rs = load_rules(REPO_RULES)
+    assert problems(rs) == []
+    assert any(t.dlt_text for t in rs.config.templates.values())  # the example shows the key
