@@ -55,7 +55,10 @@ def test_repository_rules_yaml_is_valid() -> None:
 
 
 def test_fixture_valid_file_loads() -> None:
+    from agent.rules.commands import check
+
     load_rules(FIXTURES / "valid.yaml", env={})
+    assert check(FIXTURES / "valid.yaml")[1] == 0
 
 
 def test_scalars_are_text_unless_a_field_wants_otherwise() -> None:
