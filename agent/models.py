@@ -264,6 +264,8 @@ class Decision:
     call_ended_at: datetime | None = None
     links: tuple[ShortLink, ...] = ()  # tracked links in ``text``: written with its row
     pbx: str = "default"  # the call's PBX (CallRecord.pbx): several may share one database
+    # Which language variant of the template was chosen and why (explain), when it has some.
+    language: str | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -10,6 +10,7 @@ from agent.errors import RulesError
 from agent.models import CallRecord, Decision
 from agent.rules.dlt import problems as dlt_problems
 from agent.rules.engine import explain as explain_call
+from agent.rules.language import variants
 from agent.rules.loader import RuleSet, load_rules
 from agent.rules.schema import Rule
 from agent.sms.encoding import SmsInfo
@@ -165,6 +166,10 @@ def check(path: str | Path) -> tuple[str, int]:
             lines.append(
                 f"  {'':<{width}}  suppressed when missing: {', '.join(ct.worst.required)}"
             )
+    spoken = [(r.name, variants(cfg, r.send.template)) for r in cfg.rules]
+    if any(len(v) > 1 for _, v in spoken):
+        lines += ["", "languages (per rule):"]
+        lines += [f"  {name}: {', '.join(v)}" for name, v in spoken]
     warnings = _warnings(rs)
     if warnings:
         lines += ["", "warnings:"] + [f"  {w}" for w in warnings]
@@ -202,6 +207,8 @@ def _describe_decision(d: Decision) -> list[str]:
             f"{_plural(d.segments, 'segment')}, {len(d.text or '')} chars"
         )
     out = [head]
+    if d.language is not None:
+        out.append(f"       template {d.language}")
     if d.text is not None:
         out.append(f"       {json.dumps(d.text, ensure_ascii=False)}")
     policy = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ from agent.models import (
     SuppressReason,
     Trigger,
 )
-from agent.rules import schema
+from agent.rules import language, schema
 from agent.rules.loader import RuleSet
 from agent.rules.templates import (
     LinkFactory,
@@ -216,21 +217,14 @@ def _number(
     return (info.e164, None) if info.reachable else (None, f"agent mobile: {info.detail}")
 
 
-def _decisions(
-    rules: RuleSet,
-    rule: schema.Rule,
-    record: CallRecord,
-    now: datetime,
+def _render(
+    rules: RuleSet, rule: schema.Rule, name: str, record: CallRecord, now: datetime,
     link: LinkFactory | None,
-    targets: list[tuple[RecipientKind, str | None]],
-) -> tuple[Decision, ...]:
+) -> tuple[str | None, str | None, bool, tuple[ShortLink, ...]]:
+    """(text, error, too long, the tracked links the text holds: they travel with it)."""
     d = rules.defaults
-    compiled = rules.templates[rule.send.template]
-    tpl = rules.config.templates[rule.send.template]
-    text: str | None = None
-    error: str | None = None
-    made: list[ShortLink] = []  # the tracked links this text holds: they travel with it
-    too_long = False
+    tpl = rules.config.templates[name]
+    made: list[ShortLink] = []
 
     def recording(url: str) -> str:
         short = link(url)  # type: ignore[misc]
@@ -239,18 +233,39 @@ def _decisions(
         return short
 
     try:
-        text = render_call(compiled, record, timezone=d.timezone, now=now,
+        text = render_call(rules.templates[name], record, timezone=d.timezone, now=now,
                            link=recording if link is not None else None,
                            untrusted=d.untrusted_policy(), max_segments=tpl.max_segments,
                            over_segments=rule.over_segments)
     except TemplateRenderError as exc:
-        error = exc.reason
-        too_long = isinstance(exc, TooLongError)
-    info = analyze(text) if text is not None else compiled.worst.info
+        return None, exc.reason, isinstance(exc, TooLongError), ()
+    return text, None, False, tuple(made)
+
+
+def _decisions(
+    rules: RuleSet,
+    rule: schema.Rule,
+    record: CallRecord,
+    now: datetime,
+    link: LinkFactory | None,
+    targets: list[tuple[RecipientKind, str | None]],
+    preferences: Mapping[str, str],
+) -> tuple[Decision, ...]:
+    d = rules.defaults
     max_age = rule.max_age or d.max_age
+    rendered: dict[str, tuple[str | None, str | None, bool, tuple[ShortLink, ...]]] = {}
+    multilingual = len(language.variants(rules.config, rule.send.template)) > 1
     out: list[Decision] = []
     for kind, fixed in targets:
         number, why = _number(kind, fixed, record, d.region)
+        choice = language.choose(rules.config, rule.send.template, record, kind, number,
+                                 preferences.get(number) if number else None)
+        name = choice.template
+        if name not in rendered:  # one rendering per variant, shared by its recipients
+            rendered[name] = _render(rules, rule, name, record, now, link)
+        text, error, too_long, made = rendered[name]
+        tpl = rules.config.templates[name]
+        info = analyze(text) if text is not None else rules.templates[name].worst.info
         suppress = (
             SuppressReason.INVALID_NUMBER
             if number is None
@@ -267,7 +282,7 @@ def _decisions(
                 trigger=record.trigger,
                 recipient=kind,
                 number=number,
-                template=rule.send.template,
+                template=name,
                 gateway=rule.send.gateway or d.gateway,
                 sender_id=rule.send.sender_id or d.sender_id,
                 text=text,
@@ -283,8 +298,9 @@ def _decisions(
                 suppress=suppress,
                 detail="; ".join(x for x in (why, error and f"template: {error}") if x) or None,
                 call_ended_at=record.ended_at,
-                links=tuple(made) if text is not None else (),
+                links=made if text is not None else (),
                 pbx=record.pbx,
+                language=f"{name}: {choice.why}" if multilingual else None,
             )
         )
     return tuple(out)
@@ -296,9 +312,11 @@ def explain(
     *,
     now: datetime | None = None,
     link: LinkFactory | None = None,
+    preferences: Mapping[str, str] | None = None,
 ) -> list[RuleTrace]:
     """Every rule in order: matched (with its decisions) or the first condition that failed.
-    The first matching rule per recipient wins, unless it says ``continue: true``."""
+    The first matching rule per recipient wins, unless it says ``continue: true``.
+    ``preferences``: number -> the language it asked for (a reply keyword), when known."""
     now = now or datetime.now(UTC)
     if link is None and rules.defaults.public_base_url:
         link = reserved_link(rules.defaults.public_base_url)
@@ -320,7 +338,8 @@ def explain(
             if t in taken
             for kind, fixed in (t,)
         )
-        decisions = _decisions(rules, rule, record, now, link, targets) if targets else ()
+        decisions = (_decisions(rules, rule, record, now, link, targets, preferences or {})
+                     if targets else ())
         if not rule.continue_:
             for target in targets:
                 taken[target] = rule.name
@@ -342,6 +361,8 @@ def decide(
     *,
     now: datetime | None = None,
     link: LinkFactory | None = None,
+    preferences: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """The decisions for one call record, one per (matching rule, recipient)."""
-    return [d for trace in explain(rules, record, now=now, link=link) for d in trace.decisions]
+    return [d for trace in explain(rules, record, now=now, link=link, preferences=preferences)
+            for d in trace.decisions]

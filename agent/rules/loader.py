@@ -176,6 +176,9 @@ class _Sections:
         compiled: dict[str, CompiledTemplate] = {}
         for name, raw in self.raw_templates.items():
             tpl = _validate(self.doc, schema.Template, raw, ("templates", name))
+            variants = _get(raw, "languages")
+            for lang, variant in (variants if isinstance(variants, dict) else {}).items():
+                self.need_template(variant, ("templates", name, "languages", lang))
             if tpl is None:
                 continue
             templates[name] = tpl

@@ -98,6 +98,14 @@ def _parse_days(value: Any) -> Any:
 
 
 Clock = Annotated[time, BeforeValidator(parse_clock)]
+def _lang(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", value):
+        raise ValueError(f"bad language {value!r}: expected a tag such as hi, en-IN or pt_BR")
+    return value
+
+
+#: A language tag as Asterisk and dialplans write it: en, hi, en-IN, pt_BR.
+LangTag = Annotated[str, AfterValidator(_lang)]
 Timezone = Annotated[str, AfterValidator(_check_timezone)]
 Region = Annotated[str, AfterValidator(_check_region)]
 StrList = Annotated[tuple[NonEmpty, ...], BeforeValidator(_listify)]
@@ -228,6 +236,9 @@ class Defaults(_Model):
     allowed_countries: Annotated[tuple[str, ...], BeforeValidator(_countries)] | None = None
     untrusted: Untrusted = Untrusted()
     dnd: Dnd = Dnd()
+    # The language of texts when nothing says otherwise, and per caller country (rules/language.py).
+    language: LangTag = "en"
+    language_by_country: dict[Region, LangTag] = {}
 
     @field_validator("sender_id")
     @classmethod
@@ -280,7 +291,9 @@ class Template(_Model):
     # The text as registered on DLT, {#var#} for each variable: check verifies the template
     # renders to it.
     dlt_text: NonEmpty | None = None
-    language: NonEmpty | None = None
+    language: LangTag | None = None  # of this text; default: defaults.language
+    # The same message in other languages: language -> template (rules/language.py).
+    languages: dict[LangTag, NonEmpty] = {}
     asks_rating: bool = False
 
 
