@@ -86,9 +86,11 @@ class AfterCallAgent:
             limits=d.limits(),
             dry_run=dry_run, clock=clock, metrics=self.metrics,
         )
+        # number -> the language it asked for by reply: read at start, kept by the replies
+        self.languages: dict[str, str] = {}
         self.pipeline = RecordPipeline(self.store, self.dispatcher, self.metrics,
                                        rules=lambda: self.rules, clock=clock,
-                                       capacity=records_backlog)
+                                       capacity=records_backlog, languages=self.languages)
         self.recovery = Recovery(tracker=self.tracker, pipeline=self.pipeline, store=self.store,
                                  metrics=self.metrics, rules=lambda: self.rules,
                                  cdr_csv=settings.cdr_csv, clock=clock,
@@ -101,7 +103,7 @@ class AfterCallAgent:
         self.metrics.on_scrape(self._scraped)
         self.loop_lag = LagProbe(self.metrics.loop_lag)
         self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.submit_now, clock=clock,
-                                    metrics=self.metrics)
+                                    metrics=self.metrics, languages=self.languages)
         self.http_port: int | None = None
         self.web_deps: Any = None  # the dashboard's WebDeps, once the HTTP server runs
 
@@ -226,8 +228,17 @@ class AfterCallAgent:
         log.info("http_listening", host=self.settings.http_host, port=self.http_port)
         return runner
 
-    async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
+    async def open_store(self) -> None:
+        """Open the store and read what the record path keeps in memory from it."""
         await self.store.open()
+        try:
+            self.languages.update(await self.store.language_preferences())
+        except BaseException:
+            await self.store.close()
+            raise
+
+    async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
+        await self.open_store()
         runner = None
         try:
             for gw in self.gateways.values():

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -60,7 +60,11 @@ class RecordPipeline:
         clock: Callable[[], datetime],
         capacity: int = DEFAULT_CAPACITY,
         workers: int = DEFAULT_WORKERS,
+        languages: Mapping[str, str] | None = None,
     ) -> None:
+        """``languages``: number -> the language it asked for, kept in memory (by the reply
+        handler) so that deciding a record never waits for the store."""
+        self._languages = languages if languages is not None else {}
         self._store = store
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -165,7 +169,8 @@ class RecordPipeline:
         rules = self._rules()
         base = rules.defaults.public_base_url
         now = self._clock()
-        traces = explain(rules, record, now=now, link=PendingLinks(base) if base else None)
+        traces = explain(rules, record, now=now, link=PendingLinks(base) if base else None,
+                         preferences=self._languages)
         return _Judged(rules, now, traces, [d for t in traces for d in t.decisions])
 
     async def _store_record(self, record: CallRecord, judged: _Judged) -> None:

@@ -44,7 +44,7 @@ ACK_EXPIRY = timedelta(minutes=30)
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["opt_out", "opt_in", "help", "tag"]
+Action = Literal["opt_out", "opt_in", "help", "language", "tag"]
 
 # The words carriers and aggregators treat as opt-out / opt-in / help (CTIA, Twilio's
 # defaults). HELP is answered with rules.yaml's ``replies.help`` template.
@@ -107,7 +107,11 @@ class ReplyHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
         sentiment: Callable[[str], float] | None = None,
+        languages: dict[str, str] | None = None,
     ) -> None:
+        """``languages``: the in-memory number -> language map the record path reads; a
+        language keyword updates it with the store."""
+        self._languages = languages if languages is not None else {}
         self._store = store
         self._send = send
         self._clock = clock
@@ -145,6 +149,10 @@ class ReplyHandler:
         if ka is not None and ka.action == "opt_out":
             await self._store.opt_out(number, source=f"reply:{sms.gateway}:{word}",
                                       now=self._clock())
+        elif ka is not None and ka.action == "language" and ka.language is not None:
+            await self._store.set_language(number, ka.language,
+                                           source=f"reply:{sms.gateway}:{word}", now=self._clock())
+            self._languages[number] = ka.language
         elif ka is not None and ka.action == "opt_in":
             if sms.authenticated:
                 await self._store.opt_in(number)
@@ -161,7 +169,9 @@ class ReplyHandler:
             rating = rating_of(sms.text) if self._asked_rating(original) else None
             if rating is None and self._rules.config.replies.sentiment and sms.text.strip():
                 sentiment = self._sentiment(sms.text)
-        action = None if ka is None else (f"tag:{ka.tag}" if ka.action == "tag" else ka.action)
+        action = None if ka is None else (f"tag:{ka.tag}" if ka.action == "tag" else
+                                          f"language:{ka.language}" if ka.action == "language"
+                                          else ka.action)
         reply_id = await self._store.add_reply(
             sms, message_id=original.id if original else None, keyword=word if ka else None,
             action=action, sentiment=sentiment, rating=rating)

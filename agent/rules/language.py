@@ -4,8 +4,8 @@ A template names its variants by language (``languages: {hi: feedback_hi}``), ea
 of its own (its DLT ids, category and segment budget are checked like any other). The caller's
 language comes, in order, from the call (the ``SMS_LANG`` dialplan variable, else the
 channel's ``Language`` as AMI reports it: the tracker has already picked), the number's own
-preference when the caller passes one (``preferences``; nothing stores them yet), the caller's
-country
+preference (a reply keyword such as ``HINDI: {language: hi}``, kept by the store and held
+in memory by the record path), the caller's country
 (``defaults.language_by_country``), then ``defaults.language``. A source whose language has no
 variant is passed over. Texts to agents are in the default language.
 """

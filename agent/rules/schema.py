@@ -410,12 +410,14 @@ Gateway = GatewayConfig
 
 
 class KeywordAction(_Model):
-    """``opt_out``/``opt_in``/``help`` or ``{tag: ..., reply: template}``; the others may
-    reply too (``help`` without one answers with ``replies.help``)."""
+    """``opt_out``/``opt_in``/``help``, ``{language: hi}`` (the number's texts in that
+    language from then on) or ``{tag: ..., reply: template}``; all may reply (``help``
+    without one answers with ``replies.help``)."""
 
-    action: Literal["opt_out", "opt_in", "help", "tag"] = "tag"
+    action: Literal["opt_out", "opt_in", "help", "language", "tag"] = "tag"
     tag: NonEmpty | None = None
     reply: NonEmpty | None = None
+    language: LangTag | None = None  # ``{language: hi}``: texts to this number in Hindi
 
     @model_validator(mode="before")
     @classmethod
@@ -425,10 +427,14 @@ class KeywordAction(_Model):
                 raise ValueError(
                     f"expected opt_out, opt_in, help or {{tag, reply}}, not {value!r}")
             return {"action": value}
+        if isinstance(value, dict) and "language" in value and "action" not in value:
+            return {**value, "action": "language"}
         return value
 
     @model_validator(mode="after")
     def _needs_tag(self) -> KeywordAction:
+        if self.action == "language" and self.language is None:
+            raise ValueError("a language keyword needs the language, e.g. {language: hi}")
         if self.action == "tag" and self.tag is None:
             raise ValueError("a keyword action needs a tag (or is opt_out / opt_in / help)")
         return self

@@ -182,6 +182,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: daily report rollups kept by triggers, and the indexes a year of data needs
     ROLLUPS,
+    # 6: the language a number asked for (a reply keyword such as HINDI): rules/language.py
+    (
+        """CREATE TABLE language_prefs (
+            number   TEXT PRIMARY KEY,
+            language TEXT NOT NULL,
+            at       TEXT NOT NULL,
+            source   TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

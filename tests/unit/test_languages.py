@@ -151,3 +151,65 @@ def test_repository_rules_have_a_hindi_variant() -> None:
     [d] = decide(rs, missed, now=NOW)
     assert d.template == "sorry_we_missed_you_hi" and d.encoding == "UCS-2", d
     assert hindi  # the support call is texted (in English: support_ticket has no variant)
+
+
+async def test_a_language_keyword_picks_the_variant_for_the_next_call(tmp_path: Path) -> None:
+    """HINDI from a caller: stored, and the next missed call from that number is texted in
+    Hindi by the running agent's record path (real SQLite store); the choice survives a
+    restart; ENGLISH switches back."""
+    import shutil
+    from datetime import timedelta
+
+    from agent.app import AfterCallAgent
+    from agent.models import InboundSms
+    from agent.settings import Settings
+
+    shutil.copy(REPO_RULES, rules_path := tmp_path / "rules.yaml")
+    now = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)  # 11:30 in Kolkata: outside quiet hours
+    caller = "+919811000103"
+
+    def missed(n: int) -> CallRecord:
+        return CallRecord(call_id=f"1714543200.{n}", caller=caller, queue="Billing",
+                          direction=Direction.INBOUND, disposition=Disposition.MISSED,
+                          ended_at=now - timedelta(seconds=1))
+
+    def agent() -> AfterCallAgent:
+        return AfterCallAgent(Settings(ami_secret="x", rules=rules_path, db=tmp_path / "a.db"),
+                              clock=lambda: now)
+
+    first = agent()
+    await first.store.open()
+    try:
+        out = await first.replies.handle(InboundSms("smsc", caller, "ACMECO", "Hindi", now))
+        assert (out.keyword, out.action) == ("HINDI", "language:hi")
+        await first.pipeline.apply(missed(1))
+        [row] = [m for m in await first.store.list_messages() if m.call_id == "1714543200.1"]
+        assert row.template == "sorry_we_missed_you_hi" and row.text.startswith("क्षमा")
+    finally:
+        await first.dispatcher.stop(timeout=1.0)
+        await first.store.close()
+
+    second = agent()
+    await second.open_store()  # as a restarted agent's run() does
+    try:
+        assert second.languages == {caller: "hi"}
+        await second.pipeline.apply(missed(2))
+        [row] = [m for m in await second.store.list_messages() if m.call_id == "1714543200.2"]
+        assert row.template == "sorry_we_missed_you_hi"
+        await second.replies.handle(InboundSms("smsc", caller, "ACMECO", "english", now))
+        assert second.languages == {caller: "en"}
+        await second.pipeline.apply(missed(3))
+        [row] = [m for m in await second.store.list_messages() if m.call_id == "1714543200.3"]
+        assert row.template == "sorry_we_missed_you" and row.text.startswith("Sorry")
+    finally:
+        await second.dispatcher.stop(timeout=1.0)
+        await second.store.close()
+
+
+def test_language_keywords_need_a_language() -> None:
+    with pytest.raises(RulesError, match="language"):
+        rules(HEAD + "replies: {keywords: {HINDI: {action: language}}}\n")
+    with pytest.raises(RulesError, match="bad language"):
+        rules(HEAD + "replies: {keywords: {HINDI: {language: 'h i'}}}\n")
+    assert rules(HEAD + "replies: {keywords: {HINDI: {language: hi}}}\n").config.replies \
+        .keywords["HINDI"].language == "hi"

@@ -133,6 +133,21 @@ class RecordOps(PgPool):
     async def is_dnd(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM dnd WHERE number = $1", number))
 
+    async def set_language(self, number: str, language: str, *, source: str,
+                           now: datetime | None = None) -> None:
+        async with self._tx(single=True) as conn:
+            await conn.execute(
+                "INSERT INTO language_prefs (number, language, at, source) VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT (number) DO UPDATE SET language = excluded.language,"
+                " at = excluded.at, source = excluded.source",
+                number, language, utc(now) or _now(), source)
+
+    async def language_preferences(self) -> dict[str, str]:
+        """Every number's language (read once at start: the record path looks them up in
+        memory, so deciding a call never waits for the database)."""
+        return {r[0]: r[1] for r in await self._read(
+            "SELECT number, language FROM language_prefs")}
+
     async def add_dnd(
         self, numbers: Iterable[str], *, source: str, now: datetime | None = None
     ) -> int:

@@ -182,6 +182,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE calls SET pbx = COALESCE(record->>'pbx', 'default')",
         "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
     ),
+    # 5: the language a number asked for (a reply keyword such as HINDI): rules/language.py
+    (
+        """CREATE TABLE language_prefs (
+            number   text PRIMARY KEY,
+            language text NOT NULL,
+            at       timestamptz NOT NULL,
+            source   text NOT NULL
+        )""",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

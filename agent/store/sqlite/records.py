@@ -145,6 +145,24 @@ class RecordOps(StoreWriter):
     async def is_dnd(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM dnd WHERE number = ?", (number,)))
 
+    async def set_language(self, number: str, language: str, *, source: str,
+                           now: datetime | None = None) -> None:
+        params = (number, language, ts(now or _now()), source)
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO language_prefs (number, language, at, source) VALUES (?,?,?,?)"
+                " ON CONFLICT(number) DO UPDATE SET language = excluded.language,"
+                " at = excluded.at, source = excluded.source", params)
+
+        await self._write(op)
+
+    async def language_preferences(self) -> dict[str, str]:
+        """Every number's language (read once at start: the record path looks them up in
+        memory, so deciding a call never waits for the database)."""
+        rows = await self._read("SELECT number, language FROM language_prefs")
+        return {r[0]: r[1] for r in rows}
+
     async def add_dnd(
         self, numbers: Iterable[str], *, source: str, now: datetime | None = None
     ) -> int:
