@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -82,6 +83,13 @@ class Metrics:
         self.refusal_bursts_total = Counter(
             "aftercall_sms_refusal_bursts_total", "Bursts of refused texts (rate_limited, "
             "country_not_allowed): SMS pumping or a limit set too tight", ["reason"], registry=r)
+        self.spend_total = Gauge(
+            "aftercall_spend", "Spent on texts this local day / month (defaults.currency)",
+            ["period"], registry=r)
+        self.spend_cap = Gauge(
+            "aftercall_spend_cap", "The spend cap for all texts per local day / month "
+            "(absent: no cap); a text that would pass it is suppressed (spend_cap)",
+            ["period"], registry=r)
         self.refusal_burst_active = Gauge(
             "aftercall_sms_refusal_burst", "1 while refusals for this reason are bursting",
             ["reason"], registry=r)
@@ -149,6 +157,15 @@ class Metrics:
         self.calls_unrecorded.set(pending)
         if pending:
             self.store_healthy.set(0)
+
+    def spend(self, day: Decimal, month: Decimal, daily_cap: Decimal | None,
+              monthly_cap: Decimal | None) -> None:
+        """Spend so far against the caps (the dashboard and alerts compare them)."""
+        self.spend_total.labels(period="day").set(float(day))
+        self.spend_total.labels(period="month").set(float(month))
+        for period, cap in (("day", daily_cap), ("month", monthly_cap)):
+            if cap is not None:
+                self.spend_cap.labels(period=period).set(float(cap))
 
     def refusal_burst(self, reason: str) -> None:
         self.refusal_bursts_total.labels(reason=reason).inc()

@@ -7,6 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 
@@ -143,6 +144,7 @@ class SuppressReason(enum.StrEnum):
     DRY_RUN = "dry_run"
     TEMPLATE_ERROR = "template_error"
     TOO_LONG = "too_long"  # the rendered text needs more segments than max_segments allows
+    SPEND_CAP = "spend_cap"  # sending it would pass a daily/monthly spend cap (sms/spend.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +268,8 @@ class Decision:
     pbx: str = "default"  # the call's PBX (CallRecord.pbx): several may share one database
     # Which language variant of the template was chosen and why (explain), when it has some.
     language: str | None = None
+    # The rule's own spend caps (daily, monthly) in defaults.currency; None: no rule cap.
+    spend_caps: tuple[Decimal | None, Decimal | None] | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -13,6 +13,7 @@ from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, MessageState
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
+from agent.sms.spend import SpendCounters
 from agent.store.base import MessageRow, NewMessage, Store
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,7 @@ class Intake:
         self._metrics = metrics
         self._on_queued = on_queued
         self._counters: SendCounters | None = None  # seeded from the store by the first intake
+        self._spend: SpendCounters | None = None  # the same, for spend caps
         self._counters_lock = asyncio.Lock()
         self._bursts = RefusalBurst()
         if metrics is not None:
@@ -46,6 +48,7 @@ class Intake:
         """New limits (a rules reload): the counters start again from the store."""
         self._limits = limits
         self._counters = None
+        self._spend = None
 
     async def _send_counters(self) -> SendCounters:
         """The rate-limit counters, seeded from the store the first time (and after a reload):
@@ -62,6 +65,32 @@ class Intake:
                 return counters
             return self._counters
 
+    async def _spend_counters(self) -> SpendCounters | None:
+        """Spend totals for the current local day and month, seeded from the store the first
+        time a cap applies (and after a reload); None when no text has a price."""
+        spend = self._limits.spend
+        if not spend.active:
+            return None
+        async with self._counters_lock:
+            if self._spend is None:
+                limits = self._limits
+                counters = SpendCounters(spend.timezone)
+                now = self._clock()
+                # A month and a day back covers the local month in any zone.
+                rows = await self._store.segments_sent_since(now - timedelta(days=32))
+                counters.seed((rule, cost, at) for rule, gw, number, segs, at in rows
+                              if (cost := spend.cost(gw, number, segs)) is not None)
+                if self._limits is not limits:
+                    return counters
+                self._spend = counters
+                self._spend_metrics(now)
+            return self._spend
+
+    def _spend_metrics(self, now: datetime) -> None:
+        if self._metrics is not None and self._spend is not None:
+            spent, caps = self._spend.totals(now), self._limits.spend.caps
+            self._metrics.spend(spent.day, spent.month, caps.daily, caps.monthly)
+
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None, *,
         confirms_opt_out: bool = False,
@@ -71,10 +100,14 @@ class Intake:
         Raises StoreError if the store cannot record; repeating the call is safe (idempotency
         keys). ``confirms_opt_out``: see ``_judge``."""
         counters = await self._send_counters()
+        # Spend totals are read from the store once something is capped (a month of rows);
+        # from then on every text counts.
+        capped = self._limits.spend.caps or any(d.spend_caps for d in decisions)
+        spend = await self._spend_counters() if capped else self._spend
         now = self._clock()
         messages: list[NewMessage] = []
         for d in decisions:
-            messages.append(await self._judge(d, now, counters, messages,
+            messages.append(await self._judge(d, now, counters, messages, spend,
                                               confirms_opt_out=confirms_opt_out))
         try:
             written = await self._store.record_call(call, messages, now=now)
@@ -82,18 +115,29 @@ class Intake:
             for m in messages:
                 if _counted(m):
                     counters.discard(m.decision.recipient, m.decision.number, now)
+                    self._spend_add(spend, m, now, undo=True)
             raise
+        if spend is not None:
+            self._spend_metrics(now)
         for m, (row, created) in zip(messages, written, strict=True):
             if _counted(m) and not created:
                 counters.discard(m.decision.recipient, m.decision.number, now)
+                self._spend_add(spend, m, now, undo=True)
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
             self._log_intake(m, row, created)
         return [row for row, _ in written]
 
+    def _spend_add(self, spend: SpendCounters | None, m: NewMessage, now: datetime, *,
+                   undo: bool = False) -> None:
+        d = m.decision
+        cost = self._limits.spend.cost(d.gateway, d.number, d.segments)
+        if spend is not None and cost is not None:
+            spend.add(d.rule, cost, now, sign=-1 if undo else 1)
+
     async def _judge(
         self, d: Decision, now: datetime, counters: SendCounters, earlier: list[NewMessage],
-        *, confirms_opt_out: bool = False,
+        spend: SpendCounters | None = None, *, confirms_opt_out: bool = False,
     ) -> NewMessage:
         """The policies' verdict on one decision: the row it becomes. A text that will go is
         counted at once, so a concurrent intake sees it. The store does not hold this record's
@@ -117,6 +161,7 @@ class Intake:
                 limits=self._limits,
                 dry_run=self._dry_run,
                 sent=counters.counts(d.recipient, d.number, now),
+                spent=spend.spent(d.rule, now) if spend is not None else None,
             )
         except ValueError as exc:  # a decision the schema should have refused: log it, send none
             return NewMessage(d, MessageState.FAILED, reason="policy_error", detail=str(exc))
@@ -131,6 +176,7 @@ class Intake:
             m = NewMessage(d, MessageState.SUPPRESSED, reason, outcome.detail)
         if _counted(m):
             counters.add(d.recipient, d.number, now)
+            self._spend_add(spend, m, now)
         return m
 
     def _log_intake(self, m: NewMessage, row: MessageRow, created: bool) -> None:

@@ -44,6 +44,13 @@ def _safety(rs: RuleSet) -> list[str]:
     for who, aud in (("callers", limits.callers), ("agents", limits.agents)):
         parts = [f"{name} {r.count}/{_span(r.window.total_seconds())}" for name, r in aud.all()]
         out.append(f"  {who}: {', '.join(parts) if parts else 'no limit'}")
+    sp, cur = limits.spend, f" {rs.defaults.currency}" if rs.defaults.currency else ""
+    caps = [f"{c}{cur}/{p}" for c, p in ((sp.caps.daily, "day"), (sp.caps.monthly, "month"))
+            if c is not None]
+    rule_caps = [r.name for r in rs.rules if r.spend]
+    out.append(f"  spend: {', '.join(caps) if caps else 'no cap on all texts'}"
+               + (f"; rules with their own caps: {', '.join(rule_caps)}" if rule_caps else "")
+               + ("" if sp.active or not (caps or rule_caps) else " (no prices: not enforced)"))
     dnd = "sent" if limits.transactional_bypasses_dnd else "suppressed"
     out.append(f"  DND numbers: promotional and service suppressed, transactional {dnd}")
     u = rs.defaults.untrusted

@@ -301,6 +301,7 @@ def _decisions(
                 links=made if text is not None else (),
                 pbx=record.pbx,
                 language=f"{name}: {choice.why}" if multilingual else None,
+                spend_caps=(rule.spend.daily, rule.spend.monthly) if rule.spend else None,
             )
         )
     return tuple(out)

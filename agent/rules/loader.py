@@ -147,6 +147,9 @@ class _Sections:
         region = str(_get(raw, "region") or "").upper()
         self.region = defaults.region if defaults else (region if is_region(region) else None)
         self.need_gateway(_get(raw, "gateway"), ("defaults", "gateway"))
+        prices = _get(raw, "spend", "prices")
+        for gw in prices if isinstance(prices, dict) else ():
+            self.need_gateway(gw, ("defaults", "spend", "prices", gw))
         return defaults
 
     def agents(self) -> dict[str, schema.Agent]:

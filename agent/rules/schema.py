@@ -23,6 +23,7 @@ from agent.gateways.config import GatewayConfig, HttpConfig, SmppConfig
 from agent.rules.scalars import Duration, HexInt, NonEmpty, parse_duration
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits
+from agent.sms.spend import Caps, SpendPolicy
 from agent.sms.policy import RateLimit as PolicyRate
 from agent.sms.untrusted import DEFAULT_MAX_LENGTH, UntrustedPolicy
 
@@ -219,6 +220,30 @@ class Dnd(_Model):
     transactional: Literal["send", "suppress"] = "suppress"
 
 
+Money = Annotated[Decimal, Field(ge=0)]
+#: A destination prefix ("+91", "+9198") or "default" (any other number on that gateway).
+Prefix = Annotated[str, Field(pattern=r"^(default|\+\d{1,15})$")]
+
+
+class SpendCaps(_Model):
+    """At most this much (defaults.currency) per local day / month."""
+
+    daily: Money | None = None
+    monthly: Money | None = None
+
+    def caps(self) -> Caps:
+        return Caps(self.daily, self.monthly)
+
+
+class Spend(_Model):
+    """Prices per segment per gateway and destination prefix (the longest prefix wins, then
+    the gateway's ``default``, then ``price_per_segment``), and caps on all texts together."""
+
+    prices: dict[NonEmpty, dict[Prefix, Money]] = {}
+    daily: Money | None = None
+    monthly: Money | None = None
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -239,6 +264,17 @@ class Defaults(_Model):
     # The language of texts when nothing says otherwise, and per caller country (rules/language.py).
     language: LangTag = "en"
     language_by_country: dict[Region, LangTag] = {}
+    spend: Spend = Spend()
+
+    @model_validator(mode="after")
+    def _spend_is_priced(self) -> Defaults:
+        sp = self.spend
+        if (sp.prices or sp.daily is not None or sp.monthly is not None) and not self.currency:
+            raise ValueError("spend needs defaults.currency (prices and caps are in it)")
+        if (sp.daily is not None or sp.monthly is not None) and not (
+                sp.prices or self.price_per_segment is not None):
+            raise ValueError("a spend cap needs prices (spend.prices or price_per_segment)")
+        return self
 
     @field_validator("sender_id")
     @classmethod
@@ -269,6 +305,9 @@ class Defaults(_Model):
             agents=AudienceLimits(rate(ag.per_number), rate(ag.global_), rate(ag.daily)),
             allowed_countries=self.countries(),
             transactional_bypasses_dnd=self.dnd.transactional == "send",
+            spend=SpendPolicy.build(
+                self.spend.prices, currency=self.currency, fallback=self.price_per_segment,
+                caps=Caps(self.spend.daily, self.spend.monthly), timezone=self.timezone),
         )
 
     @field_validator("public_base_url")
@@ -400,6 +439,8 @@ class Rule(_Model):
     # long): suppress it (reason too_long, after trying without the caller's non-GSM
     # characters and then without their values), send it as it is, or truncate it to fit.
     over_segments: Literal["suppress", "send", "truncate"] = "suppress"
+    # This rule's own spend caps (defaults.currency), beside defaults.spend's for all texts.
+    spend: SpendCaps | None = None
 
 
 # The gateways' models belong to their drivers (agent.gateways.config); rules.yaml is checked

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.models import Decision, RecipientKind, SuppressReason
 from agent.sms.numbers import country_of
+from agent.sms.spend import Caps, SpendPolicy, Spent, over_cap
 
 Action = Literal["send", "suppress", "defer"]
 
@@ -81,6 +82,7 @@ class Limits:
     # India's TRAI rules (and others) let transactional traffic reach DND-registered numbers;
     # whether this operator's registrations allow it is their call, so it is opt-in.
     transactional_bypasses_dnd: bool = False
+    spend: SpendPolicy = SpendPolicy()
 
     def audience(self, recipient: RecipientKind | str) -> AudienceLimits:
         return self.agents if recipient == RecipientKind.AGENT else self.callers
@@ -141,6 +143,7 @@ def evaluate(
     limits: Limits,
     dry_run: bool,
     sent: SentCounts = NO_COUNTS,
+    spent: Spent | None = None,
 ) -> PolicyOutcome:
     """Decide whether one Decision is sent now, later, or never. The first reason wins, in the
     documented order; naive datetimes are taken as UTC."""
@@ -205,6 +208,11 @@ def evaluate(
                 f"{count} sent {scope} in the window, {name} limit {limit} ({who})",
             )
 
+    if spent is not None:
+        why = _over_spend(decision, limits.spend, spent)
+        if why is not None:
+            return _suppress(SuppressReason.SPEND_CAP, why)
+
     outcome = SEND
     if decision.quiet_hours is not None:
         outcome = _quiet_hours(decision, now)
@@ -213,6 +221,14 @@ def evaluate(
         would = "send" if outcome.action == "send" else f"defer until {outcome.not_before}"
         return _suppress(SuppressReason.DRY_RUN, f"dry run: would {would}")
     return outcome
+
+
+def _over_spend(decision: Decision, spend: SpendPolicy, spent: Spent) -> str | None:
+    cost = spend.cost(decision.gateway, decision.number, decision.segments)
+    if cost is None:
+        return None
+    rule = Caps(*decision.spend_caps) if decision.spend_caps else None
+    return over_cap(cost, spent, spend.caps, rule, decision.rule, spend.currency)
 
 
 def _parse_hhmm(value: str, what: str) -> time:

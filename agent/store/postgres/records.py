@@ -109,6 +109,19 @@ class RecordOps(PgPool):
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    async def segments_sent_since(
+        self, since: datetime
+    ) -> list[tuple[str, str, str, int, datetime]]:
+        """``(rule, gateway, number, segments, sent_at)`` of every text sent since ``since``:
+        what the in-memory spend totals start from (sms/spend.py)."""
+        rows = await self._read(
+            "SELECT rule, gateway, number, segments, COALESCE(submitted_at, created_at)"
+            f" FROM messages WHERE {_SENT} AND number IS NOT NULL"
+            " AND (created_at >= $1 OR submitted_at >= $1)",
+            utc(since),
+        )
+        return [(r[0], r[1], r[2], int(r[3] or 1), r[4]) for r in rows]
+
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))
 

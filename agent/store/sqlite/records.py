@@ -113,6 +113,20 @@ class RecordOps(StoreWriter):
         )
         return [(r[0], r[1], at) for r in rows if (at := _dt(r[2])) is not None]
 
+    async def segments_sent_since(
+        self, since: datetime
+    ) -> list[tuple[str, str, str, int, datetime]]:
+        """``(rule, gateway, number, segments, sent_at)`` of every text sent since ``since``:
+        what the in-memory spend totals start from (sms/spend.py)."""
+        rows = await self._read(
+            "SELECT rule, gateway, number, segments, COALESCE(submitted_at, created_at)"
+            f" FROM messages WHERE {_SENT} AND number IS NOT NULL"
+            " AND (created_at >= ? OR submitted_at >= ?)",
+            (ts(since), ts(since)),
+        )
+        return [(r[0], r[1], r[2], int(r[3] or 1), at) for r in rows
+                if (at := _dt(r[4])) is not None]
+
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = ?", (number,)))
 
