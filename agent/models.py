@@ -145,6 +145,11 @@ class SuppressReason(enum.StrEnum):
     TEMPLATE_ERROR = "template_error"
     TOO_LONG = "too_long"  # the rendered text needs more segments than max_segments allows
     SPEND_CAP = "spend_cap"  # sending it would pass a daily/monthly spend cap (sms/spend.py)
+    # Deferred until send.delay / at: next_open (rules/schedule.py); the second kind is
+    # cancelled (called_again) by a newer answered call from the number (unless.called_again).
+    SCHEDULED = "scheduled"
+    SCHEDULED_UNLESS_CALLED = "scheduled_unless_called_again"
+    CALLED_AGAIN = "called_again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +275,9 @@ class Decision:
     language: str | None = None
     # The rule's own spend caps (daily, monthly) in defaults.currency; None: no rule cap.
     spend_caps: tuple[Decimal | None, Decimal | None] | None = None
+    # Not before this (UTC): send.delay / at: next_open. max_age counts from it.
+    not_before: datetime | None = None
+    unless_called_again: bool = False  # a newer answered call from the number cancels it
 
     @property
     def idempotency_key(self) -> str:

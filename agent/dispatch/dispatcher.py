@@ -109,6 +109,10 @@ class Dispatcher:
         """Record a call's decisions (``Intake.handle``); queued rows go straight to the worker."""
         return await self._intake.handle(decisions, call, confirms_opt_out=confirms_opt_out)
 
+    async def cancel_scheduled(self, number: str, call_id: str, now: datetime) -> list[str]:
+        """A newer answered call from ``number`` (``Intake.cancel_scheduled``)."""
+        return await self._intake.cancel_scheduled(number, call_id, now)
+
     def _queued(self, row: MessageRow) -> None:
         self._ready.append(row)
         self._wake.set()

@@ -10,11 +10,11 @@ import structlog
 
 from agent.dispatch.retry import Clock, mask_number
 from agent.metrics import Metrics
-from agent.models import CallRecord, Decision, MessageState
+from agent.models import CallRecord, Decision, MessageState, SuppressReason
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
-from agent.store.base import MessageRow, NewMessage, Store
+from agent.store.base import MessageFilter, MessageRow, NewMessage, Store
 
 log = structlog.get_logger(__name__)
 
@@ -170,14 +170,40 @@ class Intake:
             m = NewMessage(d, MessageState.QUEUED, next_attempt_at=now,
                            expires_at=self._expires(d, now))
         elif outcome.action == "defer":
+            # A scheduled text is worth sending until max_age after it is due.
+            expires = (outcome.not_before + timedelta(seconds=d.max_age_seconds)
+                       if d.not_before is not None and d.max_age_seconds is not None
+                       and outcome.not_before is not None else None)
             m = NewMessage(d, MessageState.DEFERRED, reason, outcome.detail,
-                           next_attempt_at=outcome.not_before)
+                           next_attempt_at=outcome.not_before, expires_at=expires)
         else:
             m = NewMessage(d, MessageState.SUPPRESSED, reason, outcome.detail)
         if _counted(m):
             counters.add(d.recipient, d.number, now)
             self._spend_add(spend, m, now)
         return m
+
+    async def cancel_scheduled(self, number: str, call_id: str, now: datetime) -> list[str]:
+        """A newer answered call from ``number`` (call ``call_id``): its texts scheduled with
+        ``unless: {called_again: true}`` by earlier calls are suppressed (called_again)."""
+        pending = await self._store.list_messages(MessageFilter(
+            states={MessageState.DEFERRED}, number=number, limit=None))
+        cancelled = []
+        for row in pending:
+            if row.reason != SuppressReason.SCHEDULED_UNLESS_CALLED or row.call_id == call_id:
+                continue
+            done = await self._store.transition(
+                row.id, MessageState.SUPPRESSED, now=now, reason=SuppressReason.CALLED_AGAIN,
+                detail=f"the number called again and was answered (call {call_id})",
+                from_states={MessageState.DEFERRED})
+            if done is not None:
+                cancelled.append(row.id)
+                log.info("sms_cancelled", message_id=row.id, rule=row.rule,
+                         to=mask_number(number), reason="called_again", call_id=call_id)
+                if self._metrics is not None:
+                    self._metrics.message_state(MessageState.SUPPRESSED,
+                                                SuppressReason.CALLED_AGAIN)
+        return cancelled
 
     def _log_intake(self, m: NewMessage, row: MessageRow, created: bool) -> None:
         """One log line per decision; a fresh queued row goes straight to the worker."""

@@ -31,6 +31,8 @@ class Row(Protocol):
     def attempts(self) -> int: ...
     @property
     def expires_at(self) -> datetime | None: ...
+    @property
+    def reason(self) -> str | None: ...
 
 
 # ---- what the shell observed --------------------------------------------------------------
@@ -222,7 +224,13 @@ def next_step(row: Row, outcome: Outcome, now: datetime, policy: Policy, health:
             if row.state is MessageState.DEFERRED:
                 if opted_out:
                     return Suppress("opt_out", "recipient opted out while deferred")
-                return Release(expires_at=now + policy.expiry)
+                # A scheduled row keeps its own expiry (max_age from its scheduled time).
+                expires = now + policy.expiry
+                if row.expires_at is not None:
+                    expires = min(expires, row.expires_at)
+                if (row.reason or "").startswith("scheduled"):
+                    return Release(expires_at=expires, detail="scheduled time reached")
+                return Release(expires_at=expires)
             if row.expires_at is not None and now > row.expires_at:
                 return Expire(f"not submitted before {row.expires_at.isoformat()}")
             return Submit(route(row.gateway, policy, health))

@@ -24,10 +24,11 @@ from agent.backoff import backoff_delay
 from agent.dispatch import Dispatcher
 from agent.errors import StoreError
 from agent.metrics import Metrics
-from agent.models import CallRecord, Decision, Trigger
+from agent.models import CallRecord, Decision, Disposition, Trigger
 from agent.rules.engine import RuleTrace, explain, rule_outcomes
 from agent.rules.loader import RuleSet
 from agent.sms.links import PendingLinks
+from agent.sms.numbers import classify
 from agent.store.base import Store
 
 log = structlog.get_logger("aftercall.records")
@@ -219,6 +220,12 @@ class RecordPipeline:
         rows = []
         if decisions or completed:  # a completed call is kept even when no rule matched
             rows = await self._dispatcher.handle(decisions, call=record)
+        if (completed and record.disposition is Disposition.ANSWERED and record.caller
+                and any(r.unless and r.unless.called_again for r in rules.rules)):
+            # texts scheduled "unless called again" by this number's earlier calls
+            caller = classify(record.caller, rules.defaults.region).e164
+            if caller is not None:
+                await self._dispatcher.cancel_scheduled(caller, record.call_id, now)
         # After the rows: the outcomes' commit then runs beside the submit, not before it.
         await self._store.record_rule_outcomes(
             record.call_id, record.trigger, rule_outcomes(rules, record.trigger, traces), now=now)

@@ -219,6 +219,9 @@ def _describe_decision(d: Decision) -> list[str]:
     if d.text is not None:
         out.append(f"       {json.dumps(d.text, ensure_ascii=False)}")
     policy = []
+    if d.not_before is not None:
+        policy.append(f"scheduled for {d.not_before.isoformat()}"
+                      + (" unless called again" if d.unless_called_again else ""))
     if d.cooldown_seconds:
         policy.append(f"cooldown {d.cooldown_seconds:g}s")
     if d.quiet_hours:

@@ -21,6 +21,7 @@ from agent.models import (
 )
 from agent.rules import language, schema
 from agent.rules.loader import RuleSet
+from agent.rules.schedule import due_at
 from agent.rules.templates import (
     LinkFactory,
     TemplateRenderError,
@@ -242,6 +243,20 @@ def _render(
     return text, None, False, tuple(made)
 
 
+def _due(rules: RuleSet, rule: schema.Rule, record: CallRecord,
+         now: datetime) -> tuple[datetime | None, str | None]:
+    """(When a delayed/scheduled text is due, why it cannot be), both None for "at once"."""
+    send = rule.send
+    if send.delay is None and send.at is None:
+        return None, None
+    hours = rules.defaults.business_hours
+    calendar = hours.calendar(rules.defaults.timezone) if hours else None
+    at = due_at(record.ended_at or now, send.delay, send.at == "next_open", calendar)
+    if at is None:
+        return None, "business_hours: no opening within a year"
+    return at, None
+
+
 def _decisions(
     rules: RuleSet,
     rule: schema.Rule,
@@ -253,6 +268,7 @@ def _decisions(
 ) -> tuple[Decision, ...]:
     d = rules.defaults
     max_age = rule.max_age or d.max_age
+    not_before, when = _due(rules, rule, record, now)
     rendered: dict[str, tuple[str | None, str | None, bool, tuple[ShortLink, ...]]] = {}
     multilingual = len(language.variants(rules.config, rule.send.template)) > 1
     out: list[Decision] = []
@@ -264,6 +280,8 @@ def _decisions(
         if name not in rendered:  # one rendering per variant, shared by its recipients
             rendered[name] = _render(rules, rule, name, record, now, link)
         text, error, too_long, made = rendered[name]
+        if when is not None and error is None:
+            error = when  # the calendar never opens: nothing to schedule
         tpl = rules.config.templates[name]
         info = analyze(text) if text is not None else rules.templates[name].worst.info
         suppress = (
@@ -302,6 +320,8 @@ def _decisions(
                 pbx=record.pbx,
                 language=f"{name}: {choice.why}" if multilingual else None,
                 spend_caps=(rule.spend.daily, rule.spend.monthly) if rule.spend else None,
+                not_before=not_before,
+                unless_called_again=bool(rule.unless and rule.unless.called_again),
             )
         )
     return tuple(out)

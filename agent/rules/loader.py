@@ -124,6 +124,7 @@ class _Sections:
         self.raw_templates: dict[str, Any] = self._raw("templates", dict) or {}
         self.raw_gateways: dict[str, Any] = self._raw("gateways", dict) or {}
         self.region: str | None = None
+        self.has_hours = False  # defaults.business_hours given (at: next_open needs it)
 
     def _raw(self, name: str, kind: type) -> Any:
         value = self.data.get(name)
@@ -147,6 +148,7 @@ class _Sections:
         region = str(_get(raw, "region") or "").upper()
         self.region = defaults.region if defaults else (region if is_region(region) else None)
         self.need_gateway(_get(raw, "gateway"), ("defaults", "gateway"))
+        self.has_hours = _get(raw, "business_hours") is not None
         prices = _get(raw, "spend", "prices")
         for gw in prices if isinstance(prices, dict) else ():
             self.need_gateway(gw, ("defaults", "spend", "prices", gw))
@@ -246,6 +248,12 @@ class _Sections:
                 if isinstance(targets, list)
                 else None
             )
+            if rule is not None and rule.send.at == "next_open" and not self.has_hours:
+                self.doc.at(("rules", i, "send", "at"),
+                            "at: next_open needs defaults.business_hours")
+            if rule is not None and rule.unless and not (rule.send.delay or rule.send.at):
+                self.doc.at(("rules", i, "unless"),
+                            "unless cancels a scheduled text: give send.delay or send.at")
             if rule is not None:
                 if to is not None:
                     rule = rule.model_copy(update={"send": rule.send.model_copy(update={"to": to})})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,10 +21,11 @@ from pydantic import (
 
 from agent.gateways.config import GatewayConfig, HttpConfig, SmppConfig
 from agent.rules.scalars import Duration, HexInt, NonEmpty, parse_duration
+from agent.rules.schedule import Calendar
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits
-from agent.sms.spend import Caps, SpendPolicy
 from agent.sms.policy import RateLimit as PolicyRate
+from agent.sms.spend import Caps, SpendPolicy
 from agent.sms.untrusted import DEFAULT_MAX_LENGTH, UntrustedPolicy
 
 # Every scalar reaches these models as a string (the loader reads YAML with no implicit typing,
@@ -244,6 +245,41 @@ class Spend(_Model):
     monthly: Money | None = None
 
 
+def _hours(value: Any) -> Any:
+    """ "09:00-18:00" -> (09:00, 18:00)."""
+    if not isinstance(value, str):
+        return value
+    start, sep, end = value.partition("-")
+    if not sep:
+        raise ValueError(f"bad opening hours {value!r}: expected HH:MM-HH:MM, e.g. 09:00-18:00")
+    opens, closes = parse_clock(start.strip()), parse_clock(end.strip())
+    if opens >= closes:
+        raise ValueError(f"opening hours {value!r} close before they open")
+    return (opens, closes)
+
+
+class BusinessHours(_Model):
+    """When the business is open (``at: next_open``): weekdays or ranges -> HH:MM-HH:MM in
+    defaults.timezone, and holidays (YYYY-MM-DD) closed all day."""
+
+    open: dict[str, Annotated[tuple[time, time], BeforeValidator(_hours)]]
+    holidays: tuple[date, ...] = ()
+
+    @field_validator("open")
+    @classmethod
+    def _days(cls, v: dict[str, tuple[time, time]]) -> dict[str, tuple[time, time]]:
+        out: dict[str, tuple[time, time]] = {}
+        for spec, span in v.items():
+            for day in _parse_days(spec):
+                if day in out:
+                    raise ValueError(f"{day} is given opening hours twice")
+                out[day] = span
+        return out
+
+    def calendar(self, timezone: str) -> Calendar:
+        return Calendar(self.open, frozenset(self.holidays), timezone)
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -265,6 +301,7 @@ class Defaults(_Model):
     language: LangTag = "en"
     language_by_country: dict[Region, LangTag] = {}
     spend: Spend = Spend()
+    business_hours: BusinessHours | None = None
 
     @model_validator(mode="after")
     def _spend_is_priced(self) -> Defaults:
@@ -423,6 +460,16 @@ class Send(_Model):
     template: NonEmpty
     gateway: NonEmpty | None = None
     sender_id: NonEmpty | None = None
+    # Later than at once: this long after the call, then (next_open) when the business opens.
+    delay: Duration | None = None
+    at: Literal["next_open"] | None = None
+
+
+class Unless(_Model):
+    """What cancels a scheduled text before it goes."""
+
+    # A newer answered call from the same number (the "sorry we missed you" is moot).
+    called_again: bool = False
 
 
 class Rule(_Model):
@@ -441,6 +488,7 @@ class Rule(_Model):
     over_segments: Literal["suppress", "send", "truncate"] = "suppress"
     # This rule's own spend caps (defaults.currency), beside defaults.spend's for all texts.
     spend: SpendCaps | None = None
+    unless: Unless | None = None
 
 
 # The gateways' models belong to their drivers (agent.gateways.config); rules.yaml is checked

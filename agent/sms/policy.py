@@ -159,12 +159,15 @@ def evaluate(
             SuppressReason.TEMPLATE_ERROR, decision.detail or "template did not render"
         )
 
-    if decision.max_age_seconds is not None and decision.call_ended_at is not None:
-        age = (now - _aware(decision.call_ended_at)).total_seconds()
+    # A scheduled text's age counts from its scheduled time, not from the call.
+    since = decision.not_before or decision.call_ended_at
+    if decision.max_age_seconds is not None and since is not None:
+        age = (now - _aware(since)).total_seconds()
         if age > decision.max_age_seconds:
+            what = "was due" if decision.not_before else "call ended"
             return _suppress(
                 SuppressReason.MAX_AGE,
-                f"call ended {age:.0f}s ago, max_age is {decision.max_age_seconds:.0f}s",
+                f"{what} {age:.0f}s ago, max_age is {decision.max_age_seconds:.0f}s",
             )
 
     if limits.allowed_countries is not None:
@@ -214,7 +217,9 @@ def evaluate(
             return _suppress(SuppressReason.SPEND_CAP, why)
 
     outcome = SEND
-    if decision.quiet_hours is not None:
+    if decision.not_before is not None and _aware(decision.not_before) > now:
+        outcome = _scheduled(decision, _aware(decision.not_before))
+    elif decision.quiet_hours is not None:
         outcome = _quiet_hours(decision, now)
 
     if dry_run and outcome.action != "suppress":
@@ -229,6 +234,24 @@ def _over_spend(decision: Decision, spend: SpendPolicy, spent: Spent) -> str | N
         return None
     rule = Caps(*decision.spend_caps) if decision.spend_caps else None
     return over_cap(cost, spent, spend.caps, rule, decision.rule, spend.currency)
+
+
+def _scheduled(decision: Decision, due: datetime) -> PolicyOutcome:
+    """Deferred to its scheduled time, or later when quiet hours cover that time."""
+    if decision.quiet_hours is not None:
+        quiet = _quiet_hours(decision, due)
+        if quiet.action == "suppress":
+            return quiet
+        if quiet.action == "defer" and quiet.not_before is not None:
+            due = quiet.not_before
+    reason = (SuppressReason.SCHEDULED_UNLESS_CALLED if decision.unless_called_again
+              else SuppressReason.SCHEDULED)
+    try:
+        local = due.astimezone(ZoneInfo(decision.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = due
+    unless = ", unless the number calls again and is answered" if decision.unless_called_again else ""
+    return PolicyOutcome("defer", reason, due, f"scheduled for {local.isoformat()}{unless}")
 
 
 def _parse_hhmm(value: str, what: str) -> time:

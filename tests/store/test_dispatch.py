@@ -535,6 +535,32 @@ async def test_dnd_transactional_exception_from_rules_yaml(
         assert [m.to for m in gw.accepted] == ["+15550000002"]
 
 
+async def test_scheduled_rows_wait_and_a_newer_answered_call_cancels_them(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """A text due later is a deferred row with its time; cancel_scheduled (a newer answered
+    call) suppresses those that asked for it, not the calling call's own, not the others."""
+    now = datetime.now(UTC)
+    gw = FakeGateway("smsc")
+    running(disp := dispatcher(store, gw))
+    due = now + timedelta(minutes=30)
+    rows = await disp.handle([
+        make_decision(call_id="a", not_before=due, unless_called_again=True),
+        make_decision(call_id="b", rule="plain", not_before=due),
+        make_decision(call_id="c", rule="own", not_before=due, unless_called_again=True),
+    ])
+    assert [(r.state, r.reason, r.next_attempt_at) for r in rows] == [
+        (MessageState.DEFERRED, "scheduled_unless_called_again", due),
+        (MessageState.DEFERRED, "scheduled", due),
+        (MessageState.DEFERRED, "scheduled_unless_called_again", due)]
+    assert await disp.cancel_scheduled(rows[0].number or "", "c", now) == [rows[0].id]
+    after = {r.call_id: (r.state, r.reason) for r in await store.list_messages()}
+    assert after == {"a": (MessageState.SUPPRESSED, "called_again"),
+                     "b": (MessageState.DEFERRED, "scheduled"),
+                     "c": (MessageState.DEFERRED, "scheduled_unless_called_again")}
+    assert gw.calls == []
+
+
 async def test_dry_run_sends_nothing(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:

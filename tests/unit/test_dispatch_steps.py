@@ -39,6 +39,7 @@ class R:
     gateway: str = "smsc"
     attempts: int = 1
     expires_at: datetime | None = NOW + 3600 * S
+    reason: str | None = None
 
 
 # No jitter (rand() == 1.0 takes nothing off): delays are initial * 2**(attempts-1), capped.
@@ -75,6 +76,15 @@ CASES: list[tuple[str, R, object, Health, Step]] = [
     ("deferred row released: queued with a fresh expiry",
      R(state=MessageState.DEFERRED, expires_at=None), Due(), BOTH,
      Release(expires_at=NOW + timedelta(hours=1))),
+    ("scheduled row released: keeps its max_age expiry when sooner",
+     R(state=MessageState.DEFERRED, expires_at=NOW + 600 * S, reason="scheduled"), Due(), BOTH,
+     Release(expires_at=NOW + 600 * S, detail="scheduled time reached")),
+    ("scheduled row released late (agent was down): its expiry is in the past",
+     R(state=MessageState.DEFERRED, expires_at=NOW - S, reason="scheduled_unless_called_again"),
+     Due(), BOTH, Release(expires_at=NOW - S, detail="scheduled time reached")),
+    ("queued row past a scheduled expiry: expired",
+     R(expires_at=NOW - S, reason=None), Due(), BOTH,
+     Expire(f"not submitted before {(NOW - S).isoformat()}")),
     ("deferred row whose number opted out meanwhile: suppressed",
      R(state=MessageState.DEFERRED), Due(opted_out=True), BOTH,
      Suppress("opt_out", "recipient opted out while deferred")),
