@@ -20,7 +20,6 @@ from agent.dispatch.verdicts import give_verdict
 from agent.errors import AftercallError, StoreError
 from agent.models import MessageState
 from agent.reports import (
-    ReportReader,
     build_report,
     parse_states,
     parse_when,
@@ -29,7 +28,7 @@ from agent.reports import (
 )
 from agent.sms.numbers import classify
 from agent.store.base import MessageFilter
-from agent.store import is_postgres_url, make_store
+from agent.store import is_postgres_url, make_store, report_source
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -195,7 +194,7 @@ def export(args: argparse.Namespace) -> int:
                           since=since,
                           until=until, limit=None, newest_first=False)
         to_file = bool(args.output and args.output != "-")
-        async with make_store(args.db) as store, ReportReader.for_store(store) as reader:
+        async with make_store(args.db) as store, report_source(store) as reader:
             # Streamed batch by batch: a year of messages never sits in memory at once.
             out = open(args.output, "w", encoding="utf-8") if to_file else sys.stdout  # noqa: SIM115
             try:

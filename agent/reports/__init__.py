@@ -76,6 +76,7 @@ from agent.reports.render import (
 )
 from agent.store.base import MessageFilter
 from agent.store.base import ReportSource
+from agent.store import report_source
 from agent.store.sqlite.reports import ReportReader, local_iso
 
 __all__ = [
@@ -155,7 +156,7 @@ async def export_messages(
 ) -> str:
     """The whole export as one string (small logs and tests; the CLI streams ``stream_export``)."""
     parts = []
-    reader = store if hasattr(store, "log_batches") else ReportReader.for_store(store)
+    reader = store if hasattr(store, "log_batches") else report_source(store)
     own = reader is not store
     if own:
         await reader.open()
@@ -182,5 +183,5 @@ async def build_report(
                       price_per_segment=price_per_segment, currency=currency, timezone=timezone)
     if hasattr(store, "report_data"):  # an open ReportSource
         return await store.offload(compute, await store.report_data(f, timezone))
-    async with ReportReader.for_store(store) as reader:
+    async with report_source(store) as reader:
         return await reader.offload(compute, await reader.report_data(f, timezone))

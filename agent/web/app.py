@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from agent.errors import ConfigError
-from agent.reports import ReportReader
+from agent.store import report_source
 from agent.web import api, calls, guard, manage
 from agent.web.deps import DEPS, WebDeps
 from agent.web.hooks import redirect, webhook
@@ -142,7 +142,7 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
 
     async def open_reader(app: web.Application) -> Any:
-        app[api.READER] = await ReportReader.for_store(deps.store).open()  # type: ignore[arg-type]
+        app[api.READER] = await report_source(deps.store).open()  # type: ignore[arg-type]
         yield
         await app[api.READER].close()
 

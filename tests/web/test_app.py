@@ -203,7 +203,7 @@ async def test_link_redirects_and_records_the_click(store: SqliteStore,
     r = await client.get(f"/l/{seeded.codes['m2']}", allow_redirects=False,
                          headers={"User-Agent": "Mozilla/5.0 (Android)"})
     assert r.status == 302 and r.headers["Location"] == "https://help.acme.in/t/m2"
-    async with __import__("agent.reports", fromlist=["x"]).ReportReader.for_store(store) as rd:
+    async with __import__("agent.store", fromlist=["x"]).report_source(store) as rd:
         rows = await rd.rows("SELECT user_agent FROM clicks WHERE code = ?", [seeded.codes["m2"]])
     assert [x["user_agent"] for x in rows] == ["Mozilla/5.0 (Android)"]
 

@@ -52,19 +52,6 @@ class ReportReader:
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    @classmethod
-    def for_store(cls, store: Any) -> Any:
-        """The ReportSource for ``store``: its SQLite file read here, or, for a database
-        server (PostgreSQL), the store's own pool (agent.store.server_reports)."""
-        if hasattr(store, "report_rows"):
-            from agent.store.server_reports import ServerReportSource
-
-            return ServerReportSource(store)
-        path = getattr(store, "path", None)
-        if path is None:  # said plainly rather than failing on a missing attribute
-            raise StoreError("reports and export read a SQLite file; this store is not one")
-        return cls(path)
-
     async def open(self) -> Self:
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such database")
