@@ -49,6 +49,8 @@ while read -r name scenario did talk_ms caller anonymous; do
         failed=$((failed + 1))
         # SIPp's own account of the failed call (its screen and errors), for the logs.
         echo "sipp-caller: $name failed (SIPp exit $rc):" >&2
+        # Why SIPp gave up (its error lines come before the screen), then the screen itself.
+        grep -aiE "abort|unexpected|error|timeout" "$out" | head -n 20 >&2
         tail -n 40 "$out" >&2
     fi
     printf '{"scenario": "%s", "did": "%s", "sipp_rc": %d}\n' "$name" "$did" "$rc"

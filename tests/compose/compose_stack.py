@@ -132,6 +132,15 @@ class Stack:
     def logs(self, *services: str) -> str:
         return self.compose("logs", "--no-color", "--tail", "40", *services, check=False).stdout
 
+    def call_ok(self, scenario: str) -> bool:
+        """Place one demo call; False (SIPp's account kept in FIGURES) when SIPp failed it."""
+        r = self.compose("--profile", "calls", "run", "--rm", "-T", "sipp-caller", scenario,
+                         check=False)
+        if r.returncode == 0:
+            return True
+        FIGURES[f"failed call {scenario}"] = (r.stdout + r.stderr)[-4000:]
+        return False
+
     def call(self, *scenarios: str) -> list[dict[str, Any]]:
         """Place the named demo calls with the compose sipp-caller service; their JSON lines."""
         r = self.compose("--profile", "calls", "run", "--rm", "-T", "sipp-caller", *scenarios,
@@ -176,8 +185,11 @@ class Stack:
             if value:
                 return value
             if time.monotonic() > deadline:
+                live = [line for line in self.metrics().splitlines()
+                        if line.startswith(("aftercall_ami", "aftercall_records", "aftercall_calls"))]
                 raise AssertionError(f"{what}: not within {timeout:.0f}s\n"
-                                     f"rows: {self.messages()}\n{self.logs('agent')}")
+                                     f"rows: {self.messages()}\n{self.logs('agent')}\n"
+                                     + "\n".join(live))
             time.sleep(0.25)
 
 
