@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -275,7 +276,7 @@ class Lab:
         # the endpoints are what calls need.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ("There is no existence" not in self.cli("dialplan show " + _probe_context(dialplan))
+            if ("There is no existence" not in self.cli("dialplan show " + _probe_context(dialplan, self.conf))
                     and "username: aftercall" in self.cli("manager show user aftercall")):
                 break
             time.sleep(0.1)
@@ -351,10 +352,27 @@ class Lab:
         }
 
 
-def _probe_context(dialplan: str) -> str:
-    """A context only that style's extensions.conf has: seen, the reload is done."""
-    return {"ours": "from-agents", "freepbx": "ext-queues", "vanilla": "incoming"}.get(
-        dialplan, "from-internal")
+def _contexts(extensions_conf: Path) -> set[str]:
+    try:
+        text = extensions_conf.read_text(errors="replace")
+    except OSError:
+        return set()
+    return set(re.findall(r"^\[([^\]()]+)\]", text, flags=re.M)) - {"general", "globals"}
+
+
+def _probe_context(dialplan: str, conf: Path = REPO_CONF) -> str:
+    """A context only that style's extensions.conf has (read from the files, not named
+    here): once Asterisk shows it, the reload is done."""
+    def file_of(style: str) -> Path:
+        base = conf if style == DEFAULT_DIALPLAN else conf / "dialplans" / style
+        return base / "extensions.conf"
+
+    mine = _contexts(file_of(dialplan))
+    others = set().union(*(_contexts(file_of(s)) for s in dialplans(conf) if s != dialplan))
+    only = sorted(mine - others) or sorted(mine)
+    if not only:
+        raise LabError(f"dialplan {dialplan!r}: no context in {file_of(dialplan)}")
+    return only[0]
 
 
 def _tail(path: Path, n: int) -> str:
