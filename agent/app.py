@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,14 @@ from typing import Any
 import structlog
 
 from agent.ami.agi import AgiServer
-from agent.ami.client import AmiClient, config_from_settings
-from agent.calls.pbx import receive_clock
-from agent.calls.replay import agents_directory, pbx_profile
-from agent.calls.tracker import CallTracker
+from agent.ami.watch import PbxWatch, watched_pbxes
 from agent.dispatch import Dispatcher
 from agent import retention
 from agent.errors import AftercallError, ConfigError, outcome
 from agent.gateways.build import agent_gateways
 from agent.looplag import LagProbe
 from agent.metrics import Metrics
-from agent.loop import RecordPipeline, Recovery, ReplyHandler
+from agent.loop import RecordPipeline, ReplyHandler
 from agent.loop.pipeline import DEFAULT_CAPACITY
 from agent.models import InboundSms, Receipt
 from agent.rules.loader import load_rules
@@ -72,11 +69,6 @@ class AfterCallAgent:
         self.rules = load_rules(settings.rules)
         self.stats = AgentStats()
         d = self.rules.defaults
-        # Events without a Timestamp header (timestampevents off) get the receive time.
-        self.tracker = CallTracker(agents=agents_directory(self.rules), region=d.region,
-                                   pbx=pbx_profile(self.rules, settings.pbx),
-                                   clock=receive_clock())
-        self._time_source_said: str | None = None
         self.store = make_store(settings.db, owner=settings.agent_name or None)
         self.gateways = agent_gateways(self.rules, settings)
         self.metrics = Metrics()
@@ -91,13 +83,19 @@ class AfterCallAgent:
         self.pipeline = RecordPipeline(self.store, self.dispatcher, self.metrics,
                                        rules=lambda: self.rules, clock=clock,
                                        capacity=records_backlog, languages=self.languages)
-        self.recovery = Recovery(tracker=self.tracker, pipeline=self.pipeline, store=self.store,
-                                 metrics=self.metrics, rules=lambda: self.rules,
-                                 cdr_csv=settings.cdr_csv, clock=clock,
-                                 spill_path=spill_path(settings))
-        self.ready = self.recovery.ready
-        self.ami = AmiClient(replace(config_from_settings(settings), queue_size=ami_backlog),
-                             on_login=self._on_login)
+        # One watch per PBX (rules.yaml pbxes:, else the settings' one), all feeding the one
+        # pipeline. The first keeps the records a stop could not store (they carry their PBX).
+        self.watches = [
+            PbxWatch(name, ami, cdr_csv=cdr, rules=lambda: self.rules, pipeline=self.pipeline,
+                     store=self.store, metrics=self.metrics, clock=clock,
+                     ami_backlog=ami_backlog, spill_path=spill_path(settings) if i == 0 else None)
+            for i, (name, ami, cdr) in enumerate(watched_pbxes(settings, self.rules))]
+        self._watched = self.rules.config.pbxes
+        first = self.watches[0]
+        # The one PBX's parts, by their old names (tests, the lab harness, benchmarks).
+        self.tracker, self.ami, self.recovery = first.tracker, first.ami, first.recovery
+        # Set once every PBX's first login is done (calls in progress adopted).
+        self.ready = (first.recovery.ready if len(self.watches) == 1 else asyncio.Event())
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
@@ -110,35 +108,18 @@ class AfterCallAgent:
     # -- what the parts call --------------------------------------------------------------------
 
     async def handle_event(self, event: Any) -> None:
-        for record in self.tracker.feed(event):
-            await self.pipeline.put(record)
-        if self.tracker.time_source != self._time_source_said:
-            self._say_time_source()
-
-    def _say_time_source(self) -> None:
-        """Once per login (Recovery resets it): where call times come from; /healthz too."""
-        source = self._time_source_said = self.tracker.time_source
-        if source == "receive":
-            log.warning("ami_timestamps_absent", using="receive_time",
-                        fix="timestampevents = yes in manager.conf [general] for Asterisk's "
-                            "own event times")
-        elif source == "asterisk":
-            log.info("ami_timestamps_present")
-
-    async def _on_login(self, client: AmiClient) -> None:
-        # Where event times come from is said again after each login: the PBX's
-        # manager.conf (timestampevents) may have changed meanwhile.
-        self.tracker.time_source = self._time_source_said = None
-        await self.recovery.on_login(client)
+        """An AMI event of the first (or only) PBX: what tests and benchmarks feed."""
+        await self.watches[0].handle_event(event)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any) -> bool:
-        return self.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
+        # FastAGI does not say which PBX called; the channel's id is known to one tracker.
+        return any(w.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
+                   for w in self.watches)
 
     def _scraped(self) -> None:
-        self.metrics.ami_queue(self.ami.queue.qsize())
-        self.metrics.ami_dropped_total(self.ami.stats.dropped)
-        self.metrics.ami_paused_total(self.ami.stats.paused)
+        for w in self.watches:
+            w.scraped(self.metrics)
         self.metrics.records(self.pipeline.pending, self.pipeline.oldest_age())
 
     async def _on_gateway_receipt(self, receipt: Receipt) -> ReceiptOutcome:
@@ -157,13 +138,15 @@ class AfterCallAgent:
             self.stats.reload_errors += 1
             log.error("rules_reload_refused", error=str(e), kept="previous rules")
             return False
+        if new.config.pbxes != self._watched:
+            log.warning("pbxes_change_ignored", fix="restart the agent to watch the PBXs "
+                        "rules.yaml now names", watching=[w.name for w in self.watches])
         self.rules = new
         self.replies.rules = new
         self.dispatcher.limits = new.defaults.limits()
-        # The tracker names agents (and reads national numbers) for records still to come.
-        self.tracker.agents = agents_directory(new)
-        self.tracker.region = new.defaults.region
-        self.tracker.pbx = pbx_profile(new, self.settings.pbx)
+        # The PBXs watched are kept (a changed pbxes: takes a restart), their reading not.
+        for w in self.watches:
+            w.rules_changed(new)
         if self.web_deps is not None:  # the dashboard's zone, search region and prices too
             d = new.defaults
             self.web_deps.timezone, self.web_deps.region = d.timezone, d.region
@@ -176,27 +159,21 @@ class AfterCallAgent:
     async def _evict_stale(self) -> None:
         while True:
             await asyncio.sleep(60)
-            for call_id in self.tracker.evict_stale(self.clock().timestamp()):
-                log.warning("call_evicted_stale", call_id=call_id)
-            # The tracker never raises on odd input; it counts it. Say what it counted.
-            if self.tracker.warnings:
-                log.warning("ami_input_odd", **dict(self.tracker.warnings))
-                self.tracker.warnings.clear()
+            for w in self.watches:
+                for call_id in w.tracker.evict_stale(self.clock().timestamp()):
+                    log.warning("call_evicted_stale", call_id=call_id, pbx=w.name)
+                # The tracker never raises on odd input; it counts it. Say what it counted.
+                if w.tracker.warnings:
+                    log.warning("ami_input_odd", pbx=w.name, **dict(w.tracker.warnings))
+                    w.tracker.warnings.clear()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _health_checks(self) -> dict[str, Any]:
         from agent.web.deps import health_checks
 
-        checks: dict[str, Any] = dict(health_checks(self.ami, self.gateways, self.store,
-                                                    self.pipeline))
-        ami_probe = checks["ami"]
-
-        def ami_health() -> dict[str, Any]:
-            # "asterisk" (Timestamp headers) or "receive" (timestampevents is off)
-            return {**ami_probe(), "event_times": self.tracker.time_source or "unknown"}
-
-        checks["ami"] = ami_health
+        checks: dict[str, Any] = dict(health_checks([w.health for w in self.watches],
+                                                    self.gateways, self.store, self.pipeline))
         checks["event_loop"] = self.loop_lag.health
         return checks
 
@@ -249,11 +226,14 @@ class AfterCallAgent:
                 # A failed AMI link (a refused login: exit 3) ends the run through the same
                 # orderly stop as a signal, not by aborting the TaskGroup mid-way, which left
                 # the store's thread alive (the process never exited).
-                ami = tg.create_task(outcome(self.ami.run()), name="ami")
+                # One PBX's refused login ends the run (a wrong secret is not retried); a
+                # link that drops reconnects on its own while the others carry on.
+                ami = tg.create_task(self._watch_links(), name="ami")
                 stop = tg.create_task(shutdown_trigger(), name="shutdown")
                 tasks = [
                     tg.create_task(self.dispatcher.run(), name="dispatcher"),
-                    tg.create_task(self.ami.consume(self.handle_event), name="tracker"),
+                    *(tg.create_task(w.ami.consume(w.handle_event), name=f"tracker-{w.name}")
+                      for w in self.watches),
                     tg.create_task(self.pipeline.run(), name="records"),
                     tg.create_task(self._evict_stale(), name="evict"),
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
@@ -272,7 +252,8 @@ class AfterCallAgent:
             if failure is not None:
                 raise failure
         finally:
-            await self.recovery.close()
+            for w in self.watches:
+                await w.recovery.close()
             if runner is not None:
                 await runner.cleanup()
             await self.agi.close()
@@ -281,15 +262,38 @@ class AfterCallAgent:
                     await asyncio.wait_for(gw.close(), DRAIN_SECONDS)
             await self.store.close()
 
+    async def _watch_links(self) -> AftercallError | None:
+        """Every PBX's AMI link until the first fails for good (its error is returned, as
+        ``outcome`` does); meanwhile sets ``ready`` once every PBX has logged in once."""
+        if len(self.watches) == 1:
+            return await outcome(self.ami.run())
+
+        async def all_ready() -> None:
+            for w in self.watches:
+                await w.recovery.ready.wait()
+            self.ready.set()
+
+        runs = [asyncio.create_task(outcome(w.ami.run()), name=f"ami-{w.name}")
+                for w in self.watches]
+        waiter = asyncio.create_task(all_ready())
+        try:
+            done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+            return next(iter(done)).result()
+        finally:
+            for t in (*runs, waiter):
+                t.cancel()
+            await asyncio.gather(*runs, waiter, return_exceptions=True)
+
     async def _drain(self) -> None:
         """Stop reading AMI, then let what was already read become records, the records become
         rows and the due rows reach the gateway, each within ``DRAIN_SECONDS``. What is left is
         logged; records are kept for the next start, rows stay queued in the outbox."""
-        await self.ami.close()
+        for w in self.watches:
+            await w.ami.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + DRAIN_SECONDS
-        while not self.ami.queue.empty() and loop.time() < end:
-            await asyncio.sleep(0.01)  # the tracker task is taking them
+        while any(not w.ami.queue.empty() for w in self.watches) and loop.time() < end:
+            await asyncio.sleep(0.01)  # the tracker tasks are taking them
         left = await self.pipeline.drain(max(0.0, end - loop.time()))
         await self.recovery.keep_unfinished(left)
         await self.dispatcher.settle(DRAIN_SECONDS)

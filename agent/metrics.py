@@ -31,8 +31,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._refresh: list[Callable[[], None]] = []
-        self._ami_dropped_seen = 0
-        self._ami_paused_seen = 0
+        # per PBX: the AMI clients' own totals, already counted
+        self._ami_dropped_seen: dict[str, int] = {}
+        self._ami_paused_seen: dict[str, int] = {}
         r = self.registry
         self.calls = Counter(
             "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
@@ -48,13 +49,18 @@ class Metrics:
         self.hangup_to_submit_seconds = Histogram(
             "aftercall_hangup_to_submit_seconds", "From the call's hangup to the gateway's accept",
             buckets=_LATENCY_BUCKETS, registry=r)
+        # AMI figures are per PBX (pbx="default" for an agent on the one PBX of its settings).
+        self.ami_connected = Gauge(
+            "aftercall_ami_connected", "1 while the AMI link to this PBX is logged in, else 0",
+            ["pbx"], registry=r)
         self.ami_queue_depth = Gauge(
             "aftercall_ami_queue_depth", "AMI events waiting between reader and tracker",
-            registry=r)
+            ["pbx"], registry=r)
         self.ami_reconnects = Counter(
-            "aftercall_ami_reconnects_total", "AMI reconnections", registry=r)
+            "aftercall_ami_reconnects_total", "AMI reconnections", ["pbx"], registry=r)
         self.ami_events_dropped = Counter(
-            "aftercall_ami_events_dropped_total", "AMI events dropped by a full queue", registry=r)
+            "aftercall_ami_events_dropped_total", "AMI events dropped by a full queue",
+            ["pbx"], registry=r)
         self.receipts = Counter(
             "aftercall_receipts_total", "Delivery receipts received, by state", ["state"],
             registry=r)
@@ -79,7 +85,7 @@ class Metrics:
             "has waited for the store", registry=r)
         self.ami_reading_paused = Counter(
             "aftercall_ami_reading_paused_total", "Times the AMI socket was no longer read "
-            "because the call records were behind (back-pressure)", registry=r)
+            "because the call records were behind (back-pressure)", ["pbx"], registry=r)
         self.refusal_bursts_total = Counter(
             "aftercall_sms_refusal_bursts_total", "Bursts of refused texts (rate_limited, "
             "country_not_allowed): SMS pumping or a limit set too tight", ["reason"], registry=r)
@@ -117,27 +123,23 @@ class Metrics:
     def loop_lag(self, seconds: float) -> None:
         self.event_loop_lag_seconds.observe(max(0.0, seconds))
 
-    def ami_queue(self, depth: int) -> None:
-        self.ami_queue_depth.set(depth)
-
     def records(self, pending: int, oldest_age_s: float) -> None:
         self.records_pending.set(pending)
         self.records_oldest_age.set(oldest_age_s)
 
-    def ami_paused_total(self, total: int) -> None:
-        """The AMI client's own count of read pauses; the counter catches up to it."""
-        if total > self._ami_paused_seen:
-            self.ami_reading_paused.inc(total - self._ami_paused_seen)
-            self._ami_paused_seen = total
+    def ami_link(self, pbx: str, *, connected: bool, queued: int, dropped: int,
+                 paused: int) -> None:
+        """One PBX's AMI link as its client counts it; the counters catch up to its totals."""
+        self.ami_connected.labels(pbx=pbx).set(1 if connected else 0)
+        self.ami_queue_depth.labels(pbx=pbx).set(queued)
+        for counter, seen, total in ((self.ami_reading_paused, self._ami_paused_seen, paused),
+                                     (self.ami_events_dropped, self._ami_dropped_seen, dropped)):
+            if total > seen.get(pbx, 0):
+                counter.labels(pbx=pbx).inc(total - seen.get(pbx, 0))
+                seen[pbx] = total
 
-    def ami_reconnected(self) -> None:
-        self.ami_reconnects.inc()
-
-    def ami_dropped_total(self, total: int) -> None:
-        """The AMI client's own count of dropped events; the counter catches up to it."""
-        if total > self._ami_dropped_seen:
-            self.ami_events_dropped.inc(total - self._ami_dropped_seen)
-            self._ami_dropped_seen = total
+    def ami_reconnected(self, pbx: str = "default") -> None:
+        self.ami_reconnects.labels(pbx=pbx).inc()
 
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """``refresh`` runs before each render: for figures cheaper to read than to track."""

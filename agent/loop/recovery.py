@@ -53,7 +53,7 @@ class Recovery:
         """Adopt calls in progress, finish those that ended meanwhile, and recover from
         Asterisk's CDR the calls that ended while we were away."""
         if client.stats.logins > 1:
-            self._metrics.ami_reconnected()
+            self._metrics.ami_reconnected(self._tracker.pbx.name)
         channels = await client.core_show_channels()
         ended_unseen = self._tracker.resync(channels, now_ts=self._clock().timestamp())
         if self._cdr_csv is None:

@@ -11,10 +11,12 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from yaml.error import Mark
 
-from agent.errors import Problem, RulesError
+from agent.ami.config import PbxLinkConfig
+from agent.errors import ConfigError, Problem, RulesError
 from agent.rules import schema
 from agent.rules.templates import CompiledTemplate, TemplateProblem, compile_template
 from agent.sms.untrusted import UntrustedPolicy
+from agent.settings import read_secret_file
 from agent.rules.yamldoc import Document, KeyPath, compose, format_path
 from agent.sms.numbers import classify, is_region
 
@@ -311,6 +313,34 @@ def _pbx(doc: Document, data: dict[str, Any]) -> schema.Pbx:
     return _validate(doc, schema.Pbx, raw, ("pbx",)) or schema.Pbx()
 
 
+def _pbxes(doc: Document, data: dict[str, Any]) -> tuple[PbxLinkConfig, ...]:
+    """The AMI links of one agent watching several PBXs: names unique, secret files readable
+    (a missing one is said here, at its line, not when the agent first connects)."""
+    raw = data.get("pbxes")
+    if not isinstance(raw, list):
+        return ()  # absent: the settings' one PBX; not a list: the outline has said so
+    links: list[PbxLinkConfig] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(raw):
+        link = _validate(doc, PbxLinkConfig, entry, ("pbxes", i))
+        name = _get(entry, "name")
+        if isinstance(name, str):
+            if name in names:
+                first = doc.values.get(("pbxes", names[name], "name"))
+                doc.at(("pbxes", i, "name"), f"duplicate PBX name {name!r}"
+                       + (f" (first at line {first.line + 1})" if first else ""))
+            names.setdefault(name, i)
+        if link is None:
+            continue
+        try:
+            read_secret_file(link.secret_file, "AMI secret file", strict=False)
+        except ConfigError as e:
+            doc.at(("pbxes", i, "secret_file"), str(e))
+            continue
+        links.append(link)
+    return tuple(links)
+
+
 def _retention(doc: Document, data: dict[str, Any]) -> schema.Retention:
     raw = data.get("retention")
     if not isinstance(raw, dict):
@@ -338,6 +368,7 @@ def load_rules_text(
     rules = sections.rules()
     replies = sections.replies()
     pbx = _pbx(doc, data)
+    pbxes = _pbxes(doc, data)
     retention = _retention(doc, data)
     if doc.problems:
         raise RulesError(sorted(doc.problems, key=lambda p: (p.line or 0, p.column or 0)))
@@ -350,6 +381,7 @@ def load_rules_text(
         gateways=gateways,
         replies=replies,
         pbx=pbx,
+        pbxes=pbxes,
         retention=retention,
     )
     return RuleSet(config, compiled, filename, _position_map(doc))

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.ami.config import PbxLinkConfig
 from agent.gateways.config import GatewayConfig, HttpConfig, SmppConfig
 from agent.rules.scalars import Duration, HexInt, NonEmpty, parse_duration
 from agent.rules.schedule import Calendar
@@ -581,6 +582,7 @@ class TopLevel(_Model):
     gateways: dict[str, Any]
     replies: dict[str, Any] | None = None
     pbx: dict[str, Any] | None = None
+    pbxes: list[Any] | None = None
     retention: dict[str, Any] | None = None
 
     @field_validator("version")
@@ -602,4 +604,6 @@ class RulesConfig(_Model):
     gateways: dict[str, SmppConfig | HttpConfig]
     replies: Replies = Replies()
     pbx: Pbx = Pbx()
+    #: The PBXs this agent watches (agent.ami.config); empty: the one its settings name.
+    pbxes: tuple[PbxLinkConfig, ...] = ()
     retention: Retention = Retention()

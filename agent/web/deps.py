@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +18,6 @@ from agent.store.base import Store
 from agent.web import guard
 
 if TYPE_CHECKING:
-    from agent.ami.client import AmiClient
     from agent.gateways.base import Gateway
     from agent.loop.pipeline import RecordPipeline
 
@@ -73,16 +72,19 @@ def store_health(store: Store) -> HealthCheck:
     return probe
 
 
-def health_checks(ami: AmiClient, gateways: Mapping[str, Gateway], store: Store,
+def health_checks(pbxes: Sequence[Callable[[], Mapping[str, Any]]],
+                  gateways: Mapping[str, Gateway], store: Store,
                   pipeline: RecordPipeline) -> dict[str, HealthCheck]:
-    """/healthz's probes over the running agent's parts."""
+    """/healthz's probes over the running agent's parts. ``pbxes``: one probe per watched
+    PBX's AMI link (``PbxWatch.health``)."""
 
     def ami_health() -> dict[str, Any]:
-        st = ami.stats
-        return {"ok": st.connected, "reconnects": st.reconnects, "dropped": st.dropped,
-                "queue_depth": ami.queue.qsize(), "reading_paused": st.paused,
-                # least privilege: actions the AMI user could run that aftercall never does
-                "excess_write_actions": list(st.excess_write)}
+        links = [dict(probe()) for probe in pbxes]
+        if len(links) == 1:  # one PBX: its link's figures, as they always were
+            return links[0]
+        # Several: down when any link is down (that PBX's calls wait for its CDR), each named.
+        return {"ok": all(link["ok"] for link in links),
+                "pbxes": {link["pbx"]: link for link in links}}
 
     def gateways_health() -> dict[str, Any]:
         states = {n: bool(g.healthy) for n, g in gateways.items()}

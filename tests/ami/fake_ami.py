@@ -30,14 +30,17 @@ class FakeAmi:
         self.write_timeout: float | None = None  # Asterisk's manager.conf writetimeout (s)
         self.dropped_slow_readers = 0
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        """Listen on a free port, or on ``port`` again (an Asterisk coming back)."""
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port,
+                                                 reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
         for w in self.writers:
             w.close()
+        self.writers.clear()
         if self.server:
             self.server.close()
             await self.server.wait_closed()

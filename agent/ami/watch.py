@@ -1,0 +1,107 @@
+"""One watched PBX: its AMI client, call tracker and CDR recovery, feeding the agent's one pipeline.
+
+An agent holds one ``PbxWatch`` per PBX (rules.yaml ``pbxes:``, or the one PBX its settings
+name). Each has its own AMI link, reconnects and backs off on its own, tracks its own calls
+(so call ids of two PBXs never meet in one tracker) and stamps its name on every record it
+emits; all of them hand finished records to the same record pipeline, store and gateways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.ami.client import AmiClient, AmiConfig, config_from_settings
+from agent.calls.pbx import receive_clock
+from agent.calls.replay import agents_directory, pbx_profile
+from agent.calls.tracker import CallTracker
+from agent.loop import RecordPipeline, Recovery
+from agent.metrics import Metrics
+from agent.rules.loader import RuleSet
+from agent.settings import Settings, read_secret_file
+from agent.store.base import Store
+
+log = structlog.get_logger("aftercall.ami")
+
+
+class PbxWatch:
+    """``ami.run()`` keeps the link, ``ami.consume(handle_event)`` tracks its calls."""
+
+    def __init__(self, name: str, ami: AmiConfig, *, cdr_csv: Path | None,
+                 rules: Callable[[], RuleSet], pipeline: RecordPipeline, store: Store,
+                 metrics: Metrics, clock: Callable[[], datetime], ami_backlog: int,
+                 spill_path: Path | None = None) -> None:
+        """``spill_path``: where a stop keeps unstored records (the agent's, given to one
+        watch only: those records carry their own PBX's name)."""
+        self.name = name
+        self._pipeline = pipeline
+        rs = rules()
+        # Events without a Timestamp header (timestampevents off) get the receive time.
+        self.tracker = CallTracker(agents=agents_directory(rs), region=rs.defaults.region,
+                                   pbx=pbx_profile(rs, name), clock=receive_clock())
+        self._time_source_said: str | None = None
+        self.recovery = Recovery(tracker=self.tracker, pipeline=pipeline, store=store,
+                                 metrics=metrics, rules=rules, cdr_csv=cdr_csv, clock=clock,
+                                 spill_path=spill_path)
+        self.ami = AmiClient(replace(ami, queue_size=ami_backlog), on_login=self._on_login)
+
+    async def handle_event(self, event: Any) -> None:
+        for record in self.tracker.feed(event):
+            await self._pipeline.put(record)
+        if self.tracker.time_source != self._time_source_said:
+            self._say_time_source()
+
+    def _say_time_source(self) -> None:
+        """Once per login (``_on_login`` resets it): where call times come from; /healthz too."""
+        source = self._time_source_said = self.tracker.time_source
+        if source == "receive":
+            log.warning("ami_timestamps_absent", pbx=self.name, using="receive_time",
+                        fix="timestampevents = yes in manager.conf [general] for Asterisk's "
+                            "own event times")
+        elif source == "asterisk":
+            log.info("ami_timestamps_present", pbx=self.name)
+
+    async def _on_login(self, client: AmiClient) -> None:
+        # Where event times come from is said again after each login: the PBX's
+        # manager.conf (timestampevents) may have changed meanwhile.
+        self.tracker.time_source = self._time_source_said = None
+        await self.recovery.on_login(client)
+
+    def rules_changed(self, rules: RuleSet) -> None:
+        """The tracker names agents (and reads national numbers) for records still to come."""
+        self.tracker.agents = agents_directory(rules)
+        self.tracker.region = rules.defaults.region
+        self.tracker.pbx = pbx_profile(rules, self.name)
+
+    def health(self) -> dict[str, Any]:
+        st = self.ami.stats
+        return {"ok": st.connected, "pbx": self.name, "reconnects": st.reconnects,
+                "dropped": st.dropped, "queue_depth": self.ami.queue.qsize(),
+                "reading_paused": st.paused,
+                # least privilege: actions the AMI user could run that aftercall never does
+                "excess_write_actions": list(st.excess_write),
+                # "asterisk" (Timestamp headers) or "receive" (timestampevents is off)
+                "event_times": self.tracker.time_source or "unknown"}
+
+    def scraped(self, metrics: Metrics) -> None:
+        """Read when /metrics is scraped, not set on every AMI event."""
+        st = self.ami.stats
+        metrics.ami_link(self.name, connected=st.connected, queued=self.ami.queue.qsize(),
+                         dropped=st.dropped, paused=st.paused)
+
+
+def watched_pbxes(settings: Settings, rules: RuleSet) -> list[tuple[str, AmiConfig, Path | None]]:
+    """(name, AMI config, CDR file) of each PBX to watch: rules.yaml's ``pbxes:`` if it has
+    any, else the one PBX the settings name (``--pbx``, ``--ami-*``, ``--cdr-csv``)."""
+    if not rules.config.pbxes:
+        return [(settings.pbx, config_from_settings(settings), settings.cdr_csv)]
+    return [(p.name,
+             AmiConfig(host=p.host, port=p.port, username=p.user,
+                       secret=read_secret_file(p.secret_file, "AMI secret file", strict=False),
+                       tls=p.tls, allow_plain_remote=p.allow_plain_remote),
+             p.cdr_csv) for p in rules.config.pbxes]

@@ -1,0 +1,147 @@
+"""One agent watching two PBXs (rules.yaml ``pbxes:``): two fake Asterisks replay the lab's
+recorded calls to one real agent (SQLite, the simulator over SMPP). Each call is stored and
+texted once under its own PBX's name, and one PBX going away disturbs nothing on the other:
+/healthz and /metrics name the link that is down, and it comes back on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from agent.app import AfterCallAgent
+from agent.errors import AmiLoginError
+from agent.lab.harness import rules_with
+from agent.settings import Settings
+from agent.sim.main import start_sim
+from fake_ami import FakeAmi, RecordedCall
+
+
+async def _until(pred, timeout: float, show=None) -> None:  # type: ignore[no-untyped-def]
+    try:
+        async with asyncio.timeout(timeout):
+            while not pred():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
+
+
+def _secret(tmp_path: Path, name: str, secret: str) -> Path:
+    path = tmp_path / f"{name}.secret"
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def pbxes_section(tmp_path: Path, pbxes: dict[str, FakeAmi]) -> str:
+    lines = ["pbxes:"]
+    for name, fake in pbxes.items():
+        lines += [f"  - name: {name}", f"    port: {fake.port}",
+                  f"    secret_file: {_secret(tmp_path, name, fake.secret)}"]
+    return "\n".join(lines) + "\n"
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}{path}") as resp:
+            return resp.status, await resp.text()
+
+
+def _metric(body: str, name: str, pbx: str) -> float | None:
+    for line in body.splitlines():
+        if line.startswith(f'{name}{{pbx="{pbx}"}} '):
+            return float(line.split()[-1])
+    return None
+
+
+async def test_two_pbxes_one_agent_each_call_texted_once_and_one_link_down_spares_the_other(
+        tmp_path: Path) -> None:
+    sim = await start_sim(smpp_port=0, http_port=0)
+    os.environ["SMPP_PORT"] = str(sim.smpp_port)
+    blr, dl = FakeAmi(secret="blr-s3cret"), FakeAmi(secret="del-s3cret")
+    await blr.start()
+    await dl.start()
+    rules = rules_with(tmp_path)
+    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {"blr": blr, "del": dl}))
+    # No AMI settings at all: pbxes: names every link.
+    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
+    assert [w.name for w in agent.watches] == ["blr", "del"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop.wait))
+    texts = lambda: Counter("+" + m.dest.lstrip("+") for m in sim.core.messages)  # noqa: E731
+    call = RecordedCall("queue_abandoned")  # texted: missed-call-sorry to the caller
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        assert blr.logins == 1 and dl.logins == 1
+        sent = {}
+        for fake, name, caller in ((blr, "blr", "+919800000201"), (dl, "del", "+919800000202")):
+            events, _, call_id = call.clone(name, caller, time.time())
+            sent[name] = (call_id, caller)
+            await fake.send_bytes(events)
+        await _until(lambda: set(texts()) >= {c for _, c in sent.values()}, 60, show=texts)
+        await agent.pipeline.drain(10)
+        for name, (call_id, caller) in sent.items():
+            stored = await agent.store.get_call(call_id)
+            assert stored is not None and stored.pbx == name
+        rows = {r.number: r.pbx for r in await agent.store.list_messages()}
+        assert rows == {caller: name for name, (_, caller) in sent.items()}
+
+        # blr's Asterisk goes away: del's calls go on being texted.
+        port = blr.port
+        await blr.stop()
+        await _until(lambda: not agent.watches[0].ami.connected, 10)
+        events, _, _ = call.clone("del2", "+919800000203", time.time())
+        await dl.send_bytes(events)
+        await _until(lambda: "+919800000203" in texts(), 30, show=texts)
+        status, body = await _get(agent.http_port, "/healthz")
+        assert status == 503  # a PBX whose calls wait for its CDR is an outage, said as one
+        health = json.loads(body)["checks"]["ami"]
+        assert health["ok"] is False
+        assert health["pbxes"]["blr"]["ok"] is False and health["pbxes"]["del"]["ok"] is True
+        _, metrics = await _get(agent.http_port, "/metrics")
+        assert _metric(metrics, "aftercall_ami_connected", "blr") == 0
+        assert _metric(metrics, "aftercall_ami_connected", "del") == 1
+        assert dl.logins == 1  # del's link was never touched
+
+        # blr comes back on its address: the link logs in again by itself.
+        await blr.start(port)
+        await _until(lambda: agent.watches[0].ami.connected, 30)
+        events, _, _ = call.clone("blr2", "+919800000204", time.time())
+        await blr.send_bytes(events)
+        await _until(lambda: "+919800000204" in texts(), 30, show=texts)
+        assert set(texts().values()) == {1}, texts()  # nobody texted twice
+        _, metrics = await _get(agent.http_port, "/metrics")
+        assert _metric(metrics, "aftercall_ami_reconnects_total", "blr") == 1
+        assert _metric(metrics, "aftercall_ami_reconnects_total", "del") in (None, 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await blr.stop()
+        await dl.stop()
+        await sim.stop()
+
+
+async def test_a_refused_login_on_one_pbx_stops_the_agent_naming_it(tmp_path: Path) -> None:
+    """A wrong secret is not retried (it never heals by itself): the run ends with the login
+    error of that PBX (exit 3 from the command), the other link closed in order."""
+    good, bad = FakeAmi(secret="good"), FakeAmi(secret="expected")
+    await good.start()
+    await bad.start()
+    rules = rules_with(tmp_path)
+    section = pbxes_section(tmp_path, {"blr": good, "del": bad})
+    _secret(tmp_path, "del", "wrong")  # del's file holds a secret its Asterisk refuses
+    rules.write_text(rules.read_text() + section)
+    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
+    try:
+        with pytest.raises(AmiLoginError, match=rf"127\.0\.0\.1:{bad.port}"):
+            await asyncio.wait_for(agent.run(asyncio.Event().wait), 30)
+        assert not agent.watches[0].ami.connected
+    finally:
+        await good.stop()
+        await bad.stop()
