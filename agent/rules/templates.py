@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from agent.errors import AftercallError
 from agent.models import CallRecord
 from agent.sms.encoding import SmsInfo, analyze
+from agent.sms.links import LINK_CODE_LENGTH
 from agent.sms.numbers import mask as mask_number
 from agent.sms.untrusted import (
     CALLER_FIELDS,
@@ -34,7 +35,6 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CallRe
 MERGE_TAGS: frozenset[str] = frozenset(RECORD_FIELDS) | {"now"}
 FUNCTIONS: frozenset[str] = frozenset({"link"})
 _JINJA_GLOBALS = ("range", "dict", "namespace", "joiner", "cycler")
-LINK_CODE_LENGTH = 10  # characters of a short-link code: /l/XXXXXXXXXX
 _DATETIME_FIELDS = ("started_at", "answered_at", "ended_at")
 
 # Longest plausible values, for segment budgets (DESIGN section 3). 29 Sep 2027 is a Wednesday

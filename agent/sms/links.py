@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agent.models import ShortLink
-from agent.rules.templates import LINK_CODE_LENGTH
 
+LINK_CODE_LENGTH = 10  # characters of a short-link code: /l/XXXXXXXXXX
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # 62**10 ~ 8e17 codes: guessing a live one by scanning /l/ is hopeless at any request rate.
 _CODE = re.compile(rf"[0-9A-Za-z]{{{LINK_CODE_LENGTH}}}")
