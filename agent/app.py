@@ -70,7 +70,7 @@ class AfterCallAgent:
         self.stats = AgentStats()
         d = self.rules.defaults
         self.store = make_store(settings.db, owner=settings.agent_name or None)
-        self.gateways = agent_gateways(self.rules, settings)
+        self.gateways = agent_gateways(self.rules.config.gateways, settings)
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(
             self.store, self.gateways,

@@ -11,7 +11,6 @@ from pathlib import Path
 from agent.errors import ConfigError
 from agent.gateways.base import Gateway
 from agent.gateways.config import HttpConfig, SmppConfig
-from agent.rules.loader import RuleSet
 from agent.settings import Settings, read_secret_file
 from agent.store import is_postgres_url
 
@@ -35,10 +34,12 @@ def build_gateways(
     return out
 
 
-def agent_gateways(rules: RuleSet, settings: Settings) -> dict[str, Gateway]:
+def agent_gateways(
+    configs: Mapping[str, SmppConfig | HttpConfig], settings: Settings,
+) -> dict[str, Gateway]:
     """The gateways rules.yaml configures, with this agent's callback URL and secret."""
     public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
-    return build_gateways(rules.config.gateways, callback_base=public.rstrip("/"),
+    return build_gateways(configs, callback_base=public.rstrip("/"),
                           webhook_secret=lambda: webhook_secret(settings))
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 
 from agent.ami.config import PbxLinkConfig
 from agent.gateways.config import GatewayConfig, HttpConfig, SmppConfig
-from agent.rules.scalars import Duration, HexInt, NonEmpty, parse_duration
+from agent.scalars import Duration, HexInt, NonEmpty, parse_duration
 from agent.rules.schedule import Calendar
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits

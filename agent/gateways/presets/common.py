@@ -30,7 +30,7 @@ from agent.errors import (
     GatewayTemporaryError,
     redacted,
 )
-from agent.rules.scalars import parse_duration
+from agent.scalars import parse_duration
 
 
 class Preset(enum.StrEnum):

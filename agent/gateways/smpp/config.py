@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent.rules.scalars import Duration, HexInt, NonEmpty
+from agent.scalars import Duration, HexInt, NonEmpty
 
 
 class SmppConfig(BaseModel):
