@@ -51,7 +51,7 @@ images-base: apt
 	$(PYTHON) docker/engine.py images-base
 
 demo: setup
-	$(PY) -m agent.demo
+	$(PY) -m devkit.demo
 
 bench: setup
 	$(PY) bench/ingest.py

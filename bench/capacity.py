@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "ami"))
 
-from agent.lab.harness import rules_with  # noqa: E402
+from devkit.harness import rules_with  # noqa: E402
 from fake_ami import FakeAmi, recorded_calls  # noqa: E402
 
 BUDGET_P99_MS = 250.0

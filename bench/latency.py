@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.ami.transcript import iter_messages  # noqa: E402
 from agent.lab import sipp  # noqa: E402
-from agent.lab.harness import running_loop  # noqa: E402
+from devkit.harness import running_loop  # noqa: E402
 from agent.logs import setup_logging  # noqa: E402
 
 

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.ami.transcript import iter_messages  # noqa: E402
-from agent.lab.harness import rules_with  # noqa: E402
+from devkit.harness import rules_with  # noqa: E402
 from agent.lab.postgres import TempCluster, free_port  # noqa: E402
 from agent.logs import setup_logging  # noqa: E402
 from agent.sim.main import RunningSim, start_sim  # noqa: E402

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from agent.app import AfterCallAgent
-from agent.lab.harness import rules_with
+from devkit.harness import rules_with
 from agent.settings import Settings
 from agent.sim.main import start_sim
 from fake_ami import FakeAmi, RecordedCall

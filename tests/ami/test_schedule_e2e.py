@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.app import AfterCallAgent
-from agent.lab.harness import rules_with
+from devkit.harness import rules_with
 from agent.models import CallRecord, Direction, Disposition, MessageState
 from agent.settings import Settings
 from agent.sim.main import start_sim

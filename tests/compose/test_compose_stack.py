@@ -31,7 +31,7 @@ from compose_stack import (
 
 from promtext import exposed_names, queried_metrics
 
-from agent.lab.harness import rules_with
+from devkit.harness import rules_with
 from agent.lab.lab import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.compose]

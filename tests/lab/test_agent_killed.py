@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import REPO, busy_line_rule, handset, rules_with, until
+from devkit.harness import REPO, busy_line_rule, handset, rules_with, until
 from agent.sim.main import RunningSim, start_sim
 
 pytestmark = pytest.mark.lab

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import rules_with, running_loop, until
+from devkit.harness import rules_with, running_loop, until
 from agent.models import MessageState, Trigger
 
 pytestmark = pytest.mark.lab

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent import demo
+from devkit import demo
 
 pytestmark = pytest.mark.lab
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import Loop, running_loop, until
+from devkit.harness import Loop, running_loop, until
 from agent.models import MessageState
 
 pytestmark = pytest.mark.lab

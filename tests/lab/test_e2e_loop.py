@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from agent.lab import sipp
-from agent.lab.harness import running_loop
+from devkit.harness import running_loop
 from agent.models import MessageState
 
 pytestmark = [pytest.mark.lab, pytest.mark.asyncio(loop_scope="module")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import running_loop
+from devkit.harness import running_loop
 from agent.models import MessageState
 
 pytestmark = pytest.mark.lab

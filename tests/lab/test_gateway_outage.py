@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import busy_line_rule, handset, rules_with, running_loop
+from devkit.harness import busy_line_rule, handset, rules_with, running_loop
 from agent.models import MessageState
 from agent.sim.main import start_sim
 

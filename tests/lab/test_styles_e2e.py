@@ -11,7 +11,7 @@ import pytest
 
 from agent.lab import sipp
 from agent.lab.groundtruth import TRUNK, cdr_rows, truth
-from agent.lab.harness import rules_with, running_loop, until
+from devkit.harness import rules_with, running_loop, until
 from agent.lab.record import STYLE_SCENARIOS, place
 from agent.models import MessageState, Trigger
 from agent.sms.numbers import classify

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import handset, rules_with, until
+from devkit.harness import handset, rules_with, until
 from agent.lab.postgres import free_port
 from agent.sim.main import start_sim
 from test_agent_killed import AgentProcess  # the `aftercall run` child process helper

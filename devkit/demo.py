@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 from agent.lab import sipp
-from agent.lab.harness import Loop, running_loop
+from devkit.harness import Loop, running_loop
 from agent.lab.lab import Lab
 from agent.logs import mask_number, setup_logging
 from agent.models import MessageState

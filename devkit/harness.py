@@ -23,7 +23,7 @@ from agent.sim.core import FaultConfig, SimMessage
 from agent.sim.main import RunningSim, start_sim
 from agent.store.base import MessageFilter, MessageRow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def rules_with_quiet_hours(src: Path, dst: Path, *, night_now: bool, tz: str = "Asia/Kolkata") -> Path:
