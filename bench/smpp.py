@@ -53,7 +53,7 @@ def _drain(proc: subprocess.Popen[str]) -> None:
 def start_sim_process() -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ, AFTERCALL_SIM_PASSWORD=PASSWORD)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.sim.main", "--smpp-port", "0", "--http-port", "-1",
+        [sys.executable, "-m", "agent.cli", "smsc-sim", "--smpp-port", "0", "--http-port", "-1",
          "--system-id", SYSTEM_ID, "--receipt-delay", "0.05"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -8,7 +8,7 @@ import sys
 
 from agent.ami.client import AmiClient, config_from_settings
 from agent.calls.pbx import PbxProfile, receive_clock
-from agent.calls.replay import agents_directory, pbx_profile
+from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
 from agent.errors import outcome
 from agent.rules.loader import load_rules

@@ -18,7 +18,7 @@ import structlog
 
 from agent.ami.client import AmiClient, AmiConfig, config_from_settings
 from agent.calls.pbx import receive_clock
-from agent.calls.replay import agents_directory, pbx_profile
+from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
 from agent.loop import RecordPipeline, Recovery
 from agent.metrics import Metrics

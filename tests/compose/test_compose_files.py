@@ -276,7 +276,7 @@ def test_demo_calls_match_the_lab_scenarios() -> None:
 
 
 def test_smsc_sim_ports_match_rules_gateways(config: dict[str, Any]) -> None:
-    from agent.sim.main import configure_parser
+    from agent.commands.smsc_sim import configure_parser
 
     command = _service(config, "smsc-sim")["command"]
     assert command[:2] == ["aftercall", "smsc-sim"]
@@ -301,12 +301,12 @@ def test_smsc_sim_ports_match_rules_gateways(config: dict[str, Any]) -> None:
 def test_the_aftercall_command_accepts_the_compose_command(
     config: dict[str, Any], service: str
 ) -> None:
-    from agent.cli import _parser
+    from agent.cli import build_parser
 
     command = _service(config, service)["command"]
     assert command[0] == "aftercall"
     try:
-        args = _parser().parse_args(command[1:])
+        args = build_parser().parse_args(command[1:])
     except SystemExit:
         pytest.fail(f"{service}: `{' '.join(command)}` is refused by agent/cli.py")
     assert args.command == command[1]

@@ -642,9 +642,7 @@ async def test_operator_resends_or_drops_ambiguous_messages(
     capsys: pytest.CaptureFixture[str], db_arg: str,
 ) -> None:
     """`aftercall ambiguous list|resend|drop`: the agent never guesses; the operator does."""
-    import argparse
-
-    from agent import reports_cli
+    from agent.cli import build_parser, execute
 
     now = datetime.now(UTC)
     ids = []
@@ -654,12 +652,11 @@ async def test_operator_resends_or_drops_ambiguous_messages(
         await store.claim_for_submit(row.id, now=now)  # then the agent died mid-submit
         ids.append(row.id)
     assert len(await store.recover_in_flight(now=now)) == 3
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     def cli(*argv: str) -> int:
         args = parser.parse_args(["ambiguous", "--db", db_arg, *argv])
-        return int(args.handler(args))
+        return execute(args)
 
     assert await asyncio.to_thread(cli, "list") == 0
     listed = capsys.readouterr().out.splitlines()

@@ -48,22 +48,20 @@ async def test_recovery_asks_for_its_own_pbx_newest_call(store: Store) -> None:
 async def test_report_and_export_of_one_pbx(
     store: Store, make_decision: MakeDecision, db_arg: str, capsys: object
 ) -> None:
-    import argparse
     import asyncio
     import json
 
-    from agent import reports_cli
+    from agent.cli import build_parser, execute
 
     now = datetime.now(UTC)
     for pbx, rule in (("blr", "support-followup"), ("del", "missed-call-sorry")):
         await store.insert_message(make_decision(call_id="1700.1", pbx=pbx, rule=rule),
                                    state=MessageState.QUEUED, now=now, next_attempt_at=now)
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     def cli(*argv: str) -> int:
         args = parser.parse_args(list(argv))
-        return int(args.handler(args))
+        return execute(args)
 
     assert await asyncio.to_thread(cli, "export", "--db", db_arg, "--format", "json",
                                    "--pbx", "del") == 0

@@ -80,15 +80,12 @@ async def test_missing_database_is_named(pg_cluster: object) -> None:
 
 
 def test_cli_exit_code_3_and_one_line_for_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+    from agent.cli import build_parser, execute
 
-    from agent import reports_cli
-
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     url = f"postgresql://agent:s3cr3t-pw@127.0.0.1:{free_port()}/aftercall"
     args = parser.parse_args(["optout", "--db", url, "add", "+919812345678"])
-    assert args.handler(args) == 3
+    assert execute(args) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "s3cr3t" not in err and "'aftercall'" in err
 

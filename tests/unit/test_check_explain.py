@@ -12,7 +12,8 @@ import pytest
 import structlog
 
 from agent.models import CallRecord, Direction, Disposition
-from agent.rules.commands import check, explain
+from agent.commands.check import check
+from agent.commands.explain import explain
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "rules"
 REPO_RULES = Path(__file__).parent.parent.parent / "rules.yaml"
@@ -154,9 +155,9 @@ def test_explain_bad_inputs(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"call_id": "1", "colour": "red"}')
     text, code = explain(REPO_RULES, bad)
-    assert code == 2 and "unknown call record fields: colour" in text
+    assert code == 1 and "unknown call record fields: colour" in text
     text, code = explain(REPO_RULES, tmp_path / "missing.json")
-    assert code == 2 and "cannot read the call record" in text
+    assert code == 1 and "cannot read the call record" in text
     text, code = explain(FIXTURES / "five_mistakes.yaml", bad)
     assert code == 1 and "5 problems found" in text
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from agent.calls.pbx import Directory, PbxProfile
-from agent.doctor import _cdr, _channelvars, _conf, _read_classes, _timestamps, report, rules_vars
-from agent.lab.harness import rules_with
+from agent.commands.doctor import _cdr, _channelvars, _conf, _read_classes, _timestamps, report, rules_vars
+from devkit.harness import rules_with
 from agent.rules.loader import load_rules
 from agent.settings import Settings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.calls.replay import replay
+from agent.ami.replay import replay
 from agent.models import Trigger
 from agent.rules.engine import explain
 from agent.rules.loader import load_rules

@@ -11,7 +11,8 @@ import pytest
 
 from agent.errors import RulesError
 from agent.models import CallRecord, Direction, Disposition, RecipientKind
-from agent.rules.commands import check, explain
+from agent.commands.check import check
+from agent.commands.explain import explain
 from agent.rules.engine import decide
 from agent.rules.language import normalise
 from agent.rules.loader import RuleSet, load_rules, load_rules_text

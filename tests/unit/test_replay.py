@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.ami.transcript import iter_messages
-from agent.calls.replay import replay, replay_cli, replay_lines
+from agent.ami.replay import replay, replay_lines
+from agent.commands.replay import replay_file
 from agent.errors import ConfigError
 from agent.models import CallRecord, Trigger
 
@@ -65,7 +66,7 @@ def test_replay_cli_prints_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_bytes((AMI / "queue_sales.txt").read_bytes() + bs[:cut])
     out, err = io.StringIO(), io.StringIO()
-    assert replay_cli(str(path), out=out, err=err) == 0
+    assert replay_file(str(path), out=out, err=err) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(r["trigger"], r["queue"]) for r in rows] == [
         ("call_connected", "Sales"), ("call_completed", "Sales")]
@@ -83,11 +84,11 @@ def test_replay_with_rules_prints_each_records_decisions(tmp_path: Path) -> None
     import io
     import json
 
-    from agent.lab.harness import rules_with
+    from devkit.harness import rules_with
 
     rules = rules_with(tmp_path)
     out, err = io.StringIO(), io.StringIO()
-    assert replay_cli(str(AMI / "queue_answered.txt"), rules_path=str(rules), out=out,
+    assert replay_file(str(AMI / "queue_answered.txt"), rules_path=str(rules), out=out,
                       err=err) == 0
     lines = out.getvalue().splitlines()
     records = [json.loads(ln) for ln in lines if not ln.startswith("#")]

@@ -89,21 +89,19 @@ async def test_export_csv_and_json(store: SqliteStore) -> None:
 async def test_cli_export_csv_parses_one_row_per_message(
     store: SqliteStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
     import asyncio
 
-    from agent import reports_cli
+    from agent.cli import build_parser, execute
 
     seeded = await seed(store)
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     db = str(store.path)
 
     def run(*argv: str) -> int:
         args = parser.parse_args(list(argv))
-        return int(args.handler(args))
+        return execute(args)
 
-    # The handlers call asyncio.run themselves: run them off this test's event loop.
+    # A command runs in its own event loop: run it off this test's.
     assert await asyncio.to_thread(run, "export", "--db", db, "--format", "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == len(seeded.ids) and {r["id"] for r in rows} == set(seeded.ids.values())
@@ -126,18 +124,15 @@ async def test_cli_export_csv_parses_one_row_per_message(
 def test_cli_names_a_bad_status_and_a_missing_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
+    from agent.cli import build_parser, execute
 
-    from agent import reports_cli
-
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args(["export", "--status", "bogus"])
     assert exit_.value.code == 2 and "expected one or more of queued" in capsys.readouterr().err
     missing = tmp_path / "typo.db"
     args = parser.parse_args(["report", "--db", str(missing)])
-    assert args.handler(args) == 1
+    assert execute(args) == 1
     assert "no such database" in capsys.readouterr().err and not missing.exists()
 
 
@@ -186,25 +181,23 @@ async def test_export_and_report_speak_the_operators_time_zone(
     store: SqliteStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """UTC columns stay; local columns are added; days and the span are the operator's."""
-    import argparse
     import asyncio
     from dataclasses import replace
     from datetime import UTC, datetime
 
     from web_helpers import BASE
 
-    from agent import reports_cli
+    from agent.cli import build_parser, execute
     from agent.models import MessageState
 
     late = datetime(2024, 5, 1, 20, 0, tzinfo=UTC)  # 01:30 on 2 May in Kolkata
     row, _ = await store.insert_message(replace(BASE, call_id="c1"), state=MessageState.SUPPRESSED,
                                         now=late, reason="dnd", detail="on the DND list")
-    parser = argparse.ArgumentParser()
-    reports_cli.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     def run(*argv: str) -> int:
         args = parser.parse_args(list(argv))
-        return int(args.handler(args))
+        return execute(args)
 
     db = str(store.path)
     rules = tmp_path / "rules.yaml"

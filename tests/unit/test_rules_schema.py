@@ -55,7 +55,7 @@ def test_repository_rules_yaml_is_valid() -> None:
 
 
 def test_fixture_valid_file_loads() -> None:
-    from agent.rules.commands import check
+    from agent.commands.check import check
 
     load_rules(FIXTURES / "valid.yaml", env={})
     assert check(FIXTURES / "valid.yaml")[1] == 0

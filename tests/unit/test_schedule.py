@@ -129,7 +129,7 @@ def test_policy_defers_to_the_scheduled_time() -> None:
 def test_explain_says_when(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    from agent.rules.commands import explain
+    from agent.commands.explain import explain
 
     (rules := tmp_path / "r.yaml").write_text(HEAD.format(extra=HOURS, rules=LATER))
     record = CallRecord(call_id="1", caller="+919812345678", disposition=Disposition.MISSED,

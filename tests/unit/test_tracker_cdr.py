@@ -155,8 +155,8 @@ def test_blind_transfer_talk_time_runs_until_the_caller_leaves(style: str) -> No
 
 
 def test_rules_pbx_section_names_trunks_and_the_pbx(tmp_path: Path) -> None:
-    from agent.calls.replay import pbx_profile
-    from agent.lab.harness import rules_with
+    from agent.rules.tracking import pbx_profile
+    from devkit.harness import rules_with
 
     path = rules_with(tmp_path, ("  trunks: []", "  trunks: [provider]"),
                       ("  inbound_contexts: []", "  inbound_contexts: from-carrier-*"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.calls.replay import replay
+from agent.ami.replay import replay
 from agent.models import CallRecord, Trigger
 from agent.rules.engine import decide
 from agent.rules.loader import load_rules_text

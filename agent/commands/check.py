@@ -1,24 +1,19 @@
-"""The bodies of `aftercall check` and `aftercall explain`: text to print and an exit code."""
+"""`aftercall check`: rules.yaml validated, then per template its encoding, length and segments."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+import argparse
 from pathlib import Path
+from typing import Any
 
+from agent.commands.exits import Exit
 from agent.errors import RulesError
-from agent.models import CallRecord, Decision
 from agent.rules.dlt import problems as dlt_problems
-from agent.rules.engine import explain as explain_call
 from agent.rules.language import variants
 from agent.rules.loader import RuleSet, load_rules
 from agent.rules.schema import Rule
 from agent.sms.encoding import SmsInfo
 from agent.sms.numbers import country_of
-
-EXIT_OK = 0
-EXIT_INVALID = 1  # rules.yaml has problems
-EXIT_INPUT = 2  # the call record cannot be read
 
 
 def _capacity(info: SmsInfo) -> int:
@@ -26,13 +21,13 @@ def _capacity(info: SmsInfo) -> int:
     return single if info.segments == 1 else multi * info.segments
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _problems(exc: RulesError) -> str:
+def problems_text(exc: RulesError) -> str:
     lines = [str(p) for p in exc.problems]
-    lines.append(f"{_plural(len(exc.problems), 'problem')} found")
+    lines.append(f"{plural(len(exc.problems), 'problem')} found")
     return "\n".join(lines) + "\n"
 
 
@@ -130,16 +125,16 @@ def check(path: str | Path) -> tuple[str, int]:
     try:
         rs = load_rules(path)
     except RulesError as exc:
-        return _problems(exc), EXIT_INVALID
+        return problems_text(exc), Exit.INPUT
     dlt = dlt_problems(rs)
     if dlt:
-        return _problems(RulesError(dlt)), EXIT_INVALID
+        return problems_text(RulesError(dlt)), Exit.INPUT
     cfg = rs.config
     lines = [
         (
-            f"{rs.filename}: valid: {_plural(len(cfg.rules), 'rule')}, "
-            f"{_plural(len(cfg.templates), 'template')}, {_plural(len(cfg.gateways), 'gateway')}, "
-            f"{_plural(len(cfg.agents), 'agent')}"
+            f"{rs.filename}: valid: {plural(len(cfg.rules), 'rule')}, "
+            f"{plural(len(cfg.templates), 'template')}, {plural(len(cfg.gateways), 'gateway')}, "
+            f"{plural(len(cfg.agents), 'agent')}"
         ),
         "",
         "safety:",
@@ -154,7 +149,7 @@ def check(path: str | Path) -> tuple[str, int]:
         lines.append(
             f"  {name:<{width}}  {tpl.category:<13} {info.encoding:<5}  "
             f"{info.units:>4}/{_capacity(info)} units  "
-            f"{_plural(info.segments, 'segment')} (max {tpl.max_segments})"
+            f"{plural(info.segments, 'segment')} (max {tpl.max_segments})"
         )
         if info.forcing_chars:
             chars = " ".join(f"{c!r} U+{ord(c):04X}" for c in info.forcing_chars)
@@ -165,7 +160,7 @@ def check(path: str | Path) -> tuple[str, int]:
             lines.append(
                 f"  {'':<{width}}  with a non-GSM character in every name and variable: "
                 f"{wide.encoding} {wide.units}/{_capacity(wide)} units "
-                f"{_plural(wide.segments, 'segment')}"
+                f"{plural(wide.segments, 'segment')}"
                 + (" (over max: the rule's over_segments decides; by default caller values lose those characters, else too_long)"
                    if over else "")
             )
@@ -183,116 +178,16 @@ def check(path: str | Path) -> tuple[str, int]:
     disabled = [r.name for r in cfg.rules if not r.enabled]
     if disabled:
         lines += ["", f"disabled rules: {', '.join(disabled)}"]
-    return "\n".join(lines) + "\n", EXIT_OK
+    return "\n".join(lines) + "\n", Exit.OK
 
 
-def _describe_call(r: CallRecord) -> str:
-    parts = [r.trigger.value, r.direction.value, r.disposition.value]
-    for label, value in (
-        ("queue", r.queue),
-        ("did", r.did),
-        ("agent", r.agent),
-        ("caller", r.caller or "(none)"),
-    ):
-        if value:
-            parts.append(f"{label} {value}")
-    parts.append(f"wait {r.wait_seconds:g}s, talk {r.talk_seconds:g}s")
-    if r.tags:
-        parts.append(f"tags {list(r.tags)}")
-    if r.vars:
-        parts.append(f"vars {dict(r.vars)}")
-    return f"call {r.call_id}: " + ", ".join(parts)
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("check", help="validate rules.yaml and report per template")
+    p.add_argument("rules", nargs="?", default="rules.yaml")
+    p.set_defaults(run=run)
 
 
-def _describe_decision(d: Decision) -> list[str]:
-    who = d.recipient.value + (f" {d.number}" if d.number else " (no number)")
-    if d.suppress is not None:
-        head = f"    -> {who}: SUPPRESSED {d.suppress.value}: {d.detail}"
-    else:
-        head = (
-            f"    -> {who} via {d.gateway} from {d.sender_id}: {d.encoding}, "
-            f"{_plural(d.segments, 'segment')}, {len(d.text or '')} chars"
-        )
-    out = [head]
-    if d.language is not None:
-        out.append(f"       template {d.language}")
-    if d.text is not None:
-        out.append(f"       {json.dumps(d.text, ensure_ascii=False)}")
-    policy = []
-    if d.not_before is not None:
-        policy.append(f"scheduled for {d.not_before.isoformat()}"
-                      + (" unless called again" if d.unless_called_again else ""))
-    if d.cooldown_seconds:
-        policy.append(f"cooldown {d.cooldown_seconds:g}s")
-    if d.quiet_hours:
-        policy.append(f"quiet hours {d.quiet_hours[0]}-{d.quiet_hours[1]} {d.quiet_hours[2]}")
-    if d.max_age_seconds:
-        policy.append(f"max_age {d.max_age_seconds:g}s")
-    if policy:
-        out.append(f"       then policies: {', '.join(policy)} ({d.timezone})")
-    return out
-
-
-def read_call_arg(arg: str) -> CallRecord | None:
-    """A call record from a JSON file (as ``calls`` prints), or from one line of ``calls`` or
-    ``replay`` output given inline. None when ``arg`` is neither: then it is a call id, to be
-    looked up in the store. Raises OSError/ValueError/TypeError/KeyError on a bad record."""
-    text = arg.strip()
-    if text.startswith("{"):
-        raw = json.loads(text)
-    elif Path(arg).is_file():
-        raw = json.loads(Path(arg).read_text(encoding="utf-8"))
-    else:
-        return None
-    if not isinstance(raw, dict):
-        raise TypeError("expected a JSON object")
-    return CallRecord.from_dict(raw)
-
-
-def explain(
-    rules_path: str | Path, call_json_path: str | Path, *,
-    record: CallRecord | None = None, stored: list[str] | None = None,
-) -> tuple[str, int]:
-    """Why each rule did or did not fire for one call record (CallRecord.to_dict JSON, a file or
-    an inline line; or ``record`` already read, e.g. from the store). ``stored``: lines saying
-    what the agent actually did with the call, shown after the rules' verdicts."""
-    try:
-        rs = load_rules(rules_path)
-    except RulesError as exc:
-        return _problems(exc), EXIT_INVALID
-    if record is None:
-        try:
-            record = read_call_arg(str(call_json_path))
-            if record is None:
-                raise FileNotFoundError(2, "no such file, and not a JSON call record")
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return f"{call_json_path}: cannot read the call record: {reason}\n", EXIT_INPUT
-    # Explain the call as of when it ended, so the output is the same every time it runs.
-    now = record.ended_at or record.started_at or datetime.now(UTC)
-    lines = [_describe_call(record), ""]
-    sent = suppressed = 0
-    traces = explain_call(rs, record, now=now)
-    for trace in traces:
-        if not trace.matched:
-            lines.append(f"  rule {trace.rule}: no: {trace.reason}")
-            continue
-        lines.append(f"  rule {trace.rule}: MATCHED")
-        lines += [f"    -> {s}" for s in trace.skipped]
-        for d in trace.decisions:
-            lines += _describe_decision(d)
-            sent += d.suppress is None
-            suppressed += d.suppress is not None
-    if any(d.text and rs.templates[d.template].uses_link for t in traces for d in t.decisions):
-        lines += ["", "(tracked links are shown as placeholders of their final length)"]
-    lines += [
-        "",
-        (
-            f"{sent} SMS to send (before opt-out, cooldown, quiet hours and "
-            f"rate limits), {suppressed} suppressed"
-        ),
-    ]
-    if stored is not None:
-        lines += ["", "what the agent did (from the store):"]
-        lines += [f"  {line}" for line in stored] or ["  no message rows for this call"]
-    return "\n".join(lines) + "\n", EXIT_OK
+async def run(args: argparse.Namespace) -> int:
+    text, code = check(args.rules)
+    print(text)
+    return code

@@ -12,6 +12,7 @@ the exit code is 0 without a FIX, 1 with one. Secrets are never printed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import configparser
 import re
@@ -19,16 +20,18 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from agent.ami.privileges import describe, excess_write_actions
 from agent.calls.cdr import build_records, group_calls
 from agent.calls.pbx import Directory, PbxProfile
-from agent.calls.replay import agents_directory, pbx_profile
 from agent.calls.state import extension
+from agent.commands.exits import Exit
 from agent.errors import ConfigError
 from agent.loop.reconcile import read_cdr
 from agent.rules.engine import decide
 from agent.rules.loader import RuleSet, load_rules
+from agent.rules.tracking import agents_directory, pbx_profile
 from agent.settings import Settings
 from agent.sms.numbers import mask
 
@@ -287,11 +290,25 @@ def report(findings: list[Finding]) -> tuple[str, int]:
     fixes = [f for f in findings if f.level == "FIX"]
     tail = (f"\n{len(fixes)} to fix before aftercall can work as configured" if fixes
             else "\nnothing blocks aftercall on this PBX")
-    return "\n".join(str(f) for f in findings) + tail, 1 if fixes else 0
+    return "\n".join(str(f) for f in findings) + tail, Exit.INPUT if fixes else Exit.OK
 
 
-def doctor_cli(settings: Settings, *, etc: str, last: int, listen: float) -> int:
-    text, code = report(asyncio.run(examine(settings, etc=Path(etc), last=last,
-                                            listen=listen)))
+def register(subparsers: Any) -> None:
+    from agent.settings import add_common_args
+
+    p = subparsers.add_parser("doctor", help="what aftercall will see and do on this PBX, and "
+                                             "what to fix (exit 0: nothing blocks, 1: fixes listed)")
+    add_common_args(p)
+    p.add_argument("--asterisk-etc", default="/etc/asterisk",
+                   help="Asterisk's configuration directory, read when readable")
+    p.add_argument("--last", type=int, default=10, help="how many recent CDR calls to show")
+    p.add_argument("--listen", type=float, default=3.0,
+                   help="seconds to listen to live events when manager.conf is not readable")
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    text, code = report(await examine(Settings.from_args(args), etc=Path(args.asterisk_etc),
+                                      last=args.last, listen=args.listen))
     print(text)
     return code
