@@ -17,7 +17,7 @@ import pytest
 
 from agent.app import AfterCallAgent
 from agent.errors import AmiLoginError
-from agent.lab.harness import rules_with
+from devkit.harness import rules_with
 from agent.settings import Settings
 from agent.sim.main import start_sim
 from fake_ami import FakeAmi, RecordedCall

@@ -14,7 +14,7 @@ import pytest
 
 from agent.app import AfterCallAgent
 from agent.lab import sipp
-from agent.lab.harness import rules_with, until
+from devkit.harness import rules_with, until
 from agent.settings import Settings
 from agent.sim.main import start_sim
 from fake_ami import FakeAmi, RecordedCall
