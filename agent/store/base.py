@@ -292,6 +292,10 @@ class ReportSource(Protocol):
         """Messages matching ``f``, counted up to ``cap`` (True when there are more)."""
         ...
 
+    async def pbx_names(self) -> list[str]:
+        """Every PBX named on a message or a call, sorted (the dashboard's PBX picker)."""
+        ...
+
     def log_batches(self, f: MessageFilter, size: int, *,
                     unmasked: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
         """Every log row matching ``f`` in batches of ``size``, for streaming exports."""

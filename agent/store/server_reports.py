@@ -26,7 +26,7 @@ from agent.store.base import (
     ReportData,
     Tally,
 )
-from agent.store.sqlite.reports import SENTIMENT_CUT, _log_sql, log_row, where
+from agent.store.sqlite.reports import PBX_NAMES_SQL, SENTIMENT_CUT, _log_sql, log_row, where
 
 T = TypeVar("T")
 
@@ -88,6 +88,9 @@ class ServerReportSource:
                                " LIMIT ?) t", [*p, cap + 1])
         n = int(rows[0]["n"])
         return min(n, cap), n > cap
+
+    async def pbx_names(self) -> list[str]:
+        return [r["name"] for r in await self.rows(PBX_NAMES_SQL)]
 
     async def log_batches(self, f: MessageFilter, size: int, *, unmasked: bool = True,
                           timezone: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:

@@ -132,6 +132,11 @@ async def report(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def pbxes(request: web.Request) -> web.Response:
+    """The PBXs the database has calls or messages of: the dashboard's PBX picker."""
+    return web.json_response({"pbxes": await request.app[READER].pbx_names()})
+
+
 async def _check(fn: Any) -> dict[str, Any]:
     try:
         out = fn()

@@ -135,6 +135,7 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/messages", api.messages)
     app.router.add_get("/api/report", api.report)
+    app.router.add_get("/api/pbxes", api.pbxes)
     app.router.add_get("/api/calls", calls.calls)
     app.router.add_get("/api/calls/{call_id}", calls.call)
     manage.add_routes(app)

@@ -71,3 +71,19 @@ async def test_report_and_export_of_one_pbx(
                                    "--pbx", "blr") == 0
     report = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
     assert "support-followup" in json.dumps(report) and "missed-call-sorry" not in json.dumps(report)
+
+
+async def test_the_pbxes_a_database_holds_for_the_dashboard_picker(
+    store: Store, make_decision: MakeDecision
+) -> None:
+    from agent.store import report_source
+
+    async with report_source(store) as reader:
+        assert await reader.pbx_names() == []
+    for pbx in ("del", "blr", "del", "default"):
+        await store.insert_message(make_decision(call_id=f"{pbx}.1", pbx=pbx),
+                                   state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+    # A call that texted nobody still names its PBX.
+    await store.save_call(CallRecord(call_id="mum.1", ended_at=T0, pbx="mum"))
+    async with report_source(store) as reader:
+        assert await reader.pbx_names() == ["blr", "default", "del", "mum"]

@@ -183,6 +183,17 @@ function table(data) {
   }
 }
 
+// The PBX picker: shown once the database holds more than one PBX's calls (a shared
+// PostgreSQL, or one agent watching several); the calls view's PBX field offers the same names.
+async function pbxes() {
+  const names = (await getJSON("/api/pbxes")).pbxes;
+  const sel = $("f-pbx"), keep = sel.value;
+  for (const n of names) if (![...sel.options].some((o) => o.value === n)) sel.append(el("option", { value: n }, n));
+  sel.value = keep;
+  $("f-pbx-label").hidden = names.length < 2 && !keep;
+  $("pbx-names").replaceChildren(...names.map((n) => el("option", { value: n })));
+}
+
 let lastMsgs = null;
 AC.onZone.push(() => { if (lastMsgs) table(lastMsgs); });
 
@@ -190,7 +201,7 @@ async function load() {
   await AC.ready;
   const p = query();
   const rp = new URLSearchParams();
-  for (const k of ["since", "until", "rule"]) if (p.get(k)) rp.set(k, p.get(k));
+  for (const k of ["since", "until", "rule", "pbx"]) if (p.get(k)) rp.set(k, p.get(k));
   p.set("limit", PAGE);
   p.set("offset", offset);
   try {
@@ -201,7 +212,7 @@ async function load() {
       if (!performance.getEntriesByName("log-shown").length) performance.mark("log-shown");
       return m;
     });
-    const [rep] = await Promise.all([getJSON("/api/report?" + rp), msgs]);
+    const [rep] = await Promise.all([getJSON("/api/report?" + rp), msgs, pbxes()]);
     cards(rep); daily(rep); failures(rep); ctr(rep);
     const sel = $("f-rule"), keep = sel.value;
     if (sel.options.length === 1) for (const f of rep.by_rule) sel.append(el("option", { value: f.key }, f.key));
@@ -216,6 +227,7 @@ async function load() {
 
 $("filters").addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; load(); });
 $("f-range").addEventListener("change", () => { offset = 0; load(); });
+$("f-pbx").addEventListener("change", () => { offset = 0; load(); });
 $("page-older").addEventListener("click", () => { offset += PAGE; load(); });
 $("page-newer").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
 load();
