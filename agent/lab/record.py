@@ -157,3 +157,49 @@ async def record_all(names: list[str] | None = None, out: Path = FIXTURES, log=p
         with cdr_fixture.open("ab") as fh:
             fh.write(rows)
         log(f"appended {len(rows.splitlines())} CDR rows to {cdr_fixture}")
+
+
+#: Where recorded answers to the endpoint-inventory actions go (tests/unit/test_inventory.py).
+INVENTORY_FIXTURES = FIXTURES / "pjsip"
+
+
+async def record_inventory(name: str, username: str, secret: str,
+                           out: Path = INVENTORY_FIXTURES) -> Path:
+    """The raw answers of the running lab to the actions agent.ami.inventory sends, as the
+    AMI user ``username``. Each ActionID names the request (``PJSIPShowEndpoint/ops1``), so a
+    test can answer the same requests from the file."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", 5038)
+    await reader.readline()  # banner
+    writer.write(f"Action: Login\r\nActionID: login\r\nUsername: {username}\r\n"
+                 f"Secret: {secret}\r\nEvents: off\r\n\r\n".encode())
+    if b"Success" not in await reader.readuntil(b"\r\n\r\n"):
+        raise RuntimeError(f"AMI login of {username!r} refused")
+    raw = bytearray()
+
+    async def ask(action: str, **headers: str) -> list[bytes]:
+        aid = "/".join([action, *headers.values()])
+        writer.write((f"Action: {action}\r\nActionID: {aid}\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode())
+        blocks: list[bytes] = []
+        while True:
+            block = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            if f"ActionID: {aid}\r\n".encode() not in block:
+                continue
+            raw.extend(block)
+            blocks.append(block)
+            first = blocks[0]
+            if b"EventList: start" not in first or b"EventList: Complete" in block:
+                return blocks
+
+    endpoints = await ask("PJSIPShowEndpoints")
+    for block in endpoints[1:]:
+        for line in block.decode().split("\r\n"):
+            if line.startswith("ObjectName: "):
+                await ask("PJSIPShowEndpoint", Endpoint=line.split(": ", 1)[1])
+    await ask("PJSIPShowRegistrationsOutbound")
+    await ask("ExtensionStateList")
+    writer.close()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.txt"
+    path.write_bytes(bytes(raw))
+    return path
