@@ -234,6 +234,8 @@ class AfterCallAgent:
                     tg.create_task(self.dispatcher.run(), name="dispatcher"),
                     *(tg.create_task(w.ami.consume(w.handle_event), name=f"tracker-{w.name}")
                       for w in self.watches),
+                    *(tg.create_task(w.endpoints.run(w.ami), name=f"endpoints-{w.name}")
+                      for w in self.watches),
                     tg.create_task(self.pipeline.run(), name="records"),
                     tg.create_task(self._evict_stale(), name="evict"),
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),

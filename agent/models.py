@@ -64,6 +64,8 @@ class CallRecord:
     vars: Mapping[str, str] = field(default_factory=dict)
     language: str | None = None
     pbx: str = "default"  # the PBX the call was on (settings AFTERCALL_PBX / --pbx)
+    #: Which rule decided ``direction`` and how (agent.calls.pbx.Origin.how), for explain.
+    direction_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -392,8 +392,10 @@ class AmiClient:
 
     # -- actions ----------------------------------------------------------------------------
 
-    async def action(self, action: Mapping[str, str], *, as_list: bool = False,
+    async def action(self, action: Mapping[str, str], *, as_list: bool | None = False,
                      timeout: float | None = None) -> Any:
+        """``as_list=None``: a list if Asterisk answers with one (``EventList: start``), else
+        the single response (an Error answer to a list action, say)."""
         mgr = self._manager
         if mgr is None or not self.connected:
             raise AmiDisconnected(f"AMI is not connected; {action.get('Action')} not sent")

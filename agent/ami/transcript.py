@@ -8,7 +8,7 @@ repeated, a string when alone) and decoding are panoramisk's, not a second parse
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from panoramisk.ami_protocol import AMIProtocol  # type: ignore[import-untyped]
@@ -71,3 +71,33 @@ def iter_messages(
     proto.data_received(b"\r\n\r\n")
     yield from sink.messages
     sink.messages.clear()
+
+
+def recorded_answers(data: bytes) -> Callable[[str, Mapping[str, str]],
+                                              Awaitable[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+    """An action runner (agent.ami.inventory's ``Action``) that answers from a recording whose
+    ActionIDs name the requests (``PJSIPShowEndpoint/ops1``, agent/lab/record.py): the
+    response, then the events of its list without the Complete one."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for raw in data.decode(errors="replace").split("\r\n\r\n"):
+        block: dict[str, Any] = {}
+        for line in raw.split("\r\n"):
+            key, sep, value = line.partition(": ")
+            if not sep:
+                key, sep, value = line.partition(":")
+            if sep:
+                old = block.get(key)
+                block[key] = value if old is None else [*(old if isinstance(old, list)
+                                                         else [old]), value]
+        if "ActionID" in block:
+            by_id.setdefault(str(block["ActionID"]), []).append(block)
+
+    async def answer(name: str, headers: Mapping[str, str]
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        blocks = by_id.get("/".join([name, *headers.values()]))
+        if not blocks:
+            return {"Response": "Error", "Message": f"Invalid/unknown command: {name}"}, []
+        return blocks[0], [b for b in blocks[1:]
+                           if not str(b.get("Event", "")).endswith("Complete")]
+
+    return answer

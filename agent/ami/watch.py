@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from agent.ami.client import AmiClient, AmiConfig, config_from_settings
+from agent.ami.inventory import EndpointWatch, Inventory
 from agent.calls.pbx import receive_clock
 from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
@@ -49,6 +50,8 @@ class PbxWatch:
                                  metrics=metrics, rules=rules, cdr_csv=cdr_csv, clock=clock,
                                  spill_path=spill_path)
         self.ami = AmiClient(replace(ami, queue_size=ami_backlog), on_login=self._on_login)
+        # Trunks and phones as this PBX's PJSIP configuration says (read at each login).
+        self.endpoints = EndpointWatch(self._detected, pbx=name)
 
     async def handle_event(self, event: Any) -> None:
         for record in self.tracker.feed(event):
@@ -70,13 +73,19 @@ class PbxWatch:
         # Where event times come from is said again after each login: the PBX's
         # manager.conf (timestampevents) may have changed meanwhile.
         self.tracker.time_source = self._time_source_said = None
+        await self.endpoints.at_login(client)  # first: recovered calls read as live ones
         await self.recovery.on_login(client)
 
+    def _detected(self, inventory: Inventory) -> None:
+        self.tracker.pbx = replace(self.tracker.pbx, detected=inventory.endpoints)
+
     def rules_changed(self, rules: RuleSet) -> None:
-        """The tracker names agents (and reads national numbers) for records still to come."""
+        """The tracker names agents (and reads national numbers) for records still to come;
+        what detection found of the PBX's endpoints stays."""
         self.tracker.agents = agents_directory(rules)
         self.tracker.region = rules.defaults.region
-        self.tracker.pbx = pbx_profile(rules, self.name)
+        self.tracker.pbx = replace(pbx_profile(rules, self.name),
+                                   detected=self.tracker.pbx.detected)
 
     def health(self) -> dict[str, Any]:
         st = self.ami.stats

@@ -330,9 +330,13 @@ def build_record(
                           + tuple(inbound_contexts))
     # dcontext is where party A's dialplan was when the row was written (a transfer leaves a
     # caller from the trunk in the phones' context), not its first context: only the pbx:
-    # endpoints and the caller id decide here (a phone showing a full number as its caller
-    # id needs pbx.phones).
-    inbound = ctx.startswith(did_context_prefix) or profile.origin(first.channel, None, src).trunk
+    # endpoints, detected endpoints and the caller id decide here (a phone showing a full
+    # number as its caller id needs pbx.phones, or detection).
+    if ctx.startswith(did_context_prefix):
+        inbound, direction_by = True, f"cdr dcontext {ctx}"
+    else:
+        origin = profile.origin(first.channel, None, src)
+        inbound, direction_by = origin.trunk, origin.how
     agent: str | None
     alias: str | None = None
     if inbound:
@@ -412,6 +416,7 @@ def build_record(
         vars=vars_,
         language=vars_.get(language_var),
         pbx=profile.name,
+        direction_by=direction_by,
     )
 
 

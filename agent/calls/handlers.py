@@ -114,10 +114,11 @@ class EventHandlers:
                 origin = self.pbx.origin(chan_name, ctx, num)
                 call.inbound = origin.trunk
                 call.origin_how = origin.how
-                if call.incomplete is not None and not origin.how.startswith("pbx."):
+                if call.incomplete is not None and not origin.known:
                     # Joined mid-call, the caller's channel has left its first context
                     # (Goto did-..., ext-queues): its caller id is all that still tells.
                     call.inbound = not is_extension(num)
+                    call.origin_how = f"caller id {num or '(none)'} (joined mid-call)"
                 exten = text(ev, "Exten")
                 call.dialled = exten if exten and exten != "s" else None
                 if not call.inbound:

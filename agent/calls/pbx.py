@@ -1,18 +1,22 @@
 """What a PBX's channels are: trunk or phone (call direction), hangup causes as CDR dispositions,
 and the agent directory's keys (extension, endpoint or interface). Pure: no I/O.
 
-Direction is decided from the originator's channel, never from one hard-coded context name:
+Direction is decided from the originator's channel, first rule that knows wins:
 
-1. its endpoint named in ``pbx.trunks`` (rules.yaml): a trunk; in ``pbx.phones``: a phone;
-2. its first dialplan context in ``pbx.inbound_contexts`` / ``pbx.internal_contexts``;
-3. the contexts every common dialplan uses: FreePBX's ``from-pstn``, ``from-trunk``,
-   ``from-trunk-pjsip-<trunk>`` (and ``-sip-``/``-iax2-``), ``from-external``, the vanilla
-   samples' ``incoming``/``inbound`` are trunk contexts; ``from-internal``, ``internal``,
-   ``phones``/``from-phones``, ``from-agents``, ``users`` are phone contexts;
-4. else the caller id: a phone's caller id is its extension (a short number); a call from a
+1. ``pbx``: its endpoint named in ``pbx.trunks`` / ``pbx.phones`` (rules.yaml), then its first
+   dialplan context in ``pbx.inbound_contexts`` / ``pbx.internal_contexts``: the operator's word;
+2. ``detected``: what the PBX's own PJSIP configuration says the endpoint is (an identify
+   section, a registration or outbound auth to it: a trunk; a hint or an inbound auth: a phone),
+   read over AMI at each login by ``agent.ami.inventory``;
+3. ``builtin``: a documented fallback for when detection could not read the endpoints (an AMI
+   user without the ``system`` class, CDR rows of an endpoint since removed): context names
+   common dialplans use, FreePBX's ``from-pstn``, ``from-trunk*``, ``from-internal``, the
+   samples' ``incoming``/``internal``... A guess, said as one in ``how``;
+4. ``caller_id``: a phone's caller id is its extension (a short number); a call from a
    carrier shows a full national or E.164 number, or none at all (withheld).
 
-Each answer says how it was reached (``Origin.how``), for ``aftercall doctor``.
+Each answer says which rule decided and how (``Origin.rule``, ``Origin.how``): call records
+carry it (``direction_by``), ``aftercall doctor`` and ``explain`` show it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from agent.sms.numbers import classify
 __all__ = [
     "DEFAULT_INBOUND_CONTEXTS",
     "DEFAULT_INTERNAL_CONTEXTS",
+    "Detected",
     "Directory",
     "Origin",
     "PbxProfile",
@@ -38,7 +43,8 @@ __all__ = [
     "receive_clock",
 ]
 
-#: Context patterns (fnmatch, case-sensitive as Asterisk's) of carriers' calls.
+#: The built-in fallback (rule 3): context patterns (fnmatch, case-sensitive as Asterisk's)
+#: of carriers' calls in common dialplans. Used only when neither ``pbx:`` nor detection knows.
 DEFAULT_INBOUND_CONTEXTS = (
     "from-trunk", "from-trunk-*", "from-pstn", "from-pstn-*", "from-external", "from-did*",
     "incoming", "incoming-*", "inbound", "inbound-*", "from-carrier*", "from-provider*",
@@ -87,17 +93,31 @@ def _matches(value: str | None, patterns: Iterable[str]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Detected:
+    """What the PBX's configuration says an endpoint is: ``trunk`` or ``phone``, and why."""
+
+    kind: str
+    why: str  # "identify carrier7-ip matches 127.0.0.1", "hint 2001@staff watches it" ...
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who placed a call: ``trunk`` (a carrier: inbound) or ``phone`` (outbound/internal)."""
 
     trunk: bool
-    how: str  # "pbx.trunks", "context from-pstn", "caller id +9198..." ...
+    how: str  # "pbx.trunks", "detected: identify ...", "built-in context from-pstn" ...
+    rule: str = "caller_id"  # "pbx", "detected", "builtin" or "caller_id"
+
+    @property
+    def known(self) -> bool:
+        """Decided from what the endpoint is (configured or detected), not from a guess."""
+        return self.rule in ("pbx", "detected")
 
 
 @dataclass(frozen=True)
 class PbxProfile:
-    """The ``pbx:`` section of rules.yaml, with the defaults that read FreePBX-style and
-    vanilla dialplans. ``name`` goes on every call record (settings ``AFTERCALL_PBX``)."""
+    """The ``pbx:`` section of rules.yaml, what detection found, and the built-in fallback.
+    ``name`` goes on every call record (settings ``AFTERCALL_PBX``)."""
 
     name: str = "default"
     trunks: frozenset[str] = frozenset()
@@ -105,7 +125,9 @@ class PbxProfile:
     inbound_contexts: tuple[str, ...] = ()
     internal_contexts: tuple[str, ...] = ()
     region: str = "IN"
-    defaults: bool = True  # use DEFAULT_*_CONTEXTS after the configured ones
+    defaults: bool = True  # use DEFAULT_*_CONTEXTS when nothing else knows
+    #: Endpoint name -> what the PBX's configuration says it is (agent.ami.inventory).
+    detected: Mapping[str, Detected] = field(default_factory=dict, compare=False, hash=False)
 
     def endpoint_kind(self, channel: str | None) -> str | None:
         """``trunk`` / ``phone`` when the endpoint is named in ``pbx:``, else None."""
@@ -119,27 +141,42 @@ class PbxProfile:
             return "phone"
         return None
 
+    def detected_kind(self, channel: str | None) -> Detected | None:
+        """What detection says of a PJSIP channel's endpoint (None: not known)."""
+        tech, ep = endpoint_of(channel)
+        if ep is None or not self.detected or (tech or "").upper() != "PJSIP":
+            return None
+        return self.detected.get(ep)
+
     def origin(self, channel: str | None, context: str | None, caller: str | None) -> Origin:
         """Classify a call's originator from its channel name, first context and caller id."""
         kind = self.endpoint_kind(channel)
         if kind is not None:
-            return Origin(kind == "trunk", f"pbx.{kind}s")
+            return Origin(kind == "trunk", f"pbx.{kind}s", "pbx")
         if _matches(context, self.inbound_contexts):
-            return Origin(True, f"pbx.inbound_contexts {context}")
+            return Origin(True, f"pbx.inbound_contexts {context}", "pbx")
         if _matches(context, self.internal_contexts):
-            return Origin(False, f"pbx.internal_contexts {context}")
+            return Origin(False, f"pbx.internal_contexts {context}", "pbx")
+        found = self.detected_kind(channel)
+        if found is not None:
+            return Origin(found.kind == "trunk", f"detected {found.kind}: {found.why}",
+                          "detected")
         if self.defaults:
             if _matches(context, DEFAULT_INBOUND_CONTEXTS):
-                return Origin(True, f"context {context}")
+                return Origin(True, f"built-in context name {context} (a guess)", "builtin")
             if _matches(context, DEFAULT_INTERNAL_CONTEXTS):
-                return Origin(False, f"context {context}")
+                return Origin(False, f"built-in context name {context} (a guess)", "builtin")
         if is_extension(caller):
             return Origin(False, f"caller id {caller} is an extension")
         return Origin(True, f"caller id {classify(caller, self.region).kind}")
 
     def far_is_trunk(self, channel: str | None) -> bool:
         """A dialled leg that is a trunk (an outbound call's carrier leg) is nobody's agent."""
-        return self.endpoint_kind(channel) == "trunk"
+        kind = self.endpoint_kind(channel)
+        if kind is None:
+            found = self.detected_kind(channel)
+            kind = found.kind if found is not None else None
+        return kind == "trunk"
 
 
 @dataclass

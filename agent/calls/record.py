@@ -133,4 +133,5 @@ def build_record(
         vars=vars_,
         language=language,
         pbx=pbx,
+        direction_by=call.origin_how,
     )

@@ -17,14 +17,16 @@ import asyncio
 import configparser
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.ami.privileges import describe, excess_write_actions
+from agent.ami.inventory import NEEDS, Inventory, read_inventory
+from agent.ami.privileges import describe, excess_write_actions, system_extras
 from agent.calls.cdr import build_records, group_calls
-from agent.calls.pbx import Directory, PbxProfile
+from agent.calls.pbx import (DEFAULT_INBOUND_CONTEXTS, DEFAULT_INTERNAL_CONTEXTS, Directory,
+                             PbxProfile)
 from agent.calls.state import extension
 from agent.commands.exits import Exit
 from agent.errors import ConfigError
@@ -176,6 +178,9 @@ async def examine(settings: Settings, *, etc: Path, last: int = 10, listen: floa
         else:
             out.append(Finding("ok", "write classes: reporting only (least privilege)"))
         out += _read_classes(manager, user)
+        inventory = await read_inventory(lambda name, headers: ami.action(name, **headers))
+        out += endpoint_findings(inventory, user, system_extras(listed))
+        profile = replace(profile, detected=inventory.endpoints)
         await ami.listen(listen)
         out += _timestamps(manager, ami.events)
         out += _channelvars(manager, rules_vars(rules), ami.events)
@@ -200,6 +205,49 @@ def _read_classes(manager: configparser.ConfigParser | None, user: str) -> list[
             for c, why in USEFUL_READ.items() if c not in read]
     if not out:
         out.append(Finding("ok", f"read classes: {', '.join(sorted(read))}"))
+    return out
+
+
+#: How many phones doctor names one by one (trunks are always all named).
+_PHONES_SHOWN = 12
+
+
+def endpoint_findings(inv: Inventory, user: str, extras: list[str]) -> list[Finding]:
+    """What the PBX's PJSIP configuration says each endpoint is, what the user could not read,
+    and the order direction is decided in."""
+    out: list[Finding] = []
+    if "PJSIPShowEndpoints" in inv.refused:
+        out.append(Finding("note", (
+            f"PJSIP endpoints: not readable by {user!r} (PJSIPShowEndpoints: "
+            f"{inv.refused['PJSIPShowEndpoints']}; it needs write class system). Trunks and "
+            "phones are then known only from dialplan hints and line registrations: name the "
+            "others in rules.yaml pbx: trunks/phones, or add system to the user's `write =` "
+            "(it also permits Hangup, GetConfig, which reads config files with their "
+            "secrets, Reload and ModuleLoad)")))
+    elif extras:
+        shown = ", ".join(extras[:6]) + (" ..." if len(extras) > 6 else "")
+        out.append(Finding("note", f"write class system lets aftercall read PJSIP endpoints; "
+                                   f"it also permits {shown}: keep this user's secret as "
+                                   "safe as the PBX's own"))
+    for action, why in sorted(inv.refused.items()):
+        if action != "PJSIPShowEndpoints":
+            out.append(Finding("note", f"{action}: {why} (needs write class "
+                                       f"{NEEDS.get(action, '?')})"))
+    trunks, phones = inv.kinds("trunk"), inv.kinds("phone")
+    for name in trunks:
+        out.append(Finding("ok", f"trunk {name}: {inv.endpoints[name].why}"))
+    for name in phones[:_PHONES_SHOWN]:
+        out.append(Finding("ok", f"phone {name}: {inv.endpoints[name].why}"))
+    if len(phones) > _PHONES_SHOWN:
+        out.append(Finding("ok", f"... and {len(phones) - _PHONES_SHOWN} more phones"))
+    if not trunks:
+        out.append(Finding("note", "no trunk detected from PJSIP: calls are read by rules.yaml "
+                                   "pbx:, then the built-in context names, then caller id"))
+    guess = ", ".join(DEFAULT_INBOUND_CONTEXTS[:4] + DEFAULT_INTERNAL_CONTEXTS[:2])
+    out.append(Finding("ok", (
+        f"direction: rules.yaml pbx: first, then what PJSIP says ({len(trunks)} trunks, "
+        f"{len(phones)} phones{'' if inv.complete else ', partial'}), then built-in context "
+        f"names ({guess} ...: a guess, for endpoints not detected), then caller id")))
     return out
 
 
@@ -270,7 +318,10 @@ def _cdr(settings: Settings, etc: Path, rules: RuleSet, profile: PbxProfile,
         seen.update(x for x in (ep, first.src) if x)
         seen.update(extension(r.dstchannel) or "" for r in legs)
     for name, hows in sorted(kinds.items()):
-        out.append(Finding("ok", f"{name}: {hows.most_common(1)[0][0]}"))
+        how = hows.most_common(1)[0][0]
+        guessed = not how.startswith(("pbx.", "detected"))
+        out.append(Finding("note" if guessed else "ok", f"{name}: {how}" + (
+            ": a guess; name it in rules.yaml pbx: if it is wrong" if guessed else "")))
     for name in seen:
         directory.lookup(name)  # marks the directory keys that name an agent seen
     for key in directory.unmatched():

@@ -32,7 +32,10 @@ def _describe_call(r: CallRecord) -> str:
         parts.append(f"tags {list(r.tags)}")
     if r.vars:
         parts.append(f"vars {dict(r.vars)}")
-    return f"call {r.call_id}: " + ", ".join(parts)
+    line = f"call {r.call_id}: " + ", ".join(parts)
+    # Which rule made it inbound/outbound (agent.calls.pbx): configured, detected or a guess.
+    return line + (f"\n  direction {r.direction.value} by {r.direction_by}" if r.direction_by
+                   else "")
 
 
 def _describe_decision(d: Decision) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.calls.state import extension
 
 #: Each lab style's trunk endpoint (asterisk_conf/pjsip.conf and dialplans/*/pjsip.conf).
-TRUNK = {"ours": "trunk", "freepbx": "carrier1", "vanilla": "provider"}
+TRUNK = {"ours": "trunk", "freepbx": "carrier1", "vanilla": "provider", "carrier": "carrier7"}
 
 
 @dataclass(frozen=True)

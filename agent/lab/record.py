@@ -68,6 +68,15 @@ STYLE_SCENARIOS: dict[str, list[Scenario]] = {
         Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="alice", phone=True),
         Scenario("internal", sipp.TALK, "2002", 1500, caller="alice", phone=True),
     ],
+    # Contexts no built-in name matches; the front desk's caller id is the company's number,
+    # and a tie line from a branch office shows a short number through the carrier.
+    "carrier": [
+        *_COMMON,
+        Scenario("no_answer", sipp.REFUSED, sipp.DID_NO_ANSWER),
+        Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="frontdesk", phone=True),
+        Scenario("internal", sipp.TALK, "2002", 1500, caller="ops1", phone=True),
+        Scenario("short_caller_id", sipp.TALK, sipp.DID_DIRECT, 1500, caller="4711"),
+    ],
 }
 
 

@@ -98,8 +98,14 @@ class FakeAmi:
                                  f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
                                  f"EventList: Complete\r\nListItems: 0\r\n\r\n".encode())
                     self.resynced.set()
-                elif action == "ping" and self.answer_pings:
-                    writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
+                elif action == "ping":
+                    if self.answer_pings:
+                        writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n\r\n".encode())
+                elif action != "logoff":
+                    # Asterisk answers every action it does not serve (or this user may not run).
+                    writer.write(f"Response: Error\r\nActionID: {aid}\r\n"
+                                 f"Message: Invalid/unknown command: {headers.get('Action')}\r\n\r\n"
+                                 .encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

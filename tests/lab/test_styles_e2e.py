@@ -36,7 +36,7 @@ EXTRA = """\
 """
 
 
-@pytest.mark.parametrize("style", ["freepbx", "vanilla"])
+@pytest.mark.parametrize("style", ["freepbx", "vanilla", "carrier"])
 async def test_calls_records_cdr_and_sms_on_each_dialplan_style(style: str, tmp_path: Path,
                                                                  lab) -> None:  # type: ignore[no-untyped-def]
     scenarios = {s.name: s for s in STYLE_SCENARIOS[style]}
@@ -74,6 +74,11 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
             assert want.billsec - 0.05 <= record.talk_seconds <= want.billsec + want.rows_summed
             assert record.agent == want.agent and record.pbx == "default"
             assert record.started_at is not None and record.started_at.year >= 2026
+            if style == "carrier":
+                # No context name tells here: the agent read PJSIP's configuration at login
+                # (the style's user has the system class). The front desk's caller id is the
+                # company's number; its outbound call must never text it.
+                assert (record.direction_by or "").startswith("detected"), record
 
         def settled(rows) -> bool:  # type: ignore[no-untyped-def]
             return len(rows) >= 5 and all(r.state is MessageState.DELIVERED for r in rows)

@@ -4,19 +4,24 @@ the same call (same Linkedid): direction, caller, DID, disposition, talk time, f
 
 What the CDR says is read here with as little interpretation as the columns allow; the only
 facts from outside the CDR are the style's trunk endpoint (its pjsip.conf) and the number the
-SIPp caller dialled (the scenario). Vanilla transcripts have no Timestamp headers
+SIPp caller dialled (the scenario). The tracker knows trunks from phones the way the agent
+does: from the style's PJSIP configuration as the lab's Asterisk answered agent.ami.inventory's
+actions (tests/fixtures/ami/pjsip/STYLE_system.txt). Vanilla transcripts have no Timestamp headers
 (timestampevents off): they are fed with the receive times recorded beside them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-from agent.ami.transcript import iter_messages
-from agent.calls.pbx import Directory, receive_clock
+from agent.ami.inventory import Inventory, read_inventory
+from agent.ami.transcript import iter_messages, recorded_answers
+from agent.calls.pbx import Directory, PbxProfile, receive_clock
 from agent.calls.tracker import CallTracker
 from agent.lab.groundtruth import TRUNK, cdr_rows, truth
 from agent.lab.record import STYLE_SCENARIOS, Scenario, fixture_dir
@@ -49,11 +54,21 @@ def receive_times(style: str, name: str, data: bytes) -> Iterator[float]:
         pos = end + 4
 
 
-def track(style: str, sc: Scenario, agents: Directory | None = None) -> list[CallRecord]:
+@cache
+def inventory(style: str, user: str = "system") -> Inventory:
+    """What the lab's Asterisk said of the style's endpoints, to an AMI user with ``system``
+    (or ``least_privilege``)."""
+    data = (AMI / "pjsip" / f"{style}_{user}.txt").read_bytes()
+    return asyncio.run(read_inventory(recorded_answers(data)))
+
+
+def track(style: str, sc: Scenario, agents: Directory | None = None, *,
+          detect: bool = True) -> list[CallRecord]:
     data = (fixture_dir(style, AMI) / f"{sc.name}.txt").read_bytes()
     now = [0.0]
     stamped = b"\r\nTimestamp: " in data
-    tracker = CallTracker(region="IN", agents=agents,
+    pbx = PbxProfile(detected=inventory(style).endpoints if detect else {})
+    tracker = CallTracker(region="IN", agents=agents, pbx=pbx,
                           clock=None if stamped else (lambda: now[0]))
     times = None if stamped else receive_times(style, sc.name, data)
     out: list[CallRecord] = []
@@ -191,7 +206,8 @@ def test_a_call_recovered_from_the_cdr_reads_as_the_live_one(style: str, sc: Sce
     (live,) = track(style, sc)
     text = (fixture_dir(style, CDR) / "Master.csv").read_text().splitlines()
     rows = [r for r in parse_lines(text).rows if r.linkedid == live.call_id]
-    (recovered,) = build_records(rows, region="IN")
+    (recovered,) = build_records(rows, region="IN",
+                                 pbx=PbxProfile(detected=inventory(style).endpoints))
     assert (recovered.direction, recovered.caller, recovered.disposition, recovered.agent) == (
         live.direction, live.caller, live.disposition, live.agent)
 
