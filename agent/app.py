@@ -241,6 +241,9 @@ class AfterCallAgent:
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
                     tg.create_task(self.loop_lag.run(), name="loop-lag"),
                 ]
+                fold = getattr(self.store, "keep_folding", None)  # PostgreSQL's rollups
+                if fold is not None:
+                    tasks.append(tg.create_task(fold(), name="report-rollups"))
                 if isinstance(self.store, retention.RetentionStore):
                     tasks.append(tg.create_task(
                         retention.run(self.store, lambda: self.rules.config.retention,

@@ -9,11 +9,12 @@ from agent.store import is_postgres_url
 from agent.store.postgres.pool import describe
 from agent.store.postgres.receipts import ReceiptOps
 from agent.store.postgres.records import RecordOps
+from agent.store.postgres.reports import ReportOps
 
 __all__ = ["PostgresStore", "describe", "is_postgres_url"]
 
 
-class PostgresStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps):
+class PostgresStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps, ReportOps):
     """The shared store. ``await PostgresStore(url, owner="host:8080").open()`` or ``async
     with``. Several agents (one per PBX, or two on one PBX) may use one database at once: the
     idempotency key's unique index, row-locked claims and shared receipt matching keep "one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.store.postgres.rollups import MIGRATION as ROLLUPS
+
 # The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
 # segment ids a text[]. ``claimed_by`` names the agent that started a submit, so an agent that
 # restarts only calls its own interrupted submits ambiguous, not a live peer's.
@@ -191,6 +193,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             source   text NOT NULL
         )""",
     ),
+    # 6: the reports' daily rollups per PBX, appended to by triggers and folded (rollups.py)
+    ROLLUPS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
