@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -175,11 +176,15 @@ def caller_args(
         privacy = "Privacy: id"
     else:
         domain, privacy = "127.0.0.1", "X-Aftercall-Lab: 1"
+    # The call's SIP identity (Call-ID, From tag, branches) carries a fresh token, not only
+    # SIPp's pid: see the uac_*.xml scenarios for what a repeated one does to the next call.
+    run = secrets.token_hex(4)
     return [
         _sipp(), ASTERISK, "-sf", str(SCENARIOS / scenario), "-s", did, "-m", "1", "-l", "1",
         "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-d", str(duration_ms), "-key", "caller", caller, "-key", "caller_name", caller_name,
         "-key", "caller_domain", domain, "-key", "privacy", privacy,
+        "-key", "run", run, "-cid_str", f"%u-%p-{run}@%s",
         "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
     ]
 

@@ -37,11 +37,16 @@ while read -r name scenario did talk_ms caller anonymous; do
     else
         number="$caller"; display="$caller_name"; domain=127.0.0.1; privacy="X-Aftercall-Lab: 1"
     fi
+    # A fresh token in the call's Call-ID, From tag and branches: in this container SIPp's pid
+    # is the same on every run, and a repeated branch within 32 s makes Asterisk answer the
+    # BYE from the previous call's transaction, leaving this call up (see uac_call.xml).
+    run="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
     # No -p: SIPp binds a free local port of its own.
     sipp "$asterisk" -sf "$scenarios/$scenario" -s "$did" -m 1 -l 1 -i "$local_ip" \
          -mp "$media_port" -d "$talk_ms" \
          -key caller "$number" -key caller_name "$display" -key caller_domain "$domain" \
-         -key privacy "$privacy" -timeout 60s -timeout_error -nostdin \
+         -key privacy "$privacy" -key run "$run" -cid_str "%u-%p-$run@%s" \
+         -timeout 60s -timeout_error -nostdin \
          -trace_err -error_file /dev/stderr >"$out" 2>&1
     rc=$?
     placed=$((placed + 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,15 +133,6 @@ class Stack:
     def logs(self, *services: str) -> str:
         return self.compose("logs", "--no-color", "--tail", "40", *services, check=False).stdout
 
-    def call_ok(self, scenario: str) -> bool:
-        """Place one demo call; False (SIPp's account kept in FIGURES) when SIPp failed it."""
-        r = self.compose("--profile", "calls", "run", "--rm", "-T", "sipp-caller", scenario,
-                         check=False)
-        if r.returncode == 0:
-            return True
-        FIGURES[f"failed call {scenario}"] = (r.stdout + r.stderr)[-4000:]
-        return False
-
     def call(self, *scenarios: str) -> list[dict[str, Any]]:
         """Place the named demo calls with the compose sipp-caller service; their JSON lines."""
         r = self.compose("--profile", "calls", "run", "--rm", "-T", "sipp-caller", *scenarios,
@@ -149,6 +141,14 @@ class Stack:
         assert r.returncode == 0 and len(lines) == len(scenarios), (
             f"sipp-caller exited {r.returncode}:\n{r.stdout}\n{r.stderr[-2000:]}")
         return lines
+
+    def asterisk_calls(self) -> int:
+        """Calls Asterisk itself holds up (`core show channels count`)."""
+        out = self.compose("exec", "-T", "asterisk", "asterisk", "-rx",
+                           "core show channels count").stdout
+        m = re.search(r"^(\d+) active calls?$", out, re.M)
+        assert m, f"core show channels count said: {out!r}"
+        return int(m.group(1))
 
     def db(self, sql: str) -> list[dict[str, Any]]:
         """Rows of a query on the agent's database, read inside the agent container from its
