@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 
 from agent.ami.client import AmiClient, config_from_settings
+from agent.ami.inventory import EndpointWatch
 from agent.calls.pbx import PbxProfile, receive_clock
 from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
@@ -29,8 +31,12 @@ async def follow(settings: Settings, *, keep_going: bool) -> int:
     ``--follow``, stop after the first completed call."""
     tracker = _tracker(settings)
     done = asyncio.Event()
+    # Trunks and phones as the PBX's PJSIP configuration says, as the agent reads them.
+    endpoints = EndpointWatch(lambda inv: setattr(
+        tracker, "pbx", replace(tracker.pbx, detected=inv.endpoints)), pbx=settings.pbx)
 
     async def on_login(client: AmiClient) -> None:
+        await endpoints.at_login(client)
         tracker.resync(await client.core_show_channels())
 
     client = AmiClient(config_from_settings(settings), on_login=on_login)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.ami.privileges import describe, excess_write_actions
+from agent.ami.privileges import describe, excess_write_actions, system_extras
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ami_listcommands"
 
@@ -36,3 +36,18 @@ def test_odd_answers_give_nothing() -> None:
     assert excess_write_actions({"Response": "Error", "Message": "Permission denied (Priv: x)",
                                  "Weird": "no priv here", "Empty": "(Priv: )",
                                  "Many": ["a (Priv: call)"]}) == {}
+
+
+def test_system_for_pjsip_detection_is_not_excess_but_doctor_says_what_it_permits() -> None:
+    # write = reporting,system: what the carrier lab style's user holds to read PJSIP's
+    # endpoints. The agent does not warn about it at every login...
+    resp = listcommands("system")
+    assert "PJSIPShowEndpoints" in resp and excess_write_actions(resp) == {}
+    # ...doctor names what else it lets a leaked secret do.
+    extras = system_extras(resp)
+    assert {"Hangup", "GetConfig", "ModuleLoad", "Reload"} <= set(extras)
+    assert not [a for a in extras if a.startswith("PJSIPShow")]
+    assert "CoreShowChannels" not in extras  # reporting grants it anyway
+    # Without system held, an action system shares with call (Hangup) is still excess.
+    assert "Hangup" in excess_write_actions(listcommands("overprivileged"))
+    assert system_extras(listcommands("least_privilege")) == []
