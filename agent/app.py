@@ -21,6 +21,7 @@ import structlog
 
 from agent.ami.agi import AgiServer
 from agent.ami.watch import PbxWatch, watched_pbxes
+from agent.calls.hooks import WrapupCode
 from agent.dispatch import Dispatcher
 from agent import retention
 from agent.errors import AftercallError, ConfigError, outcome
@@ -96,7 +97,8 @@ class AfterCallAgent:
         self.tracker, self.ami, self.recovery = first.tracker, first.ami, first.recovery
         # Set once every PBX's first login is done (calls in progress adopted).
         self.ready = (first.recovery.ready if len(self.watches) == 1 else asyncio.Event())
-        self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port)
+        self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port,
+                             wrapup=self._wrapup)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
         self.loop_lag = LagProbe(self.metrics.loop_lag)
@@ -116,6 +118,19 @@ class AfterCallAgent:
         # FastAGI does not say which PBX called; the channel's id is known to one tracker.
         return any(w.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
                    for w in self.watches)
+
+    async def _wrapup(self, code: str, call_id: str | None, agent: str | None,
+                      channel: str) -> bool:
+        """The AGI ``disposition`` hook: onto the call if a PBX still has it up, else to the
+        calls waiting for their code."""
+        got: WrapupCode | bool = False
+        for w in self.watches:
+            got = w.tracker.wrapup(code, call_id=call_id, agent=agent, channel=channel)
+            if got is True:
+                return True
+        if isinstance(got, bool):
+            return got
+        return await self.pipeline.wrapups.code(got)
 
     def _scraped(self) -> None:
         for w in self.watches:

@@ -66,6 +66,9 @@ class CallRecord:
     pbx: str = "default"  # the PBX the call was on (settings AFTERCALL_PBX / --pbx)
     #: Which rule decided ``direction`` and how (agent.calls.pbx.Origin.how), for explain.
     direction_by: str | None = None
+    # The agent's wrap-up (disposition) code, e.g. SALE: often given after the hangup
+    # (agent.calls.hooks); None when none came (in time).
+    wrapup: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -2,6 +2,12 @@
 
     exten => s,n,AGI(agi://127.0.0.1:4573/tag?name=vip)
     exten => s,n,AGI(agi://127.0.0.1:4573/attach?tag=vip&TICKET=${CRM_TICKET})
+    exten => _*88.,1,AGI(agi://127.0.0.1:4573/disposition?code=${EXTEN:3})
+
+``disposition`` (or ``wrapup``) gives the agent's wrap-up code: for the call named by
+``call=<Linkedid>``, else for the most recent call waiting for one of the agent named by
+``agent=``, else of the endpoint whose channel runs the AGI (a feature code the agent dials).
+It answers ``AFTERCALL_WRAPUP=1|0`` (0: no call of that agent waits for a code).
 
 ``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
 in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so later
@@ -18,12 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from panoramisk.fast_agi import Request
 
-from agent.calls.hooks import parse_hook
+from agent.calls.hooks import clean_code, parse_hook
 
 __all__ = ["AgiServer", "AttachFn", "parse_hook"]
 
@@ -34,6 +40,8 @@ HEADER_TIMEOUT = 5.0
 
 # (uniqueid, channel, tags, vars) -> True when the call was found
 AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str]], bool]
+# (code, call id, agent, channel) -> True when a call took the code
+WrapupFn = Callable[[str, str | None, str | None, str], Awaitable[bool]]
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -51,8 +59,10 @@ async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
 
 
 class AgiServer:
-    def __init__(self, attach: AttachFn, *, host: str = "127.0.0.1", port: int = 4573) -> None:
+    def __init__(self, attach: AttachFn, *, host: str = "127.0.0.1", port: int = 4573,
+                 wrapup: WrapupFn | None = None) -> None:
         self.attach = attach
+        self.wrapup = wrapup
         self.host, self.port = host, port
         self._server: asyncio.Server | None = None
         self.requests = 0
@@ -73,6 +83,9 @@ class AgiServer:
             self.requests += 1
             args = [v for k, v in sorted(headers.items()) if k.startswith("agi_arg_")]
             route, tags, variables = parse_hook(headers.get("agi_network_script", ""), args)
+            if route in ("disposition", "wrapup"):
+                await self._wrapup(headers, variables, reader, writer)
+                return
             if route not in ("tag", "var", "attach"):
                 log.warning("agi_unknown_route", route=route)
                 return
@@ -90,6 +103,20 @@ class AgiServer:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+    async def _wrapup(self, headers: dict[str, str], params: Mapping[str, str],
+                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        code = clean_code(params.get("code"))
+        took = False
+        if code is None:
+            log.warning("agi_wrapup_refused", reason="code missing or not 1-32 of A-Z 0-9 _.-")
+        elif self.wrapup is not None:
+            took = await self.wrapup(code, params.get("call"), params.get("agent"),
+                                     headers.get("agi_channel", ""))
+        request = Request(app=None, headers=headers, reader=reader, writer=writer)
+        await request.send_command(f"SET VARIABLE AFTERCALL_WRAPUP {1 if took else 0}")
+        log.info("agi_wrapup", code=code, call_id=params.get("call"), took=took)
 
 
 def _quote(value: str) -> str:

@@ -56,6 +56,9 @@ class PbxWatch:
     async def handle_event(self, event: Any) -> None:
         for record in self.tracker.feed(event):
             await self._pipeline.put(record)
+        if self.tracker.wrapups:  # wrap-up codes for calls that have ended
+            for code in self.tracker.take_wrapups():
+                await self._pipeline.wrapups.code(code)
         if self.tracker.time_source != self._time_source_said:
             self._say_time_source()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent.calls.hooks import ATTACH_EVENT, parse_hook
+from agent.calls.hooks import ATTACH_EVENT, WRAPUP_EVENTS, WrapupCode, clean_code, parse_hook
 from agent.calls.pbx import PbxProfile, is_extension
 from agent.calls.state import (
     FAR,
@@ -62,6 +63,12 @@ class EventHandlers:
         def _complete(self, call: Call, ts: float, out: list[CallRecord]) -> None: ...
 
         def _record(self, call: Call, trigger: Trigger, ts: float | None = None) -> CallRecord: ...
+
+        def wrapup(self, code: str, *, call_id: str | None = None, agent: str | None = None,
+                   channel: str | None = None) -> WrapupCode | bool: ...
+
+    wrapups: list[WrapupCode]
+    warnings: Counter[str]
 
     def _call_event_handlers(self) -> dict[str, CallHandler]:
         return {
@@ -184,6 +191,23 @@ class EventHandlers:
         if text(ev, "UserEvent") == ATTACH_EVENT:
             _, tags, variables = parse_hook("?" + (text(ev, "Attach") or ""), [])
             attach_to(ch.call, tags, variables)
+        else:
+            self._on_wrapup_event(ev, ch)
+
+    def _on_wrapup_event(self, ev: Event, ch: Chan | None) -> None:
+        """``UserEvent: Wrapup`` with ``Code`` and ``CallID`` (a Linkedid) or ``Agent``."""
+        if text(ev, "UserEvent") not in WRAPUP_EVENTS:
+            return
+        code = clean_code(text(ev, "Code"))
+        if code is None:
+            self.warnings["wrapup_bad_code"] += 1
+            return
+        got = self.wrapup(code, call_id=text(ev, "CallID"), agent=text(ev, "Agent"),
+                          channel=ch.name if ch is not None else text(ev, "Channel"))
+        if got is False:
+            self.warnings["wrapup_without_call"] += 1
+        elif isinstance(got, WrapupCode):
+            self.wrapups.append(got)
 
     def _on_dialbegin(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         call = ch.call

@@ -9,6 +9,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 #: The UserEvent name the classic AGI script raises (AMI read class ``user``).
@@ -37,3 +38,32 @@ def parse_hook(script: str, args: list[str]) -> tuple[str, tuple[str, ...], dict
         elif _VAR_NAME.match(key):
             variables[key] = value
     return path.strip("/"), tuple(dict.fromkeys(tags)), variables
+
+
+# -- wrap-up codes ------------------------------------------------------------------------------
+# An agent's disposition code (SALE, CALLBACK ...) usually comes after the hangup: from a
+# wrap-up feature code the agent dials (``AGI(agi://host/disposition?code=SALE)``), from a
+# CRM or the dialplan as ``UserEvent(Wrapup,CallID: <linkedid>,Code: SALE)``, or from a
+# hangup handler on the call's own channels (with ``call=${CHANNEL(linkedid)}``).
+
+#: UserEvent names read as wrap-up codes (headers ``Code``, and ``CallID`` or ``Agent``).
+WRAPUP_EVENTS = frozenset({"Wrapup", "AftercallWrapup"})
+#: A code that arrives while its call is still up rides to the record as this attached var.
+WRAPUP_VAR = "AFTERCALL_WRAPUP"
+_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+
+
+def clean_code(value: str | None) -> str | None:
+    """A wrap-up code as rules compare it: 1-32 letters, digits, ``_.-``; else None."""
+    value = (value or "").strip()
+    return value if _CODE.match(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class WrapupCode:
+    """A wrap-up code for a call that has ended: the call named (its Linkedid), or else the
+    agent's most recent call still waiting for one."""
+
+    code: str
+    call_id: str | None = None
+    agent: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from agent.calls.hooks import WRAPUP_VAR
 from agent.calls.pbx import Directory, as_directory, cdr_disposition
 from agent.calls.state import INCOMPLETE_VAR, SIDE_ROOT, SIDE_SYSTEM, Call
 from agent.models import CallRecord, Direction, Disposition, HangupBy, Trigger
@@ -96,6 +97,7 @@ def build_record(
         vars_.update(call.attached_vars)
     if call.incomplete:
         vars_[INCOMPLETE_VAR] = call.incomplete
+    wrapup = vars_.pop(WRAPUP_VAR, None)  # a code given while the call was still up
     language = vars_.get(language_var) or call.language
 
     completed = trigger is Trigger.CALL_COMPLETED
@@ -134,4 +136,5 @@ def build_record(
         language=language,
         pbx=pbx,
         direction_by=call.origin_how,
+        wrapup=wrapup if completed else None,
     )

@@ -44,6 +44,7 @@ from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 
 from agent.calls.handlers import EventHandlers, Handler, attach_to
+from agent.calls.hooks import WRAPUP_VAR, WrapupCode
 from agent.calls.pbx import Directory, PbxProfile, as_directory
 from agent.calls.record import build_record
 from agent.calls.state import (
@@ -54,6 +55,7 @@ from agent.calls.state import (
     Chan,
     Event,
     duration,
+    extension,
     number,
     text,
     timestamp,
@@ -116,6 +118,8 @@ class CallTracker(EventHandlers):
         self._count = 0
         self._now = 0.0  # newest event timestamp seen
         self._mwi: dict[str, float] = {}  # mailbox -> when a message was last left in it
+        #: Wrap-up codes for calls no longer in progress, for the shell to hand on (take_wrapups).
+        self.wrapups: list[WrapupCode] = []
         self._handlers: dict[str, Handler] = self._event_handlers()
         self._call_handlers = self._call_event_handlers()
 
@@ -153,6 +157,8 @@ class CallTracker(EventHandlers):
             if touched is not None:
                 ch, ts = touched
                 handler(event, ch, ts, out)
+            elif name == "UserEvent":  # raised by an AMI action (a CRM): no channel
+                self._on_wrapup_event(event, None)
         except Exception:  # noqa: BLE001 - last resort: bad input must not stop the AMI reader
             self.warnings["internal_error"] += 1
         return out
@@ -177,6 +183,29 @@ class CallTracker(EventHandlers):
             call = ch.call
         attach_to(call, tags, vars or {})
         return True
+
+    def wrapup(self, code: str, *, call_id: str | None = None, agent: str | None = None,
+               channel: str | None = None) -> WrapupCode | bool:
+        """An agent's wrap-up code. For a call still in progress (named by ``call_id``, any of
+        its Linkedids) it rides on the record: True. For one that has ended: the code to hand
+        on, for that call or else for ``agent``'s (or the raising channel's endpoint's) most
+        recent call. False: it names no call and no agent."""
+        if call_id:
+            call = self._by_lid.get(call_id)
+            if call is not None:
+                attach_to(call, (), {WRAPUP_VAR: code})
+                return True
+            return WrapupCode(code, call_id=call_id)
+        # A feature code the agent dials after the call runs on a channel of its own (a new
+        # call): the agent, not that channel's call, says which call it wraps up.
+        agent = agent or extension(channel)
+        if not agent:
+            return False
+        return WrapupCode(code, agent=agent)
+
+    def take_wrapups(self) -> list[WrapupCode]:
+        out, self.wrapups = self.wrapups, []
+        return out
 
     def in_progress(self) -> int:
         return self._count

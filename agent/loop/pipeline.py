@@ -22,11 +22,13 @@ import structlog
 
 from agent.backoff import backoff_delay
 from agent.dispatch import Dispatcher
+from agent.loop.wrapups import WrapupWaits
 from agent.errors import StoreError
 from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, Disposition, Trigger
 from agent.rules.engine import RuleTrace, explain, rule_outcomes
 from agent.rules.loader import RuleSet
+from agent.rules.wrapup import waiting_outcomes, wrapup_due
 from agent.sms.links import PendingLinks
 from agent.sms.numbers import classify
 from agent.store.base import Store
@@ -40,6 +42,7 @@ class _Judged(NamedTuple):
     now: datetime
     traces: list[RuleTrace]
     decisions: list[Decision]
+    wait_until: datetime | None = None  # held for the agent's wrap-up code until then
 
 
 #: Records waiting for the rules and the store before ``put`` waits for room.
@@ -85,6 +88,9 @@ class RecordPipeline:
         self.store_failing = False
         self.records = 0  # handed over since start
         self.decisions = 0
+        #: Calls held for their agent's wrap-up code (agent.loop.wrapups).
+        self.wrapups = WrapupWaits(store, rules=rules, clock=clock, put=self.put)
+        self._requeued: set[asyncio.Task[int]] = set()
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -134,11 +140,12 @@ class RecordPipeline:
         async with asyncio.TaskGroup() as tg:
             for i in range(self._workers):
                 tg.create_task(self._worker(), name=f"records-{i}")
+            tg.create_task(self.wrapups.run(), name="records-wrapups")
 
     async def _worker(self) -> None:
         while True:
             seq = await self._queue.get()
-            record = self._pending[seq][1]
+            record = self.wrapups.with_early_code(self._pending[seq][1])
             # No await between taking the record and taking its place in line: the order of
             # the queue is the order per key.
             try:
@@ -170,6 +177,9 @@ class RecordPipeline:
         rules = self._rules()
         base = rules.defaults.public_base_url
         now = self._clock()
+        due = wrapup_due(rules, record, now)
+        if due is not None:
+            return _Judged(rules, now, [], [], due)
         traces = explain(rules, record, now=now, link=PendingLinks(base) if base else None,
                          preferences=self._languages)
         return _Judged(rules, now, traces, [d for t in traces for d in t.decisions])
@@ -213,7 +223,10 @@ class RecordPipeline:
     async def _apply(self, record: CallRecord, judged: _Judged) -> None:
         """Rows (with the call record and the links, one transaction) -> counted. Raises
         StoreError before anything is counted, so a retried record is counted once."""
-        rules, now, traces, decisions = judged
+        rules, now, traces, decisions, wait_until = judged
+        if wait_until is not None:
+            await self._hold(record, rules, now, wait_until)
+            return
         log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
                  queue=record.queue, caller=record.caller, decisions=len(decisions))
         completed = record.trigger is Trigger.CALL_COMPLETED
@@ -236,6 +249,20 @@ class RecordPipeline:
             self._metrics.message_state(str(row.state), row.reason)
         if completed:
             self._metrics.call_completed(record)
+
+    async def _hold(self, record: CallRecord, rules: RuleSet, now: datetime,
+                    due: datetime) -> None:
+        """Keep the call (stored, marked waiting: a restart finds it) and hold it for its
+        wrap-up code; decided when the code or ``due`` comes."""
+        await self._dispatcher.handle([], call=record)
+        await self._store.record_rule_outcomes(record.call_id, record.trigger,
+                                               waiting_outcomes(rules, due), now=now)
+        early = self.wrapups.hold(record, due)
+        if early is not None:  # its code came while it was being stored: decided anew, by a
+            # task of its own (a worker waiting for room in its own queue could wait forever)
+            task = asyncio.get_running_loop().create_task(self.put(early))
+            self._requeued.add(task)
+            task.add_done_callback(self._requeued.discard)
 
     async def drain(self, timeout: float) -> list[CallRecord]:
         """Wait up to ``timeout`` seconds for every pending record to be stored; returns (and

@@ -125,10 +125,30 @@ def _check_range(
     return None
 
 
+def wrapup_wait(rules: RuleSet, rule: schema.Rule) -> timedelta:
+    """How long after the hangup a call waits for the wrap-up code ``rule`` matches on."""
+    return (rule.wrapup or rules.defaults.wrapup).wait
+
+
+def _check_wrapup(rules: RuleSet, rule: schema.Rule, record: CallRecord) -> str | None:
+    wanted = rule.match.wrapup
+    if wanted is None:
+        return None
+    if record.wrapup is None:
+        return (f"no wrap-up code came within {_fmt_seconds(wrapup_wait(rules, rule))} of the "
+                f"hangup (decided without it), rule wants one of {list(wanted)}")
+    if record.wrapup.casefold() not in {w.casefold() for w in wanted}:
+        return _one_of("wrap-up code", record.wrapup, wanted)
+    return None
+
+
 def failed_condition(
-    rule: schema.Rule, rules: RuleSet, record: CallRecord, now: datetime
+    rule: schema.Rule, rules: RuleSet, record: CallRecord, now: datetime, *,
+    wrapup: bool = True,
 ) -> str | None:
-    """The first condition of ``rule`` that ``record`` fails, as a sentence; None if all hold."""
+    """The first condition of ``rule`` that ``record`` fails, as a sentence; None if all hold.
+    The wrap-up code is checked last (``wrapup=False``: not at all), so a call waits for one
+    only when everything else about the rule holds."""
     if record.trigger.value != rule.on:
         return f"trigger is {record.trigger.value}, rule is on {rule.on}"
     m = rule.match
@@ -161,9 +181,9 @@ def failed_condition(
     )
     if reason:
         return reason
-    if m.vars is not None:
-        return _check_vars(m.vars, record)
-    return None
+    if m.vars is not None and (reason := _check_vars(m.vars, record)):
+        return reason
+    return _check_wrapup(rules, rule, record) if wrapup else None
 
 
 def _with_directory(rules: RuleSet, record: CallRecord) -> CallRecord:

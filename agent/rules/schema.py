@@ -281,6 +281,21 @@ class BusinessHours(_Model):
         return Calendar(self.open, frozenset(self.holidays), timezone)
 
 
+class WrapupWait(_Model):
+    """How long after its hangup a call waits for the agent's wrap-up code when a rule
+    matches on it (``match.wrapup``) and nothing else stops that rule; then the rules decide
+    without the code (agent.loop.wrapups)."""
+
+    wait: Duration = timedelta(seconds=60)
+
+    @field_validator("wait")
+    @classmethod
+    def _bounded(cls, v: timedelta) -> timedelta:
+        if not timedelta(0) < v <= timedelta(hours=1):
+            raise ValueError("wrapup.wait must be more than 0s and at most 1h")
+        return v
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -303,6 +318,7 @@ class Defaults(_Model):
     language_by_country: dict[Region, LangTag] = {}
     spend: Spend = Spend()
     business_hours: BusinessHours | None = None
+    wrapup: WrapupWait = WrapupWait()
 
     @model_validator(mode="after")
     def _spend_is_priced(self) -> Defaults:
@@ -454,6 +470,8 @@ class Match(_Model):
     time: TimeWindow | None = None
     days: Annotated[tuple[str, ...], BeforeValidator(_parse_days)] | None = None
     vars: dict[str, VarMatch] | None = None
+    # The agent's wrap-up code, any of (case-blind); the call waits for it (WrapupWait).
+    wrapup: StrList | None = None
 
 
 class Send(_Model):
@@ -490,6 +508,8 @@ class Rule(_Model):
     # This rule's own spend caps (defaults.currency), beside defaults.spend's for all texts.
     spend: SpendCaps | None = None
     unless: Unless | None = None
+    # This rule's own wait for the wrap-up code (default: defaults.wrapup).
+    wrapup: WrapupWait | None = None
 
 
 # The gateways' models belong to their drivers (agent.gateways.config); rules.yaml is checked

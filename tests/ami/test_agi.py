@@ -47,3 +47,31 @@ async def test_peer_closing_before_headers_does_not_spin():
     await asyncio.sleep(0.05)
     assert server.requests == 0
     await server.close()
+
+
+async def test_disposition_route_hands_the_code_and_answers():
+    seen = []
+
+    async def wrapup(code, call_id, agent, channel):
+        seen.append((code, call_id, agent, channel))
+        return code == "SALE"
+
+    server = AgiServer(lambda *a: True, port=0, wrapup=wrapup)
+    await server.start()
+
+    async def ask(script: bytes) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"agi_network: yes\nagi_network_script: " + script +
+                     b"\nagi_uniqueid: lab-2.0\nagi_channel: PJSIP/2002-0000000a\n\n")
+        line = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
+        writer.write(b"200 result=1\n")
+        await writer.drain()
+        writer.close()
+        return line
+
+    assert await ask(b"disposition?code=SALE") == "SET VARIABLE AFTERCALL_WRAPUP 1"
+    assert await ask(b"wrapup?code=LOST&call=lab-1.9") == "SET VARIABLE AFTERCALL_WRAPUP 0"
+    assert await ask(b"disposition?code=bad%20code") == "SET VARIABLE AFTERCALL_WRAPUP 0"
+    assert seen == [("SALE", None, None, "PJSIP/2002-0000000a"),
+                    ("LOST", "lab-1.9", None, "PJSIP/2002-0000000a")]
+    await server.close()

@@ -30,7 +30,7 @@ async def test_outcomes_are_stored_with_the_messages(tmp_path: Path) -> None:
         # Only the rules on call_completed; agent-summary (call_connected) is not listed.
         assert [(o.rule, o.matched) for o in outcomes] == [
             ("appointment-confirmation", False), ("support-followup", False),
-            ("support-feedback", False), ("missed-call-sorry", False)]
+            ("support-feedback", False), ("missed-call-sorry", False), ("sale-thanks", False)]
         assert outcomes[1].reason == "talk time 12s is under min_talk 30s"
         assert outcomes[2].reason == "rule is disabled (enabled: false)"
         assert all(o.trigger is Trigger.CALL_COMPLETED for o in outcomes)
