@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agent.lab import sipp
-from agent.lab.harness import running_loop, until
+from devkit.harness import running_loop, until
 from agent.models import MessageState
 from agent.rules.wrapup import WAITING
 

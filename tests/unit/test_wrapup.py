@@ -16,7 +16,7 @@ from agent.app import AfterCallAgent
 from agent.calls.hooks import WrapupCode, clean_code
 from agent.calls.tracker import CallTracker
 from agent.errors import RulesError
-from agent.lab.harness import rules_with
+from devkit.harness import rules_with
 from agent.models import CallRecord, Direction, Disposition, MessageState
 from agent.rules.engine import explain
 from agent.rules.loader import load_rules_text
