@@ -44,19 +44,34 @@ def slot(t: str) -> str:
 _COUNTED = ("created_at", "rule", "gateway", "state", "reason", "error_code", "submitted_at",
             "segments", "hangup_to_submit_ms", "final_at", "pbx")
 
+def _values(m: str, sign: int, linked: str = "v_linked", clicks: str = "v_clicks") -> str:
+    """The change row of message ``m`` counted with ``sign``; ``linked`` (0 or 1) and
+    ``clicks``: its links' figures (the trigger's variables, or a lateral's columns)."""
+    return (f"{m}.created_at, {m}.pbx, {m}.rule, {m}.gateway, {m}.state,"
+            f" coalesce({m}.reason, ''), coalesce({m}.error_code, ''), {sign},"
+            f" {sign} * ({m}.submitted_at IS NOT NULL)::integer,"
+            f" {sign} * CASE WHEN {m}.submitted_at IS NOT NULL THEN {m}.segments ELSE 0 END,"
+            f" {sign} * {linked}, {sign} * ({clicks} > 0)::integer, {sign} * {clicks},"
+            f" CASE WHEN {m}.submitted_at IS NOT NULL THEN {m}.hangup_to_submit_ms END,"
+            f" CASE WHEN {m}.state = 'delivered' AND {m}.final_at IS NOT NULL"
+            f" AND {m}.submitted_at IS NOT NULL THEN"
+            f" extract(epoch FROM {m}.final_at - {m}.submitted_at)::double precision END")
+
+
 _CHANGE_COLUMNS = ("created_at, pbx, rule, gateway, state, reason, error_code, n, sent, segments,"
                    " linked, clicked, clicks, h2s, delivery")
 
 MIGRATION: tuple[str, ...] = (
     # One row per change of a counted message: +1 for what it is now, -1 for what it was.
+    # No key and no index: appending is all writers do, and a fold takes every row it sees.
     """CREATE TABLE report_changes (
-        id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, pbx text NOT NULL,
+        created_at timestamptz NOT NULL, pbx text NOT NULL,
         rule text NOT NULL, gateway text NOT NULL, state text NOT NULL, reason text NOT NULL,
         error_code text NOT NULL, n integer NOT NULL, sent integer NOT NULL,
         segments integer NOT NULL, linked integer NOT NULL, clicked integer NOT NULL,
         clicks integer NOT NULL, h2s double precision, delivery double precision)""",
     """CREATE TABLE report_reply_changes (
-        id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, pbx text NOT NULL,
+        created_at timestamptz NOT NULL, pbx text NOT NULL,
         rule text NOT NULL, gateway text NOT NULL, label text NOT NULL, n integer NOT NULL,
         rating_sum integer NOT NULL, ratings integer NOT NULL, opt_outs integer NOT NULL)""",
     """CREATE TABLE report_daily (
@@ -78,27 +93,22 @@ MIGRATION: tuple[str, ...] = (
         label text NOT NULL, n bigint NOT NULL, rating_sum bigint NOT NULL,
         ratings bigint NOT NULL, opt_outs bigint NOT NULL,
         PRIMARY KEY (day, pbx, rule, gateway, label))""",
-    # A message's contribution with sign s: its group, and the links and clicks it carries.
-    f"""CREATE FUNCTION report_count(m messages, s integer) RETURNS void LANGUAGE sql AS $$
-        INSERT INTO report_changes ({_CHANGE_COLUMNS})
-        SELECT m.created_at, m.pbx, m.rule, m.gateway, m.state, coalesce(m.reason, ''),
-               coalesce(m.error_code, ''), s, s * (m.submitted_at IS NOT NULL)::integer,
-               s * CASE WHEN m.submitted_at IS NOT NULL THEN m.segments ELSE 0 END,
-               s * k.linked::integer, s * (k.clicks > 0)::integer, s * k.clicks,
-               CASE WHEN m.submitted_at IS NOT NULL THEN m.hangup_to_submit_ms END,
-               CASE WHEN m.state = 'delivered' AND m.final_at IS NOT NULL
-                    AND m.submitted_at IS NOT NULL
-                    THEN extract(epoch FROM m.final_at - m.submitted_at)::double precision END
-        FROM (SELECT EXISTS (SELECT 1 FROM links WHERE message_id = m.id) AS linked,
-                     (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code
-                      WHERE l.message_id = m.id)::integer AS clicks) k
-    $$""",
-    """CREATE FUNCTION report_message_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    # A message counts +1 as it is now and, after a change, -1 as it was: one statement.
+    f"""CREATE FUNCTION report_message_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        v_linked integer := 0;
+        v_clicks integer := 0;
     BEGIN
-        IF TG_OP = 'UPDATE' THEN
-            PERFORM report_count(OLD, -1);
+        IF TG_OP = 'INSERT' THEN
+            -- A new message has no links yet: they are written after it, and counted then.
+            INSERT INTO report_changes ({_CHANGE_COLUMNS}) VALUES ({_values("NEW", 1)});
+            RETURN NULL;
         END IF;
-        PERFORM report_count(NEW, 1);
+        SELECT least(count(*), 1), coalesce(sum(n), 0) INTO v_linked, v_clicks FROM (
+            SELECT (SELECT count(*) FROM clicks c WHERE c.code = l.code) AS n
+            FROM links l WHERE l.message_id = NEW.id) t;
+        INSERT INTO report_changes ({_CHANGE_COLUMNS})
+        VALUES ({_values("OLD", -1)}), ({_values("NEW", 1)});
         RETURN NULL;
     END $$""",
     """CREATE TRIGGER report_message_inserted AFTER INSERT ON messages
@@ -185,7 +195,11 @@ MIGRATION: tuple[str, ...] = (
         SELECT {day("created_at")}, pbx, rule, gateway, label, n, rating_sum, ratings, opt_outs
         FROM report_reply_changes""",
     # The rows already there count once (a one-off read on upgrade; the next fold groups them).
-    "SELECT report_count(m, 1) FROM messages m",
+    f"""INSERT INTO report_changes ({_CHANGE_COLUMNS})
+        SELECT {_values("m", 1, "k.linked", "k.clicks")} FROM messages m,
+            LATERAL (SELECT least(count(*), 1) AS linked, coalesce(sum(n), 0) AS clicks FROM (
+                SELECT (SELECT count(*) FROM clicks c WHERE c.code = l.code) AS n
+                FROM links l WHERE l.message_id = m.id) t) k""",
     """INSERT INTO report_reply_changes (created_at, pbx, rule, gateway, label, n, rating_sum,
                                         ratings, opt_outs)
         SELECT m.created_at, m.pbx, m.rule, m.gateway,
