@@ -206,6 +206,16 @@ def test_agent_image_installs_the_project() -> None:
     assert "pip install --no-deps --no-build-isolation /src" in text
 
 
+@pytest.mark.parametrize("name", ["agent", "sipp"])
+def test_images_run_as_a_non_root_user_from_their_config(name: str) -> None:
+    # The image's own config says who runs it (what `docker run`, an orchestrator's
+    # runAsNonRoot and a reader of `docker inspect` see), not only an entrypoint that drops.
+    users = [args for _, word, args in _instructions(DOCKER / name / "Dockerfile")
+             if word == "USER"]
+    assert users, f"docker/{name}/Dockerfile sets no USER"
+    assert users[-1].split(":")[0] not in ("0", "root"), users[-1]
+
+
 @pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.parent.name)
 def test_every_image_builds_on_a_base_given_as_a_build_argument(
     dockerfile: Path, config: dict[str, Any]
@@ -477,5 +487,31 @@ def test_agent_entrypoint_drops_root_and_hands_over_the_ami_secret() -> None:
         copy = work / "run/ami_secret"
         assert stat.S_IMODE(copy.stat().st_mode) == 0o400
         assert copy.stat().st_uid == data.stat().st_uid != 0
+    finally:
+        shutil.rmtree(work)
+
+
+def test_agent_entrypoint_as_its_user_says_why_a_secret_is_unreadable() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test runs as root, as `make test` and CI do (it runs as `nobody`)")
+    work = Path(tempfile.mkdtemp(prefix="aftercall-entrypoint-"))
+    try:
+        work.chmod(0o755)
+        secret = work / "ami_secret"
+        secret.write_text("only-root-reads-this\n")
+        secret.chmod(0o600)  # a compose file secret as `umask 077` makes it, owned by root
+        r = _run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                  str(DOCKER / "agent/entrypoint.sh"), "true"],
+                 {"AFTERCALL_AMI_SECRET_FILE": str(secret)})
+        assert r.returncode == 64, r.stderr
+        assert f"AFTERCALL_AMI_SECRET_FILE={secret} is not readable by uid" in r.stderr
+        assert "docker/secrets/README.md" in r.stderr and "only-root" not in r.stderr
+        secret.chmod(0o644)  # as docker/secrets/README.md says (the directory private)
+        r = _run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                  str(DOCKER / "agent/entrypoint.sh"), "sh", "-c",
+                  'id -un; cat "$AFTERCALL_AMI_SECRET_FILE"'],
+                 {"AFTERCALL_AMI_SECRET_FILE": str(secret)})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["nobody", "only-root-reads-this"]
     finally:
         shutil.rmtree(work)

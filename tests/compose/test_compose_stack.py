@@ -78,7 +78,9 @@ def stack(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     for name, nbytes in (("ami_secret", 24), ("smpp_password", 6)):
         values[name] = secrets.token_urlsafe(nbytes)
         (secrets_dir / name).write_text(values[name] + "\n")
-        (secrets_dir / name).chmod(0o600)  # as the README says: only the entrypoints read them
+        # As docker/secrets/README.md says: the directory private, the files readable by the
+        # images' uid 10001 (compose mounts a file secret with its host owner and mode).
+        (secrets_dir / name).chmod(0o644)
 
     t0 = time.monotonic()
     variables = load_engine().base_images(docker_engine)
@@ -214,9 +216,14 @@ def test_a_crashed_agent_comes_back_and_texts_once_per_call(stack: Stack) -> Non
 def test_images_run_unprivileged_and_hold_no_secret(stack: Stack) -> None:
     sizes = {name: int(stack.inspect(tag)["Size"]) for name, tag in IMAGES.items()}
     FIGURES["image sizes"] = ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in sizes.items())
+    # The agent and simulator image and the SIPp image run as their own users from the image
+    # config (what `docker run` and orchestrators see); Asterisk's entrypoint starts as root
+    # to write the secret include, and Asterisk runs as asterisk.
     assert stack.inspect(IMAGES["sipp"])["Config"]["User"] == "sipp"
-    # The agent image's entrypoint starts as root only to hand the secrets over (see
-    # entrypoint.sh); what runs is the aftercall user's process, Asterisk as asterisk.
+    assert stack.inspect(IMAGES["agent"])["Config"]["User"] == "10001:10001"
+    for service in ("agent", "smsc-sim"):
+        user = stack.inspect(stack.container(service))["Config"]["User"]
+        assert user.split(":")[0] not in ("", "0", "root"), f"{service} runs as {user!r}"
     if engine_is_local(stack.engine):
         for service in ("agent", "smsc-sim", "asterisk", "sipp-agents"):
             pid = stack.inspect(stack.container(service))["State"]["Pid"]
