@@ -7,7 +7,7 @@ import asyncio
 import collections
 import functools
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -20,7 +20,7 @@ from agent.dispatch.steps import Policy
 from agent.errors import ConfigError, StoreError
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
-from agent.models import CallRecord, Decision, MessageState, Receipt
+from agent.models import CallRecord, Decision, MessageState, Receipt, RuleOutcome
 from agent.sms.policy import Limits
 from agent.store.base import MessageRow, ReceiptOutcome, Store
 
@@ -104,10 +104,11 @@ class Dispatcher:
 
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None, *,
-        confirms_opt_out: bool = False,
+        confirms_opt_out: bool = False, outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[MessageRow]:
         """Record a call's decisions (``Intake.handle``); queued rows go straight to the worker."""
-        return await self._intake.handle(decisions, call, confirms_opt_out=confirms_opt_out)
+        return await self._intake.handle(decisions, call, confirms_opt_out=confirms_opt_out,
+                                         outcomes=outcomes)
 
     async def cancel_scheduled(self, number: str, call_id: str, now: datetime) -> list[str]:
         """A newer answered call from ``number`` (``Intake.cancel_scheduled``)."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import structlog
 
 from agent.dispatch.retry import Clock, mask_number
 from agent.metrics import Metrics
-from agent.models import CallRecord, Decision, MessageState, SuppressReason
+from agent.models import CallRecord, Decision, MessageState, RuleOutcome, SuppressReason
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
@@ -93,10 +93,11 @@ class Intake:
 
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None, *,
-        confirms_opt_out: bool = False,
+        confirms_opt_out: bool = False, outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[MessageRow]:
         """Apply policies and record one row per decision (suppressed ones too), with the call
-        record and the decisions' links, in one store transaction (``Store.record_call``).
+        record, what each rule said about it (``outcomes``) and the decisions' links, in one
+        store transaction (``Store.record_call``).
         Raises StoreError if the store cannot record; repeating the call is safe (idempotency
         keys). ``confirms_opt_out``: see ``_judge``."""
         counters = await self._send_counters()
@@ -110,7 +111,7 @@ class Intake:
             messages.append(await self._judge(d, now, counters, messages, spend,
                                               confirms_opt_out=confirms_opt_out))
         try:
-            written = await self._store.record_call(call, messages, now=now)
+            written = await self._store.record_call(call, messages, now=now, outcomes=outcomes)
         except BaseException:
             for m in messages:
                 if _counted(m):

@@ -230,18 +230,21 @@ class RecordPipeline:
         log.info(str(record.trigger), call_id=record.call_id, disposition=str(record.disposition),
                  queue=record.queue, caller=record.caller, decisions=len(decisions))
         completed = record.trigger is Trigger.CALL_COMPLETED
+        outcomes = rule_outcomes(rules, record.trigger, traces)
         rows = []
         if decisions or completed:  # a completed call is kept even when no rule matched
-            rows = await self._dispatcher.handle(decisions, call=record)
+            # The call, its rows, links and what each rule said: one op, so one commit (and
+            # no second commit for the claim of its first submit to queue behind).
+            rows = await self._dispatcher.handle(decisions, call=record, outcomes=outcomes)
+        else:
+            await self._store.record_rule_outcomes(record.call_id, record.trigger, outcomes,
+                                                   now=now)
         if (completed and record.disposition is Disposition.ANSWERED and record.caller
                 and any(r.unless and r.unless.called_again for r in rules.rules)):
             # texts scheduled "unless called again" by this number's earlier calls
             caller = classify(record.caller, rules.defaults.region).e164
             if caller is not None:
                 await self._dispatcher.cancel_scheduled(caller, record.call_id, now)
-        # After the rows: the outcomes' commit then runs beside the submit, not before it.
-        await self._store.record_rule_outcomes(
-            record.call_id, record.trigger, rule_outcomes(rules, record.trigger, traces), now=now)
         self.decisions += len(decisions)
         for d in decisions:
             self._metrics.rule_matched(d.rule)

@@ -336,12 +336,15 @@ class Store(Protocol):
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
 
     async def record_call(
-        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime
+        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
+        outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[tuple[MessageRow, bool]]:
-        """The write path of one call record, in ONE transaction: the call row (when given),
-        one message row per decision with its first event (an existing idempotency key returns
-        that row with False), and the tracked links each new row's decision carries, counted
-        against the first new row that carries them. All or nothing: raises StoreError."""
+        """The write path of one call record, in ONE transaction: the call row (when given)
+        with ``outcomes`` (what each rule said on its trigger, replacing any earlier
+        judgement, as ``record_rule_outcomes``), one message row per decision with its first
+        event (an existing idempotency key returns that row with False), and the tracked links
+        each new row's decision carries, counted against the first new row that carries them.
+        All or nothing: raises StoreError."""
         ...
 
     # messages

@@ -14,7 +14,7 @@ from agent.models import (
     RuleOutcome,
     Trigger,
 )
-from agent.store.base import CallFilter
+from agent.store.base import CallFilter, NewMessage
 from agent.store.migrations import MIGRATIONS
 from agent.store.sqlite import SqliteStore
 from tests.store.conftest import MakeDecision
@@ -117,3 +117,25 @@ async def test_a_version_1_database_is_migrated_with_its_calls(tmp_path: Path) -
     async with SqliteStore(path) as store:
         found = await store.list_calls(CallFilter(agent="2009"))
         assert [c.record.call_id for c in found] == [rec.call_id]
+
+
+async def test_record_call_writes_the_rules_outcomes_in_its_own_transaction(
+    store: SqliteStore, make_decision: MakeDecision
+) -> None:
+    """A record is one commit: the call, its rows and what each rule said, together; a record
+    judged again replaces its outcomes for that trigger, like ``record_rule_outcomes``."""
+    call = _call(7)
+    d = make_decision(call_id=call.call_id, rule="support")
+    first = [RuleOutcome("support", True), RuleOutcome("sorry", False, "disposition is answered")]
+    commits = getattr(store, "commits", None)
+    [(row, created)] = await store.record_call(
+        call, [NewMessage(d, MessageState.QUEUED, next_attempt_at=T0)], now=T0, outcomes=first)
+    assert created and row.call_id == call.call_id
+    if commits is not None:
+        assert store.commits == commits + 1  # type: ignore[attr-defined]
+    assert [(o.rule, o.matched, o.reason) for o in await store.rule_outcomes(call.call_id)] == [
+        ("support", True, None), ("sorry", False, "disposition is answered")]
+    again = [RuleOutcome("support", False, "talk time 3s is under min_talk 60s")]
+    await store.record_call(call, [], now=T0, outcomes=again)
+    assert [(o.rule, o.matched) for o in await store.rule_outcomes(call.call_id)] == [
+        ("support", False)]

@@ -8,11 +8,34 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
 from agent.store.postgres.pool import PgPool, utc
 
 _RECORD_FIELDS = frozenset(CallRecord.__dataclass_fields__)
+
+
+async def replace_outcomes(conn: asyncpg.Connection, call_id: str, trigger: Trigger,
+                           outcomes: Sequence[RuleOutcome], at: datetime) -> None:
+    """One statement (one round trip): this judgement's outcomes replace the positions they
+    take, and any left from a longer one go."""
+    await conn.execute(
+        "WITH up AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule,"
+        " matched, reason, skipped, decided_at)"
+        " SELECT $1, $2, u.p, u.r, u.m, u.rs, u.s::jsonb, $3 FROM unnest($4::int[],"
+        " $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(p, r, m, rs, s)"
+        " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
+        " matched = excluded.matched, reason = excluded.reason,"
+        " skipped = excluded.skipped, decided_at = excluded.decided_at)"
+        " DELETE FROM rule_outcomes WHERE call_id = $1 AND trigger = $2"
+        " AND position >= $9",
+        call_id, trigger.value, at, list(range(len(outcomes))),
+        [o.rule for o in outcomes], [o.matched for o in outcomes],
+        [o.reason for o in outcomes], [json.dumps(list(o.skipped)) for o in outcomes],
+        len(outcomes),
+    )
 
 
 class CallOps(PgPool):
@@ -22,24 +45,8 @@ class CallOps(PgPool):
     async def record_rule_outcomes(
         self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
     ) -> None:
-        # One statement (one round trip: the record worker waits for it): this judgement's
-        # outcomes replace the positions they take, and any left from a longer one go.
         async with self._tx(single=True) as conn:
-            await conn.execute(
-                "WITH up AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule,"
-                " matched, reason, skipped, decided_at)"
-                " SELECT $1, $2, u.p, u.r, u.m, u.rs, u.s::jsonb, $3 FROM unnest($4::int[],"
-                " $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(p, r, m, rs, s)"
-                " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
-                " matched = excluded.matched, reason = excluded.reason,"
-                " skipped = excluded.skipped, decided_at = excluded.decided_at)"
-                " DELETE FROM rule_outcomes WHERE call_id = $1 AND trigger = $2"
-                " AND position >= $9",
-                call_id, trigger.value, utc(now), list(range(len(outcomes))),
-                [o.rule for o in outcomes], [o.matched for o in outcomes],
-                [o.reason for o in outcomes], [json.dumps(list(o.skipped)) for o in outcomes],
-                len(outcomes),
-            )
+            await replace_outcomes(conn, call_id, trigger, outcomes, utc(now))
 
     async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""

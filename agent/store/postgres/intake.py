@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from agent.models import CallRecord
+from agent.models import CallRecord, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
+from agent.store.postgres.calls import replace_outcomes
 from agent.store.postgres.messages import insert_row
 from agent.store.postgres.pool import PgPool, utc
 from agent.store.postgres.records import upsert_call
@@ -16,12 +17,15 @@ class IntakeOps(PgPool):
     """``record_call`` (see ``Store.record_call``): one transaction per call record."""
 
     async def record_call(
-        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime
+        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
+        outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[tuple[MessageRow, bool]]:
         at = utc(now)
         async with self._tx() as conn:
             if call is not None:
                 await upsert_call(conn, call, at)
+                if outcomes is not None:
+                    await replace_outcomes(conn, call.call_id, call.trigger, outcomes, at)
             out: list[tuple[MessageRow, bool]] = []
             links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
             for m in messages:

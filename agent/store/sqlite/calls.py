@@ -8,12 +8,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
+import sqlite3
 
 from agent.models import CallRecord, MessageState, Trigger
 from agent.store.base import CallFilter, CallSummary, RuleOutcome
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
+
+
+def replace_outcomes(conn: sqlite3.Connection, call_id: str, trigger: Trigger,
+                     outcomes: Sequence[RuleOutcome], at: str) -> None:
+    """This judgement's outcomes (in the database thread, inside the caller's transaction).
+    The latest decision wins: a record retried after a store outage, or a reconciled call, is
+    judged again and its outcomes replace the earlier ones whole."""
+    conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND trigger = ?",
+                 (call_id, trigger.value))
+    conn.executemany(
+        "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
+        " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)",
+        [(call_id, trigger.value, i, o.rule, int(o.matched), o.reason,
+          json.dumps(list(o.skipped)), at) for i, o in enumerate(outcomes)])
 
 
 class CallOps(StoreWriter):
@@ -26,19 +40,11 @@ class CallOps(StoreWriter):
         """The rules on ``trigger`` for this call, in order (each outcome's own trigger is
         ignored: one call is judged once per trigger)."""
         at = ts(now)
-        rows = [(call_id, trigger.value, i, o.rule, int(o.matched), o.reason,
-                 json.dumps(list(o.skipped)), at) for i, o in enumerate(outcomes)]
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            # The latest decision wins: a record retried after a store outage, or a reconciled
-            # call, is judged again and its outcomes replace the earlier ones whole.
-            await conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND trigger = ?",
-                               (call_id, trigger.value))
-            await conn.executemany(
-                "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-                " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)", rows)
+        def op(conn: sqlite3.Connection) -> None:
+            replace_outcomes(conn, call_id, trigger, outcomes, at)
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""

@@ -6,8 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from agent.models import CallRecord
+from agent.models import CallRecord, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
+from agent.store.sqlite.calls import replace_outcomes
 from agent.store.sqlite.messages import insert_row
 from agent.store.sqlite.records import upsert_call
 from agent.store.sqlite.rows import ts
@@ -16,10 +17,12 @@ from agent.store.sqlite.writer import StoreWriter
 
 class IntakeOps(StoreWriter):
     """``record_call``: one op, so one savepoint of the writer's grouped transaction. Records
-    written by concurrent callers share that transaction's single commit."""
+    written by concurrent callers share that transaction's single commit. The rules' outcomes
+    for the call ride in the same op: a record costs one commit, not two."""
 
     async def record_call(
-        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime
+        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
+        outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[tuple[MessageRow, bool]]:
         at = ts(now)
         msgs = list(messages)
@@ -27,6 +30,8 @@ class IntakeOps(StoreWriter):
         def op(conn: sqlite3.Connection) -> list[tuple[MessageRow, bool]]:
             if call is not None:
                 upsert_call(conn, call, at)
+                if outcomes is not None:
+                    replace_outcomes(conn, call.call_id, call.trigger, outcomes, at)
             out: list[tuple[MessageRow, bool]] = []
             links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
             for m in msgs:

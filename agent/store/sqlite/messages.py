@@ -9,12 +9,10 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
-from agent.store.sqlite.receipts import _apply_to_message
-from agent.store.sqlite.rows import _dt, _event, _message, _one, _rows, event_now, ts
+from agent.store.sqlite.receipts import apply_to_message
+from agent.store.sqlite.rows import _dt, _message, event_now, ts
 from agent.store.sqlite.writer import StoreWriter
 
 _TRANSITION_FIELDS = frozenset(
@@ -134,14 +132,14 @@ class MessageOps(StoreWriter):
             params.extend(allowed)
         sql = f"UPDATE messages SET {', '.join(sets)} WHERE {where} RETURNING *"
 
-        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
-            row = await _one(conn, sql, params)
+        def op(conn: sqlite3.Connection) -> MessageRow | None:
+            row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
-            await _event(conn, message_id, at, state.value, reason, detail)
+            event_now(conn, message_id, at, state.value, reason, detail)
             return _message(row)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def claim_for_submit(
         self, message_id: str, *, now: datetime, gateway: str | None = None
@@ -183,19 +181,18 @@ class MessageOps(StoreWriter):
         at = ts(now)
         ids = list(dict.fromkeys(smsc_ids))
 
-        async def op(conn: aiosqlite.Connection) -> MessageRow | None:
-            row = await _one(
-                conn,
+        def op(conn: sqlite3.Connection) -> MessageRow | None:
+            row = conn.execute(
                 "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
                 " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
                 " gateway = ?, smsc_ids = ?, submitted_at = ?, submitting_since = NULL,"
                 " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?,"
                 " updated_at = ? WHERE id = ? RETURNING *",
                 (gateway, json.dumps(ids), at, hangup_to_submit_ms, at, message_id),
-            )
+            ).fetchone()
             if row is None:
                 return None
-            await _event(
+            event_now(
                 conn,
                 message_id,
                 at,
@@ -203,24 +200,23 @@ class MessageOps(StoreWriter):
                 None,
                 f"{gateway} accepted, smsc ids {','.join(ids)}",
             )
-            await conn.executemany(
+            conn.executemany(
                 "INSERT OR IGNORE INTO message_smsc_ids (gateway, smsc_id, message_id)"
                 " VALUES (?,?,?)",
                 [(gateway, i, message_id) for i in ids],
             )
             msg = _message(row)
             if ids:
-                pending = await _rows(
-                    conn,
+                pending = conn.execute(
                     f"SELECT * FROM receipts WHERE message_id IS NULL AND gateway = ? AND smsc_id"
                     f" IN ({','.join('?' * len(ids))}) ORDER BY id",
                     [gateway, *ids],
-                )
+                ).fetchall()
                 for r in pending:
-                    await conn.execute(
+                    conn.execute(
                         "UPDATE receipts SET message_id = ? WHERE id = ?", (message_id, r["id"])
                     )
-                    _, msg = await _apply_to_message(
+                    _, msg = apply_to_message(
                         conn,
                         msg,
                         ReceiptState(r["state"]),
@@ -232,7 +228,7 @@ class MessageOps(StoreWriter):
                     )
             return msg
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def recover_in_flight(
         self, *, now: datetime, started_before: datetime | None = None
@@ -244,20 +240,19 @@ class MessageOps(StoreWriter):
         stale = "" if started_before is None else " AND submitting_since < ?"
         params = (at,) if started_before is None else (at, ts(started_before))
 
-        async def op(conn: aiosqlite.Connection) -> list[MessageRow]:
-            rows = await _rows(
-                conn,
+        def op(conn: sqlite3.Connection) -> list[MessageRow]:
+            rows = conn.execute(
                 "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
                 " detail = 'agent stopped during submit started at ' || submitting_since,"
                 " submitting_since = NULL, next_attempt_at = NULL, updated_at = ?"
                 f" WHERE submitting_since IS NOT NULL AND state = 'queued'{stale} RETURNING *",
                 params,
-            )
+            ).fetchall()
             for r in rows:
-                await _event(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
+                event_now(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
             return [_message(r) for r in rows]
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]:
         return await self._read_messages(

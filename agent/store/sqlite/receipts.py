@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timedelta
-
-import aiosqlite
 
 from agent.models import MessageState, Receipt, ReceiptState
 from agent.store.base import (
@@ -15,7 +14,7 @@ from agent.store.base import (
     ReceiptOutcome,
     ReceiptRow,
 )
-from agent.store.sqlite.rows import _dt, _event, _message, _now, _one, ts
+from agent.store.sqlite.rows import _dt, _message, _now, event_now, ts
 from agent.store.sqlite.writer import StoreWriter
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 
@@ -23,7 +22,9 @@ _RECEIPT_TARGET = RECEIPT_TARGET
 
 
 class ReceiptOps(StoreWriter):
-    """Receipts as the gateways report them; a message's state follows its receipts."""
+    """Receipts as the gateways report them; a message's state follows its receipts. Each
+    write is one op in the database thread (``_write_now``): one hop, however many
+    statements."""
 
     async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None:
         rows = await self._read_messages(
@@ -45,25 +46,24 @@ class ReceiptOps(StoreWriter):
             [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, ts(r.done_at)]
         )
 
-        async def op(conn: aiosqlite.Connection) -> ReceiptOutcome:
+        def op(conn: sqlite3.Connection) -> ReceiptOutcome:
             row = None
             if r.message_id:
-                row = await _one(conn, "SELECT * FROM messages WHERE id = ?", (r.message_id,))
+                row = conn.execute("SELECT * FROM messages WHERE id = ?",
+                                   (r.message_id,)).fetchone()
             if row is None and r.smsc_id:
-                row = await _one(
-                    conn,
+                row = conn.execute(
                     "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
                     " WHERE s.gateway = ? AND s.smsc_id = ? ORDER BY m.created_at DESC LIMIT 1",
                     (r.gateway, r.smsc_id),
-                )
+                ).fetchone()
             msg = _message(row) if row is not None else None
             if msg is not None:
-                n = await _one(conn, "SELECT COUNT(*) FROM receipts WHERE message_id = ?",
-                               (msg.id,))
+                n = conn.execute("SELECT COUNT(*) FROM receipts WHERE message_id = ?",
+                                 (msg.id,)).fetchone()
                 if n is not None and n[0] >= MAX_RECEIPTS_PER_MESSAGE:
                     return ReceiptOutcome(None, msg, duplicate=True, changed=False)
-            ins = await _one(
-                conn,
+            ins = conn.execute(
                 "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
                 " received_at, raw, dedupe_key) VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(dedupe_key) DO NOTHING RETURNING id",
@@ -78,23 +78,23 @@ class ReceiptOps(StoreWriter):
                     r.raw,
                     dedupe,
                 ),
-            )
+            ).fetchone()
             if ins is None:
                 return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             if msg is None:
                 if ins["id"] % 64 == 0:
-                    await conn.execute(
+                    conn.execute(
                         "DELETE FROM receipts WHERE message_id IS NULL AND gateway = ? AND id <"
                         " (SELECT id FROM receipts WHERE message_id IS NULL AND gateway = ?"
                         "  ORDER BY id DESC LIMIT 1 OFFSET ?)",
                         (r.gateway, r.gateway, MAX_UNMATCHED_RECEIPTS - 1))
                 return ReceiptOutcome(ins["id"], None, duplicate=False, changed=False)
-            changed, msg = await _apply_to_message(
+            changed, msg = apply_to_message(
                 conn, msg, r.state, r.smsc_id, r.error_code, r.gateway, at, ins["id"]
             )
             return ReceiptOutcome(ins["id"], msg, duplicate=False, changed=changed)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def claim_nonce(self, nonce: str, *, now: datetime, ttl: float) -> bool:
         """Record a webhook's nonce for ``ttl`` seconds; False if it is already recorded (a
@@ -102,22 +102,22 @@ class ReceiptOps(StoreWriter):
         params = (nonce, ts(now + timedelta(seconds=ttl)))
         at = ts(now)
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute(
                 "DELETE FROM webhook_nonces WHERE nonce IN (SELECT nonce FROM webhook_nonces"
                 " WHERE expires_at <= ? ORDER BY expires_at LIMIT 64)", (at,))
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO webhook_nonces (nonce, expires_at) VALUES (?, ?)"
                 " ON CONFLICT(nonce) DO NOTHING", params)
             return cur.rowcount == 1
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def forget_nonce(self, nonce: str) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM webhook_nonces WHERE nonce = ?", (nonce,))
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM webhook_nonces WHERE nonce = ?", (nonce,))
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def receipts(
         self, *, message_id: str | None = None, unmatched: bool = False
@@ -146,8 +146,8 @@ class ReceiptOps(StoreWriter):
         ]
 
 
-async def _apply_to_message(
-    conn: aiosqlite.Connection,
+def apply_to_message(
+    conn: sqlite3.Connection,
     msg: MessageRow,
     state: ReceiptState,
     smsc_id: str | None,
@@ -165,11 +165,11 @@ async def _apply_to_message(
         # One receipt per part (agent.store.segments): decided once every part has its first.
         first: dict[str, ReceiptState] = {}
         errors: list[str] = []
-        rows = await conn.execute_fetchall(
+        rows = conn.execute(
             "SELECT smsc_id, state, error_code FROM receipts WHERE message_id = ? AND state IN"
             f" ({','.join('?' * len(FINAL_RECEIPT_STATES))}) ORDER BY id",
             (msg.id, *FINAL_RECEIPT_STATES),
-        )
+        ).fetchall()
         for r in rows:
             if r["smsc_id"] not in first:
                 first[r["smsc_id"]] = ReceiptState(r["state"])
@@ -187,8 +187,7 @@ async def _apply_to_message(
         pass  # an HTTP callback carrying our id beat the gateway's response
     else:
         return False, msg
-    row = await _one(
-        conn,
+    row = conn.execute(
         "UPDATE messages SET state = ?, reason = 'receipt', detail = ?,"
         " error_code = COALESCE(?, error_code), final_at = ?, updated_at = ? WHERE id = ?"
         " RETURNING *",
@@ -200,7 +199,7 @@ async def _apply_to_message(
             at,
             msg.id,
         ),
-    )
+    ).fetchone()
     assert row is not None
-    await _event(conn, msg.id, at, target.value, "receipt", row["detail"])
+    event_now(conn, msg.id, at, target.value, "receipt", row["detail"])
     return True, _message(row)
