@@ -118,6 +118,20 @@ def db_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
+def bytes_by_table(db: Path, n: int) -> dict[str, float]:
+    """Bytes per message each table and index takes (SQLite's dbstat), largest first: where
+    the budget of 1 KB per message goes."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"
+                            " ORDER BY 2 DESC").fetchall()
+    except sqlite3.OperationalError:  # a sqlite3 built without SQLITE_ENABLE_DBSTAT_VTAB
+        return {}
+    finally:
+        conn.close()
+    return {name: round(size / n, 1) for name, size in rows if size / n >= 1}
+
+
 def rss_kb(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -218,6 +232,7 @@ async def main() -> None:
     run_cli(["report", "--db", str(db), "--since", now.date().isoformat()])  # migrate, warm
     result["db_bytes_before"] = db_bytes(db)
     result["bytes_per_message_before"] = db_bytes(db) / n
+    result["bytes_per_message_by_table"] = bytes_by_table(db, n)
     cli, inproc, peers = {}, {}, {}
     for name, days in RANGES.items():
         start = since(days, now)
@@ -236,6 +251,7 @@ async def main() -> None:
     result["prune_output"] = out.stdout.strip()
     result["db_bytes_after"] = db_bytes(db)
     result["bytes_per_message_after"] = db_bytes(db) / n
+    result["bytes_per_message_by_table_after"] = bytes_by_table(db, n)
     _print(result)
     dest = REPO / "bench" / "results" / "scale.json"
     dest.write_text(json.dumps(result, indent=2) + "\n")
