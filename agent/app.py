@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from agent.ami.agi import AgiServer
-from agent.ami.watch import PbxWatch, watched_pbxes
+from agent.loop.watch import PbxWatch, watched_pbxes
 from agent.calls.hooks import WrapupCode
 from agent.dispatch import Dispatcher
 from agent import retention

@@ -1,4 +1,5 @@
-"""The record loop: finished calls -> rules -> outbox (pipeline), CDR recovery, replies."""
+"""The record loop: each watched PBX (watch) feeds finished calls -> rules -> outbox (pipeline);
+CDR recovery, replies."""
 
 from agent.loop.pipeline import RecordPipeline
 from agent.loop.recovery import Recovery

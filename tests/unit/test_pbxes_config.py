@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.ami.watch import watched_pbxes
+from agent.loop.watch import watched_pbxes
 from agent.commands.check import check
 from agent.rules.loader import load_rules
 from agent.settings import Settings

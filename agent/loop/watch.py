@@ -19,11 +19,12 @@ import structlog
 from agent.ami.client import AmiClient, AmiConfig, config_from_settings
 from agent.ami.inventory import EndpointWatch, Inventory
 from agent.calls.pbx import receive_clock
-from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
-from agent.loop import RecordPipeline, Recovery
+from agent.loop.pipeline import RecordPipeline
+from agent.loop.recovery import Recovery
 from agent.metrics import Metrics
 from agent.rules.loader import RuleSet
+from agent.rules.tracking import agents_directory, pbx_profile
 from agent.settings import Settings, read_secret_file
 from agent.store.base import Store
 
