@@ -1,20 +1,33 @@
-"""`aftercall calls --follow`: call records as JSON lines, straight from AMI (for engineers)."""
+"""`aftercall calls [--follow]`: live call records from AMI as JSON lines (for engineers)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 from dataclasses import replace
+from typing import Any
 
 from agent.ami.client import AmiClient, config_from_settings
 from agent.ami.inventory import EndpointWatch
 from agent.calls.pbx import PbxProfile, receive_clock
-from agent.rules.tracking import agents_directory, pbx_profile
 from agent.calls.tracker import CallTracker
 from agent.errors import outcome
 from agent.rules.loader import load_rules
-from agent.settings import Settings
+from agent.rules.tracking import agents_directory, pbx_profile
+from agent.settings import Settings, add_common_args
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("calls", help="connect to AMI and print call records as JSON lines")
+    add_common_args(p)
+    p.add_argument("--follow", action="store_true", help="keep printing as calls finish")
+    p.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    return await follow(Settings.from_args(args), keep_going=args.follow)
 
 
 def _tracker(settings: Settings) -> CallTracker:
