@@ -33,6 +33,7 @@ from agent.loop.pipeline import DEFAULT_CAPACITY
 from agent.models import InboundSms, Receipt
 from agent.rules.loader import load_rules
 from agent.settings import Settings, is_loopback
+from agent.web.recordings import recording_access
 from agent.store import make_store
 from agent.store.base import ReceiptOutcome
 
@@ -68,6 +69,9 @@ class AfterCallAgent:
         self.dry_run = dry_run
         self.clock = clock
         self.rules = load_rules(settings.rules)
+        # Signed recording links: the key (rules.yaml's, else this agent's own file) is
+        # settled before any text is rendered.
+        self.recordings = recording_access(self.rules.defaults, settings)
         self.stats = AgentStats()
         d = self.rules.defaults
         self.store = make_store(settings.db, owner=settings.agent_name or None)
@@ -149,6 +153,7 @@ class AfterCallAgent:
     def reload_rules(self) -> bool:
         try:
             new = load_rules(self.settings.rules)
+            recordings = recording_access(new.defaults, self.settings)
         except (ConfigError, OSError) as e:
             self.stats.reload_errors += 1
             log.error("rules_reload_refused", error=str(e), kept="previous rules")
@@ -157,6 +162,7 @@ class AfterCallAgent:
             log.warning("pbxes_change_ignored", fix="restart the agent to watch the PBXs "
                         "rules.yaml now names", watching=[w.name for w in self.watches])
         self.rules = new
+        self.recordings = recordings
         self.replies.rules = new
         self.dispatcher.limits = new.defaults.limits()
         # The PBXs watched are kept (a changed pbxes: takes a restart), their reading not.
@@ -167,6 +173,7 @@ class AfterCallAgent:
             self.web_deps.timezone, self.web_deps.region = d.timezone, d.region
             self.web_deps.price_per_segment, self.web_deps.currency = (d.price_per_segment,
                                                                        d.currency)
+            self.web_deps.recordings = recordings
         self.stats.reloads += 1
         log.info("rules_reloaded", rules=len(new.rules))
         return True
@@ -210,6 +217,7 @@ class AfterCallAgent:
             bound_to_loopback=is_loopback(self.settings.http_host),
             clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
             timezone=d.timezone, region=d.region, public_url=self.settings.public_url,
+            recordings=self.recordings,
         )
         self.web_deps = deps
         runner = GuardedRunner(make_app(deps), access_log=None)

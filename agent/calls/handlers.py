@@ -24,6 +24,7 @@ from agent.calls.state import (
     text,
 )
 from agent.models import CallRecord, Trigger
+from agent.sms.recording import RECORDING_VAR
 
 Handler = Callable[[Event, Chan, float, list[CallRecord]], None]
 #: Events about a call that carry no ``Uniqueid`` header of their own.
@@ -182,7 +183,9 @@ class EventHandlers:
         call = ch.call
         if not key or not value:
             return
-        if key in (self.tag_var, self.language_var) or (call.vars and key in call.vars):
+        # MixMonitor's file (a recording link's source) is kept even when not exported.
+        if (key in (self.tag_var, self.language_var, RECORDING_VAR)
+                or (call.vars and key in call.vars)):
             self._set_var(call, key, value)
 
     def _on_userevent(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:

@@ -30,6 +30,7 @@ from agent.rules.templates import (
     reserved_link,
 )
 from agent.sms.encoding import analyze
+from agent.sms.recording import RECORDING_VAR
 from agent.sms.numbers import classify
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -253,11 +254,16 @@ def _render(
             made.append(short)
         return short
 
+    signed = None
+    if d.recordings is not None and d.recordings.on and d.public_base_url and "recording_link" in (
+            rules.templates[name].tags):
+        signed = d.recordings.signer(d.public_base_url).url(
+            record.call_id, record.vars.get(RECORDING_VAR), now)
     try:
         text = render_call(rules.templates[name], record, timezone=d.timezone, now=now,
                            link=recording if link is not None else None,
                            untrusted=d.untrusted_policy(), max_segments=tpl.max_segments,
-                           over_segments=rule.over_segments)
+                           over_segments=rule.over_segments, recording=signed)
     except TemplateRenderError as exc:
         return None, exc.reason, isinstance(exc, TooLongError), ()
     return text, None, False, tuple(made)

@@ -192,7 +192,8 @@ class _Sections:
             path: KeyPath = ("templates", name, "text")
             try:
                 ct = compile_template(name, tpl.text, timezone=tz, public_base_url=base_url,
-                                      untrusted=untrusted)
+                                      untrusted=untrusted,
+                                      recordings=bool(defaults and defaults.recordings))
             except TemplateProblem as exc:
                 self.doc.problem(
                     _template_mark(self.doc, self.text, path, exc.line), path, str(exc)

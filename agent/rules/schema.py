@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -14,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
@@ -25,6 +27,7 @@ from agent.scalars import Duration, HexInt, NonEmpty, parse_duration
 from agent.rules.schedule import Calendar
 from agent.sms.numbers import is_region
 from agent.sms.policy import AudienceLimits, Limits
+from agent.sms.recording import MIN_SECRET, RecordingSigner
 from agent.sms.policy import RateLimit as PolicyRate
 from agent.sms.spend import Caps, SpendPolicy
 from agent.sms.untrusted import DEFAULT_MAX_LENGTH, UntrustedPolicy
@@ -296,6 +299,69 @@ class WrapupWait(_Model):
         return v
 
 
+class Recordings(_Model):
+    """``{{ recording_link }}``: a tracked link to a signed URL of the call's recording that
+    expires after ``ttl``. The agent's web checks the signature and the time, then serves the
+    file from ``dir`` (MixMonitor's directory) or redirects to ``url`` (``{file}`` and
+    ``{call_id}`` filled in: recordings kept elsewhere). The HMAC key is ``secret``
+    (``${ENV}``) or ``secret_file`` (read at load), else the agent's own, made at its first
+    start beside the database; it is never shown or logged."""
+
+    dir: NonEmpty | None = None
+    url: Annotated[str, Field(pattern=r"^https?://\S*\{file\}\S*$")] | None = None
+    secret: SecretStr | None = None
+    secret_file: NonEmpty | None = None
+    ttl: Duration = timedelta(days=7)
+    # The key signing with: configured, else a random one until the agent gives its own
+    # (check and explain never show a signed URL, so theirs needs no persistence).
+    _key: bytes = PrivateAttr(default=b"")
+    _own_key: bool = PrivateAttr(default=False)
+    _off: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> Recordings:
+        if (self.dir is None) == (self.url is None):
+            raise ValueError("recordings needs one of dir (served by the agent) or url")
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("recordings takes secret or secret_file, not both")
+        if not timedelta(minutes=1) <= self.ttl <= timedelta(days=90):
+            raise ValueError("recordings.ttl must be between 1m and 90d")
+        if self.secret is not None:
+            key = self.secret.get_secret_value().encode()
+        elif self.secret_file is not None:
+            try:
+                with open(self.secret_file, "rb") as fh:
+                    key = fh.read(4096).strip()
+            except OSError as exc:
+                raise ValueError(f"recordings.secret_file: cannot read it ({exc.strerror})"
+                                 ) from None
+        else:
+            key, self._own_key = secrets.token_bytes(32), True
+        if len(key) < MIN_SECRET:
+            raise ValueError(f"the recordings secret must be at least {MIN_SECRET} bytes")
+        self._key = key
+        return self
+
+    @property
+    def needs_agent_key(self) -> bool:
+        """No key configured: the running agent gives its own (``use_agent_key``)."""
+        return self._own_key
+
+    def use_agent_key(self, key: bytes | None) -> None:
+        """The running agent's own key; None: it has none to give (links are left out)."""
+        if key is not None and len(key) < MIN_SECRET:
+            raise ValueError(f"the recordings secret must be at least {MIN_SECRET} bytes")
+        self._key, self._off = key or b"", key is None
+
+    @property
+    def on(self) -> bool:
+        """False when the agent could not settle a key: texts leave the link out."""
+        return not self._off
+
+    def signer(self, public_base: str) -> RecordingSigner:
+        return RecordingSigner(self._key, public_base, self.ttl)
+
+
 class Defaults(_Model):
     region: Region = "IN"
     timezone: Timezone = "UTC"
@@ -319,6 +385,7 @@ class Defaults(_Model):
     spend: Spend = Spend()
     business_hours: BusinessHours | None = None
     wrapup: WrapupWait = WrapupWait()
+    recordings: Recordings | None = None
 
     @model_validator(mode="after")
     def _spend_is_priced(self) -> Defaults:

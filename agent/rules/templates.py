@@ -32,7 +32,9 @@ LinkFactory = Callable[[str], str]
 
 #: Merge tags: every CallRecord field, plus ``now``; ``vars.NAME`` for channel variables.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CallRecord))
-MERGE_TAGS: frozenset[str] = frozenset(RECORD_FIELDS) | {"now"}
+#: ``recording_link``: a tracked short link to a signed, expiring URL of the call's recording
+#: (agent.sms.recording); undefined when the call has no recording.
+MERGE_TAGS: frozenset[str] = frozenset(RECORD_FIELDS) | {"now", "recording_link"}
 FUNCTIONS: frozenset[str] = frozenset({"link"})
 _JINJA_GLOBALS = ("range", "dict", "namespace", "joiner", "cycler")
 _DATETIME_FIELDS = ("started_at", "answered_at", "ended_at")
@@ -59,6 +61,7 @@ _WORST_VALUES: dict[str, Any] = {
     "hangup_by": "caller",
     "tags": ("T" * 12, "T" * 12, "T" * 12),
     "language": "en-IN",
+    "wrapup": "W" * 32,
 }
 _WORST_VAR = "V" * 12
 # What ``| trusted`` may pass through: the tracker keeps at most 256 characters of a value.
@@ -346,6 +349,7 @@ def build_context(
     link: LinkFactory | None,
     untrusted: UntrustedPolicy = DEFAULT_POLICY,
     level: Level = "clean",
+    recording: str | None = None,
 ) -> dict[str, Any]:
     """Merge-tag values for one call: empty values are left out (undefined), datetimes are
     shown in ``timezone`` (naive ones are taken as UTC), caller-controlled values cleaned
@@ -368,6 +372,8 @@ def build_context(
     ctx["now"] = _local(now, tz)
     if link is not None:
         ctx["link"] = _guard_link(link)
+        if recording is not None:  # the signed URL itself never reaches the text
+            ctx["recording_link"] = link(recording)
     return ctx
 
 
@@ -381,6 +387,7 @@ def render_call(
     untrusted: UntrustedPolicy = DEFAULT_POLICY,
     max_segments: int | None = None,
     over_segments: str = "suppress",
+    recording: str | None = None,
 ) -> str:
     """Render for one call so that the text fits ``max_segments`` whatever the caller put in
     their values: if it does not, once more with their non-GSM characters removed (a name
@@ -393,7 +400,7 @@ def render_call(
     text = ""
     for level in levels:
         ctx = build_context(record, timezone=timezone, now=now, link=link,
-                            untrusted=untrusted, level=level)
+                            untrusted=untrusted, level=level, recording=recording)
         text = render_template(compiled, ctx)
         if max_segments is None or analyze(text).segments <= max_segments:
             return text
@@ -459,6 +466,7 @@ def _worst_context(
     ctx["vars"] = _WorstVars(untrusted=untrusted)
     if link is not None:
         ctx["link"] = link
+        ctx["recording_link"] = link("https://recording.invalid/")
     # the same wall-clock digits in every zone: the longest names are what matter
     return {
         k: (v.replace(tzinfo=ZoneInfo(timezone)) if isinstance(v, datetime) else v)
@@ -521,13 +529,18 @@ def promotional_words(text: str) -> tuple[str, ...]:
 def compile_template(
     name: str, source: str, *, timezone: str, public_base_url: str | None,
     untrusted: UntrustedPolicy = DEFAULT_POLICY,
+    recordings: bool = False,
 ) -> CompiledTemplate:
-    """Parse, check merge tags and measure the worst case; raises TemplateProblem."""
+    """Parse, check merge tags and measure the worst case; raises TemplateProblem.
+    ``recordings``: defaults.recordings is set (``recording_link`` needs it)."""
     tags = merge_tags(source)
     _check_tags(tags)
-    uses_link = "link" in tags
-    if uses_link and not public_base_url:
+    uses_link = "link" in tags or "recording_link" in tags
+    if "link" in tags and not public_base_url:
         raise TemplateProblem("link() needs defaults.public_base_url for tracked links")
+    if "recording_link" in tags and not (public_base_url and recordings):
+        raise TemplateProblem("recording_link needs defaults.recordings and "
+                              "defaults.public_base_url (the link is tracked and signed)")
     try:
         template = _ENV.from_string(source)
     except TemplateSyntaxError as exc:

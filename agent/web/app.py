@@ -1,7 +1,8 @@
 """The agent's HTTP server: webhooks, tracked links, JSON API, dashboard, /metrics and /healthz.
 
 Who may call what: webhooks authenticate themselves (signatures or URL tokens, see
-``agent.gateways.webhooks``); ``/l/`` and ``/healthz`` are public; the dashboard, ``/api/*``
+``agent.gateways.webhooks``); ``/l/``, ``/rec/`` (its signature is the key, see
+agent.web.recordings) and ``/healthz`` are public; the dashboard, ``/api/*``
 and (unless ``metrics_public``) ``/metrics`` need the dashboard token whenever the server may
 be reached from beyond this machine: bound beyond loopback, ``public_url`` set, or a
 forwarding header on the request (agent.web.guard, which also checks ``Host`` and rate-limits
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from agent.errors import ConfigError
 from agent.store import report_source
-from agent.web import api, calls, guard, manage
+from agent.web import api, calls, guard, manage, recordings
 from agent.web.deps import DEPS, WebDeps
 from agent.web.hooks import redirect, webhook
 
@@ -131,6 +132,7 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_route("GET", "/webhooks/{gateway}/{kind}", webhook)
     app.router.add_route("POST", "/webhooks/{gateway}/{kind}", webhook)
     app.router.add_get("/l/{code}", redirect)
+    app.router.add_get("/rec/{call_id}/{expires}/{sig}/{file}", recordings.recording)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/messages", api.messages)

@@ -56,6 +56,8 @@ class WebDeps:
     allowed_hosts: frozenset[str] = frozenset()  # Host names beyond loopback and public_url
     session_ttl: float = guard.SESSION_TTL
     limiter: guard.RateLimiter = field(default_factory=guard.RateLimiter)
+    #: Signed recording links (agent.web.recordings.RecordingAccess); None: not configured.
+    recordings: Any = None
 
 
 #: How handlers find the WebDeps of their application.

@@ -28,7 +28,7 @@ from yarl import URL
 
 log = structlog.get_logger(__name__)
 
-PUBLIC_PREFIXES = ("/l/", "/webhooks/")
+PUBLIC_PREFIXES = ("/l/", "/rec/", "/webhooks/")  # /rec/: the signature is the key
 PUBLIC_PATHS = frozenset({"/healthz"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",

@@ -42,7 +42,7 @@ def test_check_repository_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
     text, code = check(REPO_RULES)
     assert code == 0, text
-    assert "valid: 6 rules, 10 templates, 2 gateways, 2 agents" in text
+    assert "valid: 6 rules, 11 templates, 2 gateways, 2 agents" in text
     assert re.search(r"support_ticket +service +GSM-7 +\d+/160 units +1 segment \(max 1\)", text)
     assert "suppressed when missing: vars.TICKET" in text
     # The worst case of a caller with a Devanagari name (or a variable with one in it).
