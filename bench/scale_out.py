@@ -128,8 +128,11 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
     binds_before = len(sim.smpp.sessions)  # type: ignore[attr-defined]
     for pbx, n in zip(pbxes, agents_per_pbx, strict=True):
         for a in range(n):
+            profile = (["-m", "cProfile", "-o", str(args.profile / f"{label}-{pbx.name}-{a}.prof")]
+                       if args.profile else [])
             procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agent.cli", "run", "--rules", str(rules), "--db", db,
+                sys.executable, *profile, "-m", "agent.cli", "run", "--rules", str(rules),
+                "--db", db,
                 "--agent-name", f"{pbx.name}-{a}", "--pbx", pbx.name, "--ami-port", str(pbx.port),
                 "--http", f"127.0.0.1:{free_port()}", "--agi-port", str(free_port()),
                 cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL,
@@ -209,6 +212,8 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the load lasts")
     ap.add_argument("--only", help="one topology (sqlite-1, postgres-1, postgres-2, postgres-4)")
     ap.add_argument("--logs", type=Path, help="keep each agent's log in this directory")
+    ap.add_argument("--profile", type=Path,
+                    help="run each agent under cProfile, its profile written to this directory")
     args = ap.parse_args()
     setup_logging("error")
     passes = []
