@@ -71,6 +71,11 @@ def _split(value: Any) -> list[str]:
     return [p.strip() for v in items for p in str(v).split(",") if p.strip()]
 
 
+def _count(value: Any) -> int:
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else 0
+
+
 def _hinted(hints: Iterable[Block]) -> dict[str, str]:
     """Endpoint -> ``exten@context`` of the first hint that watches ``PJSIP/<endpoint>``."""
     out: dict[str, str] = {}
@@ -112,7 +117,7 @@ def classify(endpoints: Iterable[Block], details: Mapping[str, list[Block]],
             out[name] = Detected("phone", f"hint {hinted[name]} watches it")
         elif auths:
             out[name] = Detected("phone", f"it logs in to the PBX (auth {auths[0]})")
-        elif registered := sum(int(a.get("ContactsRegistered") or 0) for a in events
+        elif registered := sum(_count(a.get("ContactsRegistered")) for a in events
                                if a.get("Event") == "AorDetail"):
             out[name] = Detected("phone", f"it registered {registered} contact(s) to the PBX")
         elif outbound_auths:
@@ -195,6 +200,10 @@ class EndpointWatch:
         except AmiError as e:
             log.warning("pbx_endpoints_unread", pbx=self.pbx, error=str(e),
                         kept="the previous inventory")
+            return None
+        except Exception as e:  # noqa: BLE001 - an odd answer must not stop the agent
+            log.error("pbx_endpoints_unread", pbx=self.pbx, error=f"{type(e).__name__}: {e}",
+                      kept="the previous inventory")
             return None
         refused = {a: w for a, w in inv.refused.items() if a not in self._said}
         if refused:

@@ -147,3 +147,17 @@ def test_recorded_answers_say_unknown_for_what_was_not_asked() -> None:
     resp, events = asyncio.run(answer("PJSIPShowEndpoints", {}))
     assert resp["Response"] == "Error" and events == []
     assert asyncio.run(read_inventory(answer)).refused  # a module not loaded is a refusal
+
+
+async def test_an_unexpected_failure_is_logged_and_never_stops_the_agent() -> None:
+    class Broken(_Client):
+        async def action(self, action: dict[str, str], **kw: Any) -> Any:
+            raise ValueError("a frame the parser did not expect")
+
+    watch = EndpointWatch(lambda inv: None)
+    watch.inventory = before = inventory("carrier")
+    with capture_logs() as logs:
+        assert await watch.refresh(Broken(None)) is None
+    assert watch.inventory is before
+    (e,) = [e for e in logs if e["event"] == "pbx_endpoints_unread"]
+    assert "ValueError" in e["error"]
