@@ -22,7 +22,8 @@ from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, MessageState, Receipt, RuleOutcome
 from agent.sms.policy import Limits
-from agent.store.base import MessageRow, ReceiptOutcome, Store
+from agent.store.base import MessageRow, ReceiptOutcome
+from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         gateways: Mapping[str, Gateway],
         *,
         backups: Mapping[str, str] | None = None,

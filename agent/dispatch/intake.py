@@ -14,7 +14,8 @@ from agent.models import CallRecord, Decision, MessageState, RuleOutcome, Suppre
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
-from agent.store.base import MessageFilter, MessageRow, NewMessage, Store
+from agent.store.base import MessageFilter, MessageRow, NewMessage
+from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +23,7 @@ class Intake:
     """Records what the rules decided. Its only hand-off to the worker is ``on_queued`` with
     a row it just queued, so a fresh message starts without an outbox query."""
 
-    def __init__(self, store: Store, *, limits: Limits, dry_run: bool, clock: Clock,
+    def __init__(self, store: DispatchStore, *, limits: Limits, dry_run: bool, clock: Clock,
                  expiry: timedelta, metrics: Metrics | None,
                  on_queued: Callable[[MessageRow], None]) -> None:
         self._store = store

@@ -47,7 +47,8 @@ from agent.errors import (
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import MessageState, OutboundSms
-from agent.store.base import MessageRow, Store
+from agent.store.base import MessageRow
+from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,7 @@ class Wakeups:
 class Sender:
     """Sends one outbox row at a time (called by the worker for each row it starts)."""
 
-    def __init__(self, store: Store, gateways: Mapping[str, Gateway], policy: Policy, *,
+    def __init__(self, store: DispatchStore, gateways: Mapping[str, Gateway], policy: Policy, *,
                  clock: Clock, ready_wait: float, rand: Callable[[], float],
                  metrics: Metrics | None, wakeups: Wakeups) -> None:
         self._store = store

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from agent.models import MessageState
-from agent.store.base import MessageRow, Store
+from agent.store.base import MessageRow
+from agent.store.seams import Outbox
 
 Verdict = Literal["resend", "drop"]
 RESEND_EXPIRY = timedelta(hours=1)
 
 
-async def give_verdict(store: Store, message_id: str, verdict: Verdict, *, who: str,
+async def give_verdict(store: Outbox, message_id: str, verdict: Verdict, *, who: str,
                        now: datetime) -> MessageRow | None:
     """The row after the verdict, or None when there is no ambiguous message with that id."""
     if verdict == "resend":

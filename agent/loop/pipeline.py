@@ -31,7 +31,7 @@ from agent.rules.loader import RuleSet
 from agent.rules.wrapup import waiting_outcomes, wrapup_due
 from agent.sms.links import PendingLinks
 from agent.sms.numbers import classify
-from agent.store.base import Store
+from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.records")
 
@@ -56,7 +56,7 @@ class RecordPipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: CallLog,
         dispatcher: Dispatcher,
         metrics: Metrics,
         *,

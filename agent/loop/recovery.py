@@ -17,7 +17,7 @@ from agent.loop.reconcile import ReconcileResult, reconcile
 from agent.metrics import Metrics
 from agent.models import CallRecord
 from agent.rules.loader import RuleSet
-from agent.store.base import Store
+from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.recovery")
 
@@ -35,7 +35,7 @@ class _Busy:
 class Recovery:
     """``on_login`` is the AMI client's login hook; ``ready`` is set after the first one."""
 
-    def __init__(self, *, tracker: CallTracker, pipeline: RecordPipeline, store: Store,
+    def __init__(self, *, tracker: CallTracker, pipeline: RecordPipeline, store: CallLog,
                  metrics: Metrics, rules: Callable[[], RuleSet], cdr_csv: Path | None,
                  clock: Callable[[], datetime], spill_path: Path | None = None) -> None:
         self._tracker = tracker

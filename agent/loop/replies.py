@@ -32,7 +32,8 @@ from agent.rules.schema import KeywordAction
 from agent.rules.templates import TemplateRenderError, render_call
 from agent.sms.encoding import analyze
 from agent.sms.numbers import classify, mask
-from agent.store.base import MessageRow, Store
+from agent.store.base import MessageRow
+from agent.store.seams import ReplyStore
 
 class SubmitNow(Protocol):
     """Dispatcher.submit_now: one text through the policy, sent at once when queued."""
@@ -100,7 +101,7 @@ class ReplyHandler:
 
     def __init__(
         self,
-        store: Store,
+        store: ReplyStore,
         rules: RuleSet,
         send: SubmitNow,
         *,

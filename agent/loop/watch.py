@@ -26,7 +26,7 @@ from agent.metrics import Metrics
 from agent.rules.loader import RuleSet
 from agent.rules.tracking import agents_directory, pbx_profile
 from agent.settings import Settings, read_secret_file
-from agent.store.base import Store
+from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.ami")
 
@@ -35,7 +35,7 @@ class PbxWatch:
     """``ami.run()`` keeps the link, ``ami.consume(handle_event)`` tracks its calls."""
 
     def __init__(self, name: str, ami: AmiConfig, *, cdr_csv: Path | None,
-                 rules: Callable[[], RuleSet], pipeline: RecordPipeline, store: Store,
+                 rules: Callable[[], RuleSet], pipeline: RecordPipeline, store: CallLog,
                  metrics: Metrics, clock: Callable[[], datetime], ami_backlog: int,
                  spill_path: Path | None = None) -> None:
         """``spill_path``: where a stop keeps unstored records (the agent's, given to one

@@ -25,7 +25,8 @@ from agent.calls.hooks import WrapupCode
 from agent.models import CallRecord, Trigger
 from agent.rules.loader import RuleSet
 from agent.rules.wrapup import is_waiting, wrapup_due
-from agent.store.base import CallFilter, Store
+from agent.store.base import CallFilter
+from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.wrapups")
 
@@ -39,7 +40,7 @@ class WrapupWaits:
     """``hold`` a record until ``due``; ``code`` releases it with its code; ``run`` releases
     the ones whose wait has ended (and first takes up those a previous run left waiting)."""
 
-    def __init__(self, store: Store, *, rules: Callable[[], RuleSet],
+    def __init__(self, store: CallLog, *, rules: Callable[[], RuleSet],
                  clock: Callable[[], datetime],
                  put: Callable[[CallRecord], Awaitable[int]]) -> None:
         self._store = store

@@ -75,7 +75,7 @@ from agent.reports.render import (
     render_table,
 )
 from agent.store.base import MessageFilter
-from agent.store.base import ReportSource
+from agent.store.seams import ReportSource
 from agent.store import report_source
 from agent.store.sqlite.reports import ReportReader, local_iso
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
-from agent.store.base import Store
+from agent.store.seams import Store
 
 
 def is_postgres_url(db: object) -> bool:

@@ -1,21 +1,19 @@
-"""The Store Protocol and its row types; every backend (SQLite, later PostgreSQL) honours it."""
+"""The store's row types: what every backend (SQLite, PostgreSQL) reads and writes, as frozen values.
+
+The seams that consumers depend on (and ``Store``, their union) are in ``agent.store.seams``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 from agent.models import (
     CallRecord,
     Decision,
-    InboundSms,
     MessageState,
-    Receipt,
     RecipientKind,
-    RuleOutcome,
     Trigger,
 )
 
@@ -206,7 +204,6 @@ class ReplyRow:
     received_at: datetime
 
 
-T = TypeVar("T")
 
 # -- what reports read: small tallies the database aggregated (agent.reports.figures adds them up)
 
@@ -274,214 +271,3 @@ class ReportData:
     links: tuple[LinkTally, ...] = ()
     replies: tuple[ReplyTally, ...] = ()
     percentiles: tuple[Percentile, ...] = ()
-
-
-class ReportSource(Protocol):
-    """What reports, the SMS log API and exports read. Every method aggregates or pages in the
-    database, off the event loop (SQLite: a read-only connection in a worker thread)."""
-
-    async def report_data(self, f: MessageFilter) -> ReportData:
-        """GROUP BY tallies and exact nearest-rank percentiles for messages matching ``f``."""
-        ...
-
-    async def log_page(self, f: MessageFilter, *, unmasked: bool = False) -> list[dict[str, Any]]:
-        """``f.limit`` log rows from ``f.offset`` (agent.reports' export columns)."""
-        ...
-
-    async def log_count(self, f: MessageFilter, cap: int) -> tuple[int, bool]:
-        """Messages matching ``f``, counted up to ``cap`` (True when there are more)."""
-        ...
-
-    async def pbx_names(self) -> list[str]:
-        """Every PBX named on a message or a call, sorted (the dashboard's PBX picker)."""
-        ...
-
-    def log_batches(self, f: MessageFilter, size: int, *,
-                    unmasked: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every log row matching ``f`` in batches of ``size``, for streaming exports."""
-        ...
-
-    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` off the event loop (figures, JSON encoding of a page)."""
-        ...
-
-
-class Store(Protocol):
-    """Durable state of the agent. Writes raise StoreError when they cannot be recorded; ``healthy``
-    is False from such a failure until the next successful write."""
-
-    @property
-    def healthy(self) -> bool: ...
-
-    @property
-    def last_error(self) -> str | None: ...
-
-    async def close(self) -> None: ...
-
-    async def health(self) -> bool: ...
-
-    # calls
-    async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None: ...
-
-    async def get_call(self, call_id: str) -> CallRecord | None: ...
-
-    async def newest_call_end(self, pbx: str | None = None) -> datetime | None: ...
-
-    async def record_rule_outcomes(
-        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
-    ) -> None: ...
-
-    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]: ...
-
-    async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
-
-    async def record_call(
-        self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
-        outcomes: Sequence[RuleOutcome] | None = None,
-    ) -> list[tuple[MessageRow, bool]]:
-        """The write path of one call record, in ONE transaction: the call row (when given)
-        with ``outcomes`` (what each rule said on its trigger, replacing any earlier
-        judgement, as ``record_rule_outcomes``), one message row per decision with its first
-        event (an existing idempotency key returns that row with False), and the tracked links
-        each new row's decision carries, counted against the first new row that carries them.
-        All or nothing: raises StoreError."""
-        ...
-
-    # messages
-    async def insert_message(
-        self,
-        decision: Decision,
-        *,
-        state: MessageState,
-        now: datetime,
-        reason: str | None = None,
-        detail: str | None = None,
-        next_attempt_at: datetime | None = None,
-        expires_at: datetime | None = None,
-    ) -> tuple[MessageRow, bool]: ...
-
-    async def get_message(self, message_id: str) -> MessageRow | None: ...
-
-    async def transition(
-        self,
-        message_id: str,
-        state: MessageState,
-        *,
-        now: datetime,
-        reason: str | None = None,
-        detail: str | None = None,
-        from_states: Collection[MessageState] | None = None,
-        **fields: Any,
-    ) -> MessageRow | None: ...
-
-    async def claim_for_submit(
-        self, message_id: str, *, now: datetime, gateway: str | None = None
-    ) -> MessageRow | None: ...
-
-    async def record_submit(
-        self,
-        message_id: str,
-        *,
-        gateway: str,
-        smsc_ids: Sequence[str],
-        now: datetime,
-        hangup_to_submit_ms: float | None,
-    ) -> MessageRow | None: ...
-
-    async def recover_in_flight(
-        self, *, now: datetime, started_before: datetime | None = None
-    ) -> list[MessageRow]: ...
-
-    async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]: ...
-
-    async def next_due_at(self) -> datetime | None: ...
-
-    async def messages_in_state(
-        self, state: MessageState, *, limit: int | None = None
-    ) -> list[MessageRow]: ...
-
-    async def message_events(self, message_id: str) -> list[MessageEvent]: ...
-
-    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]: ...
-
-    async def latest_message_to(self, number: str) -> MessageRow | None: ...
-
-    # receipts
-    async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None: ...
-
-    async def apply_receipt(
-        self, receipt: Receipt, *, now: datetime | None = None
-    ) -> ReceiptOutcome: ...
-
-    async def receipts(
-        self, *, message_id: str | None = None, unmatched: bool = False
-    ) -> list[ReceiptRow]: ...
-
-    async def claim_nonce(self, nonce: str, *, now: datetime, ttl: float) -> bool: ...
-
-    async def forget_nonce(self, nonce: str) -> None: ...
-
-    # policy facts
-    async def last_sent_at(self, number: str, rule: str) -> datetime | None: ...
-
-    async def count_sent_since(self, number: str | None, since: datetime) -> int: ...
-
-    async def policy_facts(self, number: str, rule: str) -> PolicyFacts: ...
-
-    async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]: ...
-
-    async def segments_sent_since(
-        self, since: datetime
-    ) -> list[tuple[str, str, str, int, datetime]]: ...
-
-    async def is_opted_out(self, number: str) -> bool: ...
-
-    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None: ...
-
-    async def opt_in(self, number: str, *, source: str = "unknown") -> bool: ...
-
-    async def is_dnd(self, number: str) -> bool: ...
-
-    async def set_language(self, number: str, language: str, *, source: str,
-                           now: datetime | None = None) -> None: ...
-
-    async def language_preferences(self) -> dict[str, str]: ...
-
-    async def add_dnd(
-        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
-    ) -> int: ...
-
-    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool: ...
-
-    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]: ...
-
-    async def list_history(self, number: str | None = None, *, limit: int = 100
-                           ) -> list[ListEvent]: ...
-
-    async def import_dnd_csv(
-        self, path: str | Path, *, region: str | None = None, source: str | None = None
-    ) -> ImportResult: ...
-
-    # replies, links
-    async def add_reply(
-        self,
-        sms: InboundSms,
-        *,
-        message_id: str | None = None,
-        keyword: str | None = None,
-        action: str | None = None,
-        sentiment: float | None = None,
-        rating: int | None = None,
-    ) -> int: ...
-
-    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]: ...
-
-    async def add_link(
-        self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
-    ) -> None: ...
-
-    async def resolve_link(self, code: str) -> LinkRow | None: ...
-
-    async def add_click(
-        self, code: str, *, at: datetime | None = None, user_agent: str | None = None
-    ) -> None: ...

@@ -14,7 +14,7 @@ from agent.gateways.presets.common import HttpGatewayConfig
 from agent.gateways.webhooks import ReplayCache
 from agent.metrics import Metrics
 from agent.models import InboundSms, Receipt
-from agent.store.base import Store
+from agent.store.seams import Store
 from agent.web import guard
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.models import Decision, RecipientKind, Trigger
-from agent.store.base import Store
+from agent.store.seams import Store
 from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 

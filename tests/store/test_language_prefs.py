@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agent.store.base import Store
+from agent.store.seams import Store
 
 NOW = datetime(2025, 8, 14, 6, 0, tzinfo=UTC)
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from agent.models import CallRecord, Decision, MessageState
-from agent.store.base import MessageFilter, Store
+from agent.store.base import MessageFilter
+from agent.store.seams import Store
 
 MakeDecision = Callable[..., Decision]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

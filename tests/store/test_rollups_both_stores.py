@@ -19,7 +19,8 @@ from web_helpers import BASE, receipt, sent
 
 from agent.models import InboundSms, MessageState, ReceiptState
 from agent.store import report_source
-from agent.store.base import MessageFilter, ReportData, Store
+from agent.store.base import MessageFilter, ReportData
+from agent.store.seams import Store
 from agent.store.server_reports import _FACT_SQL, _REPLY_SQL, data_from_rows
 from agent.store.sqlite.reports import where
 

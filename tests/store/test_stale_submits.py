@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from test_dispatch import WAIT, FakeGateway, dispatcher, wait_state
 
 from agent.models import Decision, MessageState
-from agent.store.base import Store
+from agent.store.seams import Store
 
 MakeDecision = Callable[..., Decision]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

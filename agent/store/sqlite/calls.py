@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlite3
 
-from agent.models import CallRecord, MessageState, Trigger
-from agent.store.base import CallFilter, CallSummary, RuleOutcome
+from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
+from agent.store.base import CallFilter, CallSummary
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
 
