@@ -527,11 +527,16 @@ def log_row(r: Any, unmasked: bool, timezone: str | None = None) -> dict[str, An
     delivered = out["status"] == "delivered"
     if delivered:
         out["reason"] = None
+    # A text due later is stored as deferred (the outbox treats quiet hours and schedules
+    # alike: both go when next_attempt_at comes); the log names a scheduled one for what it is.
+    out["scheduled_for"] = r["next_attempt_at"] if r["state"] == "deferred" else None
+    if out["status"] == "deferred" and (r["reason"] or "").startswith("scheduled"):
+        out["status"] = "scheduled"
     detail = r["detail"]
     out["detail"] = None if delivered else detail
     if not unmasked:
         out["text"] = mask_text(out["text"]) if out["text"] else out["text"]
         out["detail"] = mask_text(out["detail"]) if out["detail"] else out["detail"]
-    for k in ("created_at", "submitted_at", "final_at", "receipt_at"):
+    for k in ("created_at", "submitted_at", "final_at", "receipt_at", "scheduled_for"):
         out[f"{k}_local"] = local_iso(out[k], timezone) if timezone else None
     return out

@@ -164,6 +164,11 @@ function table(data) {
     const code = m.status !== "delivered" ? m.error_code : null; // "000" on a delivery is no error
     const why = el("td", { class: "why" }, (m.reason && m.reason !== "receipt" ? m.reason : code) || "");
     if (m.detail) { why.title = m.detail; why.append(el("div", { class: "detail muted" }, m.detail)); }
+    if (m.scheduled_for) { // deferred or scheduled: when it goes
+      const due = el("div", { class: "detail muted" }, "due ");
+      due.append(AC.time(m.scheduled_for));
+      why.append(due);
+    }
     const cells = [
       when,
       el("td", {}, m.rule),
