@@ -63,8 +63,10 @@ class _Conn:
         if not self.closed:
             self.closed = True
             self.writer.close()
+            # Unacknowledged receipts go to another bind of the account now, as an SMSC
+            # routes them; held for the next bind only when none is left.
             for pdu in self.outstanding.values():
-                self.server.hold(pdu)
+                self.server.redeliver(pdu)
             self.outstanding.clear()
 
     async def run(self) -> None:
@@ -266,6 +268,15 @@ class SmppServer:
         if target is None:
             self.hold(pdu)
             return
+        target.send_request(pdu)
+
+    def redeliver(self, pdu: P.DeliverSm) -> None:
+        """A deliver_sm the bind it went to never acknowledged: to another receiver bind."""
+        target = self._receiver_for(None)
+        if target is None:
+            self.hold(pdu)
+            return
+        self.redelivered += 1
         target.send_request(pdu)
 
     def hold(self, pdu: P.DeliverSm) -> None:

@@ -261,3 +261,26 @@ async def test_unacknowledged_receipt_is_offered_again_on_the_next_bind(sim: Run
     assert isinstance(resp, P.BindTransceiverResp)
     assert sim.smpp.held == [] and sim.smpp.redelivered == 1
     writer.close()
+
+
+async def test_unacknowledged_receipt_goes_to_another_live_bind(sim: RunningSim) -> None:
+    """Two agents bound to one account: the one that submitted dies before acknowledging its
+    receipt; the other bind gets the receipt at once (nobody binds anew to flush it)."""
+    bind = P.BindTransceiver(1, system_id=SYSTEM_ID, password=PASSWORD)
+    other_reader, other = await asyncio.open_connection("127.0.0.1", sim.smpp_port)
+    other_framer = P.PduReader()
+    other.write(P.encode(bind))
+    [resp] = await _read_pdus(other_reader, other_framer, 1)
+    assert isinstance(resp, P.BindTransceiverResp)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.smpp_port)
+    writer.write(P.encode(bind) + P.encode(P.SubmitSm(
+        2, source_addr="ACME", destination_addr="919812345678", registered_delivery=1,
+        short_message=b"hello")))
+    _, submit_resp, receipt = await _read_pdus(reader, P.PduReader(), 3)
+    assert isinstance(receipt, P.DeliverSm)
+    writer.close()  # killed before its deliver_sm_resp
+    [again] = await _read_pdus(other_reader, other_framer, 1)
+    assert isinstance(again, P.DeliverSm)
+    assert again.receipted_message_id == submit_resp.message_id  # type: ignore[attr-defined]
+    assert sim.smpp.held == []
+    other.close()
