@@ -1,33 +1,40 @@
-"""The simulator's HTTP face: Kannel, Jasmin, Twilio and generic send endpoints, their receipts and MO callbacks."""
+"""The simulator's HTTP face: Kannel, Jasmin, Twilio and generic send endpoints, their receipts
+and MO callbacks (what they share: ``agent.sim.httpstate``)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import structlog
 from aiohttp import web
 from yarl import URL
 
 from agent.gateways.presets import generic, jasmin, twilio
 from agent.gateways.smpp.sm import build_receipt_text
 from agent.sim.core import ESME_RTHROTTLED, SimCore
+from agent.sim.httpstate import (
+    SIM_HTTP,
+    TEMPORARY,
+    SimHttpConfig,
+    SimHttpState,
+    admit,
+    basic_auth,
+    call_back,
+    due,
+    faults_before_answer,
+    params,
+)
 from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2, is_gsm7
 
-log = structlog.get_logger(__name__)
 
 GENERIC_PATH = "/api/v1/messages"
-# SMPP statuses that mean "try again later" when a gateway is asked over HTTP.
-_TEMPORARY = {0x08, 0x14, 0x45, 0x64}  # SYSERR, MSGQFUL, SUBMITFAIL, TXFAIL
 # Named DLT TLVs Kannel forwards from meta-data (as configured in its smsc group).
 _META_TLVS = {"PE_ID": 0x1400, "TEMPLATE_ID": 0x1401}
 _KANNEL_TYPE = {"DELIVRD": 1, "ACCEPTD": 4, "ENROUTE": 4}  # everything else: 2 (non-delivered)
@@ -39,70 +46,6 @@ _GENERIC_STATUS = {"DELIVRD": "delivered", "UNDELIV": "undelivered", "EXPIRED": 
                    "REJECTD": "rejected", "DELETED": "undelivered", "UNKNOWN": "unknown",
                    "ACCEPTD": "accepted", "ENROUTE": "accepted"}
 _KANNEL_ESCAPE = re.compile(r"%([dATFpPiI])")
-
-
-@dataclass
-class SimHttpConfig:
-    """Credentials the simulated gateways accept, and where they send replies (MO)."""
-
-    username: str = "aftercall"
-    password: str = "secret"
-    account_sid: str = "AC" + "0" * 32
-    auth_token: str = "secret"
-    webhook_secret: str = "secret"  # signs generic callbacks
-    mo_urls: dict[str, str] = field(default_factory=dict)  # preset name -> URL
-    callback_attempts: int = 3  # Jasmin-style resend when a callback is not acknowledged
-    callback_retry_delay: float = 0.05
-    callback_timeout: float = 5.0
-
-
-@dataclass(frozen=True)
-class CallbackRecord:
-    """One callback the simulator made (receipt or MO), for tests to assert on."""
-
-    preset: str
-    kind: str  # "receipt" or "inbound"
-    url: str
-    status: int | None  # None: no HTTP answer
-    body: str
-    acked: bool
-
-
-class SimHttpState:
-    def __init__(self, core: SimCore, config: SimHttpConfig) -> None:
-        self.core = core
-        self.config = config
-        self.callbacks: list[CallbackRecord] = []
-        self.session: aiohttp.ClientSession | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-        # submits answered per connection (for drop_after), keyed by id(transport)
-        self.per_connection: dict[int, tuple[asyncio.BaseTransport, int]] = {}
-        self._changed = asyncio.Event()
-
-    def record(self, rec: CallbackRecord) -> None:
-        self.callbacks.append(rec)
-        self._changed.set()
-
-    async def wait_for_callbacks(self, n: int, timeout: float, *, kind: str | None = None
-                                 ) -> list[CallbackRecord]:
-        def matching() -> list[CallbackRecord]:
-            return [c for c in self.callbacks if kind is None or c.kind == kind]
-
-        async def _wait() -> None:
-            while len(matching()) < n:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(_wait(), timeout)
-        return matching()
-
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-
-SIM_HTTP = web.AppKey("sim_http", SimHttpState)
 
 
 def make_http_app(core: SimCore, config: SimHttpConfig | None = None) -> web.Application:
@@ -138,62 +81,12 @@ def make_http_app(core: SimCore, config: SimHttpConfig | None = None) -> web.App
     return app
 
 
-# -- common submit path --------------------------------------------------------------------------
-
-
-async def _params(request: web.Request) -> dict[str, Any]:
-    p: dict[str, Any] = dict(request.query)
-    if request.method == "POST" and request.content_type in (
-            "application/x-www-form-urlencoded", "multipart/form-data"):
-        p.update({k: str(v) for k, v in (await request.post()).items()})
-    elif request.method == "POST" and request.content_type == "application/json":
-        # Jasmin's JSON form of /send: the same keys, and list values such as custom_tlvs.
-        doc = await request.json()
-        if isinstance(doc, dict):
-            p.update({k: v if isinstance(v, list) else str(v) for k, v in doc.items()})
-    return p
-
-
-async def _faults_before_answer(state: SimHttpState, request: web.Request) -> None:
-    """Black hole and connection drops: the client wrote its request and gets nothing back."""
-    f = state.core.faults
-    if f.never_respond:
-        await asyncio.Event().wait()  # until the client gives up or the app stops
-    if f.drop_after is not None:
-        transport = request.transport
-        if transport is None:
-            return
-        for key, (t, _) in list(state.per_connection.items()):
-            if t.is_closing():
-                del state.per_connection[key]
-        n = state.per_connection.get(id(transport), (transport, 0))[1]
-        if n >= f.drop_after:
-            transport.abort()
-            raise asyncio.CancelledError  # nothing more to do for this request
-        state.per_connection[id(transport)] = (transport, n + 1)
-
-
-def _basic_auth(request: web.Request) -> tuple[str, str] | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        login, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (login, password) if sep else None
-
-
-def _admit(state: SimHttpState, dest: str) -> int:
-    return state.core.admit(dest)
-
-
 # -- Kannel ----------------------------------------------------------------------------------
 
 
 async def _kannel_send(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM_HTTP]
-    p = await _params(request)
+    p = await params(request)
     cfg = state.config
     if p.get("username") != cfg.username or p.get("password") != cfg.password:
         return web.Response(status=403, text="Authorization failed for sendsms")
@@ -202,11 +95,11 @@ async def _kannel_send(request: web.Request) -> web.StreamResponse:
         return web.Response(status=400, text="Missing receiver number, rejected")
     if text is None:
         return web.Response(status=400, text="Missing text, rejected")
-    await _faults_before_answer(state, request)
-    status = _admit(state, to)
+    await faults_before_answer(state, request)
+    status = admit(state, to)
     if status == ESME_RTHROTTLED:
         return web.Response(status=429, text="Throttled, try again later", headers={"Retry-After": "1"})
-    if status in _TEMPORARY:
+    if status in TEMPORARY:
         return web.Response(status=503, text="Sending failed.")
     if status:
         return web.Response(status=403, text="Not routable. Do not try again.")  # as smsbox does
@@ -232,24 +125,14 @@ async def _kannel_receipts(state: SimHttpState, smsc_id: str, url: str, mask: in
         return _KANNEL_ESCAPE.sub(lambda m: quote(values[m.group(1)], safe=""), url)
 
     if mask & 8:  # SMSC accepted the submit
-        await _callback(state, "kannel", "receipt", "GET", fill(8, "ACK/"), expect=None)
-    async for _, stat, err in _due(state, smsc_id):
+        await call_back(state, "kannel", "receipt", "GET", fill(8, "ACK/"), expect=None)
+    async for _, stat, err in due(state, smsc_id):
         dlr_type = _KANNEL_TYPE.get(stat, 2)
         if mask & dlr_type:
             now = datetime.now(UTC)
             answer = build_receipt_text(smsc_id=smsc_id, stat=stat, err=err, submitted=now,
                                         done=now, text=text)
-            await _callback(state, "kannel", "receipt", "GET", fill(dlr_type, answer), expect=None)
-
-
-async def _due(state: SimHttpState, smsc_id: str) -> AsyncIterator[tuple[float, str, str]]:
-    """The core's receipt plan for one message, each entry yielded when it falls due."""
-    plan = state.core.receipt_plan(smsc_id)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for delay, stat, err in plan:
-        await asyncio.sleep(max(0.0, start + delay - loop.time()))
-        yield delay, stat, err
+            await call_back(state, "kannel", "receipt", "GET", fill(dlr_type, answer), expect=None)
 
 
 # -- Jasmin --------------------------------------------------------------------------------------
@@ -257,7 +140,7 @@ async def _due(state: SimHttpState, smsc_id: str) -> AsyncIterator[tuple[float, 
 
 async def _jasmin_send(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM_HTTP]
-    p = await _params(request)
+    p = await params(request)
     cfg = state.config
     if p.get("username") != cfg.username or p.get("password") != cfg.password:
         return web.Response(status=403, text=f'Error "Authentication failure for username:{p.get("username", "")}"')
@@ -275,11 +158,11 @@ async def _jasmin_send(request: web.Request) -> web.StreamResponse:
         text = p["content"]
     else:
         return web.Response(status=400, text='Error "Mandatory argument [content] is not found."')
-    await _faults_before_answer(state, request)
-    status = _admit(state, to)
+    await faults_before_answer(state, request)
+    status = admit(state, to)
     if status == ESME_RTHROTTLED:
         return web.Response(status=429, text='Error "Throughput exceeded"', headers={"Retry-After": "1"})
-    if status in _TEMPORARY:
+    if status in TEMPORARY:
         return web.Response(status=500, text='Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"')
     if status:
         return web.Response(status=412, text='Error "No route found"')
@@ -299,13 +182,13 @@ async def _jasmin_receipts(state: SimHttpState, smsc_id: str, msg_id: str, p: Ma
                            text: str) -> None:
     url, level, method = p["dlr-url"], p.get("dlr-level", "1"), p.get("dlr-method", "POST").upper()
     if level in ("1", "3"):
-        await _callback(state, "jasmin", "receipt", method, url, expect=jasmin.ACK,
+        await call_back(state, "jasmin", "receipt", method, url, expect=jasmin.ACK,
                         form={"id": msg_id, "message_status": "ESME_ROK", "level": level})
     if level not in ("2", "3"):
         return
-    async for _, stat, err in _due(state, smsc_id):
+    async for _, stat, err in due(state, smsc_id):
         d = datetime.now(UTC).strftime("%y%m%d%H%M")
-        await _callback(state, "jasmin", "receipt", method, url, expect=jasmin.ACK, form={
+        await call_back(state, "jasmin", "receipt", method, url, expect=jasmin.ACK, form={
             "id": msg_id, "id_smsc": smsc_id, "message_status": stat, "level": level,
             "subdate": d, "donedate": d, "sub": "001", "dlvrd": "001" if stat == "DELIVRD" else "000",
             "err": err, "text": text[:20], "connector": "sim"})
@@ -324,22 +207,22 @@ def _twilio_error(status: int, code: int, message: str, headers: Mapping[str, st
 async def _twilio_send(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM_HTTP]
     cfg = state.config
-    creds = _basic_auth(request)
+    creds = basic_auth(request)
     sid = request.match_info["sid"]
     if (creds is None or creds != (cfg.account_sid, cfg.auth_token)
             or sid != cfg.account_sid):
         return _twilio_error(401, 20003, "Authenticate")
-    p = await _params(request)
+    p = await params(request)
     to, sender, body = p.get("To", ""), p.get("From", ""), p.get("Body")
     if not to:
         return _twilio_error(400, 21604, "A 'To' phone number is required.")
     if body is None:
         return _twilio_error(400, 21602, "Message body is required.")
-    await _faults_before_answer(state, request)
-    status = _admit(state, to)
+    await faults_before_answer(state, request)
+    status = admit(state, to)
     if status == ESME_RTHROTTLED:
         return _twilio_error(429, 20429, "Too Many Requests", {"Retry-After": "1"})
-    if status in _TEMPORARY:
+    if status in TEMPORARY:
         return _twilio_error(503, 20503, "Service Unavailable")
     if status:
         return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
@@ -361,7 +244,7 @@ async def _twilio_receipts(state: SimHttpState, smsc_id: str, msg_sid: str, url:
     base = {"MessageSid": msg_sid, "SmsSid": msg_sid, "AccountSid": state.config.account_sid,
             "From": sender, "To": to, "ApiVersion": twilio.API_VERSION}
     await _twilio_callback(state, url, {**base, "MessageStatus": "sent", "SmsStatus": "sent"})
-    async for _, stat, _err in _due(state, smsc_id):
+    async for _, stat, _err in due(state, smsc_id):
         status = _TWILIO_STATUS.get(stat, "undelivered")
         form = {**base, "MessageStatus": status, "SmsStatus": status,
                 "RawDlrDoneDate": datetime.now(UTC).strftime("%y%m%d%H%M")}
@@ -373,7 +256,7 @@ async def _twilio_receipts(state: SimHttpState, smsc_id: str, msg_sid: str, url:
 async def _twilio_callback(state: SimHttpState, url: str, form: dict[str, str], *,
                            kind: str = "receipt") -> None:
     sig = twilio.signature(state.config.auth_token.encode(), url, form.items())
-    await _callback(state, "twilio", kind, "POST", url, form=form, expect=None,
+    await call_back(state, "twilio", kind, "POST", url, form=form, expect=None,
                     headers={twilio.SIGNATURE_HEADER: sig})
 
 
@@ -384,7 +267,7 @@ async def _generic_send(request: web.Request) -> web.StreamResponse:
     """The simulator's own JSON API: {"to", "from", "text", "reference", "callback_url"}."""
     state = request.app[SIM_HTTP]
     cfg = state.config
-    creds = _basic_auth(request)
+    creds = basic_auth(request)
     if creds != (cfg.username, cfg.password):
         return web.json_response({"error": "unauthorized"}, status=401)
     try:
@@ -394,11 +277,11 @@ async def _generic_send(request: web.Request) -> web.StreamResponse:
     if not isinstance(doc, dict) or not doc.get("to") or doc.get("text") is None:
         return web.json_response({"error": "'to' and 'text' are required"}, status=400)
     to = str(doc["to"])
-    await _faults_before_answer(state, request)
-    status = _admit(state, to)
+    await faults_before_answer(state, request)
+    status = admit(state, to)
     if status == ESME_RTHROTTLED:
         return web.json_response({"error": "throttled"}, status=429, headers={"Retry-After": "1"})
-    if status in _TEMPORARY:
+    if status in TEMPORARY:
         return web.json_response({"error": "unavailable"}, status=503)
     if status:
         return web.json_response({"error": f"destination refused (SMPP status 0x{status:08X})",
@@ -412,7 +295,7 @@ async def _generic_send(request: web.Request) -> web.StreamResponse:
 
 
 async def _generic_receipts(state: SimHttpState, smsc_id: str, url: str, reference: str) -> None:
-    async for _, stat, err in _due(state, smsc_id):
+    async for _, stat, err in due(state, smsc_id):
         body = {"id": smsc_id, "reference": reference, "status": _GENERIC_STATUS[stat], "error": err}
         await _generic_callback(state, "receipt", url, body)
 
@@ -420,11 +303,11 @@ async def _generic_receipts(state: SimHttpState, smsc_id: str, url: str, referen
 async def _generic_callback(state: SimHttpState, kind: str, url: str, doc: dict[str, Any]) -> None:
     raw = json.dumps(doc).encode()
     sig = generic.sign(state.config.webhook_secret.encode(), int(time.time()), raw)
-    await _callback(state, "generic", kind, "POST", url, data=raw, expect=None,
+    await call_back(state, "generic", kind, "POST", url, data=raw, expect=None,
                     headers={"X-Signature": sig, "Content-Type": "application/json"})
 
 
-# -- MO and the callback client ------------------------------------------------------------------
+# -- MO ------------------------------------------------------------------
 
 
 async def _send_mo(state: SimHttpState, sender: str, recipient: str, text: str) -> None:
@@ -432,11 +315,11 @@ async def _send_mo(state: SimHttpState, sender: str, recipient: str, text: str) 
         if preset == "kannel":
             u = URL(url).update_query({"from": sender, "to": recipient, "text": text,
                                        "ts": str(int(time.time()))})
-            await _callback(state, preset, "inbound", "GET", str(u), expect=None)
+            await call_back(state, preset, "inbound", "GET", str(u), expect=None)
         elif preset == "jasmin":
             coding = "0" if is_gsm7(text) else "8"
             binary = (text.encode() if coding == "0" else encode_ucs2(text)).hex()
-            await _callback(state, preset, "inbound", "POST", url, expect=jasmin.ACK, form={
+            await call_back(state, preset, "inbound", "POST", url, expect=jasmin.ACK, form={
                 "id": f"mo-{time.monotonic_ns()}", "from": sender, "to": recipient,
                 "origin-connector": "sim", "priority": "1", "coding": coding,
                 "validity": "", "content": text, "binary": binary})
@@ -450,32 +333,3 @@ async def _send_mo(state: SimHttpState, sender: str, recipient: str, text: str) 
         elif preset == "generic":
             await _generic_callback(state, "inbound", url,
                                     {"from": sender, "to": recipient, "text": text})
-
-
-async def _callback(
-    state: SimHttpState, preset: str, kind: str, method: str, url: str, *,
-    expect: str | None, form: Mapping[str, str] | None = None, data: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> None:
-    """Call the agent back; retried like Jasmin when ``expect`` is not answered."""
-    assert state.session is not None
-    attempts = state.config.callback_attempts if expect is not None else 1
-    for attempt in range(attempts):
-        status: int | None = None
-        body = ""
-        try:
-            async with state.session.request(
-                method, url, data=dict(form) if form is not None else data,
-                headers=dict(headers or {}), allow_redirects=False,
-            ) as resp:
-                status, body = resp.status, await resp.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            body = type(exc).__name__
-        acked = status is not None and 200 <= status < 300 and (expect is None or body.strip() == expect)
-        state.record(CallbackRecord(preset, kind, url, status, body, acked))
-        if acked:
-            return
-        log.info("sim_callback_unacknowledged", preset=preset, kind=kind, status=status,
-                 attempt=attempt + 1)
-        if attempt + 1 < attempts:
-            await asyncio.sleep(state.config.callback_retry_delay)

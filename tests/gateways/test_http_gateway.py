@@ -27,7 +27,8 @@ from agent.gateways.webhooks import (
 )
 from agent.models import InboundSms, OutboundSms, Receipt, ReceiptState
 from agent.sim.core import FaultConfig, SimCore
-from agent.sim.http import SimHttpConfig, make_http_app
+from agent.sim.http import make_http_app
+from agent.sim.httpstate import SimHttpConfig
 
 PASSWORD = "pa55-w0rd-xyz"
 WEBHOOK_SECRET = "webhook-secret-1"

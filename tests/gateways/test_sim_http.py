@@ -19,7 +19,8 @@ from agent.gateways.presets.common import HttpGatewayConfig
 from agent.gateways.webhooks import Kind, WebhookRequest, handle
 from agent.models import ReceiptState
 from agent.sim.core import FaultConfig, SimCore
-from agent.sim.http import SIM_HTTP, SimHttpConfig, SimHttpState, make_http_app
+from agent.sim.http import make_http_app
+from agent.sim.httpstate import SIM_HTTP, SimHttpConfig, SimHttpState
 
 SECRET = "s1m-secret"
 SID = "AC" + "0" * 32
