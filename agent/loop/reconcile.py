@@ -36,14 +36,8 @@ from typing import Protocol
 
 import structlog
 
-from agent.calls.cdr import (
-    CdrRow,
-    CdrRowError,
-    MalformedRow,
-    ParsedCdr,
-    build_records,
-    parse_line,
-)
+from agent.calls.cdr import build_records
+from agent.calls.cdr_rows import CdrRow, CdrRowError, MalformedRow, ParsedCdr, parse_line
 from agent.calls.pbx import PbxProfile
 from agent.errors import ConfigError
 from agent.models import CallRecord, Trigger

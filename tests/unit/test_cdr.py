@@ -13,15 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.ami.transcript import iter_messages
-from agent.calls.cdr import (
+from agent.calls.cdr import CdrTail, build_record, build_records, group_calls
+from agent.calls.cdr_rows import (
     CDR_COLUMNS,
     SOURCE_VAR,
     CdrRow,
     CdrRowError,
-    CdrTail,
-    build_record,
-    build_records,
-    group_calls,
     parse_line,
     parse_lines,
     parse_userfield,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.calls.cdr import SOURCE_VAR
+from agent.calls.cdr_rows import SOURCE_VAR
 from agent.errors import ConfigError
 from agent.loop.reconcile import ReconcileResult, reconcile
 from agent.models import CallRecord, Disposition, Trigger

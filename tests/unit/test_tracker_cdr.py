@@ -201,7 +201,8 @@ def test_receive_clock_never_goes_back_when_the_wall_clock_does() -> None:
 def test_a_call_recovered_from_the_cdr_reads_as_the_live_one(style: str, sc: Scenario) -> None:
     # The same call, live (AMI) and recovered after an outage (Master.csv): same direction,
     # caller, disposition and agent, on every style.
-    from agent.calls.cdr import build_records, parse_lines
+    from agent.calls.cdr import build_records
+    from agent.calls.cdr_rows import parse_lines
 
     (live,) = track(style, sc)
     text = (fixture_dir(style, CDR) / "Master.csv").read_text().splitlines()
