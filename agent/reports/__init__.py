@@ -77,7 +77,8 @@ from agent.reports.render import (
 from agent.store.base import MessageFilter
 from agent.store.seams import ReportSource
 from agent.store import report_source
-from agent.store.sqlite.reports import ReportReader, local_iso
+from agent.store.sqlite.reports import ReportReader
+from agent.store.sqlite.smslog import local_iso
 
 __all__ = [
     "EXPORT_COLUMNS", "SENTIMENT_THRESHOLD", "DayPoint", "Figures", "Format", "Report",

@@ -27,7 +27,8 @@ from agent.store.base import (
     ReportData,
     Tally,
 )
-from agent.store.sqlite.reports import PBX_NAMES_SQL, SENTIMENT_CUT, _log_sql, log_row, where
+from agent.store.sqlite.reports import PBX_NAMES_SQL, SENTIMENT_CUT
+from agent.store.sqlite.smslog import _log_sql, log_row, where
 
 T = TypeVar("T")
 

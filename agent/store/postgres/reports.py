@@ -20,14 +20,8 @@ from agent.store.base import DayTally, LinkTally, MessageFilter, ReplyTally, Rep
 from agent.errors import StoreError
 from agent.store.postgres.pool import _ENVIRONMENTAL, PgPool, _reason, utc
 from agent.store.postgres.rollups import FOLD, FOLD_EVERY_S, FOLD_LOCK_SQL, bucket
-from agent.store.sqlite.reports import (
-    _QUARTER,
-    SENTIMENT_CUT,
-    _day_span,
-    _offset_spans,
-    _percentiles,
-    _slot_floor,
-)
+from agent.store.sqlite.localdays import _QUARTER, _offset_spans, _percentiles, _slot_floor
+from agent.store.sqlite.reports import SENTIMENT_CUT, _day_span
 
 log = structlog.get_logger(__name__)
 

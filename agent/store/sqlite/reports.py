@@ -13,26 +13,24 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from agent.errors import StoreError
 from agent.store.base import (
-    DayTally,
     LinkTally,
     MessageFilter,
-    Percentile,
     ReplyTally,
     ReportData,
     Tally,
 )
-from agent.sms.numbers import mask, mask_text
 from agent.store.rollups import bucket_sql, delivery_seconds_sql
-from agent.store.sqlite.rows import _dt, ts
+from agent.store.sqlite.localdays import _local_days, _percentiles
+from agent.store.sqlite.smslog import log_batches, log_count, log_page, log_row, where
 
 T = TypeVar("T")
 SENTIMENT_CUT = 0.05  # VADER's own cut-off for its compound score (agent.reports.figures)
@@ -171,30 +169,6 @@ def _background_priority() -> None:
 REPORT_NICE = 10
 
 
-# -- filters ---------------------------------------------------------------------------------------
-
-
-def where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
-    """The WHERE clause for ``f`` (each filter has an index that leads with it; see migration 2)."""
-    parts: list[str] = []
-    params: list[Any] = []
-    if f.states:
-        parts.append(f"{alias}.state IN ({','.join('?' * len(f.states))})")
-        params.extend(str(s) for s in f.states)
-    for column, value in (("rule", f.rule), ("call_id", f.call_id), ("number", f.number),
-                          ("gateway", f.gateway), ("pbx", f.pbx)):
-        if value is not None:
-            parts.append(f"{alias}.{column} = ?")
-            params.append(value)
-    if f.since is not None:
-        parts.append(f"{alias}.created_at >= ?")
-        params.append(ts(f.since))
-    if f.until is not None:
-        parts.append(f"{alias}.created_at < ?")
-        params.append(ts(f.until))
-    return (" WHERE " + " AND ".join(parts)) if parts else "", params
-
-
 # -- the report ------------------------------------------------------------------------------------
 #
 # Whole UTC days come from the rollups (agent.store.rollups: a few dozen rows per day, whatever
@@ -327,216 +301,3 @@ def report_data(conn: sqlite3.Connection, f: MessageFilter, timezone: str = "UTC
     days = _local_days(conn, f, ZoneInfo(timezone))
     return ReportData(tuple(t for t in tallies if t.count), tuple(d for d in days if d.count),
                       tuple(links), tuple(replies), tuple(_percentiles(hist)))
-
-
-# -- days in the operator's time zone --------------------------------------------------------------
-
-_QUARTER = timedelta(minutes=15)
-
-
-def _slot_floor(dt: datetime) -> datetime:
-    dt = dt.astimezone(UTC)
-    return dt.replace(minute=dt.minute // 15 * 15, second=0, microsecond=0)
-
-
-def _slot_text(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-
-
-def _offset_minutes(zone: ZoneInfo, at: datetime) -> int:
-    off = at.astimezone(zone).utcoffset()
-    return int(off.total_seconds() // 60) if off is not None else 0
-
-
-def _offset_spans(zone: ZoneInfo, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime,
-                                                                             int]]:
-    """[lo, hi) cut where the zone's UTC offset changes (DST), each part with its offset."""
-    out = []
-    start, off = lo, _offset_minutes(zone, lo)
-    t = lo
-    while t < hi:
-        nxt = min(t + timedelta(days=1), hi)
-        if nxt < hi and _offset_minutes(zone, nxt) != off or nxt >= hi and \
-                _offset_minutes(zone, hi - timedelta(microseconds=1)) != off:
-            a, b = t, nxt  # the change lies in (a, b]: find it to the quarter hour
-            while b - a > _QUARTER:
-                mid = _slot_floor(a + (b - a) / 2)
-                if mid <= a:
-                    break
-                a, b = (mid, b) if _offset_minutes(zone, mid) == off else (a, mid)
-            out.append((start, b, off))
-            start, off = b, _offset_minutes(zone, b)
-            t = b
-            continue
-        t = nxt
-    out.append((start, hi, off))
-    return [(a, b, m) for a, b, m in out if a < b]
-
-
-def _local_days(conn: sqlite3.Connection, f: MessageFilter, zone: ZoneInfo) -> list[DayTally]:
-    """Messages per day in ``zone`` and state: whole quarter hours from ``report_slots``, the
-    cut quarter hours at the ends (and everything, for one PBX) from the rows."""
-    lo, hi = f.since, f.until
-    if lo is None or hi is None:
-        first, last = conn.execute(
-            "SELECT min(a), max(b) FROM (SELECT min(slot) AS a, max(slot) AS b FROM report_slots"
-            " UNION ALL SELECT substr(min(created_at), 1, 16), substr(max(created_at), 1, 16)"
-            " FROM messages)").fetchone()
-        if first is None:
-            return []
-        lo = lo or datetime.fromisoformat(first + ":00+00:00")
-        hi = hi or datetime.fromisoformat(last + ":00+00:00") + _QUARTER
-    if lo >= hi:
-        return []
-    raw_only = f.pbx is not None or f.rule is not None or f.gateway is not None
-    inner_lo = lo if _slot_floor(lo) == lo else _slot_floor(lo) + _QUARTER
-    inner_hi = _slot_floor(hi)
-    counts: dict[tuple[str, str], list[int]] = {}
-
-    def add(rows: Any) -> None:
-        for day, state, n, sent in rows:
-            c = counts.setdefault((day, state), [0, 0])
-            c[0] += n
-            c[1] += sent
-
-    for a, b, off in _offset_spans(zone, lo, hi):
-        shift = f"{off:+d} minutes"
-        parts = [(a, b)] if raw_only or inner_lo >= inner_hi else [
-            (a, min(b, inner_lo)), (max(a, inner_hi), b)]
-        if not raw_only and inner_lo < inner_hi and max(a, inner_lo) < min(b, inner_hi):
-            add(conn.execute(
-                "SELECT substr(datetime(slot || ':00', ?), 1, 10), state, sum(n), sum(sent)"
-                " FROM report_slots WHERE slot >= ? AND slot < ? GROUP BY 1, 2",
-                (shift, _slot_text(max(a, inner_lo)), _slot_text(min(b, inner_hi)))))
-        for x, y in parts:
-            if x >= y:
-                continue
-            w, p = where(MessageFilter(rule=f.rule, gateway=f.gateway, pbx=f.pbx, since=x,
-                                       until=y, limit=None))
-            add(conn.execute(
-                "SELECT substr(datetime(substr(m.created_at, 1, 19), ?), 1, 10), m.state,"
-                f" count(*), count(m.submitted_at) FROM messages m{w} GROUP BY 1, 2",
-                [shift, *p]))
-    return [DayTally(date.fromisoformat(day), state, n, sent)
-            for (day, state), (n, sent) in sorted(counts.items())]
-
-
-_QS = {"h2s": (50, 99), "delivery": (50, 95)}
-
-
-def _percentiles(hist: list[Any]) -> list[Percentile]:
-    """Nearest-rank percentiles per scope from histogram rows (rule, gateway, metric, bucket,
-    n, total): the bucket holding the k-th value, as the mean of that bucket's values."""
-    scopes: dict[tuple[str, str, str], dict[int, list[float]]] = {}
-    for rule, gateway, metric, bucket, n, total in hist:
-        if n <= 0:
-            continue
-        for scope, key in (("all", ""), ("rule", rule), ("gateway", gateway)):
-            b = scopes.setdefault((scope, key, metric), {}).setdefault(bucket, [0, 0.0])
-            b[0] += n
-            b[1] += total
-    out = []
-    for (scope, key, metric), buckets in scopes.items():
-        n = sum(int(c) for c, _ in buckets.values())
-        for q in _QS[metric]:
-            k, seen = max(1, -(-q * n // 100)), 0
-            for bucket in sorted(buckets):
-                count, total = buckets[bucket]
-                seen += int(count)
-                if seen >= k:
-                    out.append(Percentile(scope, key, metric, q, round(total / count, 6)))
-                    break
-    return out
-
-
-# -- the SMS log -----------------------------------------------------------------------------------
-
-_LOG_SQL = """
-SELECT m.*,
-  (SELECT r.state FROM receipts r WHERE r.message_id = m.id ORDER BY r.id DESC LIMIT 1)
-      AS receipt_state,
-  (SELECT r.received_at FROM receipts r WHERE r.message_id = m.id ORDER BY r.id DESC LIMIT 1)
-      AS receipt_at,
-  (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE l.message_id = m.id)
-      AS clicks,
-  (SELECT count(*) FROM replies p WHERE p.message_id = m.id) AS replies
-FROM messages m"""
-
-
-def _log_sql(f: MessageFilter) -> tuple[str, list[Any]]:
-    w, p = where(f)
-    order = "DESC" if f.newest_first else "ASC"
-    return (f"{_LOG_SQL}{w} ORDER BY m.created_at {order}, m.id {order} LIMIT ? OFFSET ?",
-            [*p, -1 if f.limit is None else f.limit, f.offset])
-
-
-def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
-    """One page of the SMS log (``f.limit`` rows from ``f.offset``), newest first by default."""
-    sql, p = _log_sql(f)
-    return conn.execute(sql, p).fetchall()
-
-
-def log_count(conn: sqlite3.Connection, f: MessageFilter, cap: int) -> tuple[int, bool]:
-    """How many messages match ``f``, counting at most ``cap`` (True when the cap was hit), so a
-    page header costs an index range, not a year."""
-    w, p = where(f)
-    n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM messages m{w} LIMIT ?) t",
-                     [*p, cap + 1]).fetchone()[0]
-    return min(n, cap), n > cap
-
-
-def log_batches(conn: sqlite3.Connection, f: MessageFilter,
-                size: int) -> Iterator[list[sqlite3.Row]]:
-    """The whole log for ``f`` in batches of ``size`` rows, for streaming exports."""
-    sql, p = _log_sql(f)
-    cur = conn.execute(sql, p)
-    while batch := cur.fetchmany(size):
-        yield batch
-
-
-def local_iso(value: str | datetime | None, timezone: str) -> str | None:
-    """A stored UTC time as ISO 8601 in ``timezone``, with its offset (2024-05-01T14:30:00+05:30)."""
-    if value is None:
-        return None
-    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return dt.astimezone(ZoneInfo(timezone)).isoformat(timespec="seconds")
-
-
-def log_row(r: Any, unmasked: bool, timezone: str | None = None) -> dict[str, Any]:
-    """One SMS-log row as the export columns (agent.reports) name them: no reason on a
-    delivered message, the detail of a suppression or failure, numbers inside texts masked
-    unless ``unmasked``, local times with a ``timezone``."""
-    submitted, final = _dt(r["submitted_at"]), _dt(r["final_at"])
-    delivery = (
-        round((final - submitted).total_seconds(), 3)
-        if submitted and final and r["state"] == "delivered" else None
-    )
-    number = r["number"]
-    out = {
-        "id": r["id"], "call_id": r["call_id"], "rule": r["rule"], "template": r["template"],
-        "recipient_kind": r["recipient_kind"],
-        "number": number if unmasked or not number else mask(number),
-        "gateway": r["gateway"], "sender_id": r["sender_id"], "status": r["state"],
-        "reason": r["reason"], "error_code": r["error_code"], "text": r["text"],
-        "encoding": r["encoding"], "segments": r["segments"], "attempts": r["attempts"],
-        "created_at": r["created_at"], "submitted_at": r["submitted_at"],
-        "final_at": r["final_at"], "hangup_to_submit_ms": r["hangup_to_submit_ms"],
-        "delivery_seconds": delivery, "receipt_state": r["receipt_state"],
-        "receipt_at": r["receipt_at"], "clicks": r["clicks"], "replies": r["replies"],
-    }
-    delivered = out["status"] == "delivered"
-    if delivered:
-        out["reason"] = None
-    # A text due later is stored as deferred (the outbox treats quiet hours and schedules
-    # alike: both go when next_attempt_at comes); the log names a scheduled one for what it is.
-    out["scheduled_for"] = r["next_attempt_at"] if r["state"] == "deferred" else None
-    if out["status"] == "deferred" and (r["reason"] or "").startswith("scheduled"):
-        out["status"] = "scheduled"
-    detail = r["detail"]
-    out["detail"] = None if delivered else detail
-    if not unmasked:
-        out["text"] = mask_text(out["text"]) if out["text"] else out["text"]
-        out["detail"] = mask_text(out["detail"]) if out["detail"] else out["detail"]
-    for k in ("created_at", "submitted_at", "final_at", "receipt_at", "scheduled_for"):
-        out[f"{k}_local"] = local_iso(out[k], timezone) if timezone else None
-    return out
