@@ -41,3 +41,8 @@ def _hex_int(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 HexInt = Annotated[int, BeforeValidator(_hex_int), Field(ge=0, le=0xFFFF)]
+#: India DLT's principal entity - telemarketer chain (TRAI, enforced since December 2024): the
+#: PE id and each telemarketer's id in order, comma-separated ("1101...,1302..."), or the
+#: SHA-256 hash of that chain in hex where the delivering telemarketer asks for the hash. It is
+#: the path texts take, so it is configured on the gateway they go through.
+DltChain = Annotated[str, Field(pattern=r"^(\d{10,25}(,\d{10,25})+|[0-9A-Fa-f]{64})$")]

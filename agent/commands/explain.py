@@ -91,7 +91,7 @@ def explain(
     an inline line; or ``record`` already read, e.g. from the store). ``stored``: lines saying
     what the agent actually did with the call, shown after the rules' verdicts."""
     try:
-        rs = load_rules(rules_path)
+        rs = load_rules(rules_path, dlt=False)  # judges calls, sends nothing
     except RulesError as exc:
         return problems_text(exc), Exit.INPUT
     if record is None:

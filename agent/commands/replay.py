@@ -36,7 +36,7 @@ def replay_file(
     ``aftercall explain`` takes."""
     out = out or sys.stdout
     err = err or sys.stderr
-    rules = load_rules(rules_path) if rules_path else None
+    rules = load_rules(rules_path, dlt=False) if rules_path else None  # sends nothing
     if rules is not None:
         records, tracker = replay_tracker(file, region=rules.defaults.region,
                                           agents=agents_directory(rules),

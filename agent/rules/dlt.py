@@ -3,7 +3,7 @@
 TRAI's DLT scrubbing drops a text whose template and principal entity are not registered, whose
 wording departs from the registered template (each ``{#var#}`` slot takes up to 30 characters),
 or whose header (sender id) is not the registered kind: six letters for transactional and
-service texts, six digits for promotional ones. ``aftercall check`` refuses such a file with
+service texts, six digits for promotional ones. The loader refuses such a file with
 region IN rather than letting the operator find out from a day of silent rejections.
 """
 

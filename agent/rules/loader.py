@@ -388,8 +388,11 @@ def load_rules_text(
     return RuleSet(config, compiled, filename, _position_map(doc))
 
 
-def load_rules(path: str | Path, env: Mapping[str, str] | None = None) -> RuleSet:
-    """Read and validate a rules.yaml file; raises RulesError (also for an unreadable file)."""
+def load_rules(path: str | Path, env: Mapping[str, str] | None = None, *,
+               dlt: bool = True) -> RuleSet:
+    """Read and validate a rules.yaml file; raises RulesError (also for an unreadable file).
+    ``dlt=False``: without India DLT's refusals, for tools that judge calls and send nothing
+    (explain, replay), so a file can be diagnosed while its registration is still missing."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -405,4 +408,12 @@ def load_rules(path: str | Path, env: Mapping[str, str] | None = None) -> RuleSe
         message = f"cannot read: not UTF-8 (byte 0x{data[exc.start]:02X})"
         raise RulesError([Problem(str(p), line, column, "", message)]) from None
     # What read_text() did: universal newlines.
-    return load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env)
+    rs = load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env)
+    # India DLT scrubbing drops what these refuse: check, run, a reload and every other
+    # command that reads the file refuse it alike. (dlt reads a RuleSet: imported here.)
+    from agent.rules.dlt import problems
+
+    found = problems(rs) if dlt else []
+    if found:
+        raise RulesError(found)
+    return rs

@@ -36,7 +36,7 @@ from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2, is_gsm7
 
 GENERIC_PATH = "/api/v1/messages"
 # Named DLT TLVs Kannel forwards from meta-data (as configured in its smsc group).
-_META_TLVS = {"PE_ID": 0x1400, "TEMPLATE_ID": 0x1401}
+_META_TLVS = {"PE_ID": 0x1400, "TEMPLATE_ID": 0x1401, "TM_CHAIN": 0x1402}
 _KANNEL_TYPE = {"DELIVRD": 1, "ACCEPTD": 4, "ENROUTE": 4}  # everything else: 2 (non-delivered)
 _TWILIO_STATUS = {"DELIVRD": "delivered", "ACCEPTD": "sent", "ENROUTE": "sent",
                   "REJECTD": "failed"}  # everything else: undelivered

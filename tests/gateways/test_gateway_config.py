@@ -119,7 +119,7 @@ def test_every_key_is_used_or_refused_with_its_line() -> None:
         "  gw: {type: http, preset: kannel, url: 'http://k/cgi-bin/sendsms', username: u,\n"
         "       password: s3cr3t-x, method: POST, request_template: {to: '{to}'}}\n"
     ) == ["r.yaml:8:7: gateways.gw: preset kannel does not use method, request_template "
-          "(it reads dlt_tlvs, password, strip_plus, username)"]
+          "(it reads dlt_chain_id, dlt_tlvs, password, strip_plus, username)"]
     assert problems("  gw: {type: http, preset: generic, url: 'http://g/x'}\n") == [
         "r.yaml:8:7: gateways.gw: preset generic needs request_template"]
     assert problems("  gw: {type: http, preset: kannel, username: u, password: s3cr3t-x}\n") == [
@@ -168,7 +168,9 @@ def test_shipped_rules_yaml_backup_kannel_carries_dlt_ids() -> None:
     out = OutboundSms(message_id="m1", to="+919812345678", sender="ACMECO", text="Hi",
                       dlt_template_id="1107161234567890123", dlt_entity_id="1101000000000001")
     query = dict(kannel.build_submit(cfg.bound("backup", "http://a", lambda: "s"), out).query)
-    assert query["meta-data"] == "?smpp?PE_ID=1101000000000001&TEMPLATE_ID=1107161234567890123"
+    # The route's PE-TM chain goes too (kannel.conf's TM_CHAIN smpp-tlv group: tag 0x1402).
+    assert query["meta-data"] == ("?smpp?TM_CHAIN=1101456789012345678%2C1302157243747322354"
+                                  "&PE_ID=1101000000000001&TEMPLATE_ID=1107161234567890123")
 
 
 def test_readme_gateway_examples_pass_check_and_build() -> None:

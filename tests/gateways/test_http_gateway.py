@@ -392,3 +392,11 @@ async def test_jasmin_carries_dlt_ids_as_custom_tlvs(env: Env) -> None:
     await gw.submit(out)
     [msg] = env.core.messages
     assert msg.tlvs == {0x1400: b"1101000000000001", 0x1401: b"1107161234567890123"}
+
+
+async def test_jasmin_carries_the_dlt_chain_on_0x1402(env: Env) -> None:
+    chain = "1101456789012345678,1302157243747322354"
+    gw, _ = await env.gateway("jasmin", dlt_chain_id=chain)
+    await gw.submit(OutboundSms(message_id="m2", to="+919812345678", sender="ACMECO", text="Hi"))
+    [msg] = env.core.messages
+    assert msg.tlvs == {0x1402: chain.encode()}

@@ -146,14 +146,18 @@ async def kannel_gateway(peer: Peer, receiver: Receiver, base: str, **kw: Any
                          ) -> tuple[HttpGateway, Inbox]:
     cfg = HttpGatewayConfig(
         type="http", preset="kannel", url=peer.kannel.sendsms_url, username=USERNAME,
-        password=PASSWORD, dlt_tlvs={"dlt_entity_id": "PE_ID", "dlt_template_id": "TEMPLATE_ID"},
-        max_retries=0, **kw,
+        password=PASSWORD, dlt_tlvs={"dlt_entity_id": "PE_ID", "dlt_template_id": "TEMPLATE_ID",
+                                     "dlt_chain_id": "TM_CHAIN"},
+        dlt_chain_id=CHAIN, max_retries=0, **kw,
     ).bound("backup", base, lambda: SECRET)
     gw = HttpGateway(cfg)
     inbox = Inbox()
     await gw.start(inbox.on_receipt, inbox.on_inbound)
     receiver.gateways[gw.name] = gw
     return gw, inbox
+
+
+CHAIN = "1101000000000001,1302157243747322354"  # PE id, then the telemarketer's
 
 
 def out(i: int, text: str, to: str = "+919812345678") -> OutboundSms:
@@ -175,6 +179,7 @@ async def test_agent_kannel_preset_end_to_end(peer: Peer,
         for m in peer.sim.core.messages:
             assert m.tlvs[0x1400] == b"1101000000000001"
             assert m.tlvs[0x1401] == b"1107161234567890123"
+            assert m.tlvs[0x1402] == CHAIN.encode()  # the route's PE-TM chain
         # Receipts come back to the agent's webhook, the first one after a 503 (Kannel retried
         # it: the sample's http-request-retry).
         await inbox.wait(lambda: {r.message_id for r in inbox.receipts

@@ -20,12 +20,13 @@ from agent.store.sqlite import SqliteStore
 # No rate_limits and no allowed_countries: what an operator gets without asking.
 RULES = """\
 version: 1
-defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc}
+defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc,
+           dlt_entity_id: "1101456789012345678"}
 agents:
   "2001": {name: Priya, mobile: "+919812345678"}
 templates:
-  sorry: {text: "Sorry we missed your call. -ACME"}
-  summary: {text: "Call from {{ caller }}"}
+  sorry: {text: "Sorry we missed your call. -ACME", dlt_template_id: "1107161234567890125"}
+  summary: {text: "Call from {{ caller }}", dlt_template_id: "1107161234567890126"}
 rules:
   - name: missed-call-sorry
     match: {disposition: [missed]}

@@ -30,7 +30,7 @@ from agent.errors import (
     GatewayTemporaryError,
     redacted,
 )
-from agent.scalars import parse_duration
+from agent.scalars import DltChain, parse_duration
 
 
 class Preset(enum.StrEnum):
@@ -43,7 +43,7 @@ class Preset(enum.StrEnum):
 # Placeholders a generic request template may use; anything else is refused at load.
 TEMPLATE_FIELDS = frozenset(
     {"to", "to_digits", "sender", "text", "message_id", "callback_url", "dlt_template_id",
-     "dlt_entity_id", "encoding"}
+     "dlt_entity_id", "dlt_chain_id", "encoding"}
 )
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -81,13 +81,13 @@ Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 # Keys each preset reads; any other preset-specific key set in rules.yaml is refused rather
 # than silently ignored. Keys every preset reads are not listed.
 _PRESET_KEYS: dict[Preset, frozenset[str]] = {
-    Preset.KANNEL: frozenset({"username", "password", "strip_plus", "dlt_tlvs"}),
-    Preset.JASMIN: frozenset({"username", "password", "strip_plus", "dlt_tlvs"}),
+    Preset.KANNEL: frozenset({"username", "password", "strip_plus", "dlt_tlvs", "dlt_chain_id"}),
+    Preset.JASMIN: frozenset({"username", "password", "strip_plus", "dlt_tlvs", "dlt_chain_id"}),
     Preset.TWILIO: frozenset({"account_sid", "auth_token"}),
     Preset.GENERIC: frozenset({"username", "password", "method", "request_template",
                                "response_id_path", "headers", "receipt_fields",
                                "inbound_fields", "status_map", "signature_header",
-                               "signature_tolerance"}),
+                               "signature_tolerance", "dlt_chain_id"}),
 }
 _ALL_PRESET_KEYS = frozenset().union(*_PRESET_KEYS.values())
 
@@ -128,7 +128,12 @@ class HttpGatewayConfig(BaseModel):
     # India DLT ids as SMPP TLVs behind an HTTP gateway. Kannel: the names of the smpp-tlv
     # groups in kannel.conf (sent as meta-data "?smpp?NAME=value"); Jasmin: the TLV tags
     # (sent as custom_tlvs). Keys: dlt_entity_id, dlt_template_id.
-    dlt_tlvs: dict[Literal["dlt_entity_id", "dlt_template_id"], str] = Field(default_factory=dict)
+    dlt_tlvs: dict[Literal["dlt_entity_id", "dlt_template_id", "dlt_chain_id"], str] = Field(
+        default_factory=dict)
+    # India DLT PE-TM chain sent with every text: Kannel as meta-data (dlt_tlvs.dlt_chain_id
+    # names its smpp-tlv group), Jasmin as a custom TLV (tag 0x1402 unless dlt_tlvs says),
+    # the generic preset as the {dlt_chain_id} placeholder. Twilio registers DLT itself.
+    dlt_chain_id: DltChain | None = None
     # generic preset
     request_template: dict[str, Any] | None = None
     response_id_path: str | None = None
@@ -215,6 +220,13 @@ class HttpGatewayConfig(BaseModel):
                 "delivered", "undelivered", "expired", "rejected", "accepted", "unknown"}
             if unknown_states:
                 raise ValueError(f"status_map: unknown receipt state(s) {sorted(unknown_states)}")
+        if (self.preset is Preset.KANNEL and self.dlt_chain_id
+                and "dlt_chain_id" not in self.dlt_tlvs):
+            raise ValueError("dlt_chain_id needs dlt_tlvs.dlt_chain_id: the name of its "
+                             "smpp-tlv group in kannel.conf (tag 0x1402 on most Indian SMSCs)")
+        if (self.preset is Preset.GENERIC and self.dlt_chain_id and self.request_template
+                and "dlt_chain_id" not in _template_placeholders(self.request_template)):
+            raise ValueError("dlt_chain_id: request_template has no {dlt_chain_id} placeholder")
         if self.preset is Preset.JASMIN:
             for key, tag in self.dlt_tlvs.items():
                 try:

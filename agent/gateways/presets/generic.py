@@ -47,6 +47,7 @@ def template_values(cfg: HttpGatewayConfig, sms: OutboundSms) -> dict[str, str]:
         "callback_url": (cfg.receipt_url(sms.message_id) or "") if sms.request_receipt else "",
         "dlt_template_id": sms.dlt_template_id or "",
         "dlt_entity_id": sms.dlt_entity_id or "",
+        "dlt_chain_id": cfg.dlt_chain_id or "",
         "encoding": sms.encoding or analyze(sms.text).encoding,
     }
 

@@ -67,9 +67,11 @@ def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
 def custom_tlvs(cfg: HttpGatewayConfig, sms: OutboundSms) -> list[list[object]]:
     """India DLT ids as Jasmin's ``custom_tlvs``: ``[tag, length, type, value]`` entries (length
     null: Jasmin measures the value), tags from rules.yaml ``dlt_tlvs``."""
-    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id}
+    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id,
+              "dlt_chain_id": cfg.dlt_chain_id}
+    tags = {"dlt_chain_id": "0x1402", **cfg.dlt_tlvs}  # the chain goes even unmapped
     return [[int(tag, 0), None, "OctetString", values[key]]
-            for key, tag in sorted(cfg.dlt_tlvs.items()) if values[key]]
+            for key, tag in sorted(tags.items()) if values[key]]
 
 
 def parse_submit(

@@ -82,7 +82,8 @@ def build_submit(cfg: HttpGatewayConfig, sms: OutboundSms) -> HttpRequest:
 def meta_data(cfg: HttpGatewayConfig, sms: OutboundSms) -> str | None:
     """India DLT ids for Kannel's SMPP link: ``?smpp?NAME=value&...`` where each NAME is an
     smpp-tlv group in kannel.conf (rules.yaml ``dlt_tlvs``); Kannel adds them as TLVs."""
-    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id}
+    values = {"dlt_entity_id": sms.dlt_entity_id, "dlt_template_id": sms.dlt_template_id,
+              "dlt_chain_id": cfg.dlt_chain_id}
     parts = [f"{quote(name, safe='')}={quote(values[key] or '', safe='')}"
              for key, name in sorted(cfg.dlt_tlvs.items()) if values[key]]
     return "?smpp?" + "&".join(parts) if parts else None

@@ -63,6 +63,7 @@ class SmppGateway:
         window: int = 10,
         tps: float | None = None,
         dlt_tlvs: Mapping[str, int] | None = None,
+        dlt_chain_id: str | None = None,
         message_payload: bool = False,
         ssl: ssl_.SSLContext | None = None,
         enquire_link_interval: float | None = 30.0,
@@ -105,6 +106,8 @@ class SmppGateway:
         tags = dict(dlt_tlvs or {})
         self._dlt_pe_tag = tags.get("dlt_entity_id", P.Tag.DLT_PE_ID)
         self._dlt_template_tag = tags.get("dlt_template_id", P.Tag.DLT_TEMPLATE_ID)
+        self._dlt_chain = ((tags.get("dlt_chain_id", P.Tag.DLT_TM_CHAIN),
+                            dlt_chain_id.encode("ascii")) if dlt_chain_id else None)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
         self._enquire = enquire_link_interval
         self._response_timeout = response_timeout
@@ -139,7 +142,7 @@ class SmppGateway:
         kwargs: dict[str, Any] = dict(
             system_type=cfg.system_type, bind=cfg.bind, binds=cfg.binds,
             source_addr_ton=cfg.source_addr_ton, source_addr_npi=cfg.source_addr_npi,
-            window=cfg.window, tps=cfg.tps, dlt_tlvs=cfg.tlvs,
+            window=cfg.window, tps=cfg.tps, dlt_tlvs=cfg.tlvs, dlt_chain_id=cfg.dlt_chain_id,
             message_payload=cfg.message_payload, ssl=context,
             enquire_link_interval=cfg.enquire_link.total_seconds() or None,
         )
@@ -214,6 +217,8 @@ class SmppGateway:
             tlvs.setdefault(self._dlt_pe_tag, sms.dlt_entity_id.encode("ascii"))
         if sms.dlt_template_id:
             tlvs.setdefault(self._dlt_template_tag, sms.dlt_template_id.encode("ascii"))
+        if self._dlt_chain is not None:  # the gateway's PE-TM chain, on every text
+            tlvs.setdefault(*self._dlt_chain)
         validity = ""
         if sms.expires_at is not None:
             # An SMSC that queues must not deliver after the rule's max_age either.

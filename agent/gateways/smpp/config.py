@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent.scalars import Duration, HexInt, NonEmpty
+from agent.scalars import DltChain, Duration, HexInt, NonEmpty
 
 
 class SmppConfig(BaseModel):
@@ -33,7 +33,10 @@ class SmppConfig(BaseModel):
     window: int = Field(default=10, ge=1, le=1000)
     tps: float | None = Field(default=None, gt=0)
     enquire_link: Duration = timedelta(seconds=30)
-    tlvs: dict[Literal["dlt_entity_id", "dlt_template_id"], HexInt] = {}
+    tlvs: dict[Literal["dlt_entity_id", "dlt_template_id", "dlt_chain_id"], HexInt] = {}
+    # India DLT PE-TM chain (agent.gateways.smpp.tlv.Tag.DLT_TM_CHAIN: 0x1402 unless tlvs says
+    # otherwise), sent on every submit_sm of this gateway.
+    dlt_chain_id: DltChain | None = None
     # TLS straight to the SMSC (Jasmin's TLS port, an stunnel in front of an SMSC).
     tls: bool = False
     tls_verify: bool = True  # check the SMSC's certificate and host name
@@ -61,4 +64,12 @@ class SmppConfig(BaseModel):
             raise ValueError("source_addr_ton and source_addr_npi go together: set both or neither")
         if (self.tls_ca or not self.tls_verify) and not self.tls:
             raise ValueError("tls_ca and tls_verify need tls: true")
+        tags = {"dlt_entity_id": 0x1400, "dlt_template_id": 0x1401, "dlt_chain_id": 0x1402,
+                **self.tlvs}
+        if self.dlt_chain_id is None:
+            del tags["dlt_chain_id"]
+        if len(set(tags.values())) < len(tags):
+            shown = ", ".join(f"{k}={v:#06x}" for k, v in sorted(tags.items()))
+            raise ValueError(f"tlvs: two DLT values on one TLV tag ({shown}): give each "
+                             "its own")
         return self

@@ -18,6 +18,10 @@ class Tag(enum.IntEnum):
     RECEIPTED_MESSAGE_ID = 0x001E
     DLT_PE_ID = 0x1400  # India DLT principal entity id (operator specific)
     DLT_TEMPLATE_ID = 0x1401  # India DLT content template id (operator specific)
+    # India DLT PE-TM chain: the tag after the two above in Indian operators' DLT SMPP
+    # interface specifications (where the telemarketer id went before chain binding);
+    # operator specific like them, so rules.yaml's tlvs may name another.
+    DLT_TM_CHAIN = 0x1402
 
 
 Tlvs: TypeAlias = tuple[tuple[int, bytes], ...]
