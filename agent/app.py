@@ -90,11 +90,14 @@ class AfterCallAgent:
                                        capacity=records_backlog, languages=self.languages)
         # One watch per PBX (rules.yaml pbxes:, else the settings' one), all feeding the one
         # pipeline. The first keeps the records a stop could not store (they carry their PBX).
+        links = watched_pbxes(settings, self.rules)
+        shared = len(links) > 1 or "://" in str(settings.db)  # other PBXs' calls beside ours
         self.watches = [
             PbxWatch(name, ami, cdr_csv=cdr, rules=lambda: self.rules, pipeline=self.pipeline,
                      store=self.store, metrics=self.metrics, clock=clock,
-                     ami_backlog=ami_backlog, spill_path=spill_path(settings) if i == 0 else None)
-            for i, (name, ami, cdr) in enumerate(watched_pbxes(settings, self.rules))]
+                     ami_backlog=ami_backlog, spill_path=spill_path(settings) if i == 0 else None,
+                     shared=shared)
+            for i, (name, ami, cdr) in enumerate(links)]
         self._watched = self.rules.config.pbxes
         first = self.watches[0]
         # The one PBX's parts, by their old names (tests, the lab harness, benchmarks).

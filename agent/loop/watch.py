@@ -8,6 +8,7 @@ emits; all of them hand finished records to the same record pipeline, store and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -30,6 +31,8 @@ from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.ami")
 
+_PLAIN_ID = re.compile(r"\d+\.\d+")
+
 
 class PbxWatch:
     """``ami.run()`` keeps the link, ``ami.consume(handle_event)`` tracks its calls."""
@@ -37,10 +40,15 @@ class PbxWatch:
     def __init__(self, name: str, ami: AmiConfig, *, cdr_csv: Path | None,
                  rules: Callable[[], RuleSet], pipeline: RecordPipeline, store: CallLog,
                  metrics: Metrics, clock: Callable[[], datetime], ami_backlog: int,
-                 spill_path: Path | None = None) -> None:
+                 spill_path: Path | None = None, shared: bool = False) -> None:
         """``spill_path``: where a stop keeps unstored records (the agent's, given to one
-        watch only: those records carry their own PBX's name)."""
+        watch only: those records carry their own PBX's name). ``shared``: other PBXs'
+        calls go to the same store (this agent watches several, or the database is shared),
+        so call ids must differ between PBXs."""
         self.name = name
+        self._shared = shared
+        # None until this login's first call: whether its id carries Asterisk's systemname.
+        self.call_ids: str | None = None
         self._pipeline = pipeline
         rs = rules()
         # Events without a Timestamp header (timestampevents off) get the receive time.
@@ -56,12 +64,24 @@ class PbxWatch:
 
     async def handle_event(self, event: Any) -> None:
         for record in self.tracker.feed(event):
+            if self.call_ids is None:
+                self._check_call_id(record.call_id)
             await self._pipeline.put(record)
         if self.tracker.wrapups:  # wrap-up codes for calls that have ended
             for code in self.tracker.take_wrapups():
                 await self._pipeline.wrapups.code(code)
         if self.tracker.time_source != self._time_source_said:
             self._say_time_source()
+
+    def _check_call_id(self, call_id: str) -> None:
+        """Asterisk without ``systemname`` numbers calls ``<epoch>.<n>``: two PBXs sharing a
+        store then give different calls one id, and the second call's record replaces the
+        first's (the calls view, CDR recovery's "already known"). Said once per login."""
+        self.call_ids = "plain" if _PLAIN_ID.fullmatch(call_id) else "systemname"
+        if self.call_ids == "plain" and self._shared:
+            log.warning("pbx_call_ids_without_systemname", pbx=self.name, call_id=call_id,
+                        fix="set systemname in asterisk.conf [options] on every PBX sharing "
+                            "this agent or database, so their call ids never collide")
 
     def _say_time_source(self) -> None:
         """Once per login (``_on_login`` resets it): where call times come from; /healthz too."""
@@ -77,6 +97,7 @@ class PbxWatch:
         # Where event times come from is said again after each login: the PBX's
         # manager.conf (timestampevents) may have changed meanwhile.
         self.tracker.time_source = self._time_source_said = None
+        self.call_ids = None  # systemname may have been set meanwhile
         await self.endpoints.at_login(client)  # first: recovered calls read as live ones
         await self.recovery.on_login(client)
 
@@ -99,7 +120,9 @@ class PbxWatch:
                 # least privilege: actions the AMI user could run that aftercall never does
                 "excess_write_actions": list(st.excess_write),
                 # "asterisk" (Timestamp headers) or "receive" (timestampevents is off)
-                "event_times": self.tracker.time_source or "unknown"}
+                "event_times": self.tracker.time_source or "unknown",
+                # "systemname" (ids cannot collide between PBXs) or "plain" <epoch>.<n>
+                "call_ids": self.call_ids or "unknown"}
 
     def scraped(self, metrics: Metrics) -> None:
         """Read when /metrics is scraped, not set on every AMI event."""

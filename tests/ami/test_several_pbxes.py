@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from agent.app import AfterCallAgent
 from agent.errors import AmiLoginError
@@ -145,3 +146,41 @@ async def test_a_refused_login_on_one_pbx_stops_the_agent_naming_it(tmp_path: Pa
     finally:
         await good.stop()
         await bad.stop()
+
+
+async def test_call_ids_without_systemname_are_said_once_per_pbx(tmp_path: Path) -> None:
+    """Two PBXs whose Asterisk has no systemname number their calls alike (<epoch>.<n>): the
+    agent says so for each (once), with the fix, and /healthz shows it; a PBX whose ids carry
+    its systemname is not warned about."""
+    sim = await start_sim(smpp_port=0, http_port=0)
+    os.environ["SMPP_PORT"] = str(sim.smpp_port)
+    plain, named = FakeAmi(secret="p"), FakeAmi(secret="n")
+    await plain.start()
+    await named.start()
+    rules = rules_with(tmp_path)
+    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {"blr": plain, "del": named}))
+    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop.wait))
+    call = RecordedCall("queue_abandoned")
+    try:
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        with capture_logs() as logs:
+            for i in range(2):  # the second call is not said again
+                events, _, call_id = call.clone(f"p{i}", f"+91980000030{i}", time.time())
+                # As Asterisk numbers calls without systemname: "<epoch>.<n>"
+                await plain.send_bytes(events.replace(f"p{i}-aftercall-lab-".encode(), b""))
+            events, _, _ = call.clone("del", "+919800000309", time.time())
+            await named.send_bytes(events)
+            await _until(lambda: all(w.call_ids for w in agent.watches), 30)
+            await agent.pipeline.drain(10)
+        said = [e for e in logs if e["event"] == "pbx_call_ids_without_systemname"]
+        assert [(e["pbx"], e["log_level"]) for e in said] == [("blr", "warning")]
+        assert "systemname in asterisk.conf" in said[0]["fix"]
+        assert [w.health()["call_ids"] for w in agent.watches] == ["plain", "systemname"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await plain.stop()
+        await named.stop()
+        await sim.stop()
