@@ -142,7 +142,8 @@ class AfterCallAgent:
     def _scraped(self) -> None:
         for w in self.watches:
             w.scraped(self.metrics)
-        self.metrics.records(self.pipeline.pending, self.pipeline.oldest_age())
+        self.metrics.records(self.pipeline.pending, self.pipeline.oldest_age(),
+                             self.pipeline.wrapups.held)
 
     async def _on_gateway_receipt(self, receipt: Receipt) -> ReceiptOutcome:
         """SMPP receipts (HTTP ones are counted by the webhook that took them)."""

@@ -83,6 +83,9 @@ class Metrics:
         self.records_oldest_age = Gauge(
             "aftercall_records_oldest_age_seconds", "How long the oldest pending call record "
             "has waited for the store", registry=r)
+        self.calls_awaiting_wrapup = Gauge(
+            "aftercall_calls_awaiting_wrapup", "Ended calls held for their agent's wrap-up code "
+            "(stored; decided when the code comes or the rule's wrapup.wait ends)", registry=r)
         self.ami_reading_paused = Counter(
             "aftercall_ami_reading_paused_total", "Times the AMI socket was no longer read "
             "because the call records were behind (back-pressure)", ["pbx"], registry=r)
@@ -123,9 +126,10 @@ class Metrics:
     def loop_lag(self, seconds: float) -> None:
         self.event_loop_lag_seconds.observe(max(0.0, seconds))
 
-    def records(self, pending: int, oldest_age_s: float) -> None:
+    def records(self, pending: int, oldest_age_s: float, awaiting_wrapup: int = 0) -> None:
         self.records_pending.set(pending)
         self.records_oldest_age.set(oldest_age_s)
+        self.calls_awaiting_wrapup.set(awaiting_wrapup)
 
     def ami_link(self, pbx: str, *, connected: bool, queued: int, dropped: int,
                  paused: int) -> None:

@@ -36,6 +36,8 @@ async def test_a_wrapup_code_from_the_dialplan_selects_a_rule(tmp_path, lab, fea
         completed = [o for o in outcomes if o.trigger.value == "call_completed"]
         assert completed and all((o.reason or "").startswith(WAITING) for o in completed)
         assert await loop.messages() == []  # nothing decided while it waits
+        scrape = loop.agent.metrics.render  # what /metrics answers
+        assert b"\naftercall_calls_awaiting_wrapup 1.0\n" in scrape()[0]
 
         await _give_code(feature, code)
         rows = await loop.wait_rows(lambda rs: any(
@@ -45,3 +47,4 @@ async def test_a_wrapup_code_from_the_dialplan_selects_a_rule(tmp_path, lab, fea
         assert [m.text for m in loop.handset(caller)] == [row.text]
         assert (await loop.agent.store.get_call(call.call_id)).wrapup == code  # type: ignore[union-attr]
         assert waits.held == 0
+        assert b"\naftercall_calls_awaiting_wrapup 0.0\n" in scrape()[0]
