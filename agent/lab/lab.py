@@ -8,13 +8,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import LabError
+from agent.lab import procs
 
 DEFAULT_HOME = Path(os.environ.get("AFTERCALL_LAB_DIR", "/var/cache/aftercall"))
 REPO_CONF = Path(__file__).resolve().parents[2] / "asterisk_conf"
@@ -111,7 +111,7 @@ class Lab:
                 stderr=subprocess.STDOUT,
             )
         if rc != 0 or not (tmp / "usr/sbin/asterisk").exists():
-            tail = _tail(out, 15)
+            tail = procs.tail(out, 15)
             raise LabError(
                 f"debootstrap of Debian {self.suite} failed (exit {rc}); the Debian mirror may be "
                 f"unreachable. Last lines of {out}:\n{tail}"
@@ -136,7 +136,7 @@ class Lab:
                                  stdout=fh, stderr=subprocess.STDOUT, env=env)
         if rc != 0:
             raise LabError(f"apt-get install {' '.join(packages)} in the lab root failed "
-                           f"(exit {rc}). Last lines of {out}:\n{_tail(out, 15)}")
+                           f"(exit {rc}). Last lines of {out}:\n{procs.tail(out, 15)}")
 
     def install_agi(self) -> None:
         """The project's classic AGI scripts into astagidir, and the venv's pyst2 (with six)
@@ -170,7 +170,7 @@ class Lab:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if procs.alive(pid) else None
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -238,7 +238,7 @@ class Lab:
             return timings | {"start_s": 0.0, "reload_s": time.monotonic() - t0}
         self._reap_strays()
         for name, (proto, port) in PORTS.items():
-            if not _port_free(proto, port):
+            if not procs.port_free(proto, port):
                 raise LabError(
                     f"cannot start the lab: {name} port {port}/{proto} on 127.0.0.1 is already in "
                     f"use by another process (stop it, or `aftercall lab down` if it is an old lab)"
@@ -320,11 +320,11 @@ class Lab:
         if pid is not None:
             with contextlib.suppress(Exception):
                 self.cli("core stop now", timeout=5)
-            _wait_gone(pid, timeout)
-            if _alive(pid):
+            procs.wait_gone(pid, timeout)
+            if procs.alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                _wait_gone(pid, 5)
+                procs.wait_gone(pid, 5)
         self._reap_strays()
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
@@ -346,7 +346,7 @@ class Lab:
             "root": str(self.root),
             "running": self.running(),
             "pid": self.pid(),
-            "ami": _ami_banner(1.0) is not None,
+            "ami": procs.ami_banner(1.0) is not None,
             "cdr_csv": str(self.cdr_csv),
             "dialplan": self.dialplan(),
         }
@@ -375,67 +375,18 @@ def _probe_context(dialplan: str, conf: Path = REPO_CONF) -> str:
     return only[0]
 
 
-def _tail(path: Path, n: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-
-
-def _port_free(proto: str, port: int) -> bool:
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ami_banner(timeout: float) -> str | None:
-    try:
-        with socket.create_connection(("127.0.0.1", 5038), timeout=timeout) as s:
-            s.settimeout(timeout)
-            data = s.recv(100).decode(errors="replace")
-    except OSError:
-        return None
-    return data if data.startswith("Asterisk Call Manager") else None
-
-
 def _wait_ami(lab: Lab, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise LabError(
                 f"Asterisk exited with status {proc.returncode} while starting. Last lines:\n"
-                f"{_tail(lab.console_log, 15)}\n{_tail(lab.messages_log, 15)}"
+                f"{procs.tail(lab.console_log, 15)}\n{procs.tail(lab.messages_log, 15)}"
             )
-        if _ami_banner(1.0) is not None:
+        if procs.ami_banner(1.0) is not None:
             return
         time.sleep(0.1)
     raise LabError(
         f"AMI did not answer on 127.0.0.1:5038 within {timeout:.0f}s. Last lines:\n"
-        f"{_tail(lab.console_log, 15)}\n{_tail(lab.messages_log, 15)}"
+        f"{procs.tail(lab.console_log, 15)}\n{procs.tail(lab.messages_log, 15)}"
     )
