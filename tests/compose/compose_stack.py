@@ -36,12 +36,11 @@ LAB_AT_SESSION_START: dict[str, bool] = {}
 FIGURES: dict[str, Any] = {}
 
 
-def load_engine() -> ModuleType:
-    """docker/engine.py (a script, not a package module) as a module."""
-    name = "aftercall_docker_engine"
+def _load(name: str, path: Path) -> ModuleType:
+    """A script of docker/ (not a package module) as a module."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "docker" / "engine.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -49,11 +48,36 @@ def load_engine() -> ModuleType:
     return module
 
 
+def load_engine() -> ModuleType:
+    """docker/engine.py as a module."""
+    return _load("aftercall_docker_engine", REPO / "docker" / "engine.py")
+
+
+def load_compose_v2() -> ModuleType:
+    """docker/compose_v2.py (Debian's Compose v2, fetched once) as a module."""
+    return _load("aftercall_docker_compose_v2", REPO / "docker" / "compose_v2.py")
+
+
 def compose_command() -> list[str]:
-    """Debian's docker-compose (v1), else the compose plugin (v2): the file works with both."""
+    """What runs the compose file: ``AFTERCALL_COMPOSE`` when set (`v2`: Debian's Compose v2,
+    fetched once by docker/compose_v2.py; or a command line such as `docker compose`), else
+    Debian's docker-compose (v1), else the compose plugin (v2). The file works with both."""
+    chosen = os.environ.get("AFTERCALL_COMPOSE", "")
+    if chosen == "v2":
+        return [str(load_compose_v2().compose_v2())]
+    if chosen.split():
+        return chosen.split()
     if (exe := shutil.which("docker-compose")) is not None:
         return [exe]
     return ["docker", "compose"]
+
+
+def compose_env() -> dict[str, str]:
+    """What the chosen compose needs in its environment: Debian's v2 finds docker-buildx (its
+    builder) in the plugin directory it was fetched into."""
+    if os.environ.get("AFTERCALL_COMPOSE", "") == "v2":
+        return {"DOCKER_CONFIG": str(load_compose_v2().CONFIG_DIR)}
+    return {}
 
 
 def port_holders() -> list[str]:
@@ -81,7 +105,7 @@ class Stack:
         # BuildKit, through the docker client (Debian's first on PATH): the legacy builder commits
         # a layer copy per instruction, which the vfs storage of a private engine makes slow.
         env |= {"COMPOSE_PROJECT_NAME": PROJECT, "COMPOSE_DOCKER_CLI_BUILD": "1",
-                "DOCKER_BUILDKIT": "1", **variables,
+                "DOCKER_BUILDKIT": "1", **compose_env(), **variables,
                 "PATH": f"{Path(engine.client).parent}:{env.get('PATH', '/usr/bin:/bin')}"}
         return cls(engine=engine, env=env)
 

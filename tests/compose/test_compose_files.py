@@ -32,6 +32,8 @@ COMMITTABLE_SECRETS = {"README.md", ".gitignore"}
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _compose_command() -> list[str]:
+    if chosen := os.environ.get("AFTERCALL_COMPOSE", "").split():
+        return chosen
     if (exe := shutil.which("docker-compose")) is not None:
         return [exe]
     if shutil.which("docker") is not None:
@@ -52,7 +54,8 @@ def _compose(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     """The compose file as docker-compose resolves it (anchors merged, paths absolute)."""
-    r = _compose("config")
+    # --profile calls: Compose v2 leaves out the services of profiles not enabled (v1 does not).
+    r = _compose("--profile", "calls", "config")
     assert r.returncode == 0, f"docker-compose config failed:\n{r.stderr}"
     return yaml.safe_load(r.stdout)  # type: ignore[no-any-return]
 
@@ -138,6 +141,58 @@ def test_services_and_profiles(config: dict[str, Any]) -> None:
     for name, svc in config["services"].items():
         expected = ["calls"] if name == "sipp-caller" else None
         assert svc.get("profiles") == expected, name
+
+
+def _essentials(config: dict[str, Any]) -> dict[str, Any]:
+    """What each service is, in a form both Compose versions' `config` output reduce to (v1
+    prints short syntax and lists, v2 long syntax and maps)."""
+
+    def mount(v: Any) -> tuple[str, bool]:
+        if isinstance(v, str):
+            parts = v.split(":")
+            return parts[1], parts[2:] == ["ro"]
+        return v["target"], bool(v.get("read_only"))
+
+    out: dict[str, Any] = {}
+    for name, svc in config["services"].items():
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        deps = svc.get("depends_on") or {}
+        if isinstance(deps, list):
+            deps = {d: {"condition": "service_started"} for d in deps}
+        build = svc.get("build") or {}
+        out[name] = {
+            "image": svc.get("image"), "network_mode": svc.get("network_mode"),
+            "restart": svc.get("restart"), "profiles": svc.get("profiles"),
+            "command": svc.get("command") or None, "entrypoint": svc.get("entrypoint") or None,
+            "environment": {k: str(v) for k, v in env.items()},
+            "depends_on": {k: v.get("condition") for k, v in deps.items()},
+            "healthcheck": (svc.get("healthcheck") or {}).get("test"),
+            "secrets": sorted(x if isinstance(x, str) else x["source"]
+                              for x in svc.get("secrets") or []),
+            "mounts": sorted(mount(v) for v in svc.get("volumes") or []),
+            "build": (Path(build["context"]).resolve(), build.get("dockerfile"),
+                      build.get("args"), build.get("network")) if build else None,
+        }
+    out["secret files"] = {k: v["file"] for k, v in config["secrets"].items()}
+    return out
+
+
+def test_compose_v2_reads_the_file_as_v1_does(config: dict[str, Any]) -> None:
+    # Debian bookworm has Compose v1 only; v2 is sid's docker-compose 2.x, fetched once
+    # (docker/compose_v2.py). The stack tests run on one of them (AFTERCALL_COMPOSE=v2 picks
+    # v2); this holds the other to the same reading of the file.
+    from compose_stack import load_compose_v2
+
+    module = load_compose_v2()
+    v2 = str(module.compose_v2())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    r = subprocess.run([v2, "-f", str(COMPOSE), "--profile", "calls", "config"], cwd=REPO,
+                       env=env | {"DOCKER_CONFIG": str(module.CONFIG_DIR)}, check=False,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"Compose v2 ({module.version(Path(v2))}) refused the file:\n{r.stderr}"
+    assert _essentials(yaml.safe_load(r.stdout)) == _essentials(config)
 
 
 def test_every_service_is_on_the_host_network(config: dict[str, Any]) -> None:

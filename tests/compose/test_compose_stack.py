@@ -88,6 +88,7 @@ def stack(docker_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     s = Stack.create(docker_engine, {**variables, "AFTERCALL_RULES_FILE": str(rules),
                                      "AFTERCALL_SECRETS_DIR": str(secrets_dir)})
     s.figures["secrets"] = values
+    FIGURES["compose"] = s.compose("version", "--short").stdout.strip()
     s.compose("down", "-v", "--remove-orphans", check=False)  # a run that was killed
     try:
         t0 = time.monotonic()
