@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from agent.errors import Problem
-from agent.rules.loader import RuleSet
+from agent.rules.ruleset import RuleSet
 from agent.rules.schema import Template
 # The worst-case machinery check already measures templates with: the same renderings are
 # what the DLT scrubber would see.

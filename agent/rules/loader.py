@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ from yaml.error import Mark
 from agent.ami.config import PbxLinkConfig
 from agent.errors import ConfigError, Problem, RulesError
 from agent.rules import schema
+from agent.rules.dlt import problems as dlt_problems
+from agent.rules.ruleset import RuleSet
 from agent.rules.templates import CompiledTemplate, TemplateProblem, compile_template
 from agent.sms.untrusted import UntrustedPolicy
 from agent.settings import read_secret_file
@@ -22,29 +23,6 @@ from agent.sms.numbers import classify, is_region
 
 _RECIPIENTS = frozenset({"caller", "agent", "both"})
 _GATEWAY_ADAPTER: TypeAdapter[Any] = TypeAdapter(schema.Gateway)
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSet:
-    """A validated rules.yaml: the config and its compiled templates, ready for the engine."""
-
-    config: schema.RulesConfig
-    templates: Mapping[str, CompiledTemplate]
-    filename: str = "rules.yaml"
-    # dotted key path -> (line, column), 1-based, for messages about a valid file (check)
-    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False)
-
-    @property
-    def rules(self) -> tuple[schema.Rule, ...]:
-        return self.config.rules
-
-    @property
-    def defaults(self) -> schema.Defaults:
-        return self.config.defaults
-
-    def where(self, path: str) -> str:
-        line, col = self.positions.get(path, (None, None))
-        return f"{self.filename}:{line}:{col}" if line is not None else self.filename
 
 
 def _resolve(data: Any, loc: Iterable[str | int]) -> tuple[KeyPath, list[str | int]]:
@@ -410,10 +388,8 @@ def load_rules(path: str | Path, env: Mapping[str, str] | None = None, *,
     # What read_text() did: universal newlines.
     rs = load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env)
     # India DLT scrubbing drops what these refuse: check, run, a reload and every other
-    # command that reads the file refuse it alike. (dlt reads a RuleSet: imported here.)
-    from agent.rules.dlt import problems
-
-    found = problems(rs) if dlt else []
+    # command that reads the file refuse it alike.
+    found = dlt_problems(rs) if dlt else []
     if found:
         raise RulesError(found)
     return rs
