@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -328,9 +329,11 @@ def _retention(doc: Document, data: dict[str, Any]) -> schema.Retention:
 
 
 def load_rules_text(
-    text: str, filename: str = "rules.yaml", env: Mapping[str, str] | None = None
+    text: str, filename: str = "rules.yaml", env: Mapping[str, str] | None = None, *,
+    dlt: bool = False,
 ) -> RuleSet:
-    """Validate rules.yaml text; raises RulesError carrying every problem found."""
+    """Validate rules.yaml text; raises RulesError carrying every problem found. ``dlt``:
+    India DLT's refusals too (agent.rules.dlt), as ``load_rules`` asks by default."""
     doc = Document(filename, os.environ if env is None else env)
     data = compose(text, doc)
     if data is None and doc.problems:  # YAML syntax: nothing further can be read
@@ -363,7 +366,14 @@ def load_rules_text(
         pbxes=pbxes,
         retention=retention,
     )
-    return RuleSet(config, compiled, filename, _position_map(doc))
+    rs = RuleSet(config, compiled, filename, _position_map(doc))
+    if dlt:
+        # India DLT scrubbing drops what these refuse. Their messages quote values (a
+        # header), so the environment's are starred out as in every other problem.
+        found = [replace(p, message=doc.redact(p.message)) for p in dlt_problems(rs)]
+        if found:
+            raise RulesError(found)
+    return rs
 
 
 def load_rules(path: str | Path, env: Mapping[str, str] | None = None, *,
@@ -386,10 +396,6 @@ def load_rules(path: str | Path, env: Mapping[str, str] | None = None, *,
         message = f"cannot read: not UTF-8 (byte 0x{data[exc.start]:02X})"
         raise RulesError([Problem(str(p), line, column, "", message)]) from None
     # What read_text() did: universal newlines.
-    rs = load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env)
-    # India DLT scrubbing drops what these refuse: check, run, a reload and every other
-    # command that reads the file refuse it alike.
-    found = dlt_problems(rs) if dlt else []
-    if found:
-        raise RulesError(found)
-    return rs
+    # India DLT: check, run, a reload and every command that sends refuse the file alike.
+    return load_rules_text(text.replace("\r\n", "\n").replace("\r", "\n"), str(p), env,
+                           dlt=dlt)

@@ -65,6 +65,11 @@ class Document:
         if value:
             self.hidden.setdefault(path, set()).add(value)
 
+    def redact(self, message: str) -> str:
+        """``message`` with every hidden value (environment, secret keys) starred out: for
+        problems found after loading, about values that may have come from anywhere."""
+        return self._redact((), message)
+
     def _redact(self, path: KeyPath, message: str) -> str:
         # Validators quote values in many shapes (repr, a part after "-" or "/", upper-cased),
         # so each hidden value goes in every form; a message about a mapping may quote a value

@@ -59,3 +59,20 @@ def test_a_reload_with_a_dlt_problem_keeps_the_rules_it_had(tmp_path: Path) -> N
     _bad_copy(tmp_path)  # the same file, now with the 7-letter header
     assert agent.reload_rules() is False
     assert agent.rules is before and agent.stats.reload_errors == 1
+
+
+def test_a_header_from_the_environment_is_never_quoted(tmp_path: Path) -> None:
+    """DLT's header problem names the header; one read from ${ENV} is starred out like any
+    other environment value in a problem (found by tests/unit/test_rules_fuzz.py)."""
+    import pytest
+
+    from agent.errors import RulesError
+    from agent.rules.loader import load_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text((REPO / "rules.yaml").read_text().replace(
+        "  sender_id: ACMECO ", "  sender_id: ${HEADER} ", 1))
+    with pytest.raises(RulesError) as exc:
+        load_rules(path, env={"HEADER": "Zq9xS3cr"})
+    shown = str(exc.value)
+    assert "defaults.sender_id: DLT header '***'" in shown and "zq9xs3cr" not in shown.lower()
