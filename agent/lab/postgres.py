@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Self
 
 from agent.errors import LabError
+from agent.lab.procs import alive
 
 SUPERUSER = "aftercall"
 
@@ -172,16 +173,6 @@ class TempCluster:
 OWNER_FILE = "owner.pid"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_orphans(tmp: Path) -> list[Path]:
     """Stop and remove the throwaway clusters under ``tmp`` whose owning process has died
     (a test session killed by a timeout never ran its teardown). Clusters without an owner
@@ -192,7 +183,7 @@ def reap_orphans(tmp: Path) -> list[Path]:
             pid = int((root / OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             continue
-        if _alive(pid):
+        if alive(pid):
             continue
         data = root / "data"
         if (data / "postmaster.pid").exists():
