@@ -1,4 +1,4 @@
-"""Persistence behind a Protocol: SQLite (the default, one file) or PostgreSQL (shared)."""
+"""Persistence behind per-consumer seams (seams.py): SQLite (the default, one file) or PostgreSQL (shared)."""
 
 from __future__ import annotations
 
