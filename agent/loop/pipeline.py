@@ -257,9 +257,7 @@ class RecordPipeline:
                     due: datetime) -> None:
         """Keep the call (stored, marked waiting: a restart finds it) and hold it for its
         wrap-up code; decided when the code or ``due`` comes."""
-        await self._dispatcher.handle([], call=record)
-        await self._store.record_rule_outcomes(record.call_id, record.trigger,
-                                               waiting_outcomes(rules, due), now=now)
+        await self._dispatcher.handle([], call=record, outcomes=waiting_outcomes(rules, due))
         early = self.wrapups.hold(record, due)
         if early is not None:  # its code came while it was being stored: decided anew, by a
             # task of its own (a worker waiting for room in its own queue could wait forever)
