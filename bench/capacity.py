@@ -53,12 +53,17 @@ import os, threading, time, tracemalloc
 out = os.environ.get("BENCH_TRACEMALLOC_OUT")
 if out:
     tracemalloc.start(8)
+    # Imports done late (module code, compiled bytecode) are growth, not a leak.
+    skip = [tracemalloc.Filter(False, f) for f in ("<frozen importlib._bootstrap>",
+            "<frozen importlib._bootstrap_external>", tracemalloc.__file__, "<unknown>")]
+    def snap():
+        return tracemalloc.take_snapshot().filter_traces(skip)
     def watch():
         time.sleep(float(os.environ.get("BENCH_TRACEMALLOC_WARMUP", "180")))
-        base = tracemalloc.take_snapshot()
+        base = snap()
         while True:
             time.sleep(60)
-            diff = tracemalloc.take_snapshot().compare_to(base, "traceback")
+            diff = snap().compare_to(base, "traceback")
             lines = []
             for d in diff[:12]:
                 lines.append(f"{d.size_diff / 1024:+.1f} KiB {d.count_diff:+d} blocks")
