@@ -8,8 +8,10 @@ process, SQLite with synchronous=FULL) and the real simulator (its own process, 
 Rates ramp; per rate it prints calls offered / stored / texted / delivered, p50/p99
 hangup -> submit_sm (the agent's own hangup_to_submit_ms: from the clone's last Hangup
 Timestamp to the gateway's accept), the agent's CPU (share of one core) and RSS, and then the
-highest rate sustained with p99 <= 250 ms and nothing lost. The peer figure measured in the
-same run: the generator's own offered rate (what the machine could push at all). rules.yaml's
+highest rate sustained with p99 <= 250 ms and nothing lost. The peer figures measured in the
+same run: the generator's own offered rate (what the machine could push at all) and, after each
+rate, two bare durable SQLite commits on the same disk (a neighbour's I/O slows every fsync a
+record needs) beside the machine's load. rules.yaml's
 limits are lifted (rate limits, the SMSC's TPS 50 and window 10 -> 5000 and 50): this measures
 the agent, not the SMSC contract an operator configures.
 
@@ -41,8 +43,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "ami"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from devkit.harness import rules_with  # noqa: E402
+from latency import bare_commits  # noqa: E402
 from fake_ami import FakeAmi, recorded_calls  # noqa: E402
 
 BUDGET_P99_MS = 250.0
@@ -242,7 +246,8 @@ async def main() -> None:
             else:
                 best = 0.0
                 for i, rate in enumerate(float(r) for r in args.rates.split(",")):
-                    step = await one_rate(load, proc, db, f"r{i}", rate, args.seconds)
+                    step = await one_rate(load, proc, db, f"r{i}", rate, args.seconds,
+                                          Proc(sim))
                     out["steps"].append(step)  # type: ignore[union-attr]
                     print(json.dumps({k: v for k, v in step.items()}), flush=True)
                     if step["sustained"]:
@@ -270,12 +275,17 @@ async def main() -> None:
 
 
 async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,
-                   seconds: float) -> dict[str, object]:
+                   seconds: float, sim: Proc | None = None) -> dict[str, object]:
     cpu0, t0 = proc.cpu(), time.monotonic()
+    sim0 = sim.cpu() if sim is not None else 0.0
     offered, achieved = await load.offer(tag, rate, seconds)
     busy = time.monotonic() - t0
     cpu_during = (proc.cpu() - cpu0) / busy
+    sim_during = (sim.cpu() - sim0) / busy if sim is not None else None
     c = await settle(db, tag, offered, timeout=max(60.0, seconds * 3))
+    # The disk's own pace right after the step, as the peer: on a shared machine a neighbour's
+    # I/O can make every fsync slow, and a record needs two.
+    floor = await asyncio.to_thread(bare_commits, db.with_name(f"floor-{tag}.db"), 100)
     lat = c.pop("lat")
     lost = offered - int(c["stored"])  # type: ignore[arg-type]
     p99 = pct(lat, 99)  # type: ignore[arg-type]
@@ -285,6 +295,13 @@ async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,
         "p50_ms": round(statistics.median(lat), 1) if lat else None,  # type: ignore[arg-type]
         "p99_ms": round(p99, 1) if lat else None,
         "agent_cpu_core_share": round(cpu_during, 2), "agent_rss_mb": round(proc.rss_mb(), 1),
+        # What the agent spends per call, whatever the machine gave it: a starved agent (a
+        # neighbour's load) shows a low core share with a growing backlog, not a high one.
+        "agent_cpu_ms_per_call": round(cpu_during * busy / max(1, offered) * 1000, 2),
+        "simulator_cpu_core_share": round(sim_during, 2) if sim_during is not None else None,
+        "two_bare_commits_p50_ms": round(statistics.median(floor), 2),
+        "two_bare_commits_p99_ms": round(pct(floor, 99), 2),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
         "sustained": bool(lat) and lost == 0 and not c["queued_unsent"] and p99 <= BUDGET_P99_MS,
     }
 
