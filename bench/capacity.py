@@ -81,7 +81,9 @@ EDITS = (("global: 100/1m", "global: 100000000/1m"), ("daily: 2000/1d", "daily: 
          ("per_number: 3/1h", "per_number: 1000/1h"), ("tps: 50", "tps: 5000"), ("window: 10", "window: 50"),
          # the agents' own limits (each clone's agent gets a summary per call)
          ("per_number: 100/1h", "per_number: 100000000/1h"),
-         ("global: 200/1m", "global: 100000000/1m"), ("daily: 5000/1d", "daily: 1000000000/1d"))
+         ("global: 200/1m", "global: 100000000/1m"), ("daily: 5000/1d", "daily: 1000000000/1d"),
+         # the spend caps (2,000 INR a day is 16,666 texts: a soak passes it in 7 minutes)
+         ("daily: 2000 ", "daily: 1000000000 "), ("monthly: 40000", "monthly: 1000000000"))
 TICK = 0.01
 
 
