@@ -13,6 +13,7 @@ from yaml.error import Mark
 
 from agent.ami.config import PbxLinkConfig
 from agent.errors import ConfigError, Problem, RulesError
+from agent.rules import defaults as defaults_schema
 from agent.rules import schema
 from agent.rules.dlt import problems as dlt_problems
 from agent.rules.ruleset import RuleSet
@@ -120,11 +121,11 @@ class _Sections:
             known = ", ".join(self.raw_templates) or "none"
             self.doc.at(path, f"unknown template {ref!r}; defined: {known}")
 
-    def defaults(self) -> schema.Defaults | None:
+    def defaults(self) -> defaults_schema.Defaults | None:
         raw = self._raw("defaults", dict)
         # An empty mapping too: it lacks required keys, and must say so.
         defaults = (
-            _validate(self.doc, schema.Defaults, raw, ("defaults",)) if raw is not None else None
+            _validate(self.doc, defaults_schema.Defaults, raw, ("defaults",)) if raw is not None else None
         )
         region = str(_get(raw, "region") or "").upper()
         self.region = defaults.region if defaults else (region if is_region(region) else None)
@@ -135,10 +136,10 @@ class _Sections:
             self.need_gateway(gw, ("defaults", "spend", "prices", gw))
         return defaults
 
-    def agents(self) -> dict[str, schema.Agent]:
-        agents: dict[str, schema.Agent] = {}
+    def agents(self) -> dict[str, defaults_schema.Agent]:
+        agents: dict[str, defaults_schema.Agent] = {}
         for ext, raw in (self._raw("agents", dict) or {}).items():
-            agent = _validate(self.doc, schema.Agent, raw, ("agents", ext))
+            agent = _validate(self.doc, defaults_schema.Agent, raw, ("agents", ext))
             if agent is None:
                 continue
             if agent.mobile is not None and self.region is not None:
@@ -153,7 +154,7 @@ class _Sections:
         return agents
 
     def templates(
-        self, defaults: schema.Defaults | None
+        self, defaults: defaults_schema.Defaults | None
     ) -> tuple[dict[str, schema.Template], dict[str, CompiledTemplate]]:
         tz = defaults.timezone if defaults else "UTC"
         base_url = defaults.public_base_url if defaults else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agent.rules import defaults as defaults_schema
 from agent.rules import schema
 from agent.rules.templates import CompiledTemplate
 
@@ -24,7 +25,7 @@ class RuleSet:
         return self.config.rules
 
     @property
-    def defaults(self) -> schema.Defaults:
+    def defaults(self) -> defaults_schema.Defaults:
         return self.config.defaults
 
     def where(self, path: str) -> str:

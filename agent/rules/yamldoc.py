@@ -12,7 +12,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from agent.errors import Problem
-from agent.rules import schema
+from agent.rules.fields import SECRET_KEYS
 
 KeyPath = tuple[str | int, ...]
 
@@ -119,7 +119,7 @@ class Document:
                 self.block.add(path)
             value = self._interpolate(node, path)
             if path in self.interpolated or any(
-                isinstance(p, str) and p in schema.SECRET_KEYS for p in path
+                isinstance(p, str) and p in SECRET_KEYS for p in path
             ):
                 self.hide(path, value)
             return value

@@ -189,7 +189,7 @@ def test_repository_rules_show_the_safety_keys_at_their_defaults(
     """rules.yaml documents the safety defaults: what it writes is what a file without the
     keys gets (so the example can't drift from the code)."""
     from agent.rules.loader import load_rules
-    from agent.rules.schema import Dnd, RateLimits, Untrusted
+    from agent.rules.defaults import Dnd, RateLimits, Untrusted
 
     monkeypatch.setenv("SMPP_PASSWORD", "hunter2")
     d = load_rules(REPO_RULES).defaults
