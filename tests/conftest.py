@@ -4,6 +4,7 @@ test asks for it, and stopped at the end if this session started it."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,15 @@ def year_copy(year_db: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "year.db"
     shutil.copyfile(year_db, dst)
     return dst
+
+
+@pytest.fixture(autouse=True)
+def _gateway_ports_env_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process agent tests point rules.yaml's ${SMPP_PORT}/${SIM_HTTP_PORT} at their own
+    simulator by setting the variables; each test's end puts back what was there before it
+    (a longer-lived fixture's value, or nothing), so no later test dials a stopped simulator."""
+    for name in ("SMPP_PORT", "SIM_HTTP_PORT"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
