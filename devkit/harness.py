@@ -136,7 +136,9 @@ async def running_loop(
     cdr: bool = False,
     dialplan: str = DEFAULT_DIALPLAN,
     dashboard_token: str | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Loop]:
+    """``clock``: the agent's idea of now (a test shifts it to be after a scheduled time)."""
     lab = Lab()
     await asyncio.to_thread(lambda: lab.up(dialplan=dialplan))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,8 @@ async def running_loop(
     settings = Settings(ami_secret=lab.secret(), rules=rules_path, ami_port=ami_port,
                         db=db or workdir / "aftercall.db", http_port=0,
                         cdr_csv=lab.cdr_csv if cdr else None, dashboard_token=dashboard_token)
-    agent = AfterCallAgent(settings, dry_run=dry_run)
+    agent = (AfterCallAgent(settings, dry_run=dry_run) if clock is None
+             else AfterCallAgent(settings, dry_run=dry_run, clock=clock))
     seen: list[CallRecord] = []
     put = agent.pipeline.put
 

@@ -50,6 +50,7 @@ DID_RING_TIMEOUT = "18005550900"  # rings in the dialplan, Hangup(19), no Dial
 DID_RING_GROUP = "18005551000"
 DID_TRANSFER = "18005551100"  # the agent (2004) blind-transfers the caller to 2002
 DID_WRAPUP = "18005551200"  # 2003 answers and hangs up; then gives a wrap-up code (ours only)
+DID_HINDI = "18005551300"  # the Billing queue with the caller's channel language set to hi
 WRAPUP_AGI, WRAPUP_EVENT = "*88", "*89"  # feature codes the agent dials, + the code
 PSTN_NUMBER = "+919845012345"  # what phones dial for an outbound call
 
