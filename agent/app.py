@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from agent.ami.agi import AgiServer
+from agent.loop import watch
+from agent.loop.recovery import spill_path
 from agent.loop.watch import PbxWatch, watched_pbxes
-from agent.calls.hooks import WrapupCode
 from agent.dispatch import Dispatcher
 from agent import retention
-from agent.errors import AftercallError, ConfigError, outcome
+from agent.errors import ConfigError
 from agent.gateways.build import agent_gateways
 from agent.looplag import LagProbe
 from agent.metrics import Metrics
@@ -32,7 +31,7 @@ from agent.loop import RecordPipeline, ReplyHandler
 from agent.loop.pipeline import DEFAULT_CAPACITY
 from agent.models import InboundSms, Receipt
 from agent.rules.loader import load_rules
-from agent.settings import Settings, is_loopback
+from agent.settings import Settings
 from agent.web.recordings import recording_access
 from agent.store import make_store
 from agent.store.base import ReceiptOutcome
@@ -95,7 +94,7 @@ class AfterCallAgent:
         self.watches = [
             PbxWatch(name, ami, cdr_csv=cdr, rules=lambda: self.rules, pipeline=self.pipeline,
                      store=self.store, metrics=self.metrics, clock=clock,
-                     ami_backlog=ami_backlog, spill_path=spill_path(settings) if i == 0 else None,
+                     ami_backlog=ami_backlog, spill_path=spill_path(settings.db) if i == 0 else None,
                      shared=shared)
             for i, (name, ami, cdr) in enumerate(links)]
         self._watched = self.rules.config.pbxes
@@ -122,22 +121,14 @@ class AfterCallAgent:
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any) -> bool:
-        # FastAGI does not say which PBX called; the channel's id is known to one tracker.
-        return any(w.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
-                   for w in self.watches)
+        return watch.attach(self.watches, uniqueid, channel, tags, variables)
 
     async def _wrapup(self, code: str, call_id: str | None, agent: str | None,
                       channel: str) -> bool:
         """The AGI ``disposition`` hook: onto the call if a PBX still has it up, else to the
         calls waiting for their code."""
-        got: WrapupCode | bool = False
-        for w in self.watches:
-            got = w.tracker.wrapup(code, call_id=call_id, agent=agent, channel=channel)
-            if got is True:
-                return True
-        if isinstance(got, bool):
-            return got
-        return await self.pipeline.wrapups.code(got)
+        got = watch.wrapup_code(self.watches, code, call_id, agent, channel)
+        return got if isinstance(got, bool) else await self.pipeline.wrapups.code(got)
 
     def _scraped(self) -> None:
         for w in self.watches:
@@ -172,26 +163,13 @@ class AfterCallAgent:
         # The PBXs watched are kept (a changed pbxes: takes a restart), their reading not.
         for w in self.watches:
             w.rules_changed(new)
-        if self.web_deps is not None:  # the dashboard's zone, search region and prices too
-            d = new.defaults
-            self.web_deps.timezone, self.web_deps.region = d.timezone, d.region
-            self.web_deps.price_per_segment, self.web_deps.currency = (d.price_per_segment,
-                                                                       d.currency)
-            self.web_deps.recordings = recordings
+        if self.web_deps is not None:
+            from agent.web.serve import rules_reloaded
+
+            rules_reloaded(self.web_deps, new.defaults, recordings)
         self.stats.reloads += 1
         log.info("rules_reloaded", rules=len(new.rules))
         return True
-
-    async def _evict_stale(self) -> None:
-        while True:
-            await asyncio.sleep(60)
-            for w in self.watches:
-                for call_id in w.tracker.evict_stale(self.clock().timestamp()):
-                    log.warning("call_evicted_stale", call_id=call_id, pbx=w.name)
-                # The tracker never raises on odd input; it counts it. Say what it counted.
-                if w.tracker.warnings:
-                    log.warning("ami_input_odd", pbx=w.name, **dict(w.tracker.warnings))
-                    w.tracker.warnings.clear()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -204,32 +182,13 @@ class AfterCallAgent:
         return checks
 
     async def _start_web(self) -> Any:
-        from aiohttp import web
+        from agent.web.serve import start_web  # aiohttp's app only when the agent serves
 
-        from agent.gateways.http import HttpGateway
-        from agent.web.app import make_app
-        from agent.web.deps import WebDeps
-        from agent.web.guard import GuardedRunner
-
-        d = self.rules.defaults
-        deps = WebDeps(
-            store=self.store, metrics=self.metrics, on_receipt=self.dispatcher.on_receipt,
-            on_inbound=self._on_inbound,
-            webhooks={n: g.config for n, g in self.gateways.items() if isinstance(g, HttpGateway)},
-            health=self._health_checks(),
-            dashboard_token=self.settings.dashboard_token,
-            bound_to_loopback=is_loopback(self.settings.http_host),
-            clock=self.clock, price_per_segment=d.price_per_segment, currency=d.currency,
-            timezone=d.timezone, region=d.region, public_url=self.settings.public_url,
-            recordings=self.recordings,
-        )
-        self.web_deps = deps
-        runner = GuardedRunner(make_app(deps), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
-        self.http_port = runner.addresses[0][1]
-        log.info("http_listening", host=self.settings.http_host, port=self.http_port)
+        runner, self.web_deps, self.http_port = await start_web(
+            self.settings, self.rules.defaults, store=self.store, metrics=self.metrics,
+            gateways=self.gateways, on_receipt=self.dispatcher.on_receipt,
+            on_inbound=self._on_inbound, health=self._health_checks(), clock=self.clock,
+            recordings=self.recordings)
         return runner
 
     async def open_store(self) -> None:
@@ -255,7 +214,7 @@ class AfterCallAgent:
                 # the store's thread alive (the process never exited).
                 # One PBX's refused login ends the run (a wrong secret is not retried); a
                 # link that drops reconnects on its own while the others carry on.
-                ami = tg.create_task(self._watch_links(), name="ami")
+                ami = tg.create_task(watch.run_links(self.watches, self.ready), name="ami")
                 stop = tg.create_task(shutdown_trigger(), name="shutdown")
                 tasks = [
                     tg.create_task(self.dispatcher.run(), name="dispatcher"),
@@ -264,7 +223,7 @@ class AfterCallAgent:
                     *(tg.create_task(w.endpoints.run(w.ami), name=f"endpoints-{w.name}")
                       for w in self.watches),
                     tg.create_task(self.pipeline.run(), name="records"),
-                    tg.create_task(self._evict_stale(), name="evict"),
+                    tg.create_task(watch.evict_stale(self.watches, self.clock), name="evict"),
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
                     tg.create_task(self.loop_lag.run(), name="loop-lag"),
                 ]
@@ -294,67 +253,14 @@ class AfterCallAgent:
                     await asyncio.wait_for(gw.close(), DRAIN_SECONDS)
             await self.store.close()
 
-    async def _watch_links(self) -> AftercallError | None:
-        """Every PBX's AMI link until the first fails for good (its error is returned, as
-        ``outcome`` does); meanwhile sets ``ready`` once every PBX has logged in once."""
-        if len(self.watches) == 1:
-            return await outcome(self.ami.run())
-
-        async def all_ready() -> None:
-            for w in self.watches:
-                await w.recovery.ready.wait()
-            self.ready.set()
-
-        runs = [asyncio.create_task(outcome(w.ami.run()), name=f"ami-{w.name}")
-                for w in self.watches]
-        waiter = asyncio.create_task(all_ready())
-        try:
-            done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
-            return next(iter(done)).result()
-        finally:
-            for t in (*runs, waiter):
-                t.cancel()
-            await asyncio.gather(*runs, waiter, return_exceptions=True)
-
     async def _drain(self) -> None:
         """Stop reading AMI, then let what was already read become records, the records become
         rows and the due rows reach the gateway, each within ``DRAIN_SECONDS``. What is left is
         logged; records are kept for the next start, rows stay queued in the outbox."""
-        for w in self.watches:
-            await w.ami.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + DRAIN_SECONDS
-        while any(not w.ami.queue.empty() for w in self.watches) and loop.time() < end:
-            await asyncio.sleep(0.01)  # the tracker tasks are taking them
+        await watch.stop_reading(self.watches, end)
         left = await self.pipeline.drain(max(0.0, end - loop.time()))
         await self.recovery.keep_unfinished(left)
         await self.dispatcher.settle(DRAIN_SECONDS)
         await self.dispatcher.stop(timeout=DRAIN_SECONDS)
-
-
-def spill_path(settings: Settings) -> Path | None:
-    """Where a stop keeps the records it could not store: beside a SQLite database file."""
-    db = str(settings.db)
-    return None if "://" in db else Path(f"{db}.unstored-records.jsonl")
-
-
-def _signal_trigger(agent: AfterCallAgent) -> ShutdownTrigger:
-    async def wait() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, agent.reload_rules)
-        await stop.wait()
-
-    return wait
-
-
-async def run_agent(settings: Settings, *, dry_run: bool = False,
-                    shutdown_trigger: ShutdownTrigger | None = None) -> int:
-    agent = AfterCallAgent(settings, dry_run=dry_run)
-    try:
-        await agent.run(shutdown_trigger or _signal_trigger(agent))
-    except* AftercallError as eg:
-        raise eg.exceptions[0] from None
-    return 0

@@ -1,8 +1,12 @@
-"""`aftercall run`: the agent itself (AMI, rules, dispatcher, HTTP server) until stopped."""
+"""`aftercall run`: the agent itself (AMI, rules, dispatcher, HTTP server) until stopped;
+SIGINT/SIGTERM stop it (draining), SIGHUP reloads rules.yaml."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -16,7 +20,27 @@ def register(subparsers: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from agent.app import run_agent
+    from agent.app import AfterCallAgent
+    from agent.errors import AftercallError
     from agent.settings import Settings
 
-    return await run_agent(Settings.from_args(args), dry_run=args.dry_run)
+    agent = AfterCallAgent(Settings.from_args(args), dry_run=args.dry_run)
+    try:
+        await agent.run(_signals(agent.reload_rules))
+    except* AftercallError as eg:
+        raise eg.exceptions[0] from None
+    return 0
+
+
+def _signals(reload: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    """The agent's shutdown trigger: returns at SIGINT or SIGTERM; SIGHUP reloads."""
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        await stop.wait()
+
+    return wait

@@ -132,3 +132,9 @@ class Recovery:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def spill_path(db: object) -> Path | None:
+    """Where a stop keeps the records it could not store: beside a SQLite database file (a
+    database URL has no "beside")."""
+    return None if "://" in str(db) else Path(f"{db}.unstored-records.jsonl")

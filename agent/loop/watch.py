@@ -8,6 +8,7 @@ emits; all of them hand finished records to the same record pipeline, store and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,10 +20,12 @@ import structlog
 
 from agent.ami.client import AmiClient, AmiConfig, config_from_settings
 from agent.ami.inventory import EndpointWatch, Inventory
+from agent.calls.hooks import WrapupCode
 from agent.calls.pbx import receive_clock
 from agent.calls.tracker import CallTracker
 from agent.loop.pipeline import RecordPipeline
 from agent.loop.recovery import Recovery
+from agent.errors import AftercallError, outcome
 from agent.metrics import Metrics
 from agent.rules.loader import RuleSet
 from agent.rules.tracking import agents_directory, pbx_profile
@@ -141,3 +144,71 @@ def watched_pbxes(settings: Settings, rules: RuleSet) -> list[tuple[str, AmiConf
                        secret=read_secret_file(p.secret_file, "AMI secret file", strict=False),
                        tls=p.tls, allow_plain_remote=p.allow_plain_remote),
              p.cdr_csv) for p in rules.config.pbxes]
+
+
+# -- the agent's watches together: what the composition root asks of all of them ---------------
+
+
+def attach(watches: list[PbxWatch], uniqueid: str, channel: str, tags: tuple[str, ...],
+           variables: Any) -> bool:
+    """The AGI hook's tags onto the call; FastAGI does not say which PBX called, and the
+    channel's id is known to one tracker."""
+    return any(w.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
+               for w in watches)
+
+
+def wrapup_code(watches: list[PbxWatch], code: str, call_id: str | None, agent: str | None,
+                channel: str) -> WrapupCode | bool:
+    """An agent's wrap-up code: True when a PBX still has the call up (it is on the call now),
+    a ``WrapupCode`` for the calls already ended and waiting for one, False when unknown."""
+    got: WrapupCode | bool = False
+    for w in watches:
+        got = w.tracker.wrapup(code, call_id=call_id, agent=agent, channel=channel)
+        if got is True:
+            return True
+    return got
+
+
+async def run_links(watches: list[PbxWatch], ready: asyncio.Event) -> AftercallError | None:
+    """Every PBX's AMI link until the first fails for good (its error is returned, as
+    ``outcome`` does); meanwhile sets ``ready`` once every PBX has logged in once."""
+    if len(watches) == 1:
+        return await outcome(watches[0].ami.run())
+
+    async def all_ready() -> None:
+        for w in watches:
+            await w.recovery.ready.wait()
+        ready.set()
+
+    runs = [asyncio.create_task(outcome(w.ami.run()), name=f"ami-{w.name}") for w in watches]
+    waiter = asyncio.create_task(all_ready())
+    try:
+        done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for t in (*runs, waiter):
+            t.cancel()
+        await asyncio.gather(*runs, waiter, return_exceptions=True)
+
+
+async def evict_stale(watches: list[PbxWatch], clock: Callable[[], datetime]) -> None:
+    """Once a minute: calls a tracker has held past belief are dropped (said), and the odd
+    input trackers counted (they never raise on it) is said."""
+    while True:
+        await asyncio.sleep(60)
+        for w in watches:
+            for call_id in w.tracker.evict_stale(clock().timestamp()):
+                log.warning("call_evicted_stale", call_id=call_id, pbx=w.name)
+            if w.tracker.warnings:
+                log.warning("ami_input_odd", pbx=w.name, **dict(w.tracker.warnings))
+                w.tracker.warnings.clear()
+
+
+async def stop_reading(watches: list[PbxWatch], deadline: float) -> None:
+    """Close every AMI link, then give the trackers until ``deadline`` (loop time) to take the
+    events already read."""
+    for w in watches:
+        await w.ami.close()
+    loop = asyncio.get_running_loop()
+    while any(not w.ami.queue.empty() for w in watches) and loop.time() < deadline:
+        await asyncio.sleep(0.01)  # the tracker tasks are taking them
