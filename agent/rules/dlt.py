@@ -17,14 +17,9 @@ from agent.rules.ruleset import RuleSet
 from agent.rules.schema import Template
 # The worst-case machinery check already measures templates with: the same renderings are
 # what the DLT scrubber would see.
-from agent.rules.templates import (
-    CompiledTemplate,
-    TemplateRenderError,
-    _render,
-    _worst_context,
-    _WorstVars,
-    reserved_link,
-)
+from agent.rules.templates import CompiledTemplate, reserved_link
+from agent.rules.templating import TemplateRenderError, render
+from agent.rules.worstcase import WorstVars, worst_context
 from agent.sms.untrusted import UntrustedPolicy
 
 #: DLT allows at most this many characters in one ``{#var#}`` slot.
@@ -52,19 +47,19 @@ def _renderings(ct: CompiledTemplate, timezone: str, public_base_url: str | None
     """What a real call can make of the template: every value present at its worst-case
     length, then each optional merge tag missing in turn (its fallback text)."""
     untrusted = UntrustedPolicy(max_length, frozenset())
-    full = _worst_context(timezone, reserved_link(public_base_url) if public_base_url else None,
+    full = worst_context(timezone, reserved_link(public_base_url) if public_base_url else None,
                           untrusted)
-    yield _render(ct.name, ct.template, full)
+    yield render(ct.name, ct.template, full)
     for tag in sorted(ct.tags):
         ctx = dict(full)
         if tag.startswith("vars."):
-            ctx["vars"] = _WorstVars(missing=tag[5:], untrusted=untrusted)
+            ctx["vars"] = WorstVars(missing=tag[5:], untrusted=untrusted)
         elif tag in ctx and tag not in ("now", "link", "call_id", "trigger"):
             del ctx[tag]
         else:
             continue
         try:
-            yield _render(ct.name, ct.template, ctx)
+            yield render(ct.name, ct.template, ctx)
         except TemplateRenderError:
             continue  # the message is suppressed without it: nothing reaches the scrubber
 
