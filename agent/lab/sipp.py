@@ -77,23 +77,6 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-# SIPp's -mp P opens P and P+2 (audio, video) and their RTCP ports P+1 and P+3, so one free
-# port from the kernel is not enough: the next phone's P can be this one's P+2. Media ports are
-# taken above the kernel's ephemeral range (32768-60999 by default) and Asterisk's RTP range
-# (5000-31000 when rtp.conf is absent), where nothing else on the machine picks them.
-MEDIA_PORTS = range(61000, 65532, 4)
-
-
-def free_media_port() -> int:
-    """The first port P of a block P..P+3 that is free now, for SIPp's -mp."""
-    start = secrets.randbelow(len(MEDIA_PORTS))
-    for i in range(len(MEDIA_PORTS)):
-        port = MEDIA_PORTS[(start + i) % len(MEDIA_PORTS)]
-        if not any(_udp_port_bound(p) for p in range(port, port + 4)):
-            return port
-    raise LabError(f"no four free UDP ports in {MEDIA_PORTS[0]}-{MEDIA_PORTS[-1] + 3}")
-
-
 class AgentPhones:
     """The SIPp UAS processes behind the lab's agent extensions."""
 
@@ -107,7 +90,7 @@ class AgentPhones:
                 continue
             self._procs[ext] = subprocess.Popen(
                 [_sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-                 "-mp", str(free_media_port()), "-d", str(self.agent_hangup_ms), "-nostdin",
+                 "-mp", str(free_udp_port()), "-d", str(self.agent_hangup_ms), "-nostdin",
                  "-max_recv_loops", "100"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -201,7 +184,7 @@ def caller_args(
     run = secrets.token_hex(4)
     return [
         _sipp(), ASTERISK, "-sf", str(SCENARIOS / scenario), "-s", did, "-m", "1", "-l", "1",
-        "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_media_port()),
+        "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-d", str(duration_ms), "-key", "caller", caller, "-key", "caller_name", caller_name,
         "-key", "caller_domain", domain, "-key", "privacy", privacy,
         "-key", "run", run, "-cid_str", f"%u-%p-{run}@%s",
