@@ -83,6 +83,7 @@ class AgentPhones:
     def __init__(self, agent_hangup_ms: int = 2000) -> None:
         self.agent_hangup_ms = agent_hangup_ms
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._rebinds: dict[str, int] = {}
 
     def start(self) -> None:
         for ext, (port, scenario) in LAB_PHONES.items():
@@ -113,8 +114,22 @@ class AgentPhones:
         raise LabError("SIPp agent phones did not bind their ports within "
                        f"{timeout:.0f}s: {', '.join(self._procs)}")
 
+    def _log_tail(self, ext: str) -> str:
+        return (Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log").read_text(
+            errors="replace")
+
     def check(self) -> None:
         dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
+        # A phone that could not bind its media ports (taken between our pick and its bind)
+        # never answered anything: it starts again on fresh ports, a few times.
+        rebind = [ext for ext in dead if _BIND_FAILED in self._log_tail(ext)
+                  and self._rebinds.get(ext, 0) < BIND_ATTEMPTS]
+        if rebind:
+            for ext in rebind:
+                self._rebinds[ext] = self._rebinds.get(ext, 0) + 1
+                del self._procs[ext]
+            self.start()
+            dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
         if dead:
             why = "; ".join(
                 f"{ext}: " + (Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log")
@@ -192,16 +207,29 @@ def caller_args(
     ]
 
 
+#: SIPp's words when a port it was given was taken between our pick and its bind (it binds
+#: -mp's port and that port + 2, so a port free when picked can be another SIPp's by then).
+_BIND_FAILED = "Unable to bind"
+#: Fresh ports tried for a SIPp that could not bind its own: no call was placed by it.
+BIND_ATTEMPTS = 3
+
+
 async def place_call(scenario: str, did: str, **kw: object) -> CallResult:
-    """Run one SIPp caller to the end; returns its exit code (0: the scenario completed)."""
-    args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
+    """Run one SIPp caller to the end; returns its exit code (0: the scenario completed). A
+    SIPp that could not bind the ports it was given placed no call: it is run again on fresh
+    ports (a call that reached Asterisk is never placed twice)."""
+    for attempt in range(BIND_ATTEMPTS):
+        args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace")
+        if proc.returncode == 0 or _BIND_FAILED not in text or attempt == BIND_ATTEMPTS - 1:
+            break
     return CallResult(scenario, did, args[args.index("caller") + 1], proc.returncode or 0,
-                      _summary(out.decode(errors="replace")))
+                      _summary(text))
 
 
 def _summary(output: str) -> str:
@@ -214,7 +242,10 @@ def _summary(output: str) -> str:
 
 
 def place_call_sync(scenario: str, did: str, **kw: object) -> CallResult:
-    args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
-    r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    for attempt in range(BIND_ATTEMPTS):  # as place_call: a SIPp that could not bind, again
+        args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode == 0 or _BIND_FAILED not in r.stdout + r.stderr:
+            break
     return CallResult(scenario, did, args[args.index("caller") + 1], r.returncode,
                       _summary(r.stdout + r.stderr))
