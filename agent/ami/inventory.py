@@ -210,8 +210,8 @@ class EndpointWatch:
             self._said.update(refused)
             log.warning("pbx_endpoints_not_readable", pbx=self.pbx, refused=refused,
                         needs=[NEEDS.get(a, "?") for a in refused],
-                        using="hints, line registrations, rules.yaml pbx:, built-in context "
-                              "names, caller id")
+                        using="hints, line registrations, rules.yaml pbx: (its fallback "
+                              "contexts too), caller id")
         old = self.inventory
         if old is None or dict(old.endpoints) != dict(inv.endpoints):
             log.info("pbx_endpoints_read", pbx=self.pbx, trunks=inv.kinds("trunk"),

@@ -8,10 +8,11 @@ Direction is decided from the originator's channel, first rule that knows wins:
 2. ``detected``: what the PBX's own PJSIP configuration says the endpoint is (an identify
    section, a registration or outbound auth to it: a trunk; a hint or an inbound auth: a phone),
    read over AMI at each login by ``agent.ami.inventory``;
-3. ``builtin``: a documented fallback for when detection could not read the endpoints (an AMI
-   user without the ``system`` class, CDR rows of an endpoint since removed): context names
-   common dialplans use, FreePBX's ``from-pstn``, ``from-trunk*``, ``from-internal``, the
-   samples' ``incoming``/``internal``... A guess, said as one in ``how``;
+3. ``fallback``: context patterns rules.yaml gives for when detection could not read the
+   endpoints (an AMI user without the ``system`` class, CDR rows of an endpoint since removed):
+   ``pbx.fallback_inbound_contexts`` / ``pbx.fallback_internal_contexts`` (the sample rules.yaml
+   lists FreePBX's and the Asterisk samples' names). A guess, said as one in ``how``. The code
+   knows no context name: a PBX's dialplan is its own;
 4. ``caller_id``: a phone's caller id is its extension (a short number); a call from a
    carrier shows a full national or E.164 number, or none at all (withheld).
 
@@ -30,8 +31,6 @@ from agent.calls.state import extension
 from agent.sms.numbers import classify
 
 __all__ = [
-    "DEFAULT_INBOUND_CONTEXTS",
-    "DEFAULT_INTERNAL_CONTEXTS",
     "Detected",
     "Directory",
     "Origin",
@@ -42,18 +41,6 @@ __all__ = [
     "is_extension",
     "receive_clock",
 ]
-
-#: The built-in fallback (rule 3): context patterns (fnmatch, case-sensitive as Asterisk's)
-#: of carriers' calls in common dialplans. Used only when neither ``pbx:`` nor detection knows.
-DEFAULT_INBOUND_CONTEXTS = (
-    "from-trunk", "from-trunk-*", "from-pstn", "from-pstn-*", "from-external", "from-did*",
-    "incoming", "incoming-*", "inbound", "inbound-*", "from-carrier*", "from-provider*",
-)
-#: Context patterns of calls placed by the PBX's own phones.
-DEFAULT_INTERNAL_CONTEXTS = (
-    "from-internal", "from-internal-*", "internal", "internal-*", "phones", "from-phones",
-    "from-agents", "agents", "users", "from-users", "from-sip", "default",
-)
 
 #: Asterisk's ``cdr_object_set_disposition`` (main/cdr.c): the causes that change a CDR's
 #: disposition; any other cause of a call nobody answered leaves it at "NO ANSWER".
@@ -105,8 +92,8 @@ class Origin:
     """Who placed a call: ``trunk`` (a carrier: inbound) or ``phone`` (outbound/internal)."""
 
     trunk: bool
-    how: str  # "pbx.trunks", "detected: identify ...", "built-in context from-pstn" ...
-    rule: str = "caller_id"  # "pbx", "detected", "builtin" or "caller_id"
+    how: str  # "pbx.trunks", "detected: identify ...", "pbx.fallback_inbound_contexts from-pstn (a guess)" ...
+    rule: str = "caller_id"  # "pbx", "detected", "fallback" or "caller_id"
 
     @property
     def known(self) -> bool:
@@ -116,7 +103,8 @@ class Origin:
 
 @dataclass(frozen=True)
 class PbxProfile:
-    """The ``pbx:`` section of rules.yaml, what detection found, and the built-in fallback.
+    """The ``pbx:`` section of rules.yaml (with its fallback context patterns) and what
+    detection found.
     ``name`` goes on every call record (settings ``AFTERCALL_PBX``)."""
 
     name: str = "default"
@@ -125,7 +113,9 @@ class PbxProfile:
     inbound_contexts: tuple[str, ...] = ()
     internal_contexts: tuple[str, ...] = ()
     region: str = "IN"
-    defaults: bool = True  # use DEFAULT_*_CONTEXTS when nothing else knows
+    #: Context patterns used only when neither the above nor detection knows (rule 3).
+    fallback_inbound: tuple[str, ...] = ()
+    fallback_internal: tuple[str, ...] = ()
     #: Endpoint name -> what the PBX's configuration says it is (agent.ami.inventory).
     detected: Mapping[str, Detected] = field(default_factory=dict, compare=False, hash=False)
 
@@ -161,11 +151,11 @@ class PbxProfile:
         if found is not None:
             return Origin(found.kind == "trunk", f"detected {found.kind}: {found.why}",
                           "detected")
-        if self.defaults:
-            if _matches(context, DEFAULT_INBOUND_CONTEXTS):
-                return Origin(True, f"built-in context name {context} (a guess)", "builtin")
-            if _matches(context, DEFAULT_INTERNAL_CONTEXTS):
-                return Origin(False, f"built-in context name {context} (a guess)", "builtin")
+        if _matches(context, self.fallback_inbound):
+            return Origin(True, f"pbx.fallback_inbound_contexts {context} (a guess)", "fallback")
+        if _matches(context, self.fallback_internal):
+            return Origin(False, f"pbx.fallback_internal_contexts {context} (a guess)",
+                          "fallback")
         if is_extension(caller):
             return Origin(False, f"caller id {caller} is an extension")
         return Origin(True, f"caller id {classify(caller, self.region).kind}")

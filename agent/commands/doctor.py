@@ -25,7 +25,7 @@ from typing import Any
 from agent.ami.inventory import NEEDS, Inventory, read_inventory
 from agent.ami.privileges import describe, excess_write_actions, system_extras
 from agent.calls.cdr import build_records, group_calls
-from agent.calls.pbx import (DEFAULT_INBOUND_CONTEXTS, DEFAULT_INTERNAL_CONTEXTS, Directory,
+from agent.calls.pbx import (Directory,
                              PbxProfile)
 from agent.calls.state import extension
 from agent.commands.exits import Exit
@@ -242,12 +242,11 @@ def endpoint_findings(inv: Inventory, user: str, extras: list[str]) -> list[Find
         out.append(Finding("ok", f"... and {len(phones) - _PHONES_SHOWN} more phones"))
     if not trunks:
         out.append(Finding("note", "no trunk detected from PJSIP: calls are read by rules.yaml "
-                                   "pbx:, then the built-in context names, then caller id"))
-    guess = ", ".join(DEFAULT_INBOUND_CONTEXTS[:4] + DEFAULT_INTERNAL_CONTEXTS[:2])
+                                   "pbx:, then its fallback context patterns, then caller id"))
     out.append(Finding("ok", (
         f"direction: rules.yaml pbx: first, then what PJSIP says ({len(trunks)} trunks, "
-        f"{len(phones)} phones{'' if inv.complete else ', partial'}), then built-in context "
-        f"names ({guess} ...: a guess, for endpoints not detected), then caller id")))
+        f"{len(phones)} phones{'' if inv.complete else ', partial'}), then pbx:'s fallback "
+        f"context patterns (a guess, for endpoints not detected), then caller id")))
     return out
 
 

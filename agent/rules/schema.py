@@ -227,6 +227,9 @@ class Pbx(Model):
     #: First dialplan contexts (fnmatch patterns) of calls from carriers / from phones.
     inbound_contexts: StrList = ()
     internal_contexts: StrList = ()
+    #: The same, consulted only when detection does not know the endpoint (a guess, said so).
+    fallback_inbound_contexts: StrList = ()
+    fallback_internal_contexts: StrList = ()
 
 
 class Retention(Model):

@@ -12,6 +12,8 @@ def pbx_profile(rules: RuleSet, name: str = "default") -> PbxProfile:
     return PbxProfile(name=name, trunks=frozenset(p.trunks), phones=frozenset(p.phones),
                       inbound_contexts=tuple(p.inbound_contexts),
                       internal_contexts=tuple(p.internal_contexts),
+                      fallback_inbound=tuple(p.fallback_inbound_contexts),
+                      fallback_internal=tuple(p.fallback_internal_contexts),
                       region=rules.defaults.region)
 
 

@@ -80,18 +80,18 @@ def test_a_carrier_call_with_a_short_caller_id_is_inbound() -> None:
         "detected trunk: identify carrier7-ip")
 
 
-def test_pbx_section_overrides_detection_and_detection_precedes_builtin_names() -> None:
+def test_pbx_section_overrides_detection_and_detection_precedes_fallback_contexts() -> None:
     detected = inventory("carrier").endpoints
     p = PbxProfile(phones=frozenset({"carrier7"}), detected=detected)
     assert (p.origin("PJSIP/carrier7-00000001", "carrier-in-7", "+919876543210").rule
             == "pbx")
     # A detected phone whose context a built-in name calls a carrier's stays a phone.
-    p = PbxProfile(detected=detected)
+    p = PbxProfile(detected=detected, fallback_inbound=("from-pstn",))
     o = p.origin("PJSIP/ops1-00000002", "from-pstn", "2001")
     assert (o.trunk, o.rule) == (False, "detected")
-    # Not detected: the built-in name decides, and says it guessed.
+    # Not detected: rules.yaml's fallback pattern decides, and says it guessed.
     o = p.origin("PJSIP/unknown-00000003", "from-pstn", "2001")
-    assert (o.trunk, o.rule) == (True, "builtin") and "a guess" in o.how
+    assert (o.trunk, o.rule) == (True, "fallback") and "a guess" in o.how
     assert p.far_is_trunk("PJSIP/carrier7-00000004") and not p.far_is_trunk("PJSIP/ops1-1")
     # Detection is about PJSIP endpoints: a Local channel of the same name is not one.
     assert p.detected_kind("Local/carrier7@staff-00000001;1") is None
@@ -100,7 +100,7 @@ def test_pbx_section_overrides_detection_and_detection_precedes_builtin_names() 
 def test_doctor_names_trunks_phones_and_the_missing_class() -> None:
     full = "\n".join(str(f) for f in endpoint_findings(inventory("carrier"), "aftercall", []))
     assert "trunk carrier7: identify carrier7-ip" in full and "phone frontdesk: hint" in full
-    assert "(2 trunks, 7 phones)" in full and "built-in context names" in full
+    assert "(2 trunks, 7 phones)" in full and "fallback context patterns" in full
     least = endpoint_findings(inventory("carrier", "least_privilege"), "aftercall", [])
     (missing,) = [f for f in least if "not readable" in f.text]
     assert missing.level == "note" and "needs write class system" in missing.text
@@ -161,3 +161,22 @@ async def test_an_unexpected_failure_is_logged_and_never_stops_the_agent() -> No
     assert watch.inventory is before
     (e,) = [e for e in logs if e["event"] == "pbx_endpoints_unread"]
     assert "ValueError" in e["error"]
+
+
+def test_fallback_context_patterns_come_from_rules_yaml_not_the_code() -> None:
+    from pathlib import Path
+
+    from agent.rules.loader import load_rules, load_rules_text
+    from agent.rules.tracking import pbx_profile
+
+    sample = pbx_profile(load_rules(Path(__file__).resolve().parents[2] / "rules.yaml"))
+    o = sample.origin("PJSIP/unknown-00000001", "from-pstn", "2001")
+    assert (o.trunk, o.rule) == (True, "fallback")
+    # A rules.yaml that names no fallback patterns: the same call is read by its caller id.
+    text = (Path(__file__).resolve().parents[2] / "rules.yaml").read_text()
+    bare = "\n".join(ln for ln in text.splitlines()
+                     if not ln.lstrip().startswith(("fallback_", "from-did*", "from-phones")))
+    p = pbx_profile(load_rules_text(bare))
+    assert p.fallback_inbound == () and p.fallback_internal == ()
+    o = p.origin("PJSIP/unknown-00000001", "from-pstn", "2001")
+    assert (o.trunk, o.rule) == (False, "caller_id")
