@@ -38,11 +38,12 @@ import structlog
 from panoramisk import Manager
 from panoramisk.message import Message
 
+from agent.ami.config import PbxLinkConfig
 from agent.ami.framing import BoundedAMIProtocol
 from agent.ami.privileges import describe, excess_write_actions
 from agent.backoff import backoff_delay
 from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
-from agent.settings import Settings, is_loopback
+from agent.settings import Settings, is_loopback, read_secret_file
 
 log = structlog.get_logger("aftercall.ami")
 
@@ -120,6 +121,14 @@ def config_from_settings(settings: Settings) -> AmiConfig:
     return AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
                      secret=settings.ami_secret, tls=settings.ami_tls,
                      allow_plain_remote=settings.ami_allow_plain_remote)
+
+
+def config_from_link(link: PbxLinkConfig) -> AmiConfig:
+    """One ``pbxes:`` entry's AMI settings, its secret read from its file (ConfigError if
+    that file is unreadable or others may write it)."""
+    return AmiConfig(host=link.host, port=link.port, username=link.user,
+                     secret=read_secret_file(link.secret_file, "AMI secret file", strict=False),
+                     tls=link.tls, allow_plain_remote=link.allow_plain_remote)
 
 
 @dataclass

@@ -4,7 +4,8 @@ It logs in with the configured AMI user and reads what that user may read; where
 tell (the user's read classes, ``timestampevents``, ``channelvars``), it reads manager.conf
 when it is readable here (``--asterisk-etc``, default /etc/asterisk), else it listens to the
 live event stream for a few seconds. Then it reads the CDR file (``--cdr-csv``) and runs its
-last calls through the same direction, directory and rules the agent would use.
+last calls through the same direction, directory and rules the agent would use. With
+``pbxes:`` in rules.yaml it does all that for each PBX listed, on that PBX's own link.
 
 Each line is ``ok``, ``note`` (works, but know this) or ``FIX`` (something aftercall needs);
 the exit code is 0 without a FIX, 1 with one. Secrets are never printed.
@@ -16,12 +17,16 @@ import argparse
 import asyncio
 import configparser
 import re
+import ssl
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.ami.client import AmiConfig, config_from_link, config_from_settings
 from agent.ami.inventory import NEEDS, Inventory, read_inventory
 from agent.ami.privileges import describe, excess_write_actions, system_extras
 from agent.calls.cdr import build_records, group_calls
@@ -34,7 +39,7 @@ from agent.loop.reconcile import read_cdr
 from agent.rules.engine import decide
 from agent.rules.loader import RuleSet, load_rules
 from agent.rules.tracking import agents_directory, pbx_profile
-from agent.settings import Settings
+from agent.settings import Settings, is_loopback
 from agent.sms.numbers import mask
 
 #: Read classes the tracker needs (call events), and those it uses when present.
@@ -50,6 +55,8 @@ class Finding:
     text: str
 
     def __str__(self) -> str:
+        if self.level == "pbx":  # the heading of one PBX's findings
+            return f"\n== PBX {self.text}"
         return f"{self.level:>4}  {self.text}"
 
 
@@ -140,17 +147,40 @@ def rules_vars(rules: RuleSet) -> set[str]:
 
 async def examine(settings: Settings, *, etc: Path, last: int = 10, listen: float = 3.0
                   ) -> list[Finding]:
-    out: list[Finding] = []
+    """Every PBX the agent would watch: rules.yaml's ``pbxes:``, each under its own heading,
+    or else the one PBX the settings name. Asterisk's configuration directory ``etc`` is
+    read for the settings' PBX and for ``pbxes:`` entries on this host (a remote PBX's
+    files are not here: what AMI cannot tell is then heard from its live events)."""
     rules = load_rules(settings.rules)
-    profile = pbx_profile(rules, settings.pbx)
-    directory = Directory(agents_directory(rules))
-    manager = _conf(etc / "manager.conf")
-    user = settings.ami_user
-    where = f"{settings.ami_host}:{settings.ami_port}"
+    if not rules.config.pbxes:
+        return await _examine(settings.pbx, lambda: config_from_settings(settings),
+                              settings.cdr_csv, etc, rules, last, listen)
+    out: list[Finding] = []
+    for link in rules.config.pbxes:
+        out.append(Finding("pbx", f"{link.name}: {link.host}:{link.port}"
+                                  f"{' over TLS' if link.tls else ''}"))
+        out += await _examine(link.name, partial(config_from_link, link), link.cdr_csv,
+                              etc if is_loopback(link.host) else None, rules, last, listen)
+    return out
 
+
+async def _examine(name: str, config: Callable[[], AmiConfig], cdr_csv: Path | None,
+                   etc: Path | None, rules: RuleSet, last: int, listen: float
+                   ) -> list[Finding]:
+    out: list[Finding] = []
+    profile = pbx_profile(rules, name)
+    directory = Directory(agents_directory(rules))
+    manager = _conf(etc / "manager.conf") if etc else None
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(settings.ami_host, settings.ami_port), 5)
+        cfg = config()
+        cfg.check()  # the agent's own refusals: no secret, plain-text AMI to a remote host
+    except ConfigError as e:
+        return [Finding("FIX", str(e))]
+    user = cfg.username
+    where = f"{cfg.host}:{cfg.port}"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            cfg.host, cfg.port, ssl=ssl.create_default_context() if cfg.tls else None), 5)
     except (OSError, TimeoutError) as e:
         return [Finding("FIX", f"AMI at {where} does not answer ({e.__class__.__name__}): is "
                                "Asterisk running, and manager.conf [general] enabled/port/"
@@ -159,7 +189,7 @@ async def examine(settings: Settings, *, etc: Path, last: int = 10, listen: floa
     try:
         banner = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace").strip()
         out.append(Finding("ok", f"AMI at {where}: {banner}"))
-        resp, _ = await ami.action("Login", Username=user, Secret=settings.ami_secret)
+        resp, _ = await ami.action("Login", Username=user, Secret=cfg.secret)
         if resp.get("Response") != "Success":
             out.append(Finding("FIX", f"Asterisk refused the AMI login of {user!r}: check its "
                                       "secret and permit/deny in manager.conf"))
@@ -186,7 +216,7 @@ async def examine(settings: Settings, *, etc: Path, last: int = 10, listen: floa
         out += _channelvars(manager, rules_vars(rules), ami.events)
     finally:
         writer.close()
-    out += _cdr(settings, etc, rules, profile, directory, last)
+    out += _cdr(cdr_csv, etc, rules, profile, directory, last)
     return out
 
 
@@ -284,9 +314,8 @@ def _channelvars(manager: configparser.ConfigParser | None, used: set[str],
     return [Finding("ok", f"channelvars export what the rules read ({', '.join(sorted(used))})")]
 
 
-def _cdr(settings: Settings, etc: Path, rules: RuleSet, profile: PbxProfile,
+def _cdr(path: Path | None, etc: Path | None, rules: RuleSet, profile: PbxProfile,
          directory: Directory, last: int) -> list[Finding]:
-    path = settings.cdr_csv
     if path is None:
         return [Finding("note", "no CDR file configured (--cdr-csv): calls that end while "
                                 "aftercall is down are not recovered")]
@@ -301,7 +330,7 @@ def _cdr(settings: Settings, etc: Path, rules: RuleSet, profile: PbxProfile,
         out.append(Finding("FIX", f"{path}: {len(parsed.problems)} rows not in cdr_csv's format "
                                   f"(first: {parsed.problems[0]}): cdr.conf [csv] needs "
                                   "loguniqueid, loguserfield and newcdrcolumns = yes"))
-    cdr_conf = _conf(etc / "cdr.conf")
+    cdr_conf = _conf(etc / "cdr.conf") if etc else None
     if cdr_conf is not None:
         gmt = cdr_conf.get("csv", "usegmtime", fallback="no").strip().lower() == "yes"
         out.append(Finding("ok" if gmt else "note", "CDR times are UTC (usegmtime = yes)" if gmt

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from agent.ami.client import AmiClient, AmiConfig, config_from_settings
+from agent.ami.client import AmiClient, AmiConfig, config_from_link, config_from_settings
 from agent.ami.inventory import EndpointWatch, Inventory
 from agent.calls.hooks import WrapupCode
 from agent.calls.pbx import receive_clock
@@ -29,7 +29,7 @@ from agent.errors import AftercallError, outcome
 from agent.metrics import Metrics
 from agent.rules.loader import RuleSet
 from agent.rules.tracking import agents_directory, pbx_profile
-from agent.settings import Settings, read_secret_file
+from agent.settings import Settings
 from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.ami")
@@ -139,11 +139,7 @@ def watched_pbxes(settings: Settings, rules: RuleSet) -> list[tuple[str, AmiConf
     any, else the one PBX the settings name (``--pbx``, ``--ami-*``, ``--cdr-csv``)."""
     if not rules.config.pbxes:
         return [(settings.pbx, config_from_settings(settings), settings.cdr_csv)]
-    return [(p.name,
-             AmiConfig(host=p.host, port=p.port, username=p.user,
-                       secret=read_secret_file(p.secret_file, "AMI secret file", strict=False),
-                       tls=p.tls, allow_plain_remote=p.allow_plain_remote),
-             p.cdr_csv) for p in rules.config.pbxes]
+    return [(p.name, config_from_link(p), p.cdr_csv) for p in rules.config.pbxes]
 
 
 # -- the agent's watches together: what the composition root asks of all of them ---------------

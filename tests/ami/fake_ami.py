@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,10 +31,11 @@ class FakeAmi:
         self.write_timeout: float | None = None  # Asterisk's manager.conf writetimeout (s)
         self.dropped_slow_readers = 0
 
-    async def start(self, port: int = 0) -> int:
-        """Listen on a free port, or on ``port`` again (an Asterisk coming back)."""
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> int:
+        """Listen on a free port, or on ``port`` again (an Asterisk coming back); ``tls``: AMI
+        over TLS (Asterisk's manager.conf [general] tlsenable) with that server context."""
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", port,
-                                                 reuse_address=True)
+                                                 reuse_address=True, ssl=tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 

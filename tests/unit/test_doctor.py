@@ -63,7 +63,8 @@ def test_cdr_calls_are_classified_and_unmatched_agents_named(tmp_path: Path) -> 
     rules = load_rules(rules_with(tmp_path))
     settings = Settings(cdr_csv=CDR / "vanilla" / "Master.csv")
     directory = Directory({"2001": ("Alice", "+919812345678"), "2077": ("Nobody", None)})
-    found = _cdr(settings, etc(tmp_path, "vanilla"), rules, PbxProfile(), directory, last=3)
+    found = _cdr(settings.cdr_csv, etc(tmp_path, "vanilla"), rules, PbxProfile(), directory,
+                 last=3)
     text = "\n".join(str(f) for f in found)
     assert "trunk provider: caller id mobile" in text
     assert "phone alice: caller id 2001 is an extension" in text
