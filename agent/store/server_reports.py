@@ -27,7 +27,8 @@ from agent.store.base import (
     ReportData,
     Tally,
 )
-from agent.store.sqlite.reports import PBX_NAMES_SQL, SENTIMENT_CUT
+from agent.store.reportmath import PERCENTILES, SENTIMENT_CUT
+from agent.store.sqlite.reports import PBX_NAMES_SQL
 from agent.store.sqlite.smslog import _log_sql, log_row, where
 
 T = TypeVar("T")
@@ -170,7 +171,7 @@ def data_from_rows(facts: Sequence[Any], replies: Sequence[Any], timezone: str) 
     pct = []
     for (scope, key, metric), xs in values.items():
         xs.sort()
-        for q in ((50, 99) if metric == "h2s" else (50, 95)):
+        for q in PERCENTILES[metric]:
             pct.append(Percentile(scope, key, metric, q,
                                   xs[max(1, math.ceil(q / 100 * len(xs))) - 1]))
     return ReportData(

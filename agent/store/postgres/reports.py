@@ -1,8 +1,8 @@
 """Reports on PostgreSQL: whole UTC days from the rollups (agent.store.postgres.rollups), the
 part of a range that cuts a day in two from the messages, with the same groups and buckets.
 
-The same shape as the SQLite reader (agent.store.sqlite.reports), whose pure helpers (day spans,
-DST-aware offsets, percentiles from histograms) it shares; every read of one report runs in one
+The same shape as the SQLite reader (agent.store.sqlite.reports), with the same arithmetic (day
+spans, DST-aware offsets, percentiles from histograms: agent.store.reportmath); every read of one report runs in one
 read-only REPEATABLE READ transaction, so its figures come from one snapshot.
 """
 
@@ -16,12 +16,18 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from agent.store.base import DayTally, LinkTally, MessageFilter, ReplyTally, ReportData, Tally
 from agent.errors import StoreError
+from agent.store.base import DayTally, LinkTally, MessageFilter, ReplyTally, ReportData, Tally
 from agent.store.postgres.pool import _ENVIRONMENTAL, PgPool, _reason, utc
 from agent.store.postgres.rollups import FOLD, FOLD_EVERY_S, FOLD_LOCK_SQL, bucket
-from agent.store.sqlite.localdays import _QUARTER, _offset_spans, _percentiles, _slot_floor
-from agent.store.sqlite.reports import SENTIMENT_CUT, _day_span
+from agent.store.reportmath import (
+    QUARTER,
+    SENTIMENT_CUT,
+    day_span,
+    offset_spans,
+    percentiles,
+    slot_floor,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -126,15 +132,15 @@ async def _local_days(conn: asyncpg.Connection, f: MessageFilter,
             " FROM messages) t")
         if first is None:
             return []
-        lo = lo or _slot_floor(first)
-        hi = hi or _slot_floor(last) + _QUARTER
+        lo = lo or slot_floor(first)
+        hi = hi or slot_floor(last) + QUARTER
     if lo >= hi:
         return []
     raw_only = f.rule is not None or f.gateway is not None  # the slots have PBX, not rule
-    inner_lo = lo if _slot_floor(lo) == lo else _slot_floor(lo) + _QUARTER
-    inner_hi = _slot_floor(hi)
+    inner_lo = lo if slot_floor(lo) == lo else slot_floor(lo) + QUARTER
+    inner_hi = slot_floor(hi)
     counts: dict[tuple[str, str], list[int]] = {}
-    for a, b, off in _offset_spans(zone, lo, hi):
+    for a, b, off in offset_spans(zone, lo, hi):
         rows: list[Any] = []
         parts = [(a, b)] if raw_only or inner_lo >= inner_hi else [
             (a, min(b, inner_lo)), (max(a, inner_hi), b)]
@@ -191,7 +197,7 @@ class ReportOps(PgPool):
             raise StoreError(f"{self.where}: store is not open")
         f = MessageFilter(rule=f.rule, gateway=f.gateway, pbx=f.pbx, since=f.since,
                           until=f.until, limit=None)
-        first, end, edges = _day_span(f)
+        first, end, edges = day_span(f.since, f.until)
         try:
             return await self._rollup_report(f, first, end, edges, ZoneInfo(timezone))
         except (*_ENVIRONMENTAL, asyncpg.PostgresError) as exc:
@@ -234,4 +240,4 @@ class ReportOps(PgPool):
                 hist += h
             days = await _local_days(conn, f, zone)
         return ReportData(tuple(t for t in tallies if t.count), tuple(d for d in days if d.count),
-                          tuple(links), tuple(replies), tuple(_percentiles(hist)))
+                          tuple(links), tuple(replies), tuple(percentiles(hist)))

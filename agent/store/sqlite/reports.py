@@ -15,9 +15,9 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from agent.errors import StoreError
@@ -28,12 +28,12 @@ from agent.store.base import (
     ReportData,
     Tally,
 )
+from agent.store.reportmath import SENTIMENT_CUT, day_span, percentiles
 from agent.store.rollups import bucket_sql, delivery_seconds_sql
-from agent.store.sqlite.localdays import _local_days, _percentiles
+from agent.store.sqlite.localdays import _local_days
 from agent.store.sqlite.smslog import log_batches, log_count, log_page, log_row, where
 
 T = TypeVar("T")
-SENTIMENT_CUT = 0.05  # VADER's own cut-off for its compound score (agent.reports.figures)
 
 
 #: Each PBX named on a message or a call, found by skipping along the (pbx, time) indexes: one
@@ -50,10 +50,6 @@ c(name) AS (
 SELECT name FROM m WHERE name IS NOT NULL
 UNION SELECT name FROM c WHERE name IS NOT NULL
 ORDER BY name"""
-
-
-class _HasPath(Protocol):
-    path: Path
 
 
 class ReportReader:
@@ -176,33 +172,6 @@ REPORT_NICE = 10
 # with the same GROUP BYs and the same histogram buckets, so both halves add up.
 
 
-def _day_span(f: MessageFilter) -> tuple[str | None, str | None, list[tuple[datetime | None,
-                                                                              datetime | None]]]:
-    """Whole days [first, end) for the rollups, and the partial-day windows read raw."""
-    since, until = f.since, f.until
-    first = None if since is None else _ceil_day(since)
-    end = None if until is None else _floor_day(until)
-    if first is not None and end is not None and first >= end:
-        return first.date().isoformat(), first.date().isoformat(), [(since, until)]
-    edges: list[tuple[datetime | None, datetime | None]] = []
-    if since is not None and first is not None and since < first:
-        edges.append((since, first))
-    if until is not None and end is not None and end < until:
-        edges.append((end, until))
-    return (None if first is None else first.date().isoformat(),
-            None if end is None else end.date().isoformat(), edges)
-
-
-def _floor_day(dt: datetime) -> datetime:
-    dt = dt.astimezone(UTC)
-    return datetime.combine(dt.date(), time.min, UTC)
-
-
-def _ceil_day(dt: datetime) -> datetime:
-    floor = _floor_day(dt)
-    return floor if floor == dt else floor + timedelta(days=1)
-
-
 def _rollup_where(f: MessageFilter, first: str | None, end: str | None) -> tuple[str, list[Any]]:
     parts, params = [], []
     if first is not None:
@@ -275,7 +244,7 @@ def report_data(conn: sqlite3.Connection, f: MessageFilter, timezone: str = "UTC
         first = end = ""
         edges: list[tuple[datetime | None, datetime | None]] = [(f.since, f.until)]
     else:
-        first, end, edges = _day_span(f)  # type: ignore[assignment]
+        first, end, edges = day_span(f.since, f.until)  # type: ignore[assignment]
     if f.pbx is None and (first is None or end is None or first < end):
         w, p = _rollup_where(f, first, end)
         for r in conn.execute(
@@ -300,4 +269,4 @@ def report_data(conn: sqlite3.Connection, f: MessageFilter, timezone: str = "UTC
         hist += h
     days = _local_days(conn, f, ZoneInfo(timezone))
     return ReportData(tuple(t for t in tallies if t.count), tuple(d for d in days if d.count),
-                      tuple(links), tuple(replies), tuple(_percentiles(hist)))
+                      tuple(links), tuple(replies), tuple(percentiles(hist)))
