@@ -66,19 +66,19 @@ from agent.reports.figures import (
 )
 from agent.reports.render import (
     EXPORT_COLUMNS,
-    Format,
     ExportText,
+    Format,
     render_csv,
     render_json,
     render_messages,
     render_report,
     render_table,
 )
+from agent.store import report_source
 from agent.store.base import MessageFilter
 from agent.store.seams import ReportSource
-from agent.store import report_source
+from agent.store.smslog import local_iso
 from agent.store.sqlite.reports import ReportReader
-from agent.store.sqlite.smslog import local_iso
 
 __all__ = [
     "EXPORT_COLUMNS", "SENTIMENT_THRESHOLD", "DayPoint", "Figures", "Format", "Report",

@@ -28,8 +28,7 @@ from agent.store.base import (
     Tally,
 )
 from agent.store.reportmath import PERCENTILES, SENTIMENT_CUT
-from agent.store.sqlite.reports import PBX_NAMES_SQL
-from agent.store.sqlite.smslog import _log_sql, log_row, where
+from agent.store.smslog import PBX_NAMES_SQL, log_row, log_sql, where
 
 T = TypeVar("T")
 
@@ -86,7 +85,7 @@ class ServerReportSource:
 
     async def log_page(self, f: MessageFilter, *, unmasked: bool = False,
                        timezone: str | None = None) -> list[dict[str, Any]]:
-        sql, p = _log_sql(f)
+        sql, p = log_sql(f)
         rows = await self.rows(sql, p)
         return await self.offload(lambda: [log_row(r, unmasked, timezone) for r in rows])
 

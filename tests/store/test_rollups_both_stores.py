@@ -22,7 +22,7 @@ from agent.store import report_source
 from agent.store.base import MessageFilter, ReportData
 from agent.store.seams import Store
 from agent.store.server_reports import _FACT_SQL, _REPLY_SQL, data_from_rows
-from agent.store.sqlite.smslog import where
+from agent.store.smslog import where
 
 END = datetime(2026, 3, 31, 15, 20, tzinfo=UTC)  # Berlin's DST change is inside the data
 

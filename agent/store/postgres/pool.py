@@ -18,6 +18,7 @@ from agent.errors import StoreError
 from agent.models import MessageState, RecipientKind, Trigger
 from agent.store.base import MessageRow
 from agent.store.postgres.schema import LATEST_VERSION, MIGRATIONS
+from agent.store.stamps import ts
 
 log = structlog.get_logger(__name__)
 
@@ -289,7 +290,7 @@ class PgPool:
             args.append(value)
             out += f"${len(args)}{part}"
         rows = await self._read(out, *args)
-        return [{k: _stamp(v) if isinstance(v, datetime) else v for k, v in r.items()}
+        return [{k: ts(v) if isinstance(v, datetime) else v for k, v in r.items()}
                 for r in rows]
 
     async def _read_messages(self, sql: str, *params: Any) -> list[MessageRow]:
@@ -301,10 +302,6 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
 
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-
-
-def _stamp(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,8 +13,8 @@ import asyncpg
 
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.dndcsv import read_number_csv
 from agent.store.postgres.pool import PgPool, utc
-from agent.store.sqlite.records import read_number_csv
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"

@@ -6,11 +6,11 @@ from agent.store.sqlite.calls import CallOps
 from agent.store.sqlite.intake import IntakeOps
 from agent.store.sqlite.messages import MessageOps
 from agent.store.sqlite.receipts import ReceiptOps
-from agent.store.sqlite.records import RecordOps, read_number_csv
+from agent.store.sqlite.records import RecordOps
 from agent.store.sqlite.retention import RetentionOps
 from agent.store.sqlite.rows import ts
 
-__all__ = ["SqliteStore", "read_number_csv", "ts"]
+__all__ = ["SqliteStore", "ts"]
 
 
 class SqliteStore(IntakeOps, MessageOps, ReceiptOps, RecordOps, CallOps, RetentionOps):

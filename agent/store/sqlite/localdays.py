@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from agent.store.base import DayTally, MessageFilter
 from agent.store.reportmath import QUARTER, offset_spans, slot_floor
-from agent.store.sqlite.smslog import where
+from agent.store.smslog import where
 
 
 def _slot_text(dt: datetime) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -12,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import phonenumbers
 
-from agent.errors import StoreError
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.dndcsv import read_number_csv
 from agent.store.sqlite.rows import _dt, _now, _one, _rows, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -317,38 +315,3 @@ async def _list_event(conn: aiosqlite.Connection,
     """(number, list, action, at, who): written in the op that changed the list."""
     await conn.executemany(
         "INSERT INTO list_events (number, list, action, at, who) VALUES (?,?,?,?,?)", rows)
-
-
-def read_number_csv(path: Path, region: str | None) -> tuple[list[str], list[str]]:
-    """Parse a one-number-per-row CSV into E.164 numbers plus ``file:line: problem`` strings."""
-    numbers: list[str] = []
-    problems: list[str] = []
-    try:
-        fh = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        for cells in reader:
-            line = reader.line_num
-            raw = cells[0].strip() if cells else ""
-            if not raw or raw.startswith("#"):
-                continue
-            if not any(ch.isdigit() for ch in raw):
-                if not numbers and not problems:
-                    continue  # a header row
-                problems.append(f"{path}:{line}: not a phone number")
-                continue
-            try:
-                parsed = phonenumbers.parse(raw, region)
-            except phonenumbers.NumberParseException:
-                problems.append(
-                    f"{path}:{line}: not a phone number"
-                    + ("" if region else " (national numbers need a region)")
-                )
-                continue
-            if not phonenumbers.is_possible_number(parsed):
-                problems.append(f"{path}:{line}: not a possible phone number")
-                continue
-            numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
-    return numbers, problems

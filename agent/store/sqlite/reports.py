@@ -30,26 +30,11 @@ from agent.store.base import (
 )
 from agent.store.reportmath import SENTIMENT_CUT, day_span, percentiles
 from agent.store.rollups import bucket_sql, delivery_seconds_sql
+from agent.store.smslog import PBX_NAMES_SQL, log_row, where
 from agent.store.sqlite.localdays import _local_days
-from agent.store.sqlite.smslog import log_batches, log_count, log_page, log_row, where
+from agent.store.sqlite.smslog import log_batches, log_count, log_page
 
 T = TypeVar("T")
-
-
-#: Each PBX named on a message or a call, found by skipping along the (pbx, time) indexes: one
-#: index seek per PBX, not a scan of a year of rows. Plain SQL that PostgreSQL runs as well.
-PBX_NAMES_SQL = """
-WITH RECURSIVE m(name) AS (
-    SELECT min(pbx) FROM messages
-    UNION ALL SELECT (SELECT min(x.pbx) FROM messages x WHERE x.pbx > m.name)
-    FROM m WHERE m.name IS NOT NULL),
-c(name) AS (
-    SELECT min(pbx) FROM calls
-    UNION ALL SELECT (SELECT min(x.pbx) FROM calls x WHERE x.pbx > c.name)
-    FROM c WHERE c.name IS NOT NULL)
-SELECT name FROM m WHERE name IS NOT NULL
-UNION SELECT name FROM c WHERE name IS NOT NULL
-ORDER BY name"""
 
 
 class ReportReader:

@@ -6,35 +6,14 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any
 
 import aiosqlite
 
 from agent.models import MessageState, RecipientKind, Trigger
 from agent.store.base import MessageRow
-
-
-@overload
-def ts(dt: datetime) -> str: ...
-@overload
-def ts(dt: None) -> None: ...
-@overload
-def ts(dt: datetime | None) -> str | None: ...
-def ts(dt: datetime | None) -> str | None:
-    """The one stored time form: fixed-width UTC, so text order is time order. Naive = UTC."""
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@overload
-def _dt(value: str) -> datetime: ...
-@overload
-def _dt(value: str | None) -> datetime | None: ...
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+from agent.store.stamps import from_ts as _dt
+from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
 
 
 def _now() -> datetime:
