@@ -75,6 +75,9 @@ def is_extension(number: str | None) -> bool:
     return number is not None and 0 < len(number) <= 6 and number.isdigit()
 
 
+_GLOB = frozenset("*?[")
+
+
 def _matches(value: str | None, patterns: Iterable[str]) -> bool:
     return value is not None and any(fnmatchcase(value, p) for p in patterns)
 
@@ -120,15 +123,16 @@ class PbxProfile:
     detected: Mapping[str, Detected] = field(default_factory=dict, compare=False, hash=False)
 
     def endpoint_kind(self, channel: str | None) -> str | None:
-        """``trunk`` / ``phone`` when the endpoint is named in ``pbx:``, else None."""
+        """``trunk`` / ``phone`` when the endpoint is named in ``pbx:`` (by name, interface or
+        an fnmatch pattern such as ``DAHDI/*``), else None."""
         tech, ep = endpoint_of(channel)
         if ep is None:
             return None
         iface = f"{tech}/{ep}" if tech else ep
-        if ep in self.trunks or iface in self.trunks:
-            return "trunk"
-        if ep in self.phones or iface in self.phones:
-            return "phone"
+        for kind, names in (("trunk", self.trunks), ("phone", self.phones)):
+            if ep in names or iface in names or any(
+                    fnmatchcase(iface, n) or fnmatchcase(ep, n) for n in names if _GLOB & set(n)):
+                return kind
         return None
 
     def detected_kind(self, channel: str | None) -> Detected | None:

@@ -82,18 +82,35 @@ def cause(value: str | None) -> int | None:
 
 
 def extension(name: str | None) -> str | None:
-    """``PJSIP/2001-00000017`` / ``PJSIP/2001`` / ``Local/2001@ctx-0001;1`` -> ``2001``."""
+    """The endpoint (or extension) a channel or interface name is of, as each channel driver
+    names its channels: ``PJSIP/2001-00000017``, ``SIP/2001-0000001a`` (``%08x``),
+    ``Local/2001@ctx-00000001;1``, ``PJSIP/2001`` -> ``2001``; ``IAX2/site-b-1234`` (the call
+    number in decimal) -> ``site-b``; DAHDI's ``DAHDI/i1/9876543210-1a`` (ISDN span 1) ->
+    ``i1`` and ``DAHDI/3-1`` (channel 3) -> ``3``."""
     if not name:
         return None
-    _, slash, res = name.partition("/")
+    tech, slash, res = name.partition("/")
     if not slash:
-        res = name
+        tech, res = "", name
+    if tech == "DAHDI":
+        return _dahdi(res)
     res = res.split("@", 1)[0].split(";", 1)[0]
-    # Channel names end in "-" plus an 8+ hex-digit counter; interfaces (and names such as
-    # "my-phone") do not, so only a hex suffix is stripped.
+    # Channel names end in "-" plus a counter: 8+ hex digits for most drivers, IAX2's call
+    # number in decimal. Interfaces (and names such as "my-phone") carry none, so only such
+    # a suffix is stripped.
     base, dash, suffix = res.rpartition("-")
-    if dash and base and len(suffix) >= 8 and _HEX.issuperset(suffix):
+    if dash and base and (len(suffix) >= 8 and _HEX.issuperset(suffix)
+                          or tech == "IAX2" and suffix.isdigit()):
         res = base
+    return _intern(res) if res else None
+
+
+def _dahdi(res: str) -> str | None:
+    """``i1/9876543210-1a`` -> ``i1`` (the ISDN span), ``3-1`` -> ``3`` (the channel);
+    interfaces (``i1``, ``g0``, ``3``) as they are."""
+    res = res.split("/", 1)[0]
+    if not res.startswith(("i", "g", "r", "G", "R")):
+        res = res.split("-", 1)[0]
     return _intern(res) if res else None
 
 

@@ -219,10 +219,11 @@ class Replies(Model):
 class Pbx(Model):
     """How this PBX's channels are read (agent.calls.pbx): what detection cannot know."""
 
-    #: Endpoints (``carrier1``) or interfaces (``PJSIP/carrier1``) that are trunks: calls they
-    #: place are inbound, and a leg to them is the customer, never an agent.
+    #: Endpoints (``carrier1``) or interfaces (``PJSIP/carrier1``, ``DAHDI/i1``), or fnmatch
+    #: patterns of them (``DAHDI/*``, ``IAX2/site-*``), that are trunks: calls they place are
+    #: inbound, and a leg to them is the customer, never an agent.
     trunks: StrList = ()
-    #: Endpoints that are phones, whatever their context or caller id.
+    #: Endpoints (the same forms) that are phones, whatever their context or caller id.
     phones: StrList = ()
     #: First dialplan contexts (fnmatch patterns) of calls from carriers / from phones.
     inbound_contexts: StrList = ()
