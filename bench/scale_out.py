@@ -11,7 +11,9 @@ arrives. Offered load: ``--rate`` calls/s for ``--seconds``.
 Figures: sustained calls/s (calls whose SMS reached the SMSC / time from first hangup to last
 submit_sm), hangup -> submit_sm p50/p99 (hangup: when the PBX wrote the call's last Hangup;
 submit: when the simulator received it), duplicates (a caller texted twice) and lost (a call
-with no SMS). Budget (issue 14): 2 agents on one PostgreSQL >= 100 calls/s, 0 duplicates,
+with no SMS), and on PostgreSQL the round trips per call: the statements the database ran for
+the topology's database during the load and its drain (pg_stat_statements, BEGIN and COMMIT
+included; startup work excluded), per call and per agent. Budget (issue 14): 2 agents on one PostgreSQL >= 100 calls/s, 0 duplicates,
 0 lost, p99 <= 50 ms.
 
     .venv/bin/python bench/scale_out.py [--rates 30,100] [--seconds 10]
@@ -114,7 +116,8 @@ def call_events(template: list[dict[str, str]], pbx: str, i: int, caller: str
 
 
 async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: argparse.Namespace,
-                       workdir: Path, sim: RunningSim) -> dict[str, object]:
+                       workdir: Path, sim: RunningSim, count: StatementCount | None = None,
+                       ) -> dict[str, object]:
     template = [dict(ev) for ev in iter_messages(TRANSCRIPT.read_bytes())]
     pbxes = [await ReplayPbx(f"pbx{k + 1}").start() for k in range(len(agents_per_pbx))]
     rules = rules_with(
@@ -147,6 +150,9 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
             raise RuntimeError(f"{label}: agents did not come up")
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)  # past the agents' startup work (CDR, outbox scan)
+    dbname = db.rsplit("/", 1)[-1]
+    if count is not None:
+        await count.reset(dbname)
 
     seen = len(sim.core.messages)
     hangups: dict[str, float] = {}
@@ -178,6 +184,7 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
             last_count, last_change = len(got), time.monotonic()
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # anything sent twice arrives now
+    statements = await count.total(dbname) if count is not None else None
     msgs = [m for m in sim.core.messages[seen:] if m.dest.lstrip("+") in hangups]
     per = Counter(m.dest.lstrip("+") for m in msgs)
     first: dict[str, datetime] = {}
@@ -198,7 +205,32 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
         "p99_ms": round(pct(lat, 99), 2) if lat else None,
         "duplicates": sum(n - 1 for n in per.values() if n > 1),
         "lost": calls - len(first),  # no SMS by the end of the drain
+        **({"round_trips_per_call": round(statements / calls, 1),
+            "round_trips_per_call_per_agent": round(statements / calls / total_agents, 1)}
+           if statements is not None else {}),
     }
+
+
+class StatementCount:
+    """Statements the cluster ran per database: each one an agent's round trip (a function
+    called by a statement counts once, as its caller waited once)."""
+
+    def __init__(self, pg: TempCluster) -> None:
+        self.pg = pg
+        pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+    def _db(self, name: str) -> str:
+        return f"(SELECT oid FROM pg_database WHERE datname = '{name}')"
+
+    async def reset(self, name: str) -> None:
+        await asyncio.to_thread(
+            self.pg.psql, f"SELECT pg_stat_statements_reset(0, {self._db(name)}, 0)")
+
+    async def total(self, name: str) -> int:
+        out = await asyncio.to_thread(
+            self.pg.psql,
+            f"SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = {self._db(name)}")
+        return int(out.strip() or 0)
 
 
 def label_code(label: str) -> str:
@@ -220,7 +252,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sim = await start_sim(smpp_port=0, http_port=0)
-        with TempCluster.under(work / "pg", durable=True) as pg:
+        with TempCluster.under(work / "pg", durable=True,
+                               settings=("shared_preload_libraries=pg_stat_statements",)) as pg:
+            count = StatementCount(pg)
             try:
                 for rate in (float(r) for r in args.rates.split(",")):
                     args.rate = rate
@@ -236,7 +270,8 @@ async def main() -> None:
                             continue
                         logs = (args.logs or work) / tag / label
                         logs.mkdir(parents=True, exist_ok=True)
-                        res = await run_topology(label, db, shape, args, logs, sim)
+                        res = await run_topology(label, db, shape, args, logs, sim,
+                                                 count if label != "sqlite-1" else None)
                         print(json.dumps(res), flush=True)
                         results.append(res)
                     passes.append(results)

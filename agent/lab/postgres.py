@@ -55,6 +55,8 @@ class TempCluster:
     root: Path
     durable: bool = False
     port: int = 0
+    #: extra server settings, ``name=value`` (e.g. ``shared_preload_libraries=pg_stat_statements``)
+    settings: tuple[str, ...] = ()
     run_as: str | None = None
     _bindir: Path = field(default_factory=pg_bindir)
     _started: bool = False
@@ -124,6 +126,7 @@ class TempCluster:
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {setting}" for setting in self.settings]
         for attempt in range(5):
             self.port = free_port()
             proc = self._run(

@@ -14,8 +14,9 @@ import pytest
 from agent.errors import StoreError
 from agent.lab.postgres import free_port
 from agent.models import Decision, MessageState, Receipt, ReceiptState
+from agent.store.base import NewMessage
 from agent.store.postgres import PostgresStore
-from agent.store.postgres.messages import STALE_SUBMIT
+from agent.store.postgres.messages import STALE_SUBMIT, insert_row
 from agent.store.postgres.schema import LATEST_VERSION
 
 MakeDecision = Callable[..., Decision]
@@ -110,6 +111,36 @@ async def test_two_agents_inserting_the_same_calls_create_each_row_once(
         got_a, got_b = await asyncio.gather(agent(a, decisions), agent(b, decisions[::-1]))
         assert sum(got_a) + sum(got_b) == 30
         assert len(await a.list_messages()) == 30
+
+
+async def test_an_agent_losing_a_key_to_a_commit_it_waited_for_gets_the_winners_row(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    """The record's one statement waits on a key another agent inserted and has not yet
+    committed; that row is newer than the statement's snapshot, yet the loser must still get
+    it (not a row of its own, not an error), and write nothing more for it."""
+    d = make_decision(call_id="race")
+    peer = await asyncpg.connect(pg_url)
+    async with PostgresStore(pg_url, owner="b") as b:
+        try:
+            tx = peer.transaction()
+            await tx.start()
+            won, created = await insert_row(peer, d, MessageState.QUEUED, T0, None, None, T0, None)
+            assert created
+            loser = asyncio.create_task(b.record_call(
+                None, [NewMessage(d, MessageState.QUEUED, next_attempt_at=T0)], now=T0))
+            while not await peer.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"):
+                assert not loser.done(), loser
+                await asyncio.sleep(0.01)
+            await tx.commit()
+            [(row, created)] = await loser
+        finally:
+            await peer.close()
+        assert not created and row.id == won.id
+        assert len(await b.list_messages()) == 1
+        assert len(await b.message_events(won.id)) == 1
 
 
 async def test_claims_across_agents_are_exclusive(

@@ -1,43 +1,189 @@
-"""The write path of a call record on PostgreSQL: the call, its rows and their links at once."""
+"""The write path of a call record on PostgreSQL: the call, its rows and their links at once.
+
+A record is ONE statement (data-modifying CTEs: the call, what each rule said, the message rows
+and their first events), so ONE round trip and its own transaction: no BEGIN and COMMIT around
+it. The idempotency key's unique index still decides which agent's insert creates a message;
+the loser learns it lost from the same statement (its insert returns nothing for that key) and
+gets the winner's row from the statement's own look at the table, or, when the winner committed
+while the statement waited on the key, from one more read. Records whose texts carry tracked
+links keep a transaction: the links' report triggers count a message's first link by looking
+for its others, which rows written by one statement would all see at once."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from agent.models import CallRecord, RuleOutcome
+import asyncpg
+
+from agent.models import CallRecord, MessageState, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
-from agent.store.postgres.calls import replace_outcomes
-from agent.store.postgres.messages import insert_row
-from agent.store.postgres.pool import PgPool, utc
-from agent.store.postgres.records import upsert_call
+from agent.store.postgres.pool import PgPool, message_row, utc
+
+#: The message columns a record writes, in the order of the arrays it sends, and their types.
+_COLUMNS = (
+    ("id", "text"), ("idempotency_key", "text"), ("call_id", "text"), ("rule", "text"),
+    ("trigger", "text"), ("recipient_kind", "text"), ("number", "text"), ("template", "text"),
+    ("gateway", "text"), ("sender_id", "text"), ("text", "text"), ("encoding", "text"),
+    ("segments", "integer"), ("category", "text"), ("dlt_template_id", "text"),
+    ("dlt_entity_id", "text"), ("state", "text"), ("reason", "text"), ("detail", "text"),
+    ("queued_at", "timestamptz"), ("final_at", "timestamptz"),
+    ("next_attempt_at", "timestamptz"), ("expires_at", "timestamptz"),
+    ("call_ended_at", "timestamptz"), ("pbx", "text"),
+)
+
+
+class _Sql:
+    """One statement's text and its numbered parameters."""
+
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+        self.ctes: list[str] = []
+
+    def p(self, value: Any, cast: str = "") -> str:
+        self.params.append(value)
+        return f"${len(self.params)}{'::' + cast if cast else ''}"
+
+
+def _call_cte(q: _Sql, call: CallRecord, at: datetime | None) -> None:
+    """The call's row; a later record of the call replaces it (as ``records.upsert_call``)."""
+    q.ctes.append(
+        "c AS (INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
+        " ended_at, created_at, agent, pbx) VALUES"
+        f" ({q.p(call.call_id)}, {q.p(json.dumps(call.to_dict(), separators=(',', ':')))}::jsonb,"
+        f" {q.p(call.trigger.value)}, {q.p(call.disposition.value)}, {q.p(call.queue)},"
+        f" {q.p(call.caller)}, {q.p(utc(call.ended_at), 'timestamptz')}, {q.p(at)},"
+        f" {q.p(call.agent)}, {q.p(call.pbx)})"
+        " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
+        " trigger = excluded.trigger, disposition = excluded.disposition,"
+        " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
+        " agent = excluded.agent, pbx = excluded.pbx)")
+
+
+def _outcomes_ctes(q: _Sql, call: CallRecord, outcomes: Sequence[RuleOutcome],
+                   at: datetime | None) -> None:
+    """This judgement's outcomes replace the positions they take, and any left from a longer
+    one go (as ``calls.replace_outcomes``: the delete sees the rows before the upsert)."""
+    cid, trig = q.p(call.call_id), q.p(call.trigger.value)
+    q.ctes.append(
+        "o AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
+        f" skipped, decided_at) SELECT {cid}, {trig}, u.p, u.r, u.m, u.rs, u.s::jsonb,"
+        f" {q.p(at)} FROM unnest({q.p(list(range(len(outcomes))), 'int[]')},"
+        f" {q.p([o.rule for o in outcomes], 'text[]')},"
+        f" {q.p([o.matched for o in outcomes], 'bool[]')},"
+        f" {q.p([o.reason for o in outcomes], 'text[]')},"
+        f" {q.p([json.dumps(list(o.skipped)) for o in outcomes], 'text[]')})"
+        " AS u(p, r, m, rs, s)"
+        " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
+        " matched = excluded.matched, reason = excluded.reason,"
+        " skipped = excluded.skipped, decided_at = excluded.decided_at)")
+    q.ctes.append(
+        f"od AS (DELETE FROM rule_outcomes WHERE call_id = {cid} AND trigger = {trig}"
+        f" AND position >= {q.p(len(outcomes))})")
+
+
+def _message_ctes(q: _Sql, messages: Sequence[NewMessage], at: datetime | None) -> None:
+    """``ins``: the rows this statement created, with their first events; ``seen``: rows with
+    the same keys that were there before it (another agent's, or this record written twice)."""
+    values: list[list[Any]] = [[] for _ in _COLUMNS]
+    for m in messages:
+        d, state = m.decision, m.state
+        row = (
+            uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
+            d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text,
+            d.encoding, d.segments, d.category, d.dlt_template_id, d.dlt_entity_id,
+            state.value, m.reason, m.detail, at if state is MessageState.QUEUED else None,
+            at if state.final else None, utc(m.next_attempt_at), utc(m.expires_at),
+            utc(d.call_ended_at), d.pbx,
+        )
+        for column, value in zip(values, row, strict=True):
+            column.append(value)
+    arrays = ", ".join(q.p(v, f"{t}[]") for v, (_, t) in zip(values, _COLUMNS, strict=True))
+    names = ", ".join(name for name, _ in _COLUMNS)
+    stamp = q.p(at, "timestamptz")
+    q.ctes.append(
+        f"ins AS (INSERT INTO messages ({names}, created_at, updated_at)"
+        f" SELECT u.*, {stamp}, {stamp} FROM unnest({arrays}) AS u({names})"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *)")
+    q.ctes.append(
+        "ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
+        " SELECT id, created_at, state, reason, detail FROM ins)")
+    keys = q.p(values[1], "text[]")
+    q.ctes.append(f"seen AS (SELECT * FROM messages WHERE idempotency_key = ANY({keys}))")
+
+
+async def write_record(
+    conn: asyncpg.Connection, call: CallRecord | None, messages: Sequence[NewMessage],
+    at: datetime | None, outcomes: Sequence[RuleOutcome] | None,
+) -> list[tuple[MessageRow, bool]]:
+    """The record's statement (see the module's docstring); rows in the order of
+    ``messages``, each with True when this statement created it."""
+    q = _Sql()
+    if call is not None:
+        _call_cte(q, call, at)
+        if outcomes is not None:
+            _outcomes_ctes(q, call, outcomes, at)
+    if not messages:
+        await conn.execute("WITH " + ", ".join(q.ctes) + " SELECT 1", *q.params)
+        return []
+    _message_ctes(q, messages, at)
+    rows = await conn.fetch(
+        "WITH " + ", ".join(q.ctes) + " SELECT true AS created, ins.* FROM ins"
+        " UNION ALL SELECT false, seen.* FROM seen", *q.params)
+    created = {r["idempotency_key"]: r for r in rows if r["created"]}
+    existing = {r["idempotency_key"]: r for r in rows if not r["created"]}
+    missing = [m.decision.idempotency_key for m in messages
+               if m.decision.idempotency_key not in created
+               and m.decision.idempotency_key not in existing]
+    if missing:
+        # Another agent's insert of these keys committed while this statement waited on them:
+        # its rows are newer than the statement's snapshot; a new read sees them.
+        for r in await conn.fetch(
+                "SELECT * FROM messages WHERE idempotency_key = ANY($1::text[])", missing):
+            existing[r["idempotency_key"]] = r
+    out: list[tuple[MessageRow, bool]] = []
+    done: dict[str, MessageRow] = {}  # a key twice in one record: its first decision made it
+    for m in messages:
+        key = m.decision.idempotency_key
+        if key in done:
+            out.append((done[key], False))
+            continue
+        done[key] = message_row(created[key] if key in created else existing[key])
+        out.append((done[key], key in created))
+    return out
+
+
+async def write_links(conn: asyncpg.Connection, messages: Sequence[NewMessage],
+                      written: Sequence[tuple[MessageRow, bool]], at: datetime | None) -> None:
+    """Each new row's tracked links, counted against the first new row that carries them."""
+    links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
+    for m, (row, created) in zip(messages, written, strict=True):
+        if created:
+            for link in m.decision.links:
+                links.setdefault(link.code, (link.url, row.id))
+    if links:
+        await conn.executemany(
+            "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)"
+            " ON CONFLICT (code) DO NOTHING",
+            [(code, mid, url, at) for code, (url, mid) in links.items()])
 
 
 class IntakeOps(PgPool):
-    """``record_call`` (see ``Store.record_call``): one transaction per call record."""
+    """``record_call`` (see ``Store.record_call``): one statement per call record."""
 
     async def record_call(
         self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
         outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[tuple[MessageRow, bool]]:
         at = utc(now)
-        async with self._tx() as conn:
-            if call is not None:
-                await upsert_call(conn, call, at)
-                if outcomes is not None:
-                    await replace_outcomes(conn, call.call_id, call.trigger, outcomes, at)
-            out: list[tuple[MessageRow, bool]] = []
-            links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
-            for m in messages:
-                row, created = await insert_row(conn, m.decision, m.state, at, m.reason,
-                                                m.detail, m.next_attempt_at, m.expires_at)
-                out.append((row, created))
-                if created:
-                    for link in m.decision.links:
-                        links.setdefault(link.code, (link.url, row.id))
-            if links:
-                await conn.executemany(
-                    "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)"
-                    " ON CONFLICT (code) DO NOTHING",
-                    [(code, mid, url, at) for code, (url, mid) in links.items()])
-            return out
+        if call is None and not messages:
+            return []
+        linked = any(m.decision.links for m in messages)
+        async with self._tx(single=not linked) as conn:
+            written = await write_record(conn, call, messages, at, outcomes)
+            if linked:
+                await write_links(conn, messages, written, at)
+            return written
