@@ -193,39 +193,34 @@ class MessageOps(PgPool):
         now."""
         at = utc(now)
         ids = _sequence(smsc_ids)
-        async with self._tx() as conn:
-            await lock_smsc_ids(conn, gateway, ids)
-            # The row, its event and its ids in one statement (after the lock, so its look at
-            # unmatched receipts sees any that another agent stored first).
+        # One statement: the lock on the ids, the row, its event and its ids (functions.py).
+        async with self._tx(single=True) as conn:
             row = await conn.fetchrow(
-                "WITH u AS (UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
-                " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
-                " gateway = $1, smsc_ids = $2, submitted_at = $3, submitting_since = NULL,"
-                " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = $4,"
-                " updated_at = $3 WHERE id = $5 RETURNING *),"
-                " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
-                "  SELECT id, $3, 'submitted', NULL, $6 FROM u),"
-                " ids AS (INSERT INTO message_smsc_ids (gateway, smsc_id, message_id)"
-                "  SELECT $1, i, u.id FROM u, unnest($2::text[]) AS i ON CONFLICT DO NOTHING)"
-                " SELECT u.*, EXISTS(SELECT 1 FROM receipts WHERE message_id IS NULL"
-                "  AND gateway = $1 AND smsc_id = ANY($2::text[])) AS receipts_waiting FROM u",
-                gateway, ids, at, hangup_to_submit_ms, message_id,
+                "SELECT (s.m).*, s.receipts_waiting FROM aftercall_record_submit("
+                "$1, $2, $3::text[], $4, $5, $6) s",
+                message_id, gateway, ids, at, hangup_to_submit_ms,
                 f"{gateway} accepted, smsc ids {','.join(ids)}",
             )
-            if row is None:
-                return None
+        if row is None:
+            return None
+        if not row["receipts_waiting"]:
+            return message_row(row)
+        async with self._tx() as conn:  # receipts that came before the submit was recorded
+            await lock_smsc_ids(conn, gateway, ids)
+            row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1 FOR UPDATE",
+                                      message_id)
+            assert row is not None
             msg = message_row(row)
-            if row["receipts_waiting"]:
-                pending = await conn.fetch(
-                    "UPDATE receipts SET message_id = $1 WHERE message_id IS NULL"
-                    " AND gateway = $2 AND smsc_id = ANY($3::text[]) RETURNING *",
-                    message_id, gateway, ids,
+            pending = await conn.fetch(
+                "UPDATE receipts SET message_id = $1 WHERE message_id IS NULL"
+                " AND gateway = $2 AND smsc_id = ANY($3::text[]) RETURNING *",
+                message_id, gateway, ids,
+            )
+            for r in sorted(pending, key=lambda r: r["id"]):
+                _, msg = await apply_to_message(
+                    conn, msg, ReceiptState(r["state"]), r["smsc_id"], r["error_code"],
+                    gateway, at, r["id"],
                 )
-                for r in sorted(pending, key=lambda r: r["id"]):
-                    _, msg = await apply_to_message(
-                        conn, msg, ReceiptState(r["state"]), r["smsc_id"], r["error_code"],
-                        gateway, at, r["id"],
-                    )
             return msg
 
     async def recover_in_flight(

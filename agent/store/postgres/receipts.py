@@ -51,6 +51,23 @@ class ReceiptOps(PgPool):
         dedupe = json.dumps(
             [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, _stamp(r.done_at)]
         )
+        target = _RECEIPT_TARGET.get(r.state)
+        async with self._tx(single=True) as conn:  # one statement (functions.py)
+            row = await conn.fetchrow(
+                "SELECT (s.m).*, s.receipt_id AS receipt_id_, s.outcome AS outcome_"
+                " FROM aftercall_apply_receipt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12) s",
+                r.gateway, r.smsc_id, r.message_id, r.state.value,
+                target.value if target is not None else None, r.error_code, utc(r.done_at),
+                at, r.raw, dedupe, MAX_RECEIPTS_PER_MESSAGE, MAX_UNMATCHED_RECEIPTS)
+        assert row is not None
+        outcome, receipt_id = row["outcome_"], row["receipt_id_"]
+        msg = message_row(row) if row["id"] is not None else None
+        if outcome in ("full", "duplicate"):
+            return ReceiptOutcome(None, msg, duplicate=True, changed=False)
+        if outcome != "parts":
+            return ReceiptOutcome(receipt_id, msg, duplicate=False, changed=outcome == "changed")
+        # One part of a multi-part message: decided from every part's receipts.
         async with self._tx() as conn:
             if r.smsc_id:
                 await lock_smsc_ids(conn, r.gateway, [r.smsc_id])

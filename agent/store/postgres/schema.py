@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.store.postgres.functions import MIGRATION as FUNCTIONS
 from agent.store.postgres.rollups import MIGRATION as ROLLUPS
 
 # The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
@@ -195,6 +196,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 6: the reports' daily rollups per PBX, appended to by triggers and folded (rollups.py)
     ROLLUPS,
+    # 7: a submit's record and a receipt, each one round trip (functions.py)
+    FUNCTIONS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
