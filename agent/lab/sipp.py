@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import LabError
+from agent.lab import ports
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 ASTERISK = "127.0.0.1:5060"
@@ -63,18 +63,7 @@ def _sipp() -> str:
 
 
 def _udp_port_bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return not ports.udp_free(port)
 
 
 class AgentPhones:
@@ -83,16 +72,23 @@ class AgentPhones:
     def __init__(self, agent_hangup_ms: int = 2000) -> None:
         self.agent_hangup_ms = agent_hangup_ms
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._rebinds: dict[str, int] = {}
+        self._media: dict[str, int] = {}  # extension -> its reserved block (ports.PORTS)
+
+    def args(self, ext: str, media_port: int) -> list[str]:
+        """One phone's SIPp command line."""
+        port, scenario = LAB_PHONES[ext]
+        return [_sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
+                "-mp", str(media_port), "-d", str(self.agent_hangup_ms), "-nostdin",
+                "-max_recv_loops", "100"]
 
     def start(self) -> None:
-        for ext, (port, scenario) in LAB_PHONES.items():
+        for ext in LAB_PHONES:
             if ext in self._procs and self._procs[ext].poll() is None:
                 continue
+            if ext not in self._media:
+                self._media[ext] = ports.PORTS.reserve()
             self._procs[ext] = subprocess.Popen(
-                [_sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-                 "-mp", str(free_udp_port()), "-d", str(self.agent_hangup_ms), "-nostdin",
-                 "-max_recv_loops", "100"],
+                self.args(ext, self._media[ext]),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=self._log(ext),
@@ -120,21 +116,9 @@ class AgentPhones:
 
     def check(self) -> None:
         dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
-        # A phone that could not bind its media ports (taken between our pick and its bind)
-        # never answered anything: it starts again on fresh ports, a few times.
-        rebind = [ext for ext in dead if _BIND_FAILED in self._log_tail(ext)
-                  and self._rebinds.get(ext, 0) < BIND_ATTEMPTS]
-        if rebind:
-            for ext in rebind:
-                self._rebinds[ext] = self._rebinds.get(ext, 0) + 1
-                del self._procs[ext]
-            self.start()
-            dead = [ext for ext, p in self._procs.items() if p.poll() is not None]
         if dead:
-            why = "; ".join(
-                f"{ext}: " + (Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log")
-                .read_text(errors="replace").strip().splitlines()[-1:][0:1].__str__()
-                for ext in dead)
+            why = "; ".join(f"{ext}: {(self._log_tail(ext).strip().splitlines() or [''])[-1]}"
+                            for ext in dead)
             raise LabError(f"SIPp agent phones exited: {why}")
 
     def stop(self) -> None:
@@ -148,6 +132,9 @@ class AgentPhones:
                 p.kill()
                 p.wait()
         self._procs.clear()
+        for port in self._media.values():
+            ports.PORTS.release(port)
+        self._media.clear()
 
     def __enter__(self) -> AgentPhones:
         self.start()
@@ -182,6 +169,8 @@ def caller_args(
     scenario: str,
     did: str,
     *,
+    sip_port: int,
+    media_port: int,
     caller: str = "+919876543210",
     caller_name: str = "Ravi Kumar",
     duration_ms: int = 1000,
@@ -199,7 +188,7 @@ def caller_args(
     run = secrets.token_hex(4)
     return [
         _sipp(), ASTERISK, "-sf", str(SCENARIOS / scenario), "-s", did, "-m", "1", "-l", "1",
-        "-i", source_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", source_ip, "-p", str(sip_port), "-mp", str(media_port),
         "-d", str(duration_ms), "-key", "caller", caller, "-key", "caller_name", caller_name,
         "-key", "caller_domain", domain, "-key", "privacy", privacy,
         "-key", "run", run, "-cid_str", f"%u-%p-{run}@%s",
@@ -207,45 +196,26 @@ def caller_args(
     ]
 
 
-#: SIPp's words when a port it was given was taken between our pick and its bind (it binds
-#: -mp's port and that port + 2, so a port free when picked can be another SIPp's by then).
-_BIND_FAILED = "Unable to bind"
-#: Fresh ports tried for a SIPp that could not bind its own: no call was placed by it.
-BIND_ATTEMPTS = 3
-
-
 async def place_call(scenario: str, did: str, **kw: object) -> CallResult:
-    """Run one SIPp caller to the end; returns its exit code (0: the scenario completed). A
-    SIPp that could not bind the ports it was given placed no call: it is run again on fresh
-    ports (a call that reached Asterisk is never placed twice)."""
-    for attempt in range(BIND_ATTEMPTS):
-        args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
+    """Run one SIPp caller to the end; returns its exit code (0: the scenario completed). Its
+    SIP port and media ports are reserved for it (ports.PORTS) until it exits."""
+    with ports.PORTS.block() as sip_port, ports.PORTS.block() as media_port:
+        args = caller_args(scenario, did, sip_port=sip_port, media_port=media_port,
+                           **kw)  # type: ignore[arg-type]
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
-        text = out.decode(errors="replace")
-        if proc.returncode == 0 or _BIND_FAILED not in text or attempt == BIND_ATTEMPTS - 1:
-            break
     return CallResult(scenario, did, args[args.index("caller") + 1], proc.returncode or 0,
-                      _summary(text))
+                      _summary(out.decode(errors="replace")))
 
 
 def _summary(output: str) -> str:
     """SIPp's last screen (message counts per step) and its error lines: enough to tell an
-    unanswered INVITE from a failed BYE when a lab test reports a failed call."""
+    unanswered INVITE from a failed BYE, or a port it could not bind, when a lab test reports
+    a failed call."""
     screens = output.split("------------------------------ Scenario Screen")
     errors = [ln for ln in output.splitlines()
-              if any(k in ln.lower() for k in ("error", "unexpected", "abort", "timeout"))]
+              if any(k in ln.lower() for k in ("error", "unexpected", "abort", "timeout", "unable"))]
     return ("Scenario Screen" + screens[-1])[-3000:] + "\n" + "\n".join(errors[-10:])
-
-
-def place_call_sync(scenario: str, did: str, **kw: object) -> CallResult:
-    for attempt in range(BIND_ATTEMPTS):  # as place_call: a SIPp that could not bind, again
-        args = caller_args(scenario, did, **kw)  # type: ignore[arg-type]
-        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if r.returncode == 0 or _BIND_FAILED not in r.stdout + r.stderr:
-            break
-    return CallResult(scenario, did, args[args.index("caller") + 1], r.returncode,
-                      _summary(r.stdout + r.stderr))

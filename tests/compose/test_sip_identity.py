@@ -24,6 +24,8 @@ from agent.lab import sipp
 REPO = Path(__file__).resolve().parents[2]
 CALLER_SH = REPO / "docker" / "sipp" / "caller.sh"
 UAC = sorted(p.name for p in sipp.SCENARIOS.glob("uac_*.xml"))
+#: Ports for rendered command lines: nothing is bound in these tests.
+SIP_PORT, MEDIA_PORT = 61000, 61004
 #: What a container gives SIPp on every run (seen: pid 7 or 8 for `sipp-caller queue_answered`).
 PID, CALL_NUMBER, IP = 7, 1, "127.0.0.1"
 
@@ -74,10 +76,14 @@ def _identity(messages: list[str]) -> set[str]:
     return ids
 
 
+def _caller_args(scenario: str) -> list[str]:
+    return sipp.caller_args(scenario, "18005550100", sip_port=SIP_PORT, media_port=MEDIA_PORT)
+
+
 @pytest.mark.parametrize("scenario", UAC)
 def test_two_lab_calls_from_the_same_pid_share_no_sip_identifier(scenario: str) -> None:
-    first = _identity(_render(scenario, sipp.caller_args(scenario, "18005550100")))
-    second = _identity(_render(scenario, sipp.caller_args(scenario, "18005550100")))
+    first = _identity(_render(scenario, _caller_args(scenario)))
+    second = _identity(_render(scenario, _caller_args(scenario)))
     assert {i.split()[0] for i in first} == {"call-id", "branch", "from-tag"}
     assert not first & second, f"{scenario}: the same in two calls: {sorted(first & second)}"
 
