@@ -75,11 +75,12 @@ class AgentPhones:
         self._media: dict[str, int] = {}  # extension -> its reserved block (ports.PORTS)
 
     def args(self, ext: str, media_port: int) -> list[str]:
-        """One phone's SIPp command line."""
+        """One phone's SIPp command line. ``-key run``: a fresh token for this SIPp run in
+        the To tag it answers with and the branches of what it sends (see uas_answer.xml)."""
         port, scenario = LAB_PHONES[ext]
         return [_sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
                 "-mp", str(media_port), "-d", str(self.agent_hangup_ms), "-nostdin",
-                "-max_recv_loops", "100"]
+                "-max_recv_loops", "100", "-key", "run", secrets.token_hex(4)]
 
     def start(self) -> None:
         for ext in LAB_PHONES:

@@ -26,9 +26,12 @@ while read -r ext port scenario; do
     # Media (RTP echo) ports sit above Asterisk's default RTP range (5000-31000) and 10 apart,
     # since SIPp also opens media port + 2.
     media=$((32000 + (port - 5070) * 10))
+    # A fresh token in the To tag and branches this phone makes: in this container SIPp's pid
+    # and call numbers are the same on every restart (see uas_answer.xml).
+    run="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
     sipp -sf "$scenarios/$scenario" -i "$asterisk_ip" -p "$port" -mp "$media" \
-         -d "$hangup_ms" -nostdin -max_recv_loops 100 -trace_err -error_file /dev/stderr \
-         >/dev/null &
+         -d "$hangup_ms" -nostdin -max_recv_loops 100 -key run "$run" \
+         -trace_err -error_file /dev/stderr >/dev/null &
     pids+=("$!")
     echo "sipp-agents: extension $ext on $asterisk_ip:$port ($scenario)"
 done <<< "$PHONES"
