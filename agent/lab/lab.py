@@ -24,6 +24,9 @@ AGI_DIR = "usr/share/asterisk/agi-bin"  # astagidir in asterisk_conf/asterisk.co
 STOCK_FILES = ("cel.conf", "features.conf", "acl.conf", "udptl.conf", "pjproject.conf",
                "indications.conf", "ccss.conf")
 PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060)}
+SECRET_CONF = "aftercall_secret.conf"  # the AMI secret, #included by manager.conf
+#: Files Asterisk reads only when it starts: `core reload` does not apply a change to them.
+RESTART_FILES = frozenset({"asterisk.conf", "modules.conf"})
 #: The style of asterisk_conf/ itself; the others are asterisk_conf/dialplans/NAME/ overlays.
 DEFAULT_DIALPLAN = "ours"
 
@@ -138,6 +141,38 @@ class Lab:
             raise LabError(f"apt-get install {' '.join(packages)} in the lab root failed "
                            f"(exit {rc}). Last lines of {out}:\n{procs.tail(out, 15)}")
 
+    def conf_files(self, dialplan: str = DEFAULT_DIALPLAN) -> dict[Path, Path]:
+        """What ``install_conf(dialplan)`` puts in the root: installed path -> its source
+        (asterisk_conf/'s files, the style's .conf files over them, the AGI scripts)."""
+        etc, agi_bin = self.root / "etc/asterisk", self.root / AGI_DIR
+        files = {etc / f.name: f for f in self.conf.iterdir() if f.is_file()}
+        if dialplan != DEFAULT_DIALPLAN:
+            files |= {etc / f.name: f for f in (self.conf / "dialplans" / dialplan).iterdir()
+                      if f.is_file() and f.suffix == ".conf"}
+        agi = self.conf / "agi-bin"
+        if agi.is_dir():
+            files |= {agi_bin / f.name: f for f in agi.iterdir() if f.is_file()}
+        return files
+
+    def stale_files(self, dialplan: str = DEFAULT_DIALPLAN) -> list[str]:
+        """The installed files that are not the sources' content (changed, missing, or left
+        from a source since removed), by name; empty when the root has what
+        ``install_conf(dialplan)`` would put there."""
+        files = self.conf_files(dialplan)
+        stale = []
+        for dst, src in sorted(files.items()):
+            try:
+                if dst.read_bytes() != src.read_bytes():
+                    stale.append(dst.name)
+            except OSError:
+                stale.append(dst.name)
+        etc = self.root / "etc/asterisk"
+        ours = {*STOCK_FILES, SECRET_CONF, ".aftercall-stock"}
+        if etc.is_dir():
+            stale += sorted(f.name for f in etc.iterdir()
+                            if f.name not in ours and f not in files)
+        return stale
+
     def install_agi(self) -> None:
         """The project's classic AGI scripts into astagidir, and the venv's pyst2 (with six)
         where the root's Python finds it: the same pinned library the project installs."""
@@ -146,10 +181,10 @@ class Lab:
 
         agi_bin = self.root / AGI_DIR
         agi_bin.mkdir(parents=True, exist_ok=True)
-        for f in (self.conf / "agi-bin").iterdir():
-            if f.is_file():
-                shutil.copy2(f, agi_bin / f.name)
-                (agi_bin / f.name).chmod(0o755)
+        for dst, src in self.conf_files().items():
+            if dst.parent == agi_bin:
+                shutil.copy2(src, dst)
+                dst.chmod(0o755)
         site = self.root / "usr/local/lib/python3/dist-packages"
         site.mkdir(parents=True, exist_ok=True)
         pkg = Path(asterisk.agi.__file__).parent
@@ -205,18 +240,14 @@ class Lab:
             src = self.root / "etc/asterisk.stock" / name
             if src.exists():
                 shutil.copy2(src, etc / name)
-        for f in self.conf.iterdir():
-            if f.is_file():
-                shutil.copy2(f, etc / f.name)
-        if dialplan != DEFAULT_DIALPLAN:
-            for f in (self.conf / "dialplans" / dialplan).iterdir():
-                if f.is_file() and f.suffix == ".conf":
-                    shutil.copy2(f, etc / f.name)
+        for dst, src in self.conf_files(dialplan).items():
+            if dst.parent == etc:
+                shutil.copy2(src, dst)
         self.home.mkdir(parents=True, exist_ok=True)
         self.dialplan_file.write_text(dialplan + "\n")
         self.install_agi()
-        (etc / "aftercall_secret.conf").write_text(f"secret = {self.secret()}\n")
-        (etc / "aftercall_secret.conf").chmod(0o600)
+        (etc / SECRET_CONF).write_text(f"secret = {self.secret()}\n")
+        (etc / SECRET_CONF).chmod(0o600)
         for d in ("var/lib/asterisk", "var/spool/asterisk", "var/log/asterisk", "var/run/asterisk",
                   "var/cache/asterisk", "var/log/asterisk/cdr-csv"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -227,15 +258,22 @@ class Lab:
 
     def up(self, *, timeout: float = 30.0, log=print,
            dialplan: str = DEFAULT_DIALPLAN) -> dict[str, float]:
-        """Start Asterisk (provisioning first if needed) with the ``dialplan`` style; a running
-        lab with another style is switched by a reload. Returns timings. Idempotent."""
+        """Start Asterisk (provisioning first if needed) with the ``dialplan`` style. A running
+        lab with another style, or whose installed files are no longer the repository's
+        (asterisk_conf/ edited since), gets the files again and a reload; a restart if one
+        of them is read only at start. Returns timings. Idempotent."""
         timings = {"provision_s": self.provision(log=log)}
         if self.running():
             _wait_ami(self, timeout)
             t0 = time.monotonic()
-            if self.dialplan() != dialplan:
-                self.use_dialplan(dialplan, timeout=timeout)
-            return timings | {"start_s": 0.0, "reload_s": time.monotonic() - t0}
+            stale = self.stale_files(dialplan)
+            restart = sorted(RESTART_FILES.intersection(stale))
+            if not restart:
+                if self.dialplan() != dialplan or stale:
+                    self.use_dialplan(dialplan, timeout=timeout)
+                return timings | {"start_s": 0.0, "reload_s": time.monotonic() - t0}
+            log(f"lab: {', '.join(restart)} changed since Asterisk started: restarting it")
+            self.down()
         self._reap_strays()
         for name, (proto, port) in PORTS.items():
             if not procs.port_free(proto, port):
