@@ -1,6 +1,7 @@
 """The rate-limit facts one decision needs: the window scan the policy used to run per decision
-(the peer, same SQLite file, same run) against the store lookup plus in-memory counters it uses
-now, on a store holding ``--messages`` sent texts within a day.
+(the peer, same SQLite file, same run) against what it uses now (the store lookup, with the
+number's own count in its per-number window, plus the in-memory global and daily counters), on a
+store holding ``--messages`` sent texts within a day.
 
     .venv/bin/python bench/policy.py [--messages 13000] [--decisions 500]
 """
@@ -87,8 +88,9 @@ async def main(n_messages: int, n_decisions: int) -> dict[str, float]:
             new: list[float] = []
             for number in picks:
                 t = time.perf_counter()
-                await store.policy_facts(number, BASE.rule)
-                counters.counts(RecipientKind.CALLER, number, now)
+                facts = await store.policy_facts(number, BASE.rule,
+                                                 sent_since=now - timedelta(hours=1))
+                counters.counts(RecipientKind.CALLER, number, now, facts.sent_to_number)
                 new.append((time.perf_counter() - t) * 1000)
     out = {
         "messages": n_messages,

@@ -10,7 +10,14 @@ import structlog
 
 from agent.dispatch.retry import Clock, mask_number
 from agent.metrics import Metrics
-from agent.models import CallRecord, Decision, MessageState, RuleOutcome, SuppressReason
+from agent.models import (
+    CallRecord,
+    Decision,
+    MessageState,
+    RecipientKind,
+    RuleOutcome,
+    SuppressReason,
+)
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
@@ -116,15 +123,16 @@ class Intake:
         except BaseException:
             for m in messages:
                 if _counted(m):
-                    counters.discard(m.decision.recipient, m.decision.number, now)
+                    counters.settle(m.decision.recipient, m.decision.number, now, written=False)
                     self._spend_add(spend, m, now, undo=True)
             raise
         if spend is not None:
             self._spend_metrics(now)
         for m, (row, created) in zip(messages, written, strict=True):
-            if _counted(m) and not created:
-                counters.discard(m.decision.recipient, m.decision.number, now)
-                self._spend_add(spend, m, now, undo=True)
+            if _counted(m):
+                counters.settle(m.decision.recipient, m.decision.number, now, written=created)
+                if not created:
+                    self._spend_add(spend, m, now, undo=True)
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
             self._log_intake(m, row, created)
@@ -148,7 +156,10 @@ class Intake:
         acknowledgement); every other policy still applies to it."""
         facts = None
         if d.number is not None and d.suppress is None:
-            facts = await self._store.policy_facts(d.number, d.rule)
+            per_number = self._limits.audience(d.recipient).per_number
+            facts = await self._store.policy_facts(
+                d.number, d.rule, agents=d.recipient == RecipientKind.AGENT,
+                sent_since=now - per_number.window if per_number is not None else None)
         last_sent = facts.last_sent_at if facts else None
         if any(_counted(m) and m.decision.number == d.number and m.decision.rule == d.rule
                for m in earlier):
@@ -162,7 +173,8 @@ class Intake:
                 last_sent_at=last_sent,
                 limits=self._limits,
                 dry_run=self._dry_run,
-                sent=counters.counts(d.recipient, d.number, now),
+                sent=counters.counts(d.recipient, d.number, now,
+                                     facts.sent_to_number if facts else 0),
                 spent=spend.spent(d.rule, now) if spend is not None else None,
             )
         except ValueError as exc:  # a decision the schema should have refused: log it, send none

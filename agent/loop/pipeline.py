@@ -31,6 +31,7 @@ from agent.rules.loader import RuleSet
 from agent.rules.wrapup import waiting_outcomes, wrapup_due
 from agent.sms.links import PendingLinks
 from agent.sms.numbers import classify
+from agent.sms.policy import Limits
 from agent.store.seams import CallLog
 
 log = structlog.get_logger("aftercall.records")
@@ -134,9 +135,10 @@ class RecordPipeline:
 
     async def run(self) -> None:
         """``workers`` records in flight at once: the store commits theirs together. Records
-        of one call, and records texting one number under a cooldown, are applied in the order
-        they came (a cooldown reads what the record before wrote). Rate limits need no order:
-        their counters are in memory and counted as each decision is judged."""
+        of one call, and records texting one number under a cooldown or a per-number limit,
+        are applied in the order they came (both read what the record before wrote). The
+        global and daily limits need no order: their counters are in memory and counted as
+        each decision is judged."""
         async with asyncio.TaskGroup() as tg:
             for i in range(self._workers):
                 tg.create_task(self._worker(), name=f"records-{i}")
@@ -154,7 +156,8 @@ class RecordPipeline:
                 log.exception("call_record_failed", call_id=record.call_id)
                 judged = None
             mine = asyncio.get_running_loop().create_future()
-            keys = {record.call_id, *_ordered_numbers(judged.decisions if judged else ())}
+            keys = {record.call_id, *_ordered_numbers(judged.decisions if judged else (),
+                                                      self._dispatcher.limits)}
             before = [self._tails[k] for k in keys if k in self._tails]
             for k in keys:
                 self._tails[k] = mine
@@ -281,9 +284,11 @@ class RecordPipeline:
         return left
 
 
-def _ordered_numbers(decisions: list[Decision] | tuple[()]) -> set[str]:
-    """The numbers whose records must not overtake each other: those a cooldown guards."""
-    return {d.number for d in decisions if d.number and d.cooldown_seconds}
+def _ordered_numbers(decisions: list[Decision] | tuple[()], limits: Limits) -> set[str]:
+    """The numbers whose records must not overtake each other: those a cooldown or a
+    per-number limit guards (both read what the record before wrote to the store)."""
+    return {d.number for d in decisions if d.number and (
+        d.cooldown_seconds or limits.audience(d.recipient).per_number is not None)}
 
 
 def spill(path: Path, records: list[CallRecord]) -> None:

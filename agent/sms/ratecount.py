@@ -1,13 +1,25 @@
 """Rate-limit counters kept in memory (seeded from the store at start) and the refusal-burst alarm.
 
 Counting a window by scanning the messages table costs a query per decision that grows with
-the window (15.9 ms at 13k messages); these counters answer in O(1) amortised. Each window is
-a deque of send times trimmed from the left, so memory is bounded by the limits themselves: a
-text refused by a limit is never appended. Pure: no asyncio, no store.
+the window (15.9 ms at 13k messages); these counters answer in O(1) amortised, in memory that
+does not grow with traffic:
+
+- an audience's global and daily windows keep at most their limit's send times (a text refused
+  by a limit is never appended, and the newest ``limit`` times decide ``count >= limit``
+  exactly); a limit above ``EXACT_UP_TO`` is counted in ``SLICES`` time slices of its window
+  instead (``_Slices``: never under-counts; a send is counted at most one slice longer than
+  its window);
+- the per-number count is the store's (``PolicyFacts.sent_to_number``, one indexed read of
+  that number's rows in the policy read it already makes) plus the texts counted here whose
+  rows are not written yet. A window per number in memory was one per number texted within
+  the span: an hour of callers, ~220 B each, growing with every new caller.
+
+Pure: no asyncio, no store.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,9 +28,10 @@ from datetime import datetime, timedelta
 from agent.models import RecipientKind
 from agent.sms.policy import NO_COUNTS, AudienceLimits, Limits, RateLimit, SentCounts
 
-_AUDIENCES = ("callers", "agents")
-# Forget numbers whose window emptied, every this many recorded sends.
-_SWEEP_EVERY = 1024
+# Limits up to this many texts per window are counted exactly (their send times, ~32 B each).
+EXACT_UP_TO = 4096
+# Larger ones in this many slices of their window (a day: slices of 169 s).
+SLICES = 512
 
 
 def audience_of(recipient: RecipientKind | str) -> str:
@@ -26,13 +39,15 @@ def audience_of(recipient: RecipientKind | str) -> str:
 
 
 class _Window:
-    """Send times inside the last ``span`` seconds."""
+    """The newest send times inside the last ``span`` seconds, at most ``cap`` of them: enough
+    to decide ``count >= cap`` exactly (when ``cap`` sends fall in the window, the newest
+    ``cap`` are all among them)."""
 
     __slots__ = ("span", "times")
 
-    def __init__(self, span: float) -> None:
+    def __init__(self, span: float, cap: int) -> None:
         self.span = span
-        self.times: deque[float] = deque()
+        self.times: deque[float] = deque(maxlen=cap)
 
     def count(self, now: float) -> int:
         cut = now - self.span
@@ -52,67 +67,93 @@ class _Window:
                 return
 
 
-class _NumberWindow(_Window):
-    """One number's window: a list, not a deque. A deque starts with a ~600-byte block, and a
-    busy agent keeps a window for every number it texted within the span (each caller, on an
-    agent texting callers); a number's count is small (its limit's), so trimming a list
-    from the left costs nothing."""
+class _Slices:
+    """A window of a large limit as counts per slice of ``span / SLICES`` seconds: fixed
+    memory whatever the traffic. The ring holds the slice ``now`` falls in and the ``SLICES``
+    before it, so every send inside the window is counted; a send in the oldest slice stays
+    counted until that slice leaves, up to ``span / SLICES`` after its window passed. A limit
+    is thus never exceeded; a text may be refused that much early."""
 
-    __slots__ = ()
+    __slots__ = ("counts", "head", "span", "total", "width")
 
     def __init__(self, span: float) -> None:
         self.span = span
-        self.times = []  # type: ignore[assignment]
+        self.width = span / SLICES
+        self.counts = [0] * (SLICES + 1)
+        self.head: int | None = None  # the newest slice seen (absolute number)
+        self.total = 0
+
+    def _advance(self, now: float) -> None:
+        s = math.floor(now / self.width)
+        head = self.head
+        if head is None or s - head >= len(self.counts):
+            self.counts = [0] * (SLICES + 1)
+            self.total = 0
+        elif s > head:
+            counts, n = self.counts, len(self.counts)
+            for i in range(head + 1, s + 1):
+                self.total -= counts[i % n]
+                counts[i % n] = 0
+        else:
+            return  # the clock did not move on (or went back): nothing left the window
+        self.head = s
+
+    def _slot(self, at: float) -> int | None:
+        s = math.floor(at / self.width)
+        head = self.head
+        if head is None or not 0 <= head - s < len(self.counts):
+            return None
+        return s % len(self.counts)
 
     def count(self, now: float) -> int:
-        cut = now - self.span
-        times = self.times
-        gone = 0
-        while gone < len(times) and times[gone] <= cut:
-            gone += 1
-        if gone:
-            del times[:gone]
-        return len(times)
+        self._advance(now)
+        return self.total
+
+    def add(self, at: float) -> None:
+        self._advance(at)
+        slot = self._slot(at)
+        if slot is not None:
+            self.counts[slot] += 1
+            self.total += 1
+
+    def discard(self, at: float) -> None:
+        slot = self._slot(at)
+        if slot is not None and self.counts[slot] > 0:
+            self.counts[slot] -= 1
+            self.total -= 1
+
+
+def _window(limit: RateLimit | None) -> _Window | _Slices | None:
+    if limit is None:
+        return None
+    span = limit.window.total_seconds()
+    return _Window(span, limit.count) if limit.count <= EXACT_UP_TO else _Slices(span)
 
 
 class _Audience:
     def __init__(self, limits: AudienceLimits) -> None:
         self.limits = limits
-        self.global_ = _Window(_span(limits.global_)) if limits.global_ else None
-        self.daily = _Window(_span(limits.daily)) if limits.daily else None
-        self.per_number: dict[str, _Window] = {}
+        self.global_ = _window(limits.global_)
+        self.daily = _window(limits.daily)
+        # number -> texts counted whose rows the store does not hold yet (in flight)
+        self.unwritten: dict[str, int] = {}
 
-    def counts(self, number: str, now: float) -> SentCounts:
-        w = self.per_number.get(number)
+    def counts(self, number: str, now: float, stored: int) -> SentCounts:
         return SentCounts(
-            number=w.count(now) if w is not None else 0,
+            number=stored + self.unwritten.get(number, 0),
             global_=self.global_.count(now) if self.global_ is not None else 0,
             daily=self.daily.count(now) if self.daily is not None else 0,
         )
 
-    def add(self, number: str, at: float) -> None:
-        if self.limits.per_number is not None:
-            w = self.per_number.get(number)
-            if w is None:
-                w = self.per_number[number] = _NumberWindow(_span(self.limits.per_number))
-            w.add(at)
+    def add(self, at: float) -> None:
         for w in (self.global_, self.daily):
             if w is not None:
                 w.add(at)
 
-    def discard(self, number: str, at: float) -> None:
-        w = self.per_number.get(number)
-        for window in (w, self.global_, self.daily):
-            if window is not None:
-                window.discard(at)
-
-    def sweep(self, now: float) -> None:
-        for number in [n for n, w in self.per_number.items() if w.count(now) == 0]:
-            del self.per_number[number]
-
-
-def _span(limit: RateLimit | None) -> float:
-    return limit.window.total_seconds() if limit is not None else 0.0
+    def discard(self, at: float) -> None:
+        for w in (self.global_, self.daily):
+            if w is not None:
+                w.discard(at)
 
 
 class SendCounters:
@@ -121,36 +162,49 @@ class SendCounters:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._aud = {"callers": _Audience(limits.callers), "agents": _Audience(limits.agents)}
-        self._added = 0
 
     def seed(self, sent: Iterable[tuple[str, str, datetime]]) -> None:
         """``(recipient_kind, number, sent_at)`` of the texts sent within the longest window,
-        as the store has them at start."""
-        for kind, number, at in sorted(sent, key=lambda s: s[2]):
-            self.add(kind, number, at)
+        as the store has them at start (the per-number counts are the store's own)."""
+        for kind, _number, at in sorted(sent, key=lambda s: s[2]):
+            self._aud[audience_of(kind)].add(at.timestamp())
 
-    def counts(self, recipient: RecipientKind | str, number: str | None, now: datetime) -> SentCounts:
+    def counts(self, recipient: RecipientKind | str, number: str | None, now: datetime,
+               stored: int = 0) -> SentCounts:
+        """``stored``: the texts to ``number`` in its per-number window that the store holds
+        (``PolicyFacts.sent_to_number``)."""
         if number is None:
             return NO_COUNTS
-        return self._aud[audience_of(recipient)].counts(number, now.timestamp())
+        return self._aud[audience_of(recipient)].counts(number, now.timestamp(), stored)
 
     def add(self, recipient: RecipientKind | str, number: str | None, at: datetime) -> None:
+        """Count a text at once (a concurrent decision sees it); ``settle`` it once its row
+        is written or refused."""
         if number is None:
             return
-        t = at.timestamp()
-        self._aud[audience_of(recipient)].add(number, t)
-        self._added += 1
-        if self._added % _SWEEP_EVERY == 0:
-            for a in self._aud.values():
-                a.sweep(t)
+        aud = self._aud[audience_of(recipient)]
+        aud.add(at.timestamp())
+        aud.unwritten[number] = aud.unwritten.get(number, 0) + 1
 
-    def discard(self, recipient: RecipientKind | str, number: str | None, at: datetime) -> None:
-        """Undo ``add`` for a text that was not recorded after all (a duplicate)."""
-        if number is not None:
-            self._aud[audience_of(recipient)].discard(number, at.timestamp())
+    def settle(self, recipient: RecipientKind | str, number: str | None, at: datetime, *,
+               written: bool) -> None:
+        """The row of a text ``add`` counted is in the store (``written``: from now on the
+        store counts it for its number), or is not after all (a duplicate, a failed write:
+        the add is undone)."""
+        if number is None:
+            return
+        aud = self._aud[audience_of(recipient)]
+        left = aud.unwritten.get(number, 0) - 1
+        if left > 0:
+            aud.unwritten[number] = left
+        else:
+            aud.unwritten.pop(number, None)
+        if not written:
+            aud.discard(at.timestamp())
 
     def tracked_numbers(self) -> int:
-        return sum(len(a.per_number) for a in self._aud.values())
+        """Numbers held in memory: only those with a text counted but not yet written."""
+        return sum(len(a.unwritten) for a in self._aud.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +233,9 @@ class RefusalBurst:
         if reason not in self.WATCHED:
             return None
         t = now.timestamp()
-        w = self._windows.setdefault(reason, _Window(self._span))
+        # Only ``threshold`` times are needed to tell both edges (>= threshold, < half of it),
+        # so a long pumping burst does not keep every refusal of its minute.
+        w = self._windows.setdefault(reason, _Window(self._span, self.threshold))
         w.add(t)
         n = w.count(t)
         if n >= self.threshold and not self.active.get(reason):

@@ -116,6 +116,8 @@ class PolicyFacts:
     opted_out: bool
     dnd: bool
     last_sent_at: datetime | None
+    # texts to this number in its audience within the per-number window (``sent_since``)
+    sent_to_number: int = 0
 
 
 @dataclass(frozen=True, slots=True)

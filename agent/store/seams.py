@@ -155,7 +155,8 @@ class Suppressions(Protocol):
     """Who must not be texted, or not yet: opt-out and DND lists, per-number language, and the facts policies
     count (last sent, sent since, spend)."""
 
-    async def policy_facts(self, number: str, rule: str) -> PolicyFacts: ...
+    async def policy_facts(self, number: str, rule: str, *, sent_since: datetime | None = None,
+                           agents: bool = False) -> PolicyFacts: ...
 
     async def last_sent_at(self, number: str, rule: str) -> datetime | None: ...
 

@@ -28,10 +28,11 @@ from agent.models import (
     OutboundSms,
     Receipt,
     ReceiptState,
+    RecipientKind,
     SubmitResult,
     SuppressReason,
 )
-from agent.sms.policy import Limits
+from agent.sms.policy import AudienceLimits, Limits, parse_rate
 from agent.store.base import MessageRow
 from agent.store.sqlite import SqliteStore
 
@@ -503,6 +504,36 @@ async def test_every_decision_is_a_row_and_policies_use_store_facts(
         if r.state is MessageState.QUEUED:
             await wait_state(store, r.id, MessageState.SUBMITTED)
     assert len(gw.accepted) == 2
+
+
+async def test_per_number_limit_counts_what_the_store_holds_per_audience(
+    store: SqliteStore, make_decision: MakeDecision
+) -> None:
+    """The per-number count is the store's, not a window per number kept in memory (one per
+    number texted within the span: it grew with every new caller): a second agent on the same
+    database (or the same after a restart) counts the first one's texts, agents and callers
+    apart, the window slides, and no number stays in memory once its rows are written."""
+    now = datetime.now(UTC)
+    clock = [now]
+    limits = replace(Limits.parse(per_number="2/1h"),
+                     agents=AudienceLimits(per_number=parse_rate("1/1h")))
+    one = dispatcher(store, limits=limits, clock=lambda: clock[0])
+    two = dispatcher(store, limits=limits, clock=lambda: clock[0])
+
+    async def state(d: Dispatcher, call: str, **kw: object) -> str:
+        [row] = await d.handle([make_decision(call_id=call, call_ended_at=clock[0], **kw)])
+        return row.reason or row.state.value
+
+    assert await state(one, "a") == "queued"
+    assert await state(two, "b") == "queued"
+    assert await state(one, "c") == "rate_limited"  # its own memory saw one text, not two
+    agent = {"recipient": RecipientKind.AGENT, "rule": "agent-summary"}
+    assert await state(two, "d", **agent) == "queued"  # agents are counted apart
+    assert await state(one, "e", **agent) == "rate_limited"
+    clock[0] = now + timedelta(hours=1, seconds=1)
+    assert await state(one, "f") == "queued"
+    assert one._intake._counters is not None  # what it keeps in memory
+    assert one._intake._counters.tracked_numbers() == 0
 
 
 @pytest.mark.parametrize("setting", ["", "  dnd: {transactional: send}\n",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from agent.models import RecipientKind
 from agent.sms.policy import AudienceLimits, Limits, SentCounts, parse_rate
-from agent.sms.ratecount import RefusalBurst, SendCounters
+from agent.sms.ratecount import EXACT_UP_TO, SLICES, RefusalBurst, SendCounters
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits.parse(
@@ -21,29 +23,100 @@ def test_windows_slide_and_audiences_are_apart() -> None:
         c.add(RecipientKind.CALLER, "+919812345678", T0 + timedelta(seconds=i))
     c.add(RecipientKind.FIXED, "+919800000000", T0)
     c.add(RecipientKind.AGENT, "+919876543210", T0)
+    # not written yet: counted for the number from memory
     assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=3)) == SentCounts(3, 4, 4)
-    # one minute on: the global window emptied, the hour and the day did not
-    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=62)) == SentCounts(3, 0, 4)
-    assert c.counts("caller", "+919812345678", T0 + timedelta(hours=1, seconds=3)) == SentCounts(
-        0, 0, 4)
-    assert c.counts("agent", "+919876543210", T0) == SentCounts(0, 1, 0)
+    for i in range(3):
+        c.settle(RecipientKind.CALLER, "+919812345678", T0 + timedelta(seconds=i), written=True)
+    # written: the store's count (here 3) is the number's, nothing of it stays in memory
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=3)) == SentCounts(0, 4, 4)
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=3), 3) == SentCounts(3, 4, 4)
+    # one minute on: the global window emptied, the day did not
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=62)) == SentCounts(0, 0, 4)
+    assert c.counts("agent", "+919876543210", T0) == SentCounts(1, 1, 0)
 
 
-def test_seed_then_discard_a_duplicate() -> None:
+def test_seed_then_undo_a_duplicate() -> None:
     c = SendCounters(LIMITS)
     c.seed([("caller", "+919812345678", T0 + timedelta(seconds=s)) for s in (30, 10, 20)])
-    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=31)).number == 3
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=31)) == SentCounts(0, 3, 3)
     c.add("caller", "+919812345678", T0 + timedelta(seconds=40))
-    c.discard("caller", "+919812345678", T0 + timedelta(seconds=40))
-    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=41)) == SentCounts(3, 3, 3)
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=41)) == SentCounts(1, 4, 4)
+    c.settle("caller", "+919812345678", T0 + timedelta(seconds=40), written=False)
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=41)) == SentCounts(0, 3, 3)
+    assert c.tracked_numbers() == 0
 
 
-def test_memory_is_bounded_by_the_windows() -> None:
+def test_no_number_stays_in_memory_once_written() -> None:
+    """A window per number texted within the per-number span (an hour of callers, ~220 B
+    each) grew a soak's RSS with every new caller; the store counts a number's texts now."""
     c = SendCounters(Limits.parse(per_number="3/1h"))
     for i in range(5000):
-        c.add("caller", f"+9198{i:08d}", T0 + timedelta(seconds=i))
-    # numbers whose hour passed are forgotten by the periodic sweep
-    assert c.tracked_numbers() <= 3600 + 1024
+        at = T0 + timedelta(seconds=i)
+        c.add("caller", f"+9198{i:08d}", at)
+        c.settle("caller", f"+9198{i:08d}", at, written=True)
+    assert c.tracked_numbers() == 0
+
+
+def _grown(fn: Callable[[], None]) -> int:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        fn()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(s.size_diff for s in after.compare_to(before, "filename"))
+
+
+def test_memory_does_not_grow_with_texts_under_large_limits() -> None:
+    """Limits lifted far above the traffic (a day's window of 10^9): the send times of a day
+    were kept (~32 B a text, and one window per number); slices keep memory flat."""
+    c = SendCounters(Limits.parse(per_number="1000/1h", global_="100000000/1m",
+                                  daily="1000000000/1d"))
+    n = 0
+
+    def texts(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            n += 1
+            at = T0 + timedelta(milliseconds=25 * n)  # 40 texts/s
+            c.add("caller", f"+9197{n:08d}", at)
+            c.settle("caller", f"+9197{n:08d}", at, written=True)
+
+    texts(2000)  # the slices exist
+    grown = _grown(lambda: texts(40_000))
+    assert grown < 16_000, f"{grown} B for 40,000 texts"
+    assert c.counts("caller", "+919700000001", T0 + timedelta(seconds=1001)).daily == 42_000
+
+
+def test_exact_window_keeps_at_most_its_limit() -> None:
+    """The newest ``limit`` send times decide ``count >= limit`` exactly, whatever the store
+    seeded (a lowered limit after a busy day)."""
+    c = SendCounters(Limits.parse(global_="100/1m", daily="500/1d"))
+    c.seed([("caller", "+919812345678", T0 + timedelta(milliseconds=s)) for s in range(5000)])
+    assert c.counts("caller", None, T0) == SentCounts()
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=6)) == SentCounts(0, 100, 500)
+    # the minute after the last: the day still full, the minute empty
+    assert c.counts("caller", "+919812345678", T0 + timedelta(seconds=66)) == SentCounts(0, 0, 500)
+
+
+def test_slices_never_undercount_and_free_one_slice_late() -> None:
+    day = 86_400.0
+    width = day / SLICES
+    c = SendCounters(Limits.parse(daily=f"{EXACT_UP_TO + 1}/1d"))
+    start = T0 + timedelta(seconds=width * 10)  # the start of a slice
+    for i in range(100):
+        c.add("caller", "+919812345678", start + timedelta(seconds=i))
+    at = start + timedelta(seconds=day)
+    # inside the window (exactly, by the send times): all counted
+    assert c.counts("caller", "+919812345678", start + timedelta(seconds=day - 1)).daily == 100
+    # past the window: still counted while their slice is in the ring (conservative) ...
+    assert c.counts("caller", "+919812345678", at + timedelta(seconds=width - 1)).daily == 100
+    # ... and gone one slice later
+    assert c.counts("caller", "+919812345678", at + timedelta(seconds=width)).daily == 0
+    # a clock that steps back does not forget what was counted
+    c.add("caller", "+919812345678", at + timedelta(seconds=width))
+    assert c.counts("caller", "+919812345678", at).daily == 1
 
 
 def test_burst_raises_once_and_rearms() -> None:
@@ -56,24 +129,11 @@ def test_burst_raises_once_and_rearms() -> None:
     assert b.note("country_not_allowed", T0 + timedelta(minutes=5)) is None
 
 
-def test_a_number_texted_once_costs_a_few_hundred_bytes() -> None:
-    """A busy agent keeps a window for every number texted within the per-number span (an
-    hour of callers); a deque per number (~900 B each, seen growing a soak's RSS by 1.7 MB a
-    minute at 40 texts/s) was most of the agent's growth."""
-    import tracemalloc
-
-    c = SendCounters(Limits.parse(per_number="3/1h"))
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        for i in range(5000):
-            c.add("caller", f"+9198{i:08d}", T0 + timedelta(milliseconds=i))
-        after = tracemalloc.take_snapshot()
-    finally:
-        tracemalloc.stop()
-    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
-    assert c.tracked_numbers() == 5000
-    assert grown / 5000 < 400, f"{grown / 5000:.0f} B per number"
-    # the list-backed window still slides
-    assert c.counts("caller", "+919800000000", T0 + timedelta(hours=1, seconds=1)).number == 0
-    assert c.counts("caller", "+919800004999", T0 + timedelta(seconds=6)).number == 1
+def test_a_refusal_burst_keeps_at_most_its_threshold() -> None:
+    b = RefusalBurst(threshold=20, window=timedelta(minutes=1))
+    b.note("rate_limited", T0)
+    grown = _grown(lambda: [b.note("rate_limited", T0 + timedelta(milliseconds=i))
+                            for i in range(20_000)])
+    assert grown < 8_000, f"{grown} B for 20,000 refusals in a minute"
+    assert b.refresh(T0 + timedelta(seconds=30))["rate_limited"] is True
+    assert b.refresh(T0 + timedelta(seconds=81))["rate_limited"] is False

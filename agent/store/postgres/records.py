@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -88,16 +89,25 @@ class RecordOps(PgPool):
             rows = await self._read(sql + " AND number = $2", utc(since), number)
         return int(rows[0][0])
 
-    async def policy_facts(self, number: str, rule: str) -> PolicyFacts:
-        rows = await self._read(
+    async def policy_facts(self, number: str, rule: str, *, sent_since: datetime | None = None,
+                           agents: bool = False) -> PolicyFacts:
+        """``sent_since``: also count the texts to ``number`` sent after it to its audience
+        (agents, or everyone else): the per-number rate limit's window, read from the
+        number's own rows, so every agent sharing the database counts them all."""
+        sql = (
             "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = $1),"
             " EXISTS(SELECT 1 FROM dnd WHERE number = $1),"
             " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = $1 AND rule = $2 AND {_SENT})",
-            number, rule,
+            f"   WHERE number = $1 AND rule = $2 AND {_SENT})"
         )
-        r = rows[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), r[2])
+        args: list[Any] = [number, rule]
+        if sent_since is not None:
+            sql += (f", (SELECT COUNT(*) FROM messages WHERE number = $1 AND {_SENT}"
+                    "   AND (recipient_kind = 'agent') = $3"
+                    "   AND COALESCE(submitted_at, created_at) > $4)")
+            args += [agents, utc(sent_since)]
+        r = (await self._read(sql, *args))[0]
+        return PolicyFacts(bool(r[0]), bool(r[1]), r[2], int(r[3]) if sent_since is not None else 0)
 
     async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the

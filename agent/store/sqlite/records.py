@@ -90,16 +90,26 @@ class RecordOps(StoreWriter):
         rows = await self._read(sql, params)
         return int(rows[0][0])
 
-    async def policy_facts(self, number: str, rule: str) -> PolicyFacts:
-        rows = await self._read(
+    async def policy_facts(self, number: str, rule: str, *, sent_since: datetime | None = None,
+                           agents: bool = False) -> PolicyFacts:
+        """``sent_since``: also count the texts to ``number`` sent after it to its audience
+        (agents, or everyone else): the per-number rate limit's window, read from the
+        number's own rows (index messages_number) instead of kept in memory per number."""
+        sql = (
             "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = :n),"
             " EXISTS(SELECT 1 FROM dnd WHERE number = :n),"
             " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = :n AND rule = :r AND {_SENT})",
-            {"n": number, "r": rule},
+            f"   WHERE number = :n AND rule = :r AND {_SENT})"
         )
-        r = rows[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]))
+        params: dict[str, Any] = {"n": number, "r": rule}
+        if sent_since is not None:
+            sql += (f", (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
+                    "   AND (recipient_kind = 'agent') = :a"
+                    "   AND COALESCE(submitted_at, created_at) > :s)")
+            params |= {"a": agents, "s": ts(sent_since)}
+        r = (await self._read(sql, params))[0]
+        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]),
+                           int(r[3]) if sent_since is not None else 0)
 
     async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the
