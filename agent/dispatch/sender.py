@@ -85,7 +85,8 @@ class Sender:
         self._wakeups = wakeups
         # A gateway's own window (SMPP: unacknowledged submits) bounds our concurrency on it.
         self.windows = {name: asyncio.Semaphore(gw.window) for name, gw in gateways.items()}
-        self._failed_over: set[str] = set()  # rows switched to their backup once
+        # Rows switched to their backup once, until they leave the outbox (submitted or final).
+        self._failed_over: set[str] = set()
 
     def _health(self) -> Health:
         return Health(frozenset(n for n, gw in self._gateways.items() if gw.healthy),
@@ -171,6 +172,7 @@ class Sender:
 
     async def _record_submit(self, row: MessageRow, name: str, smsc_ids: tuple[str, ...],
                              segments: int, took: float) -> None:
+        self._failed_over.discard(row.id)  # out: never retried, nothing left to remember
         fields = _fields(row, gateway=name, attempt=row.attempts)
         now = self._clock()
         latency = None
@@ -224,6 +226,7 @@ class Sender:
                 self._wakeups.retry_at(step.at, step.delay == 0.0)
                 return done
             case Fail() | Expire() | Ambiguous() | Suppress():
+                self._failed_over.discard(row.id)
                 done = await self._store.transition(
                     row.id, step.state, now=now, reason=step.reason, detail=step.detail,
                     from_states={step.from_state}, submitting_since=None,

@@ -336,6 +336,26 @@ async def test_fails_over_to_backup_on_temporary_error(
     assert any(e.reason == "failover" for e in await store.message_events(row.id))
 
 
+async def test_a_failed_over_row_is_forgotten_once_it_is_out(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """The rows switched to the backup are remembered (so a retry is not made at once again)
+    only until they leave the outbox: kept forever, an outage of the primary grew the set by
+    every text it carried, and each send copies it."""
+    primary = FakeGateway("smsc", script=[
+        GatewayTemporaryError("bind lost", reason="connection_lost") for _ in range(4)])
+    backup = FakeGateway("kannel")
+    disp = dispatcher(
+        store, primary, backup, backups={"smsc": "kannel"}, retry=RetryPolicy(initial=60, jitter=0)
+    )
+    running(disp)
+    rows = await disp.handle([make_decision(call_id=f"c{i}") for i in range(4)])
+    for row in rows:
+        done = await wait_state(store, row.id, MessageState.SUBMITTED)
+        assert done.gateway == "kannel"
+    assert disp._sender._failed_over == set()  # what it keeps in memory
+
+
 async def test_a_stale_read_of_a_failed_over_row_goes_to_the_backup(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:
