@@ -9,8 +9,9 @@ replies) through the store's schema, then measures in one run:
 - ``/api/report`` (1 day, 7 days, 30 days, all time) and ``/api/messages`` pages on a running
   agent (fed by a fake AMI peer and the SMSC simulator), with the agent's event-loop lag
   p50/p99/max over those reads (its own probe, /healthz) and its RSS;
-- database bytes per message before and after ``aftercall prune`` of the details older than
-  180 days.
+- database bytes per message as the previous schema (version 6) stored the same rows, then
+  after the store's migration to the compact shapes (and ``aftercall prune --vacuum``), and
+  after ``aftercall prune`` of the details older than 180 days.
 
     .venv/bin/python bench/scale.py [--messages 1000000] [--db PATH] [--reuse]
 
@@ -45,8 +46,10 @@ from fake_ami import FakeAmi  # noqa: E402
 
 from agent.reports import build_report  # noqa: E402
 from agent.sim.main import start_sim  # noqa: E402
+from agent.store.sqlite import SqliteStore  # noqa: E402
 from agent.store.sqlite.reports import ReportReader  # noqa: E402
-from agent.store.sqlite.synth import generate  # noqa: E402
+from agent.store.sqlite.retention import vacuum_file  # noqa: E402
+from agent.store.sqlite.synth import ROWS_VERSION, generate  # noqa: E402
 
 PY = sys.executable
 RANGES = {"1d": 1, "30d": 30, "all": None}
@@ -217,11 +220,24 @@ async def main() -> None:
     if not (args.reuse and db.exists()):
         for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
             p.unlink(missing_ok=True)
-        t, gen = timed(lambda: generate(db, messages=args.messages, days=365))
+        # The rows as the previous schema stored them; the store's own migration converts
+        # them below, as an upgrade does.
+        t, gen = timed(lambda: generate(db, messages=args.messages, days=365, upgrade=False))
         result["generate_s"] = t
         result["generate_messages_per_s"] = args.messages / t
         print(f"generated {args.messages:,} messages in {t:.0f} s")
         end = gen.last
+        vacuum_file(db)  # both shapes measured densely packed, as VACUUM leaves them
+        result[f"bytes_per_message_schema{ROWS_VERSION}"] = db_bytes(db) / args.messages
+        result[f"bytes_per_message_by_table_schema{ROWS_VERSION}"] = bytes_by_table(
+            db, args.messages)
+        t0 = time.perf_counter()
+        async with SqliteStore(db):
+            pass
+        result["migrate_s"] = time.perf_counter() - t0
+        t, _ = timed(run_cli, ["prune", "--db", str(db), "--before", "2000-01-01", "--vacuum"])
+        result["vacuum_s"] = t
+        print(f"migrated in {result['migrate_s']:.0f} s, vacuumed in {t:.0f} s")
     else:
         with sqlite3.connect(db) as c:
             end = datetime.fromisoformat(c.execute("SELECT max(created_at) FROM messages")
@@ -233,6 +249,9 @@ async def main() -> None:
     result["db_bytes_before"] = db_bytes(db)
     result["bytes_per_message_before"] = db_bytes(db) / n
     result["bytes_per_message_by_table"] = bytes_by_table(db, n)
+    old = result.get(f"bytes_per_message_schema{ROWS_VERSION}")
+    if old:
+        result["bytes_ratio_to_previous_schema"] = result["bytes_per_message_before"] / old
     cli, inproc, peers = {}, {}, {}
     for name, days in RANGES.items():
         start = since(days, now)
@@ -261,6 +280,11 @@ async def main() -> None:
 
 
 def _print(r: dict[str, Any]) -> None:
+    old = r.get(f"bytes_per_message_schema{ROWS_VERSION}")
+    if old:
+        print(f"\nschema {ROWS_VERSION}: {old:.0f} B/message; migrated in {r['migrate_s']:.0f} s"
+              f" (vacuum {r['vacuum_s']:.0f} s): {r['bytes_per_message_before']:.0f} B/message"
+              f" ({r['bytes_ratio_to_previous_schema']:.2f}x)")
     print(f"\n{r['messages']:,} messages; database {r['db_bytes_before'] / 1e6:.0f} MB"
           f" ({r['bytes_per_message_before']:.0f} B/message), after prune of details older"
           f" than 180 days {r['db_bytes_after'] / 1e6:.0f} MB"

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from agent.store.rollups import MIGRATION as ROLLUPS
+from agent.store.sqlite.packing import (
+    columns_from_record_sql,
+    micros_sql,
+    pack_record_sql,
+    state_code_sql,
+)
 
 # Times are TEXT in one fixed-width UTC form ("2024-05-01T09:00:00.000000Z"), so string order is
 # time order, indexes work, and sqlite's date functions still read them (reports use them).
@@ -190,6 +196,55 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at       TEXT NOT NULL,
             source   TEXT NOT NULL
         ) WITHOUT ROWID""",
+    ),
+    # 7: compact stored shapes (a year of messages was 2.9 KB each on disk). The call record
+    # leaves out what its columns hold and its empty fields (agent/store/sqlite/packing.py);
+    # a receipt keeps its raw text only while it matches no message, and is told apart from a
+    # repeat by its fields (no JSON key and its unique index); the state history is keyed by
+    # (message, position) with integer times and state codes; the due-messages index goes.
+    (
+        f"UPDATE calls SET {columns_from_record_sql('record')}",
+        f"UPDATE calls SET record = {pack_record_sql('record', 'ended_at')}",
+        """CREATE TABLE receipts_v7 (
+            id          INTEGER PRIMARY KEY,
+            message_id  TEXT,
+            smsc_id     TEXT,
+            gateway     TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            error_code  TEXT,
+            done_at     TEXT,
+            received_at TEXT NOT NULL,
+            raw         TEXT
+        )""",
+        """INSERT INTO receipts_v7 (id, message_id, smsc_id, gateway, state, error_code, done_at,
+            received_at, raw)
+            SELECT id, message_id, smsc_id, gateway, state, error_code, done_at, received_at,
+                   CASE WHEN message_id IS NULL THEN raw END
+            FROM receipts""",
+        "DROP TABLE receipts",
+        "ALTER TABLE receipts_v7 RENAME TO receipts",
+        # Matched receipts by message, the unmatched (a few) by SMSC id and by age: each
+        # lookup finds its own index (a NULL range of receipts_message would serve them all).
+        "CREATE INDEX receipts_message ON receipts(message_id) WHERE message_id IS NOT NULL",
+        "CREATE INDEX receipts_smsc ON receipts(gateway, smsc_id) WHERE message_id IS NULL",
+        "CREATE INDEX receipts_unmatched ON receipts(received_at) WHERE message_id IS NULL",
+        """CREATE TABLE message_history (
+            message_id TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            at         INTEGER NOT NULL,
+            state      INTEGER NOT NULL,
+            reason     TEXT,
+            detail     TEXT,
+            PRIMARY KEY (message_id, seq)
+        ) WITHOUT ROWID""",
+        f"""INSERT INTO message_history (message_id, seq, at, state, reason, detail)
+            SELECT message_id, row_number() OVER (PARTITION BY message_id ORDER BY id),
+                   {micros_sql('at')}, {state_code_sql('state')}, reason, detail
+            FROM message_events""",
+        "DROP TABLE message_events",
+        # Due messages are found through messages_state_created: the queued and deferred
+        # ones are few (those in flight), sorting them costs nothing.
+        "DROP INDEX messages_due",
     ),
 )
 

@@ -189,8 +189,11 @@ class Stack:
                        "FROM messages ORDER BY created_at")
 
     def calls(self) -> dict[str, dict[str, Any]]:
-        return {r["call_id"]: json.loads(r["record"])
-                for r in self.db("SELECT call_id, record FROM calls")}
+        # The stored record leaves out what the row's columns hold (agent/store/sqlite/packing.py).
+        return {r["call_id"]: json.loads(r["record"]) for r in self.db(
+            "SELECT call_id, json_patch(json_object('call_id', call_id, 'trigger', trigger,"
+            " 'caller', caller, 'queue', queue, 'agent', agent, 'disposition', disposition,"
+            " 'ended_at', ended_at, 'pbx', pbx), record) AS record FROM calls")}
 
     def handsets(self) -> list[dict[str, Any]]:
         """Every message the simulator delivered to a handset (its control API)."""

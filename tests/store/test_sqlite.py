@@ -71,7 +71,7 @@ async def test_fresh_file_is_migrated_to_latest_in_wal_mode(db_path: Path) -> No
     assert {
         "calls",
         "messages",
-        "message_events",
+        "message_history",
         "receipts",
         "opt_outs",
         "dnd",

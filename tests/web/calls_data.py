@@ -34,6 +34,7 @@ from agent.models import (
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore, ts
+from agent.store.sqlite.packing import STATE_CODES, micros, pack_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,7 +129,7 @@ def _bulk_rows(judged: Judged, rng: random.Random,
     """The rows the agent would have written for one call, as tuples for executemany."""
     record, outcomes, decisions = judged
     at = ts(record.ended_at)
-    out["calls"].append((record.call_id, json.dumps(record.to_dict()), record.trigger.value,
+    out["calls"].append((record.call_id, pack_record(record), record.trigger.value,
                          record.disposition.value, record.queue, record.caller, at, at,
                          record.agent))
     for i, o in enumerate(outcomes):
@@ -143,7 +144,8 @@ def _bulk_rows(judged: Judged, rng: random.Random,
             d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
             d.category, state.value, reason, detail, int(sent), at, at if sent else None,
             at, at, 4.0 if sent else None, at))
-        out["events"].append((mid, at, state.value, reason, detail))
+        out["events"].append((mid, 1, micros(record.ended_at), STATE_CODES[state.value],
+                              reason, detail))
 
 
 _BULK_SQL = {
@@ -156,8 +158,8 @@ _BULK_SQL = {
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"
                 " call_ended_at, hangup_to_submit_ms, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    "events": "INSERT INTO message_events (message_id, at, state, reason, detail)"
-              " VALUES (?,?,?,?,?)",
+    "events": "INSERT INTO message_history (message_id, seq, at, state, reason, detail)"
+              " VALUES (?,?,?,?,?,?)",
 }
 
 

@@ -12,6 +12,7 @@ import sqlite3
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
+from agent.store.sqlite.packing import unpack_record
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -82,7 +83,7 @@ class CallOps(StoreWriter):
                 where.append("(c.caller LIKE ? OR c.call_id IN"
                              " (SELECT call_id FROM messages WHERE number LIKE ?))")
                 params += [tail, tail]
-        sql = "SELECT c.call_id, c.record FROM calls c"
+        sql = "SELECT c.* FROM calls c"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY c.ended_at DESC, c.call_id LIMIT ? OFFSET ?"
@@ -97,7 +98,7 @@ class CallOps(StoreWriter):
                     (m["rule"], MessageState(m["state"]), m["reason"]))
         out = []
         for r in calls:
-            data = json.loads(r["record"])
+            data = unpack_record(r, r["record"])
             known = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
             record = CallRecord.from_dict(known)
             out.append(CallSummary(record, record.pbx,

@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.sqlite.packing import STATES, from_micros
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import _dt, _message, event_now, ts
 from agent.store.sqlite.writer import StoreWriter
@@ -70,7 +71,7 @@ def insert_row(
 
 
 class MessageOps(StoreWriter):
-    """Outbox rows and their event log. Each state change writes its ``message_events`` row in
+    """Outbox rows and their event log. Each state change writes its ``message_history`` row in
     the same op, so the two never disagree."""
 
     async def insert_message(
@@ -279,18 +280,10 @@ class MessageOps(StoreWriter):
 
     async def message_events(self, message_id: str) -> list[MessageEvent]:
         rows = await self._read(
-            "SELECT * FROM message_events WHERE message_id = ? ORDER BY id", (message_id,)
+            "SELECT * FROM message_history WHERE message_id = ? ORDER BY seq", (message_id,)
         )
-        return [
-            MessageEvent(
-                r["message_id"],
-                _dt(r["at"]),
-                MessageState(r["state"]),
-                r["reason"],
-                r["detail"],
-            )
-            for r in rows
-        ]
+        return [MessageEvent(r["message_id"], from_micros(r["at"]), STATES[r["state"]],
+                             r["reason"], r["detail"]) for r in rows]
 
     async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]:
         f = filters or MessageFilter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from datetime import datetime, timedelta
 
@@ -42,9 +41,7 @@ class ReceiptOps(StoreWriter):
         state is never replaced by an intermediate one."""
         at = ts(now or _now())
         r = receipt
-        dedupe = json.dumps(
-            [r.gateway, r.smsc_id, r.message_id, r.state.value, r.error_code, ts(r.done_at)]
-        )
+        fields = (r.gateway, r.smsc_id, r.state.value, r.error_code, ts(r.done_at))
 
         def op(conn: sqlite3.Connection) -> ReceiptOutcome:
             row = None
@@ -63,24 +60,23 @@ class ReceiptOps(StoreWriter):
                                  (msg.id,)).fetchone()
                 if n is not None and n[0] >= MAX_RECEIPTS_PER_MESSAGE:
                     return ReceiptOutcome(None, msg, duplicate=True, changed=False)
+            # A repeat (the SMSC resends a receipt it saw no ack for) has the same fields as
+            # one already stored for the same message, or among the unmatched.
+            repeat = conn.execute(
+                "SELECT 1 FROM receipts WHERE"
+                + (" message_id = ?" if msg else " message_id IS NULL")
+                + " AND gateway = ? AND smsc_id IS ? AND state = ? AND error_code IS ?"
+                " AND done_at IS ? LIMIT 1", (*([msg.id] if msg else []), *fields)).fetchone()
+            if repeat is not None:
+                return ReceiptOutcome(None, msg, duplicate=True, changed=False)
+            # The raw text says nothing the fields don't once the receipt has found its
+            # message; an unmatched one keeps it, for whoever looks into why.
             ins = conn.execute(
                 "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
-                " received_at, raw, dedupe_key) VALUES (?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(dedupe_key) DO NOTHING RETURNING id",
-                (
-                    msg.id if msg else None,
-                    r.smsc_id,
-                    r.gateway,
-                    r.state.value,
-                    r.error_code,
-                    ts(r.done_at),
-                    at,
-                    r.raw,
-                    dedupe,
-                ),
+                " received_at, raw) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+                (msg.id if msg else None, r.smsc_id, r.gateway, r.state.value, r.error_code,
+                 ts(r.done_at), at, None if msg else r.raw),
             ).fetchone()
-            if ins is None:
-                return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             if msg is None:
                 if ins["id"] % 64 == 0:
                     conn.execute(
@@ -140,7 +136,7 @@ class ReceiptOps(StoreWriter):
                 r["error_code"],
                 _dt(r["done_at"]),
                 _dt(r["received_at"]),
-                r["raw"],
+                r["raw"] or "",
             )
             for r in rows
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -15,6 +14,7 @@ import aiosqlite
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import read_number_csv
+from agent.store.sqlite.packing import pack_record, unpack_record
 from agent.store.sqlite.rows import _dt, _now, _one, _rows, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -32,7 +32,7 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
         " disposition=excluded.disposition, queue=excluded.queue,"
         " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent,"
         " pbx=excluded.pbx",
-        (record.call_id, json.dumps(record.to_dict(), separators=(",", ":")),
+        (record.call_id, pack_record(record),
          record.trigger.value, record.disposition.value, record.queue, record.caller,
          ts(record.ended_at), at, record.agent, record.pbx),
     )
@@ -52,8 +52,8 @@ class RecordOps(StoreWriter):
         await self._write_now(op)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
-        rows = await self._read("SELECT record FROM calls WHERE call_id = ?", (call_id,))
-        return CallRecord.from_dict(json.loads(rows[0]["record"])) if rows else None
+        rows = await self._read("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+        return CallRecord.from_dict(unpack_record(rows[0], rows[0]["record"])) if rows else None
 
     async def newest_call_end(self, pbx: str | None = None) -> datetime | None:
         """When the newest call this store knows (on ``pbx``, if given) ended; None for a store

@@ -161,7 +161,7 @@ async def _strip_details(conn: aiosqlite.Connection, ids: list[str], before: str
     if not live:
         return 0
     q = _marks(live)
-    await conn.execute(f"DELETE FROM message_events WHERE message_id IN ({q})", live)
+    await conn.execute(f"DELETE FROM message_history WHERE message_id IN ({q})", live)
     await conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
     await conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
@@ -181,7 +181,7 @@ async def _delete_rows(conn: aiosqlite.Connection, ids: list[str], before: str) 
     if not live:
         return 0
     q = _marks(live)
-    for table in ("message_events", "receipts", "replies"):
+    for table in ("message_history", "receipts", "replies"):
         await conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
     await conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"

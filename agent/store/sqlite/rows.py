@@ -12,6 +12,7 @@ import aiosqlite
 
 from agent.models import MessageState, RecipientKind, Trigger
 from agent.store.base import MessageRow
+from agent.store.sqlite.packing import STATE_CODES, micros
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
 
@@ -71,18 +72,17 @@ async def _one(
     return rows[0] if rows else None
 
 
-async def _event(
-    conn: aiosqlite.Connection,
-    message_id: str,
-    at: str,
-    state: str,
-    reason: str | None,
-    detail: str | None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO message_events (message_id, at, state, reason, detail) VALUES (?,?,?,?,?)",
-        (message_id, at, state, reason, detail),
-    )
+_HISTORY_INSERT = (
+    "INSERT INTO message_history (message_id, seq, at, state, reason, detail) VALUES"
+    " (?, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE message_id = ?),"
+    " ?, ?, ?, ?)"
+)
+
+
+def _history_params(message_id: str, at: str, state: str, reason: str | None,
+                    detail: str | None) -> tuple[Any, ...]:
+    return (message_id, message_id, micros(datetime.fromisoformat(at)), STATE_CODES[state],
+            reason, detail)
 
 
 def event_now(
@@ -93,8 +93,6 @@ def event_now(
     reason: str | None,
     detail: str | None,
 ) -> None:
-    """``_event`` for ops that run in the database thread (``StoreWriter._write_now``)."""
-    conn.execute(
-        "INSERT INTO message_events (message_id, at, state, reason, detail) VALUES (?,?,?,?,?)",
-        (message_id, at, state, reason, detail),
-    )
+    """One row of a message's state history (in the database thread, inside the caller's
+    transaction): its position is the next after the message's last."""
+    conn.execute(_HISTORY_INSERT, _history_params(message_id, at, state, reason, detail))
