@@ -101,15 +101,24 @@ class AgentPhones:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
-        """SIPp has no readiness signal: wait until every phone's SIP port is bound."""
+        """SIPp has no readiness signal: wait until every phone's SIP port and media ports
+        are bound. SIPp binds its media ports after its SIP port and exits if it cannot, so
+        a phone that could not is reported here, not by the first call it fails."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check()
-            if all(_udp_port_bound(LAB_PHONES[ext][0]) for ext in self._procs):
+            if all(_udp_port_bound(p) for ext in self._procs for p in self._ports(ext)):
+                self.check()
                 return
             time.sleep(0.02)
+        unbound = [ext for ext in self._procs
+                   if not all(_udp_port_bound(p) for p in self._ports(ext))]
         raise LabError("SIPp agent phones did not bind their ports within "
-                       f"{timeout:.0f}s: {', '.join(self._procs)}")
+                       f"{timeout:.0f}s: {', '.join(unbound)}")
+
+    def _ports(self, ext: str) -> tuple[int, int, int]:
+        media = self._media[ext]
+        return LAB_PHONES[ext][0], media, media + 2  # SIP; audio and video RTP (-mp)
 
     def _log_tail(self, ext: str) -> str:
         return (Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log").read_text(

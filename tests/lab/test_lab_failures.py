@@ -49,3 +49,19 @@ def test_config_error_is_reported(lab, tmp_path: Path):
         lab.up()
     with socket.create_connection(("127.0.0.1", 5038), timeout=2) as s:
         assert s.recv(30).startswith(b"Asterisk Call Manager")
+
+
+def test_a_phone_whose_media_port_is_taken_is_named_at_start() -> None:
+    # Another program binds a port of a phone's block after the block was handed out, before
+    # that phone's SIPp binds it (the allocator keeps the lab's own SIPps apart).
+    from agent.lab import ports, sipp
+
+    phones = sipp.AgentPhones()
+    with ports.PORTS.block() as block, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", block + 2))  # the phone's video RTP port
+        phones._media["2009"] = block  # what start() would have reserved for it
+        try:
+            with pytest.raises(LabError, match=r"2009: .*Unable to bind video RTP socket"):
+                phones.__enter__()
+        finally:
+            phones.stop()
