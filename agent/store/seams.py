@@ -1,10 +1,13 @@
 """The store's seams: one Protocol per kind of consumer, and ``Store``, their union.
 
 A consumer depends on the seam it uses (the dispatcher on ``DispatchStore``, the record loop
-on ``CallLog``, webhooks on ``Engagement``, reports on ``ReportSource``); only the
-composition root holds a whole ``Store``. Both backends (``store.sqlite``, ``store.postgres``)
-implement every seam; ``tests/store/test_seams.py`` checks that they do, member by member.
-All SQL stays behind these seams, inside ``agent/store/``.
+on ``CallLog``, webhooks on ``Engagement``, the calls view on ``CallsView``, list management
+on ``ListAdmin``, reports on ``ReportSource``); only the composition root holds a whole
+``Store``. The read-side seams (``CallReads``, ``MessageLog``, ``ReplyReads``, ``ListAdmin``)
+are parts of the write-side ones, so a store that honours those honours these. Both backends
+(``store.sqlite``, ``store.postgres``) implement every seam; ``tests/store/test_seams.py``
+checks that they do, member by member. All SQL stays behind these seams, inside
+``agent/store/``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from agent.models import CallRecord, Decision, InboundSms, MessageState, Receipt, RuleOutcome, Trigger
+from agent.models import (
+    CallRecord,
+    Decision,
+    InboundSms,
+    MessageState,
+    Receipt,
+    RuleOutcome,
+    Trigger,
+)
 from agent.store.base import (
     CallFilter,
     CallSummary,
@@ -50,7 +61,15 @@ class Lifecycle(Protocol):
     async def health(self) -> bool: ...
 
 
-class CallLog(Protocol):
+class CallReads(Protocol):
+    """Calls found by filters, and what each rule said about one: what the calls view reads."""
+
+    async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
+
+    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]: ...
+
+
+class CallLog(CallReads, Protocol):
     """Call records and what the rules made of them: the record loop, CDR recovery, wrap-up holds, the calls view."""
 
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None: ...
@@ -63,12 +82,20 @@ class CallLog(Protocol):
         self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
     ) -> None: ...
 
-    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]: ...
 
-    async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
+class MessageLog(Protocol):
+    """Message rows as the log shows them: by filter, each with its history and receipts."""
+
+    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]: ...
+
+    async def message_events(self, message_id: str) -> list[MessageEvent]: ...
+
+    async def receipts(
+        self, *, message_id: str | None = None, unmatched: bool = False
+    ) -> list[ReceiptRow]: ...
 
 
-class Outbox(Protocol):
+class Outbox(MessageLog, Protocol):
     """The message rows from decision to final state: the record path's one write (``record_call``), the dispatcher's
     transitions, receipts, and the SMS log read back."""
 
@@ -136,22 +163,38 @@ class Outbox(Protocol):
         self, state: MessageState, *, limit: int | None = None
     ) -> list[MessageRow]: ...
 
-    async def message_events(self, message_id: str) -> list[MessageEvent]: ...
-
-    async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]: ...
-
     async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None: ...
 
     async def apply_receipt(
         self, receipt: Receipt, *, now: datetime | None = None
     ) -> ReceiptOutcome: ...
 
-    async def receipts(
-        self, *, message_id: str | None = None, unmatched: bool = False
-    ) -> list[ReceiptRow]: ...
+
+class ListAdmin(Protocol):
+    """The opt-out and DND lists as an operator manages them: add, remove, list, import, and
+    who changed what."""
+
+    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None: ...
+
+    async def opt_in(self, number: str, *, source: str = "unknown") -> bool: ...
+
+    async def add_dnd(
+        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
+    ) -> int: ...
+
+    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool: ...
+
+    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]: ...
+
+    async def list_history(self, number: str | None = None, *, limit: int = 100
+                           ) -> list[ListEvent]: ...
+
+    async def import_dnd_csv(
+        self, path: str | Path, *, region: str | None = None, source: str | None = None
+    ) -> ImportResult: ...
 
 
-class Suppressions(Protocol):
+class Suppressions(ListAdmin, Protocol):
     """Who must not be texted, or not yet: opt-out and DND lists, per-number language, and the facts policies
     count (last sent, sent since, spend)."""
 
@@ -170,26 +213,7 @@ class Suppressions(Protocol):
 
     async def is_opted_out(self, number: str) -> bool: ...
 
-    async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None: ...
-
-    async def opt_in(self, number: str, *, source: str = "unknown") -> bool: ...
-
     async def is_dnd(self, number: str) -> bool: ...
-
-    async def add_dnd(
-        self, numbers: Iterable[str], *, source: str, now: datetime | None = None
-    ) -> int: ...
-
-    async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool: ...
-
-    async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]: ...
-
-    async def list_history(self, number: str | None = None, *, limit: int = 100
-                           ) -> list[ListEvent]: ...
-
-    async def import_dnd_csv(
-        self, path: str | Path, *, region: str | None = None, source: str | None = None
-    ) -> ImportResult: ...
 
     async def set_language(self, number: str, language: str, *, source: str,
                            now: datetime | None = None) -> None: ...
@@ -197,7 +221,13 @@ class Suppressions(Protocol):
     async def language_preferences(self) -> dict[str, str]: ...
 
 
-class Engagement(Protocol):
+class ReplyReads(Protocol):
+    """The replies to some messages, as the calls view shows them."""
+
+    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]: ...
+
+
+class Engagement(ReplyReads, Protocol):
     """What recipients did with a text: replies (and the message each answers), tracked links and their clicks, and
     the nonces that make a webhook count once."""
 
@@ -211,8 +241,6 @@ class Engagement(Protocol):
         sentiment: float | None = None,
         rating: int | None = None,
     ) -> int: ...
-
-    async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]: ...
 
     async def latest_message_to(self, number: str) -> MessageRow | None: ...
 
@@ -229,6 +257,11 @@ class Engagement(Protocol):
     async def claim_nonce(self, nonce: str, *, now: datetime, ttl: float) -> bool: ...
 
     async def forget_nonce(self, nonce: str) -> None: ...
+
+
+class CallsView(CallReads, MessageLog, ReplyReads, Protocol):
+    """The calls view's (agent.web.calls): calls, their messages with history and receipts,
+    and the replies to them."""
 
 
 class DispatchStore(Outbox, Suppressions, Protocol):

@@ -18,10 +18,16 @@ from aiohttp import web
 from agent.models import CallRecord, MessageState
 from agent.sms.numbers import classify, mask, mask_text
 from agent.store.base import CallFilter, MessageFilter, MessageRow
+from agent.store.seams import CallsView
 from agent.web.api import BadParam, _time, _unmasked
 from agent.web.deps import DEPS
 
 MAX_CALLS = 500
+
+
+def _store(request: web.Request) -> CallsView:
+    """The agent's store as the calls view reads it."""
+    return request.app[DEPS].store
 
 
 def public_reason(state: str, reason: str | None) -> str | None:
@@ -91,7 +97,7 @@ async def calls(request: web.Request) -> web.Response:
         offset=_int(q, "offset", 0, 10**9),
     )
     clear = _unmasked(request)
-    found = await deps.store.list_calls(f)
+    found = await _store(request).list_calls(f)
     rows = []
     for c in found:
         r = c.record
@@ -125,8 +131,7 @@ def _message(m: MessageRow, clear: bool) -> dict[str, Any]:
 
 
 async def call(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    store = deps.store
+    store = _store(request)
     call_id = request.match_info["call_id"]
     clear = _unmasked(request)
     found = await store.list_calls(CallFilter(call_id=call_id, limit=1))

@@ -14,7 +14,7 @@ from agent.gateways.presets.common import HttpGatewayConfig
 from agent.gateways.webhooks import ReplayCache
 from agent.metrics import Metrics
 from agent.models import InboundSms, Receipt
-from agent.store.seams import Store
+from agent.store.seams import Lifecycle, Store
 from agent.web import guard
 
 if TYPE_CHECKING:
@@ -35,7 +35,10 @@ def _utcnow() -> datetime:
 class WebDeps:
     """Everything the web layer needs, built by the composition root (agent/app.py)."""
 
-    store: Store  # a SqliteStore: reports open its file (``store.path``) read-only
+    #: The agent's whole store, as the composition root passes it. Routes read it only through
+    #: accessors typed as the seam each uses (agent.store.seams); reports, through
+    #: ``report_source``.
+    store: Store
     metrics: Metrics
     on_receipt: Callable[[Receipt], Awaitable[object]]  # Dispatcher.on_receipt
     on_inbound: Callable[[InboundSms], Awaitable[object]]  # ReplyHandler.handle
@@ -64,7 +67,7 @@ class WebDeps:
 DEPS: web.AppKey[WebDeps] = web.AppKey("deps")
 
 
-def store_health(store: Store) -> HealthCheck:
+def store_health(store: Lifecycle) -> HealthCheck:
     """A ``health`` probe for the store: a tiny real write (``Store.health``)."""
 
     async def probe() -> Mapping[str, Any]:
@@ -75,7 +78,7 @@ def store_health(store: Store) -> HealthCheck:
 
 
 def health_checks(pbxes: Sequence[Callable[[], Mapping[str, Any]]],
-                  gateways: Mapping[str, Gateway], store: Store,
+                  gateways: Mapping[str, Gateway], store: Lifecycle,
                   pipeline: RecordPipeline) -> dict[str, HealthCheck]:
     """/healthz's probes over the running agent's parts. ``pbxes``: one probe per watched
     PBX's AMI link (``PbxWatch.health``)."""

@@ -19,12 +19,18 @@ from agent.gateways.webhooks import (
     handle,
 )
 from agent.sms.links import is_code
+from agent.store.seams import Engagement
 from agent.web.deps import DEPS
 
 log = structlog.get_logger(__name__)
 
 _NOT_FOUND = "not found\n"
 REPLAY_TTL = 86_400.0  # seconds a webhook nonce is remembered (the memory cache's too)
+
+
+def _store(request: web.Request) -> Engagement:
+    """The agent's store as these routes use it: webhook nonces, tracked links and clicks."""
+    return request.app[DEPS].store
 
 
 def _public_url(request: web.Request, callback_base: str | None) -> str:
@@ -61,7 +67,7 @@ async def webhook(request: web.Request) -> web.Response:
         out = handle(config, kind, req, now=now, replay=deps.replay)
         # The memory cache is the fast path; the store remembers across restarts.
         try:
-            fresh = await deps.store.claim_nonce(out.nonce, now=now, ttl=REPLAY_TTL)
+            fresh = await _store(request).claim_nonce(out.nonce, now=now, ttl=REPLAY_TTL)
         except AftercallError as exc:
             deps.replay.discard(out.nonce)
             log.error("webhook_unprocessed", gateway=name, kind=kind.value, error=str(exc))
@@ -88,7 +94,7 @@ async def webhook(request: web.Request) -> web.Response:
         # Not recorded: forget the nonce so the gateway's retry is processed, and ask for one.
         deps.replay.discard(out.nonce)
         with contextlib.suppress(AftercallError):
-            await deps.store.forget_nonce(out.nonce)
+            await _store(request).forget_nonce(out.nonce)
         log.error("webhook_unprocessed", gateway=name, kind=kind.value, error=str(exc))
         return web.Response(status=503, text="try again later\n")
     ack = out.ack
@@ -99,13 +105,13 @@ async def redirect(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     code = request.match_info["code"]
     # Malformed and unknown codes get the same answer: probing learns nothing.
-    link = await deps.store.resolve_link(code) if is_code(code) else None
+    link = await _store(request).resolve_link(code) if is_code(code) else None
     if link is None:
         return web.Response(status=404, text=_NOT_FOUND,
                             headers={"Cache-Control": "no-store"})
     ua = request.headers.get("User-Agent")
     try:
-        await deps.store.add_click(code, at=deps.clock(), user_agent=ua[:512] if ua else None)
+        await _store(request).add_click(code, at=deps.clock(), user_agent=ua[:512] if ua else None)
     except AftercallError as exc:  # the handset still gets where it was going
         log.error("click_unrecorded", code=code, error=str(exc))
     else:

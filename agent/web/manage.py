@@ -25,6 +25,7 @@ from agent.dispatch.verdicts import give_verdict
 from agent.models import MessageState
 from agent.sms.numbers import classify, mask
 from agent.store.base import MessageFilter
+from agent.store.seams import ListAdmin, MessageLog, Outbox
 from agent.web.api import AUTHED, _unmasked
 from agent.web.deps import DEPS
 
@@ -32,6 +33,21 @@ AUTH_VIA: web.RequestKey[str] = web.RequestKey("auth_via")  # header | query | c
 MAX_CSV = 5 * 1024 * 1024  # a DND export from a regulator is a few MB at most
 _OPERATOR = re.compile(r"[^\w .@-]")
 LISTS = ("optout", "dnd")
+
+
+def _lists(request: web.Request) -> ListAdmin:
+    """The agent's store as the list routes change and read it."""
+    return request.app[DEPS].store
+
+
+def _log(request: web.Request) -> MessageLog:
+    """The agent's store as the ambiguous messages are read from it."""
+    return request.app[DEPS].store
+
+
+def _outbox(request: web.Request) -> Outbox:
+    """The agent's store as an operator's verdict moves an ambiguous message (give_verdict)."""
+    return request.app[DEPS].store
 
 
 SESSION_COOKIE = "aftercall_session"  # set by agent.web.app's auth middleware
@@ -116,7 +132,7 @@ async def lists(request: web.Request) -> web.Response:
     guard = _manage_refusal(request)
     if guard is not None:
         raise _refuse(*guard)
-    store = request.app[DEPS].store
+    store = _lists(request)
 
     def entry(number: str, **kw: Any) -> dict[str, Any]:
         return {"number": number, "masked": mask(number), **kw}
@@ -127,7 +143,7 @@ async def lists(request: web.Request) -> web.Response:
                       for e in await store.list_numbers(which, limit=500)]
     out["history"] = [entry(e.number, list=e.list, action=e.action, at=e.at.isoformat(),
                             who=e.who) for e in await store.list_history(limit=50)]
-    amb = await store.list_messages(MessageFilter(states=[MessageState.AMBIGUOUS], limit=200,
+    amb = await _log(request).list_messages(MessageFilter(states=[MessageState.AMBIGUOUS], limit=200,
                                                   newest_first=False))
     out["ambiguous"] = [{"id": m.id, "call_id": m.call_id, "rule": m.rule,
                          "number": m.number, "created_at": m.created_at.isoformat(),
@@ -140,7 +156,7 @@ async def change_list(request: web.Request) -> web.Response:
     which = request.match_info["which"]
     body = await _body(request)
     number = _e164(request, body.get("number"))
-    store = request.app[DEPS].store
+    store = _lists(request)
     action = body.get("action")
     if action == "add":
         if which == "optout":
@@ -168,7 +184,7 @@ async def import_dnd(request: web.Request) -> web.Response:
         if size > MAX_CSV:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_CSV, actual_size=size)
         chunks.append(chunk)
-    store = request.app[DEPS].store
+    store = _lists(request)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.csv"
         await asyncio.to_thread(path.write_bytes, b"".join(chunks))
@@ -186,7 +202,7 @@ async def verdict(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text='{"error": "action: expected resend or drop"}',
                                  content_type="application/json")
     deps = request.app[DEPS]
-    row = await give_verdict(deps.store, request.match_info["id"], action, who=who,
+    row = await give_verdict(_outbox(request), request.match_info["id"], action, who=who,
                              now=deps.clock())
     if row is None:
         raise web.HTTPNotFound(text='{"error": "no ambiguous message with that id"}',

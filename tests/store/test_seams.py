@@ -4,6 +4,7 @@ a consumer may pass (a backend may take more, but only with defaults)."""
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from agent.store.postgres import PostgresStore
 from agent.store.sqlite import SqliteStore
 
 SEAMS = [seams.Lifecycle, seams.CallLog, seams.Outbox, seams.Suppressions, seams.Engagement,
-         seams.DispatchStore, seams.ReplyStore, seams.Store]
+         seams.DispatchStore, seams.ReplyStore, seams.Store, seams.CallReads, seams.MessageLog,
+         seams.ListAdmin, seams.ReplyReads, seams.CallsView]
 DATA_SEAMS = [seams.Lifecycle, seams.CallLog, seams.Outbox, seams.Suppressions, seams.Engagement]
 BACKENDS = [SqliteStore, PostgresStore]
 
@@ -92,3 +94,17 @@ def test_consumers_take_their_seam_not_the_whole_store() -> None:
                 ReplyHandler.__init__: "ReplyStore", WrapupWaits.__init__: "CallLog"}
     for fn, seam in expected.items():
         assert inspect.signature(fn).parameters["store"].annotation == seam, fn.__qualname__
+
+
+def test_web_routes_read_the_store_as_their_seam() -> None:
+    from agent.web import calls, hooks, manage
+
+    expected = {hooks._store: "Engagement", calls._store: "CallsView", manage._lists: "ListAdmin",
+                manage._log: "MessageLog", manage._outbox: "Outbox"}
+    for fn, seam in expected.items():
+        assert inspect.signature(fn).return_annotation == seam, fn.__qualname__
+    for module in (calls, hooks, manage):  # no route reaches past its accessors
+        source = inspect.getsource(module)
+        accessors = [fn for fn in expected if fn.__module__ == module.__name__]
+        reaches = re.findall(r"(?<!agent)\.store\b", source)
+        assert len(reaches) == len(accessors), module.__name__
