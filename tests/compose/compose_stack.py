@@ -189,11 +189,15 @@ class Stack:
                        "FROM messages ORDER BY created_at")
 
     def calls(self) -> dict[str, dict[str, Any]]:
-        # The stored record leaves out what the row's columns hold (agent/store/sqlite/packing.py).
-        return {r["call_id"]: json.loads(r["record"]) for r in self.db(
-            "SELECT call_id, json_patch(json_object('call_id', call_id, 'trigger', trigger,"
-            " 'caller', caller, 'queue', queue, 'agent', agent, 'disposition', disposition,"
-            " 'ended_at', ended_at, 'pbx', pbx), record) AS record FROM calls")}
+        # The stored record leaves out what the row's columns hold and is deflated: read back
+        # whole by the store's own code (agent/store/sqlite/packing.py), in the agent container.
+        code = ("import json, sqlite3, sys; from agent.store.sqlite.packing import unpack_record; "
+                "c = sqlite3.connect(sys.argv[1], timeout=10); c.row_factory = sqlite3.Row; "
+                "print(json.dumps({r['call_id']: unpack_record(r, r['record'])"
+                " for r in c.execute('SELECT * FROM calls')}))")
+        r = self.compose("exec", "-T", "--user", "aftercall", "agent", "python", "-c", code,
+                         "/var/lib/aftercall/aftercall.db")
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
 
     def handsets(self) -> list[dict[str, Any]]:
         """Every message the simulator delivered to a handset (its control API)."""

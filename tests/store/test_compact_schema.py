@@ -1,5 +1,5 @@
-"""Schema version 7 (compact stored shapes): a version 6 file with real rows is converted
-keeping every row and every fact, and new rows are written in the same shape."""
+"""Schema versions 7 and 8 (compact stored shapes): a version 6 file with real rows is
+converted keeping every row and every fact, and new rows are written in the same shape."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from agent.models import (
 from agent.reports import build_report
 from agent.store.base import CallFilter, MessageEvent
 from agent.store.sqlite import SqliteStore
-from agent.store.sqlite.packing import pack_record
+from agent.store.sqlite.packing import inflate_json, pack_record
 from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import create_schema, generate
 
@@ -114,7 +114,8 @@ async def test_version_6_file_converts_keeping_every_row(tmp_path: Path) -> None
     # The stored record is what new code writes for the same call (SQL and Python agree).
     for r in _rows(path, "SELECT call_id, record FROM calls"):
         assert r["record"] == pack_record(calls[r["call_id"]]), r["call_id"]
-    assert json.loads(_rows(path, "SELECT record FROM calls WHERE call_id = 'odd.2'")[0][0]) \
+    odd = _rows(path, "SELECT record FROM calls WHERE call_id = 'odd.2'")[0][0]
+    assert json.loads(inflate_json(odd)) \
         == {"direction": "inbound", "wait_seconds": 0.0, "talk_seconds": 0.0,
             "duration_seconds": 0.0}
     assert {t: _rows(path, f"SELECT count(*) FROM {t}")[0][0] for t in counts} == counts
@@ -129,8 +130,8 @@ async def test_new_rows_in_the_compact_shape_read_back_whole(tmp_path: Path) -> 
             assert await store.get_call(r.call_id) == r
         listed = {c.record.call_id: c.record for c in await store.list_calls(CallFilter())}
         assert listed == {r.call_id: r for r in _ODD}
-    stored = {r[0]: json.loads(r[1]) for r in _rows(tmp_path / "a.db",
-                                                      "SELECT call_id, record FROM calls")}
+    stored = {r[0]: json.loads(inflate_json(r[1])) for r in _rows(
+        tmp_path / "a.db", "SELECT call_id, record FROM calls")}
     # Neither what the columns hold nor an empty field is in the JSON; a non-UTC end is.
     assert set(stored["odd.1"]) == {
         "caller_name", "did", "direction", "started_at", "answered_at", "ended_at",

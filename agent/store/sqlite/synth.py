@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
+from agent.store.sqlite.packing import MIGRATION_FUNCTIONS
 
 _RULES = (  # name, template, share, recipient, carries a link
     ("support-followup", "support_ticket", 0.55, "caller", True),
@@ -60,6 +61,8 @@ def create_schema(conn: sqlite3.Connection, journal: str = "WAL",
 def migrate(conn: sqlite3.Connection, found: int, version: int = LATEST_VERSION) -> None:
     """Migrations ``found + 1`` .. ``version`` in one transaction (the writer's ``_migrate``
     without its checks: for files this module made)."""
+    for name, fn in MIGRATION_FUNCTIONS.items():
+        conn.create_function(name, 1, fn, deterministic=True)
     conn.execute("BEGIN")
     for migration in MIGRATIONS[found:version]:
         for statement in migration:

@@ -16,6 +16,7 @@ import structlog
 from agent.errors import StoreError
 from agent.store.base import MessageRow
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
+from agent.store.sqlite.packing import MIGRATION_FUNCTIONS
 from agent.store.sqlite.rows import _message, _now, _one, _rows, ts
 
 log = structlog.get_logger(__name__)
@@ -207,6 +208,8 @@ class StoreWriter:
                 raise refuse(found)
             if found == LATEST_VERSION:
                 return
+            for name, fn in MIGRATION_FUNCTIONS.items():
+                await conn.create_function(name, 1, fn, deterministic=True)
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 found = await version()  # another agent may have migrated while we waited
