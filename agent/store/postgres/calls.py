@@ -12,30 +12,40 @@ import asyncpg
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
-from agent.store.postgres.pool import PgPool, utc
+from agent.store.postgres.pool import PgPool, Statement, utc
 
 _RECORD_FIELDS = frozenset(CallRecord.__dataclass_fields__)
 
 
-async def replace_outcomes(conn: asyncpg.Connection, call_id: str, trigger: Trigger,
-                           outcomes: Sequence[RuleOutcome], at: datetime) -> None:
-    """One statement (one round trip): this judgement's outcomes replace the positions they
-    take, and any left from a longer one go."""
-    await conn.execute(
-        "WITH up AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule,"
-        " matched, reason, skipped, decided_at)"
-        " SELECT $1, $2, u.p, u.r, u.m, u.rs, u.s::jsonb, $3 FROM unnest($4::int[],"
-        " $5::text[], $6::bool[], $7::text[], $8::text[]) AS u(p, r, m, rs, s)"
+def outcomes_replace(q: Statement, call_id: str, trigger: Trigger,
+                     outcomes: Sequence[RuleOutcome], at: datetime | None) -> tuple[str, str]:
+    """This judgement's outcomes replace the positions they take (the first statement), and
+    any left from a longer one go (the second): written as CTEs of one statement, the delete
+    sees the rows as they were before the upsert."""
+    cid, trig = q.p(call_id), q.p(trigger.value)
+    upsert = (
+        "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
+        f" skipped, decided_at) SELECT {cid}, {trig}, u.p, u.r, u.m, u.rs, u.s::jsonb,"
+        f" {q.p(at, 'timestamptz')} FROM unnest({q.p(list(range(len(outcomes))), 'int[]')},"
+        f" {q.p([o.rule for o in outcomes], 'text[]')},"
+        f" {q.p([o.matched for o in outcomes], 'bool[]')},"
+        f" {q.p([o.reason for o in outcomes], 'text[]')},"
+        f" {q.p([json.dumps(list(o.skipped)) for o in outcomes], 'text[]')})"
+        " AS u(p, r, m, rs, s)"
         " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
         " matched = excluded.matched, reason = excluded.reason,"
-        " skipped = excluded.skipped, decided_at = excluded.decided_at)"
-        " DELETE FROM rule_outcomes WHERE call_id = $1 AND trigger = $2"
-        " AND position >= $9",
-        call_id, trigger.value, at, list(range(len(outcomes))),
-        [o.rule for o in outcomes], [o.matched for o in outcomes],
-        [o.reason for o in outcomes], [json.dumps(list(o.skipped)) for o in outcomes],
-        len(outcomes),
-    )
+        " skipped = excluded.skipped, decided_at = excluded.decided_at")
+    delete = (f"DELETE FROM rule_outcomes WHERE call_id = {cid} AND trigger = {trig}"
+              f" AND position >= {q.p(len(outcomes))}")
+    return upsert, delete
+
+
+async def replace_outcomes(conn: asyncpg.Connection, call_id: str, trigger: Trigger,
+                           outcomes: Sequence[RuleOutcome], at: datetime) -> None:
+    """One statement (one round trip): see ``outcomes_replace``."""
+    q = Statement()
+    upsert, delete = outcomes_replace(q, call_id, trigger, outcomes, at)
+    await conn.execute(f"WITH up AS ({upsert}) {delete}", *q.params)
 
 
 class CallOps(PgPool):

@@ -11,7 +11,6 @@ for its others, which rows written by one statement would all see at once."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,7 +20,9 @@ import asyncpg
 
 from agent.models import CallRecord, MessageState, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
-from agent.store.postgres.pool import PgPool, message_row, utc
+from agent.store.postgres.calls import outcomes_replace
+from agent.store.postgres.pool import PgPool, Statement, message_row, utc
+from agent.store.postgres.records import call_upsert
 
 #: The message columns a record writes, in the order of the arrays it sends, and their types.
 _COLUMNS = (
@@ -36,56 +37,8 @@ _COLUMNS = (
 )
 
 
-class _Sql:
-    """One statement's text and its numbered parameters."""
-
-    def __init__(self) -> None:
-        self.params: list[Any] = []
-        self.ctes: list[str] = []
-
-    def p(self, value: Any, cast: str = "") -> str:
-        self.params.append(value)
-        return f"${len(self.params)}{'::' + cast if cast else ''}"
-
-
-def _call_cte(q: _Sql, call: CallRecord, at: datetime | None) -> None:
-    """The call's row; a later record of the call replaces it (as ``records.upsert_call``)."""
-    q.ctes.append(
-        "c AS (INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-        " ended_at, created_at, agent, pbx) VALUES"
-        f" ({q.p(call.call_id)}, {q.p(json.dumps(call.to_dict(), separators=(',', ':')))}::jsonb,"
-        f" {q.p(call.trigger.value)}, {q.p(call.disposition.value)}, {q.p(call.queue)},"
-        f" {q.p(call.caller)}, {q.p(utc(call.ended_at), 'timestamptz')}, {q.p(at)},"
-        f" {q.p(call.agent)}, {q.p(call.pbx)})"
-        " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
-        " trigger = excluded.trigger, disposition = excluded.disposition,"
-        " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
-        " agent = excluded.agent, pbx = excluded.pbx)")
-
-
-def _outcomes_ctes(q: _Sql, call: CallRecord, outcomes: Sequence[RuleOutcome],
-                   at: datetime | None) -> None:
-    """This judgement's outcomes replace the positions they take, and any left from a longer
-    one go (as ``calls.replace_outcomes``: the delete sees the rows before the upsert)."""
-    cid, trig = q.p(call.call_id), q.p(call.trigger.value)
-    q.ctes.append(
-        "o AS (INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-        f" skipped, decided_at) SELECT {cid}, {trig}, u.p, u.r, u.m, u.rs, u.s::jsonb,"
-        f" {q.p(at)} FROM unnest({q.p(list(range(len(outcomes))), 'int[]')},"
-        f" {q.p([o.rule for o in outcomes], 'text[]')},"
-        f" {q.p([o.matched for o in outcomes], 'bool[]')},"
-        f" {q.p([o.reason for o in outcomes], 'text[]')},"
-        f" {q.p([json.dumps(list(o.skipped)) for o in outcomes], 'text[]')})"
-        " AS u(p, r, m, rs, s)"
-        " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
-        " matched = excluded.matched, reason = excluded.reason,"
-        " skipped = excluded.skipped, decided_at = excluded.decided_at)")
-    q.ctes.append(
-        f"od AS (DELETE FROM rule_outcomes WHERE call_id = {cid} AND trigger = {trig}"
-        f" AND position >= {q.p(len(outcomes))})")
-
-
-def _message_ctes(q: _Sql, messages: Sequence[NewMessage], at: datetime | None) -> None:
+def _message_ctes(q: Statement, ctes: list[str], messages: Sequence[NewMessage],
+                  at: datetime | None) -> None:
     """``ins``: the rows this statement created, with their first events; ``seen``: rows with
     the same keys that were there before it (another agent's, or this record written twice)."""
     values: list[list[Any]] = [[] for _ in _COLUMNS]
@@ -104,15 +57,15 @@ def _message_ctes(q: _Sql, messages: Sequence[NewMessage], at: datetime | None) 
     arrays = ", ".join(q.p(v, f"{t}[]") for v, (_, t) in zip(values, _COLUMNS, strict=True))
     names = ", ".join(name for name, _ in _COLUMNS)
     stamp = q.p(at, "timestamptz")
-    q.ctes.append(
+    ctes.append(
         f"ins AS (INSERT INTO messages ({names}, created_at, updated_at)"
         f" SELECT u.*, {stamp}, {stamp} FROM unnest({arrays}) AS u({names})"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *)")
-    q.ctes.append(
+    ctes.append(
         "ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
         " SELECT id, created_at, state, reason, detail FROM ins)")
     keys = q.p(values[1], "text[]")
-    q.ctes.append(f"seen AS (SELECT * FROM messages WHERE idempotency_key = ANY({keys}))")
+    ctes.append(f"seen AS (SELECT * FROM messages WHERE idempotency_key = ANY({keys}))")
 
 
 async def write_record(
@@ -121,17 +74,19 @@ async def write_record(
 ) -> list[tuple[MessageRow, bool]]:
     """The record's statement (see the module's docstring); rows in the order of
     ``messages``, each with True when this statement created it."""
-    q = _Sql()
+    q = Statement()
+    ctes: list[str] = []
     if call is not None:
-        _call_cte(q, call, at)
+        ctes.append(f"c AS ({call_upsert(q, call, at)})")
         if outcomes is not None:
-            _outcomes_ctes(q, call, outcomes, at)
+            upsert, delete = outcomes_replace(q, call.call_id, call.trigger, outcomes, at)
+            ctes += [f"o AS ({upsert})", f"od AS ({delete})"]
     if not messages:
-        await conn.execute("WITH " + ", ".join(q.ctes) + " SELECT 1", *q.params)
+        await conn.execute("WITH " + ", ".join(ctes) + " SELECT 1", *q.params)
         return []
-    _message_ctes(q, messages, at)
+    _message_ctes(q, ctes, messages, at)
     rows = await conn.fetch(
-        "WITH " + ", ".join(q.ctes) + " SELECT true AS created, ins.* FROM ins"
+        "WITH " + ", ".join(ctes) + " SELECT true AS created, ins.* FROM ins"
         " UNION ALL SELECT false, seen.* FROM seen", *q.params)
     created = {r["idempotency_key"]: r for r in rows if r["created"]}
     existing = {r["idempotency_key"]: r for r in rows if not r["created"]}

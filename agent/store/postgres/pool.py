@@ -39,6 +39,19 @@ def describe(url: str) -> str:
     return f"PostgreSQL database {name!r} on {host}:{port}"
 
 
+class Statement:
+    """A statement's numbered parameters as its text is built: ``p(value)`` -> ``$n``. Lets
+    one piece of SQL (a call's upsert, a judgement's outcomes) stand alone or be a CTE of a
+    larger statement."""
+
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+
+    def p(self, value: Any, cast: str = "") -> str:
+        self.params.append(value)
+        return f"${len(self.params)}{'::' + cast if cast else ''}"
+
+
 def utc(dt: datetime | None) -> datetime | None:
     """asyncpg wants aware times for timestamptz; a naive one is UTC, as in the SQLite store."""
     if dt is None or dt.tzinfo is not None:

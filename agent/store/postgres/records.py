@@ -15,7 +15,7 @@ import asyncpg
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import read_number_csv
-from agent.store.postgres.pool import PgPool, utc
+from agent.store.postgres.pool import PgPool, Statement, utc
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
@@ -25,26 +25,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime | None) -> None:
-    """The call's row, inside the caller's transaction; a later record of the call replaces it."""
-    await conn.execute(
+def call_upsert(q: Statement, record: CallRecord, at: datetime | None) -> str:
+    """The call's row; a later record of the call replaces it (a statement, or a CTE)."""
+    values = (record.call_id, json.dumps(record.to_dict(), separators=(",", ":")),
+              record.trigger.value, record.disposition.value, record.queue, record.caller,
+              utc(record.ended_at), at, record.agent, record.pbx)
+    return (
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-        " ended_at, created_at, agent, pbx) VALUES ($1,$2::jsonb,$3,$4,$5,$6,$7,$8,$9,$10)"
+        f" ended_at, created_at, agent, pbx) VALUES ({', '.join(q.p(v) for v in values)})"
         " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
         " trigger = excluded.trigger, disposition = excluded.disposition,"
         " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
-        " agent = excluded.agent, pbx = excluded.pbx",
-        record.call_id,
-        json.dumps(record.to_dict(), separators=(",", ":")),
-        record.trigger.value,
-        record.disposition.value,
-        record.queue,
-        record.caller,
-        utc(record.ended_at),
-        at,
-        record.agent,
-        record.pbx,
-    )
+        " agent = excluded.agent, pbx = excluded.pbx")
+
+
+async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime | None) -> None:
+    """The call's row, inside the caller's transaction."""
+    q = Statement()
+    await conn.execute(call_upsert(q, record, at), *q.params)
 
 
 class RecordOps(PgPool):
