@@ -18,6 +18,7 @@ from agent.store.base import NewMessage
 from agent.store.postgres import PostgresStore
 from agent.store.postgres.messages import STALE_SUBMIT, insert_row
 from agent.store.postgres.schema import LATEST_VERSION
+from agent.store.segments import RECEIPT_TARGET
 
 MakeDecision = Callable[..., Decision]
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -249,3 +250,33 @@ async def test_a_call_judged_again_replaces_its_rule_outcomes(pg_url: str) -> No
         again = [RuleOutcome("b", True)]
         await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, again, now=T0)
         assert await s.rule_outcomes("1700.1") == again
+
+
+@pytest.mark.parametrize("state", list(ReceiptState))
+async def test_a_receipt_stored_before_its_submit_moves_the_message_as_one_after_it(
+    pg_url: str, make_decision: MakeDecision, state: ReceiptState
+) -> None:
+    """The submit's record applies an earlier receipt in the database (functions.py); the
+    message must end as ``agent.store.segments.RECEIPT_TARGET`` says, as if it came after."""
+    async with PostgresStore(pg_url, owner="a") as a:
+        before, _ = await a.insert_message(make_decision(call_id="early"),
+                                           state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        after, _ = await a.insert_message(make_decision(call_id="late"),
+                                          state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        for row, smsc_id in ((before, "e1"), (after, "l1")):
+            assert await a.claim_for_submit(row.id, now=T0) is not None
+        early = await a.apply_receipt(Receipt(gateway="smsc", state=state, smsc_id="e1"),
+                                      now=T0)
+        assert early.message is None
+        got = await a.record_submit(before.id, gateway="smsc", smsc_ids=["e1"], now=T0,
+                                    hangup_to_submit_ms=1.0)
+        await a.record_submit(after.id, gateway="smsc", smsc_ids=["l1"], now=T0,
+                              hangup_to_submit_ms=1.0)
+        await a.apply_receipt(Receipt(gateway="smsc", state=state, smsc_id="l1"), now=T0)
+        want = await a.get_message(after.id)
+        assert got is not None and want is not None
+        assert (got.state, got.reason, got.detail) == (
+            want.state, want.reason, want.detail and want.detail.replace("l1", "e1"))
+        assert got.state is RECEIPT_TARGET.get(state, MessageState.SUBMITTED)
+        assert [r.message_id for r in await a.receipts(unmatched=False)
+                if r.smsc_id == "e1"] == [before.id]

@@ -1,5 +1,5 @@
 """Server-side functions for the submit and receipt paths: each is one round trip, not a
-transaction of several (schema migration 7).
+transaction of several (schema migrations 7 and 8).
 
 Both take a transaction-scoped advisory lock on a gateway's message id and must then look at
 the rows other agents committed while they waited for it; one SQL statement cannot (its
@@ -105,5 +105,63 @@ MIGRATION: tuple[str, ...] = (
         INSERT INTO message_events (message_id, at, state, reason, detail)
         VALUES (v.id, p_at, p_target, 'receipt', v_detail);
         RETURN QUERY SELECT v, v_receipt, 'changed'::text;
+    END $$""",
+)
+
+# 8: a submit's record applies the receipts that came before it (a receipt often reaches an
+# agent before the submit's response has been recorded), unless the message has several parts
+# (those the caller decides from every part's receipts, in a transaction). The receipt states
+# and the message states they lead to are agent.store.segments.RECEIPT_TARGET's.
+MIGRATION_8: tuple[str, ...] = (
+    """CREATE OR REPLACE FUNCTION aftercall_record_submit(
+        p_id text, p_gateway text, p_ids text[], p_at timestamptz,
+        p_h2s double precision, p_detail text)
+    RETURNS TABLE (m messages, receipts_waiting boolean) LANGUAGE plpgsql AS $$
+    DECLARE
+        v messages;
+        rc record;
+        v_target text;
+        v_detail text;
+    BEGIN
+        -- In a fixed order, so two multi-part submits cannot deadlock.
+        PERFORM pg_advisory_xact_lock(hashtext(k)) FROM
+            (SELECT DISTINCT p_gateway || '|' || i AS k FROM unnest(p_ids) AS i ORDER BY 1) s;
+        UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')
+            THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,
+            gateway = p_gateway, smsc_ids = p_ids, submitted_at = p_at,
+            submitting_since = NULL, next_attempt_at = NULL, error_code = NULL,
+            hangup_to_submit_ms = p_h2s, updated_at = p_at
+        WHERE id = p_id RETURNING * INTO v;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        INSERT INTO message_events (message_id, at, state, reason, detail)
+        VALUES (p_id, p_at, 'submitted', NULL, p_detail);
+        INSERT INTO message_smsc_ids (gateway, smsc_id, message_id)
+        SELECT p_gateway, i, p_id FROM unnest(p_ids) AS i ON CONFLICT DO NOTHING;
+        IF cardinality(p_ids) > 1 THEN
+            RETURN QUERY SELECT v, EXISTS(SELECT 1 FROM receipts WHERE message_id IS NULL
+                AND gateway = p_gateway AND smsc_id = ANY(p_ids));
+            RETURN;
+        END IF;
+        FOR rc IN WITH u AS (UPDATE receipts SET message_id = p_id WHERE message_id IS NULL
+                AND gateway = p_gateway AND smsc_id = ANY(p_ids)
+                RETURNING id, state, smsc_id, error_code) SELECT * FROM u ORDER BY id LOOP
+            v_target := CASE rc.state WHEN 'delivered' THEN 'delivered'
+                WHEN 'expired' THEN 'expired' WHEN 'undelivered' THEN 'undelivered'
+                WHEN 'rejected' THEN 'failed' END;
+            -- As a receipt after the submit: a final state is never replaced.
+            IF v_target IS NOT NULL AND v.state IN ('submitted', 'ambiguous') THEN
+                v_detail := p_gateway || ' receipt ' || rc.state || ' for '
+                    || coalesce(rc.smsc_id, v.id);
+                UPDATE messages SET state = v_target, reason = 'receipt', detail = v_detail,
+                    error_code = COALESCE(rc.error_code, error_code), final_at = p_at,
+                    updated_at = p_at
+                WHERE id = p_id RETURNING * INTO v;
+                INSERT INTO message_events (message_id, at, state, reason, detail)
+                VALUES (p_id, p_at, v_target, 'receipt', v_detail);
+            END IF;
+        END LOOP;
+        RETURN QUERY SELECT v, false;
     END $$""",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.store.postgres.functions import MIGRATION as FUNCTIONS
+from agent.store.postgres.functions import MIGRATION_8 as SUBMIT_WITH_RECEIPTS
 from agent.store.postgres.rollups import MIGRATION as ROLLUPS
 
 # The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
@@ -198,6 +199,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ROLLUPS,
     # 7: a submit's record and a receipt, each one round trip (functions.py)
     FUNCTIONS,
+    # 8: a submit's record applies the receipts that came before it (functions.py)
+    SUBMIT_WITH_RECEIPTS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
