@@ -185,6 +185,7 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # anything sent twice arrives now
     statements = await count.total(dbname) if count is not None else None
+    top = await count.top(dbname, calls) if count is not None and args.statements else None
     msgs = [m for m in sim.core.messages[seen:] if m.dest.lstrip("+") in hangups]
     per = Counter(m.dest.lstrip("+") for m in msgs)
     first: dict[str, datetime] = {}
@@ -210,6 +211,7 @@ async def run_topology(label: str, db: str, agents_per_pbx: list[int], args: arg
             "round_trips_per_call_per_agent": round(statements / sum(
                 agents_per_pbx[i % len(pbxes)] for i in range(calls)), 1)}
            if statements is not None else {}),
+        **({"statements_per_call": top} if top is not None else {}),
     }
 
 
@@ -234,6 +236,15 @@ class StatementCount:
             f"SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE dbid = {self._db(name)}")
         return int(out.strip() or 0)
 
+    async def top(self, name: str, calls: int) -> list[str]:
+        """The statements sent most, as ``per call: text`` (the text cut short)."""
+        out = await asyncio.to_thread(
+            self.pg.psql,
+            "SELECT round(calls::numeric / " + str(calls) + ", 2) || ': ' ||"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements"
+            f" WHERE dbid = {self._db(name)} ORDER BY calls DESC LIMIT 12")
+        return out.strip().splitlines()
+
 
 def label_code(label: str) -> str:
     return {"sqlite-1": "10", "postgres-1": "11", "postgres-2": "12", "postgres-4": "14"}[label]
@@ -245,6 +256,8 @@ async def main() -> None:
                     help="offered calls per second, one pass per rate (comma-separated)")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long the load lasts")
     ap.add_argument("--only", help="one topology (sqlite-1, postgres-1, postgres-2, postgres-4)")
+    ap.add_argument("--statements", action="store_true",
+                    help="on PostgreSQL, list the statements sent most (per call)")
     ap.add_argument("--logs", type=Path, help="keep each agent's log in this directory")
     ap.add_argument("--profile", type=Path,
                     help="run each agent under cProfile, its profile written to this directory")
