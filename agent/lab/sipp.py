@@ -88,13 +88,17 @@ class AgentPhones:
                 continue
             if ext not in self._media:
                 self._media[ext] = ports.PORTS.reserve()
-            self._procs[ext] = subprocess.Popen(
-                self.args(ext, self._media[ext]),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._log(ext),
-                start_new_session=True,
-            )
+            log = self._log(ext)
+            try:
+                self._procs[ext] = subprocess.Popen(
+                    self.args(ext, self._media[ext]),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            finally:
+                os.close(log)  # SIPp has its own copy; Popen closes only the fds it made
 
     def _log(self, ext: str) -> int:
         path = Path(tempfile.gettempdir()) / f"aftercall-sipp-{ext}.log"
