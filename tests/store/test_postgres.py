@@ -7,13 +7,21 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from agent.errors import StoreError
 from agent.lab.postgres import free_port
-from agent.models import Decision, MessageState, Receipt, ReceiptState
+from agent.models import (
+    CallRecord,
+    Decision,
+    MessageState,
+    Receipt,
+    ReceiptState,
+    RuleOutcome,
+)
 from agent.store.base import NewMessage
 from agent.store.postgres import PostgresStore
 from agent.store.postgres.messages import STALE_SUBMIT, insert_row
@@ -142,6 +150,65 @@ async def test_an_agent_losing_a_key_to_a_commit_it_waited_for_gets_the_winners_
         assert not created and row.id == won.id
         assert len(await b.list_messages()) == 1
         assert len(await b.message_events(won.id)) == 1
+
+
+def _record(make_decision: MakeDecision, i: int, text: str = "hello") -> tuple[
+        CallRecord, list[NewMessage], list[RuleOutcome]]:
+    call = CallRecord(call_id=f"g{i}", pbx="default", caller=f"+9198000{i:05d}")
+    d = make_decision(call_id=f"g{i}", number=f"+9198000{i:05d}", text=text)
+    return call, [NewMessage(d, MessageState.QUEUED, next_attempt_at=T0)], [
+        RuleOutcome(d.rule, True)]
+
+
+async def test_records_arriving_together_are_one_statement_and_each_gets_its_rows(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a:
+        records = [_record(make_decision, i) for i in range(40)]
+        results = await asyncio.gather(*(
+            a.record_call(call, msgs, now=T0, outcomes=outcomes)
+            for call, msgs, outcomes in records))
+        for (call, msgs, _), [(row, created)] in zip(records, results, strict=True):
+            assert created and row.call_id == call.call_id
+            assert row.idempotency_key == msgs[0].decision.idempotency_key
+            assert await a.rule_outcomes(call.call_id) == [RuleOutcome(msgs[0].decision.rule,
+                                                                       True)]
+            assert await a.get_call(call.call_id) is not None
+        group = a._records
+        assert group is not None and group.items == 40 and group.writes < 40
+
+
+async def test_a_bad_record_in_a_group_fails_alone(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a:
+        records = [_record(make_decision, i, "bad\x00" if i == 3 else "ok") for i in range(8)]
+        results = await asyncio.gather(*(
+            a.record_call(call, msgs, now=T0, outcomes=outcomes)
+            for call, msgs, outcomes in records), return_exceptions=True)
+        assert [isinstance(r, StoreError) for r in results] == [i == 3 for i in range(8)]
+        assert len(await a.list_messages()) == 7
+
+
+async def test_two_agents_recording_the_same_calls_in_groups_create_each_row_once(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    """Both agents of a pair write every call, many at once and in opposite orders: groups
+    lock keys in key order, so neither waits for the other in a cycle (no deadlock), and each
+    row is created by exactly one of them."""
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        records = [_record(make_decision, i) for i in range(60)]
+
+        async def agent(store: PostgresStore, order: list[Any]) -> list[bool]:
+            results = await asyncio.gather(*(
+                store.record_call(call, msgs, now=T0, outcomes=outcomes)
+                for call, msgs, outcomes in order))
+            return [created for [(_, created)] in results]
+
+        got_a, got_b = await asyncio.wait_for(
+            asyncio.gather(agent(a, records), agent(b, records[::-1])), 30)
+        assert sum(got_a) + sum(got_b) == 60
+        assert len(await a.list_messages()) == 60
 
 
 async def test_claims_across_agents_are_exclusive(
@@ -280,3 +347,19 @@ async def test_a_receipt_stored_before_its_submit_moves_the_message_as_one_after
         assert got.state is RECEIPT_TARGET.get(state, MessageState.SUBMITTED)
         assert [r.message_id for r in await a.receipts(unmatched=False)
                 if r.smsc_id == "e1"] == [before.id]
+
+
+async def test_policy_reads_arriving_together_each_get_their_own_facts(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    async with PostgresStore(pg_url, owner="a") as a:
+        numbers = [f"+9198100{i:05d}" for i in range(12)]
+        await a.opt_out(numbers[1], source="t")
+        await a.add_dnd([numbers[2]], source="t")
+        sent, _ = await a.insert_message(make_decision(call_id="s", number=numbers[3]),
+                                         state=MessageState.QUEUED, now=T0, next_attempt_at=T0)
+        facts = await asyncio.gather(*(
+            a.policy_facts(n, sent.rule, sent_since=T0 - timedelta(hours=1)) for n in numbers))
+        assert [(f.opted_out, f.dnd, f.last_sent_at is not None, f.sent_to_number)
+                for f in facts] == [(i == 1, i == 2, i == 3, int(i == 3)) for i in range(12)]
+        assert a._facts is not None and a._facts.writes < 12

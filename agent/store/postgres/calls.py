@@ -17,26 +17,36 @@ from agent.store.postgres.pool import PgPool, Statement, utc
 _RECORD_FIELDS = frozenset(CallRecord.__dataclass_fields__)
 
 
-def outcomes_replace(q: Statement, call_id: str, trigger: Trigger,
-                     outcomes: Sequence[RuleOutcome], at: datetime | None) -> tuple[str, str]:
-    """This judgement's outcomes replace the positions they take (the first statement), and
+#: One judgement: (call id, trigger, what each rule said, when).
+Judgement = tuple[str, Trigger, Sequence[RuleOutcome], datetime | None]
+
+
+def outcomes_replace(q: Statement, judgements: Sequence[Judgement]) -> tuple[str, str]:
+    """Each judgement's outcomes replace the positions they take (the first statement), and
     any left from a longer one go (the second): written as CTEs of one statement, the delete
-    sees the rows as they were before the upsert."""
-    cid, trig = q.p(call_id), q.p(trigger.value)
+    sees the rows as they were before the upsert. Rows in key order (two agents writing the
+    same calls lock them in the same order); the text is the same for any number of them."""
+    rows = sorted(((cid, trig.value, i, o, at) for cid, trig, outcomes, at in judgements
+                   for i, o in enumerate(outcomes)), key=lambda r: r[:3])
     upsert = (
         "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-        f" skipped, decided_at) SELECT {cid}, {trig}, u.p, u.r, u.m, u.rs, u.s::jsonb,"
-        f" {q.p(at, 'timestamptz')} FROM unnest({q.p(list(range(len(outcomes))), 'int[]')},"
-        f" {q.p([o.rule for o in outcomes], 'text[]')},"
-        f" {q.p([o.matched for o in outcomes], 'bool[]')},"
-        f" {q.p([o.reason for o in outcomes], 'text[]')},"
-        f" {q.p([json.dumps(list(o.skipped)) for o in outcomes], 'text[]')})"
-        " AS u(p, r, m, rs, s)"
+        " skipped, decided_at) SELECT u.c, u.t, u.p, u.r, u.m, u.rs, u.s::jsonb, u.at"
+        f" FROM unnest({q.p([r[0] for r in rows], 'text[]')},"
+        f" {q.p([r[1] for r in rows], 'text[]')}, {q.p([r[2] for r in rows], 'int[]')},"
+        f" {q.p([r[3].rule for r in rows], 'text[]')},"
+        f" {q.p([r[3].matched for r in rows], 'bool[]')},"
+        f" {q.p([r[3].reason for r in rows], 'text[]')},"
+        f" {q.p([json.dumps(list(r[3].skipped)) for r in rows], 'text[]')},"
+        f" {q.p([r[4] for r in rows], 'timestamptz[]')}) AS u(c, t, p, r, m, rs, s, at)"
         " ON CONFLICT (call_id, trigger, position) DO UPDATE SET rule = excluded.rule,"
         " matched = excluded.matched, reason = excluded.reason,"
         " skipped = excluded.skipped, decided_at = excluded.decided_at")
-    delete = (f"DELETE FROM rule_outcomes WHERE call_id = {cid} AND trigger = {trig}"
-              f" AND position >= {q.p(len(outcomes))}")
+    delete = (
+        "DELETE FROM rule_outcomes o USING unnest("
+        f"{q.p([j[0] for j in judgements], 'text[]')},"
+        f" {q.p([j[1].value for j in judgements], 'text[]')},"
+        f" {q.p([len(j[2]) for j in judgements], 'int[]')}) AS d(c, t, n)"
+        " WHERE o.call_id = d.c AND o.trigger = d.t AND o.position >= d.n")
     return upsert, delete
 
 
@@ -44,7 +54,7 @@ async def replace_outcomes(conn: asyncpg.Connection, call_id: str, trigger: Trig
                            outcomes: Sequence[RuleOutcome], at: datetime) -> None:
     """One statement (one round trip): see ``outcomes_replace``."""
     q = Statement()
-    upsert, delete = outcomes_replace(q, call_id, trigger, outcomes, at)
+    upsert, delete = outcomes_replace(q, [(call_id, trigger, outcomes, at)])
     await conn.execute(f"WITH up AS ({upsert}) {delete}", *q.params)
 
 

@@ -1,13 +1,15 @@
-"""The write path of a call record on PostgreSQL: the call, its rows and their links at once.
+"""The write path of call records on PostgreSQL: the call, its rows and their links at once.
 
 A record is ONE statement (data-modifying CTEs: the call, what each rule said, the message rows
 and their first events), so ONE round trip and its own transaction: no BEGIN and COMMIT around
-it. The idempotency key's unique index still decides which agent's insert creates a message;
-the loser learns it lost from the same statement (its insert returns nothing for that key) and
-gets the winner's row from the statement's own look at the table, or, when the winner committed
-while the statement waited on the key, from one more read. Records whose texts carry tracked
-links keep a transaction: the links' report triggers count a message's first link by looking
-for its others, which rows written by one statement would all see at once."""
+it; the records that arrive while one statement is in flight go together in the next (group
+commit, group.py). The idempotency key's unique index still decides which agent's insert
+creates a message; the loser learns it lost from the same statement (its insert returns
+nothing for that key) and gets the winner's row from the statement's own look at the table,
+or, when the winner committed while the statement waited on the key, from one more read.
+Records whose texts carry tracked links keep a transaction of their own: the links' report
+triggers count a message's first link by looking for its others, which rows written by one
+statement would all see at once."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import asyncpg
 from agent.models import CallRecord, MessageState, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
 from agent.store.postgres.calls import outcomes_replace
+from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, message_row, utc
 from agent.store.postgres.records import call_upsert
 
@@ -37,12 +40,20 @@ _COLUMNS = (
 )
 
 
-def _message_ctes(q: Statement, ctes: list[str], messages: Sequence[NewMessage],
-                  at: datetime | None) -> None:
+#: One call record as ``Store.record_call`` takes it: (call, rows, when, what each rule said).
+Record = tuple[CallRecord | None, Sequence[NewMessage], datetime | None,
+               Sequence[RuleOutcome] | None]
+
+
+def _message_ctes(q: Statement, ctes: list[str],
+                  messages: Sequence[tuple[NewMessage, datetime | None]]) -> None:
     """``ins``: the rows this statement created, with their first events; ``seen``: rows with
-    the same keys that were there before it (another agent's, or this record written twice)."""
+    the same keys that were there before it (another agent's, or a record written twice).
+    Rows go in key order, so two agents inserting the same keys wait for each other in the
+    same order (never a deadlock)."""
     values: list[list[Any]] = [[] for _ in _COLUMNS]
-    for m in messages:
+    stamps: list[datetime | None] = []
+    for m, at in sorted(messages, key=lambda ma: ma[0].decision.idempotency_key):
         d, state = m.decision, m.state
         row = (
             uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
@@ -54,13 +65,13 @@ def _message_ctes(q: Statement, ctes: list[str], messages: Sequence[NewMessage],
         )
         for column, value in zip(values, row, strict=True):
             column.append(value)
+        stamps.append(at)
     arrays = ", ".join(q.p(v, f"{t}[]") for v, (_, t) in zip(values, _COLUMNS, strict=True))
     names = ", ".join(name for name, _ in _COLUMNS)
-    stamp = q.p(at, "timestamptz")
     ctes.append(
         f"ins AS (INSERT INTO messages ({names}, created_at, updated_at)"
-        f" SELECT u.*, {stamp}, {stamp} FROM unnest({arrays}) AS u({names})"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *)")
+        f" SELECT {', '.join(f'u.{name}' for name, _ in _COLUMNS)}, u.at, u.at FROM unnest({arrays}, {q.p(stamps, 'timestamptz[]')})"
+        f" AS u({names}, at) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *)")
     ctes.append(
         "ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
         " SELECT id, created_at, state, reason, detail FROM ins)")
@@ -68,29 +79,32 @@ def _message_ctes(q: Statement, ctes: list[str], messages: Sequence[NewMessage],
     ctes.append(f"seen AS (SELECT * FROM messages WHERE idempotency_key = ANY({keys}))")
 
 
-async def write_record(
-    conn: asyncpg.Connection, call: CallRecord | None, messages: Sequence[NewMessage],
-    at: datetime | None, outcomes: Sequence[RuleOutcome] | None,
-) -> list[tuple[MessageRow, bool]]:
-    """The record's statement (see the module's docstring); rows in the order of
-    ``messages``, each with True when this statement created it."""
+async def write_records(conn: asyncpg.Connection, records: Sequence[Record]
+                        ) -> list[list[tuple[MessageRow, bool]]]:
+    """The records' one statement (see the module's docstring); for each record its rows in
+    the order of its messages, each with True when this statement created it. No two records
+    may be of the same call (a statement changes a row once)."""
     q = Statement()
     ctes: list[str] = []
-    if call is not None:
-        ctes.append(f"c AS ({call_upsert(q, call, at)})")
-        if outcomes is not None:
-            upsert, delete = outcomes_replace(q, call.call_id, call.trigger, outcomes, at)
-            ctes += [f"o AS ({upsert})", f"od AS ({delete})"]
+    calls = [(call, at) for call, _, at, _ in records if call is not None]
+    if calls:
+        ctes.append(f"c AS ({call_upsert(q, calls)})")
+    judged = [(call.call_id, call.trigger, outcomes, at) for call, _, at, outcomes in records
+              if call is not None and outcomes is not None]
+    if judged:
+        upsert, delete = outcomes_replace(q, judged)
+        ctes += [f"o AS ({upsert})", f"od AS ({delete})"]
+    messages = [(m, at) for _, ms, at, _ in records for m in ms]
     if not messages:
         await conn.execute("WITH " + ", ".join(ctes) + " SELECT 1", *q.params)
-        return []
-    _message_ctes(q, ctes, messages, at)
+        return [[] for _ in records]
+    _message_ctes(q, ctes, messages)
     rows = await conn.fetch(
         "WITH " + ", ".join(ctes) + " SELECT true AS created, ins.* FROM ins"
         " UNION ALL SELECT false, seen.* FROM seen", *q.params)
     created = {r["idempotency_key"]: r for r in rows if r["created"]}
     existing = {r["idempotency_key"]: r for r in rows if not r["created"]}
-    missing = [m.decision.idempotency_key for m in messages
+    missing = [m.decision.idempotency_key for m, _ in messages
                if m.decision.idempotency_key not in created
                and m.decision.idempotency_key not in existing]
     if missing:
@@ -99,15 +113,18 @@ async def write_record(
         for r in await conn.fetch(
                 "SELECT * FROM messages WHERE idempotency_key = ANY($1::text[])", missing):
             existing[r["idempotency_key"]] = r
-    out: list[tuple[MessageRow, bool]] = []
-    done: dict[str, MessageRow] = {}  # a key twice in one record: its first decision made it
-    for m in messages:
-        key = m.decision.idempotency_key
-        if key in done:
-            out.append((done[key], False))
-            continue
-        done[key] = message_row(created[key] if key in created else existing[key])
-        out.append((done[key], key in created))
+    out: list[list[tuple[MessageRow, bool]]] = []
+    done: dict[str, MessageRow] = {}  # a key twice: its first decision made the row
+    for _, ms, _, _ in records:
+        written = []
+        for m in ms:
+            key = m.decision.idempotency_key
+            if key in done:
+                written.append((done[key], False))
+                continue
+            done[key] = message_row(created[key] if key in created else existing[key])
+            written.append((done[key], key in created))
+        out.append(written)
     return out
 
 
@@ -127,7 +144,10 @@ async def write_links(conn: asyncpg.Connection, messages: Sequence[NewMessage],
 
 
 class IntakeOps(PgPool):
-    """``record_call`` (see ``Store.record_call``): one statement per call record."""
+    """``record_call`` (see ``Store.record_call``): one statement per call record, and one
+    for all the records that came while the one before was in flight (group.py)."""
+
+    _records: Grouped[Record, list[tuple[MessageRow, bool]]] | None = None
 
     async def record_call(
         self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
@@ -136,9 +156,22 @@ class IntakeOps(PgPool):
         at = utc(now)
         if call is None and not messages:
             return []
-        linked = any(m.decision.links for m in messages)
-        async with self._tx(single=not linked) as conn:
-            written = await write_record(conn, call, messages, at, outcomes)
-            if linked:
+        record: Record = (call, messages, at, outcomes)
+        if any(m.decision.links for m in messages):
+            async with self._tx() as conn:
+                [written] = await write_records(conn, [record])
                 await write_links(conn, messages, written, at)
-            return written
+                return written
+        if self._records is None:
+            self._records = Grouped(self._write_records, key=_call_key)
+        return await self._records(record)
+
+    async def _write_records(self, records: Sequence[Record]
+                             ) -> list[list[tuple[MessageRow, bool]]]:
+        async with self._tx(single=True) as conn:
+            return await write_records(conn, records)
+
+
+def _call_key(record: Record) -> tuple[str, str] | None:
+    call = record[0]
+    return None if call is None else (call.pbx, call.call_id)

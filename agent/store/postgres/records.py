@@ -8,31 +8,50 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import read_number_csv
+from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, utc
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 
+#: One policy read: (number, rule, sent since, to agents).
+_FactsAsk = tuple[str, str, datetime | None, bool]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def call_upsert(q: Statement, record: CallRecord, at: datetime | None) -> str:
-    """The call's row; a later record of the call replaces it (a statement, or a CTE)."""
-    values = (record.call_id, json.dumps(record.to_dict(), separators=(",", ":")),
-              record.trigger.value, record.disposition.value, record.queue, record.caller,
-              utc(record.ended_at), at, record.agent, record.pbx)
+def call_upsert(q: Statement, calls: Sequence[tuple[CallRecord, datetime | None]]) -> str:
+    """The calls' rows (``(record, stored at)``), in call order so that two agents writing
+    the same calls lock them in the same order; a later record of a call replaces it (a
+    statement, or a CTE). The text is the same for any number of calls (arrays)."""
+    calls = sorted(calls, key=lambda c: c[0].call_id)
+    columns = (
+        ("call_id", "text", [c.call_id for c, _ in calls]),
+        ("record", "text", [json.dumps(c.to_dict(), separators=(",", ":")) for c, _ in calls]),
+        ("trigger", "text", [c.trigger.value for c, _ in calls]),
+        ("disposition", "text", [c.disposition.value for c, _ in calls]),
+        ("queue", "text", [c.queue for c, _ in calls]),
+        ("caller", "text", [c.caller for c, _ in calls]),
+        ("ended_at", "timestamptz", [utc(c.ended_at) for c, _ in calls]),
+        ("created_at", "timestamptz", [at for _, at in calls]),
+        ("agent", "text", [c.agent for c, _ in calls]),
+        ("pbx", "text", [c.pbx for c, _ in calls]),
+    )
+    names = ", ".join(name for name, _, _ in columns)
+    arrays = ", ".join(q.p(values, f"{t}[]") for _, t, values in columns)
+    rest = ", ".join(f"u.{name}" for name, _, _ in columns[2:])
     return (
-        "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller,"
-        f" ended_at, created_at, agent, pbx) VALUES ({', '.join(q.p(v) for v in values)})"
+        f"INSERT INTO calls ({names}) SELECT u.call_id, u.record::jsonb, {rest}"
+        f" FROM unnest({arrays}) AS u({names})"
         " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
         " trigger = excluded.trigger, disposition = excluded.disposition,"
         " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
@@ -42,7 +61,7 @@ def call_upsert(q: Statement, record: CallRecord, at: datetime | None) -> str:
 async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime | None) -> None:
     """The call's row, inside the caller's transaction."""
     q = Statement()
-    await conn.execute(call_upsert(q, record, at), *q.params)
+    await conn.execute(call_upsert(q, [(record, at)]), *q.params)
 
 
 class RecordOps(PgPool):
@@ -87,25 +106,33 @@ class RecordOps(PgPool):
             rows = await self._read(sql + " AND number = $2", utc(since), number)
         return int(rows[0][0])
 
+    _facts: Grouped[_FactsAsk, PolicyFacts] | None = None
+
     async def policy_facts(self, number: str, rule: str, *, sent_since: datetime | None = None,
                            agents: bool = False) -> PolicyFacts:
         """``sent_since``: also count the texts to ``number`` sent after it to its audience
         (agents, or everyone else): the per-number rate limit's window, read from the
-        number's own rows, so every agent sharing the database counts them all."""
-        sql = (
-            "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = $1),"
-            " EXISTS(SELECT 1 FROM dnd WHERE number = $1),"
+        number's own rows, so every agent sharing the database counts them all. The reads
+        that arrive while one is in flight go together, as one statement (group.py)."""
+        if self._facts is None:
+            self._facts = Grouped(self._read_facts)
+        return await self._facts((number, rule, utc(sent_since), agents))
+
+    async def _read_facts(self, asks: Sequence[_FactsAsk]) -> list[PolicyFacts]:
+        rows = await self._read(
+            "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = u.n),"
+            " EXISTS(SELECT 1 FROM dnd WHERE number = u.n),"
             " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = $1 AND rule = $2 AND {_SENT})"
-        )
-        args: list[Any] = [number, rule]
-        if sent_since is not None:
-            sql += (f", (SELECT COUNT(*) FROM messages WHERE number = $1 AND {_SENT}"
-                    "   AND (recipient_kind = 'agent') = $3"
-                    "   AND COALESCE(submitted_at, created_at) > $4)")
-            args += [agents, utc(sent_since)]
-        r = (await self._read(sql, *args))[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), r[2], int(r[3]) if sent_since is not None else 0)
+            f"   WHERE number = u.n AND rule = u.r AND {_SENT}),"
+            " CASE WHEN u.since IS NULL THEN 0 ELSE"
+            f"  (SELECT COUNT(*) FROM messages WHERE number = u.n AND {_SENT}"
+            "   AND (recipient_kind = 'agent') = u.a"
+            "   AND COALESCE(submitted_at, created_at) > u.since) END"
+            " FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bool[])"
+            " WITH ORDINALITY AS u(n, r, since, a, i) ORDER BY u.i",
+            [a[0] for a in asks], [a[1] for a in asks], [a[2] for a in asks],
+            [a[3] for a in asks])
+        return [PolicyFacts(bool(r[0]), bool(r[1]), r[2], int(r[3])) for r in rows]
 
     async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the
