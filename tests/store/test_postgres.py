@@ -225,6 +225,10 @@ async def test_claims_across_agents_are_exclusive(
         winners = [r for r in results if r is not None]
         assert sorted(r.id for r in winners) == sorted(ids)  # each row claimed exactly once
         assert all(r.attempts == 1 for r in winners)
+        for i in ids:  # queued, then one "submitting" event
+            assert [e.reason for e in await a.message_events(i)] == [None, "submitting"]
+        # the claims that waited went together (group.py)
+        assert a._claims is not None and a._claims.writes < a._claims.items == 40
 
 
 async def test_an_agent_restarting_judges_only_its_own_interrupted_submits(

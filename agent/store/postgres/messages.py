@@ -15,6 +15,7 @@ import asyncpg
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import (
     PgPool,
     _sequence,
@@ -39,6 +40,9 @@ _TRANSITION_FIELDS = frozenset(
         "gateway",
     }
 )
+
+#: One claim: (message id, when, the gateway it must still be bound for).
+_Claim = tuple[str, datetime | None, str | None]
 
 # A submit older than this whose agent has not come back is an orphan another agent may call
 # ambiguous (far longer than any gateway's submit timeout).
@@ -154,30 +158,41 @@ class MessageOps(PgPool):
             row = await conn.fetchrow(sql, *params)
             return None if row is None else message_row(row)
 
+    _claims: Grouped[_Claim, MessageRow | None] | None = None
+
     async def claim_for_submit(
         self, message_id: str, *, now: datetime, gateway: str | None = None
     ) -> MessageRow | None:
         """Mark an attempt as started (attempts+1, submitting_since, claimed_by) before the
         gateway is called. None unless the row is queued, unclaimed, due, (``gateway`` given)
         still bound for that gateway, and not being claimed by another agent this very moment
-        (SKIP LOCKED: that agent has it)."""
-        at = utc(now)
+        (SKIP LOCKED: that agent has it). The claims that arrive while one is in flight go
+        together, as one statement (group.py)."""
+        if self._claims is None:
+            self._claims = Grouped(self._claim, key=lambda c: c[0])
+        return await self._claims((message_id, utc(now), gateway))
+
+    async def _claim(self, claims: Sequence[_Claim]) -> list[MessageRow | None]:
         async with self._tx(single=True) as conn:
-            row = await conn.fetchrow(
-                "WITH c AS (UPDATE messages SET attempts = attempts + 1, submitting_since = $2,"
-                " claimed_by = $3, updated_at = $2 WHERE id = ("
-                "  SELECT id FROM messages WHERE id = $1 AND state = 'queued'"
-                "  AND submitting_since IS NULL"
-                "  AND (next_attempt_at IS NULL OR next_attempt_at <= $2)"
-                "  AND ($4::text IS NULL OR gateway = $4)"
-                "  FOR UPDATE SKIP LOCKED) RETURNING *),"
+            rows = await conn.fetch(
+                "WITH w AS (SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])"
+                "  AS w(id, at, gw)),"
+                " c AS (UPDATE messages m SET attempts = m.attempts + 1,"
+                "  submitting_since = w.at, claimed_by = $4, updated_at = w.at FROM w"
+                "  WHERE m.id = w.id AND m.id IN (SELECT x.id FROM messages x JOIN w y"
+                "   ON x.id = y.id WHERE x.state = 'queued' AND x.submitting_since IS NULL"
+                "   AND (x.next_attempt_at IS NULL OR x.next_attempt_at <= y.at)"
+                "   AND (y.gw IS NULL OR x.gateway = y.gw)"
+                "   FOR UPDATE OF x SKIP LOCKED) RETURNING m.*),"
                 " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
-                "  SELECT id, $2, 'queued', 'submitting',"
+                "  SELECT id, submitting_since, 'queued', 'submitting',"
                 "  'attempt ' || attempts || ' via ' || gateway FROM c)"
                 " SELECT * FROM c",
-                message_id, at, self.owner, gateway,
+                [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims],
+                self.owner,
             )
-            return None if row is None else message_row(row)
+        got = {r["id"]: message_row(r) for r in rows}
+        return [got.get(c[0]) for c in claims]
 
     async def record_submit(
         self,
