@@ -49,6 +49,8 @@ class Grouped(Generic[T, R]):
                 rest: list[tuple[T, asyncio.Future[R]]] = []
                 keys: set[Hashable] = set()
                 for item, future in self._waiting:
+                    if future.done():  # its caller gave up waiting (cancelled): not written
+                        continue
                     k = self._key(item)
                     if len(batch) < self._limit and (k is None or k not in keys):
                         batch.append((item, future))
@@ -71,14 +73,14 @@ class Grouped(Generic[T, R]):
     async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._write([item for item, _ in batch])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the callers, raised in each of them
             if len(batch) == 1:
                 _settle(batch[0][1], exc=exc)
                 return
             for item, future in batch:  # one bad item must not fail the others
                 try:
                     [result] = await self._write([item])
-                except Exception as one:
+                except Exception as one:  # noqa: BLE001 - raised in its own caller
                     _settle(future, exc=one)
                 else:
                     _settle(future, result)
