@@ -514,15 +514,14 @@ async def test_full_disk_raises_store_error_then_recovers(
     db_path: Path, make_decision: MakeDecision
 ) -> None:
     async with SqliteStore(db_path) as store:
-        conn = store._w  # simulating ENOSPC: cap the writer's file size
-        assert conn is not None
-        pages = (await conn.execute_fetchall("PRAGMA page_count"))[0][0]  # type: ignore[index]
-        await conn.execute(f"PRAGMA max_page_count = {pages}")
+        # simulating ENOSPC: cap the file size of the writer's connection
+        pages = await store._write_now(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await store._write_now(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
         big = "x" * 50_000
         with pytest.raises(StoreError, match="full"):
             await store.insert_message(make_decision(text=big), state=MessageState.QUEUED, now=T0)
         assert not store.healthy and "SQLITE_FULL" in (store.last_error or "")
-        await conn.execute("PRAGMA max_page_count = 1073741823")
+        await store._write_now(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
         _, created = await store.insert_message(
             make_decision(text=big), state=MessageState.QUEUED, now=T0
         )

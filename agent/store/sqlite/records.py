@@ -9,13 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 
 from agent.models import CallRecord, InboundSms
 from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import read_number_csv
 from agent.store.sqlite.packing import pack_record, unpack_record
-from agent.store.sqlite.rows import _dt, _now, _one, _rows, ts
+from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
@@ -141,28 +140,25 @@ class RecordOps(StoreWriter):
     async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None:
         params = (number, ts(now or _now()), source)
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO opt_outs (number, at, source) VALUES (?,?,?) ON CONFLICT(number)"
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 params,
             )
-            await _list_event(conn, [(number, "optout", "add", params[1], source)])
+            _list_event(conn, [(number, "optout", "add", params[1], source)])
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def opt_in(self, number: str, *, source: str = "unknown") -> bool:
-        async def op(conn: aiosqlite.Connection) -> bool:
-            gone = bool(
-                await _rows(
-                    conn, "DELETE FROM opt_outs WHERE number = ? RETURNING number", (number,)
-                )
-            )
+        def op(conn: sqlite3.Connection) -> bool:
+            gone = bool(conn.execute(
+                "DELETE FROM opt_outs WHERE number = ? RETURNING number", (number,)).fetchall())
             if gone:
-                await _list_event(conn, [(number, "optout", "remove", ts(_now()), source)])
+                _list_event(conn, [(number, "optout", "remove", ts(_now()), source)])
             return gone
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def is_dnd(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM dnd WHERE number = ?", (number,)))
@@ -171,13 +167,13 @@ class RecordOps(StoreWriter):
                            now: datetime | None = None) -> None:
         params = (number, language, ts(now or _now()), source)
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO language_prefs (number, language, at, source) VALUES (?,?,?,?)"
                 " ON CONFLICT(number) DO UPDATE SET language = excluded.language,"
                 " at = excluded.at, source = excluded.source", params)
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def language_preferences(self) -> dict[str, str]:
         """Every number's language (read once at start: the record path looks them up in
@@ -191,27 +187,26 @@ class RecordOps(StoreWriter):
         at = ts(now or _now())
         rows = [(n, at, source) for n in dict.fromkeys(numbers)]
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            await conn.executemany(
+        def op(conn: sqlite3.Connection) -> int:
+            conn.executemany(
                 "INSERT INTO dnd (number, at, source) VALUES (?,?,?) ON CONFLICT(number)"
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
                 rows,
             )
-            await _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in rows])
+            _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in rows])
             return len(rows)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool:
-        async def op(conn: aiosqlite.Connection) -> bool:
-            gone = bool(
-                await _rows(conn, "DELETE FROM dnd WHERE number = ? RETURNING number", (number,))
-            )
+        def op(conn: sqlite3.Connection) -> bool:
+            gone = bool(conn.execute(
+                "DELETE FROM dnd WHERE number = ? RETURNING number", (number,)).fetchall())
             if gone:
-                await _list_event(conn, [(number, "dnd", "remove", ts(_now()), source)])
+                _list_event(conn, [(number, "dnd", "remove", ts(_now()), source)])
             return gone
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def list_numbers(self, which: str, *, limit: int = 1000) -> list[ListEntry]:
         """The opt-out (``optout``) or DND (``dnd``) list, newest first."""
@@ -230,8 +225,6 @@ class RecordOps(StoreWriter):
         rows = await self._read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [ListEvent(r["number"], r["list"], r["action"], _dt(r["at"]), r["who"])
                 for r in rows]
-
-        return await self._write(op)
 
     async def import_dnd_csv(
         self, path: str | Path, *, region: str | None = None, source: str | None = None
@@ -277,30 +270,29 @@ class RecordOps(StoreWriter):
             ts(sms.received_at),
         )
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            row = await _one(
-                conn,
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
                 "INSERT INTO replies (message_id, gateway, number, recipient, text, keyword,"
                 " action, sentiment, rating, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
                 " RETURNING id",
                 params,
-            )
+            ).fetchone()
             assert row is not None
             return int(row["id"])
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
     ) -> None:
         params = (code, message_id, url, ts(now or _now()))
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO links (code, message_id, url, created_at) VALUES (?,?,?,?)", params
             )
 
-        await self._write(op)
+        await self._write_now(op)
 
     async def resolve_link(self, code: str) -> LinkRow | None:
         rows = await self._read("SELECT * FROM links WHERE code = ?", (code,))
@@ -314,14 +306,14 @@ class RecordOps(StoreWriter):
     ) -> None:
         params = (code, ts(at or _now()), user_agent)
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute("INSERT INTO clicks (code, at, user_agent) VALUES (?,?,?)", params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO clicks (code, at, user_agent) VALUES (?,?,?)", params)
 
-        await self._write(op)
+        await self._write_now(op)
 
 
-async def _list_event(conn: aiosqlite.Connection,
+def _list_event(conn: sqlite3.Connection,
                       rows: Sequence[tuple[str, str, str, str, str]]) -> None:
     """(number, list, action, at, who): written in the op that changed the list."""
-    await conn.executemany(
+    conn.executemany(
         "INSERT INTO list_events (number, list, action, at, who) VALUES (?,?,?,?,?)", rows)

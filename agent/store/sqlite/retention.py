@@ -20,8 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from agent.models import MessageState
 from agent.store.sqlite.writer import StoreWriter
 
@@ -69,11 +67,11 @@ class RetentionOps(StoreWriter):
         row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
         call_ids = [x["call_id"] for x in await self._read(_CALL_IDS, (d, batch))]
 
-        async def op(conn: aiosqlite.Connection) -> PruneCounts:
+        def op(conn: sqlite3.Connection) -> PruneCounts:
             counts = PruneCounts(
-                details=await _strip_details(conn, detail_ids, d),
-                messages=await _delete_rows(conn, row_ids, r) if row_ids else 0,
-                calls=await _delete_calls(conn, call_ids, d),
+                details=_strip_details(conn, detail_ids, d),
+                messages=_delete_rows(conn, row_ids, r) if row_ids else 0,
+                calls=_delete_calls(conn, call_ids, d),
             )
             other = 0
             for sql in (  # rows tied to no message: they age out with the details
@@ -82,10 +80,10 @@ class RetentionOps(StoreWriter):
                 "DELETE FROM replies WHERE id IN (SELECT id FROM replies"
                 " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
             ):
-                other += (await conn.execute(sql, (d, batch))).rowcount
+                other += conn.execute(sql, (d, batch)).rowcount
             return PruneCounts(counts.details, counts.messages, counts.calls, other)
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def count_prunable(self, *, details_before: datetime,
                              rows_before: datetime | None) -> PruneCounts:
@@ -110,13 +108,11 @@ class RetentionOps(StoreWriter):
         if n <= 0:
             return 0
 
-        async def op(conn: aiosqlite.Connection) -> int:
-            async with conn.execute(f"PRAGMA incremental_vacuum({n})") as cur:
-                async for _ in cur:
-                    pass
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(f"PRAGMA incremental_vacuum({n})").fetchall()
             return n
 
-        return await self._write(op)
+        return await self._write_now(op)
 
     async def space(self) -> dict[str, Any]:
         """File size, free pages and the messages it holds (for the CLI and the benchmark)."""
@@ -150,53 +146,53 @@ def _marks(ids: list[Any]) -> str:
     return ",".join("?" * len(ids))
 
 
-async def _strip_details(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     if not ids:
         return 0
     q = _marks(ids)
     # Re-checked inside the write: a receipt may have moved a row since it was selected.
-    live = [r["id"] async for r in await conn.execute(
+    live = [r["id"] for r in conn.execute(
         f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
         (*ids, before))]
     if not live:
         return 0
     q = _marks(live)
-    await conn.execute(f"DELETE FROM message_history WHERE message_id IN ({q})", live)
-    await conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
-    await conn.execute(
+    conn.execute(f"DELETE FROM message_history WHERE message_id IN ({q})", live)
+    conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
+    conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
-    await conn.execute(f"UPDATE replies SET text = '', number = '' WHERE message_id IN ({q})", live)
-    cur = await conn.execute(
+    conn.execute(f"UPDATE replies SET text = '', number = '' WHERE message_id IN ({q})", live)
+    cur = conn.execute(
         "UPDATE messages SET text = NULL, number = NULL, detail = NULL, smsc_ids = '[]',"
         f" idempotency_key = 'pruned:' || id WHERE id IN ({q})", live)
     return cur.rowcount
 
 
-async def _delete_rows(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     q = _marks(ids)
-    live = [r["id"] async for r in await conn.execute(
+    live = [r["id"] for r in conn.execute(
         f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
         (*ids, before))]
     if not live:
         return 0
     q = _marks(live)
     for table in ("message_history", "receipts", "replies"):
-        await conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
-    await conn.execute(
+        conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
+    conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
-    await conn.execute(f"DELETE FROM clicks WHERE code IN (SELECT code FROM links"
+    conn.execute(f"DELETE FROM clicks WHERE code IN (SELECT code FROM links"
                        f" WHERE message_id IN ({q}))", live)
-    await conn.execute(f"DELETE FROM links WHERE message_id IN ({q})", live)
-    return (await conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
+    conn.execute(f"DELETE FROM links WHERE message_id IN ({q})", live)
+    return (conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
 
 
-async def _delete_calls(conn: aiosqlite.Connection, ids: list[str], before: str) -> int:
+def _delete_calls(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     if not ids:
         return 0
     q = _marks(ids)
-    live = [r["call_id"] async for r in await conn.execute(
+    live = [r["call_id"] for r in conn.execute(
         f"SELECT call_id FROM calls WHERE call_id IN ({q}) AND created_at < ? AND NOT EXISTS ("
         f" SELECT 1 FROM messages m WHERE m.call_id = calls.call_id AND m.state NOT IN ({_IN}))",
         (*ids, before))]
@@ -204,5 +200,5 @@ async def _delete_calls(conn: aiosqlite.Connection, ids: list[str], before: str)
         return 0
     q = _marks(live)
     # What each rule said about the call goes with it (the calls view reads both).
-    await conn.execute(f"DELETE FROM rule_outcomes WHERE call_id IN ({q})", live)
-    return (await conn.execute(f"DELETE FROM calls WHERE call_id IN ({q})", live)).rowcount
+    conn.execute(f"DELETE FROM rule_outcomes WHERE call_id IN ({q})", live)
+    return (conn.execute(f"DELETE FROM calls WHERE call_id IN ({q})", live)).rowcount

@@ -1,12 +1,23 @@
-"""The store's two connections and its one writer task: grouped commits, savepoints, health."""
+"""The store's two connections and its writer thread: grouped commits, savepoints, health.
+
+Writes go to one thread that owns the write connection (plain sqlite3): an op is a function
+of that connection, queued with a future; the thread runs whatever ops are waiting as one
+transaction (each op in its savepoint, so one bad op fails alone), commits once, and answers
+all their callers with one ``loop.call_soon_threadsafe``. An op costs one hop into the thread
+and one back, whatever it does. Reads use a second, read-only connection (aiosqlite; WAL
+lets it read while the thread writes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sqlite3
 import stat
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -17,7 +28,7 @@ from agent.errors import StoreError
 from agent.store.base import MessageRow
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
 from agent.store.sqlite.packing import MIGRATION_FUNCTIONS
-from agent.store.sqlite.rows import _message, _now, _one, _rows, ts
+from agent.store.sqlite.rows import _message, _now, _rows, ts
 
 log = structlog.get_logger(__name__)
 
@@ -28,19 +39,8 @@ T = TypeVar("T")
 # INCREMENTAL lets retention hand freed pages back to the filesystem in small steps
 # (``PRAGMA incremental_vacuum``) instead of a whole-file VACUUM that blocks every writer.
 FIRST_OPEN: tuple[str, ...] = ("PRAGMA auto_vacuum = INCREMENTAL",)
-WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
-#: An op that runs in the database thread itself: no thread hop per statement. A batch made
-#: only of these (the hot path: a call's rows, the claim before a submit) is one hop in all.
-ThreadOp = Callable[[sqlite3.Connection], T]
-
-
-class _InThread:
-    """Marks a queued op as a ``ThreadOp``."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: ThreadOp[Any]) -> None:
-        self.fn = fn
+#: A write: runs in the writer thread, inside the batch's transaction, on the write connection.
+WriteOp = Callable[[sqlite3.Connection], T]
 
 # Errors that say "the database cannot take writes right now", not "this one op is wrong".
 _ENVIRONMENTAL = {
@@ -85,13 +85,14 @@ def private_files(path: Path) -> None:
             continue
 
 
-_Item = tuple["WriteOp[Any] | _InThread", asyncio.Future[Any]]
+_Item = tuple[WriteOp[Any], asyncio.Future[Any]]
+#: A batch's answer from the thread: each op's (ok, value), or the error that failed it whole.
+_Outcome = list[tuple[bool, Any]] | tuple[str, sqlite3.Error]
 
 
-def _ops_in_thread(db: sqlite3.Connection, fns: list[ThreadOp[Any]],
-                   path: Path) -> list[tuple[bool, Any]]:
-    """In the database thread, inside an open transaction: each op in its savepoint (one bad
-    op fails alone); an environmental error (disk full, locked) dooms the batch and raises."""
+def _ops(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> list[tuple[bool, Any]]:
+    """Inside an open transaction: each op in its savepoint (one bad op fails alone); an
+    environmental error (disk full, locked) dooms the batch and raises."""
     out: list[tuple[bool, Any]] = []
     for fn in fns:
         db.execute("SAVEPOINT op")
@@ -113,9 +114,28 @@ def _ops_in_thread(db: sqlite3.Connection, fns: list[ThreadOp[Any]],
     return out
 
 
+def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> _Outcome:
+    """One batch: BEGIN, the ops, COMMIT. A failed BEGIN or COMMIT fails every op."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return ("begin", exc)
+    try:
+        out = _ops(db, fns, path)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # sqlite already rolled back (it does on SQLITE_FULL and some IOERRs)
+        return ("commit", exc)
+    return out
+
+
 class StoreWriter:
-    """Owns the database's two connections. Once open, only the writer task uses the write
-    connection ``_w``: everything else writes by handing an op to ``_write`` and reads through
+    """Owns the database's two connections. Once open, only the writer thread uses the write
+    connection: everything else writes by handing an op to ``_write_now`` and reads through
     ``_read`` on the read-only ``_r``. The operation mixins use nothing but those two."""
 
     def __init__(
@@ -134,10 +154,13 @@ class StoreWriter:
         # FULL: a commit that returned survives power loss. The outbox row and the "attempt
         # started" mark must, or a restart could resend; grouping keeps the fsyncs affordable.
         self._synchronous = synchronous
-        self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=max_batch * 16)
-        self._writer: asyncio.Task[None] | None = None
+        self._ops: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # Ops queued and not yet answered: a caller waits for room past this (back-pressure).
+        self._room = asyncio.Semaphore(max_batch * 16)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exited: asyncio.Future[None] | None = None
         self._closed = False
         self._healthy = True
         self._last_error: str | None = None
@@ -147,18 +170,27 @@ class StoreWriter:
     # ---- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> Self:
+        if self._thread is not None:
+            raise StoreError(f"{self.path}: store is already open")
+        if not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: cannot open database: no such directory "
+                             f"{self.path.parent}")
+        private_files(self.path)
+        loop = self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._exited = loop.create_future()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,),
+                                        name=f"store-writer:{self.path.name}", daemon=True)
+        self._thread.start()
         try:
-            self._w = await self._connect()
-            await self._w.execute(f"PRAGMA synchronous = {self._synchronous}")
-            await self._migrate(self._w)
-            self._r = await self._connect()
-            await self._r.execute("PRAGMA query_only = 1")
+            await asyncio.shield(ready)
+            self._r = await self._connect_reader()
         except BaseException:
-            await self._close_connections()
+            self._closed = True
+            self._ops.put(None)
+            await asyncio.shield(self._exited)
+            await self._close_reader()
             raise
-        self._writer = asyncio.create_task(
-            self._write_loop(), name=f"store-writer:{self.path.name}"
-        )
         return self
 
     async def __aenter__(self) -> Self:
@@ -167,13 +199,29 @@ class StoreWriter:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        if not self.path.parent.is_dir():
-            # Said before aiosqlite starts its thread: a failed connect leaves that thread to
-            # report to an event loop the command has already closed (a traceback on stderr).
-            raise StoreError(f"{self.path}: cannot open database: no such directory "
-                             f"{self.path.parent}")
-        private_files(self.path)
+    async def close(self) -> None:
+        """Refuse new writes, let the thread finish every op queued before, then close."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._exited is not None:
+            self._ops.put(None)
+            await asyncio.shield(self._exited)
+        await self._close_reader()
+
+    async def _close_reader(self) -> None:
+        if self._r is not None:
+            await self._r.close()
+        self._r = None
+
+    def _prepare(self, db: sqlite3.Connection) -> str:
+        """Settings every connection gets; returns the journal mode sqlite agreed to."""
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        for statement in FIRST_OPEN:  # before WAL: it only counts on a new, empty file
+            db.execute(statement)
+        return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
         try:
             conn = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -181,20 +229,36 @@ class StoreWriter:
         conn.row_factory = sqlite3.Row
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            for statement in FIRST_OPEN:  # before WAL: it only counts on a new, empty file
-                await conn.execute(statement)
-            mode = await _one(conn, "PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA query_only = 1")
         except sqlite3.Error as exc:
             await conn.close()
             raise StoreError(f"{self.path}: cannot open database: {exc}") from exc
-        if mode is not None and str(mode[0]).lower() != "wal":
-            log.warning("store_wal_unavailable", path=str(self.path), journal_mode=mode[0])
         return conn
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async def version() -> int:
-            row = await _one(conn, "PRAGMA user_version")
-            return int(row[0]) if row else 0
+    def _connect_writer(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open database: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        try:
+            mode = self._prepare(db)
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"{self.path}: cannot open database: {exc}") from exc
+        if mode.lower() != "wal":
+            log.warning("store_wal_unavailable", path=str(self.path), journal_mode=mode)
+        try:
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        def version() -> int:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
         def refuse(found: int) -> StoreError:
             return StoreError(
@@ -203,25 +267,25 @@ class StoreWriter:
             )
 
         try:
-            found = await version()
+            found = version()
             if found > LATEST_VERSION:
                 raise refuse(found)
             if found == LATEST_VERSION:
                 return
             for name, fn in MIGRATION_FUNCTIONS.items():
-                await conn.create_function(name, 1, fn, deterministic=True)
-            await conn.execute("BEGIN IMMEDIATE")
+                db.create_function(name, 1, fn, deterministic=True)
+            db.execute("BEGIN IMMEDIATE")
             try:
-                found = await version()  # another agent may have migrated while we waited
+                found = version()  # another agent may have migrated while we waited
                 if found > LATEST_VERSION:
                     raise refuse(found)
                 for number in range(found + 1, LATEST_VERSION + 1):
                     for statement in MIGRATIONS[number - 1]:
-                        await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {LATEST_VERSION}")
-                await conn.execute("COMMIT")
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {LATEST_VERSION}")
+                db.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: schema migration failed: {exc}") from exc
@@ -229,20 +293,110 @@ class StoreWriter:
             "store_migrated", path=str(self.path), from_version=found, to_version=LATEST_VERSION
         )
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._writer is not None:
-            await self._queue.put(None)
-            await self._writer
-        await self._close_connections()
+    # ---- the writer thread ----------------------------------------------------------------
 
-    async def _close_connections(self) -> None:
-        for conn in (self._r, self._w):
-            if conn is not None:
-                await conn.close()
-        self._r = self._w = None
+    def _thread_main(self, ready: asyncio.Future[None]) -> None:
+        loop, exited = self._loop, self._exited
+        assert loop is not None and exited is not None
+        try:
+            try:
+                db = self._connect_writer()
+            except BaseException as exc:  # noqa: BLE001 - said to open(), which raises it
+                loop.call_soon_threadsafe(_settle, ready, False, exc)
+                return
+            loop.call_soon_threadsafe(_settle, ready, True, None)
+            try:
+                self._serve(db)
+            finally:
+                db.close()
+        finally:
+            loop.call_soon_threadsafe(_settle, exited, True, None)
+
+    def _serve(self, db: sqlite3.Connection) -> None:
+        """Batches until the close sentinel; what was queued behind it is refused, not lost
+        silently."""
+        loop = self._loop
+        assert loop is not None
+        stop = False
+        while not stop:
+            item = self._ops.get()
+            if item is None:
+                break
+            batch = [item]
+            deadline = time.monotonic() + self._batch_delay
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._ops.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = self._ops.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            # A caller that gave up (cancelled) before its turn: its op is not run.
+            live = [(fn, fut) for fn, fut in batch if not fut.done()]
+            if live:
+                outcome = _transaction(db, [fn for fn, _ in live], self.path)
+                loop.call_soon_threadsafe(self._answer, live, outcome)
+        left = []
+        while True:
+            try:
+                item = self._ops.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                left.append(item)
+        if left:
+            loop.call_soon_threadsafe(self._refuse, left)
+
+    # ---- back on the event loop -----------------------------------------------------------
+
+    def _answer(self, live: list[_Item], outcome: _Outcome) -> None:
+        if isinstance(outcome, tuple):
+            what, exc = outcome
+            err = self._failure(exc, what)
+            for _, fut in live:
+                _settle(fut, False, err)
+            return
+        self._committed(len(live))
+        for (_, fut), (ok, value) in zip(live, outcome, strict=True):
+            _settle(fut, ok, value)
+
+    def _refuse(self, items: list[_Item]) -> None:
+        for _, fut in items:
+            _settle(fut, False, StoreError(f"{self.path}: store is closed"))
+
+    def _failure(self, exc: sqlite3.Error, what: str) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        self._healthy = False
+        self._last_error = f"{what}: {name}: {exc}"
+        log.error("store_write_failed", path=str(self.path), error=self._last_error)
+        return StoreError(f"{self.path}: cannot write ({name}: {exc})")
+
+    def _committed(self, ops: int) -> None:
+        if not self._healthy:
+            log.info("store_write_recovered", path=str(self.path))
+        self._healthy = True
+        self.commits += 1
+        self.ops_written += ops
+
+    async def _write_now(self, op: WriteOp[T]) -> T:
+        """Run ``op`` in the writer thread, in the next transaction; its result or its error.
+        Ops of concurrent callers share that transaction's one commit."""
+        if self._closed or self._loop is None:
+            raise StoreError(f"{self.path}: store is closed")
+        async with self._room:
+            if self._closed:
+                raise StoreError(f"{self.path}: store is closed")
+            fut: asyncio.Future[T] = self._loop.create_future()
+            self._ops.put((op, fut))
+            return await fut
 
     # ---- health ---------------------------------------------------------------------------
 
@@ -256,191 +410,17 @@ class StoreWriter:
 
     async def health(self) -> bool:
         """Can the store write? Performs a tiny real write through the writer."""
+        at = ts(_now())
 
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO heartbeat (id, at) VALUES (1, ?)"
-                " ON CONFLICT(id) DO UPDATE SET at = excluded.at",
-                (ts(_now()),),
-            )
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?)"
+                       " ON CONFLICT(id) DO UPDATE SET at = excluded.at", (at,))
 
         try:
-            await self._write(op)
+            await self._write_now(op)
         except StoreError:
             return False
         return True
-
-    # ---- the writer -----------------------------------------------------------------------
-
-    async def _write(self, op: WriteOp[T]) -> T:
-        if self._closed or self._writer is None:
-            raise StoreError(f"{self.path}: store is closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((op, fut))
-        return await fut
-
-    async def _write_now(self, op: ThreadOp[T]) -> T:
-        """Like ``_write`` for an op that runs in the database thread (plain sqlite3)."""
-        if self._closed or self._writer is None:
-            raise StoreError(f"{self.path}: store is closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((_InThread(op), fut))
-        return await fut
-
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = False
-        while not stop:
-            item = await self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            deadline = loop.time() + self._batch_delay
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        nxt = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            await self._run_batch(batch)
-        # Anything queued behind the close sentinel is refused, not lost silently.
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None and not item[1].done():
-                item[1].set_exception(StoreError(f"{self.path}: store is closed"))
-
-    def _failure(self, exc: sqlite3.Error, what: str) -> StoreError:
-        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-        self._healthy = False
-        self._last_error = f"{what}: {name}: {exc}"
-        log.error("store_write_failed", path=str(self.path), error=self._last_error)
-        return StoreError(f"{self.path}: cannot write ({name}: {exc})")
-
-    @staticmethod
-    async def _undo(conn: aiosqlite.Connection, savepoints: bool) -> None:
-        if savepoints:
-            await conn.execute("ROLLBACK TO op")
-            await conn.execute("RELEASE op")
-        else:  # roll back the lone op, then COMMIT below ends an empty transaction
-            await conn.execute("ROLLBACK")
-            await conn.execute("BEGIN IMMEDIATE")
-
-    async def _run_batch(self, batch: list[_Item]) -> None:
-        conn = self._w
-        assert conn is not None
-        live = [(op, fut) for op, fut in batch if not fut.done()]
-        if not live:
-            return
-        if all(isinstance(op, _InThread) for op, _ in live):
-            await self._run_in_thread(conn, live)
-            return
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            err = self._failure(exc, "begin")
-            for _, fut in live:
-                fut.set_exception(err)
-            return
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        # A lone op (the idle, latency-bound case) needs no savepoint: the transaction is its own.
-        savepoints = len(live) > 1
-        # The ops that run in the database thread go first, all in one hop (callers in one
-        # batch are independent: each waits for its op before sending the next).
-        in_thread = [(op, fut) for op, fut in live if isinstance(op, _InThread)]
-        others = [(op, fut) for op, fut in live if not isinstance(op, _InThread)]
-        try:
-            if in_thread:
-                fns = [op.fn for op, _ in in_thread]  # type: ignore[union-attr]
-                done = await conn._execute(  # noqa: SLF001
-                    _ops_in_thread, conn._conn, fns, self.path)  # noqa: SLF001
-                outcomes += [(fut, ok, v)
-                             for (_, fut), (ok, v) in zip(in_thread, done, strict=True)]
-            for op, fut in others:
-                if savepoints:
-                    await conn.execute("SAVEPOINT op")
-                try:
-                    result = await op(conn)  # type: ignore[operator]
-                except sqlite3.Error as exc:
-                    if _environmental(exc):
-                        raise  # the whole transaction is doomed: fail the batch below
-                    await self._undo(conn, savepoints)
-                    outcomes.append((fut, False, StoreError(f"{self.path}: write refused: {exc}")))
-                except Exception as exc:  # noqa: BLE001 - a bug in one op must not fail the batch
-                    await self._undo(conn, savepoints)
-                    outcomes.append((fut, False, exc))
-                else:
-                    if savepoints:
-                        await conn.execute("RELEASE op")
-                    outcomes.append((fut, True, result))
-            await conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            err = self._failure(exc, "commit")
-            try:
-                await conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # sqlite already rolled back (it does on SQLITE_FULL and some IOERRs)
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        self._committed(len(live))
-        for fut, ok, value in outcomes:
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-    async def _run_in_thread(self, conn: aiosqlite.Connection, live: list[_Item]) -> None:
-        """The whole transaction (BEGIN, each op in its savepoint, COMMIT) in one call into
-        the database thread. aiosqlite's ``_execute`` is how it runs its own methods there."""
-        fns = [op.fn for op, _ in live]  # type: ignore[union-attr]
-        path = self.path
-
-        def transaction(db: sqlite3.Connection) -> list[tuple[bool, Any]]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                out = _ops_in_thread(db, fns, path)
-                db.execute("COMMIT")
-            except sqlite3.Error:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return out
-
-        try:
-            outcomes = await conn._execute(transaction, conn._conn)  # noqa: SLF001
-        except sqlite3.Error as exc:
-            err = self._failure(exc, "commit")
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        self._committed(len(live))
-        for (_, fut), (ok, value) in zip(live, outcomes, strict=True):
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-    def _committed(self, ops: int) -> None:
-        if not self._healthy:
-            log.info("store_write_recovered", path=str(self.path))
-        self._healthy = True
-        self.commits += 1
-        self.ops_written += ops
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -456,3 +436,13 @@ class StoreWriter:
 
     async def _read_messages(self, sql: str, params: Sequence[Any] = ()) -> list[MessageRow]:
         return [_message(r) for r in await self._read(sql, params)]
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Answer a caller on the loop (it may have stopped waiting: cancelled)."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
