@@ -7,8 +7,9 @@ import asyncio
 import collections
 import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -65,7 +66,7 @@ class Dispatcher:
         self._metrics = metrics  # states after intake, submit and hangup->submit times, receipts
         self._rand = (rng or random.Random()).random
         self._intake = Intake(store, limits=limits or Limits(), dry_run=dry_run, clock=clock,
-                              expiry=expiry, metrics=metrics, on_queued=self._queued)
+                              expiry=expiry, metrics=metrics, outlet=self)
         policy = Policy(gateways=frozenset(gateways), backups=backups,
                         retry=retry or RetryPolicy(), expiry=expiry, rand=self._rand)
         self._sender = Sender(store, dict(gateways), policy, clock=clock, ready_wait=ready_wait,
@@ -82,7 +83,13 @@ class Dispatcher:
         # - _scan: set by wake(), _done and a timed-out wait; cleared only by the loop.
         # - _next_due: the loop's query result, moved earlier by _retry_at.
         # - _stopping: set by stop() alone; the loop and new sends stop.
+        # - _reserved: window slots intake holds for rows it is writing (reserve/unreserve,
+        #   queued); they count against capacity like sends in flight.
+        # - resumed: set by run() once rows left mid-submit by an earlier run are judged;
+        #   before that no row is claimed at intake (the resume would take it for one).
         self._ready: collections.deque[MessageRow] = collections.deque()
+        self._reserved = 0
+        self.resumed = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._scan = True  # look at the outbox table on the next loop turn (startup: resume)
@@ -115,7 +122,31 @@ class Dispatcher:
         """A newer answered call from ``number`` (``Intake.cancel_scheduled``)."""
         return await self._intake.cancel_scheduled(number, call_id, now)
 
-    def _queued(self, row: MessageRow) -> None:
+    async def reserve(self, gateway: str) -> str | None:
+        """``Outlet.reserve``: a slot for a row that can be submitted as soon as it is written."""
+        if not self.resumed.is_set() or self._stopping or self._capacity() <= 0:
+            return None
+        via = self._sender.ready_route(gateway)
+        if via is None or not await self._sender.take_window(via):
+            return None
+        self._reserved += 1
+        return via
+
+    def unreserve(self, via: str) -> None:
+        self._reserved -= 1
+        self._sender.give_window(via)
+        if self._ready or self._saturated:
+            self._wake.set()
+
+    def queued(self, row: MessageRow, via: str | None) -> None:
+        """``Outlet.queued``: a row the store claimed with its queueing goes to its gateway now
+        (no outbox loop turn, no claim commit); any other waits for the loop."""
+        if via is not None:
+            if row.submitting_since is not None and row.id not in self._in_flight:
+                self._reserved -= 1
+                self._track(row.id, self._sender.send_claimed(row, via))
+                return
+            self.unreserve(via)  # a store that does not claim at intake: the usual way
         self._ready.append(row)
         self._wake.set()
 
@@ -151,6 +182,7 @@ class Dispatcher:
         try:
             for row in await self._recover_in_flight():
                 self._log_ambiguous(row)
+            self.resumed.set()
             sweep = asyncio.create_task(self._sweep_stale(), name="outbox-stale-sweep")
             try:
                 await self._outbox_loop()
@@ -232,15 +264,18 @@ class Dispatcher:
                 self._scan = True
 
     def _capacity(self) -> int:
-        return self._max_in_flight - len(self._in_flight)
+        return self._max_in_flight - len(self._in_flight) - self._reserved
 
     def _start(self, row: MessageRow) -> int:
         if row.id in self._in_flight:
             return 0
-        task = asyncio.create_task(self._sender.send(row), name=f"sms-{row.id}")
-        self._in_flight[row.id] = task
-        task.add_done_callback(functools.partial(self._done, row.id))
+        self._track(row.id, self._sender.send(row))
         return 1
+
+    def _track(self, message_id: str, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(send, name=f"sms-{message_id}")
+        self._in_flight[message_id] = task
+        task.add_done_callback(functools.partial(self._done, message_id))
 
     def _done(self, message_id: str, _task: asyncio.Task[None]) -> None:
         task = self._in_flight.pop(message_id, None)

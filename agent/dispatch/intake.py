@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
@@ -26,20 +28,35 @@ from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
 
+class Outlet(Protocol):
+    """The worker's side of the hand-off (``Dispatcher``): a text that can go at once gets a
+    slot of its gateway's window before it is written, so its first attempt is claimed in the
+    same commit and it is submitted straight after, with no second commit between."""
+
+    async def reserve(self, gateway: str) -> str | None:
+        """A slot on the gateway a fresh row for ``gateway`` would go through now; None when
+        it cannot go at once (gateway down or failing over, window or capacity full)."""
+
+    def unreserve(self, via: str) -> None:
+        """Give back a slot that no row took (a duplicate, a write that failed)."""
+
+    def queued(self, row: MessageRow, via: str | None) -> None:
+        """A row just queued (holding the slot ``via``, when it got one)."""
+
+
 class Intake:
-    """Records what the rules decided. Its only hand-off to the worker is ``on_queued`` with
-    a row it just queued, so a fresh message starts without an outbox query."""
+    """Records what the rules decided. Its only hand-off to the worker is ``Outlet.queued``
+    with a row it just queued, so a fresh message starts without an outbox query."""
 
     def __init__(self, store: DispatchStore, *, limits: Limits, dry_run: bool, clock: Clock,
-                 expiry: timedelta, metrics: Metrics | None,
-                 on_queued: Callable[[MessageRow], None]) -> None:
+                 expiry: timedelta, metrics: Metrics | None, outlet: Outlet) -> None:
         self._store = store
         self._limits = limits
         self._dry_run = dry_run
         self._clock = clock
         self._expiry = expiry
         self._metrics = metrics
-        self._on_queued = on_queued
+        self._outlet = outlet
         self._counters: SendCounters | None = None  # seeded from the store by the first intake
         self._spend: SpendCounters | None = None  # the same, for spend caps
         self._counters_lock = asyncio.Lock()
@@ -118,10 +135,17 @@ class Intake:
         for d in decisions:
             messages.append(await self._judge(d, now, counters, messages, spend,
                                               confirms_opt_out=confirms_opt_out))
+        for i, m in enumerate(messages):
+            if m.state is MessageState.QUEUED:
+                via = await self._outlet.reserve(m.decision.gateway)
+                if via is not None:
+                    messages[i] = replace(m, claim_via=via)
         try:
             written = await self._store.record_call(call, messages, now=now, outcomes=outcomes)
         except BaseException:
             for m in messages:
+                if m.claim_via is not None:
+                    self._outlet.unreserve(m.claim_via)
                 if _counted(m):
                     counters.settle(m.decision.recipient, m.decision.number, now, written=False)
                     self._spend_add(spend, m, now, undo=True)
@@ -220,7 +244,8 @@ class Intake:
         return cancelled
 
     def _log_intake(self, m: NewMessage, row: MessageRow, created: bool) -> None:
-        """One log line per decision; a fresh queued row goes straight to the worker."""
+        """One log line per decision; a fresh queued row goes straight to the worker (with
+        the window slot taken for it), an unused slot back."""
         d, state = m.decision, m.state
         fields = {
             "message_id": row.id,
@@ -229,12 +254,14 @@ class Intake:
             "to": mask_number(d.number),
         }
         if not created:
+            if m.claim_via is not None:
+                self._outlet.unreserve(m.claim_via)
             log.info("sms_duplicate_ignored", state=row.state.value, **fields)
         elif state is MessageState.FAILED:
             log.error("sms_failed", reason=m.reason, detail=m.detail, **fields)
         elif state is MessageState.QUEUED:
             log.info("sms_queued", gateway=d.gateway, segments=d.segments, **fields)
-            self._on_queued(row)
+            self._outlet.queued(row, m.claim_via)
         elif state is MessageState.DEFERRED:
             log.info(
                 "sms_deferred",

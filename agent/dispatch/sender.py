@@ -127,6 +127,37 @@ class Sender:
                 return  # another worker (or agent) has it, or moved it: the next poll rereads
             await self._submit(claimed, name)
 
+    def ready_route(self, gateway: str) -> str | None:
+        """The gateway a fresh row for ``gateway`` would go through now, if it can go at once:
+        that gateway is up (no failover pending) and its window has room. None otherwise."""
+        if gateway not in self._gateways or self._wakeups.stopping():
+            return None
+        health = self._health()
+        name = route(gateway, self._policy, health)
+        if name != gateway or name not in health.healthy or self.windows[name].locked():
+            return None
+        return name
+
+    async def take_window(self, name: str) -> bool:
+        """Take a slot of ``name``'s window without waiting (False when it is full). The slot
+        is given back by ``send_claimed``, or by ``give_window`` if unused."""
+        window = self.windows[name]
+        if window.locked():
+            return False
+        await window.acquire()  # free: returns without suspending
+        return True
+
+    def give_window(self, name: str) -> None:
+        self.windows[name].release()
+
+    async def send_claimed(self, row: MessageRow, name: str) -> None:
+        """Submit a row whose first attempt the store claimed in the transaction that queued it
+        (``NewMessage.claim_via``), holding the slot of ``name``'s window taken for it then."""
+        try:
+            await self._submit(row, name)
+        finally:
+            self.windows[name].release()
+
     async def _gateway_ready(self, row: MessageRow, name: str) -> bool:
         """Wait, without claiming the row, for a gateway that is (re)connecting. A row claimed
         while the SMSC is unreachable would come back ``ambiguous`` if the agent died

@@ -59,7 +59,11 @@ class MessageRow:
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """One decision as the policies left it, to be written by ``Store.record_call``."""
+    """One decision as the policies left it, to be written by ``Store.record_call``.
+    ``claim_via``: a queued row the dispatcher will submit at once through that gateway (it
+    holds a window slot for it): a store that can claims its first attempt in the same
+    transaction (as ``claim_for_submit``), saving the submit a second commit. A store that does
+    not returns it unclaimed, and the dispatcher claims it as any other row."""
 
     decision: Decision
     state: MessageState
@@ -67,6 +71,7 @@ class NewMessage:
     detail: str | None = None
     next_attempt_at: datetime | None = None
     expires_at: datetime | None = None
+    claim_via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from datetime import datetime
 from agent.models import CallRecord, RuleOutcome
 from agent.store.base import MessageRow, NewMessage
 from agent.store.sqlite.calls import replace_outcomes
-from agent.store.sqlite.messages import insert_row
+from agent.store.sqlite.messages import claim_row, insert_row
 from agent.store.sqlite.records import upsert_call
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
@@ -18,7 +18,8 @@ from agent.store.sqlite.writer import StoreWriter
 class IntakeOps(StoreWriter):
     """``record_call``: one op, so one savepoint of the writer's grouped transaction. Records
     written by concurrent callers share that transaction's single commit. The rules' outcomes
-    for the call ride in the same op: a record costs one commit, not two."""
+    for the call ride in the same op, and so does the claim of a text's first submit
+    (``NewMessage.claim_via``): from hangup to submit_sm a record costs one commit, not two."""
 
     async def record_call(
         self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
@@ -37,6 +38,8 @@ class IntakeOps(StoreWriter):
             for m in msgs:
                 row, created = insert_row(conn, m.decision, m.state, at, m.reason,
                                                 m.detail, m.next_attempt_at, m.expires_at)
+                if created and m.claim_via is not None:
+                    row = claim_row(conn, row.id, at, m.claim_via) or row
                 out.append((row, created))
                 if created:
                     for link in m.decision.links:

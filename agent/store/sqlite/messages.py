@@ -70,6 +70,24 @@ def insert_row(
     return _message(row), True
 
 
+def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
+              gateway: str | None) -> MessageRow | None:
+    """``claim_for_submit`` inside the caller's transaction (in the database thread)."""
+    only_via = "" if gateway is None else " AND gateway = ?"
+    row = conn.execute(
+        "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
+        " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
+        + " RETURNING *",
+        (at, at, message_id, at) + (() if gateway is None else (gateway,)),
+    ).fetchone()
+    if row is None:
+        return None
+    event_now(conn, message_id, at, "queued", "submitting",
+              f"attempt {row['attempts']} via {row['gateway']}")
+    return _message(row)
+
+
 class MessageOps(StoreWriter):
     """Outbox rows and their event log. Each state change writes its ``message_history`` row in
     the same op, so the two never disagree."""
@@ -150,23 +168,7 @@ class MessageOps(StoreWriter):
         for that gateway: someone else has it, or a stale read is trying to jump its backoff or
         to undo a failover."""
         at = ts(now)
-        only_via = "" if gateway is None else " AND gateway = ?"
-
-        def op(conn: sqlite3.Connection) -> MessageRow | None:
-            row = conn.execute(
-                "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
-                " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
-                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
-                + " RETURNING *",
-                (at, at, message_id, at) + (() if gateway is None else (gateway,)),
-            ).fetchone()
-            if row is None:
-                return None
-            event_now(conn, message_id, at, "queued", "submitting",
-                      f"attempt {row['attempts']} via {row['gateway']}")
-            return _message(row)
-
-        return await self._write_now(op)
+        return await self._write_now(lambda conn: claim_row(conn, message_id, at, gateway))
 
     async def record_submit(
         self,
