@@ -5,7 +5,8 @@ in the same run on the same disk: two bare durable SQLite commits (WAL, synchron
 Real path: the clock starts at the Timestamp Asterisk put on the last Hangup event of the call
 (call record ``ended_at``) and stops when the simulator received the submit_sm. Replayed path:
 a recorded lab transcript is fed to the agent's event handler; the clock starts when the last
-Hangup event is handed over and stops at the simulator's receipt of submit_sm.
+Hangup event is handed over and stops when the simulator (in this process) takes the submit_sm
+in, read on the same clock (not when the bench next looks).
 
     .venv/bin/python bench/latency.py [--calls 20]
     .venv/bin/python bench/latency.py --replayed-only [--calls 80]   # no lab: a fake AMI peer
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -104,12 +106,23 @@ async def replayed(n: int, workdir: Path, *, lab: bool = True,
     events = list(iter_messages(data))
     lat: list[float] = []
     async with (lab_loop if lab else labless_loop)(workdir / "replay") as (agent, sim):
+        # The clock stops where the simulator takes the submit_sm in (same process, same
+        # clock), and the store's commits are counted there: not when this loop next looks.
+        received: list[tuple[float, int]] = []
+        accept_part = sim.core.accept_part
+
+        def stamped(**part: Any) -> str:
+            received.append((time.perf_counter(), getattr(agent.store, "commits", 0)))
+            return accept_part(**part)
+
+        sim.core.accept_part = stamped  # type: ignore[method-assign]
         for i in range(n):
             # rules.yaml holds the SMSC to 50 TPS: calls closer than 20 ms apart would measure
             # the token bucket, not the pipeline.
             await asyncio.sleep(0.03)
             caller = f"+9198130{i:05d}"
             seen = len(sim.core.messages)
+            parts = len(received)
             t0 = 0.0
             for ev in events:
                 ev = dict(ev)
@@ -124,11 +137,11 @@ async def replayed(n: int, workdir: Path, *, lab: bool = True,
                     t0 = time.perf_counter()
                     c0 = getattr(agent.store, "commits", 0)
                 await agent.handle_event(ev)
-            while len(sim.core.messages) == seen:
-                await asyncio.sleep(0.0005)
-            lat.append((time.perf_counter() - t0) * 1000)
+            await sim.core.wait_for_messages(seen + 1, 10)
+            at, c1 = received[parts]
+            lat.append((at - t0) * 1000)
             if commits is not None:
-                commits.append(getattr(agent.store, "commits", 0) - c0)
+                commits.append(c1 - c0)
     return lat
 
 
