@@ -67,6 +67,8 @@ def classify(raw: str | None, region: str) -> NumberInfo:
         return NumberInfo(None, "invalid", None, "not a valid number in its numbering plan")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     country = phonenumbers.region_code_for_number(parsed)
+    # The templates' language and the policies ask this number's country next: parsed once.
+    _remember_country(e164, country if country and is_region(country) else None)
     if country != region:
         return NumberInfo(e164, "international", country)
     if phonenumbers.number_type(parsed) in _MOBILE_TYPES:
@@ -74,17 +76,31 @@ def classify(raw: str | None, region: str) -> NumberInfo:
     return NumberInfo(e164, "landline", country)
 
 
-@functools.lru_cache(maxsize=4096)
+#: E.164 -> its country, newest last, for ``country_of``: kept by ``classify`` and by it.
+_COUNTRIES: dict[str, str | None] = {}
+_COUNTRIES_KEPT = 4096
+
+
+def _remember_country(e164: str, country: str | None) -> None:
+    _COUNTRIES[e164] = country
+    if len(_COUNTRIES) > _COUNTRIES_KEPT:
+        del _COUNTRIES[next(iter(_COUNTRIES))]
+
+
 def country_of(e164: str | None) -> str | None:
     """The ISO 3166 region of an E.164 number (``+4470...`` -> ``GB``); None when it has none
     (satellite and other non-geographic ranges such as +88216) or does not parse."""
     if not e164:
         return None
+    if e164 in _COUNTRIES:
+        return _COUNTRIES[e164]
     try:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except NumberParseException:
         return None
-    return region if region and is_region(region) else None
+    country = region if region and is_region(region) else None
+    _remember_country(e164, country)
+    return country
 
 
 def mask(number: str, keep: int = 4) -> str:

@@ -97,3 +97,25 @@ def test_never_raises(raw: str) -> None:
     assert (info.e164 is None) == (info.kind in {"anonymous", "short_code", "invalid"})
     if info.e164 is not None:
         assert info.e164.startswith("+") and info.e164[1:].isdigit()
+
+
+@pytest.mark.parametrize(("raw", "country"), [
+    ("09812345672", "IN"), ("+14155552672", "US"), ("+442079460958", "GB"),
+])
+def test_a_classified_number_has_its_country_without_being_parsed_again(
+    raw: str, country: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phonenumbers
+
+    from agent.sms import numbers
+
+    parses = []
+    real = phonenumbers.parse
+    monkeypatch.setattr(phonenumbers, "parse", lambda *a, **k: parses.append(a) or real(*a, **k))
+    info = numbers.classify(raw, "IN")
+    assert info.e164 is not None and len(parses) == 1
+    assert numbers.country_of(info.e164) == country
+    assert len(parses) == 1
+    numbers._COUNTRIES.clear()  # worked out afresh: the same answer
+    assert numbers.country_of(info.e164) == country
+    assert len(parses) == 2
