@@ -13,8 +13,12 @@ What the CSV knows, compared with the AMI call tracker:
 * A CDR's disposition is party B's fate, not the caller's: a queue call that no agent took is
   ``NO ANSWER`` although the caller leg was answered by the IVR's ``Answer()``. So a call is
   answered when a row with a dstchannel is ``ANSWERED``; a call whose last row is still in
-  ``Queue`` without that is abandoned (the caller hung up in the queue); a Queue row followed
-  by more rows (the queue timed out, the dialplan ran on) is missed.
+  ``Queue`` without that is abandoned (the caller hung up in the queue: tag
+  ``left_in_queue``); a Queue row followed by more rows (the queue timed out, the dialplan ran
+  on) is missed. A caller row ``ANSWERED`` with no dstchannel at all, ended in an application
+  other than ``Hangup`` (a greeting's ``Playback``, a menu), is the PBX's own ``Answer()``
+  that the caller left before any phone rang: abandoned, tag ``left_in_ivr``, talk time 0
+  whatever its billsec.
 * For a queue call ``answer`` is the IVR's ``Answer()``, not the agent's pick-up: from CDR,
   ``answered_at`` and ``wait_seconds`` of queue calls exclude the time queued, and
   ``talk_seconds`` (billsec) includes it. Direct ``Dial()`` calls are exact to the second.
@@ -36,7 +40,7 @@ from typing import IO, Self
 
 from agent.calls.cdr_rows import MAX_ROWS_PER_CALL, SOURCE_VAR, CdrRow, parse_userfield
 from agent.calls.pbx import Directory, PbxProfile, as_directory
-from agent.calls.state import INCOMPLETE_VAR, extension, number
+from agent.calls.state import INCOMPLETE_VAR, LEFT_IN_IVR, LEFT_IN_QUEUE, extension, number
 from agent.models import CallRecord, Direction, Disposition
 from agent.sms.numbers import classify
 
@@ -44,6 +48,8 @@ __all__ = ["CdrTail", "build_record", "build_records", "group_calls"]
 
 _ANSWERED = "ANSWERED"
 _FAILED = frozenset({"FAILED", "CONGESTION"})
+#: Last applications of a row whose channel the dialplan itself ended, not the caller.
+_PBX_ENDS = frozenset({"Hangup", "Busy", "Congestion"})
 
 
 def group_calls(rows: Iterable[CdrRow]) -> dict[str, list[CdrRow]]:
@@ -91,24 +97,33 @@ def _dialled(dst: str, legs: Sequence[CdrRow]) -> str:
     return dst
 
 
-def _disposition(legs: Sequence[CdrRow]) -> Disposition:
+def _disposition(legs: Sequence[CdrRow]) -> tuple[Disposition, str | None]:
+    """The disposition of the originator's rows and, for a caller who left before reaching
+    anyone, where (the same tags the live tracker adds)."""
     if any(r.dstchannel and r.disposition == _ANSWERED for r in legs):
-        return Disposition.ANSWERED
+        return Disposition.ANSWERED, None
     if any(r.lastapp == "VoiceMail" for r in legs):
-        return Disposition.VOICEMAIL
-    if legs[-1].lastapp == "Queue":
-        return Disposition.ABANDONED  # the caller was still queued when the call ended
+        return Disposition.VOICEMAIL, None
+    last = legs[-1]
+    if last.lastapp == "Queue":
+        # the caller was still queued when the call ended
+        return Disposition.ABANDONED, LEFT_IN_QUEUE
     if any(r.lastapp == "Queue" for r in legs):
-        return Disposition.MISSED  # the queue gave up (timeout) and the dialplan went on
+        return Disposition.MISSED, None  # the queue gave up (timeout) and the dialplan went on
     dialled = [r for r in legs if r.dstchannel]
-    status = (dialled[-1] if dialled else legs[-1]).disposition
+    if not dialled and last.disposition == _ANSWERED and last.lastapp not in _PBX_ENDS:
+        # ANSWERED with no party B: the PBX's own Answer() (a greeting, an IVR menu), and the
+        # caller's row ended in it: the caller left before any phone rang.
+        return Disposition.ABANDONED, LEFT_IN_IVR
+    status = (dialled[-1] if dialled else last).disposition
     if status == "BUSY":
-        return Disposition.BUSY
+        return Disposition.BUSY, None
     if status in _FAILED:
-        return Disposition.FAILED
-    # NO ANSWER: rung out or cancelled by the caller; ANSWERED without a dstchannel: an IVR
-    # that nobody took over. Both are calls a person did not pick up.
-    return Disposition.MISSED
+        return Disposition.FAILED, None
+    # NO ANSWER: rung out or cancelled by the caller; ANSWERED without a dstchannel that the
+    # dialplan itself ended (Hangup()): an IVR that nobody took over. Both are calls a person
+    # did not pick up.
+    return Disposition.MISSED, None
 
 
 def build_record(
@@ -182,7 +197,7 @@ def build_record(
         if r.lastapp == "Queue" and r.lastdata:
             queue = r.lastdata.split(",", 1)[0].strip() or queue
 
-    disposition = _disposition(main)
+    disposition, left_in = _disposition(main)
     started = min(r.start for r in legs)
     ended = max(r.end for r in legs)
     duration = max(0.0, (ended - started).total_seconds())
@@ -201,6 +216,8 @@ def build_record(
             t, v = parse_userfield(r.userfield, tag_keys=tag_keys)
             tags.extend(x for x in t if x not in tags)
             vars_.update(v)
+    if left_in is not None and left_in not in tags:
+        tags.append(left_in)
     if first.accountcode:
         vars_.setdefault("accountcode", first.accountcode)
     if not own:

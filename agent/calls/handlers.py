@@ -160,7 +160,9 @@ class EventHandlers:
     def _on_newstate(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         if text(ev, "ChannelState") == "6" and not ch.up:
             ch.up = True
-            if ch.kind == FAR:
+            if ch.kind == ROOT:
+                ch.call.held = True
+            elif ch.kind == FAR:
                 self._answer(ch.call, ch, ts, number(text(ev, "CallerIDName")), out,
                              alias=text(ev, "CallerIDNum"))
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 from agent.calls.hooks import WRAPUP_VAR
 from agent.calls.pbx import Directory, as_directory, cdr_disposition
-from agent.calls.state import INCOMPLETE_VAR, SIDE_ROOT, SIDE_SYSTEM, Call
+from agent.calls.state import (
+    INCOMPLETE_VAR,
+    LEFT_IN_IVR,
+    LEFT_IN_QUEUE,
+    SIDE_ROOT,
+    SIDE_SYSTEM,
+    Call,
+)
 from agent.models import CallRecord, Direction, Disposition, HangupBy, Trigger
 from agent.sms.numbers import classify
 
@@ -18,30 +25,36 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def _disposition(call: Call) -> Disposition:
+def _disposition(call: Call) -> tuple[Disposition, str | None]:
+    """The call's disposition and, for a caller who left before reaching anyone, where."""
     if call.answered is not None:
-        return Disposition.ANSWERED
+        return Disposition.ANSWERED, None
     if call.voicemail:
-        return Disposition.VOICEMAIL
+        return Disposition.VOICEMAIL, None
     caller_left = call.end_side == SIDE_ROOT and not call.end_soft
     if call.abandoned or (call.queue_joined and caller_left):
-        return Disposition.ABANDONED
+        return Disposition.ABANDONED, LEFT_IN_QUEUE
+    if (caller_left and call.held and call.inbound is not False and call.dial_status is None
+            and call.agent is None):
+        # The PBX answered (a greeting, an IVR menu) and the caller hung up before any phone
+        # rang: the CDR says ANSWERED with a billsec, but no person ever answered.
+        return Disposition.ABANDONED, LEFT_IN_IVR
     status = call.dial_status
     if status == "BUSY":
-        return Disposition.BUSY
+        return Disposition.BUSY, None
     if status in _DIAL_FAILED:
-        return Disposition.FAILED
+        return Disposition.FAILED, None
     if status in ("NOANSWER", "CANCEL") or call.queue_joined or caller_left:
-        return Disposition.MISSED
+        return Disposition.MISSED, None
     # No Dial() decided it (the dialplan rang and timed out, or hung up with a cause): the
     # hangup cause, mapped as Asterisk's CDR maps it (cause 19 is NO ANSWER, 17 BUSY ...).
     cause = call.hangup_cause if call.hangup_cause is not None else call.last_cause
     cdr = cdr_disposition(cause)
     if cdr == "BUSY":
-        return Disposition.BUSY
+        return Disposition.BUSY, None
     if cdr == "NO ANSWER":
-        return Disposition.MISSED
-    return Disposition.FAILED
+        return Disposition.MISSED, None
+    return Disposition.FAILED, None
 
 
 def _hangup_by(call: Call, direction: Direction) -> HangupBy | None:
@@ -111,6 +124,9 @@ def build_record(
         talk = max(0.0, talk_end - answered)
     wait_end = answered if answered is not None else end
     tags = tuple(call.tags) if call.tags else ()
+    disposition, left_in = _disposition(call) if completed else (Disposition.ANSWERED, None)
+    if left_in is not None and left_in not in tags:
+        tags += (left_in,)
     return CallRecord(
         call_id=call.call_id,
         trigger=trigger,
@@ -122,7 +138,7 @@ def build_record(
         agent=agent,
         agent_name=name or agent_name_fallback,
         agent_number=mobile,
-        disposition=_disposition(call) if completed else Disposition.ANSWERED,
+        disposition=disposition,
         started_at=_dt(call.started),
         answered_at=_dt(answered),
         ended_at=_dt(end) if completed else None,

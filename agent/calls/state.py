@@ -19,6 +19,11 @@ SIDE_ROOT, SIDE_FAR, SIDE_SYSTEM = 1, 2, 3
 #: half of a Local/ channel pair, which is never a party to the call; FAR is any other leg.
 ROOT, FAR, LOCAL = 0, 1, 2
 
+#: Tags saying where a caller who never reached a person left (disposition ``abandoned``): in
+#: the dialplan after the PBX answered them (a greeting, an IVR menu) before any phone rang,
+#: or in a queue. Live tracking and CDR recovery add the same ones.
+LEFT_IN_IVR, LEFT_IN_QUEUE = "left_in_ivr", "left_in_queue"
+
 #: Set in ``vars`` when a record could not be built from a complete event history.
 INCOMPLETE_VAR = "aftercall_incomplete"
 
@@ -154,6 +159,7 @@ class Call:
         "far_up",
         "hangup_cause",
         "has_party",
+        "held",
         "inbound",
         "incomplete",
         "language",
@@ -197,6 +203,9 @@ class Call:
         self.member_name: str | None = None
         self.agent_cid_name: str | None = None
         self.answered: float | None = None
+        #: The PBX answered the originator's own channel (Answer() before a greeting, an IVR
+        #: menu or a queue): Asterisk's CDR calls that ANSWERED; no person has answered yet.
+        self.held = False
         self.far_up = 0  # FAR legs that answered and have not hung up
         self.talk_end: float | None = None
         self.end_side = 0  # SIDE_* of the request that ended the conversation; 0 = unknown
@@ -239,6 +248,7 @@ class Call:
         self.last = max(self.last, src.last)
         self.has_party = self.has_party or src.has_party
         self.voicemail = self.voicemail or src.voicemail
+        self.held = self.held or src.held
         self.connected_sent = self.connected_sent or src.connected_sent
         for tag in src.tags or ():
             self.add_tags(tag)

@@ -396,5 +396,7 @@ class CallTracker(EventHandlers):
         call.last = max(call.last, now)
         if text(ev, "ChannelState") == "6":
             ch.up = True
-            if ch.kind == FAR:
+            if ch.kind == ROOT:
+                call.held = True
+            elif ch.kind == FAR:
                 self._answer(call, ch, start, number(text(ev, "CallerIDName")), [])

@@ -1,6 +1,11 @@
 """Ground truth from Asterisk itself: what a call's CDR rows (cdr_csv's Master.csv) say in the
 call record's terms, read with as little interpretation as the columns allow. The lab's tests
-compare the tracker's records with it, per dialplan style."""
+compare the tracker's records with it, per dialplan style.
+
+The one mapping that is more than reading: a CDR's ANSWERED is party B's answer, and with no
+party B it is the PBX's own Answer() (a greeting, a queue's hold). A caller who hangs up there
+reached nobody: the record says abandoned, talk time 0, where the row says ANSWERED and a
+billsec (``Truth.held_billsec``); see the README's dialplan styles."""
 
 from __future__ import annotations
 
@@ -27,6 +32,12 @@ class Truth:
     #: A Queue() row whose party B is the phone: its answer time is the caller's Answer(), so
     #: its billsec includes the time queued, which the CDR does not give on its own.
     queued: bool = False
+    #: Where a caller who reached nobody left (the record's tag): ``left_in_queue`` (the
+    #: caller's last row is in Queue), ``left_in_ivr`` (ANSWERED with no party B: the PBX's
+    #: own Answer(), a greeting or a menu, ended by the caller, not by Hangup()).
+    left_in: str | None = None
+    #: The billsec of those ANSWERED rows without a party B: time with the PBX, not talk.
+    held_billsec: int = 0
 
 
 def cdr_rows(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -69,14 +80,23 @@ def truth(trunk: str, dialled: str, rows: list[dict[str, str]]) -> Truth:
         caller = dialled
         agent = ep(first["channel"])
         took = [r for r in rows if r["dstchannel"] and r["disposition"] == "ANSWERED"]
+    own_last = [r for r in rows if r["uniqueid"] == r["linkedid"]][-1]
+    left_in = None
     if took:
         disposition = "answered"
     elif any(r["lastapp"] == "VoiceMail" for r in rows):
         disposition = "voicemail"
-    elif [r for r in rows if r["uniqueid"] == r["linkedid"]][-1]["lastapp"] == "Queue":
-        disposition = "abandoned"  # the caller's last row: still in the queue when it ended
+    elif own_last["lastapp"] == "Queue":
+        disposition, left_in = "abandoned", "left_in_queue"  # still queued when it ended
+    elif (not legs and direction == "inbound" and own_last["disposition"] == "ANSWERED"
+          and not own_last["dstchannel"] and own_last["lastapp"] != "Hangup"):
+        # The PBX answered (ANSWERED, no party B) and the caller's row ended in a greeting
+        # or a menu: the caller left before any phone rang.
+        disposition, left_in = "abandoned", "left_in_ivr"
     else:
         decided = (legs or rows)[-1]["disposition"]
         disposition = {"BUSY": "busy", "NO ANSWER": "missed"}.get(decided, "failed")
+    held = sum(int(r["billsec"]) for r in rows
+               if r["disposition"] == "ANSWERED" and not r["dstchannel"]) if left_in else 0
     return Truth(direction, caller, disposition, sum(int(r["billsec"]) for r in took),
-                 len(took), agent, any(r["lastapp"] == "Queue" for r in took))
+                 len(took), agent, any(r["lastapp"] == "Queue" for r in took), left_in, held)

@@ -50,14 +50,23 @@ _COMMON = [
     Scenario("ring_timeout", sipp.REFUSED, sipp.DID_RING_TIMEOUT),
     Scenario("anonymous", sipp.TALK, sipp.DID_DIRECT, 1000, anonymous=True),
     Scenario("blind_transfer", sipp.TALK, sipp.DID_TRANSFER, 6000),
+    # The caller hangs up during the greeting Playback that follows Answer(): nobody rung.
+    Scenario("greeting_hangup", sipp.TALK, sipp.DID_GREETING, 2000),
 ]
 STYLE_SCENARIOS: dict[str, list[Scenario]] = {
-    DEFAULT_DIALPLAN: SCENARIOS,
+    # SCENARIOS are also the compose demo's calls (docker/sipp/caller.sh); these are the lab's.
+    DEFAULT_DIALPLAN: [
+        *SCENARIOS,
+        # The caller hangs up during the greeting after Answer(), and in a queue nobody rings.
+        Scenario("greeting_hangup", sipp.TALK, sipp.DID_GREETING, 2000),
+        Scenario("queue_wait_hangup", sipp.TALK, sipp.DID_QUEUE_WAIT, 2000),
+    ],
     "freepbx": [
         *_COMMON,
         Scenario("queue_answered", sipp.TALK, sipp.DID_SUPPORT, 3000, caller="9876543211"),
         Scenario("queue_abandoned", sipp.TALK, sipp.DID_BILLING, 2000),
         Scenario("ring_group", sipp.TALK, sipp.DID_RING_GROUP, 2000),
+        Scenario("queue_wait_hangup", sipp.TALK, sipp.DID_QUEUE_WAIT, 2000),
         Scenario("voicemail", sipp.TALK, sipp.DID_NO_ANSWER, 3000),
         Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="2001", phone=True),
         Scenario("internal", sipp.TALK, "2002", 1500, caller="2001", phone=True),

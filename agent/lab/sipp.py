@@ -51,6 +51,8 @@ DID_RING_GROUP = "18005551000"
 DID_TRANSFER = "18005551100"  # the agent (2004) blind-transfers the caller to 2002
 DID_WRAPUP = "18005551200"  # 2003 answers and hangs up; then gives a wrap-up code (ours only)
 DID_HINDI = "18005551300"  # the Billing queue with the caller's channel language set to hi
+DID_GREETING = "18005551400"  # Answer(), a long greeting (Playback), then the agent: callers leave
+DID_QUEUE_WAIT = "18005551500"  # Answer(), a queue whose only member is paused: nobody rings
 WRAPUP_AGI, WRAPUP_EVENT = "*88", "*89"  # feature codes the agent dials, + the code
 PSTN_NUMBER = "+919845012345"  # what phones dial for an outbound call
 

@@ -19,6 +19,9 @@ from agent.sms.numbers import classify
 pytestmark = [pytest.mark.lab]
 
 ANSWERED, BUSY, RING = "+919811000011", "+919811000012", "+919811000013"
+# Callers who hang up after the PBX answered them, before any person did: during the greeting,
+# and in a queue whose only member is paused (the styles with queues).
+GREETING, QUEUED = "+919811000014", "+919811000015"
 PRIYA = "+919812345678"  # "2001" in rules.yaml's directory: endpoint 2001 or alice (2001)
 # Two rules on top of the repository's: a thank-you after an answered inbound call, and a
 # follow-up to the number an agent dialled (click-to-call); and the agent told on connect.
@@ -54,13 +57,14 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
             await sipp.place_call(sipp.REFUSED, sipp.DID_BUSY, caller=BUSY),
             await sipp.place_call(sipp.REFUSED, sipp.DID_RING_TIMEOUT, caller=RING),
             await place(scenarios["outbound"]),
+            *await left_before_anyone_answered(style),
         ]
         assert all(c.ok for c in calls), [c.output for c in calls if not c.ok]
 
         def completed() -> list:  # type: ignore[type-arg]
             return [r for r in loop.records if r.trigger is Trigger.CALL_COMPLETED]
 
-        await until(lambda: len(completed()) >= 4, show=lambda: loop.records)
+        await until(lambda: len(completed()) >= len(calls), show=lambda: loop.records)
         # Asterisk writes each CDR row as the call's channels end (batch=no).
         ids = {r.call_id for r in completed()}
         await until(lambda: ids <= set(cdr_rows(loop.lab.cdr_csv)), show=lambda: ids)
@@ -73,6 +77,9 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
                 want.disposition), record
             assert want.billsec - 0.05 <= record.talk_seconds <= want.billsec + want.rows_summed
             assert record.agent == want.agent and record.pbx == "default"
+            # The PBX's Answer() is ANSWERED with a billsec in the CDR; nobody talked.
+            assert want.left_in is None or (want.left_in in record.tags
+                                            and record.talk_seconds == 0.0)
             assert record.started_at is not None and record.started_at.year >= 2026
             if style == "carrier":
                 # No context name tells here: the agent read PJSIP's configuration at login
@@ -80,14 +87,66 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
                 # company's number; its outbound call must never text it.
                 assert (record.direction_by or "").startswith("detected"), record
 
-        def settled(rows) -> bool:  # type: ignore[no-untyped-def]
-            return len(rows) >= 5 and all(r.state is MessageState.DELIVERED for r in rows)
-
-        rows = await loop.wait_rows(settled, timeout=30)
-        got = sorted((r.rule, r.number) for r in rows)
-        assert got == sorted([
+        left = [GREETING, QUEUED][:len(calls) - 4]
+        want_rows = sorted([
             ("thanks", ANSWERED), ("agent-direct", PRIYA),
             ("missed-call-sorry", BUSY), ("missed-call-sorry", RING),
             ("outbound-followup", sipp.PSTN_NUMBER),
+            *(("missed-call-sorry", n) for n in left),
         ])
+
+        def settled(rows) -> bool:  # type: ignore[no-untyped-def]
+            return (len(rows) >= len(want_rows)
+                    and all(r.state is MessageState.DELIVERED for r in rows))
+
+        rows = await loop.wait_rows(settled, timeout=30)
+        got = sorted((r.rule, r.number) for r in rows)
+        assert got == want_rows
         assert [m.dest.lstrip("+") for m in loop.handset(PRIYA)] == [PRIYA.lstrip("+")]
+
+
+async def left_before_anyone_answered(style: str) -> list[sipp.CallResult]:
+    """A caller who hangs up 1.5 s into the greeting that follows Answer(); on a style with
+    queues, one more in a queue whose only member is paused (no phone rings)."""
+    calls = [await sipp.place_call(sipp.TALK, sipp.DID_GREETING, caller=GREETING,
+                                   duration_ms=1500)]
+    if any(s.did == sipp.DID_QUEUE_WAIT for s in STYLE_SCENARIOS[style]):
+        calls.append(await sipp.place_call(sipp.TALK, sipp.DID_QUEUE_WAIT, caller=QUEUED,
+                                           duration_ms=1500))
+    return calls
+
+
+async def test_callers_who_reach_nobody_get_the_missed_call_text_once(tmp_path: Path,
+                                                                      lab) -> None:  # type: ignore[no-untyped-def]
+    # The repository's own style: Answer() then a greeting before the Support queue, and the
+    # Callback queue whose only member is paused. Asterisk's CDR says ANSWERED (its own
+    # Answer()); the records say abandoned, where the caller left, no talk, no agent.
+    async with running_loop(tmp_path, rules=rules_with(tmp_path)) as loop:
+        calls = await left_before_anyone_answered("ours")
+        assert [c.ok for c in calls] == [True, True], [c.output for c in calls]
+
+        def completed() -> list:  # type: ignore[type-arg]
+            return [r for r in loop.records if r.trigger is Trigger.CALL_COMPLETED]
+
+        await until(lambda: len(completed()) >= 2, show=lambda: loop.records)
+        ids = {r.call_id for r in completed()}
+        await until(lambda: ids <= set(cdr_rows(loop.lab.cdr_csv)), show=lambda: ids)
+        cdr = cdr_rows(loop.lab.cdr_csv)
+        got = {}
+        for record in completed():
+            (row,) = cdr[record.call_id]
+            assert (row["disposition"], row["dstchannel"]) == ("ANSWERED", "")
+            assert int(row["billsec"]) >= 1
+            want = truth(TRUNK["ours"], "", cdr[record.call_id])
+            assert (record.disposition.value, want.disposition) == ("abandoned", "abandoned")
+            assert (record.talk_seconds, record.agent, record.answered_at) == (0.0, None, None)
+            got[record.caller] = (want.left_in, want.left_in in record.tags)
+        assert got == {GREETING: ("left_in_ivr", True), QUEUED: ("left_in_queue", True)}
+
+        def settled(rows) -> bool:  # type: ignore[no-untyped-def]
+            return len(rows) >= 2 and all(r.state is MessageState.DELIVERED for r in rows)
+
+        rows = await loop.wait_rows(settled, timeout=30)
+        assert sorted((r.rule, r.number) for r in rows) == [
+            ("missed-call-sorry", GREETING), ("missed-call-sorry", QUEUED)]
+        assert [len(loop.handset(n)) for n in (GREETING, QUEUED)] == [1, 1]

@@ -73,7 +73,7 @@ def record_of(lines: Sequence[str], **kw: object) -> CallRecord:
 
 def test_fixture_columns_are_cdr_csv_with_lab_options() -> None:
     rows = fixture_rows()
-    assert len(rows) == 39
+    assert len(rows) == 41
     first = rows[0]
     assert (first.accountcode, first.src, first.dst, first.dcontext) == (
         "acme", "+919876543210", "s", "did-18005550100")
@@ -85,7 +85,7 @@ def test_fixture_columns_are_cdr_csv_with_lab_options() -> None:
     assert first.sequence == 0
     unanswered = rows[1]
     assert unanswered.answer is None and unanswered.peeraccount == "acme"
-    assert len(group_calls(rows)) == 32
+    assert len(group_calls(rows)) == 34
 
 
 def test_rows_of_a_call_are_in_sequence_order() -> None:
@@ -125,7 +125,9 @@ def test_cdr_record_agrees_with_the_tracker_on_the_same_call(name: str) -> None:
     userfield = {"18005550100": {"SMS_TAG": "Support", "TICKET": live.vars.get("TICKET")},
                  "18005550700": {"tag": "appointment", "CLINIC": "Koramangala"}}.get(live.did, {})
     assert cdr.vars == {"accountcode": live.vars["accountcode"], SOURCE_VAR: "cdr", **userfield}
-    assert cdr.tags == (live.tags if userfield else ())
+    # Where a caller who reached nobody left is read from the rows themselves.
+    left = tuple(t for t in live.tags if t in ("left_in_ivr", "left_in_queue"))
+    assert cdr.tags == (live.tags if userfield else left)
     assert cdr.hangup_cause is None and cdr.hangup_by is None
     # CDR times are whole seconds, truncated.
     assert close(cdr.started_at, live.started_at, 1.0)
@@ -154,13 +156,13 @@ def test_every_fixture_call_gets_a_plausible_record() -> None:
         assert r.started_at <= r.ended_at
         assert r.vars[SOURCE_VAR] == "cdr"
         if r.queue:
-            assert r.did in ("18005550100", "18005550200", "18005550500")
+            assert r.did in ("18005550100", "18005550200", "18005550500", "18005551500")
     assert counts == {Disposition.ANSWERED: 19, Disposition.BUSY: 4, Disposition.MISSED: 5,
-                      Disposition.ABANDONED: 4}
+                      Disposition.ABANDONED: 6}
     # The long calls were still up when the lab stopped; their rows are written at the end.
     long = recs["aftercall-lab-1795937384.2"]
     assert (long.talk_seconds, long.duration_seconds, long.agent) == (309.0, 309.0, "2003")
-    assert list(recs)[-1] == "aftercall-lab-1795942648.4"  # ordered by end, then id
+    assert list(recs)[-1] == "aftercall-lab-1796052428.1"  # ordered by end, then id
 
 
 # -- dispositions from CDR rows ----------------------------------------------------------------
@@ -194,8 +196,12 @@ def test_queue_that_timed_out_and_went_on_is_missed() -> None:
     ({"disposition": "NO ANSWER", "answer": ""}, Disposition.MISSED),
     ({"lastapp": "VoiceMail", "lastdata": "2001@default", "dstchannel": "", "disposition": "ANSWERED"},
      Disposition.VOICEMAIL),
+    # The PBX answered, the caller left during the greeting (abandoned, tag left_in_ivr) ...
     ({"lastapp": "Playback", "lastdata": "welcome", "dstchannel": "", "disposition": "ANSWERED"},
-     Disposition.MISSED),  # an IVR nobody took over
+     Disposition.ABANDONED),
+    # ... or the dialplan itself hung up after it: a call nobody took over.
+    ({"lastapp": "Hangup", "lastdata": "", "dstchannel": "", "disposition": "ANSWERED"},
+     Disposition.MISSED),
     ({"dstchannel": "", "disposition": "BUSY", "answer": "", "lastapp": "Hangup"}, Disposition.BUSY),
 ])
 def test_dispositions(over: dict[str, str], expected: Disposition) -> None:
@@ -377,9 +383,10 @@ def test_tail_lines_feed_the_parser(tmp_path: Path) -> None:
     append(path, MASTER.read_text())
     with CdrTail(path) as tail:
         parsed = parse_lines(tail.read(), source=str(path))
-    assert parsed.problems == () and len(parsed.rows) == 39
-    assert [r.line for r in parsed.rows] == list(range(1, 40))
-    assert max(r.end for r in parsed.rows) - min(r.start for r in parsed.rows) < timedelta(hours=2)
+    assert parsed.problems == () and len(parsed.rows) == 41
+    assert [r.line for r in parsed.rows] == list(range(1, 42))
+    # recorded in lab runs a day apart
+    assert max(r.end for r in parsed.rows) - min(r.start for r in parsed.rows) < timedelta(days=2)
 
 
 def test_userfield_tags_use_the_hooks_keys() -> None:

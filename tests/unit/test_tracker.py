@@ -12,12 +12,12 @@ import pytest
 
 from agent.ami.transcript import iter_messages
 from agent.calls.tracker import CallTracker
-from agent.lab.record import SCENARIOS
+from agent.lab.record import STYLE_SCENARIOS
 from agent.models import CallRecord, Direction, Disposition, HangupBy, Trigger
 
 AMI = Path(__file__).resolve().parents[1] / "fixtures" / "ami"
 AGENTS = {"2001": ("Priya S", "+919812345678"), "2002": ("Arjun", None)}
-SIPP_MS = {sc.name: sc.duration_ms for sc in SCENARIOS}
+SIPP_MS = {sc.name: sc.duration_ms for sc in STYLE_SCENARIOS["ours"]}
 
 Block = list[tuple[str, str]]  # one AMI event: (header, value) pairs in order
 
@@ -114,8 +114,8 @@ EXPECTED = {
                             16, "2002", "Arjun", "Sales", ("Sales",), {"SMS_TAG": "Sales"},
                             wait=0.81),
     "queue_abandoned": Expected(RAVI, "18005550500", Disposition.ABANDONED, HangupBy.CALLER, 0,
-                                "2008", "Nobody", "Billing", ("Billing",), {"SMS_TAG": "Billing"},
-                                wait=2.01),
+                                "2008", "Nobody", "Billing", ("Billing", "left_in_queue"),
+                                {"SMS_TAG": "Billing"}, wait=2.01),
     "anonymous": Expected("anonymous", "18005550200", Disposition.ANSWERED, HangupBy.CALLER, 16,
                           "2002", "Arjun", "Sales", ("Sales",), {"SMS_TAG": "Sales"},
                           caller_name=None, wait=0.81),
@@ -123,6 +123,15 @@ EXPECTED = {
                             "2002", "Arjun", None, ("appointment",),
                             {"APPT_TIME": "2026-12-14T10:00", "CLINIC": "Koramangala"},
                             wait=0.36),
+    # Answer(), then a greeting (Playback): the caller hangs up during it, before any phone
+    # rang. The PBX answered; nobody did.
+    "greeting_hangup": Expected(RAVI, "18005551400", Disposition.ABANDONED, HangupBy.CALLER, 0,
+                                None, None, None, ("Support", "left_in_ivr"),
+                                {"SMS_TAG": "Support"}, wait=2.01),
+    # A queue whose only member is paused: the caller waits, no member rings, the caller leaves.
+    "queue_wait_hangup": Expected(RAVI, "18005551500", Disposition.ABANDONED, HangupBy.CALLER, 0,
+                                  None, None, "Callback", ("Callback", "left_in_queue"),
+                                  {"SMS_TAG": "Callback"}, wait=2.01),
 }
 
 

@@ -110,6 +110,12 @@ def test_every_recorded_call_matches_asterisks_own_cdr(style: str, sc: Scenario)
     assert low <= record.talk_seconds <= high
     assert record.agent == want.agent
     assert record.started_at is not None and record.started_at.year >= 2026
+    # Where a caller who reached nobody left is a tag, on the record as in the CDR's reading;
+    # the PBX's own Answer() (ANSWERED, a billsec, no party B) is not talk: it is waiting.
+    assert want.left_in is None or want.left_in in record.tags
+    if want.held_billsec:
+        assert record.answered_at is None and record.talk_seconds == 0.0
+        assert want.held_billsec - 0.05 <= record.wait_seconds <= want.held_billsec + 1.05
 
 
 # -- the bugs of issue 12, each on a real transcript ------------------------------------------
@@ -211,6 +217,10 @@ def test_a_call_recovered_from_the_cdr_reads_as_the_live_one(style: str, sc: Sce
                                  pbx=PbxProfile(detected=inventory(style).endpoints))
     assert (recovered.direction, recovered.caller, recovered.disposition, recovered.agent) == (
         live.direction, live.caller, live.disposition, live.agent)
+    reasons = {"left_in_ivr", "left_in_queue"}
+    assert reasons.intersection(recovered.tags) == reasons.intersection(live.tags)
+    if live.disposition.value != "answered":
+        assert recovered.talk_seconds == live.talk_seconds == 0.0
 
 
 def test_voicemail_is_seen_without_the_dialplan_class_and_tagged() -> None:
@@ -235,3 +245,33 @@ def test_a_message_left_in_the_mailbox_tags_voicemail_left() -> None:
     records = [r for m in iter_messages(data[:at] + mwi + data[at:]) for r in tracker.feed(m)]
     (r,) = [r for r in records if r.trigger is Trigger.CALL_COMPLETED]
     assert r.disposition.value == "voicemail" and "voicemail_left" in r.tags
+
+
+# -- callers who hang up after the PBX answered, before anyone did ----------------------------
+
+@pytest.mark.parametrize("style", ["ours", "freepbx", "vanilla", "carrier"])
+def test_a_caller_who_leaves_during_the_greeting_abandoned_in_the_ivr(style: str) -> None:
+    # Answer(), then a greeting Playback; the caller hangs up 2 s into it. Asterisk's CDR row:
+    # ANSWERED, billsec 2, lastapp Playback, no dstchannel (the PBX's Answer, not a person's).
+    # Live and recovered from that row, the record says: nobody answered, where the caller left.
+    r = one(style, "greeting_hangup")
+    assert (r.disposition.value, r.answered_at, r.talk_seconds, r.agent) == (
+        "abandoned", None, 0.0, None)
+    assert "left_in_ivr" in r.tags and r.hangup_by is not None and r.hangup_by.value == "caller"
+    assert 1.9 <= r.wait_seconds <= 3.0
+    (row,) = cdr_rows(fixture_dir(style, CDR) / "Master.csv")[r.call_id]
+    assert (row["disposition"], row["billsec"], row["dstchannel"]) == ("ANSWERED", "2", "")
+    assert row["lastapp"] == "Playback"
+
+
+@pytest.mark.parametrize("style", ["ours", "freepbx"])
+def test_a_caller_who_leaves_a_queue_before_any_member_rang_abandoned_in_the_queue(
+        style: str) -> None:
+    # The queue's only member is paused: no AgentCalled, no member channel. The CDR's one row
+    # is ANSWERED (the Answer() before Queue) with no dstchannel.
+    r = one(style, "queue_wait_hangup")
+    assert (r.disposition.value, r.talk_seconds, r.agent) == ("abandoned", 0.0, None)
+    assert r.queue == {"ours": "Callback", "freepbx": "403"}[style]
+    assert "left_in_queue" in r.tags
+    data = (fixture_dir(style, AMI) / "queue_wait_hangup.txt").read_bytes()
+    assert b"Event: AgentCalled" not in data and b"Event: QueueCallerAbandon" in data
