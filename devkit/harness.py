@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,6 +63,30 @@ def rules_with(workdir: Path, *edits: tuple[str, str], first_rule: str | None = 
     return path
 
 
+def secret_file(path: Path, secret: str, *, mode: int = 0o600) -> Path:
+    """A secret file as ``pbxes[].secret_file`` and ``--ami-secret-file`` read it: the secret
+    on one line, owner-only unless ``mode`` says otherwise."""
+    path.write_text(secret + "\n")
+    path.chmod(mode)
+    return path
+
+
+def pbxes_section(workdir: Path, pbxes: Mapping[str, Mapping[str, object]]) -> str:
+    """rules.yaml's ``pbxes:`` section, one entry per name in order: each entry's keys as given
+    (port, host, tls, cdr_csv ...), its ``secret`` written to ``workdir/NAME.secret`` and named
+    as the entry's ``secret_file``."""
+    lines = ["pbxes:"]
+    for name, keys in pbxes.items():
+        lines.append(f"  - name: {name}")
+        for key, value in keys.items():
+            if key == "secret":
+                key, value = "secret_file", secret_file(workdir / f"{name}.secret", str(value))
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            lines.append(f"    {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
 def busy_line_rule(max_age_s: float) -> str:
     """A rule (YAML) for the lab's busy DID with a short max_age: "older than max_age" within
     a test's few seconds."""
@@ -86,6 +111,26 @@ def handset(sim: RunningSim, number: str) -> list[SimMessage]:
     """What the simulator delivered to one handset (reassembled)."""
     digits = number.lstrip("+")
     return [m for m in sim.core.messages if m.dest.lstrip("+") == digits]
+
+
+def handsets(sim: RunningSim) -> Counter[str]:
+    """How many texts the simulator delivered to each handset (E.164), reassembled."""
+    return Counter("+" + m.dest.lstrip("+") for m in sim.core.messages)
+
+
+@asynccontextmanager
+async def agent_running(agent: AfterCallAgent, timeout: float = 30.0,
+                        ) -> AsyncIterator[AfterCallAgent]:
+    """``agent`` run as ``aftercall run`` does, ready (every link logged in) within ``timeout``
+    seconds, and stopped in order (within ``timeout``) when the body is done."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop.wait))
+    try:
+        await asyncio.wait_for(agent.ready.wait(), timeout)
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout)
 
 
 @dataclass

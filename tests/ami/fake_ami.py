@@ -9,6 +9,7 @@ import asyncio
 import re
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,6 +112,10 @@ class FakeAmi:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+
+
+#: The ``fake_pbx`` fixture (tests/ami/conftest.py): ``await fake_pbx(secret, tls=None)``.
+StartPbx = Callable[..., Awaitable[FakeAmi]]
 
 
 # ---- clones of the lab's recorded calls, for load -------------------------------------------

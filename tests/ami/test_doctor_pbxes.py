@@ -10,18 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fake_ami import StartPbx
 
 from agent.commands.doctor import examine, report
 from agent.settings import Settings
-from devkit.harness import rules_with
-from fake_ami import FakeAmi
-
-
-def _secret(tmp_path: Path, name: str, secret: str) -> Path:
-    path = tmp_path / f"{name}.secret"
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return path
+from devkit.harness import pbxes_section, rules_with
 
 
 def _tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
@@ -52,28 +45,18 @@ def _sections(text: str) -> dict[str, str]:
 
 
 async def test_each_pbx_is_examined_on_its_own_link(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    plain, secure = FakeAmi(secret="blr-s3cret"), FakeAmi(secret="del-s3cret")
-    await plain.start()
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     fake_pbx: StartPbx) -> None:
     server_ctx, cert = _tls(tmp_path)
-    await secure.start(tls=server_ctx)
+    plain, secure = await fake_pbx("blr-s3cret"), await fake_pbx("del-s3cret", tls=server_ctx)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this test's certificate
     down = _closed_port()
     rules = rules_with(tmp_path)
-    rules.write_text(rules.read_text() + "\n".join([
-        "pbxes:",
-        f"  - {{name: blr, port: {plain.port}, "
-        f"secret_file: {_secret(tmp_path, 'blr', plain.secret)}}}",
-        f"  - {{name: del, port: {secure.port}, tls: true, "
-        f"secret_file: {_secret(tmp_path, 'del', secure.secret)}}}",
-        f"  - {{name: hyd, port: {down}, secret_file: {_secret(tmp_path, 'hyd', 'x')}}}",
-    ]) + "\n")
-    try:
-        findings = await examine(Settings(rules=rules), etc=tmp_path / "no-etc", last=2,
-                                 listen=0.1)
-    finally:
-        await plain.stop()
-        await secure.stop()
+    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {
+        "blr": {"port": plain.port, "secret": plain.secret},
+        "del": {"port": secure.port, "tls": True, "secret": secure.secret},
+        "hyd": {"port": down, "secret": "x"}}))
+    findings = await examine(Settings(rules=rules), etc=tmp_path / "no-etc", last=2, listen=0.1)
     text, code = report(findings)
     parts = _sections(text)
     assert list(parts) == ["blr", "del", "hyd"], text

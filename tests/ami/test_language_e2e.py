@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 
 from agent.app import AfterCallAgent
-from devkit.harness import rules_with
+from devkit.harness import rules_with, until
 from agent.settings import Settings
 from agent.sim.main import start_sim
 from fake_ami import FakeAmi, RecordedCall
-
-
-async def _until(pred, timeout: float, show=None) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
 
 
 async def test_a_hindi_channel_gets_the_hindi_variant(tmp_path: Path) -> None:
@@ -46,7 +37,7 @@ async def test_a_hindi_channel_gets_the_hindi_variant(tmp_path: Path) -> None:
         events, _, _ = call.clone("en", english, time.time())
         await fake.send_bytes(events)
         texts = lambda: {"+" + m.dest.lstrip("+"): m.text for m in sim.core.messages}  # noqa: E731
-        await _until(lambda: {hindi, english} <= set(texts()), 60, show=texts)
+        await until(lambda: {hindi, english} <= set(texts()), 60, show=texts)
         assert texts()[hindi].startswith("क्षमा करें, हम आपकी कॉल नहीं उठा सके"), texts()
         assert texts()[english].startswith("Sorry we missed your call"), texts()
         rows = {r.number: r.template for r in await agent.store.list_messages()}

@@ -12,13 +12,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from agent.app import AfterCallAgent
-from devkit.harness import rules_with
+from devkit.harness import handsets, rules_with, until
 from agent.settings import Settings
 from agent.sim.main import start_sim
 from fake_ami import FakeAmi, RecordedCall
@@ -30,19 +29,6 @@ NO_LIMITS = (("global: 100/1m", "global: 1000000/1m"), ("daily: 2000/1d", "daily
 
 def _caller(i: int) -> str:
     return f"+9198{i:08d}"
-
-
-async def _until(pred, timeout: float, show=None) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
-
-
-def _handsets(sim) -> Counter[str]:  # type: ignore[no-untyped-def]
-    return Counter("+" + m.dest.lstrip("+") for m in sim.core.messages)
 
 
 async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_path: Path):
@@ -83,14 +69,14 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
         lock.execute("ROLLBACK")
         lock.close()
         expected = {_caller(i) for i in range(n)}
-        await _until(lambda: set(_handsets(sim)) >= expected, 90,
-                     show=lambda: (len(set(_handsets(sim)) & expected), fake.dropped_slow_readers,
+        await until(lambda: set(handsets(sim)) >= expected, 90,
+                    show=lambda: (len(set(handsets(sim)) & expected), fake.dropped_slow_readers,
                                    agent.ami.stats.reconnects, agent.pipeline.pending))
         await agent.pipeline.drain(30)
         assert agent.pipeline.pending == 0
         # Asterisk dropped the stalled reader and the gap came back from Master.csv.
         assert fake.dropped_slow_readers >= 1 and agent.ami.stats.reconnects >= 1
-        texts = _handsets(sim)
+        texts = handsets(sim)
         assert all(texts[c] == 1 for c in expected), [c for c in expected if texts[c] != 1]
         rows = [r for r in await agent.store.list_messages() if r.number in expected]
         assert sorted(r.number for r in rows) == sorted(expected)  # one row each, no more
@@ -174,11 +160,11 @@ async def test_sigterm_with_a_backlog_then_restart_loses_nothing(tmp_path: Path)
 
         proc = _agent_process(tmp_path, fake, rules, http)
         expected = {_caller(i) for i in range(n)}
-        await _until(lambda: set(_handsets(sim)) >= expected, 120,
-                     show=lambda: len(set(_handsets(sim)) & expected))
-        texts = _handsets(sim)
+        await until(lambda: set(handsets(sim)) >= expected, 120,
+                    show=lambda: len(set(handsets(sim)) & expected))
+        texts = handsets(sim)
         assert all(texts[c] == 1 for c in expected)
-        await _until(lambda: not (tmp_path / "a.db.unstored-records.jsonl").exists(), 10)
+        await until(lambda: not (tmp_path / "a.db.unstored-records.jsonl").exists(), 10)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

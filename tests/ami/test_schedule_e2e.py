@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.app import AfterCallAgent
-from devkit.harness import rules_with
+from devkit.harness import rules_with, until
 from agent.models import CallRecord, Direction, Disposition, MessageState
 from agent.settings import Settings
 from agent.sim.main import start_sim
@@ -19,15 +19,6 @@ from fake_ami import FakeAmi
 LATER = ("  - name: later\n    match: {disposition: [missed]}\n"
          "    send: {to: caller, template: sorry_we_missed_you, delay: 30m}\n"
          "    unless: {called_again: true}\n")
-
-
-async def _until(pred, timeout: float, show=None) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
 
 
 async def test_a_scheduled_text_survives_a_restart_and_a_newer_call_cancels_one(
@@ -78,7 +69,7 @@ async def test_a_scheduled_text_survives_a_restart_and_a_newer_call_cancels_one(
     task = asyncio.create_task(second.run(stop.wait))
     try:
         handsets = lambda: ["+" + m.dest.lstrip("+") for m in sim.core.messages]  # noqa: E731
-        await _until(lambda: kept in handsets(), 30, show=handsets)
+        await until(lambda: kept in handsets(), 30, show=handsets)
         assert handsets() == [kept]  # the cancelled one never left
         [row] = [r for r in await second.store.list_messages() if r.call_id == "1"]
         assert row.state in (MessageState.SUBMITTED, MessageState.DELIVERED)

@@ -7,45 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import pytest
+from fake_ami import RecordedCall
+from pbx_agent import agent_watching
 from structlog.testing import capture_logs
 
 from agent.app import AfterCallAgent
 from agent.errors import AmiLoginError
-from devkit.harness import rules_with
 from agent.settings import Settings
-from agent.sim.main import start_sim
-from fake_ami import FakeAmi, RecordedCall
-
-
-async def _until(pred, timeout: float, show=None) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not pred():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not reached in {timeout}s: {show() if show else ''}") from None
-
-
-def _secret(tmp_path: Path, name: str, secret: str) -> Path:
-    path = tmp_path / f"{name}.secret"
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def pbxes_section(tmp_path: Path, pbxes: dict[str, FakeAmi]) -> str:
-    lines = ["pbxes:"]
-    for name, fake in pbxes.items():
-        lines += [f"  - name: {name}", f"    port: {fake.port}",
-                  f"    secret_file: {_secret(tmp_path, name, fake.secret)}"]
-    return "\n".join(lines) + "\n"
+from devkit.harness import handsets, pbxes_section, rules_with, until
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
@@ -62,30 +37,21 @@ def _metric(body: str, name: str, pbx: str) -> float | None:
 
 
 async def test_two_pbxes_one_agent_each_call_texted_once_and_one_link_down_spares_the_other(
-        tmp_path: Path) -> None:
-    sim = await start_sim(smpp_port=0, http_port=0)
-    os.environ["SMPP_PORT"] = str(sim.smpp_port)
-    blr, dl = FakeAmi(secret="blr-s3cret"), FakeAmi(secret="del-s3cret")
-    await blr.start()
-    await dl.start()
-    rules = rules_with(tmp_path)
-    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {"blr": blr, "del": dl}))
-    # No AMI settings at all: pbxes: names every link.
-    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
-    assert [w.name for w in agent.watches] == ["blr", "del"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop.wait))
-    texts = lambda: Counter("+" + m.dest.lstrip("+") for m in sim.core.messages)  # noqa: E731
+        tmp_path: Path, fake_pbx) -> None:  # type: ignore[no-untyped-def]
+    blr, dl = await fake_pbx("blr-s3cret"), await fake_pbx("del-s3cret")
     call = RecordedCall("queue_abandoned")  # texted: missed-call-sorry to the caller
-    try:
-        await asyncio.wait_for(agent.ready.wait(), 30)
+    async with agent_watching(tmp_path, {"blr": {"port": blr.port, "secret": blr.secret},
+                                         "del": {"port": dl.port, "secret": dl.secret}}
+                              ) as (agent, sim):
+        texts = partial(handsets, sim)
+        assert [w.name for w in agent.watches] == ["blr", "del"]
         assert blr.logins == 1 and dl.logins == 1
         sent = {}
         for fake, name, caller in ((blr, "blr", "+919800000201"), (dl, "del", "+919800000202")):
             events, _, call_id = call.clone(name, caller, time.time())
             sent[name] = (call_id, caller)
             await fake.send_bytes(events)
-        await _until(lambda: set(texts()) >= {c for _, c in sent.values()}, 60, show=texts)
+        await until(lambda: set(texts()) >= {c for _, c in sent.values()}, 60, show=texts)
         await agent.pipeline.drain(10)
         for name, (call_id, caller) in sent.items():
             stored = await agent.store.get_call(call_id)
@@ -96,10 +62,10 @@ async def test_two_pbxes_one_agent_each_call_texted_once_and_one_link_down_spare
         # blr's Asterisk goes away: del's calls go on being texted.
         port = blr.port
         await blr.stop()
-        await _until(lambda: not agent.watches[0].ami.connected, 10)
+        await until(lambda: not agent.watches[0].ami.connected, 10)
         events, _, _ = call.clone("del2", "+919800000203", time.time())
         await dl.send_bytes(events)
-        await _until(lambda: "+919800000203" in texts(), 30, show=texts)
+        await until(lambda: "+919800000203" in texts(), 30, show=texts)
         status, body = await _get(agent.http_port, "/healthz")
         assert status == 503  # a PBX whose calls wait for its CDR is an outage, said as one
         health = json.loads(body)["checks"]["ami"]
@@ -112,75 +78,52 @@ async def test_two_pbxes_one_agent_each_call_texted_once_and_one_link_down_spare
 
         # blr comes back on its address: the link logs in again by itself.
         await blr.start(port)
-        await _until(lambda: agent.watches[0].ami.connected, 30)
+        await until(lambda: agent.watches[0].ami.connected, 30)
         events, _, _ = call.clone("blr2", "+919800000204", time.time())
         await blr.send_bytes(events)
-        await _until(lambda: "+919800000204" in texts(), 30, show=texts)
+        await until(lambda: "+919800000204" in texts(), 30, show=texts)
         assert set(texts().values()) == {1}, texts()  # nobody texted twice
         _, metrics = await _get(agent.http_port, "/metrics")
         assert _metric(metrics, "aftercall_ami_reconnects_total", "blr") == 1
         assert _metric(metrics, "aftercall_ami_reconnects_total", "del") in (None, 0)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await blr.stop()
-        await dl.stop()
-        await sim.stop()
 
 
-async def test_a_refused_login_on_one_pbx_stops_the_agent_naming_it(tmp_path: Path) -> None:
+async def test_a_refused_login_on_one_pbx_stops_the_agent_naming_it(
+        tmp_path: Path, fake_pbx) -> None:  # type: ignore[no-untyped-def]
     """A wrong secret is not retried (it never heals by itself): the run ends with the login
     error of that PBX (exit 3 from the command), the other link closed in order."""
-    good, bad = FakeAmi(secret="good"), FakeAmi(secret="expected")
-    await good.start()
-    await bad.start()
+    good, bad = await fake_pbx("good"), await fake_pbx("expected")
     rules = rules_with(tmp_path)
-    section = pbxes_section(tmp_path, {"blr": good, "del": bad})
-    _secret(tmp_path, "del", "wrong")  # del's file holds a secret its Asterisk refuses
-    rules.write_text(rules.read_text() + section)
+    # del's file holds a secret its Asterisk refuses
+    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {
+        "blr": {"port": good.port, "secret": good.secret},
+        "del": {"port": bad.port, "secret": "wrong"}}))
     agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
-    try:
-        with pytest.raises(AmiLoginError, match=rf"127\.0\.0\.1:{bad.port}"):
-            await asyncio.wait_for(agent.run(asyncio.Event().wait), 30)
-        assert not agent.watches[0].ami.connected
-    finally:
-        await good.stop()
-        await bad.stop()
+    with pytest.raises(AmiLoginError, match=rf"127\.0\.0\.1:{bad.port}"):
+        await asyncio.wait_for(agent.run(asyncio.Event().wait), 30)
+    assert not agent.watches[0].ami.connected
 
 
-async def test_call_ids_without_systemname_are_said_once_per_pbx(tmp_path: Path) -> None:
+async def test_call_ids_without_systemname_are_said_once_per_pbx(
+        tmp_path: Path, fake_pbx) -> None:  # type: ignore[no-untyped-def]
     """Two PBXs whose Asterisk has no systemname number their calls alike (<epoch>.<n>): the
     agent says so for each (once), with the fix, and /healthz shows it; a PBX whose ids carry
     its systemname is not warned about."""
-    sim = await start_sim(smpp_port=0, http_port=0)
-    os.environ["SMPP_PORT"] = str(sim.smpp_port)
-    plain, named = FakeAmi(secret="p"), FakeAmi(secret="n")
-    await plain.start()
-    await named.start()
-    rules = rules_with(tmp_path)
-    rules.write_text(rules.read_text() + pbxes_section(tmp_path, {"blr": plain, "del": named}))
-    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop.wait))
+    plain, named = await fake_pbx("p"), await fake_pbx("n")
     call = RecordedCall("queue_abandoned")
-    try:
-        await asyncio.wait_for(agent.ready.wait(), 30)
+    async with agent_watching(tmp_path, {"blr": {"port": plain.port, "secret": plain.secret},
+                                         "del": {"port": named.port, "secret": named.secret}}
+                              ) as (agent, _sim):
         with capture_logs() as logs:
             for i in range(2):  # the second call is not said again
-                events, _, call_id = call.clone(f"p{i}", f"+91980000030{i}", time.time())
+                events, _, _ = call.clone(f"p{i}", f"+91980000030{i}", time.time())
                 # As Asterisk numbers calls without systemname: "<epoch>.<n>"
                 await plain.send_bytes(events.replace(f"p{i}-aftercall-lab-".encode(), b""))
             events, _, _ = call.clone("del", "+919800000309", time.time())
             await named.send_bytes(events)
-            await _until(lambda: all(w.call_ids for w in agent.watches), 30)
+            await until(lambda: all(w.call_ids for w in agent.watches), 30)
             await agent.pipeline.drain(10)
         said = [e for e in logs if e["event"] == "pbx_call_ids_without_systemname"]
         assert [(e["pbx"], e["log_level"]) for e in said] == [("blr", "warning")]
         assert "systemname in asterisk.conf" in said[0]["fix"]
         assert [w.health()["call_ids"] for w in agent.watches] == ["plain", "systemname"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await plain.stop()
-        await named.stop()
-        await sim.stop()

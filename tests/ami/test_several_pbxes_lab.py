@@ -5,19 +5,16 @@ Each caller gets one text, each call and message carries its own PBX's name."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
+from fake_ami import RecordedCall
+from pbx_agent import agent_watching
 
-from agent.app import AfterCallAgent
 from agent.lab import sipp
-from devkit.harness import rules_with, until
-from agent.settings import Settings
-from agent.sim.main import start_sim
-from fake_ami import FakeAmi, RecordedCall
+from devkit.harness import handsets, until
 
 pytestmark = pytest.mark.lab
 
@@ -25,34 +22,13 @@ LAB_CALLER = "+919811000301"
 FAKE_CALLER = "+919811000302"
 
 
-def _secret_file(path: Path, secret: str) -> Path:
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return path
-
-
-async def test_lab_asterisk_and_a_second_pbx_in_one_agent(tmp_path: Path, lab, phones) -> None:  # type: ignore[no-untyped-def]
-    sim = await start_sim(smpp_port=0, http_port=0)
-    os.environ["SMPP_PORT"] = str(sim.smpp_port)
-    fake = FakeAmi(secret="second-pbx")
-    await fake.start()
-    rules = rules_with(tmp_path)
-    rules.write_text(rules.read_text() + f"""\
-pbxes:
-  - name: lab
-    port: 5038
-    secret_file: {_secret_file(tmp_path / "lab.secret", lab.secret())}
-    cdr_csv: {lab.cdr_csv}
-  - name: branch
-    port: {fake.port}
-    secret_file: {_secret_file(tmp_path / "branch.secret", fake.secret)}
-""")
-    agent = AfterCallAgent(Settings(rules=rules, db=tmp_path / "a.db", http_port=0, agi_port=0))
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop.wait))
-    texts = lambda: Counter("+" + m.dest.lstrip("+") for m in sim.core.messages)  # noqa: E731
-    try:
-        await asyncio.wait_for(agent.ready.wait(), 30)
+async def test_lab_asterisk_and_a_second_pbx_in_one_agent(tmp_path: Path, lab, phones,  # type: ignore[no-untyped-def]
+                                                         fake_pbx) -> None:
+    fake = await fake_pbx("second-pbx")
+    pbxes = {"lab": {"port": 5038, "secret": lab.secret(), "cdr_csv": lab.cdr_csv},
+             "branch": {"port": fake.port, "secret": fake.secret}}
+    async with agent_watching(tmp_path, pbxes) as (agent, sim):
+        texts = partial(handsets, sim)
         # A caller gives up in the lab's Billing queue; at the same time the branch PBX's
         # recorded abandoned queue call ends: missed-call-sorry for each.
         events, _, branch_call = RecordedCall("queue_abandoned").clone(
@@ -73,8 +49,3 @@ pbxes:
         assert fake_call is not None and fake_call.pbx == "branch"
         assert texts()[LAB_CALLER] == 1 and texts()[FAKE_CALLER] == 1, texts()
         assert agent.watches[0].health()["event_times"] == "asterisk"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await fake.stop()
-        await sim.stop()

@@ -12,6 +12,7 @@ from agent.loop.watch import watched_pbxes
 from agent.commands.check import check
 from agent.rules.loader import load_rules
 from agent.settings import Settings
+from devkit.harness import secret_file
 
 REPO_RULES = Path(__file__).parent.parent.parent / "rules.yaml"
 
@@ -27,19 +28,13 @@ def _rules(tmp_path: Path, section: str) -> Path:
     return path
 
 
-def _secret(tmp_path: Path, name: str, text: str = "ami-s3cret", mode: int = 0o600) -> Path:
-    path = tmp_path / name
-    path.write_text(text + "\n")
-    path.chmod(mode)
-    return path
-
-
 def _line_of(path: Path, needle: str) -> int:
     return next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if needle in ln)
 
 
 def test_two_pbxes_load_and_become_two_links(tmp_path: Path) -> None:
-    a, b = _secret(tmp_path, "blr.secret", "blr-pw"), _secret(tmp_path, "del.secret", "del-pw")
+    a = secret_file(tmp_path / "blr.secret", "blr-pw")
+    b = secret_file(tmp_path / "del.secret", "del-pw")
     path = _rules(tmp_path, f"""\
 pbxes:
   - {{name: blr, port: 5038, secret_file: {a}, cdr_csv: /var/log/asterisk/cdr-csv/Master.csv}}
@@ -64,8 +59,8 @@ def test_without_the_section_the_settings_one_pbx_is_watched() -> None:
 
 
 def test_check_refuses_each_mistake_at_its_line(tmp_path: Path) -> None:
-    ok = _secret(tmp_path, "ok.secret")
-    loose = _secret(tmp_path, "loose.secret", mode=0o666)
+    ok = secret_file(tmp_path / "ok.secret", "ami-s3cret")
+    loose = secret_file(tmp_path / "loose.secret", "ami-s3cret", mode=0o666)
     path = _rules(tmp_path, f"""\
 pbxes:
   - name: blr
