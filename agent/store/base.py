@@ -5,9 +5,10 @@ The seams that consumers depend on (and ``Store``, their union) are in ``agent.s
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from agent.models import (
     CallRecord,
@@ -55,6 +56,67 @@ class MessageRow:
     hangup_to_submit_ms: float | None
     updated_at: datetime
     pbx: str = "default"  # the PBX of the call it was decided for
+
+
+#: What ``transition`` may set on a message besides its state, reason and detail.
+TRANSITION_FIELDS = frozenset({
+    "attempts", "error_code", "queued_at", "submitted_at", "final_at", "next_attempt_at",
+    "submitting_since", "expires_at", "hangup_to_submit_ms", "gateway",
+})
+
+
+def check_transition_fields(fields: Collection[str]) -> None:
+    """Refuse a ``transition`` that would set anything else (a caller's typo, not data)."""
+    unknown = set(fields) - TRANSITION_FIELDS
+    if unknown:
+        raise ValueError(f"transition: unknown message fields {sorted(unknown)}")
+
+
+def message_from_row(r: Any, smsc_ids: Sequence[str],
+                when: Callable[[Any], datetime | None] | None = None) -> MessageRow:
+    """A stored message row (read by column name: sqlite3.Row, asyncpg.Record) as a MessageRow,
+    the same for both stores: ``smsc_ids`` as the backend decoded them, its times through
+    ``when`` (None: the driver gives datetimes already)."""
+    t = when or _as_is
+    return MessageRow(
+        id=r["id"],
+        idempotency_key=r["idempotency_key"],
+        call_id=r["call_id"],
+        rule=r["rule"],
+        trigger=Trigger(r["trigger"]),
+        recipient_kind=RecipientKind(r["recipient_kind"]),
+        number=r["number"],
+        template=r["template"],
+        gateway=r["gateway"],
+        sender_id=r["sender_id"],
+        text=r["text"],
+        encoding=r["encoding"],
+        segments=r["segments"],
+        category=r["category"],
+        dlt_template_id=r["dlt_template_id"],
+        dlt_entity_id=r["dlt_entity_id"],
+        state=MessageState(r["state"]),
+        reason=r["reason"],
+        detail=r["detail"],
+        attempts=r["attempts"],
+        smsc_ids=tuple(smsc_ids),
+        error_code=r["error_code"],
+        created_at=t(r["created_at"]),
+        queued_at=t(r["queued_at"]),
+        submitted_at=t(r["submitted_at"]),
+        final_at=t(r["final_at"]),
+        next_attempt_at=t(r["next_attempt_at"]),
+        submitting_since=t(r["submitting_since"]),
+        expires_at=t(r["expires_at"]),
+        call_ended_at=t(r["call_ended_at"]),
+        hangup_to_submit_ms=r["hangup_to_submit_ms"],
+        updated_at=t(r["updated_at"]),
+        pbx=r["pbx"],
+    )
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True, slots=True)

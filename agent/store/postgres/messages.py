@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from agent.models import Decision, MessageState, ReceiptState
-from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
 from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import (
     PgPool,
@@ -25,21 +25,6 @@ from agent.store.postgres.pool import (
     utc,
 )
 from agent.store.postgres.receipts import apply_to_message
-
-_TRANSITION_FIELDS = frozenset(
-    {
-        "attempts",
-        "error_code",
-        "queued_at",
-        "submitted_at",
-        "final_at",
-        "next_attempt_at",
-        "submitting_since",
-        "expires_at",
-        "hangup_to_submit_ms",
-        "gateway",
-    }
-)
 
 #: One claim: (message id, when, the gateway it must still be bound for).
 _Claim = tuple[str, datetime | None, str | None]
@@ -130,9 +115,7 @@ class MessageOps(PgPool):
     ) -> MessageRow | None:
         """Move a row to ``state`` (recording the event), optionally only from ``from_states``.
         Returns the new row, or None when the row is missing or not in an allowed state."""
-        unknown = set(fields) - _TRANSITION_FIELDS
-        if unknown:
-            raise ValueError(f"transition: unknown message fields {sorted(unknown)}")
+        check_transition_fields(fields)
         at = utc(now)
         params: list[Any] = [state.value, reason, detail, at]
         sets = ["state = $1", "reason = $2", "detail = $3", "updated_at = $4"]

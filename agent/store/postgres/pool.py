@@ -15,8 +15,7 @@ import asyncpg
 import structlog
 
 from agent.errors import StoreError
-from agent.models import MessageState, RecipientKind, Trigger
-from agent.store.base import MessageRow
+from agent.store.base import MessageRow, message_from_row
 from agent.store.postgres.schema import LATEST_VERSION, MIGRATIONS
 from agent.store.stamps import ts
 
@@ -60,41 +59,7 @@ def utc(dt: datetime | None) -> datetime | None:
 
 
 def message_row(r: asyncpg.Record) -> MessageRow:
-    return MessageRow(
-        id=r["id"],
-        idempotency_key=r["idempotency_key"],
-        call_id=r["call_id"],
-        rule=r["rule"],
-        trigger=Trigger(r["trigger"]),
-        recipient_kind=RecipientKind(r["recipient_kind"]),
-        number=r["number"],
-        template=r["template"],
-        gateway=r["gateway"],
-        sender_id=r["sender_id"],
-        text=r["text"],
-        encoding=r["encoding"],
-        segments=r["segments"],
-        category=r["category"],
-        dlt_template_id=r["dlt_template_id"],
-        dlt_entity_id=r["dlt_entity_id"],
-        state=MessageState(r["state"]),
-        reason=r["reason"],
-        detail=r["detail"],
-        attempts=r["attempts"],
-        smsc_ids=tuple(r["smsc_ids"]),
-        error_code=r["error_code"],
-        created_at=r["created_at"],
-        queued_at=r["queued_at"],
-        submitted_at=r["submitted_at"],
-        final_at=r["final_at"],
-        next_attempt_at=r["next_attempt_at"],
-        submitting_since=r["submitting_since"],
-        expires_at=r["expires_at"],
-        call_ended_at=r["call_ended_at"],
-        hangup_to_submit_ms=r["hangup_to_submit_ms"],
-        updated_at=r["updated_at"],
-        pbx=r["pbx"],
-    )
+    return message_from_row(r, r["smsc_ids"])
 
 
 async def event(

@@ -10,26 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
-from agent.store.base import MessageEvent, MessageFilter, MessageRow
+from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
 from agent.store.sqlite.packing import STATES, from_micros
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import _dt, _message, event_now, ts
 from agent.store.sqlite.writer import StoreWriter
-
-_TRANSITION_FIELDS = frozenset(
-    {
-        "attempts",
-        "error_code",
-        "queued_at",
-        "submitted_at",
-        "final_at",
-        "next_attempt_at",
-        "submitting_since",
-        "expires_at",
-        "hangup_to_submit_ms",
-        "gateway",
-    }
-)
 
 
 def insert_row(
@@ -128,9 +113,7 @@ class MessageOps(StoreWriter):
     ) -> MessageRow | None:
         """Move a row to ``state`` (recording the event), optionally only from ``from_states``.
         Returns the new row, or None when the row is missing or not in an allowed state."""
-        unknown = set(fields) - _TRANSITION_FIELDS
-        if unknown:
-            raise ValueError(f"transition: unknown message fields {sorted(unknown)}")
+        check_transition_fields(fields)
         at = ts(now)
         sets = ["state = ?", "reason = ?", "detail = ?", "updated_at = ?"]
         params: list[Any] = [state.value, reason, detail, at]

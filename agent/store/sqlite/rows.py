@@ -10,8 +10,7 @@ from typing import Any
 
 import aiosqlite
 
-from agent.models import MessageState, RecipientKind, Trigger
-from agent.store.base import MessageRow
+from agent.store.base import MessageRow, message_from_row
 from agent.store.sqlite.packing import STATE_CODES, micros
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
@@ -22,41 +21,7 @@ def _now() -> datetime:
 
 
 def _message(r: sqlite3.Row) -> MessageRow:
-    return MessageRow(
-        id=r["id"],
-        idempotency_key=r["idempotency_key"],
-        call_id=r["call_id"],
-        rule=r["rule"],
-        trigger=Trigger(r["trigger"]),
-        recipient_kind=RecipientKind(r["recipient_kind"]),
-        number=r["number"],
-        template=r["template"],
-        gateway=r["gateway"],
-        sender_id=r["sender_id"],
-        text=r["text"],
-        encoding=r["encoding"],
-        segments=r["segments"],
-        category=r["category"],
-        dlt_template_id=r["dlt_template_id"],
-        dlt_entity_id=r["dlt_entity_id"],
-        state=MessageState(r["state"]),
-        reason=r["reason"],
-        detail=r["detail"],
-        attempts=r["attempts"],
-        smsc_ids=tuple(json.loads(r["smsc_ids"])),
-        error_code=r["error_code"],
-        created_at=_dt(r["created_at"]),
-        queued_at=_dt(r["queued_at"]),
-        submitted_at=_dt(r["submitted_at"]),
-        final_at=_dt(r["final_at"]),
-        next_attempt_at=_dt(r["next_attempt_at"]),
-        submitting_since=_dt(r["submitting_since"]),
-        expires_at=_dt(r["expires_at"]),
-        call_ended_at=_dt(r["call_ended_at"]),
-        hangup_to_submit_ms=r["hangup_to_submit_ms"],
-        updated_at=_dt(r["updated_at"]),
-        pbx=r["pbx"],
-    )
+    return message_from_row(r, json.loads(r["smsc_ids"]), _dt)
 
 
 async def _rows(
