@@ -3,17 +3,15 @@ replies, links and clicks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
 from agent.models import CallRecord, InboundSms
-from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
-from agent.store.dndcsv import read_number_csv
+from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.dndcsv import DndImport
 from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, utc
 
@@ -64,7 +62,7 @@ async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime
     await conn.execute(call_upsert(q, [(record, at)]), *q.params)
 
 
-class RecordOps(PgPool):
+class RecordOps(DndImport, PgPool):
     """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
 
     # ---- calls ----------------------------------------------------------------------------
@@ -235,15 +233,6 @@ class RecordOps(PgPool):
             rows = await self._read("SELECT * FROM list_events WHERE number = $1"
                                     " ORDER BY id DESC LIMIT $2", number, limit)
         return [ListEvent(r["number"], r["list"], r["action"], r["at"], r["who"]) for r in rows]
-
-    async def import_dnd_csv(
-        self, path: str | Path, *, region: str | None = None, source: str | None = None
-    ) -> ImportResult:
-        """Import a DND list: one number per row in the first column; a header row, blank rows
-        and ``#`` comments are skipped. National numbers need ``region`` (e.g. "IN")."""
-        numbers, problems = await asyncio.to_thread(read_number_csv, Path(path), region)
-        imported = await self.add_dnd(numbers, source=source or f"csv:{Path(path).name}")
-        return ImportResult(imported, tuple(problems))
 
     # ---- replies, links -------------------------------------------------------------------
 

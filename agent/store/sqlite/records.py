@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from agent.models import CallRecord, InboundSms
-from agent.store.base import ImportResult, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
-from agent.store.dndcsv import read_number_csv
+from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.dndcsv import DndImport
 from agent.store.sqlite.packing import pack_record, unpack_record
 from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
@@ -36,7 +34,7 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
     )
 
 
-class RecordOps(StoreWriter):
+class RecordOps(DndImport, StoreWriter):
     """Calls, the facts policy decisions read, opt-outs, DND, replies, links and clicks."""
 
     # ---- calls ----------------------------------------------------------------------------
@@ -224,15 +222,6 @@ class RecordOps(StoreWriter):
         rows = await self._read(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         return [ListEvent(r["number"], r["list"], r["action"], _dt(r["at"]), r["who"])
                 for r in rows]
-
-    async def import_dnd_csv(
-        self, path: str | Path, *, region: str | None = None, source: str | None = None
-    ) -> ImportResult:
-        """Import a DND list: one number per row in the first column; a header row, blank rows
-        and ``#`` comments are skipped. National numbers need ``region`` (e.g. "IN")."""
-        numbers, problems = await asyncio.to_thread(read_number_csv, Path(path), region)
-        imported = await self.add_dnd(numbers, source=source or f"csv:{Path(path).name}")
-        return ImportResult(imported, tuple(problems))
 
     # ---- replies, links -------------------------------------------------------------------
 
