@@ -17,6 +17,7 @@ the agent, not the SMSC contract an operator configures.
 
     .venv/bin/python bench/capacity.py [--rates 50,100,150,200,300] [--seconds 20]
     .venv/bin/python bench/capacity.py --soak 15 --rate 50      # RSS slope, exact counts
+    .venv/bin/python bench/capacity.py --soak 6 --rate 50 --gc-types   # what grows, by type
 
 The soak's RSS slope is fitted after a warm-up (``--warmup``, 3 minutes by default: caches and
 SQLite's page cache fill to their bounds first) and printed beside the slope of the whole run.
@@ -56,7 +57,7 @@ TRACEMALLOC_HOOK = """
 import os, threading, time, tracemalloc
 out = os.environ.get("BENCH_TRACEMALLOC_OUT")
 if out:
-    tracemalloc.start(8)
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "8")))
     # Imports done late (module code, compiled bytecode) are growth, not a leak.
     skip = [tracemalloc.Filter(False, f) for f in ("<frozen importlib._bootstrap>",
             "<frozen importlib._bootstrap_external>", tracemalloc.__file__, "<unknown>")]
@@ -76,6 +77,41 @@ if out:
                 fh.write("\\n".join(lines) + "\\n")
             os.replace(out + ".tmp", out)
     threading.Thread(target=watch, daemon=True, name="bench-tracemalloc").start()
+"""
+# Loaded the same way by --gc-types, cheap enough to leave the agent's pace alone (tracing
+# every allocation is not, on a busy machine: the agent falls behind and what grows is its
+# backlog): after the warm-up it counts the objects the collector tracks by type, then every
+# minute writes the types whose count grew most since, with the interpreter's allocated blocks.
+GC_TYPES_HOOK = """
+import collections, gc, os, sys, threading, time
+out = os.environ.get("BENCH_GC_TYPES_OUT")
+if out:
+    def census():
+        return collections.Counter(f"{getattr(type(o), '__module__', '?')}."
+                                   f"{getattr(type(o), '__qualname__', '?')}"
+                                   for o in gc.get_objects())
+    def watch():
+        try:
+            count()
+        except BaseException as exc:
+            with open(out, "w") as fh:
+                fh.write(f"census failed: {exc!r}\\n")
+            raise
+    def count():
+        time.sleep(float(os.environ.get("BENCH_GC_TYPES_WARMUP", "180")))
+        base, blocks, t0 = census(), sys.getallocatedblocks(), time.monotonic()
+        while True:
+            time.sleep(60)
+            now = census()
+            grown = sorted(((now[k] - base[k], k) for k in set(now) | set(base)), reverse=True)
+            lines = [f"after {(time.monotonic() - t0) / 60:.1f} min: allocated blocks "
+                     f"{sys.getallocatedblocks() - blocks:+d}, gc-tracked objects "
+                     f"{sum(now.values()) - sum(base.values()):+d}"]
+            lines += [f"{n:+d} {k}" for n, k in grown[:15] if n]
+            with open(out + ".tmp", "w") as fh:
+                fh.write("\\n".join(lines) + "\\n")
+            os.replace(out + ".tmp", out)
+    threading.Thread(target=watch, daemon=True, name="bench-gc-types").start()
 """
 EDITS = (("global: 100/1m", "global: 100000000/1m"), ("daily: 2000/1d", "daily: 1000000000/1d"),
          ("per_number: 3/1h", "per_number: 1000/1h"), ("tps: 50", "tps: 5000"), ("window: 10", "window: 50"),
@@ -108,6 +144,25 @@ class Proc:
     def cpu(self) -> float:
         fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def rss_by_kind_mb(self) -> dict[str, float]:
+        """Resident memory by what maps it (/proc/PID/smaps): the C heap and anonymous maps
+        (Python's arenas, malloc's thread arenas: SQLite's page caches live there), the
+        database's WAL index, shared libraries and other files. Tells a Python leak (objects,
+        see --gc-types) from allocator or SQLite growth."""
+        kinds: dict[str, float] = {}
+        kind = "anon"
+        for line in Path(f"/proc/{self.p.pid}/smaps").read_text().splitlines():
+            head = line.split(None, 5)
+            if len(head) >= 5 and "-" in head[0] and not line.endswith(" kB"):
+                path = head[5].strip() if len(head) > 5 else ""
+                kind = ("anon" if not path else "heap" if path == "[heap]"
+                        else "stack" if path.startswith("[stack") else "sqlite-shm"
+                        if path.endswith("-shm") else "libs" if ".so" in path
+                        else "other" if path.startswith("[") else "files")
+            elif line.startswith("Rss:"):
+                kinds[kind] = kinds.get(kind, 0.0) + int(line.split()[1]) / 1024
+        return {k: round(v, 1) for k, v in sorted(kinds.items())}
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
@@ -195,6 +250,9 @@ async def main() -> None:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="with --soak: the agent traces its allocations and reports what grew "
                          "after the warm-up (slows it; the RSS slope then includes the tracing)")
+    ap.add_argument("--gc-types", action="store_true",
+                    help="with --soak: the agent counts its objects by type after the warm-up "
+                         "and reports the types that grew (cheap: the pace is kept)")
     ap.add_argument("--warmup", type=float, default=3.0, metavar="MINUTES",
                     help="with --soak: the RSS slope is reported after this warm-up (and over "
                          "the whole run beside it)")
@@ -222,13 +280,18 @@ async def main() -> None:
         load = Load(work, fake)
         await asyncio.sleep(1.0)  # the simulator's bind port
         growth = work / "tracemalloc.txt"
-        if args.tracemalloc:
+        types = work / "gc-types.txt"
+        if args.tracemalloc or args.gc_types:
             hook = work / "tm"
             hook.mkdir()
-            (hook / "sitecustomize.py").write_text(TRACEMALLOC_HOOK)
+            (hook / "sitecustomize.py").write_text(
+                (TRACEMALLOC_HOOK if args.tracemalloc else "")
+                + (GC_TYPES_HOOK if args.gc_types else ""))
             agent_env |= {"PYTHONPATH": f"{hook}:{agent_env.get('PYTHONPATH', '')}",
                           "BENCH_TRACEMALLOC_OUT": str(growth),
-                          "BENCH_TRACEMALLOC_WARMUP": str(args.warmup * 60)}
+                          "BENCH_TRACEMALLOC_WARMUP": str(args.warmup * 60),
+                          "BENCH_GC_TYPES_OUT": str(types),
+                          "BENCH_GC_TYPES_WARMUP": str(args.warmup * 60)}
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--log-level", "warning",
                                   "run"], env=agent_env, cwd=REPO,
                                  stdout=open(work / "agent.log", "w"), stderr=subprocess.STDOUT)
@@ -245,6 +308,9 @@ async def main() -> None:
                 if growth.exists():
                     out["soak"]["tracemalloc_growth_after_warmup"] = (  # type: ignore[index]
                         growth.read_text().splitlines())
+                if types.exists():
+                    out["soak"]["gc_type_growth_after_warmup"] = (  # type: ignore[index]
+                        types.read_text().splitlines())
             else:
                 best = 0.0
                 for i, rate in enumerate(float(r) for r in args.rates.split(",")):
@@ -311,6 +377,7 @@ async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,
 async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
                warmup: float) -> dict[str, object]:
     samples: list[tuple[float, float]] = []
+    kinds: list[tuple[float, dict[str, float]]] = []
     t0 = time.monotonic()
     offered = 0
     i = 0
@@ -318,7 +385,10 @@ async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
         n, _ = await load.offer(f"s{i}", rate, 10.0)
         offered += n
         samples.append(((time.monotonic() - t0) / 60, proc.rss_mb()))
+        if i % 6 == 5:  # each minute
+            kinds.append((round(samples[-1][0], 1), proc.rss_by_kind_mb()))
         i += 1
+    load_avg = [round(x, 1) for x in os.getloadavg()]
     stored = texted = 0
     lat: list[float] = []
     for j in range(i):
@@ -338,6 +408,10 @@ async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
             "warmup_minutes": warmup,
             "rss_slope_mb_per_min": round(slope(steady), 4),
             "rss_samples": [(round(t, 2), round(m, 1)) for t, m in samples],
+            "rss_by_kind_mb_each_minute": kinds,
+            # A starved agent falls behind and its backlog's memory lingers: say how busy the
+            # machine was.
+            "load_avg_1_5_15_at_end": load_avg,
             "budget_slope": "< 0.05 MB/min (after the warm-up)"}
 
 
