@@ -18,6 +18,7 @@ the agent, not the SMSC contract an operator configures.
     .venv/bin/python bench/capacity.py [--rates 50,100,150,200,300] [--seconds 20]
     .venv/bin/python bench/capacity.py --soak 15 --rate 50      # RSS slope, exact counts
     .venv/bin/python bench/capacity.py --soak 6 --rate 50 --gc-types   # what grows, by type
+    .venv/bin/python bench/capacity.py --soak 6 --rate 50 --malloc-trim   # allocator slack?
 
 The soak's RSS slope is fitted after a warm-up (``--warmup``, 3 minutes by default: caches and
 SQLite's page cache fill to their bounds first) and printed beside the slope of the whole run.
@@ -112,6 +113,19 @@ if out:
                 fh.write("\\n".join(lines) + "\\n")
             os.replace(out + ".tmp", out)
     threading.Thread(target=watch, daemon=True, name="bench-gc-types").start()
+"""
+# Loaded the same way by --malloc-trim: every 30 s the agent hands the C allocator's free
+# memory back to the system (glibc's malloc_trim). Growth that this removes is freed memory the
+# allocator kept (fragmented heaps and per-thread arenas), not live data.
+MALLOC_TRIM_HOOK = """
+import ctypes, os, threading, time
+if os.environ.get("BENCH_MALLOC_TRIM"):
+    libc = ctypes.CDLL("libc.so.6")  # the call releases the GIL
+    def trim():
+        while True:
+            time.sleep(30)
+            libc.malloc_trim(0)
+    threading.Thread(target=trim, daemon=True, name="bench-malloc-trim").start()
 """
 EDITS = (("global: 100/1m", "global: 100000000/1m"), ("daily: 2000/1d", "daily: 1000000000/1d"),
          ("per_number: 3/1h", "per_number: 1000/1h"), ("tps: 50", "tps: 5000"), ("window: 10", "window: 50"),
@@ -253,6 +267,9 @@ async def main() -> None:
     ap.add_argument("--gc-types", action="store_true",
                     help="with --soak: the agent counts its objects by type after the warm-up "
                          "and reports the types that grew (cheap: the pace is kept)")
+    ap.add_argument("--malloc-trim", action="store_true",
+                    help="with --soak: the agent returns the C allocator's free memory to the "
+                         "system every 30 s (tells allocator slack from live data)")
     ap.add_argument("--warmup", type=float, default=3.0, metavar="MINUTES",
                     help="with --soak: the RSS slope is reported after this warm-up (and over "
                          "the whole run beside it)")
@@ -281,17 +298,19 @@ async def main() -> None:
         await asyncio.sleep(1.0)  # the simulator's bind port
         growth = work / "tracemalloc.txt"
         types = work / "gc-types.txt"
-        if args.tracemalloc or args.gc_types:
+        if args.tracemalloc or args.gc_types or args.malloc_trim:
             hook = work / "tm"
             hook.mkdir()
             (hook / "sitecustomize.py").write_text(
                 (TRACEMALLOC_HOOK if args.tracemalloc else "")
-                + (GC_TYPES_HOOK if args.gc_types else ""))
+                + (GC_TYPES_HOOK if args.gc_types else "")
+                + (MALLOC_TRIM_HOOK if args.malloc_trim else ""))
             agent_env |= {"PYTHONPATH": f"{hook}:{agent_env.get('PYTHONPATH', '')}",
                           "BENCH_TRACEMALLOC_OUT": str(growth),
                           "BENCH_TRACEMALLOC_WARMUP": str(args.warmup * 60),
                           "BENCH_GC_TYPES_OUT": str(types),
-                          "BENCH_GC_TYPES_WARMUP": str(args.warmup * 60)}
+                          "BENCH_GC_TYPES_WARMUP": str(args.warmup * 60),
+                          "BENCH_MALLOC_TRIM": "1" if args.malloc_trim else ""}
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--log-level", "warning",
                                   "run"], env=agent_env, cwd=REPO,
                                  stdout=open(work / "agent.log", "w"), stderr=subprocess.STDOUT)

@@ -47,6 +47,9 @@ class Recovery:
         self._clock = clock
         self.spill_path = spill_path
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconciling: asyncio.Task[None] | None = None
+        # the gap (since when, the tracker's guesses) the next reconciliation covers
+        self._next: tuple[datetime | None, list[CallRecord]] | None = None
         self.ready = asyncio.Event()
 
     async def on_login(self, client: AmiClient) -> None:
@@ -70,11 +73,33 @@ class Recovery:
             oldest = self._pipeline.oldest_pending_end()
             if since is not None and oldest is not None:
                 since = min(since, oldest)
-            task = asyncio.create_task(self.reconcile_gap(since, fallback=ended_unseen),
-                                       name="cdr-reconcile")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.reconcile_soon(since, ended_unseen)
         self.ready.set()
+
+    def reconcile_soon(self, since: datetime | None, fallback: list[CallRecord]) -> None:
+        """One reconciliation at a time: a login while one runs (an overloaded agent whose
+        link drops again and again) adds its gap to the next one instead of starting its own.
+        Each holds the records of its whole gap until the pipeline takes them, so concurrent
+        ones held the same calls many times over (seen: 90 MB to 780 MB within two minutes
+        of an overloaded soak)."""
+        if self._next is not None:
+            was, more = self._next
+            self._next = (None if since is None or was is None else min(since, was),
+                          more + fallback)
+            return
+        self._next = (since, list(fallback))
+        if self._reconciling is None or self._reconciling.done():
+            self._reconciling = asyncio.create_task(self._reconcile_gaps(), name="cdr-reconcile")
+            self._tasks.add(self._reconciling)
+            self._reconciling.add_done_callback(self._tasks.discard)
+
+    async def _reconcile_gaps(self) -> None:
+        while self._next is not None:
+            (since, fallback), self._next = self._next, None
+            try:
+                await self.reconcile_gap(since, fallback=fallback)
+            except Exception:  # the next login tries again
+                log.exception("cdr_reconcile_failed")
 
     async def reconcile_gap(self, gap_start: datetime | None = None,
                             fallback: list[CallRecord] | None = None) -> ReconcileResult:
