@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.models import (
     CallRecord,
+    Decision,
     Direction,
     Disposition,
     HangupBy,
@@ -156,3 +158,21 @@ def test_due_messages_are_read_through_an_index_of_states(tmp_path: Path) -> Non
             plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}",
                                                     ("x", 1)[:sql.count("?")]))
             assert "USING INDEX messages_state_created (state=?)" in plan, plan
+
+
+async def test_a_receipt_keeps_its_raw_text_only_while_it_matches_no_message(
+        tmp_path: Path, make_decision: Callable[..., Decision]) -> None:
+    async with SqliteStore(tmp_path / "r.db") as store:
+        row, _ = await store.insert_message(make_decision(), state=MessageState.QUEUED, now=END,
+                                            next_attempt_at=END)
+        await store.claim_for_submit(row.id, now=END)
+        early = await store.apply_receipt(Receipt(gateway="smsc", smsc_id="fast-1",
+                                                  state=ReceiptState.DELIVERED, raw="id:fast-1"))
+        assert [r.raw for r in await store.receipts(unmatched=True)] == ["id:fast-1"]
+        await store.record_submit(row.id, gateway="smsc", smsc_ids=["fast-1"], now=END,
+                                  hangup_to_submit_ms=None)
+        [kept] = await store.receipts(message_id=row.id)
+        assert kept.id == early.receipt_id and kept.raw == "" and kept.smsc_id == "fast-1"
+        again = await store.apply_receipt(Receipt(gateway="smsc", smsc_id="fast-1",
+                                                  state=ReceiptState.DELIVERED, raw="id:fast-1"))
+        assert again.duplicate

@@ -199,9 +199,9 @@ class MessageOps(StoreWriter):
                     [gateway, *ids],
                 ).fetchall()
                 for r in pending:
-                    conn.execute(
-                        "UPDATE receipts SET message_id = ? WHERE id = ?", (message_id, r["id"])
-                    )
+                    # Matched now: its fields say what its raw text did (schema 7).
+                    conn.execute("UPDATE receipts SET message_id = ?, raw = NULL WHERE id = ?",
+                                 (message_id, r["id"]))
                     _, msg = apply_to_message(
                         conn,
                         msg,
