@@ -48,6 +48,7 @@ __all__ = ["CdrTail", "build_record", "build_records", "group_calls"]
 
 _ANSWERED = "ANSWERED"
 _FAILED = frozenset({"FAILED", "CONGESTION"})
+_REFUSED = _FAILED | {"BUSY"}
 #: Last applications of a row whose channel the dialplan itself ended, not the caller.
 _PBX_ENDS = frozenset({"Hangup", "Busy", "Congestion"})
 
@@ -115,7 +116,10 @@ def _disposition(legs: Sequence[CdrRow]) -> tuple[Disposition, str | None]:
         # ANSWERED with no party B: the PBX's own Answer() (a greeting, an IVR menu), and the
         # caller's row ended in it: the caller left before any phone rang.
         return Disposition.ABANDONED, LEFT_IN_IVR
-    status = (dialled[-1] if dialled else last).disposition
+    # A phone that rang (NO ANSWER) outweighs one that refused at once (a ring group's busy
+    # member), whatever order the rows were written in.
+    rang = [r for r in dialled if r.disposition not in _REFUSED]
+    status = ((rang or dialled)[-1] if dialled else last).disposition
     if status == "BUSY":
         return Disposition.BUSY, None
     if status in _FAILED:
@@ -176,7 +180,10 @@ def build_record(
             did = first.dst if first.dst and first.dst != "s" else None
         dialled = [r for r in legs if r.dstchannel]
         took = [r for r in dialled if r.disposition == _ANSWERED]
-        pick = took[-1] if took else (dialled[-1] if dialled else None)
+        # Nobody took it: the phone that rang on, not one that refused at once (a ring
+        # group's busy member), whatever order the rows were written in.
+        rang = [r for r in dialled if r.disposition not in _REFUSED]
+        pick = took[-1] if took else ((rang or dialled)[-1] if dialled else None)
         agent = extension(pick.dstchannel) if pick else None
     else:
         # An agent's phone placed the call: the party to text is the number dialled.

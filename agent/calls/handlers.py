@@ -32,6 +32,8 @@ CallHandler = Callable[[Event, list[CallRecord]], None]
 #: Tags of a call that reached voicemail: the caller left a message, or hung up before.
 VOICEMAIL_LEFT, VOICEMAIL_HUNG_UP = "voicemail_left", "hung_up_at_greeting"
 _intern = sys.intern
+#: DialEnd statuses of a leg that refused the call without ringing on.
+_REFUSED = frozenset({"BUSY", "CONGESTION", "CHANUNAVAIL"})
 
 
 def attach_to(call: Call, tags: Iterable[str], variables: Mapping[str, str]) -> None:
@@ -219,8 +221,15 @@ class EventHandlers:
         if call.answered is None and call.inbound is not False:
             dest = text(ev, "DestChannel")
             if dest and not dest.startswith("Local/") and not self.pbx.far_is_trunk(dest):
-                call.rung(extension(dest), None, number(text(ev, "DestCallerIDName")),
-                          alias=text(ev, "DestCallerIDNum"))
+                ext, cid = extension(dest), number(text(ev, "DestCallerIDName"))
+                alias = text(ev, "DestCallerIDNum")
+                call.rung(ext, None, cid, alias=alias)
+                uid = text(ev, "DestUniqueid")
+                if uid and ext:
+                    if call.ringing is None:
+                        call.ringing = {}
+                    if len(call.ringing) < 16:
+                        call.ringing[uid] = (ext, cid, alias)
 
     def _on_dialend(self, ev: Event, ch: Chan, ts: float, out: list[CallRecord]) -> None:
         call = ch.call
@@ -228,6 +237,14 @@ class EventHandlers:
         if status != "ANSWER":
             if call.answered is None and status:
                 call.dial_status = _intern(status[:16])
+            ringing = call.ringing
+            left = ringing.pop(text(ev, "DestUniqueid") or "", None) if ringing else None
+            if (ringing and left is not None and left[0] == call.agent
+                    and call.answered is None and status in _REFUSED):
+                # A ring group's busy phone refused at once: the agent is the phone that
+                # rang on (the one whose CDR row is NO ANSWER), not the last one dialled.
+                ext, cid, alias = next(reversed(ringing.values()))
+                call.rung(ext, None, cid, alias=alias)
             return
         dest = self._chans.get(text(ev, "DestUniqueid") or "")
         if dest is not None and dest.call is not call:

@@ -170,6 +170,7 @@ class Call:
         "origin_how",
         "queue",
         "queue_joined",
+        "ringing",
         "root_ended",
         "started",
         "tags",
@@ -199,6 +200,9 @@ class Call:
         self.agent: str | None = None
         #: Another name of the agent: its extension (caller id of its leg) or queue interface.
         self.agent_alias: str | None = None
+        #: Phones a Dial() is ringing (DestUniqueid -> extension, caller-id name, alias), so a
+        #: leg that refuses at once (busy) does not stay the agent while another rings on.
+        self.ringing: dict[str, tuple[str, str | None, str | None]] | None = None
         self.origin_how: str | None = None  # how direction was decided (calls.pbx.Origin)
         self.member_name: str | None = None
         self.agent_cid_name: str | None = None

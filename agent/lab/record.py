@@ -67,6 +67,7 @@ STYLE_SCENARIOS: dict[str, list[Scenario]] = {
         Scenario("queue_abandoned", sipp.TALK, sipp.DID_BILLING, 2000),
         Scenario("ring_group", sipp.TALK, sipp.DID_RING_GROUP, 2000),
         Scenario("queue_wait_hangup", sipp.TALK, sipp.DID_QUEUE_WAIT, 2000),
+        Scenario("ring_group_gives_up", sipp.GIVE_UP, sipp.DID_RING_GROUP_BUSY, 1500),
         Scenario("voicemail", sipp.TALK, sipp.DID_NO_ANSWER, 3000),
         Scenario("outbound", sipp.TALK, sipp.PSTN_NUMBER, 2000, caller="2001", phone=True),
         Scenario("internal", sipp.TALK, "2002", 1500, caller="2001", phone=True),

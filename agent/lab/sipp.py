@@ -53,6 +53,7 @@ DID_WRAPUP = "18005551200"  # 2003 answers and hangs up; then gives a wrap-up co
 DID_HINDI = "18005551300"  # the Billing queue with the caller's channel language set to hi
 DID_GREETING = "18005551400"  # Answer(), a long greeting (Playback), then the agent: callers leave
 DID_QUEUE_WAIT = "18005551500"  # Answer(), a queue whose only member is paused: nobody rings
+DID_RING_GROUP_BUSY = "18005551600"  # a ring group of a busy phone and one that rings on
 WRAPUP_AGI, WRAPUP_EVENT = "*88", "*89"  # feature codes the agent dials, + the code
 PSTN_NUMBER = "+919845012345"  # what phones dial for an outbound call
 

@@ -22,6 +22,7 @@ ANSWERED, BUSY, RING = "+919811000011", "+919811000012", "+919811000013"
 # Callers who hang up after the PBX answered them, before any person did: during the greeting,
 # and in a queue whose only member is paused (the styles with queues).
 GREETING, QUEUED = "+919811000014", "+919811000015"
+RING_GROUP = "+919811000016"  # gives up while a ring group rings (its other phone is busy)
 PRIYA = "+919812345678"  # "2001" in rules.yaml's directory: endpoint 2001 or alice (2001)
 # Two rules on top of the repository's: a thank-you after an answered inbound call, and a
 # follow-up to the number an agent dialled (click-to-call); and the agent told on connect.
@@ -57,8 +58,9 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
             await sipp.place_call(sipp.REFUSED, sipp.DID_BUSY, caller=BUSY),
             await sipp.place_call(sipp.REFUSED, sipp.DID_RING_TIMEOUT, caller=RING),
             await place(scenarios["outbound"]),
-            *await left_before_anyone_answered(style),
         ]
+        left = await left_before_anyone_answered(style)
+        calls += left.values()
         assert all(c.ok for c in calls), [c.output for c in calls if not c.ok]
 
         def completed() -> list:  # type: ignore[type-arg]
@@ -87,7 +89,6 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
                 # company's number; its outbound call must never text it.
                 assert (record.direction_by or "").startswith("detected"), record
 
-        left = [GREETING, QUEUED][:len(calls) - 4]
         want_rows = sorted([
             ("thanks", ANSWERED), ("agent-direct", PRIYA),
             ("missed-call-sorry", BUSY), ("missed-call-sorry", RING),
@@ -105,14 +106,19 @@ async def run_suite(style: str, scenarios: dict, rules: Path, tmp_path: Path) ->
         assert [m.dest.lstrip("+") for m in loop.handset(PRIYA)] == [PRIYA.lstrip("+")]
 
 
-async def left_before_anyone_answered(style: str) -> list[sipp.CallResult]:
-    """A caller who hangs up 1.5 s into the greeting that follows Answer(); on a style with
-    queues, one more in a queue whose only member is paused (no phone rings)."""
-    calls = [await sipp.place_call(sipp.TALK, sipp.DID_GREETING, caller=GREETING,
-                                   duration_ms=1500)]
-    if any(s.did == sipp.DID_QUEUE_WAIT for s in STYLE_SCENARIOS[style]):
-        calls.append(await sipp.place_call(sipp.TALK, sipp.DID_QUEUE_WAIT, caller=QUEUED,
-                                           duration_ms=1500))
+async def left_before_anyone_answered(style: str) -> dict[str, sipp.CallResult]:
+    """By caller: one who hangs up 1.5 s into the greeting that follows Answer(); on a style
+    with queues, one in a queue whose only member is paused (no phone rings); with ring
+    groups, one who gives up while a ring group rings (its other phone busy)."""
+    dids = {s.did for s in STYLE_SCENARIOS[style]}
+    calls = {GREETING: await sipp.place_call(sipp.TALK, sipp.DID_GREETING, caller=GREETING,
+                                             duration_ms=1500)}
+    if sipp.DID_QUEUE_WAIT in dids:
+        calls[QUEUED] = await sipp.place_call(sipp.TALK, sipp.DID_QUEUE_WAIT, caller=QUEUED,
+                                              duration_ms=1500)
+    if sipp.DID_RING_GROUP_BUSY in dids:
+        calls[RING_GROUP] = await sipp.place_call(sipp.GIVE_UP, sipp.DID_RING_GROUP_BUSY,
+                                                  caller=RING_GROUP, duration_ms=1500)
     return calls
 
 
@@ -122,7 +128,7 @@ async def test_callers_who_reach_nobody_get_the_missed_call_text_once(tmp_path: 
     # Callback queue whose only member is paused. Asterisk's CDR says ANSWERED (its own
     # Answer()); the records say abandoned, where the caller left, no talk, no agent.
     async with running_loop(tmp_path, rules=rules_with(tmp_path)) as loop:
-        calls = await left_before_anyone_answered("ours")
+        calls = list((await left_before_anyone_answered("ours")).values())
         assert [c.ok for c in calls] == [True, True], [c.output for c in calls]
 
         def completed() -> list:  # type: ignore[type-arg]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -275,3 +276,20 @@ def test_a_caller_who_leaves_a_queue_before_any_member_rang_abandoned_in_the_que
     assert "left_in_queue" in r.tags
     data = (fixture_dir(style, AMI) / "queue_wait_hangup.txt").read_bytes()
     assert b"Event: AgentCalled" not in data and b"Event: QueueCallerAbandon" in data
+
+
+def test_a_ring_group_whose_busy_phone_refused_names_the_phone_that_rang_on() -> None:
+    # FreePBX ring group 601 dials 2009 (busy: 486 at once) and 2008 (rings until the caller
+    # gives up). The tracker heard 2009 dialled last; the agent is 2008, as the CDR says (its
+    # row NO ANSWER, 2009's BUSY), live and recovered alike.
+    from agent.calls.cdr import build_records
+    from agent.calls.cdr_rows import parse_lines
+
+    r = one("freepbx", "ring_group_gives_up")
+    assert (r.disposition.value, r.agent, r.talk_seconds) == ("missed", "2008", 0.0)
+    text = (CDR / "freepbx" / "Master.csv").read_text().splitlines()
+    rows = [row for row in parse_lines(text).rows if row.linkedid == r.call_id]
+    for order in (rows, rows[::-1]):  # whatever order the rows were written in
+        renumbered = [replace(row, sequence=i) for i, row in enumerate(order)]
+        (recovered,) = build_records(renumbered, region="IN")
+        assert (recovered.disposition, recovered.agent) == (r.disposition, "2008")
