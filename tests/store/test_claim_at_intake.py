@@ -1,7 +1,7 @@
 """A text that can go at once has its first attempt claimed in the commit that queues it: one
 commit from decision to submit, and a submit interrupted at any point after that commit leaves
-the row ambiguous (never resent), exactly as a claim made by its own commit would. (SQLite does
-this; PostgreSQL returns the row unclaimed and it is claimed the usual way: both run here.)"""
+the row ambiguous (never resent), exactly as a claim made by its own commit would. Both stores
+do this (PostgreSQL in the record's one statement): both run here."""
 
 from __future__ import annotations
 
@@ -118,7 +118,6 @@ async def test_a_duplicate_decision_gives_its_window_slot_back(
     [dup] = await d.handle([make_decision()])  # the same idempotency key: not written again
     assert dup.id == first.id
     [other] = await d.handle([make_decision(rule="other")])
-    if isinstance(store, SqliteStore):  # PostgreSQL claims each row by its own commit
-        assert other.submitting_since is not None  # the window's one slot was free again
+    assert other.submitting_since is not None  # the window's one slot was free again
     await wait_state(store, other.id, MessageState.SUBMITTED)
     assert len(gw.calls) == 2

@@ -367,3 +367,25 @@ async def test_policy_reads_arriving_together_each_get_their_own_facts(
         assert [(f.opted_out, f.dnd, f.last_sent_at is not None, f.sent_to_number)
                 for f in facts] == [(i == 1, i == 2, i == 3, int(i == 3)) for i in range(12)]
         assert a._facts is not None and a._facts.writes < 12
+
+
+async def test_a_text_claimed_at_intake_is_claimed_by_the_agent_whose_insert_made_it(
+    pg_url: str, make_decision: MakeDecision
+) -> None:
+    """``NewMessage.claim_via``: the record's one statement claims the first attempt; the other
+    agent of the pair, recording the same call, gets the row as the first left it."""
+    async with PostgresStore(pg_url, owner="a") as a, PostgresStore(pg_url, owner="b") as b:
+        d = make_decision(call_id="at-once")
+        m = NewMessage(d, MessageState.QUEUED, next_attempt_at=T0, claim_via=d.gateway)
+        [(row, created)] = await a.record_call(None, [m], now=T0)
+        assert created and row.attempts == 1 and row.submitting_since == T0
+        assert [(e.state, e.reason) for e in await a.message_events(row.id)] == [
+            (MessageState.QUEUED, None), (MessageState.QUEUED, "submitting")]
+        [(same, created)] = await b.record_call(None, [m], now=T0)
+        assert not created and same.id == row.id and same.attempts == 1
+        assert await b.claim_for_submit(row.id, now=T0) is None  # a's claim holds
+        # bound for another gateway than the one named: queued unclaimed, as claim_for_submit
+        other = NewMessage(make_decision(call_id="elsewhere"), MessageState.QUEUED,
+                           next_attempt_at=T0, claim_via="backup")
+        [(left, _)] = await a.record_call(None, [other], now=T0)
+        assert left.submitting_since is None and left.attempts == 0

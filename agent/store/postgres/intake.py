@@ -36,7 +36,8 @@ _COLUMNS = (
     ("dlt_entity_id", "text"), ("state", "text"), ("reason", "text"), ("detail", "text"),
     ("queued_at", "timestamptz"), ("final_at", "timestamptz"),
     ("next_attempt_at", "timestamptz"), ("expires_at", "timestamptz"),
-    ("call_ended_at", "timestamptz"), ("pbx", "text"),
+    ("call_ended_at", "timestamptz"), ("pbx", "text"), ("attempts", "integer"),
+    ("submitting_since", "timestamptz"), ("claimed_by", "text"),
 )
 
 
@@ -45,23 +46,36 @@ Record = tuple[CallRecord | None, Sequence[NewMessage], datetime | None,
                Sequence[RuleOutcome] | None]
 
 
+def _claimed(m: NewMessage, at: datetime | None) -> bool:
+    """A text the dispatcher will submit at once (``NewMessage.claim_via``) has its first
+    attempt claimed by the insert that queues it, on the conditions of ``claim_for_submit``
+    (queued, due, bound for that gateway): no claim statement before its submit. Only the
+    agent whose insert creates the row holds the claim; a row another agent created comes back
+    as that agent left it."""
+    return (m.claim_via is not None and m.state is MessageState.QUEUED
+            and m.decision.gateway == m.claim_via
+            and (m.next_attempt_at is None or at is None or utc(m.next_attempt_at) <= at))
+
+
 def _message_ctes(q: Statement, ctes: list[str],
-                  messages: Sequence[tuple[NewMessage, datetime | None]]) -> None:
-    """``ins``: the rows this statement created, with their first events; ``seen``: rows with
-    the same keys that were there before it (another agent's, or a record written twice).
-    Rows go in key order, so two agents inserting the same keys wait for each other in the
-    same order (never a deadlock)."""
+                  messages: Sequence[tuple[NewMessage, datetime | None]],
+                  owner: str | None) -> None:
+    """``ins``: the rows this statement created, with their first events (and the claim's,
+    see ``_claimed``); ``seen``: rows with the same keys that were there before it (another
+    agent's, or a record written twice). Rows go in key order, so two agents inserting the
+    same keys wait for each other in the same order (never a deadlock)."""
     values: list[list[Any]] = [[] for _ in _COLUMNS]
     stamps: list[datetime | None] = []
     for m, at in sorted(messages, key=lambda ma: ma[0].decision.idempotency_key):
         d, state = m.decision, m.state
+        claim = (1, at, owner) if _claimed(m, at) else (0, None, None)
         row = (
             uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
             d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text,
             d.encoding, d.segments, d.category, d.dlt_template_id, d.dlt_entity_id,
             state.value, m.reason, m.detail, at if state is MessageState.QUEUED else None,
             at if state.final else None, utc(m.next_attempt_at), utc(m.expires_at),
-            utc(d.call_ended_at), d.pbx,
+            utc(d.call_ended_at), d.pbx, *claim,
         )
         for column, value in zip(values, row, strict=True):
             column.append(value)
@@ -74,13 +88,16 @@ def _message_ctes(q: Statement, ctes: list[str],
         f" AS u({names}, at) ON CONFLICT (idempotency_key) DO NOTHING RETURNING *)")
     ctes.append(
         "ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
-        " SELECT id, created_at, state, reason, detail FROM ins)")
+        " SELECT id, created_at, state, reason, detail FROM ins UNION ALL"
+        " SELECT id, submitting_since, 'queued', 'submitting',"
+        " 'attempt ' || attempts || ' via ' || gateway FROM ins"
+        " WHERE submitting_since IS NOT NULL)")
     keys = q.p(values[1], "text[]")
     ctes.append(f"seen AS (SELECT * FROM messages WHERE idempotency_key = ANY({keys}))")
 
 
-async def write_records(conn: asyncpg.Connection, records: Sequence[Record]
-                        ) -> list[list[tuple[MessageRow, bool]]]:
+async def write_records(conn: asyncpg.Connection, records: Sequence[Record],
+                        owner: str | None) -> list[list[tuple[MessageRow, bool]]]:
     """The records' one statement (see the module's docstring); for each record its rows in
     the order of its messages, each with True when this statement created it. No two records
     may be of the same call (a statement changes a row once)."""
@@ -98,7 +115,7 @@ async def write_records(conn: asyncpg.Connection, records: Sequence[Record]
     if not messages:
         await conn.execute("WITH " + ", ".join(ctes) + " SELECT 1", *q.params)
         return [[] for _ in records]
-    _message_ctes(q, ctes, messages)
+    _message_ctes(q, ctes, messages, owner)
     rows = await conn.fetch(
         "WITH " + ", ".join(ctes) + " SELECT true AS created, ins.* FROM ins"
         " UNION ALL SELECT false, seen.* FROM seen", *q.params)
@@ -159,7 +176,7 @@ class IntakeOps(PgPool):
         record: Record = (call, messages, at, outcomes)
         if any(m.decision.links for m in messages):
             async with self._tx() as conn:
-                [written] = await write_records(conn, [record])
+                [written] = await write_records(conn, [record], self.owner)
                 await write_links(conn, messages, written, at)
                 return written
         if self._records is None:
@@ -169,7 +186,7 @@ class IntakeOps(PgPool):
     async def _write_records(self, records: Sequence[Record]
                              ) -> list[list[tuple[MessageRow, bool]]]:
         async with self._tx(single=True) as conn:
-            return await write_records(conn, records)
+            return await write_records(conn, records, self.owner)
 
 
 def _call_key(record: Record) -> tuple[str, str] | None:
