@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from agent.lab.procs import port_free
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker" / "compose.yaml"
@@ -81,16 +82,8 @@ def compose_env() -> dict[str, str]:
 
 
 def port_holders() -> list[str]:
-    busy = []
-    for name, (proto, port) in PORTS.items():
-        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                busy.append(f"{name} {port}/{proto}")
-    return busy
+    return [f"{name} {port}/{proto}" for name, (proto, port) in PORTS.items()
+            if not port_free(proto, port)]
 
 
 @dataclass
