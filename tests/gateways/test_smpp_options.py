@@ -3,7 +3,6 @@ sender, validity from max_age, transmitter/receiver and several binds, TLS, mess
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from agent.gateways.smpp.sm import relative_validity, sender_address
 from agent.models import OutboundSms, ReceiptState
 from agent.sim.core import FaultConfig, SimCore
 from agent.sim.smpp import SmppServer
+from devkit.harness import until
 
 SYSTEM_ID, PASSWORD = "aftercall", "s3cr3tpw"
 FAST: dict[str, Any] = dict(response_timeout=2.0, bind_timeout=2.0, backoff=(0.05, 0.2),
@@ -108,7 +108,7 @@ async def test_transmitter_bind_only_sends(smsc: Smsc) -> None:
 
 async def test_split_binds_send_on_tx_and_take_receipts_on_rx(smsc: Smsc) -> None:
     gw, inbox = await smsc.gateway(bind="split", binds=2)
-    await asyncio.wait_for(_until(lambda: len(smsc.server.sessions) == 3), 5)
+    await until(lambda: len(smsc.server.sessions) == 3, 5)
     kinds = sorted(c.bound.__name__ for c in smsc.server.sessions if c.bound)
     assert kinds == ["BindReceiver", "BindTransmitter", "BindTransmitter"]
     results = [await gw.submit(sms(i)) for i in range(4)]
@@ -164,11 +164,6 @@ async def test_tls_bind_to_a_tls_smsc(certificate: tuple[Path, Path]) -> None:
         await bad.start(inbox.on_receipt, inbox.on_inbound)
         with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED|certificate"):
             await bad.wait_ready(5.0)
-
-
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 async def test_the_carried_encoding_is_used_and_a_wrong_one_refused(smsc: Smsc) -> None:
