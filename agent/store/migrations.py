@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from agent.store.rollups import MIGRATION as ROLLUPS
-from agent.store.sqlite.packing import (
+from agent.store.packing import (
     columns_from_record_sql,
     micros_sql,
     pack_record_sql,
     state_code_sql,
 )
+from agent.store.rollups import MIGRATION as ROLLUPS
 
 # Times are TEXT in one fixed-width UTC form ("2024-05-01T09:00:00.000000Z"), so string order is
 # time order, indexes work, and sqlite's date functions still read them (reports use them).
@@ -198,7 +198,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
     ),
     # 7: compact stored shapes (a year of messages was 2.9 KB each on disk). The call record
-    # leaves out what its columns hold and its empty fields (agent/store/sqlite/packing.py);
+    # leaves out what its columns hold and its empty fields (agent/store/packing.py);
     # a receipt keeps its raw text only while it matches no message, and is told apart from a
     # repeat by its fields (no JSON key and its unique index); the state history is keyed by
     # (message, position) with integer times and state codes; the due-messages index goes.

@@ -183,8 +183,8 @@ class Stack:
 
     def calls(self) -> dict[str, dict[str, Any]]:
         # The stored record leaves out what the row's columns hold and is deflated: read back
-        # whole by the store's own code (agent/store/sqlite/packing.py), in the agent container.
-        code = ("import json, sqlite3, sys; from agent.store.sqlite.packing import unpack_record; "
+        # whole by the store's own code (agent/store/packing.py), in the agent container.
+        code = ("import json, sqlite3, sys; from agent.store.packing import unpack_record; "
                 "c = sqlite3.connect(sys.argv[1], timeout=10); c.row_factory = sqlite3.Row; "
                 "print(json.dumps({r['call_id']: unpack_record(r, r['record'])"
                 " for r in c.execute('SELECT * FROM calls')}))")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,8 +24,8 @@ from agent.models import (
 )
 from agent.reports import build_report
 from agent.store.base import CallFilter, MessageEvent
+from agent.store.packing import inflate_json, pack_record
 from agent.store.sqlite import SqliteStore
-from agent.store.sqlite.packing import inflate_json, pack_record
 from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import create_schema, generate
 
@@ -176,3 +178,10 @@ async def test_a_receipt_keeps_its_raw_text_only_while_it_matches_no_message(
         again = await store.apply_receipt(Receipt(gateway="smsc", smsc_id="fast-1",
                                                   state=ReceiptState.DELIVERED, raw="id:fast-1"))
         assert again.duplicate
+
+
+def test_the_schema_imports_first_in_a_fresh_interpreter() -> None:
+    # The schema reads the compact forms' SQL from agent.store.packing, which must not pull in
+    # the SQLite store (whose writer imports the schema back).
+    subprocess.run([sys.executable, "-c", "import agent.store.migrations"], check=True,
+                   cwd=Path(__file__).parents[2])

@@ -34,7 +34,7 @@ from agent.models import (
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore, ts
-from agent.store.sqlite.packing import STATE_CODES, micros, pack_record
+from agent.store.packing import STATE_CODES, micros, pack_record
 
 REPO = Path(__file__).resolve().parents[2]
 

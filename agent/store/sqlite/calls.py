@@ -12,7 +12,7 @@ import sqlite3
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
-from agent.store.sqlite.packing import unpack_record
+from agent.store.packing import unpack_record
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
 

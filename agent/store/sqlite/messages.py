@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
-from agent.store.sqlite.packing import STATES, from_micros
+from agent.store.packing import STATES, from_micros
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import _dt, _message, event_now, ts
 from agent.store.sqlite.writer import StoreWriter

@@ -10,7 +10,7 @@ from typing import Any
 from agent.models import CallRecord, InboundSms
 from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
-from agent.store.sqlite.packing import pack_record, unpack_record
+from agent.store.packing import pack_record, unpack_record
 from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiosqlite
 
 from agent.store.base import MessageRow, message_from_row
-from agent.store.sqlite.packing import STATE_CODES, micros
+from agent.store.packing import STATE_CODES, micros
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
 
