@@ -1,10 +1,10 @@
-"""The local lab: Debian's Asterisk in a cached sid root, run under chroot on loopback."""
+"""The local lab: Debian's Asterisk in a cached sid root, run under chroot on loopback (the
+files installed into the root: ``agent.lab.files``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -15,31 +15,26 @@ from pathlib import Path
 
 from agent.errors import LabError
 from agent.lab import procs
+from agent.lab.files import (  # noqa: F401 - the lab's names, where its users import them
+    AGI_DIR,
+    DEFAULT_DIALPLAN,
+    REPO_CONF,
+    RESTART_FILES,
+    SECRET_CONF,
+    STOCK_FILES,
+    LabFiles,
+    dialplans,
+    probe_context,
+)
 
 DEFAULT_HOME = Path(os.environ.get("AFTERCALL_LAB_DIR", "/var/cache/aftercall"))
-REPO_CONF = Path(__file__).resolve().parents[2] / "asterisk_conf"
 #: Debian packages of the lab root: Asterisk, and Python for the classic AGI script (pyst2).
 PACKAGES = ("asterisk", "python3")
-AGI_DIR = "usr/share/asterisk/agi-bin"  # astagidir in asterisk_conf/asterisk.conf
-STOCK_FILES = ("cel.conf", "features.conf", "acl.conf", "udptl.conf", "pjproject.conf",
-               "indications.conf", "ccss.conf")
 PORTS = {"AMI": ("tcp", 5038), "PJSIP": ("udp", 5060)}
-SECRET_CONF = "aftercall_secret.conf"  # the AMI secret, #included by manager.conf
-#: Files Asterisk reads only when it starts: `core reload` does not apply a change to them.
-RESTART_FILES = frozenset({"asterisk.conf", "modules.conf"})
-#: The style of asterisk_conf/ itself; the others are asterisk_conf/dialplans/NAME/ overlays.
-DEFAULT_DIALPLAN = "ours"
-
-
-def dialplans(conf: Path = REPO_CONF) -> list[str]:
-    """The lab's dialplan styles: ``ours`` and every directory of asterisk_conf/dialplans/."""
-    styles = conf / "dialplans"
-    extra = sorted(d.name for d in styles.iterdir() if d.is_dir()) if styles.is_dir() else []
-    return [DEFAULT_DIALPLAN, *extra]
 
 
 @dataclass(frozen=True)
-class Lab:
+class Lab(LabFiles):
     """Paths of one lab. ``home`` holds the cached root, the AMI secret and the pid file."""
 
     home: Path = DEFAULT_HOME
@@ -141,63 +136,6 @@ class Lab:
             raise LabError(f"apt-get install {' '.join(packages)} in the lab root failed "
                            f"(exit {rc}). Last lines of {out}:\n{procs.tail(out, 15)}")
 
-    def conf_files(self, dialplan: str = DEFAULT_DIALPLAN) -> dict[Path, Path]:
-        """What ``install_conf(dialplan)`` puts in the root: installed path -> its source
-        (asterisk_conf/'s files, the style's .conf files over them, the AGI scripts)."""
-        etc, agi_bin = self.root / "etc/asterisk", self.root / AGI_DIR
-        files = {etc / f.name: f for f in self.conf.iterdir() if f.is_file()}
-        if dialplan != DEFAULT_DIALPLAN:
-            files |= {etc / f.name: f for f in (self.conf / "dialplans" / dialplan).iterdir()
-                      if f.is_file() and f.suffix == ".conf"}
-        agi = self.conf / "agi-bin"
-        if agi.is_dir():
-            files |= {agi_bin / f.name: f for f in agi.iterdir() if f.is_file()}
-        return files
-
-    def stale_files(self, dialplan: str = DEFAULT_DIALPLAN) -> list[str]:
-        """The installed files that are not the sources' content (changed, missing, or left
-        from a source since removed), by name; empty when the root has what
-        ``install_conf(dialplan)`` would put there."""
-        files = self.conf_files(dialplan)
-        stale = []
-        for dst, src in sorted(files.items()):
-            try:
-                if dst.read_bytes() != src.read_bytes():
-                    stale.append(dst.name)
-            except OSError:
-                stale.append(dst.name)
-        etc = self.root / "etc/asterisk"
-        ours = {*STOCK_FILES, SECRET_CONF, ".aftercall-stock"}
-        if etc.is_dir():
-            stale += sorted(f.name for f in etc.iterdir()
-                            if f.name not in ours and f not in files)
-        return stale
-
-    def install_agi(self) -> None:
-        """The project's classic AGI scripts into astagidir, and the venv's pyst2 (with six)
-        where the root's Python finds it: the same pinned library the project installs."""
-        import asterisk.agi  # pyst2
-        import six
-
-        agi_bin = self.root / AGI_DIR
-        agi_bin.mkdir(parents=True, exist_ok=True)
-        for dst, src in self.conf_files().items():
-            if dst.parent == agi_bin:
-                shutil.copy2(src, dst)
-                dst.chmod(0o755)
-        site = self.root / "usr/local/lib/python3/dist-packages"
-        site.mkdir(parents=True, exist_ok=True)
-        pkg = Path(asterisk.agi.__file__).parent
-        shutil.rmtree(site / "asterisk", ignore_errors=True)
-        shutil.copytree(pkg, site / "asterisk", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(six.__file__, site / "six.py")
-        # Debian's python3 reads /usr/local/lib/python3.X/dist-packages: point it at ours.
-        for lib in (self.root / "usr/lib").glob("python3.*"):
-            if (lib / "os.py").exists():
-                local = self.root / "usr/local/lib" / lib.name / "dist-packages"
-                local.mkdir(parents=True, exist_ok=True)
-                (local / "aftercall-pyst2.pth").write_text("/usr/local/lib/python3/dist-packages\n")
-
     # -- running ------------------------------------------------------------------------------
 
     def pid(self) -> int | None:
@@ -216,45 +154,6 @@ class Lab:
             self.secret_file.write_text(secrets.token_urlsafe(18))
             self.secret_file.chmod(0o600)
         return self.secret_file.read_text().strip()
-
-    def install_conf(self, dialplan: str = DEFAULT_DIALPLAN) -> None:
-        if dialplan not in dialplans(self.conf):
-            raise LabError(f"unknown dialplan {dialplan!r}; one of {', '.join(dialplans(self.conf))}")
-        etc = self.root / "etc/asterisk"
-        if not (etc / ".aftercall-stock").exists():
-            # Keep Debian's samples out of the way: only the project's files configure the lab.
-            stock = self.root / "etc/asterisk.stock"
-            if not stock.exists():
-                shutil.copytree(etc, stock)
-            shutil.rmtree(etc)
-            etc.mkdir()
-            (etc / ".aftercall-stock").write_text("stock configs in /etc/asterisk.stock\n")
-        for f in etc.iterdir():
-            if f.name != ".aftercall-stock":
-                if f.is_dir():
-                    shutil.rmtree(f)
-                else:
-                    f.unlink()
-        # Core files Asterisk always reads: Debian's stock versions are right for the lab.
-        for name in STOCK_FILES:
-            src = self.root / "etc/asterisk.stock" / name
-            if src.exists():
-                shutil.copy2(src, etc / name)
-        for dst, src in self.conf_files(dialplan).items():
-            if dst.parent == etc:
-                shutil.copy2(src, dst)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.dialplan_file.write_text(dialplan + "\n")
-        self.install_agi()
-        (etc / SECRET_CONF).write_text(f"secret = {self.secret()}\n")
-        (etc / SECRET_CONF).chmod(0o600)
-        for d in ("var/lib/asterisk", "var/spool/asterisk", "var/log/asterisk", "var/run/asterisk",
-                  "var/cache/asterisk", "var/log/asterisk/cdr-csv"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        # The root's files belong to the chroot's asterisk user; the lab runs Asterisk as root.
-        subprocess.call(["chown", "-R", "root:root", str(self.root / "var/lib/asterisk"),
-                         str(self.root / "var/spool/asterisk"), str(self.root / "var/log/asterisk"),
-                         str(self.root / "var/run/asterisk"), str(self.root / "var/cache/asterisk")])
 
     def up(self, *, timeout: float = 30.0, log=print,
            dialplan: str = DEFAULT_DIALPLAN) -> dict[str, float]:
@@ -314,7 +213,7 @@ class Lab:
         # the endpoints are what calls need.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ("There is no existence" not in self.cli("dialplan show " + _probe_context(dialplan, self.conf))
+            if ("There is no existence" not in self.cli("dialplan show " + probe_context(dialplan, self.conf))
                     and "username: aftercall" in self.cli("manager show user aftercall")):
                 break
             time.sleep(0.1)
@@ -388,29 +287,6 @@ class Lab:
             "cdr_csv": str(self.cdr_csv),
             "dialplan": self.dialplan(),
         }
-
-
-def _contexts(extensions_conf: Path) -> set[str]:
-    try:
-        text = extensions_conf.read_text(errors="replace")
-    except OSError:
-        return set()
-    return set(re.findall(r"^\[([^\]()]+)\]", text, flags=re.M)) - {"general", "globals"}
-
-
-def _probe_context(dialplan: str, conf: Path = REPO_CONF) -> str:
-    """A context only that style's extensions.conf has (read from the files, not named
-    here): once Asterisk shows it, the reload is done."""
-    def file_of(style: str) -> Path:
-        base = conf if style == DEFAULT_DIALPLAN else conf / "dialplans" / style
-        return base / "extensions.conf"
-
-    mine = _contexts(file_of(dialplan))
-    others = set().union(*(_contexts(file_of(s)) for s in dialplans(conf) if s != dialplan))
-    only = sorted(mine - others) or sorted(mine)
-    if not only:
-        raise LabError(f"dialplan {dialplan!r}: no context in {file_of(dialplan)}")
-    return only[0]
 
 
 def _wait_ami(lab: Lab, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
