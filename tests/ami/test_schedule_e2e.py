@@ -71,8 +71,15 @@ async def test_a_scheduled_text_survives_a_restart_and_a_newer_call_cancels_one(
         handsets = lambda: ["+" + m.dest.lstrip("+") for m in sim.core.messages]  # noqa: E731
         await until(lambda: kept in handsets(), 30, show=handsets)
         assert handsets() == [kept]  # the cancelled one never left
-        [row] = [r for r in await second.store.list_messages() if r.call_id == "1"]
-        assert row.state in (MessageState.SUBMITTED, MessageState.DELIVERED)
+        # The handset has it once the simulator took the submit_sm; the row says so once the
+        # agent has the submit_sm_resp and has committed it.
+        sent = (MessageState.SUBMITTED, MessageState.DELIVERED)
+        states: list[MessageState] = []
+        async with asyncio.timeout(30):
+            while not states or states[0] not in sent:
+                states = [r.state for r in await second.store.list_messages() if r.call_id == "1"]
+                await asyncio.sleep(0.05)
+        assert len(states) == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
