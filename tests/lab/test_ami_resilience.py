@@ -212,3 +212,43 @@ async def test_a_call_that_ends_during_a_cut_is_judged_by_the_cdr_not_by_a_guess
         assert saved.talk_seconds >= 3
         assert len(loop.handset(caller)) == 1
     await proxy.close()
+
+
+async def test_callers_who_reach_nobody_read_the_same_live_and_recovered_from_the_cdr(
+        tmp_path, lab):
+    # A caller who hangs up during the greeting after Answer(), and one in a queue whose only
+    # member is paused: once while AMI is cut (recovered from Master.csv, where Asterisk wrote
+    # ANSWERED for its own Answer()), once live. Same record either way, one text each.
+    proxy = CuttableProxy()
+    port = await proxy.start()
+    dids = {"greeting": sipp.DID_GREETING, "queue": sipp.DID_QUEUE_WAIT}
+    gap = {"greeting": "+919811000041", "queue": "+919811000042"}
+    live = {"greeting": "+919811000043", "queue": "+919811000044"}
+    async with running_loop(tmp_path, ami_port=port, cdr=True) as loop:
+        proxy.blocked = True
+        proxy.cut()
+        await until(lambda: not loop.agent.ami.connected)
+        for what, number in gap.items():
+            assert (await sipp.place_call(sipp.TALK, dids[what], caller=number,
+                                          duration_ms=1500)).ok
+        proxy.blocked = False
+        await until(lambda: loop.agent.ami.stats.logins >= 2)
+        for what, number in live.items():
+            assert (await sipp.place_call(sipp.TALK, dids[what], caller=number,
+                                          duration_ms=1500)).ok
+        numbers = [*gap.values(), *live.values()]
+        rows = await loop.wait_rows(lambda rs: all(
+            any(r.state is MessageState.DELIVERED for r in _sorry(rs, n)) for n in numbers))
+        seen = {}
+        for n in numbers:
+            (row,) = _sorry(rows, n)
+            call = await loop.agent.store.get_call(row.call_id)
+            seen[n] = (call.disposition.value, call.talk_seconds, call.agent, call.answered_at,
+                       [t for t in call.tags if t.startswith("left_in_")],
+                       call.vars.get("aftercall_source"))
+        for what, tag in (("greeting", "left_in_ivr"), ("queue", "left_in_queue")):
+            assert seen[gap[what]] == ("abandoned", 0.0, None, None, [tag], "cdr")
+            assert seen[live[what]] == ("abandoned", 0.0, None, None, [tag], None)
+        await until(lambda: all(len(loop.handset(n)) >= 1 for n in numbers))
+        assert [len(loop.handset(n)) for n in numbers] == [1, 1, 1, 1]
+    await proxy.close()
