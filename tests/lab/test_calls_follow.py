@@ -34,7 +34,7 @@ EXPECTED = {
     "queue_sales": ("+14155550123", "18005550200", "answered", "Sales", "2002", "Arjun", "caller",
                     ["Sales"]),
     "queue_abandoned": (RAVI, "18005550500", "abandoned", "Billing", "2008", "Nobody", "caller",
-                        ["Billing"]),
+                        ["Billing", "left_in_queue"]),
     "anonymous": ("anonymous", "18005550200", "answered", "Sales", "2002", "Arjun", "caller",
                   ["Sales"]),
     "appointment": (RAVI, "18005550700", "answered", None, "2002", "Arjun", "caller",
