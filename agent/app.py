@@ -120,14 +120,14 @@ class AfterCallAgent:
         await self.watches[0].handle_event(event)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
-                variables: Any) -> bool:
-        return watch.attach(self.watches, uniqueid, channel, tags, variables)
+                variables: Any, pbx: str | None = None) -> bool:
+        return watch.attach(self.watches, uniqueid, channel, tags, variables, pbx)
 
     async def _wrapup(self, code: str, call_id: str | None, agent: str | None,
-                      channel: str) -> bool:
+                      channel: str, pbx: str | None = None) -> bool:
         """The AGI ``disposition`` hook: onto the call if a PBX still has it up, else to the
         calls waiting for their code."""
-        got = watch.wrapup_code(self.watches, code, call_id, agent, channel)
+        got = watch.wrapup_code(self.watches, code, call_id, agent, channel, pbx)
         return got if isinstance(got, bool) else await self.pipeline.wrapups.code(got)
 
     def _scraped(self) -> None:

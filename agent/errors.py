@@ -14,6 +14,7 @@
     |   +-- GatewayPermanentError   never retry (invalid destination, rejected, 4xx)
     |   +-- GatewayAmbiguousError   the submit may or may not have reached the SMSC
     +-- StoreError             the database cannot record (locked, disk full, newer schema)
+    +-- CallLookupError        a call named by id is not stored, or that id is on several PBXs
     +-- LabError               the local Asterisk lab cannot be provisioned or started
 
 Messages never contain secrets: anything that formats a settings object uses its redacted form.
@@ -119,6 +120,15 @@ class StoreError(AftercallError):
     pass
 
 
+class CallLookupError(AftercallError):
+    """A call a person named (``explain CALLID``, ``/api/calls/ID``) is not stored, or its id
+    is on more than one PBX (``pbxes``: those PBXs; name one as ``PBX:CALLID`` or ``--pbx``)."""
+
+    def __init__(self, message: str, pbxes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.pbxes = pbxes
+
+
 class LabError(AftercallError):
     pass
 
@@ -145,3 +155,4 @@ async def outcome(work: Awaitable[object]) -> AftercallError | None:
     except AftercallError as e:
         return e
     return None
+

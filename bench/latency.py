@@ -58,7 +58,7 @@ async def real(n: int, workdir: Path) -> list[float]:
             rows = await loop.wait_rows(lambda rs, c=caller: any(
                 x.number == c and x.submitted_at for x in rs))
             row = next(x for x in rows if x.number == caller)
-            call = await loop.agent.store.get_call(row.call_id)
+            call = await loop.agent.store.get_call(row.call_id, pbx="default")
             (msg,) = loop.handset(caller)
             lat.append((msg.received_at - call.ended_at).total_seconds() * 1000)
     return lat

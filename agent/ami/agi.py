@@ -9,6 +9,10 @@
 ``agent=``, else of the endpoint whose channel runs the AGI (a feature code the agent dials).
 It answers ``AFTERCALL_WRAPUP=1|0`` (0: no call of that agent waits for a code).
 
+An agent watching several PBXs cannot tell which one ran a hook (FastAGI does not say), and
+PBXs without ``systemname`` give calls the same ids: ``pbx=NAME`` (any route) names the PBX;
+without it, a call known to two PBXs is refused rather than guessed (``agi_call_ambiguous``).
+
 ``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
 in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so later
 dialplan steps see them, and answers ``AFTERCALL_ATTACHED=1|0``. The CSV CDR does not log
@@ -38,10 +42,10 @@ log = structlog.get_logger("aftercall.agi")
 MAX_HEADER_BYTES = 16 * 1024
 HEADER_TIMEOUT = 5.0
 
-# (uniqueid, channel, tags, vars) -> True when the call was found
-AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str]], bool]
-# (code, call id, agent, channel) -> True when a call took the code
-WrapupFn = Callable[[str, str | None, str | None, str], Awaitable[bool]]
+# (uniqueid, channel, tags, vars, pbx) -> True when the call was found
+AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str], str | None], bool]
+# (code, call id, agent, channel, pbx) -> True when a call took the code
+WrapupFn = Callable[[str, str | None, str | None, str, str | None], Awaitable[bool]]
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -91,7 +95,8 @@ class AgiServer:
                 return
             uniqueid = headers.get("agi_uniqueid", "")
             channel = headers.get("agi_channel", "")
-            found = self.attach(uniqueid, channel, tags, variables)
+            pbx = variables.pop("pbx", None)  # names the PBX: not a variable of the call
+            found = self.attach(uniqueid, channel, tags, variables, pbx)
             request = Request(app=None, headers=headers, reader=reader, writer=writer)
             for name, value in variables.items():
                 await request.send_command(f'SET VARIABLE __{name} "{_quote(value)}"')
@@ -113,7 +118,7 @@ class AgiServer:
             log.warning("agi_wrapup_refused", reason="code missing or not 1-32 of A-Z 0-9 _.-")
         elif self.wrapup is not None:
             took = await self.wrapup(code, params.get("call"), params.get("agent"),
-                                     headers.get("agi_channel", ""))
+                                     headers.get("agi_channel", ""), params.get("pbx"))
         request = Request(app=None, headers=headers, reader=reader, writer=writer)
         await request.send_command(f"SET VARIABLE AFTERCALL_WRAPUP {1 if took else 0}")
         log.info("agi_wrapup", code=code, call_id=params.get("call"), took=took)

@@ -62,8 +62,10 @@ def clean_code(value: str | None) -> str | None:
 @dataclass(frozen=True, slots=True)
 class WrapupCode:
     """A wrap-up code for a call that has ended: the call named (its Linkedid), or else the
-    agent's most recent call still waiting for one."""
+    agent's most recent call still waiting for one. ``pbx``: the PBX whose call it is (a
+    call is (PBX, call id)); None when the hook could not say (FastAGI with several PBXs)."""
 
     code: str
     call_id: str | None = None
     agent: str | None = None
+    pbx: str | None = None

@@ -195,13 +195,18 @@ class CallTracker(EventHandlers):
             if call is not None:
                 attach_to(call, (), {WRAPUP_VAR: code})
                 return True
-            return WrapupCode(code, call_id=call_id)
+            return WrapupCode(code, call_id=call_id, pbx=self.pbx.name)
         # A feature code the agent dials after the call runs on a channel of its own (a new
         # call): the agent, not that channel's call, says which call it wraps up.
         agent = agent or extension(channel)
         if not agent:
             return False
-        return WrapupCode(code, agent=agent)
+        return WrapupCode(code, agent=agent, pbx=self.pbx.name)
+
+    def ended(self, call_id: str) -> bool:
+        """True when the call (any Linkedid of it) completed here lately (the last
+        ``remember_completed`` calls)."""
+        return call_id in self._done
 
     def take_wrapups(self) -> list[WrapupCode]:
         out, self.wrapups = self.wrapups, []
@@ -213,6 +218,11 @@ class CallTracker(EventHandlers):
     def __contains__(self, call_id: object) -> bool:
         """True while the call (any Linkedid of it) is in progress here."""
         return call_id in self._by_lid
+
+    def holds(self, uniqueid_or_linkedid: str) -> bool:
+        """True while a call in progress here has that Linkedid or a channel with that
+        Uniqueid (what ``attach`` finds without a scan)."""
+        return uniqueid_or_linkedid in self._by_lid or uniqueid_or_linkedid in self._chans
 
     def evict_stale(self, now_ts: float) -> list[str]:
         """Forget calls with no event for ``stale_after_s`` (a lost Hangup); returns their ids."""

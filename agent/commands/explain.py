@@ -11,7 +11,7 @@ from typing import Any
 from agent.commands.check import plural, problems_text
 from agent.commands.exits import Exit
 from agent.commands.storeargs import default_db, need_db, shown
-from agent.errors import AftercallError, RulesError
+from agent.errors import AftercallError, CallLookupError, RulesError
 from agent.models import CallRecord, Decision
 from agent.rules.engine import explain as explain_call
 from agent.rules.loader import load_rules
@@ -32,7 +32,8 @@ def _describe_call(r: CallRecord) -> str:
         parts.append(f"tags {list(r.tags)}")
     if r.vars:
         parts.append(f"vars {dict(r.vars)}")
-    line = f"call {r.call_id}: " + ", ".join(parts)
+    on = f" on PBX {r.pbx}" if r.pbx != "default" else ""
+    line = f"call {r.call_id}{on}: " + ", ".join(parts)
     # Which rule made it inbound/outbound (agent.calls.pbx): configured, detected or a guess.
     return line + (f"\n  direction {r.direction.value} by {r.direction_by}" if r.direction_by
                    else "")
@@ -135,7 +136,10 @@ def explain(
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("explain", help="why each rule did or did not fire for a call record")
     p.add_argument("call", help="a call record as JSON (a file, or a line printed by `calls` or "
-                                "`replay`), or the id of a call in the store (--db)")
+                                "`replay`), or the id of a call in the store (--db): CALLID, or "
+                                "PBX:CALLID when PBXs sharing the store have calls with that id")
+    p.add_argument("--pbx", default=None,
+                   help="the PBX of the call id (when several PBXs have a call with that id)")
     p.add_argument("--rules", default="rules.yaml")
     p.add_argument("--db", default=None,
                    help="store to look a call id up in (AFTERCALL_DB, default ./aftercall.db)")
@@ -144,7 +148,7 @@ def register(subparsers: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     if not args.call.strip().startswith("{") and not Path(args.call).is_file():
-        record, stored = await stored_call(args.db or default_db(), args.call)
+        record, stored = await stored_call(args.db or default_db(), args.call, args.pbx)
         text, code = explain(args.rules, args.call, record=record, stored=stored)
     else:
         text, code = explain(args.rules, args.call)
@@ -152,19 +156,27 @@ async def run(args: argparse.Namespace) -> int:
     return code
 
 
-async def stored_call(db: str, call_id: str) -> tuple[CallRecord, list[str]]:
-    """``aftercall explain CALL_ID``: the call record the agent stored under that id and one line
-    per message row it wrote for it (rule, recipient, state, reason, detail)."""
+async def stored_call(db: str, given: str,
+                      pbx: str | None = None) -> tuple[CallRecord, list[str]]:
+    """``aftercall explain CALL_ID``: the call record the agent stored under that id (of ``pbx``,
+    or ``PBX:CALL_ID``; an id on several PBXs needs one) and one line per message row it wrote
+    for it (rule, recipient, state, reason, detail)."""
     from agent.sms.numbers import mask
     from agent.store import make_store
     from agent.store.base import MessageFilter
+    from agent.store.lookup import find_call
 
     need_db(db)
     async with make_store(db) as store:
-        record = await store.get_call(call_id)
+        try:
+            pbx, call_id = await find_call(store, given, pbx)
+        except CallLookupError as e:
+            more = " or --pbx" if e.pbxes else ""
+            raise CallLookupError(f"{e}{more} (in {shown(db)})", e.pbxes) from None
+        record = await store.get_call(call_id, pbx=pbx)
         if record is None:
-            raise AftercallError(f"{call_id}: no call with this id in {shown(db)}")
-        rows = await store.list_messages(MessageFilter(call_id=call_id, limit=None))
+            raise AftercallError(f"{given}: no call with this id in {shown(db)}")
+        rows = await store.list_messages(MessageFilter(call_id=call_id, pbx=pbx, limit=None))
     return record, [
         f"{r.rule} -> {r.recipient_kind.value} {mask(r.number) if r.number else '-'}: "
         f"{r.state.value}" + (f" ({r.reason})" if r.reason else "")

@@ -118,9 +118,10 @@ class Dispatcher:
         return await self._intake.handle(decisions, call, confirms_opt_out=confirms_opt_out,
                                          outcomes=outcomes)
 
-    async def cancel_scheduled(self, number: str, call_id: str, now: datetime) -> list[str]:
+    async def cancel_scheduled(self, number: str, call_id: str, now: datetime, *,
+                               pbx: str) -> list[str]:
         """A newer answered call from ``number`` (``Intake.cancel_scheduled``)."""
-        return await self._intake.cancel_scheduled(number, call_id, now)
+        return await self._intake.cancel_scheduled(number, call_id, now, pbx=pbx)
 
     async def reserve(self, gateway: str) -> str | None:
         """``Outlet.reserve``: a slot for a row that can be submitted as soon as it is written."""

@@ -221,14 +221,17 @@ class Intake:
             self._spend_add(spend, m, now)
         return m
 
-    async def cancel_scheduled(self, number: str, call_id: str, now: datetime) -> list[str]:
-        """A newer answered call from ``number`` (call ``call_id``): its texts scheduled with
-        ``unless: {called_again: true}`` by earlier calls are suppressed (called_again)."""
+    async def cancel_scheduled(self, number: str, call_id: str, now: datetime, *,
+                               pbx: str) -> list[str]:
+        """A newer answered call from ``number`` (call ``call_id`` of ``pbx``): its texts
+        scheduled with ``unless: {called_again: true}`` by earlier calls are suppressed
+        (called_again). The same id on another PBX is another call."""
         pending = await self._store.list_messages(MessageFilter(
             states={MessageState.DEFERRED}, number=number, limit=None))
         cancelled = []
         for row in pending:
-            if row.reason != SuppressReason.SCHEDULED_UNLESS_CALLED or row.call_id == call_id:
+            if (row.reason != SuppressReason.SCHEDULED_UNLESS_CALLED
+                    or (row.call_id, row.pbx) == (call_id, pbx)):
                 continue
             done = await self._store.transition(
                 row.id, MessageState.SUPPRESSED, now=now, reason=SuppressReason.CALLED_AGAIN,
@@ -237,7 +240,8 @@ class Intake:
             if done is not None:
                 cancelled.append(row.id)
                 log.info("sms_cancelled", message_id=row.id, rule=row.rule,
-                         to=mask_number(number), reason="called_again", call_id=call_id)
+                         to=mask_number(number), reason="called_again", call_id=call_id,
+                         pbx=pbx)
                 if self._metrics is not None:
                     self._metrics.message_state(MessageState.SUPPRESSED,
                                                 SuppressReason.CALLED_AGAIN)

@@ -81,8 +81,8 @@ class RecordPipeline:
         self._pending: dict[int, tuple[float, CallRecord]] = {}
         self._seq = 0
         self._workers = workers
-        # key (a number, a call id) -> done-future of the last record holding it
-        self._tails: dict[str, asyncio.Future[None]] = {}
+        # key (a number, or a call as (PBX, call id)) -> done-future of the last record holding it
+        self._tails: dict[str | tuple[str, str], asyncio.Future[None]] = {}
         self._progress = asyncio.Condition()  # notified as records are stored
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,8 +128,9 @@ class RecordPipeline:
             return time.monotonic() - t
         return 0.0
 
-    def pending_calls(self) -> set[str]:
-        return {r.call_id for _, r in self._pending.values()}
+    def pending_calls(self, pbx: str) -> set[str]:
+        """The ids of ``pbx``'s calls not yet stored (one pipeline serves every PBX watched)."""
+        return {r.call_id for _, r in self._pending.values() if r.pbx == pbx}
 
     # -- the workers ----------------------------------------------------------------------------
 
@@ -156,8 +157,9 @@ class RecordPipeline:
                 log.exception("call_record_failed", call_id=record.call_id)
                 judged = None
             mine = asyncio.get_running_loop().create_future()
-            keys = {record.call_id, *_ordered_numbers(judged.decisions if judged else (),
-                                                      self._dispatcher.limits)}
+            keys: set[str | tuple[str, str]] = {
+                (record.pbx, record.call_id),
+                *_ordered_numbers(judged.decisions if judged else (), self._dispatcher.limits)}
             before = [self._tails[k] for k in keys if k in self._tails]
             for k in keys:
                 self._tails[k] = mine
@@ -241,13 +243,14 @@ class RecordPipeline:
             rows = await self._dispatcher.handle(decisions, call=record, outcomes=outcomes)
         else:
             await self._store.record_rule_outcomes(record.call_id, record.trigger, outcomes,
-                                                   now=now)
+                                                   now=now, pbx=record.pbx)
         if (completed and record.disposition is Disposition.ANSWERED and record.caller
                 and any(r.unless and r.unless.called_again for r in rules.rules)):
             # texts scheduled "unless called again" by this number's earlier calls
             caller = classify(record.caller, rules.defaults.region).e164
             if caller is not None:
-                await self._dispatcher.cancel_scheduled(caller, record.call_id, now)
+                await self._dispatcher.cancel_scheduled(caller, record.call_id, now,
+                                                        pbx=record.pbx)
         self.decisions += len(decisions)
         for d in decisions:
             self._metrics.rule_matched(d.rule)

@@ -7,8 +7,8 @@ the agent last knew it was following the PBX live (minus a small margin).
 
 Exactly once is the store's and the dispatcher's job, not this module's:
 
-* a call the live path already completed is in the store (``get_call`` gives its
-  ``call_completed`` record): skipped. A call stored only as ``call_connected`` (the agent
+* a call the live path already completed is in the store (``get_call`` of its PBX and id
+  gives its ``call_completed`` record; the same id on another PBX is another call): skipped. A call stored only as ``call_connected`` (the agent
   was killed after the on-connect SMS, before the hangup) is not complete: it is handed over;
 * every other call that ended after ``since`` goes to ``handle_record``, which runs the rules
   and the dispatcher and saves the call (``store.save_call``), so the next reconciliation
@@ -56,7 +56,7 @@ _LOG_PROBLEMS = 20
 class KnownCalls(Protocol):
     """The part of the Store that reconciliation needs."""
 
-    async def get_call(self, call_id: str) -> CallRecord | None: ...
+    async def get_call(self, call_id: str, *, pbx: str) -> CallRecord | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ async def reconcile(
         if rec.call_id in in_progress:
             busy += 1
             continue
-        stored = await store.get_call(rec.call_id)
+        stored = await store.get_call(rec.call_id, pbx=rec.pbx)
         if stored is not None and stored.trigger is Trigger.CALL_COMPLETED:
             known += 1
             continue
@@ -166,10 +166,10 @@ async def reconcile(
             too_old += 1
         log.info("cdr_call_recovered", call_id=rec.call_id, disposition=rec.disposition.value,
                  ended_at=rec.ended_at.isoformat(), too_old=old)
-    in_cdr = {rec.call_id for rec in records}
+    in_cdr = {(rec.pbx, rec.call_id) for rec in records}
     guessed = 0
     for rec in fallback:
-        if rec.call_id not in in_cdr:
+        if (rec.pbx, rec.call_id) not in in_cdr:
             guessed += 1
             await handle_record(rec)
     result = ReconcileResult(seen=seen, already_known=known, handled=handled, too_old=too_old,

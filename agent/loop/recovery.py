@@ -121,7 +121,8 @@ class Recovery:
             since=since, now=now, max_age=max_age, region=rules.defaults.region,
             # The tracker's directory and pbx profile: the CDR's calls read as the live ones.
             agents=self._tracker.agents, pbx=self._tracker.pbx,
-            in_progress=_Busy(self._tracker, self._pipeline.pending_calls()),
+            in_progress=_Busy(self._tracker,
+                              self._pipeline.pending_calls(self._tracker.pbx.name)),
             fallback=fallback or (),
         )
 
@@ -148,8 +149,8 @@ class Recovery:
                       detail="no file to keep them in; the CDR reconciliation recovers them")
             return
         before = await asyncio.to_thread(unspill, self.spill_path)  # a resume cut short
-        seen = {r.call_id for r in records}
-        keep = [r for r in before if r.call_id not in seen] + records
+        seen = {(r.pbx, r.call_id) for r in records}
+        keep = [r for r in before if (r.pbx, r.call_id) not in seen] + records
         await asyncio.to_thread(spill, self.spill_path, keep)
         log.warning("records_kept", count=len(keep), path=str(self.spill_path))
 

@@ -206,8 +206,10 @@ class ReplyHandler:
         assert ka.reply is not None
         template = ka.reply
         d = self._rules.defaults
-        record = (await self._store.get_call(original.call_id)) if original else None
-        record = record or CallRecord(call_id=original.call_id if original else "-", caller=number)
+        record = (await self._store.get_call(original.call_id, pbx=original.pbx)
+                  if original else None)
+        record = record or CallRecord(call_id=original.call_id if original else "-", caller=number,
+                                      pbx=original.pbx if original else "default")
         compiled = self._rules.templates[template]
         tpl = self._rules.config.templates[template]
         now = self._clock()

@@ -47,7 +47,8 @@ class PbxWatch:
         """``spill_path``: where a stop keeps unstored records (the agent's, given to one
         watch only: those records carry their own PBX's name). ``shared``: other PBXs'
         calls go to the same store (this agent watches several, or the database is shared),
-        so call ids must differ between PBXs."""
+        so call ids may meet: calls are keyed by (PBX, call id) everywhere, and a plain id
+        is only said, for logs and hooks that name a call by id alone."""
         self.name = name
         self._shared = shared
         # None until this login's first call: whether its id carries Asterisk's systemname.
@@ -70,7 +71,7 @@ class PbxWatch:
             if self.call_ids is None:
                 self._check_call_id(record.call_id)
             await self._pipeline.put(record)
-        if self.tracker.wrapups:  # wrap-up codes for calls that have ended
+        if self.tracker.wrapups:  # wrap-up codes for calls that have ended (this PBX's)
             for code in self.tracker.take_wrapups():
                 await self._pipeline.wrapups.code(code)
         if self.tracker.time_source != self._time_source_said:
@@ -78,13 +79,16 @@ class PbxWatch:
 
     def _check_call_id(self, call_id: str) -> None:
         """Asterisk without ``systemname`` numbers calls ``<epoch>.<n>``: two PBXs sharing a
-        store then give different calls one id, and the second call's record replaces the
-        first's (the calls view, CDR recovery's "already known"). Said once per login."""
+        store may then give different calls one id. The store, the pipeline and the wrap-up
+        waits key calls by (PBX, call id), so nothing is mixed up; but a person or a hook that
+        names a call by id alone must then name its PBX too. Said once per login."""
         self.call_ids = "plain" if _PLAIN_ID.fullmatch(call_id) else "systemname"
         if self.call_ids == "plain" and self._shared:
             log.warning("pbx_call_ids_without_systemname", pbx=self.name, call_id=call_id,
+                        impact="ids may repeat on another PBX: explain, /api/calls and AGI "
+                               "hooks then need the PBX named (PBX:CALLID, pbx=)",
                         fix="set systemname in asterisk.conf [options] on every PBX sharing "
-                            "this agent or database, so their call ids never collide")
+                            "this agent or database")
 
     def _say_time_source(self) -> None:
         """Once per login (``_on_login`` resets it): where call times come from; /healthz too."""
@@ -145,24 +149,61 @@ def watched_pbxes(settings: Settings, rules: RuleSet) -> list[tuple[str, AmiConf
 # -- the agent's watches together: what the composition root asks of all of them ---------------
 
 
+# FastAGI does not say which PBX called, and PBXs without systemname give their calls (and
+# channels) the same ids: a hook names its PBX with ``pbx=``; without it, the call is the one
+# PBX's that knows that id, and none when two do (a guess could tag another PBX's call).
+
+
+def _named(watches: list[PbxWatch], pbx: str | None) -> list[PbxWatch]:
+    if pbx is None:
+        return watches
+    chosen = [w for w in watches if w.name == pbx]
+    if not chosen:
+        log.warning("agi_pbx_unknown", pbx=pbx, watching=[w.name for w in watches])
+    return chosen
+
+
+def _ambiguous(what: str, key: str, holding: list[PbxWatch]) -> bool:
+    if len(holding) < 2:
+        return False
+    log.warning("agi_call_ambiguous", hook=what, call=key, pbxes=[w.name for w in holding],
+                fix="add pbx=NAME to the AGI hook, or set systemname on every PBX")
+    return True
+
+
 def attach(watches: list[PbxWatch], uniqueid: str, channel: str, tags: tuple[str, ...],
-           variables: Any) -> bool:
-    """The AGI hook's tags onto the call; FastAGI does not say which PBX called, and the
-    channel's id is known to one tracker."""
-    return any(w.tracker.attach(uniqueid or channel, tags=tags, vars=dict(variables))
-               for w in watches)
+           variables: Any, pbx: str | None = None) -> bool:
+    """The AGI hook's tags onto the call in progress with that channel, on PBX ``pbx``."""
+    chosen = _named(watches, pbx)
+    key = uniqueid or channel
+    holding = [w for w in chosen if w.tracker.holds(key)]
+    if _ambiguous("attach", key, holding):
+        return False
+    return any(w.tracker.attach(key, tags=tags, vars=dict(variables))
+               for w in holding or chosen)
 
 
 def wrapup_code(watches: list[PbxWatch], code: str, call_id: str | None, agent: str | None,
-                channel: str) -> WrapupCode | bool:
+                channel: str, pbx: str | None = None) -> WrapupCode | bool:
     """An agent's wrap-up code: True when a PBX still has the call up (it is on the call now),
-    a ``WrapupCode`` for the calls already ended and waiting for one, False when unknown."""
-    got: WrapupCode | bool = False
-    for w in watches:
+    a ``WrapupCode`` for the calls already ended and waiting for one (naming its PBX when one
+    is known), False when unknown or ambiguous."""
+    chosen = _named(watches, pbx)
+    if not chosen:
+        return False
+    if call_id and len(chosen) > 1:
+        knowing = [w for w in chosen if call_id in w.tracker or w.tracker.ended(call_id)]
+        if _ambiguous("wrapup", call_id, knowing):
+            return False
+        chosen = knowing or chosen
+    for w in chosen:
         got = w.tracker.wrapup(code, call_id=call_id, agent=agent, channel=channel)
-        if got is True:
+        if isinstance(got, WrapupCode):
+            # Its PBX is known when one PBX is left; else the waits find the one holding it.
+            return got if len(chosen) == 1 else replace(got, pbx=None)
+        if got:
             return True
-    return got
+    return False
 
 
 async def run_links(watches: list[PbxWatch], ready: asyncio.Event) -> AftercallError | None:

@@ -10,6 +10,11 @@ those stored outcomes, so an agent that stops (even killed) finds the calls stil
 its next start (``recover``: calls that ended within the last hour and are marked waiting)
 and holds them again until their due time, or decides them at once when it has passed. A
 code that arrives while the agent is down is lost: that call is decided without it.
+
+A call is (PBX, call id) here as everywhere: PBXs without Asterisk's systemname number their
+calls alike, so a code names its PBX (the tracker that read it stamps it). A code whose PBX is
+unknown (FastAGI with several PBXs and no ``pbx=``) goes to the one PBX holding that call or
+agent, and to none when two do.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class WrapupWaits:
         self._rules = rules
         self._clock = clock
         self._put = put
-        self._held: dict[str, tuple[datetime, CallRecord]] = {}
-        self._early: dict[str, str] = {}  # call id -> a code that came before its record
+        self._held: dict[tuple[str, str], tuple[datetime, CallRecord]] = {}  # (pbx, call id)
+        # (pbx, call id) -> a code that came before its record
+        self._early: dict[tuple[str, str], str] = {}
         self._wake = asyncio.Event()
 
     @property
@@ -58,7 +64,7 @@ class WrapupWaits:
     def with_early_code(self, record: CallRecord) -> CallRecord:
         """``record`` with the code that came for it before it reached the rules, if any."""
         if self._early and record.wrapup is None and record.trigger is Trigger.CALL_COMPLETED:
-            code = self._early.pop(record.call_id, None)
+            code = self._early.pop((record.pbx, record.call_id), None)
             if code is not None:
                 return dataclasses.replace(record, wrapup=code)
         return record
@@ -69,42 +75,60 @@ class WrapupWaits:
         early = self.with_early_code(record)
         if early is not record:
             return early
-        self._held[record.call_id] = (due, record)
+        self._held[(record.pbx, record.call_id)] = (due, record)
         self._wake.set()
-        log.info("call_awaiting_wrapup", call_id=record.call_id, agent=record.agent,
-                 until=due.isoformat())
+        log.info("call_awaiting_wrapup", call_id=record.call_id, pbx=record.pbx,
+                 agent=record.agent, until=due.isoformat())
         return None
 
     async def code(self, w: WrapupCode) -> bool:
         """A wrap-up code for a call that has ended. True when it reached a waiting call (or
         one on its way to the rules); False when it names nothing waiting."""
-        call_id = w.call_id or self._newest_of(w.agent)
-        if call_id is not None and call_id in self._held:
-            _, record = self._held.pop(call_id)
-            log.info("wrapup_received", call_id=call_id, code=w.code, agent=record.agent)
+        keys = self._named(w) if w.call_id is not None else self._newest_of(w)
+        if len(keys) > 1:
+            log.warning("wrapup_ambiguous", call_id=w.call_id, agent=w.agent, code=w.code,
+                        pbxes=sorted(k[0] for k in keys),
+                        fix="name the PBX: pbx=NAME in the AGI hook, or raise the UserEvent "
+                            "on the PBX itself")
+            return False
+        if keys:
+            _, record = self._held.pop(keys[0])
+            log.info("wrapup_received", call_id=record.call_id, pbx=record.pbx, code=w.code,
+                     agent=record.agent)
             await self._put(dataclasses.replace(record, wrapup=w.code))
             return True
-        if w.call_id is not None:
+        if w.call_id is not None and w.pbx is not None:
             # Its record may still be on its way to the rules: kept for it (bounded).
             if len(self._early) >= EARLY_CODES:
                 del self._early[next(iter(self._early))]
-            self._early[w.call_id] = w.code
-            log.info("wrapup_kept", call_id=w.call_id, code=w.code,
+            self._early[(w.pbx, w.call_id)] = w.code
+            log.info("wrapup_kept", call_id=w.call_id, pbx=w.pbx, code=w.code,
                      hint="no call waits for it now: used if its record is still to come")
             return True
-        log.warning("wrapup_unmatched", agent=w.agent, code=w.code,
-                    hint="no call of this agent is waiting for a wrap-up code")
+        log.warning("wrapup_unmatched", call_id=w.call_id, agent=w.agent, code=w.code,
+                    hint="no call of this agent is waiting for a wrap-up code"
+                    if w.call_id is None else "no PBX named and no call waits with this id")
         return False
 
-    def _newest_of(self, agent: str | None) -> str | None:
-        if not agent:
-            return None
-        best: tuple[datetime, str] | None = None
-        for call_id, (_, r) in self._held.items():
-            if r.agent == agent and r.ended_at is not None and (
-                    best is None or r.ended_at > best[0]):
-                best = (r.ended_at, call_id)
-        return best[1] if best else None
+    def _named(self, w: WrapupCode) -> list[tuple[str, str]]:
+        """The held calls ``w`` names by id: its PBX's, or (PBX unknown) every PBX's."""
+        if w.pbx is not None:
+            key = (w.pbx, w.call_id or "")
+            return [key] if key in self._held else []
+        return [k for k in self._held if k[1] == w.call_id]
+
+    def _newest_of(self, w: WrapupCode) -> list[tuple[str, str]]:
+        """The agent's most recent held call on ``w``'s PBX; with the PBX unknown, on each
+        PBX that holds one of that agent's calls (more than one is ambiguous)."""
+        if not w.agent:
+            return []
+        best: dict[str, tuple[datetime, tuple[str, str]]] = {}
+        for key, (_, r) in self._held.items():
+            if (r.agent == w.agent and r.ended_at is not None
+                    and (w.pbx is None or key[0] == w.pbx)
+                    and (key[0] not in best or r.ended_at > best[key[0]][0])):
+                best[key[0]] = (r.ended_at, key)
+        return [key for _, key in best.values()]
 
     async def run(self) -> None:
         """Takes up what a previous run left waiting, then releases each held call when its
@@ -115,9 +139,10 @@ class WrapupWaits:
             log.exception("wrapup_recovery_failed")
         while True:
             now = self._clock()
-            for call_id, (due, record) in list(self._held.items()):
-                if due <= now and self._held.pop(call_id, None) is not None:
-                    log.info("wrapup_timed_out", call_id=call_id, agent=record.agent)
+            for key, (due, record) in list(self._held.items()):
+                if due <= now and self._held.pop(key, None) is not None:
+                    log.info("wrapup_timed_out", call_id=record.call_id, pbx=record.pbx,
+                             agent=record.agent)
                     await self._put(record)
             self._wake.clear()
             nxt = min((due for due, _ in self._held.values()), default=None)
@@ -141,16 +166,19 @@ class WrapupWaits:
         taken = 0
         for summary in calls:
             record = summary.record
-            if (summary.messages or record.wrapup is not None or record.call_id in self._held
+            if summary.pbx and summary.pbx != record.pbx:  # the row's key is the call's
+                record = dataclasses.replace(record, pbx=summary.pbx)
+            if (summary.messages or record.wrapup is not None
+                    or (record.pbx, record.call_id) in self._held
                     or record.trigger is not Trigger.CALL_COMPLETED):
                 continue
-            if not is_waiting(await self._store.rule_outcomes(record.call_id)):
+            if not is_waiting(await self._store.rule_outcomes(record.call_id, pbx=record.pbx)):
                 continue
             taken += 1
             due = wrapup_due(rules, record, now)
             if due is None:
-                log.info("wrapup_timed_out", call_id=record.call_id, agent=record.agent,
-                         while_="the agent was stopped")
+                log.info("wrapup_timed_out", call_id=record.call_id, pbx=record.pbx,
+                         agent=record.agent, while_="the agent was stopped")
                 await self._put(record)
             elif (early := self.hold(record, due)) is not None:
                 await self._put(early)

@@ -251,6 +251,58 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "UPDATE calls SET record = aftercall_deflate_json(record) WHERE typeof(record) = 'text'",
     ),
+    # 9: a call is (PBX, call id): Asterisk without systemname numbers calls <epoch>.<n>, so two
+    # PBXs sharing a database give different calls one id. Both tables are rebuilt with the PBX
+    # in their key (SQLite cannot change a primary key in place); rows keep their stored PBX,
+    # and an outcome takes its call's. call_id leads each key, so a bare id still finds its calls.
+    (
+        """CREATE TABLE calls_by_pbx (
+            call_id     TEXT NOT NULL,
+            record      TEXT NOT NULL,
+            trigger     TEXT NOT NULL,
+            disposition TEXT,
+            queue       TEXT,
+            caller      TEXT,
+            ended_at    TEXT,
+            created_at  TEXT NOT NULL,
+            agent       TEXT,
+            pbx         TEXT NOT NULL DEFAULT 'default',
+            PRIMARY KEY (call_id, pbx)
+        )""",
+        (
+            "INSERT INTO calls_by_pbx (call_id, record, trigger, disposition, queue, caller,"
+            " ended_at, created_at, agent, pbx) SELECT call_id, record, trigger, disposition,"
+            " queue, caller, ended_at, created_at, agent, COALESCE(pbx, 'default') FROM calls"
+        ),
+        """CREATE TABLE rule_outcomes_by_pbx (
+            call_id    TEXT NOT NULL,
+            pbx        TEXT NOT NULL DEFAULT 'default',
+            trigger    TEXT NOT NULL,
+            position   INTEGER NOT NULL,
+            rule       TEXT NOT NULL,
+            matched    INTEGER NOT NULL,
+            reason     TEXT,
+            skipped    TEXT NOT NULL DEFAULT '[]',
+            decided_at TEXT NOT NULL,
+            PRIMARY KEY (call_id, pbx, trigger, position)
+        ) WITHOUT ROWID""",
+        (
+            "INSERT INTO rule_outcomes_by_pbx SELECT o.call_id,"
+            " COALESCE((SELECT c.pbx FROM calls c WHERE c.call_id = o.call_id), 'default'),"
+            " o.trigger, o.position, o.rule, o.matched, o.reason, o.skipped, o.decided_at"
+            " FROM rule_outcomes o"
+        ),
+        "DROP TABLE rule_outcomes",
+        "ALTER TABLE rule_outcomes_by_pbx RENAME TO rule_outcomes",
+        "DROP TABLE calls",
+        "ALTER TABLE calls_by_pbx RENAME TO calls",
+        # the indexes the old table had (migrations 1, 2, 4 and 5)
+        "CREATE INDEX calls_ended_at ON calls(ended_at)",
+        "CREATE INDEX calls_caller ON calls(caller, ended_at)",
+        "CREATE INDEX calls_agent ON calls(agent, ended_at)",
+        "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
+        "CREATE INDEX calls_created ON calls(created_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

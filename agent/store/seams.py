@@ -66,7 +66,7 @@ class CallReads(Protocol):
 
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]: ...
 
-    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]: ...
+    async def rule_outcomes(self, call_id: str, *, pbx: str) -> list[RuleOutcome]: ...
 
 
 class CallLog(CallReads, Protocol):
@@ -74,12 +74,15 @@ class CallLog(CallReads, Protocol):
 
     async def save_call(self, record: CallRecord, *, now: datetime | None = None) -> None: ...
 
-    async def get_call(self, call_id: str) -> CallRecord | None: ...
+    async def get_call(self, call_id: str, *, pbx: str) -> CallRecord | None:
+        """The call ``call_id`` of PBX ``pbx``: a call is (PBX, call id), since PBXs without
+        Asterisk's systemname number their calls alike."""
 
     async def newest_call_end(self, pbx: str | None = None) -> datetime | None: ...
 
     async def record_rule_outcomes(
-        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
+        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime,
+        pbx: str,
     ) -> None: ...
 
 

@@ -1,7 +1,9 @@
 """The calls view's API: every call with what each rule said and what became of each message.
 
 ``GET /api/calls`` lists calls (filters: since, until, number, queue, agent, disposition, pbx);
-``GET /api/calls/{id}`` is ``aftercall explain`` from stored data: the record, each rule
+``GET /api/calls/{id}`` is ``aftercall explain`` from stored data (``id`` is a call id, or
+``PBX:CALLID``, or the id with ``?pbx=``: an id that several PBXs have is refused with 409 and
+their names): the record, each rule
 (matched or the condition that failed, as decided at the time), and each message with its
 history, receipts and replies. Numbers, in fields and inside texts, are masked unless the token
 holder asks for them (``?unmasked``).
@@ -9,16 +11,19 @@ holder asks for them (``?unmasked``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from agent.errors import CallLookupError
 from agent.models import CallRecord, MessageState
 from agent.sms.numbers import classify, mask, mask_text
 from agent.store.base import CallFilter, MessageFilter, MessageRow
 from agent.store.seams import CallsView
+from agent.store.lookup import find_call
 from agent.web.api import BadParam, _time, _unmasked
 from agent.web.deps import DEPS
 
@@ -132,12 +137,19 @@ def _message(m: MessageRow, clear: bool) -> dict[str, Any]:
 
 async def call(request: web.Request) -> web.Response:
     store = _store(request)
-    call_id = request.match_info["call_id"]
     clear = _unmasked(request)
-    found = await store.list_calls(CallFilter(call_id=call_id, limit=1))
-    rows = await store.list_messages(MessageFilter(call_id=call_id, limit=100, newest_first=False))
-    if not found and not rows:
-        raise web.HTTPNotFound(text='{"error": "no such call"}', content_type="application/json")
+    try:
+        pbx, call_id = await find_call(store, request.match_info["call_id"],
+                                       request.query.get("pbx") or None)
+    except CallLookupError as e:
+        if e.pbxes:
+            raise web.HTTPConflict(text=json.dumps({"error": str(e), "pbxes": list(e.pbxes)}),
+                                   content_type="application/json") from None
+        raise web.HTTPNotFound(text='{"error": "no such call"}',
+                               content_type="application/json") from None
+    found = await store.list_calls(CallFilter(call_id=call_id, pbx=pbx, limit=1))
+    rows = await store.list_messages(MessageFilter(call_id=call_id, pbx=pbx, limit=100,
+                                                   newest_first=False))
     replies: dict[str, list[dict[str, Any]]] = {}
     for p in await store.replies_to([m.id for m in rows]):
         replies.setdefault(p.message_id or "", []).append({
@@ -154,7 +166,7 @@ async def call(request: web.Request) -> web.Response:
                            for r in await store.receipts(message_id=m.id)]
         out["replies"] = replies.get(m.id, [])
         messages.append(out)
-    outcomes = await store.rule_outcomes(call_id)
+    outcomes = await store.rule_outcomes(call_id, pbx=pbx)
     by_rule: dict[tuple[str, str], list[str]] = {}
     for m in rows:
         by_rule.setdefault((m.rule, m.trigger.value), []).append(m.id)

@@ -18,8 +18,8 @@ def test_parse_hook_tags_and_variables():
 async def test_hook_attaches_and_answers_like_asterisk_expects():
     seen = []
 
-    def attach(uniqueid, channel, tags, variables):
-        seen.append((uniqueid, tags, dict(variables)))
+    def attach(uniqueid, channel, tags, variables, pbx):
+        seen.append((uniqueid, tags, dict(variables), pbx))
         return True
 
     server = AgiServer(attach, port=0)
@@ -33,7 +33,7 @@ async def test_hook_attaches_and_answers_like_asterisk_expects():
         writer.write(b"200 result=1\n")
     await writer.drain()
     assert commands == ['SET VARIABLE __TICKET "42"', "SET VARIABLE AFTERCALL_ATTACHED 1"]
-    assert seen == [("lab-1.0", ("vip",), {"TICKET": "42"})]
+    assert seen == [("lab-1.0", ("vip",), {"TICKET": "42"}, None)]
     writer.close()
     await server.close()
 
@@ -52,8 +52,8 @@ async def test_peer_closing_before_headers_does_not_spin():
 async def test_disposition_route_hands_the_code_and_answers():
     seen = []
 
-    async def wrapup(code, call_id, agent, channel):
-        seen.append((code, call_id, agent, channel))
+    async def wrapup(code, call_id, agent, channel, pbx):
+        seen.append((code, call_id, agent, channel, pbx))
         return code == "SALE"
 
     server = AgiServer(lambda *a: True, port=0, wrapup=wrapup)
@@ -72,6 +72,8 @@ async def test_disposition_route_hands_the_code_and_answers():
     assert await ask(b"disposition?code=SALE") == "SET VARIABLE AFTERCALL_WRAPUP 1"
     assert await ask(b"wrapup?code=LOST&call=lab-1.9") == "SET VARIABLE AFTERCALL_WRAPUP 0"
     assert await ask(b"disposition?code=bad%20code") == "SET VARIABLE AFTERCALL_WRAPUP 0"
-    assert seen == [("SALE", None, None, "PJSIP/2002-0000000a"),
-                    ("LOST", "lab-1.9", None, "PJSIP/2002-0000000a")]
+    assert await ask(b"wrapup?code=LOST&call=1.9&pbx=del") == "SET VARIABLE AFTERCALL_WRAPUP 0"
+    assert seen == [("SALE", None, None, "PJSIP/2002-0000000a", None),
+                    ("LOST", "lab-1.9", None, "PJSIP/2002-0000000a", None),
+                    ("LOST", "1.9", None, "PJSIP/2002-0000000a", "del")]
     await server.close()

@@ -81,7 +81,7 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
         rows = [r for r in await agent.store.list_messages() if r.number in expected]
         assert sorted(r.number for r in rows) == sorted(expected)  # one row each, no more
         for i in range(n):  # every call is stored, none lost from memory
-            assert await agent.store.get_call(f"o{i}-aftercall-lab-1795937531.36") is not None
+            assert await agent.store.get_call(f"o{i}-aftercall-lab-1795937531.36", pbx="default") is not None
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

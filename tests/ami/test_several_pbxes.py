@@ -54,7 +54,7 @@ async def test_two_pbxes_one_agent_each_call_texted_once_and_one_link_down_spare
         await until(lambda: set(texts()) >= {c for _, c in sent.values()}, 60, show=texts)
         await agent.pipeline.drain(10)
         for name, (call_id, caller) in sent.items():
-            stored = await agent.store.get_call(call_id)
+            stored = await agent.store.get_call(call_id, pbx=name)
             assert stored is not None and stored.pbx == name
         rows = {r.number: r.pbx for r in await agent.store.list_messages()}
         assert rows == {caller: name for name, (_, caller) in sent.items()}

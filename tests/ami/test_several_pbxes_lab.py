@@ -43,9 +43,9 @@ async def test_lab_asterisk_and_a_second_pbx_in_one_agent(tmp_path: Path, lab, p
         rows = {r.number: r for r in listed}
         assert len(listed) == 2  # one row per call: nothing decided twice
         assert {n: r.pbx for n, r in rows.items()} == {LAB_CALLER: "lab", FAKE_CALLER: "branch"}
-        lab_call = await agent.store.get_call(rows[LAB_CALLER].call_id)
+        lab_call = await agent.store.get_call(rows[LAB_CALLER].call_id, pbx="lab")
         assert lab_call is not None and lab_call.pbx == "lab" and lab_call.queue == "Billing"
-        fake_call = await agent.store.get_call(branch_call)
+        fake_call = await agent.store.get_call(branch_call, pbx="branch")
         assert fake_call is not None and fake_call.pbx == "branch"
         assert texts()[LAB_CALLER] == 1 and texts()[FAKE_CALLER] == 1, texts()
         assert agent.watches[0].health()["event_times"] == "asterisk"

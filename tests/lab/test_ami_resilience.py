@@ -79,7 +79,7 @@ async def test_cut_connection_reconnects_and_the_gap_is_recovered_from_cdr(tmp_p
         rows = await loop.wait_rows(lambda rs: any(r.state is MessageState.DELIVERED
                                                    for r in _sorry(rs, gap_caller)))
         (row,) = _sorry(rows, gap_caller)
-        call = await loop.agent.store.get_call(row.call_id)
+        call = await loop.agent.store.get_call(row.call_id, pbx="default")
         assert call.vars.get("aftercall_source") == "cdr"
         # And live tracking goes on after the reconnect.
         live_caller = "+919811000032"
@@ -207,7 +207,7 @@ async def test_a_call_that_ends_during_a_cut_is_judged_by_the_cdr_not_by_a_guess
         rows = await loop.wait_rows(lambda rs: any(
             r.rule == "direct-call-feedback" and r.state is MessageState.DELIVERED for r in rs))
         [row] = [r for r in rows if r.number == caller]
-        saved = await loop.agent.store.get_call(row.call_id)
+        saved = await loop.agent.store.get_call(row.call_id, pbx="default")
         assert saved is not None and saved.vars.get("aftercall_source") == "cdr"
         assert saved.talk_seconds >= 3
         assert len(loop.handset(caller)) == 1

@@ -75,7 +75,7 @@ async def test_support_ticket_delivered_with_the_rendered_text(day):
     loop, rows = day
     (row,) = _by(rows, rule="support-followup")
     assert row.number == SUPPORT_CALLER and row.state is MessageState.DELIVERED
-    call = await loop.agent.store.get_call(row.call_id)
+    call = await loop.agent.store.get_call(row.call_id, pbx="default")
     ticket = call.vars["TICKET"]
     assert f"ticket #{ticket} is logged" in row.text and row.text.startswith("Hi Asha,")
     (handset,) = loop.handset(SUPPORT_CALLER)
@@ -113,7 +113,7 @@ async def test_agent_summary_reaches_the_agents_mobile_on_connect(day):
 async def test_fastagi_hook_attaches_tag_and_variable(day):
     loop, rows = day
     summary = next(r for r in _by(rows, rule="agent-summary") if SALES_CALLER in (r.text or ""))
-    call = await loop.agent.store.get_call(summary.call_id)
+    call = await loop.agent.store.get_call(summary.call_id, pbx="default")
     assert "lead" in call.tags and call.vars["CAMPAIGN"] == "diwali"
     assert loop.agent.agi.requests >= 1
 

@@ -35,7 +35,7 @@ async def test_a_wrapup_code_from_the_dialplan_selects_a_rule(tmp_path, lab, fea
         waits = loop.agent.pipeline.wrapups
         await until(lambda: waits.held == 1, 15)
         [call] = [c for c in loop.records if c.caller == caller and c.trigger.value == "call_completed"]
-        outcomes = await loop.agent.store.rule_outcomes(call.call_id)
+        outcomes = await loop.agent.store.rule_outcomes(call.call_id, pbx="default")
         completed = [o for o in outcomes if o.trigger.value == "call_completed"]
         assert completed and all((o.reason or "").startswith(WAITING) for o in completed)
         assert await loop.messages() == []  # nothing decided while it waits
@@ -48,7 +48,7 @@ async def test_a_wrapup_code_from_the_dialplan_selects_a_rule(tmp_path, lab, fea
         [row] = [r for r in rows if r.call_id == call.call_id]
         assert (row.rule, row.number) == ("sale-thanks", caller)
         assert [m.text for m in loop.handset(caller)] == [row.text]
-        assert (await loop.agent.store.get_call(call.call_id)).wrapup == code  # type: ignore[union-attr]
+        assert (await loop.agent.store.get_call(call.call_id, pbx="default")).wrapup == code  # type: ignore[union-attr]
         assert waits.held == 0
         assert b"\naftercall_calls_awaiting_wrapup 0.0\n" in scrape()[0]
 

@@ -32,14 +32,14 @@ def _call(i: int, **kw: object) -> CallRecord:
 async def test_rule_outcomes_are_replaced_per_trigger(store: SqliteStore) -> None:
     cid = "1714554000.1"
     connected = [RuleOutcome("agent-summary", True)]
-    await store.record_rule_outcomes(cid, Trigger.CALL_CONNECTED, connected, now=T0)
+    await store.record_rule_outcomes(cid, Trigger.CALL_CONNECTED, connected, now=T0, pbx="default")
     first = [RuleOutcome("support", False, "talk time 3s is under min_talk 60s"),
              RuleOutcome("sorry", True, None, ("agent: already taken by rule 'x'",))]
-    await store.record_rule_outcomes(cid, Trigger.CALL_COMPLETED, first, now=T0)
+    await store.record_rule_outcomes(cid, Trigger.CALL_COMPLETED, first, now=T0, pbx="default")
     # A retried record is judged again: its outcomes replace the earlier ones whole.
     again = [RuleOutcome("support", False, "queue is 'Sales', rule wants one of ['Support']")]
-    await store.record_rule_outcomes(cid, Trigger.CALL_COMPLETED, again, now=T0)
-    got = await store.rule_outcomes(cid)
+    await store.record_rule_outcomes(cid, Trigger.CALL_COMPLETED, again, now=T0, pbx="default")
+    got = await store.rule_outcomes(cid, pbx="default")
     assert [(o.rule, o.trigger, o.matched, o.reason) for o in got] == [
         ("agent-summary", Trigger.CALL_CONNECTED, True, None),
         ("support", Trigger.CALL_COMPLETED, False,
@@ -133,9 +133,9 @@ async def test_record_call_writes_the_rules_outcomes_in_its_own_transaction(
     assert created and row.call_id == call.call_id
     if commits is not None:
         assert store.commits == commits + 1  # type: ignore[attr-defined]
-    assert [(o.rule, o.matched, o.reason) for o in await store.rule_outcomes(call.call_id)] == [
+    assert [(o.rule, o.matched, o.reason) for o in await store.rule_outcomes(call.call_id, pbx="default")] == [
         ("support", True, None), ("sorry", False, "disposition is answered")]
     again = [RuleOutcome("support", False, "talk time 3s is under min_talk 60s")]
     await store.record_call(call, [], now=T0, outcomes=again)
-    assert [(o.rule, o.matched) for o in await store.rule_outcomes(call.call_id)] == [
+    assert [(o.rule, o.matched) for o in await store.rule_outcomes(call.call_id, pbx="default")] == [
         ("support", False)]

@@ -98,7 +98,7 @@ async def test_version_6_file_converts_keeping_every_row(tmp_path: Path) -> None
     async with SqliteStore(path) as store:
         report_after = (await build_report(store)).to_dict()
         for call_id, record in calls.items():
-            assert await store.get_call(call_id) == record, call_id
+            assert await store.get_call(call_id, pbx=record.pbx) == record, call_id
         for mid, history in events.items():
             assert await store.message_events(mid) == history, mid
         got = [(r.id, r.message_id, r.smsc_id, r.gateway, r.state, r.error_code,
@@ -131,7 +131,7 @@ async def test_new_rows_in_the_compact_shape_read_back_whole(tmp_path: Path) -> 
     async with SqliteStore(tmp_path / "a.db") as store:
         for r in _ODD:
             await store.save_call(r, now=END)
-            assert await store.get_call(r.call_id) == r
+            assert await store.get_call(r.call_id, pbx=r.pbx) == r
         listed = {c.record.call_id: c.record for c in await store.list_calls(CallFilter())}
         assert listed == {r.call_id: r for r in _ODD}
     stored = {r[0]: json.loads(inflate_json(r[1])) for r in _rows(

@@ -225,13 +225,13 @@ async def test_call_record_and_its_rows_are_recorded_in_one_commit(
     commits = store.commits
     rows = await disp.handle([make_decision(call_id="1700.1"),
                               make_decision(call_id="1700.1", rule="other")], call=call)
-    assert await store.get_call("1700.1") == call
+    assert await store.get_call("1700.1", pbx="default") == call
     assert [r.call_id for r in rows] == ["1700.1", "1700.1"]
     # The call and all its rows: one transaction, one fsync before the submit.
     assert store.commits - commits == 1
     # No decision: the call alone.
     await disp.handle([], call=replace(call, call_id="1700.2"))
-    assert await store.get_call("1700.2") is not None
+    assert await store.get_call("1700.2", pbx="default") is not None
 
 
 async def test_gateway_unreachable_does_not_exhaust_attempts_and_retries_soon(
@@ -590,7 +590,8 @@ async def test_scheduled_rows_wait_and_a_newer_answered_call_cancels_them(
     store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
 ) -> None:
     """A text due later is a deferred row with its time; cancel_scheduled (a newer answered
-    call) suppresses those that asked for it, not the calling call's own, not the others."""
+    call) suppresses those that asked for it, not the calling call's own, not the others. The
+    same call id on another PBX is another call: its scheduled text is cancelled too."""
     now = datetime.now(UTC)
     gw = FakeGateway("smsc")
     running(disp := dispatcher(store, gw))
@@ -599,16 +600,21 @@ async def test_scheduled_rows_wait_and_a_newer_answered_call_cancels_them(
         make_decision(call_id="a", not_before=due, unless_called_again=True),
         make_decision(call_id="b", rule="plain", not_before=due),
         make_decision(call_id="c", rule="own", not_before=due, unless_called_again=True),
+        make_decision(call_id="c", rule="own", not_before=due, unless_called_again=True,
+                      pbx="blr"),
     ])
     assert [(r.state, r.reason, r.next_attempt_at) for r in rows] == [
         (MessageState.DEFERRED, "scheduled_unless_called_again", due),
         (MessageState.DEFERRED, "scheduled", due),
+        (MessageState.DEFERRED, "scheduled_unless_called_again", due),
         (MessageState.DEFERRED, "scheduled_unless_called_again", due)]
-    assert await disp.cancel_scheduled(rows[0].number or "", "c", now) == [rows[0].id]
-    after = {r.call_id: (r.state, r.reason) for r in await store.list_messages()}
-    assert after == {"a": (MessageState.SUPPRESSED, "called_again"),
-                     "b": (MessageState.DEFERRED, "scheduled"),
-                     "c": (MessageState.DEFERRED, "scheduled_unless_called_again")}
+    assert sorted(await disp.cancel_scheduled(rows[0].number or "", "c", now, pbx="default")
+                  ) == sorted([rows[0].id, rows[3].id])
+    after = {(r.pbx, r.call_id): (r.state, r.reason) for r in await store.list_messages()}
+    assert after == {("default", "a"): (MessageState.SUPPRESSED, "called_again"),
+                     ("default", "b"): (MessageState.DEFERRED, "scheduled"),
+                     ("default", "c"): (MessageState.DEFERRED, "scheduled_unless_called_again"),
+                     ("blr", "c"): (MessageState.SUPPRESSED, "called_again")}
     assert gw.calls == []
 
 

@@ -171,9 +171,9 @@ async def test_records_arriving_together_are_one_statement_and_each_gets_its_row
         for (call, msgs, _), [(row, created)] in zip(records, results, strict=True):
             assert created and row.call_id == call.call_id
             assert row.idempotency_key == msgs[0].decision.idempotency_key
-            assert await a.rule_outcomes(call.call_id) == [RuleOutcome(msgs[0].decision.rule,
-                                                                       True)]
-            assert await a.get_call(call.call_id) is not None
+            assert await a.rule_outcomes(call.call_id, pbx=call.pbx) == [
+                RuleOutcome(msgs[0].decision.rule, True)]
+            assert await a.get_call(call.call_id, pbx=call.pbx) is not None
         group = a._records
         assert group is not None and group.items == 40 and group.writes < 40
 
@@ -316,11 +316,11 @@ async def test_a_call_judged_again_replaces_its_rule_outcomes(pg_url: str) -> No
     async with PostgresStore(pg_url) as s:
         first = [RuleOutcome("a", False, "queue"), RuleOutcome("b", True),
                  RuleOutcome("c", False, "min_talk", ("caller",))]
-        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, first, now=T0)
-        assert await s.rule_outcomes("1700.1") == first
+        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, first, now=T0, pbx="default")
+        assert await s.rule_outcomes("1700.1", pbx="default") == first
         again = [RuleOutcome("b", True)]
-        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, again, now=T0)
-        assert await s.rule_outcomes("1700.1") == again
+        await s.record_rule_outcomes("1700.1", Trigger.CALL_COMPLETED, again, now=T0, pbx="default")
+        assert await s.rule_outcomes("1700.1", pbx="default") == again
 
 
 @pytest.mark.parametrize("state", list(ReceiptState))

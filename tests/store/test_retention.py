@@ -81,7 +81,7 @@ async def test_old_details_go_in_flight_stays_and_the_report_survives(tmp_path: 
             assert text and number
             assert _q(path, "SELECT count(*) FROM message_history WHERE message_id = ?",
                       ids[key])[0][0] >= 1
-        assert await store.get_call("c9") is not None
+        assert await store.get_call("c9", pbx="default") is not None
 
         # The second horizon removes the old final rows themselves; in flight still stays.
         done = await retention.prune(store, details_before=NOW - timedelta(days=180),

@@ -115,8 +115,8 @@ async def test_call_record_round_trips(store: SqliteStore) -> None:
     )
     await store.save_call(record)
     await store.save_call(record)  # the same call saved twice is an update, not an error
-    assert await store.get_call("1700.9") == record
-    assert await store.get_call("nope") is None
+    assert await store.get_call("1700.9", pbx="default") == record
+    assert await store.get_call("nope", pbx="default") is None
 
 
 async def test_a_connected_only_call_starts_the_gap_at_its_store_time(store: SqliteStore) -> None:

@@ -85,7 +85,7 @@ async def test_unknown_calls_are_handed_over_once_and_known_ones_skipped(
     assert len(ends) == len(handler.seen)
     assert ends == sorted(ends)  # oldest first
     assert all(r.vars[SOURCE_VAR] == "cdr" for r in handler.seen)
-    saved = await store.get_call("aftercall-lab-1795937525.32")
+    saved = await store.get_call("aftercall-lab-1795937525.32", pbx="default")
     assert saved is not None and (saved.queue, saved.agent, saved.agent_number) == (
         "Support", "2001", "+919812345678")
 
@@ -206,7 +206,7 @@ async def test_a_call_stored_only_as_connected_is_still_completed_from_the_cdr(
     handler = Handler(store)
     result = await run(cdr, store, handler)
     assert result.handled == ALL_CALLS and result.already_known == 0
-    done = await store.get_call(call_id)
+    done = await store.get_call(call_id, pbx="default")
     assert done is not None and done.trigger is Trigger.CALL_COMPLETED
     assert (done.disposition, done.agent) == (Disposition.ANSWERED, "2001")
     # Completed now: the next reconciliation leaves it alone.

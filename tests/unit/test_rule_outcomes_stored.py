@@ -26,7 +26,7 @@ async def test_outcomes_are_stored_with_the_messages(tmp_path: Path) -> None:
                             direction=Direction.INBOUND, disposition=Disposition.ANSWERED,
                             agent="2001", talk_seconds=12, ended_at=now - timedelta(seconds=2))
         await agent.pipeline.apply(record)
-        outcomes = await agent.store.rule_outcomes(record.call_id)
+        outcomes = await agent.store.rule_outcomes(record.call_id, pbx="default")
         # Only the rules on call_completed; agent-summary (call_connected) is not listed.
         assert [(o.rule, o.matched) for o in outcomes] == [
             ("appointment-confirmation", False), ("support-followup", False),
@@ -38,7 +38,7 @@ async def test_outcomes_are_stored_with_the_messages(tmp_path: Path) -> None:
                             direction=Direction.INBOUND, disposition=Disposition.MISSED,
                             ended_at=now - timedelta(seconds=1))
         await agent.pipeline.apply(missed)
-        matched = [o.rule for o in await agent.store.rule_outcomes(missed.call_id) if o.matched]
+        matched = [o.rule for o in await agent.store.rule_outcomes(missed.call_id, pbx="default") if o.matched]
         assert matched == ["missed-call-sorry"]
         (row,) = [m for m in await agent.store.list_messages() if m.call_id == missed.call_id]
         assert row.state is MessageState.QUEUED

@@ -138,14 +138,15 @@ def test_tracker_reads_codes_during_and_after_the_call() -> None:
         + _user_event("UserEvent: SomethingElse\nCode: SALE")
     [record], tracker = _feed(after)
     assert record.wrapup is None
-    assert tracker.take_wrapups() == [WrapupCode("CALLBACK", call_id=lid),
-                                      WrapupCode("SALE", agent="2003")]
+    # Each names the PBX whose tracker read it: a call is (PBX, call id).
+    assert tracker.take_wrapups() == [WrapupCode("CALLBACK", call_id=lid, pbx="default"),
+                                      WrapupCode("SALE", agent="2003", pbx="default")]
     assert tracker.wrapups == []
     assert tracker.warnings["wrapup_bad_code"] == 1
     assert tracker.warnings["wrapup_without_call"] == 1
     # A feature code dialled from the agent's phone: its channel names the agent.
-    assert tracker.wrapup("SALE", channel="PJSIP/2003-0000001c") == WrapupCode("SALE",
-                                                                                agent="2003")
+    assert tracker.wrapup("SALE", channel="PJSIP/2003-0000001c") == WrapupCode(
+        "SALE", agent="2003", pbx="default")
 
 
 WRAPUP_RULE = ("  - name: sale\n"
@@ -179,9 +180,9 @@ async def test_the_record_path_holds_a_call_until_its_code_or_the_wait(tmp_path:
             return agent.pipeline.wrapups.held == 2
         await _until(held)
         # Stored at once, marked waiting, nothing sent yet.
-        assert await store.get_call("w1") is not None
+        assert await store.get_call("w1", pbx="default") is not None
         assert await store.list_messages() == []
-        outcomes = await store.rule_outcomes("w1")
+        outcomes = await store.rule_outcomes("w1", pbx="default")
         assert outcomes[0].reason is not None and outcomes[0].reason.startswith(WAITING)
         # The agent's code (as the AGI hook or a UserEvent hands it) selects the rule.
         assert await agent.pipeline.wrapups.code(WrapupCode("SALE", agent="2002"))
@@ -189,15 +190,15 @@ async def test_the_record_path_holds_a_call_until_its_code_or_the_wait(tmp_path:
 
         async def both_decided() -> bool:
             for c in ("w1", "w2"):
-                reason = (await store.rule_outcomes(c))[0].reason
+                reason = (await store.rule_outcomes(c, pbx="default"))[0].reason
                 if reason is not None and reason.startswith(WAITING):
                     return False
             return True
         await _until(both_decided)
         [row] = await store.list_messages()
         assert (row.call_id, row.rule, row.state) == ("w1", "sale", MessageState.QUEUED)
-        assert (await store.get_call("w1")).wrapup == "SALE"  # type: ignore[union-attr]
-        w2 = await store.rule_outcomes("w2")
+        assert (await store.get_call("w1", pbx="default")).wrapup == "SALE"  # type: ignore[union-attr]
+        w2 = await store.rule_outcomes("w2", pbx="default")
         assert w2[0].reason is not None and w2[0].reason.startswith("no wrap-up code came")
     finally:
         run.cancel()
@@ -248,8 +249,80 @@ async def test_a_waiting_call_is_taken_up_again_after_a_restart(tmp_path: Path) 
     try:
         await late.pipeline.apply(replace(record, call_id="r2", caller="+919811000122"))
         assert late.pipeline.wrapups.held == 0
-        outcomes = await late.store.rule_outcomes("r2")
+        outcomes = await late.store.rule_outcomes("r2", pbx="default")
         assert outcomes[0].reason is not None and outcomes[0].reason.startswith("no wrap-up")
     finally:
+        await late.dispatcher.stop(timeout=1.0)
+        await late.store.close()
+
+
+async def test_a_code_for_a_call_on_one_pbx_never_decides_the_same_id_on_another(
+        tmp_path: Path) -> None:
+    """Two PBXs without systemname give two calls one id: each waits on its own (and after a
+    restart), a code naming PBX blr's call selects the rule for that call only, and a code
+    that names no PBX is refused rather than guessed."""
+    path = rules_with(tmp_path, first_rule=WRAPUP_RULE.replace("1s", "30s"))
+    settings = Settings(ami_secret="x", rules=path, db=tmp_path / "a.db")
+    now = datetime.now(UTC)
+    blr = CallRecord(call_id="1795937525.32", caller="+919811000131", queue="Sales",
+                     agent="2002", direction=Direction.INBOUND,
+                     disposition=Disposition.ANSWERED, talk_seconds=40, ended_at=now,
+                     vars={"TICKET": "5"}, pbx="blr")
+    dl = replace(blr, caller="+919811000132", pbx="del")
+    first = AfterCallAgent(settings)
+    await first.open_store()
+    try:
+        await first.pipeline.apply(blr)
+        await first.pipeline.apply(dl)
+        assert first.pipeline.wrapups.held == 2
+        # The id alone, or the agent alone, names a call on each PBX: nothing is released.
+        assert not await first.pipeline.wrapups.code(WrapupCode("SALE", call_id=blr.call_id))
+        assert not await first.pipeline.wrapups.code(WrapupCode("SALE", agent="2002"))
+        assert first.pipeline.wrapups.held == 2
+    finally:
+        await first.dispatcher.stop(timeout=1.0)
+        await first.store.close()
+
+    second = AfterCallAgent(settings)  # restarted: both waits are taken up again
+    await second.open_store()
+    run = asyncio.create_task(second.pipeline.run())
+    try:
+        async def held() -> bool:
+            return second.pipeline.wrapups.held == 2
+        await _until(held)
+        assert await second.pipeline.wrapups.code(
+            WrapupCode("SALE", call_id=blr.call_id, pbx="blr"))
+
+        async def sent() -> bool:
+            return bool(await second.store.list_messages())
+        await _until(sent)
+        [row] = await second.store.list_messages()
+        assert (row.pbx, row.call_id, row.rule, row.number) == (
+            "blr", blr.call_id, "sale", blr.caller)
+        assert second.pipeline.wrapups.held == 1  # del's call still waits for its own code
+        waiting = await second.store.rule_outcomes(dl.call_id, pbx="del")
+        assert waiting[0].reason is not None and waiting[0].reason.startswith(WAITING)
+        assert (await second.store.get_call(dl.call_id, pbx="del")).wrapup is None  # type: ignore[union-attr]
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await second.dispatcher.stop(timeout=1.0)
+        await second.store.close()
+
+    # Restarted after del's wait has passed: decided without a code, and never as a sale.
+    late = AfterCallAgent(settings, clock=lambda: datetime.now(UTC) + timedelta(minutes=5))
+    await late.open_store()
+    run = asyncio.create_task(late.pipeline.run())
+    try:
+        async def decided() -> bool:
+            reason = (await late.store.rule_outcomes(dl.call_id, pbx="del"))[0].reason
+            return reason is not None and reason.startswith("no wrap-up")
+        await _until(decided)
+        await late.pipeline.drain(10)
+        sales = [(r.pbx, r.number) for r in await late.store.list_messages() if r.rule == "sale"]
+        assert sales == [("blr", blr.caller)]
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
         await late.dispatcher.stop(timeout=1.0)
         await late.store.close()

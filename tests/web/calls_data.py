@@ -183,7 +183,8 @@ async def _full_path(store: SqliteStore, rs: RuleSet, record: CallRecord, *,
     traces = explain(rs, record, now=at)
     await store.save_call(record, now=at)
     await store.record_rule_outcomes(record.call_id, record.trigger,
-                                     rule_outcomes(rs, record.trigger, traces), now=at)
+                                     rule_outcomes(rs, record.trigger, traces), now=at,
+                                     pbx=record.pbx)
     ids = []
     for d in (d for t in traces for d in t.decisions):
         if d.suppress is not None or opted_out:

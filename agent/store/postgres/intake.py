@@ -106,7 +106,8 @@ async def write_records(conn: asyncpg.Connection, records: Sequence[Record],
     calls = [(call, at) for call, _, at, _ in records if call is not None]
     if calls:
         ctes.append(f"c AS ({call_upsert(q, calls)})")
-    judged = [(call.call_id, call.trigger, outcomes, at) for call, _, at, outcomes in records
+    judged = [(call.call_id, call.pbx, call.trigger, outcomes, at)
+              for call, _, at, outcomes in records
               if call is not None and outcomes is not None]
     if judged:
         upsert, delete = outcomes_replace(q, judged)

@@ -31,7 +31,7 @@ def call_upsert(q: Statement, calls: Sequence[tuple[CallRecord, datetime | None]
     """The calls' rows (``(record, stored at)``), in call order so that two agents writing
     the same calls lock them in the same order; a later record of a call replaces it (a
     statement, or a CTE). The text is the same for any number of calls (arrays)."""
-    calls = sorted(calls, key=lambda c: c[0].call_id)
+    calls = sorted(calls, key=lambda c: (c[0].call_id, c[0].pbx))  # the key's order
     columns = (
         ("call_id", "text", [c.call_id for c, _ in calls]),
         ("record", "text", [json.dumps(c.to_dict(), separators=(",", ":")) for c, _ in calls]),
@@ -50,10 +50,10 @@ def call_upsert(q: Statement, calls: Sequence[tuple[CallRecord, datetime | None]
     return (
         f"INSERT INTO calls ({names}) SELECT u.call_id, u.record::jsonb, {rest}"
         f" FROM unnest({arrays}) AS u({names})"
-        " ON CONFLICT (call_id) DO UPDATE SET record = excluded.record,"
+        " ON CONFLICT (call_id, pbx) DO UPDATE SET record = excluded.record,"
         " trigger = excluded.trigger, disposition = excluded.disposition,"
         " queue = excluded.queue, caller = excluded.caller, ended_at = excluded.ended_at,"
-        " agent = excluded.agent, pbx = excluded.pbx")
+        " agent = excluded.agent")
 
 
 async def upsert_call(conn: asyncpg.Connection, record: CallRecord, at: datetime | None) -> None:
@@ -71,8 +71,9 @@ class RecordOps(DndImport, PgPool):
         async with self._tx(single=True) as conn:
             await upsert_call(conn, record, utc(now) or _now())
 
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        rows = await self._read("SELECT record::text FROM calls WHERE call_id = $1", call_id)
+    async def get_call(self, call_id: str, *, pbx: str) -> CallRecord | None:
+        rows = await self._read("SELECT record::text FROM calls WHERE call_id = $1 AND pbx = $2",
+                                call_id, pbx)
         return CallRecord.from_dict(json.loads(rows[0][0])) if rows else None
 
     async def newest_call_end(self, pbx: str | None = None) -> datetime | None:

@@ -201,6 +201,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     FUNCTIONS,
     # 8: a submit's record applies the receipts that came before it (functions.py)
     SUBMIT_WITH_RECEIPTS,
+    # 9: a call is (PBX, call id): Asterisk without systemname numbers calls <epoch>.<n>, so two
+    # PBXs sharing the database give different calls one id. The keys take the PBX; rows keep
+    # their stored PBX, and an outcome takes its call's. call_id leads each key, so a bare id
+    # still finds its calls.
+    (
+        "ALTER TABLE calls DROP CONSTRAINT calls_pkey, ADD PRIMARY KEY (call_id, pbx)",
+        "ALTER TABLE rule_outcomes ADD COLUMN pbx text NOT NULL DEFAULT 'default'",
+        "UPDATE rule_outcomes o SET pbx = c.pbx FROM calls c WHERE c.call_id = o.call_id",
+        (
+            "ALTER TABLE rule_outcomes DROP CONSTRAINT rule_outcomes_pkey,"
+            " ADD PRIMARY KEY (call_id, pbx, trigger, position)"
+        ),
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -17,17 +17,17 @@ from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
 
 
-def replace_outcomes(conn: sqlite3.Connection, call_id: str, trigger: Trigger,
+def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: Trigger,
                      outcomes: Sequence[RuleOutcome], at: str) -> None:
     """This judgement's outcomes (in the database thread, inside the caller's transaction).
     The latest decision wins: a record retried after a store outage, or a reconciled call, is
     judged again and its outcomes replace the earlier ones whole."""
-    conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND trigger = ?",
-                 (call_id, trigger.value))
+    conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND pbx = ? AND trigger = ?",
+                 (call_id, pbx, trigger.value))
     conn.executemany(
-        "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-        " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)",
-        [(call_id, trigger.value, i, o.rule, int(o.matched), o.reason,
+        "INSERT INTO rule_outcomes (call_id, pbx, trigger, position, rule, matched, reason,"
+        " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        [(call_id, pbx, trigger.value, i, o.rule, int(o.matched), o.reason,
           json.dumps(list(o.skipped)), at) for i, o in enumerate(outcomes)])
 
 
@@ -36,22 +36,23 @@ class CallOps(StoreWriter):
     explains a call from what was decided then, not from today's rules.yaml."""
 
     async def record_rule_outcomes(
-        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime
+        self, call_id: str, trigger: Trigger, outcomes: Sequence[RuleOutcome], *, now: datetime,
+        pbx: str,
     ) -> None:
         """The rules on ``trigger`` for this call, in order (each outcome's own trigger is
         ignored: one call is judged once per trigger)."""
         at = ts(now)
 
         def op(conn: sqlite3.Connection) -> None:
-            replace_outcomes(conn, call_id, trigger, outcomes, at)
+            replace_outcomes(conn, call_id, pbx, trigger, outcomes, at)
 
         await self._write_now(op)
 
-    async def rule_outcomes(self, call_id: str) -> list[RuleOutcome]:
+    async def rule_outcomes(self, call_id: str, *, pbx: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""
         rows = await self._read(
-            "SELECT * FROM rule_outcomes WHERE call_id = ?"
-            " ORDER BY trigger = 'call_completed', position", (call_id,))
+            "SELECT * FROM rule_outcomes WHERE call_id = ? AND pbx = ?"
+            " ORDER BY trigger = 'call_completed', position", (call_id, pbx))
         return [RuleOutcome(r["rule"], bool(r["matched"]), r["reason"],
                             tuple(json.loads(r["skipped"])), Trigger(r["trigger"]))
                 for r in rows]
@@ -75,34 +76,34 @@ class CallOps(StoreWriter):
                 params.append(value)
         if f.number:
             if f.number.startswith("+"):
-                where.append("(c.caller = ? OR c.call_id IN"
-                             " (SELECT call_id FROM messages WHERE number = ?))")
+                where.append("(c.caller = ? OR (c.call_id, c.pbx) IN"
+                             " (SELECT call_id, pbx FROM messages WHERE number = ?))")
                 params += [f.number, f.number]
             else:
                 tail = "%" + re.sub(r"\D", "", f.number)
-                where.append("(c.caller LIKE ? OR c.call_id IN"
-                             " (SELECT call_id FROM messages WHERE number LIKE ?))")
+                where.append("(c.caller LIKE ? OR (c.call_id, c.pbx) IN"
+                             " (SELECT call_id, pbx FROM messages WHERE number LIKE ?))")
                 params += [tail, tail]
         sql = "SELECT c.* FROM calls c"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY c.ended_at DESC, c.call_id LIMIT ? OFFSET ?"
+        sql += " ORDER BY c.ended_at DESC, c.call_id, c.pbx LIMIT ? OFFSET ?"
         calls = await self._read(sql, [*params, f.limit, f.offset])
-        ids = [r["call_id"] for r in calls]
-        by_call: dict[str, list[tuple[str, MessageState, str | None]]] = {}
+        ids = sorted({r["call_id"] for r in calls})
+        by_call: dict[tuple[str, str], list[tuple[str, MessageState, str | None]]] = {}
         if ids:
             for m in await self._read(
-                "SELECT call_id, rule, state, reason FROM messages"
+                "SELECT call_id, pbx, rule, state, reason FROM messages"
                 f" WHERE call_id IN ({','.join('?' * len(ids))}) ORDER BY created_at, id", ids):
-                by_call.setdefault(m["call_id"], []).append(
+                by_call.setdefault((m["call_id"], m["pbx"]), []).append(
                     (m["rule"], MessageState(m["state"]), m["reason"]))
         out = []
         for r in calls:
             data = unpack_record(r, r["record"])
             known = {k: v for k, v in data.items() if k in _RECORD_FIELDS}
             record = CallRecord.from_dict(known)
-            out.append(CallSummary(record, record.pbx,
-                                   tuple(by_call.get(r["call_id"], ()))))
+            out.append(CallSummary(record, r["pbx"],
+                                   tuple(by_call.get((r["call_id"], r["pbx"]), ()))))
         return out
 
 

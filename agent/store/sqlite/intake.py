@@ -32,7 +32,7 @@ class IntakeOps(StoreWriter):
             if call is not None:
                 upsert_call(conn, call, at)
                 if outcomes is not None:
-                    replace_outcomes(conn, call.call_id, call.trigger, outcomes, at)
+                    replace_outcomes(conn, call.call_id, call.pbx, call.trigger, outcomes, at)
             out: list[tuple[MessageRow, bool]] = []
             links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
             for m in msgs:

@@ -23,11 +23,10 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
     record of the call replaces it."""
     conn.execute(
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-        " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id) DO UPDATE"
+        " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, pbx) DO UPDATE"
         " SET record=excluded.record, trigger=excluded.trigger,"
         " disposition=excluded.disposition, queue=excluded.queue,"
-        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent,"
-        " pbx=excluded.pbx",
+        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
         (record.call_id, pack_record(record),
          record.trigger.value, record.disposition.value, record.queue, record.caller,
          ts(record.ended_at), at, record.agent, record.pbx),
@@ -47,8 +46,9 @@ class RecordOps(DndImport, StoreWriter):
 
         await self._write_now(op)
 
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        rows = await self._read("SELECT * FROM calls WHERE call_id = ?", (call_id,))
+    async def get_call(self, call_id: str, *, pbx: str) -> CallRecord | None:
+        rows = await self._read("SELECT * FROM calls WHERE call_id = ? AND pbx = ?",
+                                (call_id, pbx))
         return CallRecord.from_dict(unpack_record(rows[0], rows[0]["record"])) if rows else None
 
     async def newest_call_end(self, pbx: str | None = None) -> datetime | None:

@@ -50,9 +50,10 @@ _DETAIL_IDS = (f"SELECT id FROM messages WHERE (text IS NOT NULL OR number IS NO
                f" AND created_at < ? AND state IN ({_IN}) ORDER BY created_at LIMIT ?")
 _ROW_IDS = f"SELECT id FROM messages WHERE created_at < ? AND state IN ({_IN})" \
     " ORDER BY created_at LIMIT ?"
-_CALL_IDS = ("SELECT call_id FROM calls c WHERE created_at < ? AND NOT EXISTS ("
-             f" SELECT 1 FROM messages m WHERE m.call_id = c.call_id AND m.state NOT IN ({_IN}))"
-             " ORDER BY created_at LIMIT ?")
+# A call is (PBX, call id): its rowid names it in a batch, and its messages are its PBX's.
+_CALL_IDS = ("SELECT rowid FROM calls c WHERE created_at < ? AND NOT EXISTS ("
+             " SELECT 1 FROM messages m WHERE m.call_id = c.call_id AND m.pbx = c.pbx"
+             f" AND m.state NOT IN ({_IN})) ORDER BY created_at LIMIT ?")
 
 
 class RetentionOps(StoreWriter):
@@ -65,7 +66,7 @@ class RetentionOps(StoreWriter):
         d, r = _iso(details_before), _iso(rows_before) if rows_before else None
         detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (d, batch))]
         row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
-        call_ids = [x["call_id"] for x in await self._read(_CALL_IDS, (d, batch))]
+        call_ids = [x["rowid"] for x in await self._read(_CALL_IDS, (d, batch))]
 
         def op(conn: sqlite3.Connection) -> PruneCounts:
             counts = PruneCounts(
@@ -188,17 +189,19 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     return (conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
 
 
-def _delete_calls(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
+def _delete_calls(conn: sqlite3.Connection, ids: list[int], before: str) -> int:
     if not ids:
         return 0
     q = _marks(ids)
-    live = [r["call_id"] for r in conn.execute(
-        f"SELECT call_id FROM calls WHERE call_id IN ({q}) AND created_at < ? AND NOT EXISTS ("
-        f" SELECT 1 FROM messages m WHERE m.call_id = calls.call_id AND m.state NOT IN ({_IN}))",
+    live = [r["rowid"] for r in conn.execute(
+        f"SELECT rowid FROM calls WHERE rowid IN ({q}) AND created_at < ? AND NOT EXISTS ("
+        " SELECT 1 FROM messages m WHERE m.call_id = calls.call_id AND m.pbx = calls.pbx"
+        f" AND m.state NOT IN ({_IN}))",
         (*ids, before))]
     if not live:
         return 0
     q = _marks(live)
     # What each rule said about the call goes with it (the calls view reads both).
-    conn.execute(f"DELETE FROM rule_outcomes WHERE call_id IN ({q})", live)
-    return (conn.execute(f"DELETE FROM calls WHERE call_id IN ({q})", live)).rowcount
+    conn.execute("DELETE FROM rule_outcomes WHERE (call_id, pbx) IN"
+                 f" (SELECT call_id, pbx FROM calls WHERE rowid IN ({q}))", live)
+    return (conn.execute(f"DELETE FROM calls WHERE rowid IN ({q})", live)).rowcount

@@ -9,7 +9,8 @@
     return e;
   };
   const badge = (status) => mk("span", { class: "badge s-" + status }, status);
-  let lastList = null, lastCall = null, openId = null;
+  // A call is (PBX, call id): PBXs without systemname may give two calls one id.
+  let lastList = null, lastCall = null, openId = null, openPbx = null;
 
   function params() {
     const p = new URLSearchParams();
@@ -30,7 +31,7 @@
     lastList = data;
     drawList();
     // A number search that finds one call opens it: the call and its SMS in one step.
-    if (data.calls.length === 1) await openCall(data.calls[0].call_id);
+    if (data.calls.length === 1) await openCall(data.calls[0].call_id, data.calls[0].pbx || "");
     document.body.dataset.callsLoaded = "1";
   }
 
@@ -52,23 +53,24 @@
     const data = lastList;
     $("calls-count").textContent = "(" + data.count + (data.count >= data.limit ? "+, newest first" : "") + ")";
     for (const c of data.calls) {
-      const tr = mk("tr", { "data-call": c.call_id, tabindex: "0" });
+      const tr = mk("tr", { "data-call": c.call_id, "data-pbx": c.pbx || "", tabindex: "0" });
       const when = mk("td"); when.append(AC.time(c.ended_at));
       tr.append(when, mk("td", {}, c.caller || "–"), mk("td", {}, c.queue || "–"),
         mk("td", {}, c.agent ? c.agent + (c.agent_name ? " " + c.agent_name : "") : "–"),
         mk("td", {}, c.disposition), mk("td", { class: "num" }, Math.round(c.talk_seconds) + " s"),
         smsCell(c.messages));
-      if (c.call_id === openId) tr.classList.add("open");
-      tr.addEventListener("click", () => openCall(c.call_id));
-      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") openCall(c.call_id); });
+      if (c.call_id === openId && (c.pbx || "") === openPbx) tr.classList.add("open");
+      tr.addEventListener("click", () => openCall(c.call_id, c.pbx || ""));
+      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") openCall(c.call_id, c.pbx || ""); });
       body.append(tr);
     }
   }
 
-  async function openCall(id) {
-    openId = id;
-    for (const tr of document.querySelectorAll("#calls tbody tr")) tr.classList.toggle("open", tr.dataset.call === id);
-    const r = await fetch("/api/calls/" + encodeURIComponent(id), { credentials: "same-origin" });
+  async function openCall(id, pbx) {
+    openId = id; openPbx = pbx;
+    for (const tr of document.querySelectorAll("#calls tbody tr")) tr.classList.toggle("open", tr.dataset.call === id && tr.dataset.pbx === pbx);
+    const q = pbx ? "?pbx=" + encodeURIComponent(pbx) : "";
+    const r = await fetch("/api/calls/" + encodeURIComponent(id) + q, { credentials: "same-origin" });
     lastCall = await r.json();
     drawCall();
   }
