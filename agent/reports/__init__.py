@@ -38,6 +38,8 @@ Export columns (``export_messages``, ``message_rows`` and ``GET /api/messages``)
     created_at_local, submitted_at_local, final_at_local, receipt_at_local
                           the same times in the operator's zone (rules.yaml defaults.timezone),
                           ISO 8601 with its offset; the UTC columns stay as they are
+    pbx                   the PBX of the call: with call_id, which call it was (PBXs without
+                          Asterisk's systemname may give two calls one id)
 
 ``reason`` is empty for a delivered message. Unless numbers are unmasked, numbers written
 inside ``text`` and ``detail`` are masked like ``number``.

@@ -22,7 +22,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "status", "reason", "error_code", "text", "encoding", "segments", "attempts", "created_at",
     "submitted_at", "final_at", "hangup_to_submit_ms", "delivery_seconds", "receipt_state",
     "receipt_at", "clicks", "replies", "detail", "created_at_local", "submitted_at_local",
-    "final_at_local", "receipt_at_local", "scheduled_for", "scheduled_for_local",
+    "final_at_local", "receipt_at_local", "scheduled_for", "scheduled_for_local", "pbx",
 )
 
 

@@ -88,7 +88,8 @@ def log_row(r: Any, unmasked: bool, timezone: str | None = None) -> dict[str, An
     )
     number = r["number"]
     out = {
-        "id": r["id"], "call_id": r["call_id"], "rule": r["rule"], "template": r["template"],
+        "id": r["id"], "call_id": r["call_id"], "pbx": r["pbx"], "rule": r["rule"],
+        "template": r["template"],
         "recipient_kind": r["recipient_kind"],
         "number": number if unmasked or not number else mask(number),
         "gateway": r["gateway"], "sender_id": r["sender_id"], "status": r["state"],

@@ -67,7 +67,11 @@ async def test_report_and_export_of_one_pbx(
     assert await asyncio.to_thread(cli, "export", "--db", db_arg, "--format", "json",
                                    "--pbx", "del") == 0
     rows = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
-    assert [r["rule"] for r in rows] == ["missed-call-sorry"]
+    assert [(r["rule"], r["pbx"]) for r in rows] == [("missed-call-sorry", "del")]
+    assert await asyncio.to_thread(cli, "export", "--db", db_arg, "--format", "csv") == 0
+    lines = capsys.readouterr().out.splitlines()  # type: ignore[attr-defined]
+    assert lines[0].endswith(",pbx") and sorted(ln.rsplit(",", 1)[1] for ln in lines[1:]) == [
+        "blr", "del"]
     assert await asyncio.to_thread(cli, "report", "--db", db_arg, "--format", "json",
                                    "--pbx", "blr") == 0
     report = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
