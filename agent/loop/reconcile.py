@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import structlog
 
@@ -77,31 +77,54 @@ class ReconcileResult:
 
 
 def read_cdr(path: str | os.PathLike[str], *, not_before: datetime,
-             tz: tzinfo = UTC) -> ParsedCdr | None:
+             tz: tzinfo = UTC, calls_ending_after: datetime | None = None) -> ParsedCdr | None:
     """Blocking: the rows of ``path`` that ended at or after ``not_before``, streamed (the
     file is never held in memory). None when the file does not exist (Asterisk creates it
-    with its first CDR). Raises ``ConfigError`` when it exists but cannot be read."""
+    with its first CDR). Raises ``ConfigError`` when it exists but cannot be read.
+
+    ``calls_ending_after``: only the rows of calls (by linkedid) with a row that ended after
+    it. The file is then read twice: first for those calls, then for their rows, up to where
+    the first reading stopped. So memory holds the gap's calls, not every call of the
+    lookback (hours of a busy PBX's calls, read again at each reconnect)."""
     name = os.fspath(path)
     rows: list[CdrRow] = []
     problems: list[MalformedRow] = []
     try:
         with open(name, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                text = raw.decode("utf-8", "replace")
-                if not text.strip():
-                    continue
-                try:
-                    row = parse_line(text, lineno, tz=tz)
-                except CdrRowError as exc:
-                    problems.append(MalformedRow(name, lineno, exc.reason))
-                    continue
-                if row.end >= not_before:
+            wanted: set[str] | None = None
+            stop: int | None = None
+            if calls_ending_after is not None:
+                wanted = {row.linkedid for row in _rows(fh, name, tz, None)
+                          if row.end > calls_ending_after}
+                stop = fh.tell()  # what is appended from here on is live: the tracker's
+                fh.seek(0)
+            for row in _rows(fh, name, tz, problems, stop):
+                if row.end >= not_before and (wanted is None or row.linkedid in wanted):
                     rows.append(row)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read the CDR file: {exc.strerror}") from None
     return ParsedCdr(tuple(rows), tuple(problems))
+
+
+def _rows(fh: BinaryIO, name: str, tz: tzinfo, problems: list[MalformedRow] | None,
+          stop: int | None = None) -> Iterator[CdrRow]:
+    """The parsed rows of an open CDR file up to byte ``stop``; malformed lines go to
+    ``problems`` (dropped when None)."""
+    at = 0
+    for lineno, raw in enumerate(fh, start=1):
+        at += len(raw)
+        if stop is not None and at > stop:
+            return
+        text = raw.decode("utf-8", "replace")
+        if not text.strip():
+            continue
+        try:
+            yield parse_line(text, lineno, tz=tz)
+        except CdrRowError as exc:
+            if problems is not None:
+                problems.append(MalformedRow(name, lineno, exc.reason))
 
 
 async def reconcile(
@@ -128,7 +151,8 @@ async def reconcile(
     because the CDR's record is the complete one. See the module docstring for the guarantees."""
     if since.tzinfo is None or now.tzinfo is None:
         raise ValueError("since and now must be timezone-aware")
-    parsed = await asyncio.to_thread(read_cdr, cdr_path, not_before=since - lookback, tz=tz)
+    parsed = await asyncio.to_thread(read_cdr, cdr_path, not_before=since - lookback, tz=tz,
+                                     calls_ending_after=since)
     if parsed is None:
         log.warning("cdr_file_missing", path=os.fspath(cdr_path))
         fallback = list(fallback)

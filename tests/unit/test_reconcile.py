@@ -212,3 +212,53 @@ async def test_a_call_stored_only_as_connected_is_still_completed_from_the_cdr(
     # Completed now: the next reconciliation leaves it alone.
     again = await run(cdr, store, handler)
     assert again.already_known == ALL_CALLS
+
+
+def _old_calls(n: int, before: datetime) -> str:
+    """``n`` copies of the fixture's calls, each with its own linkedid and uniqueids, ending
+    in the hour before ``before``: a busy PBX's lookback."""
+    import csv
+    import io
+
+    from agent.calls.cdr_rows import CDR_COLUMNS
+    rows = list(csv.reader(MASTER.read_text().splitlines()))
+    col = {c: i for i, c in enumerate(CDR_COLUMNS)}
+    out = io.StringIO()
+    w = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for k in range(n):
+        ends_at = before - timedelta(minutes=59) + timedelta(seconds=k * 3000 / n)
+        for r in rows:
+            r = list(r)
+            for c in ("uniqueid", "linkedid"):
+                r[col[c]] = f"{r[col[c]]}-old{k}"
+            shift = ends_at - datetime.fromisoformat(r[col["end"]]).replace(tzinfo=UTC)
+            for c in ("start", "answer", "end"):
+                if r[col[c]]:
+                    t = datetime.fromisoformat(r[col[c]]).replace(tzinfo=UTC) + shift
+                    r[col[c]] = t.strftime("%Y-%m-%d %H:%M:%S")
+            w.writerow(r)
+    return out.getvalue()
+
+
+async def test_memory_holds_the_gap_s_calls_not_the_whole_lookback(
+        tmp_path: Path, store: SqliteStore) -> None:
+    """Each reconnect reads the CDR back over the lookback (4 hours): on a busy PBX that is
+    tens of thousands of calls, of which only the gap's are wanted. Reading many old calls
+    must cost about what reading a few does, and recover the same gap."""
+    import tracemalloc
+
+    async def peak(old: int) -> tuple[int, ReconcileResult]:
+        path = tmp_path / f"Master-{old}.csv"
+        path.write_text(_old_calls(old, BEFORE_ALL) + MASTER.read_text())
+        async with SqliteStore(tmp_path / f"s-{old}.db") as s:
+            tracemalloc.start()
+            try:
+                result = await run(path, s, Handler(s), since=BEFORE_ALL)
+                return tracemalloc.get_traced_memory()[1], result
+            finally:
+                tracemalloc.stop()
+
+    few_peak, few = await peak(5)
+    many_peak, many = await peak(150)  # ~5,000 calls in the lookback
+    assert few.handled == many.handled == ALL_CALLS
+    assert many_peak < 2 * few_peak, (few_peak, many_peak)
