@@ -242,7 +242,7 @@ async def test_callers_who_reach_nobody_read_the_same_live_and_recovered_from_th
         seen = {}
         for n in numbers:
             (row,) = _sorry(rows, n)
-            call = await loop.agent.store.get_call(row.call_id)
+            call = await loop.agent.store.get_call(row.call_id, pbx=row.pbx)
             seen[n] = (call.disposition.value, call.talk_seconds, call.agent, call.answered_at,
                        [t for t in call.tags if t.startswith("left_in_")],
                        call.vars.get("aftercall_source"))
