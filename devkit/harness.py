@@ -5,6 +5,7 @@ end-to-end tests and bench/latency.py."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 from collections import Counter
@@ -97,11 +98,16 @@ def busy_line_rule(max_age_s: float) -> str:
 
 async def until(predicate: Callable[[], object], timeout: float = 20.0,
                 show: Callable[[], object] | None = None) -> None:
-    """Poll ``predicate`` every 50 ms until it is true; after ``timeout`` fail, with ``show()``
-    (what the test was waiting on) in the message."""
+    """Poll ``predicate`` every 50 ms until it is true (an async predicate is awaited); after
+    ``timeout`` fail, with ``show()`` (what the test was waiting on) in the message."""
     try:
         async with asyncio.timeout(timeout):
-            while not predicate():
+            while True:
+                got = predicate()
+                if inspect.isawaitable(got):
+                    got = await got
+                if got:
+                    return
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"not reached within {timeout}s: {show() if show else ''}") from None

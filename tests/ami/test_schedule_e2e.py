@@ -73,13 +73,13 @@ async def test_a_scheduled_text_survives_a_restart_and_a_newer_call_cancels_one(
         assert handsets() == [kept]  # the cancelled one never left
         # The handset has it once the simulator took the submit_sm; the row says so once the
         # agent has the submit_sm_resp and has committed it.
-        sent = (MessageState.SUBMITTED, MessageState.DELIVERED)
-        states: list[MessageState] = []
-        async with asyncio.timeout(30):
-            while not states or states[0] not in sent:
-                states = [r.state for r in await second.store.list_messages() if r.call_id == "1"]
-                await asyncio.sleep(0.05)
-        assert len(states) == 1
+        async def states() -> list[MessageState]:
+            return [r.state for r in await second.store.list_messages() if r.call_id == "1"]
+
+        async def submitted() -> bool:
+            return (await states())[0] in (MessageState.SUBMITTED, MessageState.DELIVERED)
+        await until(submitted, 30)
+        assert len(await states()) == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -16,7 +16,7 @@ from agent.app import AfterCallAgent
 from agent.calls.hooks import WrapupCode, clean_code
 from agent.calls.tracker import CallTracker
 from agent.errors import RulesError
-from devkit.harness import rules_with
+from devkit.harness import rules_with, until
 from agent.models import CallRecord, Direction, Disposition, MessageState
 from agent.rules.engine import explain
 from agent.rules.loader import load_rules_text
@@ -155,12 +155,6 @@ WRAPUP_RULE = ("  - name: sale\n"
                "    wrapup: {wait: 1s}\n")
 
 
-async def _until(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await pred():
-            await asyncio.sleep(0.02)
-
-
 async def test_the_record_path_holds_a_call_until_its_code_or_the_wait(tmp_path: Path) -> None:
     path = rules_with(tmp_path, first_rule=WRAPUP_RULE)
     agent = AfterCallAgent(Settings(ami_secret="x", rules=path, db=tmp_path / "a.db"))
@@ -178,7 +172,7 @@ async def test_the_record_path_holds_a_call_until_its_code_or_the_wait(tmp_path:
 
         async def held() -> bool:
             return agent.pipeline.wrapups.held == 2
-        await _until(held)
+        await until(held)
         # Stored at once, marked waiting, nothing sent yet.
         assert await store.get_call("w1", pbx="default") is not None
         assert await store.list_messages() == []
@@ -194,7 +188,7 @@ async def test_the_record_path_holds_a_call_until_its_code_or_the_wait(tmp_path:
                 if reason is not None and reason.startswith(WAITING):
                     return False
             return True
-        await _until(both_decided)
+        await until(both_decided)
         [row] = await store.list_messages()
         assert (row.call_id, row.rule, row.state) == ("w1", "sale", MessageState.QUEUED)
         assert (await store.get_call("w1", pbx="default")).wrapup == "SALE"  # type: ignore[union-attr]
@@ -229,12 +223,12 @@ async def test_a_waiting_call_is_taken_up_again_after_a_restart(tmp_path: Path) 
     try:
         async def held() -> bool:
             return second.pipeline.wrapups.held == 1
-        await _until(held)
+        await until(held)
         assert await second.pipeline.wrapups.code(WrapupCode("SALE", call_id="r1"))
 
         async def sent() -> bool:
             return bool(await second.store.list_messages())
-        await _until(sent)
+        await until(sent)
         [row] = await second.store.list_messages()
         assert (row.call_id, row.rule) == ("r1", "sale")
     finally:
@@ -289,13 +283,13 @@ async def test_a_code_for_a_call_on_one_pbx_never_decides_the_same_id_on_another
     try:
         async def held() -> bool:
             return second.pipeline.wrapups.held == 2
-        await _until(held)
+        await until(held)
         assert await second.pipeline.wrapups.code(
             WrapupCode("SALE", call_id=blr.call_id, pbx="blr"))
 
         async def sent() -> bool:
             return bool(await second.store.list_messages())
-        await _until(sent)
+        await until(sent)
         [row] = await second.store.list_messages()
         assert (row.pbx, row.call_id, row.rule, row.number) == (
             "blr", blr.call_id, "sale", blr.caller)
@@ -317,7 +311,7 @@ async def test_a_code_for_a_call_on_one_pbx_never_decides_the_same_id_on_another
         async def decided() -> bool:
             reason = (await late.store.rule_outcomes(dl.call_id, pbx="del"))[0].reason
             return reason is not None and reason.startswith("no wrap-up")
-        await _until(decided)
+        await until(decided)
         await late.pipeline.drain(10)
         sales = [(r.pbx, r.number) for r in await late.store.list_messages() if r.rule == "sale"]
         assert sales == [("blr", blr.caller)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,6 @@ from agent.models import (
 from agent.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
-WAIT = 5.0
 
 
 @dataclass
@@ -144,9 +142,3 @@ class Recorder:
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
-async def eventually(pred: Callable[[], Awaitable[bool]]) -> None:
-    async def until() -> None:
-        while not await pred():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(until(), WAIT)
