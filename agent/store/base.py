@@ -188,6 +188,20 @@ class PolicyFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSend:
+    """A text another agent sharing the database wrote to go out (``sends_by_others``): what
+    this agent's rate limits and spend totals count of it."""
+
+    id: str
+    recipient_kind: str
+    number: str
+    rule: str
+    gateway: str
+    segments: int
+    at: datetime  # when its row was written
+
+
+@dataclass(frozen=True, slots=True)
 class LinkRow:
     code: str
     message_id: str | None

@@ -133,12 +133,11 @@ async def test_a_database_keyed_by_call_id_alone_is_migrated_with_its_rows(
 ) -> None:
     """The schema before calls were keyed by PBX: every row is kept, under the PBX it was
     stored with (the default for calls from before PBXs were named), with its outcomes."""
+    # Migration 9 keyed calls by PBX in both stores: the schema just before it.
     if backend == "sqlite":
-        from agent.store.migrations import LATEST_VERSION
-        await _sqlite_at(db_path, LATEST_VERSION - 1)
+        await _sqlite_at(db_path, 8)
     else:
-        from agent.store.postgres.schema import LATEST_VERSION
-        await _postgres_at(request.getfixturevalue("pg_url"), LATEST_VERSION - 1)
+        await _postgres_at(request.getfixturevalue("pg_url"), 8)
     # Rows as the previous release wrote them: calls keyed by id, outcomes without a PBX.
     old_calls = [("1714554000.1", "blr"), ("1714554000.2", "default")]
     if backend == "sqlite":

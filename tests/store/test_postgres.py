@@ -134,7 +134,8 @@ async def test_an_agent_losing_a_key_to_a_commit_it_waited_for_gets_the_winners_
         try:
             tx = peer.transaction()
             await tx.start()
-            won, created = await insert_row(peer, d, MessageState.QUEUED, T0, None, None, T0, None)
+            won, created = await insert_row(peer, d, MessageState.QUEUED, T0, None, None, T0,
+                                            None, "a")
             assert created
             loser = asyncio.create_task(b.record_call(
                 None, [NewMessage(d, MessageState.QUEUED, next_attempt_at=T0)], now=T0))

@@ -37,7 +37,7 @@ _COLUMNS = (
     ("queued_at", "timestamptz"), ("final_at", "timestamptz"),
     ("next_attempt_at", "timestamptz"), ("expires_at", "timestamptz"),
     ("call_ended_at", "timestamptz"), ("pbx", "text"), ("attempts", "integer"),
-    ("submitting_since", "timestamptz"), ("claimed_by", "text"),
+    ("submitting_since", "timestamptz"), ("claimed_by", "text"), ("written_by", "text"),
 )
 
 
@@ -59,7 +59,7 @@ def _claimed(m: NewMessage, at: datetime | None) -> bool:
 
 def _message_ctes(q: Statement, ctes: list[str],
                   messages: Sequence[tuple[NewMessage, datetime | None]],
-                  owner: str | None) -> None:
+                  owner: str | None, writer: str) -> None:
     """``ins``: the rows this statement created, with their first events (and the claim's,
     see ``_claimed``); ``seen``: rows with the same keys that were there before it (another
     agent's, or a record written twice). Rows go in key order, so two agents inserting the
@@ -75,7 +75,7 @@ def _message_ctes(q: Statement, ctes: list[str],
             d.encoding, d.segments, d.category, d.dlt_template_id, d.dlt_entity_id,
             state.value, m.reason, m.detail, at if state is MessageState.QUEUED else None,
             at if state.final else None, utc(m.next_attempt_at), utc(m.expires_at),
-            utc(d.call_ended_at), d.pbx, *claim,
+            utc(d.call_ended_at), d.pbx, *claim, writer,
         )
         for column, value in zip(values, row, strict=True):
             column.append(value)
@@ -97,7 +97,8 @@ def _message_ctes(q: Statement, ctes: list[str],
 
 
 async def write_records(conn: asyncpg.Connection, records: Sequence[Record],
-                        owner: str | None) -> list[list[tuple[MessageRow, bool]]]:
+                        owner: str | None, writer: str
+                        ) -> list[list[tuple[MessageRow, bool]]]:
     """The records' one statement (see the module's docstring); for each record its rows in
     the order of its messages, each with True when this statement created it. No two records
     may be of the same call (a statement changes a row once)."""
@@ -116,7 +117,7 @@ async def write_records(conn: asyncpg.Connection, records: Sequence[Record],
     if not messages:
         await conn.execute("WITH " + ", ".join(ctes) + " SELECT 1", *q.params)
         return [[] for _ in records]
-    _message_ctes(q, ctes, messages, owner)
+    _message_ctes(q, ctes, messages, owner, writer)
     rows = await conn.fetch(
         "WITH " + ", ".join(ctes) + " SELECT true AS created, ins.* FROM ins"
         " UNION ALL SELECT false, seen.* FROM seen", *q.params)
@@ -177,7 +178,7 @@ class IntakeOps(PgPool):
         record: Record = (call, messages, at, outcomes)
         if any(m.decision.links for m in messages):
             async with self._tx() as conn:
-                [written] = await write_records(conn, [record], self.owner)
+                [written] = await write_records(conn, [record], self.owner, self.writer)
                 await write_links(conn, messages, written, at)
                 return written
         if self._records is None:
@@ -187,7 +188,7 @@ class IntakeOps(PgPool):
     async def _write_records(self, records: Sequence[Record]
                              ) -> list[list[tuple[MessageRow, bool]]]:
         async with self._tx(single=True) as conn:
-            return await write_records(conn, records, self.owner)
+            return await write_records(conn, records, self.owner, self.writer)
 
 
 def _call_key(record: Record) -> tuple[str, str] | None:

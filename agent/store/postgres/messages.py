@@ -43,16 +43,18 @@ async def insert_row(
     detail: str | None,
     next_attempt_at: datetime | None,
     expires_at: datetime | None,
+    writer: str,
 ) -> tuple[MessageRow, bool]:
     """One decision's row and its first event, inside the caller's transaction; an existing row
-    with the same idempotency key is returned instead, with False."""
+    with the same idempotency key is returned instead, with False. ``writer``: this agent
+    (``PgPool.writer``)."""
     params = (
         uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason,
         detail, at, at if state is MessageState.QUEUED else None,
         at if state.final else None, utc(next_attempt_at), utc(expires_at),
-        utc(d.call_ended_at), at, d.pbx,
+        utc(d.call_ended_at), at, d.pbx, writer,
     )
     # A concurrent insert of the same key (another agent on the same PBX) makes this one wait
     # for that transaction, then do nothing: exactly one row, one winner. The row and its
@@ -61,9 +63,9 @@ async def insert_row(
         "WITH ins AS (INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
         " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
         " category, dlt_template_id, dlt_entity_id, state, reason, detail, created_at,"
-        " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at, pbx)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,"
-        "$20,$21,$22,$23,$24,$25,$26,$27)"
+        " queued_at, final_at, next_attempt_at, expires_at, call_ended_at, updated_at, pbx,"
+        " written_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,"
+        "$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28)"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *),"
         " ev AS (INSERT INTO message_events (message_id, at, state, reason, detail)"
         "  SELECT id, created_at, state, reason, detail FROM ins)"
@@ -96,7 +98,7 @@ class MessageOps(PgPool):
     ) -> tuple[MessageRow, bool]:
         async with self._tx(single=True) as conn:
             return await insert_row(conn, decision, state, utc(now), reason, detail,
-                                    next_attempt_at, expires_at)
+                                    next_attempt_at, expires_at, self.writer)
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         rows = await self._read_messages("SELECT * FROM messages WHERE id = $1", message_id)

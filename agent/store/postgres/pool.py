@@ -4,7 +4,9 @@ health, and how rows come back as MessageRows."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -108,6 +110,9 @@ class PgPool:
         self.url = url
         self.where = describe(url)
         self.owner = owner
+        # What this agent's message rows say wrote them (``messages.written_by``): its name,
+        # else an id of this process, so that its own rows are told apart without one.
+        self.writer = owner or f"pid{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._min_size = min_size
         self._max_size = max_size
         self._connect_timeout = connect_timeout

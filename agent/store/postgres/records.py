@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from agent.models import CallRecord, InboundSms
-from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.base import LinkRow, ListEntry, ListEvent, PeerSend, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
 from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, utc
@@ -155,6 +155,17 @@ class RecordOps(DndImport, PgPool):
             utc(since),
         )
         return [(r[0], r[1], r[2], int(r[3] or 1), r[4]) for r in rows]
+
+    async def sends_by_others(self, since: datetime) -> list[PeerSend]:
+        """The texts on their way out whose rows other agents wrote since ``since`` (index
+        messages_created): what this agent counts of theirs (dispatch/peers.py)."""
+        rows = await self._read(
+            "SELECT id, recipient_kind, number, rule, gateway, segments, created_at FROM messages"
+            f" WHERE created_at >= $1 AND {_SENT} AND number IS NOT NULL"
+            " AND written_by IS DISTINCT FROM $2",
+            utc(since), self.writer,
+        )
+        return [PeerSend(r[0], r[1], r[2], r[3], r[4], int(r[5] or 1), r[6]) for r in rows]
 
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))

@@ -214,6 +214,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             " ADD PRIMARY KEY (call_id, pbx, trigger, position)"
         ),
     ),
+    # 10: which agent wrote each message, so that each agent counts the texts the others sent
+    # in its rate limits and spend totals (dispatch/peers.py); rows written before it name none.
+    (
+        "ALTER TABLE messages ADD COLUMN written_by text",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)
