@@ -22,6 +22,7 @@ from agent.loop import watch
 from agent.loop.recovery import spill_path
 from agent.loop.watch import PbxWatch, watched_pbxes
 from agent.dispatch import Dispatcher
+from agent.dispatch.peers import PeerSends
 from agent import retention
 from agent.errors import ConfigError
 from agent.gateways.build import agent_gateways
@@ -82,6 +83,10 @@ class AfterCallAgent:
             limits=d.limits(),
             dry_run=dry_run, clock=clock, metrics=self.metrics,
         )
+        # Agents sharing PostgreSQL: the others' texts count in our rate limits and spend caps.
+        others = getattr(self.store, "sends_by_others", None)
+        self.peers = (PeerSends(others, self.dispatcher.count_others, clock)
+                      if others is not None else None)
         # number -> the language it asked for by reply: read at start, kept by the replies
         self.languages: dict[str, str] = {}
         self.pipeline = RecordPipeline(self.store, self.dispatcher, self.metrics,
@@ -227,6 +232,8 @@ class AfterCallAgent:
                     tg.create_task(self.recovery.resume_spilled(), name="resume-records"),
                     tg.create_task(self.loop_lag.run(), name="loop-lag"),
                 ]
+                if self.peers is not None:
+                    tasks.append(tg.create_task(self.peers.run(), name="peer-sends"))
                 fold = getattr(self.store, "keep_folding", None)  # PostgreSQL's rollups
                 if fold is not None:
                     tasks.append(tg.create_task(fold(), name="report-rollups"))

@@ -7,7 +7,7 @@ import asyncio
 import collections
 import functools
 import random
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from agent.gateways.base import Gateway
 from agent.metrics import Metrics
 from agent.models import CallRecord, Decision, MessageState, Receipt, RuleOutcome
 from agent.sms.policy import Limits
-from agent.store.base import MessageRow, ReceiptOutcome
+from agent.store.base import MessageRow, PeerSend, ReceiptOutcome
 from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
@@ -104,6 +104,10 @@ class Dispatcher:
     @property
     def limits(self) -> Limits:
         return self._intake.limits
+
+    def count_others(self, sends: Iterable[PeerSend]) -> None:
+        """Texts other agents on the shared store sent (dispatch/peers.py): in our limits."""
+        self._intake.count_others(sends)
 
     @limits.setter
     def limits(self, limits: Limits) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -23,7 +23,7 @@ from agent.models import (
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
-from agent.store.base import MessageFilter, MessageRow, NewMessage
+from agent.store.base import MessageFilter, MessageRow, NewMessage, PeerSend
 from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
@@ -59,6 +59,9 @@ class Intake:
         self._outlet = outlet
         self._counters: SendCounters | None = None  # seeded from the store by the first intake
         self._spend: SpendCounters | None = None  # the same, for spend caps
+        # When each was seeded: other agents' texts written since then are counted into them
+        # (count_others), those before are in the seed.
+        self._counters_from = self._spend_from = clock()
         self._counters_lock = asyncio.Lock()
         self._bursts = RefusalBurst()
         if metrics is not None:
@@ -83,6 +86,7 @@ class Intake:
                 limits = self._limits
                 counters = SendCounters(limits)
                 span = limits.longest_window
+                self._counters_from = self._clock()
                 if span:
                     counters.seed(await self._store.sent_since(self._clock() - span))
                 if self._limits is limits:
@@ -100,7 +104,7 @@ class Intake:
             if self._spend is None:
                 limits = self._limits
                 counters = SpendCounters(spend.timezone)
-                now = self._clock()
+                now = self._spend_from = self._clock()
                 # A month and a day back covers the local month in any zone.
                 rows = await self._store.segments_sent_since(now - timedelta(days=32))
                 counters.seed((rule, cost, at) for rule, gw, number, segs, at in rows
@@ -110,6 +114,21 @@ class Intake:
                 self._spend = counters
                 self._spend_metrics(now)
             return self._spend
+
+    def count_others(self, sends: Iterable[PeerSend]) -> None:
+        """Texts that other agents sharing the store wrote (dispatch/peers.py), counted in the
+        global and daily windows and the spend totals as this agent's own are: the limits hold
+        for all the agents together. Those the seed read held already are not counted again."""
+        counters, spend = self._counters, self._spend
+        for s in sends:
+            if counters is not None and s.at >= self._counters_from:
+                counters.add_written(s.recipient_kind, s.at)
+            if spend is not None and s.at >= self._spend_from:
+                cost = self._limits.spend.cost(s.gateway, s.number, s.segments)
+                if cost is not None:
+                    spend.add(s.rule, cost, s.at)
+        if spend is not None:
+            self._spend_metrics(self._clock())
 
     def _spend_metrics(self, now: datetime) -> None:
         if self._metrics is not None and self._spend is not None:

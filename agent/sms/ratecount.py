@@ -186,6 +186,11 @@ class SendCounters:
         aud.add(at.timestamp())
         aud.unwritten[number] = aud.unwritten.get(number, 0) + 1
 
+    def add_written(self, recipient: RecipientKind | str, at: datetime) -> None:
+        """Count a text whose row is already written (another agent's): in the global and
+        daily windows; the store counts it for its number."""
+        self._aud[audience_of(recipient)].add(at.timestamp())
+
     def settle(self, recipient: RecipientKind | str, number: str | None, at: datetime, *,
                written: bool) -> None:
         """The row of a text ``add`` counted is in the store (``written``: from now on the
