@@ -109,7 +109,7 @@ class AfterCallAgent:
         # Set once every PBX's first login is done (calls in progress adopted).
         self.ready = (first.recovery.ready if len(self.watches) == 1 else asyncio.Event())
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port,
-                             wrapup=self._wrapup)
+                             wrapup=self._wrapup, pbx_of=self._pbx_at)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
         self.loop_lag = LagProbe(self.metrics.loop_lag)
@@ -123,6 +123,11 @@ class AfterCallAgent:
     async def handle_event(self, event: Any) -> None:
         """An AMI event of the first (or only) PBX: what tests and benchmarks feed."""
         await self.watches[0].handle_event(event)
+
+    async def _pbx_at(self, address: str | None) -> str | None:
+        if len(self.watches) < 2:
+            return None
+        return await watch.pbx_at(((w.name, w.ami.config.host) for w in self.watches), address)
 
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any, pbx: str | None = None) -> bool:

@@ -9,9 +9,10 @@
 ``agent=``, else of the endpoint whose channel runs the AGI (a feature code the agent dials).
 It answers ``AFTERCALL_WRAPUP=1|0`` (0: no call of that agent waits for a code).
 
-An agent watching several PBXs cannot tell which one ran a hook (FastAGI does not say), and
+An agent watching several PBXs is not told which one ran a hook (FastAGI does not say), and
 PBXs without ``systemname`` give calls the same ids: ``pbx=NAME`` (any route) names the PBX;
-without it, a call known to two PBXs is refused rather than guessed (``agi_call_ambiguous``).
+without it, the PBX whose AMI host the hook connected from (``pbx_of``), when exactly one is;
+else a call known to two PBXs is refused rather than guessed (``agi_call_ambiguous``).
 
 ``tag``/``name``/``tags`` parameters become tags, every other parameter a variable (``vars.X``
 in templates). The hook also sets the variables on the channel (inherited ``__NAME``) so later
@@ -46,6 +47,8 @@ HEADER_TIMEOUT = 5.0
 AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str], str | None], bool]
 # (code, call id, agent, channel, pbx) -> True when a call took the code
 WrapupFn = Callable[[str, str | None, str | None, str, str | None], Awaitable[bool]]
+# a hook's peer address -> the PBX at that address, if exactly one is
+PbxOf = Callable[[str | None], Awaitable[str | None]]
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -64,9 +67,10 @@ async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
 
 class AgiServer:
     def __init__(self, attach: AttachFn, *, host: str = "127.0.0.1", port: int = 4573,
-                 wrapup: WrapupFn | None = None) -> None:
+                 wrapup: WrapupFn | None = None, pbx_of: PbxOf | None = None) -> None:
         self.attach = attach
         self.wrapup = wrapup
+        self.pbx_of = pbx_of
         self.host, self.port = host, port
         self._server: asyncio.Server | None = None
         self.requests = 0
@@ -95,7 +99,8 @@ class AgiServer:
                 return
             uniqueid = headers.get("agi_uniqueid", "")
             channel = headers.get("agi_channel", "")
-            pbx = variables.pop("pbx", None)  # names the PBX: not a variable of the call
+            # names the PBX: not a variable of the call
+            pbx = variables.pop("pbx", None) or await self._pbx_of(writer)
             found = self.attach(uniqueid, channel, tags, variables, pbx)
             request = Request(app=None, headers=headers, reader=reader, writer=writer)
             for name, value in variables.items():
@@ -118,10 +123,22 @@ class AgiServer:
             log.warning("agi_wrapup_refused", reason="code missing or not 1-32 of A-Z 0-9 _.-")
         elif self.wrapup is not None:
             took = await self.wrapup(code, params.get("call"), params.get("agent"),
-                                     headers.get("agi_channel", ""), params.get("pbx"))
+                                     headers.get("agi_channel", ""),
+                                     params.get("pbx") or await self._pbx_of(writer))
         request = Request(app=None, headers=headers, reader=reader, writer=writer)
         await request.send_command(f"SET VARIABLE AFTERCALL_WRAPUP {1 if took else 0}")
         log.info("agi_wrapup", code=code, call_id=params.get("call"), took=took)
+
+
+    async def _pbx_of(self, writer: asyncio.StreamWriter) -> str | None:
+        """The PBX the hook came from, by its address (``pbx_of``); None when not one."""
+        if self.pbx_of is None:
+            return None
+        peer = writer.get_extra_info("peername")
+        pbx = await self.pbx_of(str(peer[0]) if peer else None)
+        if pbx is not None:
+            log.debug("agi_pbx_by_address", pbx=pbx)
+        return pbx
 
 
 def _quote(value: str) -> str:

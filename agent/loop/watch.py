@@ -9,8 +9,10 @@ emits; all of them hand finished records to the same record pipeline, store and 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -150,8 +152,38 @@ def watched_pbxes(settings: Settings, rules: RuleSet) -> list[tuple[str, AmiConf
 
 
 # FastAGI does not say which PBX called, and PBXs without systemname give their calls (and
-# channels) the same ids: a hook names its PBX with ``pbx=``; without it, the call is the one
-# PBX's that knows that id, and none when two do (a guess could tag another PBX's call).
+# channels) the same ids: a hook names its PBX with ``pbx=``; without it, the PBX whose AMI
+# host the hook connected from (pbx_at), else the call is the one PBX's that knows that id,
+# and none when two do (a guess could tag another PBX's call).
+
+
+async def pbx_at(hosts: Iterable[tuple[str, str]], address: str | None) -> str | None:
+    """The one PBX among ``(name, AMI host)`` whose host is ``address`` (a FastAGI peer's):
+    a PBX runs its dialplan's hooks from its own machine, so PBXs on different hosts are told
+    apart without ``pbx=``. None when no PBX, or more than one (all on one host, as in a lab),
+    has that address; a host name is resolved each time (hooks are few, DNS may change)."""
+    if not address:
+        return None
+    try:
+        peer = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    loop = asyncio.get_running_loop()
+    found = []
+    for name, host in hosts:
+        try:
+            addrs = {ipaddress.ip_address(host)}
+        except ValueError:
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            except OSError:
+                continue
+            addrs = {ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos}
+        if peer in addrs:
+            found.append(name)
+    return found[0] if len(found) == 1 else None
 
 
 def _named(watches: list[PbxWatch], pbx: str | None) -> list[PbxWatch]:

@@ -27,6 +27,7 @@ class FakeAmi:
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
+        self.host = "127.0.0.1"  # another loopback address: a PBX on a host of its own
         self.connected = asyncio.Event()
         self.resynced = asyncio.Event()  # a client asked CoreShowChannels (its login is done)
         self.write_timeout: float | None = None  # Asterisk's manager.conf writetimeout (s)
@@ -35,7 +36,7 @@ class FakeAmi:
     async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> int:
         """Listen on a free port, or on ``port`` again (an Asterisk coming back); ``tls``: AMI
         over TLS (Asterisk's manager.conf [general] tlsenable) with that server context."""
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port,
+        self.server = await asyncio.start_server(self._handle, self.host, port,
                                                  reuse_address=True, ssl=tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from agent.ami.agi import AgiServer, parse_hook
+from agent.loop.watch import pbx_at
 
 
 def test_parse_hook_tags_and_variables():
@@ -76,4 +77,43 @@ async def test_disposition_route_hands_the_code_and_answers():
     assert seen == [("SALE", None, None, "PJSIP/2002-0000000a", None),
                     ("LOST", "lab-1.9", None, "PJSIP/2002-0000000a", None),
                     ("LOST", "1.9", None, "PJSIP/2002-0000000a", "del")]
+    await server.close()
+
+
+async def test_the_pbx_of_a_hook_is_the_one_whose_host_it_came_from():
+    hosts = [("blr", "127.0.0.1"), ("del", "127.0.0.2")]
+    assert await pbx_at(hosts, "127.0.0.2") == "del"
+    assert await pbx_at(hosts, "::ffff:127.0.0.2") == "del"  # a dual-stack listener's view
+    assert await pbx_at(hosts, "127.0.0.3") is None
+    assert await pbx_at(hosts, None) is None
+    assert await pbx_at([("blr", "127.0.0.1"), ("del", "127.0.0.1")], "127.0.0.1") is None
+    assert await pbx_at([("blr", "localhost"), ("del", "127.0.0.2")], "127.0.0.1") == "blr"
+
+
+async def test_a_hook_names_the_pbx_at_its_address_unless_it_names_one():
+    seen = []
+
+    async def wrapup(code, call_id, agent, channel, pbx):
+        seen.append(pbx)
+        return True
+
+    async def pbx_of(address):
+        return {"127.0.0.2": "del"}.get(address)
+
+    server = AgiServer(lambda *a: True, port=0, wrapup=wrapup, pbx_of=pbx_of)
+    await server.start()
+
+    async def ask(script: bytes, source: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
+                                                       local_addr=(source, 0))
+        writer.write(b"agi_network: yes\nagi_network_script: " + script + b"\n\n")
+        await asyncio.wait_for(reader.readline(), 5)
+        writer.write(b"200 result=1\n")
+        await writer.drain()
+        writer.close()
+
+    await ask(b"disposition?code=SALE", "127.0.0.2")
+    await ask(b"disposition?code=SALE&pbx=blr", "127.0.0.2")  # named: as named
+    await ask(b"disposition?code=SALE", "127.0.0.1")
+    assert seen == ["del", "blr", None]
     await server.close()
