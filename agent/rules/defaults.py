@@ -220,8 +220,8 @@ class WrapupWait(Model):
 class Recordings(Model):
     """``{{ recording_link }}``: a tracked link to a signed URL of the call's recording that
     expires after ``ttl``. The agent's web checks the signature and the time, then serves the
-    file from ``dir`` (MixMonitor's directory) or redirects to ``url`` (``{file}`` and
-    ``{call_id}`` filled in: recordings kept elsewhere). The HMAC key is ``secret``
+    file from ``dir`` (MixMonitor's directory) or redirects to ``url`` (``{file}``,
+    ``{call_id}`` and ``{pbx}`` filled in: recordings kept elsewhere). The HMAC key is ``secret``
     (``${ENV}``) or ``secret_file`` (read at load), else the agent's own, made at its first
     start beside the database; it is never shown or logged."""
 

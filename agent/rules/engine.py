@@ -30,7 +30,7 @@ from agent.rules.templates import (
     reserved_link,
 )
 from agent.sms.encoding import analyze
-from agent.sms.recording import RECORDING_VAR
+from agent.sms.recording import RECORDING_VAR, call_ref
 from agent.sms.numbers import classify
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -258,7 +258,7 @@ def _render(
     if d.recordings is not None and d.recordings.on and d.public_base_url and "recording_link" in (
             rules.templates[name].tags):
         signed = d.recordings.signer(d.public_base_url).url(
-            record.call_id, record.vars.get(RECORDING_VAR), now)
+            call_ref(record.pbx, record.call_id), record.vars.get(RECORDING_VAR), now)
     try:
         text = render_call(rules.templates[name], record, timezone=d.timezone, now=now,
                            link=recording if link is not None else None,

@@ -1,11 +1,12 @@
 """Signed, expiring links to a call's recording: the URL a text's ``{{ recording_link }}`` points
 to (behind a tracked short link) and the check the agent's web makes before serving it (pure).
 
-The URL is ``{public_base}/rec/{call_id}/{expires}/{signature}/{file}``: ``file`` is the
-recording's file name (MixMonitor's ``MIXMONITOR_FILENAME``, directory stripped), ``expires``
-epoch seconds, and the signature an HMAC-SHA256 over the other three with the operator's
-secret, so a changed call, file or expiry, or a made-up link, is refused. Nothing here logs or
-shows the secret.
+The URL is ``{public_base}/rec/{call}/{expires}/{signature}/{file}``: ``call`` the call id,
+``PBX:CALLID`` for a call of a named PBX (two PBXs can give calls one id; see ``call_ref``),
+``file`` the recording's file name (MixMonitor's ``MIXMONITOR_FILENAME``, directory stripped),
+``expires`` epoch seconds, and the signature an HMAC-SHA256 over the other three with the
+operator's secret, so a changed call, PBX, file or expiry, or a made-up link, is refused.
+Nothing here logs or shows the secret.
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ RECORDING_VAR = "MIXMONITOR_FILENAME"
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-+]{0,199}$")
 _SIG = re.compile(r"^[A-Za-z0-9_\-]{43}$")
 MIN_SECRET = 16
+
+
+#: The PBX of a single-PBX agent (settings' ``pbx`` default): its links name the call alone.
+DEFAULT_PBX = "default"
+
+
+def call_ref(pbx: str, call_id: str) -> str:
+    """A call as its recording link names it: ``PBX:CALLID``, or the call id alone for the
+    default PBX (links of one PBX read as they always did)."""
+    return call_id if pbx == DEFAULT_PBX else f"{pbx}:{call_id}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``call_ref``'s (PBX, call id); a PBX name has no ``:``, a call id may."""
+    pbx, sep, call_id = ref.partition(":")
+    return (pbx, call_id) if sep else (DEFAULT_PBX, ref)
 
 
 class Verdict(Enum):

@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from agent.settings import Settings, read_secret_file
-from agent.sms.recording import RecordingSigner, Verdict
+from agent.sms.recording import RecordingSigner, Verdict, split_ref
 from agent.store import is_postgres_url
 from agent.web.deps import DEPS
 
@@ -94,8 +94,9 @@ async def recording(request: web.Request) -> web.StreamResponse:
         log.info("recording_refused", reason="expired", call_id=call_id)
         return web.Response(status=410, text="this link has expired\n", headers=_HEADERS)
     if access.url is not None:
+        pbx, bare = split_ref(call_id)
         target = access.url.replace("{file}", quote(name)).replace(
-            "{call_id}", quote(call_id, safe=""))
+            "{call_id}", quote(bare, safe="")).replace("{pbx}", quote(pbx, safe=""))
         log.info("recording_redirected", call_id=call_id)
         return web.Response(status=302, headers={**_HEADERS, "Location": target})
     assert access.directory is not None

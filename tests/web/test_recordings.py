@@ -10,7 +10,7 @@ import pytest
 import structlog
 from web_helpers import T0, MakeClient
 
-from agent.sms.recording import RecordingSigner
+from agent.sms.recording import RecordingSigner, call_ref
 from agent.web.recordings import RecordingAccess
 
 pytestmark = pytest.mark.sqlite_only
@@ -72,6 +72,24 @@ async def test_redirect_mode_and_unconfigured(make_client: MakeClient) -> None:
     assert (await plain.get(_path("1714.1", "call-1.wav"))).status == 404
 
 
+async def test_a_link_names_the_pbx_of_its_call(make_client: MakeClient) -> None:
+    """Two PBXs can give calls one id: the link of a named PBX's call signs its PBX too, and
+    the redirect can send each PBX's recordings to that PBX's own server."""
+    client = await make_client(recordings=RecordingAccess(
+        SIGNER, None, "https://{pbx}.files.acme.in/r/{call_id}/{file}"), clock=lambda: T0)
+    path = _path(call_ref("blr", "1714.1"), "call-1.wav")
+    _, _, cid, exp, sig, name = path.split("/")
+    assert cid == "blr%3A1714.1"
+    r = await client.get(path, allow_redirects=False)
+    assert r.status == 302
+    assert r.headers["Location"] == "https://blr.files.acme.in/r/1714.1/call-1.wav"
+    for other in ("del%3A1714.1", "1714.1"):  # the same id on another PBX: not this link's
+        r = await client.get(f"/rec/{other}/{exp}/{sig}/{name}", allow_redirects=False)
+        assert r.status == 403 and "Location" not in r.headers
+    # a single PBX's links name the call alone, as before
+    assert _path(call_ref("default", "1714.1"), "call-1.wav").split("/")[2] == "1714.1"
+
+
 async def test_a_texted_link_opens_the_recording_through_the_running_agents_key(
         tmp_path: Path) -> None:
     """The whole path in one agent: the record path renders the text with a tracked link to a
@@ -118,6 +136,21 @@ async def test_a_texted_link_opens_the_recording_through_the_running_agents_key(
         r = await client.get(location.removeprefix("https://acme.in"))
         assert r.status == 200 and await r.read() == b"RIFF-77"
         assert (tmp_path / "a.db.recording-secret").exists()  # the agent's own key
+        # A call of a named PBX: its link names the PBX, and opens the same way.
+        (monitor / "in-78.wav").write_bytes(b"RIFF-78")
+        await agent.pipeline.apply(CallRecord(
+            call_id="77.1", pbx="blr", caller="+919811000178", direction=Direction.INBOUND,
+            disposition=Disposition.ANSWERED, ended_at=now,
+            vars={"MIXMONITOR_FILENAME": f"{monitor}/in-78.wav"}))
+        [row] = [r for r in await agent.store.list_messages()
+                 if r.rule == "rec" and r.pbx == "blr"]
+        code = re.search(r"https://acme\.in/l/([0-9A-Za-z]{10})", row.text or "")
+        assert code is not None, row.text
+        r = await client.get(f"/l/{code.group(1)}", allow_redirects=False)
+        location = r.headers["Location"]
+        assert location.startswith("https://acme.in/rec/blr%3A77.1/"), location
+        r = await client.get(location.removeprefix("https://acme.in"))
+        assert r.status == 200 and await r.read() == b"RIFF-78"
     finally:
         if client is not None:
             await client.close()
