@@ -205,6 +205,9 @@ class AfterCallAgent:
         """Open the store and read what the record path keeps in memory from it."""
         await self.store.open()
         try:
+            hold = getattr(self.store, "hold_name", None)  # agents sharing PostgreSQL
+            if hold is not None:
+                await hold()
             self.languages.update(await self.store.language_preferences())
         except BaseException:
             await self.store.close()

@@ -18,6 +18,7 @@ import structlog
 
 from agent.errors import StoreError
 from agent.store.base import MessageRow, message_from_row
+from agent.store.postgres.names import hold_name
 from agent.store.postgres.schema import LATEST_VERSION, MIGRATIONS
 from agent.store.stamps import ts
 
@@ -117,6 +118,7 @@ class PgPool:
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        self._name_conn: asyncpg.Connection | None = None  # holds the agent's name (names.py)
         self._closed = False
         self._healthy = True
         self._last_error: str | None = None
@@ -161,10 +163,24 @@ class PgPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def hold_name(self) -> None:
+        """While this store is open, no other agent runs with its name (names.py); a second
+        one is refused at its start. Only a running agent holds its name (not a report)."""
+        if self.owner is None or self._name_conn is not None:
+            return
+        try:
+            self._name_conn = await hold_name(self.url, self.owner, self.where,
+                                              timeout=self._connect_timeout)
+        except (*_ENVIRONMENTAL, asyncpg.PostgresError) as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_reason(exc)}") from None
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._name_conn is not None:
+            await self._name_conn.close()
+            self._name_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
