@@ -5,7 +5,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # systemd: systemd-analyze, which checks deploy/systemd/aftercall.service in the tests.
 # Docker itself (docker.io) is installed by docker/engine.py only when no engine answers.
-APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql kannel openssl systemd
+# rabbitmq-server, redis-server: Jasmin's brokers for tests/gateways/test_jasmin.py (private
+# instances on free ports; Jasmin itself, from PyPI, gets its own cached virtualenv there).
+APT_PACKAGES := debootstrap sip-tester docker-compose chromium postgresql kannel openssl systemd \
+                rabbitmq-server redis-server
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup apt venv lab lab-down test test-unit test-compose images-base demo bench check clean

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +31,7 @@ from agent.sim.httpstate import (
     faults_before_answer,
     params,
 )
-from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2, is_gsm7
+from agent.sms.encoding import analyze, decode_ucs2, encode_gsm7, encode_ucs2, is_gsm7
 
 
 GENERIC_PATH = "/api/v1/messages"
@@ -317,12 +317,16 @@ async def _send_mo(state: SimHttpState, sender: str, recipient: str, text: str) 
                                        "ts": str(int(time.time()))})
             await call_back(state, preset, "inbound", "GET", str(u), expect=None)
         elif preset == "jasmin":
-            coding = "0" if is_gsm7(text) else "8"
-            binary = (text.encode() if coding == "0" else encode_ucs2(text)).hex()
-            await call_back(state, preset, "inbound", "POST", url, expect=jasmin.ACK, form={
-                "id": f"mo-{time.monotonic_ns()}", "from": sender, "to": recipient,
-                "origin-connector": "sim", "priority": "1", "coding": coding,
-                "validity": "", "content": text, "binary": binary})
+            # As Jasmin 0.11's deliver_sm thrower posts it: content is the short_message's raw
+            # octets, coding the data_coding octet itself (not a number), binary their hex.
+            coding, raw = (0, encode_gsm7(text)) if is_gsm7(text) else (8, encode_ucs2(text))
+            body = urlencode([
+                ("id", f"mo-{time.monotonic_ns()}"), ("from", sender), ("to", recipient),
+                ("origin-connector", "sim"), ("priority", "0"), ("coding", bytes([coding])),
+                ("content", raw), ("binary", raw.hex())])
+            await call_back(state, preset, "inbound", "POST", url, expect=jasmin.ACK,
+                            data=body.encode(),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
         elif preset == "twilio":
             sid = f"SM{time.monotonic_ns():032x}"[-34:]
             await _twilio_callback(state, url, {

@@ -25,6 +25,7 @@ from agent.gateways.webhooks import (
     verify,
 )
 from agent.models import ReceiptState
+from agent.sms.encoding import encode_gsm7
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BASE = "https://agent.example.com"
@@ -292,6 +293,37 @@ def test_jasmin_mo_ucs2_from_binary() -> None:
     out = handle(c, Kind.INBOUND, req, now=NOW, replay=None)
     assert out.inbound is not None and out.inbound.text == text
     assert out.ack.body == "ACK/Jasmin"
+
+
+@pytest.mark.parametrize("coding", ["8", "\x08"])
+def test_jasmin_mo_ucs2_with_coding_as_number_or_raw_octet(coding: str) -> None:
+    # Jasmin 0.11's deliver_sm thrower posts coding as the PDU's raw octet (%08), and content
+    # as the raw UTF-16 octets: only binary, decoded by the data coding, gives the text.
+    text = "रोकें STOP 🙏"
+    raw = text.encode("utf-16-be")
+    c, req = _jasmin(Kind.INBOUND, {"id": "a", "from": "919812345678", "to": "ACMECO",
+                                    "origin-connector": "smsc", "coding": coding,
+                                    "content": raw.decode("latin-1"), "binary": raw.hex()})
+    out = handle(c, Kind.INBOUND, req, now=NOW, replay=None)
+    assert out.inbound is not None and out.inbound.text == text
+
+
+def test_jasmin_mo_gsm7_septets_from_binary() -> None:
+    # GSM 03.38 octets are not ASCII beyond the letters: '@' is 0x00, '£' 0x01, '{' ESC 0x28.
+    text = "Stop @ £5 {ok}"
+    raw = encode_gsm7(text)
+    c, req = _jasmin(Kind.INBOUND, {"id": "a", "from": "919812345678", "to": "ACMECO",
+                                    "coding": "\x00", "content": raw.decode("latin-1"),
+                                    "binary": raw.hex()})
+    out = handle(c, Kind.INBOUND, req, now=NOW, replay=None)
+    assert out.inbound is not None and out.inbound.text == text
+
+
+def test_jasmin_mo_bad_coding_is_named() -> None:
+    c, req = _jasmin(Kind.INBOUND, {"id": "a", "from": "1", "to": "2", "coding": "utf8",
+                                    "binary": "41"})
+    with pytest.raises(WebhookPayloadError, match="'coding'"):
+        handle(c, Kind.INBOUND, req, now=NOW, replay=None)
 
 
 def test_jasmin_missing_field_is_named() -> None:

@@ -25,9 +25,9 @@ from agent.gateways.presets.common import (
     error_for_status,
     format_number,
 )
-from agent.gateways.smpp.sm import STAT_STATES, parse_receipt_date
+from agent.gateways.smpp.sm import STAT_STATES, decode_text, parse_receipt_date
 from agent.models import OutboundSms, Receipt, ReceiptState
-from agent.sms.encoding import analyze, decode_ucs2, encode_ucs2
+from agent.sms.encoding import analyze, encode_ucs2
 
 ACK = "ACK/Jasmin"  # exactly this body, or Jasmin's DLR/MO throwers send the callback again
 
@@ -130,15 +130,31 @@ def parse_receipt(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> Re
     )
 
 
+def mo_data_coding(value: str | None, where: str) -> int | None:
+    """The MO's SMPP data_coding. Jasmin's deliver_sm thrower posts ``coding`` as the PDU's raw
+    octet (0.11: a form value of one byte, %08 for UCS-2), its documentation as a number
+    ("8"): take either."""
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    if len(value) == 1 and ord(value) < 0x100:
+        return ord(value)
+    raise WebhookPayloadError(f"{where}: field 'coding' is not a data_coding: {value[:8]!r}")
+
+
 def parse_inbound(cfg: HttpGatewayConfig, req: WebhookRequest, where: str) -> tuple[str, str, str]:
     p = params(req)
     sender, recipient = field(p, "from", where), field(p, "to", where)
-    binary = opt(p, "binary")
-    if p.get("coding") == CODING_UCS2 and binary:
+    # ``content`` is the short_message's raw octets (UCS-2 bytes, GSM 03.38 septets) pushed
+    # through a form; ``binary`` is the same octets in hex: decode those by the data coding.
+    binary, coding = opt(p, "binary"), mo_data_coding(p.get("coding"), where)
+    if binary is not None and coding is not None:
         try:
-            return sender, recipient, decode_ucs2(bytes.fromhex(binary))
+            raw = bytes.fromhex(binary)
         except ValueError:
             raise WebhookPayloadError(f"{where}: field 'binary' is not hex") from None
+        return sender, recipient, decode_text(coding, raw)
     return sender, recipient, p.get("content", "")
 
 
