@@ -181,9 +181,9 @@ def test_readme_gateway_examples_pass_check_and_build() -> None:
     readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
     section = readme.split("## Gateways", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     env_vars = {"SMPP_PASSWORD": "pw", "KANNEL_USER": "u", "KANNEL_PASSWORD": "p",
-                "RELAY_PASSWORD": "r"}
+                "JASMIN_USER": "j", "JASMIN_PASSWORD": "jp", "RELAY_PASSWORD": "r"}
     for block in blocks:
         name = block.split(":", 1)[0]
         body = "  gw:" + block.split(":", 1)[1].replace("\n", "\n  ").rstrip() + "\n"

@@ -216,3 +216,26 @@ async def test_replies_reach_the_agent_whole(fresh: Peer, text: str) -> None:
     peer = fresh
     await peer.sim.core.inject_mo("+919812345678", "ACMECO", text)
     await peer.inbox.wait(lambda: text in [m.text for m in peer.inbox.inbound], timeout=20)
+
+
+async def test_a_user_over_its_throughput_quota_is_retried_not_failed(fresh: Peer) -> None:
+    """Jasmin refuses a user's burst over its http_throughput quota with the same 403 as a bad
+    login; the preset takes it as throttling: the messages wait and go."""
+    peer = fresh
+    out_ = await peer.jasmin.jcli(
+        "user -a", "username burst", "password bpw2024", "gid customers", "uid u2",
+        "mt_messaging_cred quota http_throughput 2", "ok")
+    assert "Successfully added" in out_, out_
+    cfg = config(peer.jasmin.send_url, "http://127.0.0.1:9").model_copy(update={
+        "username": "burst", "password": type(peer.gw.config.password)("bpw2024"),
+        "max_retries": 6, "backoff": (0.2, 0.6)})
+    gw = HttpGateway(cfg)
+    inbox = Inbox()
+    await gw.start(inbox.on_receipt, inbox.on_inbound)
+    try:
+        with capture_logs() as logs:
+            results = await asyncio.gather(*(gw.submit(out(f"q{i}", "Hello")) for i in range(3)))
+        assert all(r.smsc_ids for r in results) and gw.healthy
+    finally:
+        await gw.close()
+    assert any(e["event"] == "http_submit_retried" for e in logs)  # Jasmin did refuse some

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from agent.errors import GatewayAmbiguousError
+from agent.errors import GatewayAmbiguousError, GatewayTemporaryError
 from agent.gateways.presets.callbacks import (
     Ack,
     Kind,
@@ -88,12 +88,35 @@ def parse_submit(
         )
     m = _ERROR.match(text)
     detail = m.group(1) if m else text
-    reason = None
+    err = error_for_status(cfg.name, status, detail, reason=_error_reason(status, detail))
+    if _TRANSIENT.search(detail):
+        # Jasmin answers these with 403/412 too, but they pass: a user over its http_throughput
+        # quota, a failover route whose connectors are all down right now.
+        raise GatewayTemporaryError(str(err), code=status, reason=err.reason)
+    raise err
+
+
+# Jasmin's /send answers many different refusals with one HTTP status (jasmin/protocols/http/
+# errors.py): 403 is a bad login, an exhausted balance or a throughput quota; 412 no route or
+# no bound connector. The message says which.
+_TRANSIENT = re.compile(r"throughput exceeded|no bound connector", re.IGNORECASE)
+
+
+def _error_reason(status: int, detail: str) -> str | None:
+    d = detail.lower()
+    if "authentication failure" in d:
+        return "auth_failed"
+    if "throughput exceeded" in d:
+        return "throttled"
+    if "no bound connector" in d:
+        return "connector_down"
+    if "charge" in d or "balance" in d:
+        return "no_credit"
     if status == 412:
-        reason = "no_route"
-    elif "charge" in detail.lower():
-        reason = "no_credit"
-    raise error_for_status(cfg.name, status, detail, reason=reason)
+        return "no_route"
+    if status == 403:
+        return "rejected"  # another refusal than the login's: this message, not the gateway
+    return None
 
 
 def receipt_state(message_status: str) -> ReceiptState:
