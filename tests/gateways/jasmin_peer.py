@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -48,18 +49,24 @@ def ensure_installed() -> Path:
         subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT],
                        check=True, capture_output=True, env=env)
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    # Test runs in other worktrees share the cache: one builds, the others wait for it.
+    with (VENV.parent / "jasmin.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_venv()
+
+
+def _ensure_venv() -> Path:
     spec = VENV / "amqp0-9-1.xml"
     marker = VENV / ".installed"
     if marker.exists() and marker.read_text() == JASMIN_REQ and spec.exists():
         return spec
     shutil.rmtree(VENV, ignore_errors=True)
-    VENV.parent.mkdir(parents=True, exist_ok=True)
     pip = [str(VENV / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True)
-    subprocess.run([*pip, "install", JASMIN_REQ], check=True, capture_output=True)
+    _run([sys.executable, "-m", "venv", str(VENV)])
+    _run([*pip, "install", JASMIN_REQ])
     sdist = VENV / "sdist"
-    subprocess.run([*pip, "download", "--no-deps", "--no-binary", ":all:", "-d", str(sdist),
-                    JASMIN_REQ], check=True, capture_output=True)
+    _run([*pip, "download", "--no-deps", "--no-binary", ":all:", "-d", str(sdist), JASMIN_REQ])
     [archive] = sdist.glob("jasmin-*.tar.gz")
     with tarfile.open(archive) as tar:
         [member] = [m for m in tar.getmembers()
@@ -70,6 +77,12 @@ def ensure_installed() -> Path:
     shutil.rmtree(sdist)
     marker.write_text(JASMIN_REQ)
     return spec
+
+
+def _run(argv: Sequence[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
 JASMIN_CFG = """\
@@ -117,10 +130,6 @@ class Jasmin:
     send_url: str
     jcli_port: int
     workdir: Path
-
-    def log(self, tail: int = 4000) -> str:
-        files = sorted((self.workdir / "log").glob("*.log")) + sorted(self.workdir.glob("*.out"))
-        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in files)
 
     def logs_text(self) -> str:
         """Everything every part wrote (for 'no secret in the logs' checks)."""

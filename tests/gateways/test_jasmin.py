@@ -18,13 +18,17 @@ from jasmin_peer import PASSWORD, USERNAME, Jasmin, running_jasmin
 from structlog.testing import capture_logs
 from test_http_gateway import Inbox, Receiver
 
+from agent.dispatch import Dispatcher
 from agent.errors import GatewayError, GatewayPermanentError
 from agent.gateways.http import HttpGateway
 from agent.gateways.presets import jasmin as preset
 from agent.gateways.presets.common import HttpGatewayConfig
+from agent.loop.replies import ReplyHandler
 from agent.models import OutboundSms, ReceiptState
+from agent.rules.loader import load_rules
 from agent.sim.core import FaultConfig
 from agent.sim.main import RunningSim, start_sim
+from agent.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,6 +39,7 @@ UCS2 = "नमस्ते, आपका टिकट दर्ज है 🙏"
 LONG = ("Your ticket 4521 is logged; an engineer will call you back within four hours. "
         * 5)[:400]  # 3 parts of 153 GSM-7 characters
 CHAIN = "1101000000000001,1302157243747322354"
+RULES = Path(__file__).parents[2] / "rules.yaml"
 
 
 class RecordingReceiver(Receiver):
@@ -198,13 +203,20 @@ async def test_wrong_password_is_a_clear_error_without_the_secret(fresh: Peer) -
     assert wrong not in peer.jasmin.logs_text()  # Jasmin logs the password only at DEBUG
 
 
-async def test_a_stop_reply_reaches_the_agent(fresh: Peer) -> None:
+async def test_a_stop_reply_opts_the_caller_out(fresh: Peer, tmp_path: Path) -> None:
     peer = fresh
     delivered = await peer.sim.core.inject_mo("+919812345678", "ACMECO", "STOP")
     assert delivered >= 1
     await peer.inbox.wait(lambda: any(m.text == "STOP" for m in peer.inbox.inbound), timeout=20)
     [mo] = [m for m in peer.inbox.inbound if m.text == "STOP"]
-    assert mo.sender.lstrip("+") == "919812345678"
+    # The agent's reply handling, on a real store: Jasmin gives the SMSC's source_addr
+    # (no "+"), and the opt-out lands on the caller's E.164 number.
+    rules = load_rules(RULES, env={})
+    async with SqliteStore(tmp_path / "aftercall.db") as store:
+        handler = ReplyHandler(store, rules, Dispatcher(store, {}).submit_now)
+        outcome = await handler.handle(mo)
+        assert (outcome.keyword, outcome.action) == ("STOP", "opt_out")
+        assert await store.is_opted_out("+919812345678")
     posted = [(status, body) for kind, _, status, body in peer.receiver.posts if kind == "inbound"]
     assert posted and all(answer == (200, preset.ACK) for answer in posted)
 
