@@ -149,6 +149,9 @@ async def test_texts_reach_the_smsc_exactly_and_receipts_come_back(fresh: Peer) 
         final = [r for r in peer.inbox.receipts
                  if r.message_id == mid and r.state is ReceiptState.DELIVERED]
         assert final and all(r.smsc_id == jid for r in final)
+    # Jasmin asks a receipt for the last part of a long text only: one for the three parts.
+    assert len([r for r in peer.inbox.receipts if r.message_id == "e3"
+                and r.state is ReceiptState.DELIVERED]) == 1
     # Every callback was acknowledged with exactly Jasmin's ACK and nothing was refused.
     assert peer.receiver.refused == []
     assert all(status == 200 and body == preset.ACK for _, _, status, body in peer.receiver.posts)
