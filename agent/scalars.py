@@ -1,12 +1,32 @@
-"""Scalar types shared by every configuration model read from rules.yaml (durations, hex tags)."""
+"""Scalar types shared by every configuration model read from rules.yaml (durations, hex tags),
+and peer addresses as they are compared with its allowed sources and hosts."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def peer_address(text: str | None) -> IpAddress | None:
+    """A connection's peer address as a socket gives it, comparable with configured ones: an
+    IPv6 zone dropped, an IPv4-mapped address (a dual-stack listener's view) as the IPv4 one;
+    None when it is not an address."""
+    if not text:
+        return None
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 

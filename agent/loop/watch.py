@@ -9,7 +9,6 @@ emits; all of them hand finished records to the same record pipeline, store and 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from agent.errors import AftercallError, outcome
 from agent.metrics import Metrics
 from agent.rules.loader import RuleSet
 from agent.rules.tracking import agents_directory, pbx_profile
+from agent.scalars import peer_address
 from agent.settings import Settings
 from agent.store.seams import CallLog
 
@@ -162,25 +162,19 @@ async def pbx_at(hosts: Iterable[tuple[str, str]], address: str | None) -> str |
     a PBX runs its dialplan's hooks from its own machine, so PBXs on different hosts are told
     apart without ``pbx=``. None when no PBX, or more than one (all on one host, as in a lab),
     has that address; a host name is resolved each time (hooks are few, DNS may change)."""
-    if not address:
+    peer = peer_address(address)
+    if peer is None:
         return None
-    try:
-        peer = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-        peer = peer.ipv4_mapped
     loop = asyncio.get_running_loop()
     found = []
     for name, host in hosts:
-        try:
-            addrs = {ipaddress.ip_address(host)}
-        except ValueError:
+        addrs = {peer_address(host)}
+        if None in addrs:  # a host name
             try:
                 infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
             except OSError:
                 continue
-            addrs = {ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos}
+            addrs = {peer_address(str(i[4][0])) for i in infos}
         if peer in addrs:
             found.append(name)
     return found[0] if len(found) == 1 else None

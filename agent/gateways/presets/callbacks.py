@@ -15,6 +15,7 @@ from typing import Any
 
 from agent.errors import AftercallError, ProtocolError
 from agent.gateways.presets.common import HttpGatewayConfig, callback_token
+from agent.scalars import peer_address
 
 
 class WebhookAuthError(AftercallError):
@@ -135,14 +136,9 @@ def params_raw(p: Mapping[str, str]) -> str:
 
 def source_allowed(config: HttpGatewayConfig, remote: str | None) -> bool:
     """Whether the peer is one of the gateway's ``allowed_sources``."""
-    if not remote:
+    addr = peer_address(remote)
+    if addr is None:
         return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
     return any(addr in ipaddress.ip_network(n, strict=False) for n in config.allowed_sources)
 
 
