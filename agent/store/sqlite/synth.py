@@ -1,8 +1,10 @@
-"""Synthetic traffic for benchmarks and large-database tests: a year of calls, messages, their
-history, receipts, links, clicks and replies, bulk-written through the store's own schema.
+"""Synthetic traffic for benchmarks and large-database tests: a year of calls, what each rule
+said about them, messages, their history, receipts, links, clicks and replies, bulk-written
+through the store's own schema.
 
 The mix imitates a contact centre: three rules (a support follow-up with a tracked link, a
-missed-call apology, an agent summary), two gateways, mostly delivered, some undelivered,
+missed-call apology, an agent summary), each call judged by all three (one rule outcome each, as
+the agent records them), two gateways, mostly delivered, some undelivered,
 expired and failed, ~12% suppressed for the usual reasons, receipts for everything submitted.
 Rows go in time order, one transaction per chunk, so a million messages take about a minute.
 They are written in the shape of schema version 6 and brought to the latest version by the
@@ -124,8 +126,9 @@ def generate(
                 call_id = f"{int(t.timestamp())}.{calls}"
                 caller = f"+9198{rnd.randrange(10**8):08d}"
                 _call_rows(rows, rnd, record_base, call_id, caller, t)
-                for k in range(per_call):
-                    _message_rows(rows, rnd, call_id, caller, t + timedelta(seconds=k), k)
+                texted = [_message_rows(rows, rnd, call_id, caller, t + timedelta(seconds=k), k)
+                          for k in range(per_call)]
+                _outcome_rows(rows, call_id, texted, t)
                 i += per_call
             conn.execute("BEGIN")
             for table, sql in _INSERTS.items():
@@ -155,6 +158,8 @@ _INSERTS = {
     "smsc_ids": "INSERT INTO message_smsc_ids (gateway, smsc_id, message_id) VALUES (?,?,?)",
     "receipts": "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
                 " received_at, raw, dedupe_key) VALUES (?,?,?,?,?,?,?,?,?)",
+    "outcomes": "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
+                " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)",
     "links": "INSERT INTO links (code, message_id, url, created_at) VALUES (?,?,?,?)",
     "clicks": "INSERT INTO clicks (code, at, user_agent) VALUES (?,?,?)",
     "replies": "INSERT INTO replies (message_id, gateway, number, recipient, text, keyword, action,"
@@ -194,8 +199,21 @@ def _pick_rule(rnd: random.Random) -> tuple[str, str, float, str, bool]:
     return _RULES[-1]
 
 
+def _outcome_rows(rows: dict[str, list[tuple[object, ...]]], call_id: str, texted: list[str],
+                  t: datetime) -> None:
+    """What each rule said about the call (``record_rule_outcomes``): the agent keeps one row per
+    rule on the trigger, matched or with the condition that failed."""
+    for position, (rule, *_) in enumerate(_RULES):
+        matched = rule in texted
+        rows["outcomes"].append((
+            call_id, "call_completed", position, rule, int(matched),
+            None if matched else "disposition is answered, rule wants one of ['missed']", "[]",
+            ts(t)))
+
+
 def _message_rows(rows: dict[str, list[tuple[object, ...]]], rnd: random.Random, call_id: str,
-                  caller: str, t: datetime, k: int) -> None:
+                  caller: str, t: datetime, k: int) -> str:
+    """One message's rows; returns its rule's name."""
     rule, template, _, kind, linked = _pick_rule(rnd)
     number = caller if kind == "caller" else "+919812345678"
     gateway = "smsc" if rnd.random() < 0.9 else "backup"
@@ -258,3 +276,4 @@ def _message_rows(rows: dict[str, list[tuple[object, ...]]], rnd: random.Random,
         0 if submitted is None else 1, smsc, error, created, created, submitted, final,
         created, h2s, final or submitted or created))
     rows["events"].extend(events)
+    return rule
