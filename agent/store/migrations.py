@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.store.packing import (
+from agent.store.migrations_v7 import (
     columns_from_record_sql,
     micros_sql,
     pack_record_sql,
@@ -247,7 +247,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX messages_due",
     ),
     # 8: the call record deflated with a preset dictionary (it is only read whole): ~270 bytes
-    # of JSON store in ~80. The function is the store's own (packing.MIGRATION_FUNCTIONS).
+    # of JSON store in ~80. The function is the frozen one (migrations_v7.MIGRATION_FUNCTIONS).
     (
         "UPDATE calls SET record = aftercall_deflate_json(record) WHERE typeof(record) = 'text'",
     ),

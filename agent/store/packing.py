@@ -1,7 +1,7 @@
 """Compact stored forms: a call record without what its columns hold, deflated with a preset
 dictionary; states as small integers, history times as integer microseconds. Pure: no sqlite
-here, the SQL that converts old rows (schema versions 7 and 8) is built from the same
-constants."""
+here. The migrations that converted old rows (schema versions 7 and 8) keep frozen copies of
+what they used (agent/store/migrations_v7.py): editing this module never changes them."""
 
 from __future__ import annotations
 
@@ -57,10 +57,6 @@ def inflate_json(blob: bytes) -> str:
     return (z.decompress(blob[1:]) + z.flush()).decode()
 
 
-#: The SQL functions the migrations call, registered on the connection that migrates.
-MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json}
-
-
 def pack_record(record: CallRecord) -> bytes:
     """The record as stored beside its columns (``compact_json``, deflated)."""
     return deflate_json(compact_json(record))
@@ -99,47 +95,3 @@ def micros(dt: datetime) -> int:
 
 def from_micros(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
-
-
-def micros_sql(iso: str) -> str:
-    """SQL: the stored fixed-width UTC text time ``iso`` ('2024-05-01T09:00:00.123456Z') as
-    integer microseconds since the epoch."""
-    return (f"(CAST(strftime('%s', {iso}) AS INTEGER) * 1000000"
-            f" + CAST(substr({iso}, 21, 6) AS INTEGER))")
-
-
-def state_code_sql(col: str) -> str:
-    """SQL: a state's name in ``col`` as its code."""
-    return "CASE " + col + "".join(f" WHEN '{s}' THEN {c}" for s, c in STATE_CODES.items()) \
-        + " END"
-
-
-def _iso_micros_sql(v: str) -> str:
-    # A Python isoformat() time ('...T09:00:00+00:00', with '.123456' when it has them).
-    return (f"(CAST(strftime('%s', {v}) AS INTEGER) * 1000000 + CASE WHEN substr({v}, 20, 1)"
-            f" = '.' THEN CAST(substr({v}, 21, 6) AS INTEGER) ELSE 0 END)")
-
-
-def columns_from_record_sql(record: str) -> str:
-    """SQL SET list: each column's field as the whole record says it (the record was the
-    source the columns were copied from)."""
-    return ", ".join(
-        f"{c} = CASE WHEN json_type({record}, '$.{c}') IS NULL THEN {c}"
-        f" ELSE json_extract({record}, '$.{c}') END" for c in COLUMN_FIELDS if c != "call_id")
-
-
-def pack_record_sql(record: str, ended_at: str) -> str:
-    """SQL: what ``compact_json`` keeps of a record stored whole (JSON text in ``record``), once
-    the columns hold what it says (``columns_from_record_sql``)."""
-    fields = ",".join(f"'{f}'" for f in COLUMN_FIELDS)
-    keep = (f"key NOT IN ({fields}) AND type <> 'null'"
-            " AND NOT (type = 'text' AND value = '')"
-            " AND NOT (type = 'array' AND value = '[]')"
-            " AND NOT (type = 'object' AND value = '{}')"
-            # an end in UTC at the column's instant is the column's
-            f" AND NOT (key = 'ended_at' AND value LIKE '%+00:00'"
-            f" AND {ended_at} IS NOT NULL AND {_iso_micros_sql('value')} = {micros_sql(ended_at)})")
-    value = ("CASE type WHEN 'true' THEN json('true') WHEN 'false' THEN json('false')"
-             " WHEN 'object' THEN json(value) WHEN 'array' THEN json(value) ELSE value END")
-    return (f"(SELECT coalesce(json_group_object(key, {value}), '{{}}')"
-            f" FROM json_each({record}) WHERE {keep})")

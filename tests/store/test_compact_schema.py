@@ -185,3 +185,25 @@ def test_the_schema_imports_first_in_a_fresh_interpreter() -> None:
     # the SQLite store (whose writer imports the schema back).
     subprocess.run([sys.executable, "-c", "import agent.store.migrations"], check=True,
                    cwd=Path(__file__).parents[2])
+
+
+def test_migrations_7_and_8_do_not_follow_edits_of_the_live_packing(monkeypatch):
+    """Migrations are history: what 7 and 8 write is fixed by their frozen helpers, not by
+    packing's live constants and dictionary (which later versions may change)."""
+    import importlib
+
+    from agent.store import migrations, migrations_v7, packing
+
+    before = migrations.MIGRATIONS
+    monkeypatch.setattr(packing, "COLUMN_FIELDS", (*packing.COLUMN_FIELDS, "did"))
+    monkeypatch.setattr(packing, "STATE_CODES", {**packing.STATE_CODES, "queued": 99})
+    monkeypatch.setattr(packing, "_ZDICT_1", b"another dictionary")
+    try:
+        assert importlib.reload(migrations).MIGRATIONS[:9] == before[:9]
+        fn = migrations_v7.MIGRATION_FUNCTIONS["aftercall_deflate_json"]
+        monkeypatch.undo()
+        # what migration 8 stored still reads back through the live inflate (dictionary 1)
+        assert packing.inflate_json(fn('{"did":"+91"}')) == '{"did":"+91"}'
+    finally:
+        monkeypatch.undo()
+        importlib.reload(migrations)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
-from agent.store.packing import MIGRATION_FUNCTIONS
+from agent.store.migrations_v7 import MIGRATION_FUNCTIONS
 
 _RULES = (  # name, template, share, recipient, carries a link
     ("support-followup", "support_ticket", 0.55, "caller", True),

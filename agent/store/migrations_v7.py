@@ -1,0 +1,69 @@
+"""Frozen SQL and functions of SQLite migrations 7 and 8, as they were released: migrations are
+history, so what they write must not follow later edits of agent/store/packing.py (the live
+forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
+
+from __future__ import annotations
+
+import zlib
+
+# packing.COLUMN_FIELDS and packing.STATE_CODES when migration 7 was released.
+_COLUMN_FIELDS = ("call_id", "trigger", "disposition", "queue", "caller", "agent", "pbx")
+_STATE_CODES = {
+    "queued": 0, "submitted": 1, "delivered": 2, "partially_delivered": 3, "undelivered": 4,
+    "expired": 5, "failed": 6, "suppressed": 7, "deferred": 8, "ambiguous": 9,
+}
+
+# packing's preset dictionary number 1 (leading byte 0x01), as migration 8 deflated with it.
+ZDICT_1 = (
+    b'"agent_name":"","agent_number":"+","language":"en","direction_by":"trunk","wrapup":"",'
+    b'"tags":[],"vars":{"TICKET":""},"hangup_by":"system","hangup_by":"agent",'
+    b'"direction":"internal","direction":"outbound","caller_name":"","did":"+",'
+    b'"hangup_cause":16,"wait_seconds":0.0,"talk_seconds":0.0,"duration_seconds":0.0,'
+    b'"started_at":"20","answered_at":"20","ended_at":"20:00+00:00",'
+    b'"direction":"inbound","agent_name":"","hangup_by":"caller"'
+)
+
+
+def deflate_json_v8(text: str) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_1)
+    return b"\x01" + z.compress(text.encode()) + z.flush()
+
+
+#: The SQL functions the migrations call, registered on the connection that migrates.
+MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8}
+
+
+def micros_sql(iso: str) -> str:
+    """SQL: the fixed-width UTC text time ``iso`` as integer microseconds since the epoch."""
+    return (f"(CAST(strftime('%s', {iso}) AS INTEGER) * 1000000"
+            f" + CAST(substr({iso}, 21, 6) AS INTEGER))")
+
+
+def state_code_sql(col: str) -> str:
+    return "CASE " + col + "".join(f" WHEN '{s}' THEN {c}" for s, c in _STATE_CODES.items()) \
+        + " END"
+
+
+def _iso_micros_sql(v: str) -> str:
+    return (f"(CAST(strftime('%s', {v}) AS INTEGER) * 1000000 + CASE WHEN substr({v}, 20, 1)"
+            f" = '.' THEN CAST(substr({v}, 21, 6) AS INTEGER) ELSE 0 END)")
+
+
+def columns_from_record_sql(record: str) -> str:
+    return ", ".join(
+        f"{c} = CASE WHEN json_type({record}, '$.{c}') IS NULL THEN {c}"
+        f" ELSE json_extract({record}, '$.{c}') END" for c in _COLUMN_FIELDS if c != "call_id")
+
+
+def pack_record_sql(record: str, ended_at: str) -> str:
+    fields = ",".join(f"'{f}'" for f in _COLUMN_FIELDS)
+    keep = (f"key NOT IN ({fields}) AND type <> 'null'"
+            " AND NOT (type = 'text' AND value = '')"
+            " AND NOT (type = 'array' AND value = '[]')"
+            " AND NOT (type = 'object' AND value = '{}')"
+            f" AND NOT (key = 'ended_at' AND value LIKE '%+00:00'"
+            f" AND {ended_at} IS NOT NULL AND {_iso_micros_sql('value')} = {micros_sql(ended_at)})")
+    value = ("CASE type WHEN 'true' THEN json('true') WHEN 'false' THEN json('false')"
+             " WHEN 'object' THEN json(value) WHEN 'array' THEN json(value) ELSE value END")
+    return (f"(SELECT coalesce(json_group_object(key, {value}), '{{}}')"
+            f" FROM json_each({record}) WHERE {keep})")
