@@ -14,6 +14,10 @@ replies) through the store's schema, then measures in one run:
   after ``aftercall prune`` of the details older than 180 days.
 
     .venv/bin/python bench/scale.py [--messages 1000000] [--db PATH] [--reuse]
+        [--generated PATH]
+
+``--generated`` starts from a copy of a file ``synth.generate(..., upgrade=False)`` already wrote
+(the generation of a million messages takes 10-20 minutes and depends only on the generator).
 
 Writes bench/results/scale.json.
 """
@@ -212,6 +216,8 @@ async def main() -> None:
     ap.add_argument("--db", type=Path, help="where to build the database (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="use --db as it is if it exists")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--generated", type=Path,
+                    help="copy this generated, not yet migrated file instead of generating")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aftercall-scale-"))
     db = args.db or work / "year.db"
@@ -222,11 +228,19 @@ async def main() -> None:
             p.unlink(missing_ok=True)
         # The rows as the previous schema stored them; the store's own migration converts
         # them below, as an upgrade does.
-        t, gen = timed(lambda: generate(db, messages=args.messages, days=365, upgrade=False))
-        result["generate_s"] = t
-        result["generate_messages_per_s"] = args.messages / t
-        print(f"generated {args.messages:,} messages in {t:.0f} s")
-        end = gen.last
+        if args.generated:
+            shutil.copyfile(args.generated, db)
+            with sqlite3.connect(db) as c:
+                end = datetime.fromisoformat(c.execute("SELECT max(created_at) FROM messages")
+                                             .fetchone()[0])
+            result["generated_from"] = str(args.generated)
+        else:
+            t, gen = timed(lambda: generate(db, messages=args.messages, days=365,
+                                            upgrade=False))
+            result["generate_s"] = t
+            result["generate_messages_per_s"] = args.messages / t
+            print(f"generated {args.messages:,} messages in {t:.0f} s")
+            end = gen.last
         vacuum_file(db)  # both shapes measured densely packed, as VACUUM leaves them
         result[f"bytes_per_message_schema{ROWS_VERSION}"] = db_bytes(db) / args.messages
         result[f"bytes_per_message_by_table_schema{ROWS_VERSION}"] = bytes_by_table(

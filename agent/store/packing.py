@@ -1,7 +1,7 @@
 """Compact stored forms: a call record without what its columns hold, deflated with a preset
 dictionary; states as small integers, history times as integer microseconds. Pure: no sqlite
 here. The migrations that converted old rows (schema versions 7 and 8) keep frozen copies of
-what they used (agent/store/migrations_v7.py): editing this module never changes them."""
+what they used (agent.store.frozen.py): editing this module never changes them."""
 
 from __future__ import annotations
 
@@ -43,17 +43,35 @@ _ZDICT_1 = (
 )
 _DEFLATE_1 = b"\x01"
 
+#: Dictionary 2, for what the rules said about a call (``[[rule, matched, reason, skipped]]``):
+#: the engine's usual reasons. Never edit, as dictionary 1.
+_ZDICT_2 = (
+    b'"caller type is ","tags are [], rule wants any of [","call day ",") is not one of [",'
+    b'"call time "," is outside ","vars.TICKET is missing, rule wants ",'
+    b'"no wrap-up code came within 30s of the hangup (decided without it), rule wants one of [",'
+    b'"talk 0s is under min_talk ","wait 0s is over max_wait ","rule is disabled (enabled: false)",'
+    b'"trigger is call_connected, rule is on call_completed",'
+    b'"trigger is call_completed, rule is on call_connected",'
+    b'"agent: already taken by rule \'","caller: already taken by rule \'",'
+    b'"direction is inbound, rule wants one of [\'outbound\']",'
+    b'"disposition is missed, rule wants one of [\'answered\']",'
+    b'"disposition is answered, rule wants one of [\'missed\']"],["'
+)
+OUTCOMES_FORM = b"\x02"
+_DICTIONARIES = {_DEFLATE_1: _ZDICT_1, OUTCOMES_FORM: _ZDICT_2}
 
-def deflate_json(text: str) -> bytes:
-    """A record's JSON as stored: a leading byte naming the dictionary, then raw deflate."""
-    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _ZDICT_1)
-    return _DEFLATE_1 + z.compress(text.encode()) + z.flush()
+
+def deflate_json(text: str, form: bytes = _DEFLATE_1) -> bytes:
+    """JSON as stored: a leading byte naming the dictionary, then raw deflate."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[form])
+    return form + z.compress(text.encode()) + z.flush()
 
 
 def inflate_json(blob: bytes) -> str:
-    if blob[:1] != _DEFLATE_1:
-        raise ValueError(f"stored call record: unknown form {blob[:1]!r}")
-    z = zlib.decompressobj(-15, _ZDICT_1)
+    zdict = _DICTIONARIES.get(blob[:1])
+    if zdict is None:
+        raise ValueError(f"stored JSON: unknown form {blob[:1]!r}")
+    z = zlib.decompressobj(-15, zdict)
     return (z.decompress(blob[1:]) + z.flush()).decode()
 
 

@@ -97,7 +97,7 @@ async def test_one_call_id_on_two_pbxs_is_two_calls_each_texted_once_and_explain
 
 async def _sqlite_at(path: Path, version: int) -> None:
     from agent.store.migrations import MIGRATIONS
-    from agent.store.migrations_v7 import MIGRATION_FUNCTIONS
+    from agent.store.frozen import MIGRATION_FUNCTIONS
 
     conn = sqlite3.connect(path)
     for name, fn in MIGRATION_FUNCTIONS.items():  # as the store's migration runs them

@@ -192,7 +192,7 @@ def test_migrations_7_and_8_do_not_follow_edits_of_the_live_packing(monkeypatch)
     packing's live constants and dictionary (which later versions may change)."""
     import importlib
 
-    from agent.store import migrations, migrations_v7, packing
+    from agent.store import frozen, migrations, packing
 
     before = migrations.MIGRATIONS
     monkeypatch.setattr(packing, "COLUMN_FIELDS", (*packing.COLUMN_FIELDS, "did"))
@@ -200,10 +200,19 @@ def test_migrations_7_and_8_do_not_follow_edits_of_the_live_packing(monkeypatch)
     monkeypatch.setattr(packing, "_ZDICT_1", b"another dictionary")
     try:
         assert importlib.reload(migrations).MIGRATIONS[:9] == before[:9]
-        fn = migrations_v7.MIGRATION_FUNCTIONS["aftercall_deflate_json"]
+        fn = frozen.MIGRATION_FUNCTIONS["aftercall_deflate_json"]
         monkeypatch.undo()
         # what migration 8 stored still reads back through the live inflate (dictionary 1)
         assert packing.inflate_json(fn('{"did":"+91"}')) == '{"did":"+91"}'
     finally:
         monkeypatch.undo()
         importlib.reload(migrations)
+
+
+def test_the_frozen_dictionaries_are_the_live_ones() -> None:
+    """What migrations 8 and 10 deflated, the live code inflates (same bytes, same lead byte)."""
+    from agent.store import frozen, packing
+
+    assert packing.inflate_json(frozen.deflate_json_v8('{"a":1}')) == '{"a":1}'
+    assert packing.inflate_json(frozen.deflate_outcomes_v10('[["a",1]]')) == '[["a",1]]'
+    assert frozen.ZDICT_1 == packing._ZDICT_1 and frozen.ZDICT_2 == packing._ZDICT_2

@@ -10,7 +10,6 @@ the whole way (queued, submitted, receipt) so their history is what the agent wo
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sqlite3
 import uuid
@@ -35,6 +34,7 @@ from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore, ts
 from agent.store.packing import STATE_CODES, micros, pack_record
+from agent.store.sqlite.calls import pack_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,9 +132,9 @@ def _bulk_rows(judged: Judged, rng: random.Random,
     out["calls"].append((record.call_id, pack_record(record), record.trigger.value,
                          record.disposition.value, record.queue, record.caller, at, at,
                          record.agent))
-    for i, o in enumerate(outcomes):
-        out["outcomes"].append((record.call_id, record.trigger.value, i, o.rule, int(o.matched),
-                                o.reason, json.dumps(list(o.skipped)), at))
+    if outcomes:
+        out["outcomes"].append((record.call_id, record.trigger.value, pack_outcomes(outcomes),
+                                micros(record.ended_at)))
     for d in decisions:
         state, reason, detail = _bulk_state(rng, d)
         mid = uuid.UUID(int=rng.getrandbits(128)).hex
@@ -151,8 +151,8 @@ def _bulk_rows(judged: Judged, rng: random.Random,
 _BULK_SQL = {
     "calls": "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
              " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?)",
-    "outcomes": "INSERT INTO rule_outcomes (call_id, trigger, position, rule, matched, reason,"
-                " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?)",
+    "outcomes": "INSERT INTO rule_outcomes (call_id, trigger, outcomes, decided_at)"
+                " VALUES (?,?,?,?)",
     "messages": "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
                 " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"

@@ -12,9 +12,16 @@ import sqlite3
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
-from agent.store.packing import unpack_record
+from agent.store.packing import (
+    OUTCOMES_FORM,
+    deflate_json,
+    inflate_json,
+    micros,
+    unpack_record,
+)
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
+from agent.store.stamps import from_ts
 
 
 def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: Trigger,
@@ -24,11 +31,33 @@ def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: 
     judged again and its outcomes replace the earlier ones whole."""
     conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND pbx = ? AND trigger = ?",
                  (call_id, pbx, trigger.value))
-    conn.executemany(
-        "INSERT INTO rule_outcomes (call_id, pbx, trigger, position, rule, matched, reason,"
-        " skipped, decided_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        [(call_id, pbx, trigger.value, i, o.rule, int(o.matched), o.reason,
-          json.dumps(list(o.skipped)), at) for i, o in enumerate(outcomes)])
+    if outcomes:
+        conn.execute(
+            "INSERT INTO rule_outcomes (call_id, pbx, trigger, outcomes, decided_at)"
+            " VALUES (?,?,?,?,?)",
+            (call_id, pbx, trigger.value, pack_outcomes(outcomes), micros(from_ts(at))))
+
+
+def pack_outcomes(outcomes: Sequence[RuleOutcome]) -> bytes:
+    """One judgement's outcomes as stored (schema 10): ``[[rule, matched, reason, skipped],
+    ...]`` in order, each without its trailing empty fields, deflated with the engine's usual
+    reasons as dictionary (packing.OUTCOMES_FORM): ~180 bytes of JSON store in ~70."""
+    out: list[list[Any]] = []
+    for o in outcomes:
+        item: list[Any] = [o.rule, int(o.matched)]
+        if o.reason is not None or o.skipped:
+            item.append(o.reason)
+        if o.skipped:
+            item.append(list(o.skipped))
+        out.append(item)
+    return deflate_json(json.dumps(out, separators=(",", ":"), ensure_ascii=False),
+                        OUTCOMES_FORM)
+
+
+def unpack_outcomes(stored: bytes, trigger: Trigger) -> list[RuleOutcome]:
+    return [RuleOutcome(item[0], bool(item[1]), item[2] if len(item) > 2 else None,
+                        tuple(item[3]) if len(item) > 3 else (), trigger)
+            for item in json.loads(inflate_json(stored))]
 
 
 class CallOps(StoreWriter):
@@ -51,11 +80,9 @@ class CallOps(StoreWriter):
     async def rule_outcomes(self, call_id: str, *, pbx: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""
         rows = await self._read(
-            "SELECT * FROM rule_outcomes WHERE call_id = ? AND pbx = ?"
-            " ORDER BY trigger = 'call_completed', position", (call_id, pbx))
-        return [RuleOutcome(r["rule"], bool(r["matched"]), r["reason"],
-                            tuple(json.loads(r["skipped"])), Trigger(r["trigger"]))
-                for r in rows]
+            "SELECT trigger, outcomes FROM rule_outcomes WHERE call_id = ? AND pbx = ?"
+            " ORDER BY trigger = 'call_completed'", (call_id, pbx))
+        return [o for r in rows for o in unpack_outcomes(r["outcomes"], Trigger(r["trigger"]))]
 
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]:
         """Calls newest first. A number finds the calls it made and the calls that texted it."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from agent.store.frozen import MIGRATION_FUNCTIONS
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
-from agent.store.migrations_v7 import MIGRATION_FUNCTIONS
 
 _RULES = (  # name, template, share, recipient, carries a link
     ("support-followup", "support_ticket", 0.55, "caller", True),

@@ -26,8 +26,8 @@ import structlog
 
 from agent.errors import StoreError
 from agent.store.base import MessageRow
+from agent.store.frozen import MIGRATION_FUNCTIONS
 from agent.store.migrations import LATEST_VERSION, MIGRATIONS
-from agent.store.migrations_v7 import MIGRATION_FUNCTIONS
 from agent.store.sqlite.rows import _message, _now, _rows, ts
 
 log = structlog.get_logger(__name__)

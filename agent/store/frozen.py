@@ -1,5 +1,5 @@
-"""Frozen SQL and functions of SQLite migrations 7 and 8, as they were released: migrations are
-history, so what they write must not follow later edits of agent/store/packing.py (the live
+"""Frozen SQL and functions of SQLite migrations 7, 8 and 10, as they were released: migrations
+are history, so what they write must not follow later edits of agent/store/packing.py (the live
 forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
 
 from __future__ import annotations
@@ -29,8 +29,30 @@ def deflate_json_v8(text: str) -> bytes:
     return b"\x01" + z.compress(text.encode()) + z.flush()
 
 
+# packing's preset dictionary number 2 (leading byte 0x02), as migration 10 deflated rule
+# outcomes with it.
+ZDICT_2 = (
+    b'"caller type is ","tags are [], rule wants any of [","call day ",") is not one of [",'
+    b'"call time "," is outside ","vars.TICKET is missing, rule wants ",'
+    b'"no wrap-up code came within 30s of the hangup (decided without it), rule wants one of [",'
+    b'"talk 0s is under min_talk ","wait 0s is over max_wait ","rule is disabled (enabled: false)",'
+    b'"trigger is call_connected, rule is on call_completed",'
+    b'"trigger is call_completed, rule is on call_connected",'
+    b'"agent: already taken by rule \'","caller: already taken by rule \'",'
+    b'"direction is inbound, rule wants one of [\'outbound\']",'
+    b'"disposition is missed, rule wants one of [\'answered\']",'
+    b'"disposition is answered, rule wants one of [\'missed\']"],["'
+)
+
+
+def deflate_outcomes_v10(text: str) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT_2)
+    return b"\x02" + z.compress(text.encode()) + z.flush()
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
-MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8}
+MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
+                       "aftercall_deflate_outcomes": deflate_outcomes_v10}
 
 
 def micros_sql(iso: str) -> str:

@@ -1,0 +1,113 @@
+"""Schema version 10 (rule outcomes one row per call and trigger): a version 9 file with
+representative rows upgrades keeping every row, and the store reads back what was there."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.models import MessageState, RuleOutcome, Trigger
+from agent.store.sqlite import SqliteStore
+from agent.store.sqlite.synth import generate, migrate
+
+END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+_UNCHANGED = ("messages", "calls", "message_history", "message_smsc_ids", "receipts", "links",
+              "clicks", "replies", "report_daily", "report_slots", "report_hist")
+
+
+def _v9_file(path: Path) -> None:
+    generate(path, messages=1200, days=10, end=END, seed=5, chunk=400, upgrade=False)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, 6, 9)
+        # Messages in every state (the generator leaves out those still in flight).
+        conn.execute("BEGIN")
+        for i, state in enumerate(MessageState):
+            conn.execute(
+                "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
+                " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
+                " category, state, attempts, smsc_ids, created_at, updated_at, pbx)"
+                " SELECT 'st' || ?, 'st-key' || ?, call_id, rule, trigger, recipient_kind, number,"
+                " template, gateway, sender_id, text, encoding, segments, category, ?, attempts,"
+                " smsc_ids, created_at, updated_at, pbx FROM messages LIMIT 1",
+                (i, i, state.value))
+        # Outcomes with a skipped recipient, a reason and an empty skipped list, on both
+        # triggers, positions written out of order.
+        cid, pbx = conn.execute("SELECT call_id, pbx FROM calls LIMIT 1").fetchone()
+        conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND pbx = ?", (cid, pbx))
+        for trig, pos, rule, matched, reason, skipped in (
+                ("call_completed", 1, "b", 0, "disposition is answered, rule wants ['missed']",
+                 '["caller: already taken by rule \'a\'"]'),
+                ("call_completed", 0, "a", 1, None, "[]"),
+                ("call_completed", 2, "c", 1, None, '["agent: already taken by rule \'a\'"]'),
+                ("call_connected", 0, "ivr", 0, "rule is disabled (enabled: false)", "[]")):
+            conn.execute(
+                "INSERT INTO rule_outcomes (call_id, pbx, trigger, position, rule, matched,"
+                " reason, skipped, decided_at) VALUES (?,?,?,?,?,?,?,?,"
+                " '2026-11-30T11:59:59.123456Z')",
+                (cid, pbx, trig, pos, rule, matched, reason, skipped))
+        conn.execute("COMMIT")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 9
+    finally:
+        conn.close()
+
+
+def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as c:
+        return c.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
+
+
+def _outcomes_v9(path: Path) -> dict[tuple[str, str], list[RuleOutcome]]:
+    out: dict[tuple[str, str], list[RuleOutcome]] = {}
+    with sqlite3.connect(path) as c:
+        for cid, pbx, trig, rule, matched, reason, skipped in c.execute(
+                "SELECT call_id, pbx, trigger, rule, matched, reason, skipped FROM rule_outcomes"
+                " ORDER BY call_id, pbx, trigger = 'call_completed', position"):
+            out.setdefault((cid, pbx), []).append(RuleOutcome(
+                rule, bool(matched), reason, tuple(json.loads(skipped)), Trigger(trig)))
+    return out
+
+
+async def test_version_9_file_upgrades_keeping_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "v9.db"
+    _v9_file(path)
+    before = {t: _dump(path, t) for t in _UNCHANGED}
+    outcomes = _outcomes_v9(path)
+    states = {r[0] for r in _dump(path, "messages")}
+    assert len(outcomes) > 1000 and sum(map(len, outcomes.values())) > 3000
+    assert {s for s in states if s.startswith("st")} == {f"st{i}" for i in range(10)}
+    with sqlite3.connect(path) as c:
+        matched = c.execute("SELECT count(*) FROM receipts WHERE message_id IS NOT NULL")
+        assert matched.fetchone()[0] > 500
+        assert c.execute("SELECT count(*) FROM links").fetchone()[0] > 100
+
+    t0 = time.perf_counter()
+    async with SqliteStore(path) as store:
+        took = time.perf_counter() - t0
+        for (cid, pbx), want in outcomes.items():
+            assert await store.rule_outcomes(cid, pbx=pbx) == want, (cid, pbx)
+        odd = next(k for k, v in outcomes.items() if len(v) == 4)
+        assert [(o.rule, o.trigger, o.skipped) for o in outcomes[odd]] == [
+            ("ivr", Trigger.CALL_CONNECTED, ()),
+            ("a", Trigger.CALL_COMPLETED, ()),
+            ("b", Trigger.CALL_COMPLETED, ("caller: already taken by rule 'a'",)),
+            ("c", Trigger.CALL_COMPLETED, ("agent: already taken by rule 'a'",))]
+        # Every message reads back, in each state; links and receipts still find theirs.
+        for i, state in enumerate(MessageState):
+            row = await store.get_message(f"st{i}")
+            assert row is not None and row.state is state
+        link = _dump(path, "links")[0]
+        got = await store.resolve_link(str(link[0]))
+        assert got is not None and got.message_id == link[1] and got.url == link[2]
+        mid = next(r[1] for r in _dump(path, "receipts") if r[1] is not None)
+        assert [r.message_id for r in await store.receipts(message_id=mid)] == [mid]
+        # New judgements are written in the new shape and replace the old ones whole.
+        new = [RuleOutcome("a", False, "quiet hours", (), Trigger.CALL_COMPLETED)]
+        await store.record_rule_outcomes(odd[0], Trigger.CALL_COMPLETED, new, now=END,
+                                         pbx=odd[1])
+        assert await store.rule_outcomes(odd[0], pbx=odd[1]) == [outcomes[odd][0], *new]
+    assert {t: _dump(path, t) for t in _UNCHANGED} == before
+    assert took < 30
