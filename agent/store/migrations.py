@@ -333,6 +333,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE rule_outcomes",
         "ALTER TABLE rule_outcomes_v10 RENAME TO rule_outcomes",
     ),
+    # 11: a call's times are integer microseconds since the epoch (UTC), as the history's: the
+    # fixed-width text took 27 bytes where the integer takes 8, in the row and in each of the
+    # five indexes that hold a time (~130 bytes a call). The table is rebuilt (a column's type
+    # cannot change in place), keeping each row's rowid.
+    (
+        """CREATE TABLE calls_v11 (
+            call_id     TEXT NOT NULL,
+            record      TEXT NOT NULL,
+            trigger     TEXT NOT NULL,
+            disposition TEXT,
+            queue       TEXT,
+            caller      TEXT,
+            ended_at    INTEGER,
+            created_at  INTEGER NOT NULL,
+            agent       TEXT,
+            pbx         TEXT NOT NULL DEFAULT 'default',
+            PRIMARY KEY (call_id, pbx)
+        )""",
+        """INSERT INTO calls_v11 (rowid, call_id, record, trigger, disposition, queue, caller,
+                ended_at, created_at, agent, pbx)
+            SELECT rowid, call_id, record, trigger, disposition, queue, caller,
+                CAST(strftime('%s', ended_at) AS INTEGER) * 1000000
+                    + CAST(substr(ended_at, 21, 6) AS INTEGER),
+                CAST(strftime('%s', created_at) AS INTEGER) * 1000000
+                    + CAST(substr(created_at, 21, 6) AS INTEGER),
+                agent, pbx
+            FROM calls""",
+        "DROP TABLE calls",
+        "ALTER TABLE calls_v11 RENAME TO calls",
+        "CREATE INDEX calls_ended_at ON calls(ended_at)",
+        "CREATE INDEX calls_caller ON calls(caller, ended_at)",
+        "CREATE INDEX calls_agent ON calls(agent, ended_at)",
+        "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
+        "CREATE INDEX calls_created ON calls(created_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -98,8 +98,9 @@ def unpack_record(columns: Mapping[str, Any], stored: str | bytes) -> dict[str, 
     under what the stored record says (JSON text before version 8; a record stored whole,
     before version 7, wins as it is)."""
     out: dict[str, Any] = {k: columns[k] for k in COLUMN_FIELDS if columns[k] is not None}
-    if columns["ended_at"] is not None:
-        out["ended_at"] = columns["ended_at"]
+    ended = columns["ended_at"]
+    if ended is not None:  # integer microseconds since schema 11, text before
+        out["ended_at"] = from_micros(ended).isoformat() if isinstance(ended, int) else ended
     out.update(json.loads(inflate_json(stored) if isinstance(stored, bytes) else stored))
     return out
 

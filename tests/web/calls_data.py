@@ -130,8 +130,8 @@ def _bulk_rows(judged: Judged, rng: random.Random,
     record, outcomes, decisions = judged
     at = ts(record.ended_at)
     out["calls"].append((record.call_id, pack_record(record), record.trigger.value,
-                         record.disposition.value, record.queue, record.caller, at, at,
-                         record.agent))
+                         record.disposition.value, record.queue, record.caller,
+                         micros(record.ended_at), micros(record.ended_at), record.agent))
     if outcomes:
         out["outcomes"].append((record.call_id, record.trigger.value, pack_outcomes(outcomes),
                                 micros(record.ended_at)))

@@ -91,10 +91,10 @@ class CallOps(StoreWriter):
         params: list[Any] = []
         if f.since is not None:
             where.append("c.ended_at >= ?")
-            params.append(ts(f.since))
+            params.append(micros(f.since))
         if f.until is not None:
             where.append("c.ended_at < ?")
-            params.append(ts(f.until))
+            params.append(micros(f.until))
         for column, value in (("c.call_id", f.call_id), ("c.queue", f.queue), ("c.agent", f.agent),
                               ("c.disposition", f.disposition),
                               ("c.pbx", f.pbx)):

@@ -10,7 +10,7 @@ from typing import Any
 from agent.models import CallRecord, InboundSms
 from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
-from agent.store.packing import pack_record, unpack_record
+from agent.store.packing import from_micros, micros, pack_record, unpack_record
 from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -20,7 +20,7 @@ _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous
 
 def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
     """The call's row (in the database thread, inside the caller's transaction); a later
-    record of the call replaces it."""
+    record of the call replaces it. Its times are integer microseconds (schema 11)."""
     conn.execute(
         "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
         " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, pbx) DO UPDATE"
@@ -29,7 +29,8 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
         " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
         (record.call_id, pack_record(record),
          record.trigger.value, record.disposition.value, record.queue, record.caller,
-         ts(record.ended_at), at, record.agent, record.pbx),
+         micros(record.ended_at) if record.ended_at else None, micros(_dt(at)), record.agent,
+         record.pbx),
     )
 
 
@@ -59,7 +60,7 @@ class RecordOps(DndImport, StoreWriter):
         sql = "SELECT max(COALESCE(ended_at, created_at)) AS t FROM calls"
         rows = await (self._read(sql + " WHERE pbx = ?", (pbx,)) if pbx is not None
                       else self._read(sql, ()))
-        return _dt(rows[0]["t"]) if rows and rows[0]["t"] else None
+        return from_micros(rows[0]["t"]) if rows and rows[0]["t"] is not None else None
 
     # ---- policy facts ---------------------------------------------------------------------
 

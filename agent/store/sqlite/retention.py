@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.models import MessageState
+from agent.store.packing import micros
 from agent.store.sqlite.writer import StoreWriter
 
 # Final states: nothing more will happen to these messages. Everything else is in flight.
@@ -51,6 +52,7 @@ _DETAIL_IDS = (f"SELECT id FROM messages WHERE (text IS NOT NULL OR number IS NO
 _ROW_IDS = f"SELECT id FROM messages WHERE created_at < ? AND state IN ({_IN})" \
     " ORDER BY created_at LIMIT ?"
 # A call is (PBX, call id): its rowid names it in a batch, and its messages are its PBX's.
+# Its times are integer microseconds (schema 11), the messages' fixed-width text.
 _CALL_IDS = ("SELECT rowid FROM calls c WHERE created_at < ? AND NOT EXISTS ("
              " SELECT 1 FROM messages m WHERE m.call_id = c.call_id AND m.pbx = c.pbx"
              f" AND m.state NOT IN ({_IN})) ORDER BY created_at LIMIT ?")
@@ -66,13 +68,14 @@ class RetentionOps(StoreWriter):
         d, r = _iso(details_before), _iso(rows_before) if rows_before else None
         detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (d, batch))]
         row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
-        call_ids = [x["rowid"] for x in await self._read(_CALL_IDS, (d, batch))]
+        call_ids = [x["rowid"] for x in await self._read(_CALL_IDS,
+                                                         (micros(details_before), batch))]
 
         def op(conn: sqlite3.Connection) -> PruneCounts:
             counts = PruneCounts(
                 details=_strip_details(conn, detail_ids, d),
                 messages=_delete_rows(conn, row_ids, r) if row_ids else 0,
-                calls=_delete_calls(conn, call_ids, d),
+                calls=_delete_calls(conn, call_ids, micros(details_before)),
             )
             other = 0
             for sql in (  # rows tied to no message: they age out with the details
@@ -92,7 +95,8 @@ class RetentionOps(StoreWriter):
         d = _iso(details_before)
         big = 1 << 62
         details = await self._read(f"SELECT count(*) FROM ({_DETAIL_IDS})", (d, big))
-        calls = await self._read(f"SELECT count(*) FROM ({_CALL_IDS})", (d, big))
+        calls = await self._read(f"SELECT count(*) FROM ({_CALL_IDS})",
+                                 (micros(details_before), big))
         rows = (await self._read(f"SELECT count(*) FROM ({_ROW_IDS})", (_iso(rows_before), big))
                 if rows_before else None)
         return PruneCounts(details=details[0][0], messages=rows[0][0] if rows else 0,
@@ -189,7 +193,7 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     return (conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
 
 
-def _delete_calls(conn: sqlite3.Connection, ids: list[int], before: str) -> int:
+def _delete_calls(conn: sqlite3.Connection, ids: list[int], before: int) -> int:
     if not ids:
         return 0
     q = _marks(ids)

@@ -1,5 +1,6 @@
-"""Schema version 10 (rule outcomes one row per call and trigger): a version 9 file with
-representative rows upgrades keeping every row, and the store reads back what was there."""
+"""Schema versions 10 (rule outcomes one row per call and trigger) and 11 (a call's times as
+integers): a version 9 file with representative rows upgrades keeping every row, and the store
+reads back what was there."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.models import MessageState, RuleOutcome, Trigger
+from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
+from agent.store.base import CallFilter
+from agent.store.packing import unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.synth import generate, migrate
 
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-_UNCHANGED = ("messages", "calls", "message_history", "message_smsc_ids", "receipts", "links",
+_UNCHANGED = ("messages", "message_history", "message_smsc_ids", "receipts", "links",
               "clicks", "replies", "report_daily", "report_slots", "report_hist")
 
 
@@ -60,6 +63,14 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
         return c.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
 
 
+def _calls_v9(path: Path) -> dict[tuple[str, str], tuple[CallRecord, str | None]]:
+    with sqlite3.connect(path) as c:
+        c.row_factory = sqlite3.Row
+        return {(r["call_id"], r["pbx"]): (CallRecord.from_dict(unpack_record(r, r["record"])),
+                                           r["ended_at"])
+                for r in c.execute("SELECT * FROM calls")}
+
+
 def _outcomes_v9(path: Path) -> dict[tuple[str, str], list[RuleOutcome]]:
     out: dict[tuple[str, str], list[RuleOutcome]] = {}
     with sqlite3.connect(path) as c:
@@ -76,6 +87,14 @@ async def test_version_9_file_upgrades_keeping_every_row(tmp_path: Path) -> None
     _v9_file(path)
     before = {t: _dump(path, t) for t in _UNCHANGED}
     outcomes = _outcomes_v9(path)
+    calls = _calls_v9(path)
+    ends = sorted(e for _, e in calls.values() if e)
+    # A call stored at connect time: no end yet.
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE calls SET ended_at = NULL, trigger = 'call_connected'"
+                  " WHERE rowid = (SELECT min(rowid) FROM calls)")
+    calls = _calls_v9(path)
+    assert any(e is None for _, e in calls.values())
     states = {r[0] for r in _dump(path, "messages")}
     assert len(outcomes) > 1000 and sum(map(len, outcomes.values())) > 3000
     assert {s for s in states if s.startswith("st")} == {f"st{i}" for i in range(10)}
@@ -104,6 +123,17 @@ async def test_version_9_file_upgrades_keeping_every_row(tmp_path: Path) -> None
         assert got is not None and got.message_id == link[1] and got.url == link[2]
         mid = next(r[1] for r in _dump(path, "receipts") if r[1] is not None)
         assert [r.message_id for r in await store.receipts(message_id=mid)] == [mid]
+        # Every call reads back whole; the calls view's time filter and order, and the newest
+        # end (where reconciliation starts), are the same instants.
+        for (cid, pbx), (record, _) in calls.items():
+            assert await store.get_call(cid, pbx=pbx) == record, (cid, pbx)
+        mid_end = datetime.fromisoformat(ends[len(ends) // 2])
+        since = await store.list_calls(CallFilter(since=mid_end, limit=100_000))
+        assert sorted((s.pbx, s.record.call_id) for s in since) == sorted(
+            (p, c) for (c, p), (_, e) in calls.items() if e and e >= ends[len(ends) // 2])
+        assert [s.record.ended_at for s in since] == sorted(
+            (s.record.ended_at for s in since), reverse=True)
+        assert await store.newest_call_end() == datetime.fromisoformat(ends[-1])
         # New judgements are written in the new shape and replace the old ones whole.
         new = [RuleOutcome("a", False, "quiet hours", (), Trigger.CALL_COMPLETED)]
         await store.record_rule_outcomes(odd[0], Trigger.CALL_COMPLETED, new, now=END,
