@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Protocol
 import structlog
 
 from agent.dispatch.retry import Clock, mask_number
+from agent.errors import StoreError
 from agent.metrics import Metrics
 from agent.models import (
     CallRecord,
@@ -23,7 +25,14 @@ from agent.models import (
 from agent.sms.policy import Limits, evaluate
 from agent.sms.ratecount import RefusalBurst, SendCounters
 from agent.sms.spend import SpendCounters
-from agent.store.base import MessageFilter, MessageRow, NewMessage, PeerSend
+from agent.store.base import (
+    FactsAsk,
+    MessageFilter,
+    MessageRow,
+    NewMessage,
+    PeerSend,
+    PolicyFacts,
+)
 from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
@@ -63,6 +72,9 @@ class Intake:
         # (count_others), those before are in the seed.
         self._counters_from = self._spend_from = clock()
         self._counters_lock = asyncio.Lock()
+        # The counters are changed by ``_judge``, which may run in the store's writer thread,
+        # and by the loop as rows are settled: each change holds this (never for long).
+        self._guard = threading.Lock()
         self._bursts = RefusalBurst()
         if metrics is not None:
             metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
@@ -112,7 +124,8 @@ class Intake:
                 if self._limits is not limits:
                     return counters
                 self._spend = counters
-                self._spend_metrics(now)
+                with self._guard:
+                    self._spend_metrics(now)
             return self._spend
 
     def count_others(self, sends: Iterable[PeerSend]) -> None:
@@ -120,15 +133,16 @@ class Intake:
         global and daily windows and the spend totals as this agent's own are: the limits hold
         for all the agents together. Those the seed read held already are not counted again."""
         counters, spend = self._counters, self._spend
-        for s in sends:
-            if counters is not None and s.at >= self._counters_from:
-                counters.add_written(s.recipient_kind, s.at)
-            if spend is not None and s.at >= self._spend_from:
-                cost = self._limits.spend.cost(s.gateway, s.number, s.segments)
-                if cost is not None:
-                    spend.add(s.rule, cost, s.at)
-        if spend is not None:
-            self._spend_metrics(self._clock())
+        with self._guard:
+            for s in sends:
+                if counters is not None and s.at >= self._counters_from:
+                    counters.add_written(s.recipient_kind, s.at)
+                if spend is not None and s.at >= self._spend_from:
+                    cost = self._limits.spend.cost(s.gateway, s.number, s.segments)
+                    if cost is not None:
+                        spend.add(s.rule, cost, s.at)
+            if spend is not None:
+                self._spend_metrics(self._clock())
 
     def _spend_metrics(self, now: datetime) -> None:
         if self._metrics is not None and self._spend is not None:
@@ -141,7 +155,9 @@ class Intake:
     ) -> list[MessageRow]:
         """Apply policies and record one row per decision (suppressed ones too), with the call
         record, what each rule said about it (``outcomes``) and the decisions' links, in one
-        store transaction (``Store.record_call``).
+        store transaction (``Store.decide_and_record``: the policies' facts are read and
+        judged in the store's write transaction, SQLite's writer thread, so a record costs
+        one hop there and back).
         Raises StoreError if the store cannot record; repeating the call is safe (idempotency
         keys). ``confirms_opt_out``: see ``_judge``."""
         counters = await self._send_counters()
@@ -149,37 +165,77 @@ class Intake:
         # from then on every text counts.
         capped = self._limits.spend.caps or any(d.spend_caps for d in decisions)
         spend = await self._spend_counters() if capped else self._spend
+        limits = self._limits
         now = self._clock()
-        messages: list[NewMessage] = []
-        for d in decisions:
-            messages.append(await self._judge(d, now, counters, messages, spend,
-                                              confirms_opt_out=confirms_opt_out))
-        for i, m in enumerate(messages):
-            if m.state is MessageState.QUEUED:
-                via = await self._outlet.reserve(m.decision.gateway)
+        asks = [self._ask(d, now, limits) for d in decisions]
+        # A window slot for each decision that may go at once, taken before the write so the
+        # first attempt is claimed in its commit; those the policies stop are given back.
+        slots: dict[str, list[str]] = {}  # gateway -> routes with a slot taken
+        for d, a in zip(decisions, asks, strict=True):
+            if a is not None and not self._dry_run:
+                via = await self._outlet.reserve(d.gateway)
                 if via is not None:
-                    messages[i] = replace(m, claim_via=via)
+                    slots.setdefault(d.gateway, []).append(via)
+        decided: list[NewMessage] = []
+        gone = False  # the caller stopped waiting: decide nothing more
+
+        def decide(facts: Sequence[PolicyFacts | None]) -> list[NewMessage]:
+            with self._guard:
+                if gone:
+                    raise StoreError("intake abandoned before its rows were decided")
+                for d, f in zip(decisions, facts, strict=True):
+                    m = self._judge(d, f, now, limits, counters, decided, spend,
+                                    confirms_opt_out=confirms_opt_out)
+                    if m.state is MessageState.QUEUED and slots.get(d.gateway):
+                        m = replace(m, claim_via=slots[d.gateway].pop(0))
+                    decided.append(m)
+                return list(decided)
+
         try:
-            written = await self._store.record_call(call, messages, now=now, outcomes=outcomes)
+            messages, written = await self._store.decide_and_record(
+                call, asks, decide, now=now, outcomes=outcomes)
         except BaseException:
-            for m in messages:
+            with self._guard:
+                gone = True
+                for m in decided:
+                    if _counted(m):
+                        counters.settle(m.decision.recipient, m.decision.number, now,
+                                        written=False)
+                        self._spend_add(spend, m, now, undo=True)
+            for m in decided:
                 if m.claim_via is not None:
                     self._outlet.unreserve(m.claim_via)
-                if _counted(m):
-                    counters.settle(m.decision.recipient, m.decision.number, now, written=False)
-                    self._spend_add(spend, m, now, undo=True)
+            self._unreserve(slots)
             raise
-        if spend is not None:
-            self._spend_metrics(now)
+        self._unreserve(slots)  # the slots no queued row took
+        with self._guard:
+            if spend is not None:
+                self._spend_metrics(now)
+            for m, (_, created) in zip(messages, written, strict=True):
+                if _counted(m):
+                    counters.settle(m.decision.recipient, m.decision.number, now,
+                                    written=created)
+                    if not created:
+                        self._spend_add(spend, m, now, undo=True)
         for m, (row, created) in zip(messages, written, strict=True):
-            if _counted(m):
-                counters.settle(m.decision.recipient, m.decision.number, now, written=created)
-                if not created:
-                    self._spend_add(spend, m, now, undo=True)
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
             self._log_intake(m, row, created)
         return [row for row, _ in written]
+
+    def _unreserve(self, slots: dict[str, list[str]]) -> None:
+        for vias in slots.values():
+            while vias:
+                self._outlet.unreserve(vias.pop())
+
+    def _ask(self, d: Decision, now: datetime, limits: Limits) -> FactsAsk | None:
+        """The facts the policies need about ``d``'s recipient; None when none decide it (no
+        number, or the engine already suppressed it)."""
+        if d.number is None or d.suppress is not None:
+            return None
+        per_number = limits.audience(d.recipient).per_number
+        return FactsAsk(d.number, d.rule, now - per_number.window if per_number else None,
+                        d.recipient == RecipientKind.AGENT)
 
     def _spend_add(self, spend: SpendCounters | None, m: NewMessage, now: datetime, *,
                    undo: bool = False) -> None:
@@ -188,21 +244,17 @@ class Intake:
         if spend is not None and cost is not None:
             spend.add(d.rule, cost, now, sign=-1 if undo else 1)
 
-    async def _judge(
-        self, d: Decision, now: datetime, counters: SendCounters, earlier: list[NewMessage],
-        spend: SpendCounters | None = None, *, confirms_opt_out: bool = False,
+    def _judge(
+        self, d: Decision, facts: PolicyFacts | None, now: datetime, limits: Limits,
+        counters: SendCounters, earlier: list[NewMessage], spend: SpendCounters | None = None,
+        *, confirms_opt_out: bool = False,
     ) -> NewMessage:
-        """The policies' verdict on one decision: the row it becomes. A text that will go is
-        counted at once, so a concurrent intake sees it. The store does not hold this record's
-        ``earlier`` rows yet (they are written together): a cooldown counts them too.
-        ``confirms_opt_out``: the one text an opted-out number may get (the STOP
-        acknowledgement); every other policy still applies to it."""
-        facts = None
-        if d.number is not None and d.suppress is None:
-            per_number = self._limits.audience(d.recipient).per_number
-            facts = await self._store.policy_facts(
-                d.number, d.rule, agents=d.recipient == RecipientKind.AGENT,
-                sent_since=now - per_number.window if per_number is not None else None)
+        """The policies' verdict on one decision: the row it becomes (pure but for the
+        counters, which the caller holds ``_guard`` for; it may run in the store's thread).
+        A text that will go is counted at once, so a concurrent intake sees it. The store
+        does not hold this record's ``earlier`` rows yet (they are written together): a
+        cooldown counts them too. ``confirms_opt_out``: the one text an opted-out number may
+        get (the STOP acknowledgement); every other policy still applies to it."""
         last_sent = facts.last_sent_at if facts else None
         if any(_counted(m) and m.decision.number == d.number and m.decision.rule == d.rule
                for m in earlier):
@@ -214,7 +266,7 @@ class Intake:
                 opted_out=(facts.opted_out and not confirms_opt_out) if facts else False,
                 dnd=facts.dnd if facts else False,
                 last_sent_at=last_sent,
-                limits=self._limits,
+                limits=limits,
                 dry_run=self._dry_run,
                 sent=counters.counts(d.recipient, d.number, now,
                                      facts.sent_to_number if facts else 0),

@@ -202,6 +202,21 @@ class PeerSend:
 
 
 @dataclass(frozen=True, slots=True)
+class FactsAsk:
+    """The ``PolicyFacts`` one decision needs (the arguments of ``policy_facts``)."""
+
+    number: str
+    rule: str
+    sent_since: datetime | None = None
+    agents: bool = False
+
+
+#: What ``Outbox.decide_and_record`` calls with the facts of each ask (None where no facts were
+#: asked): the rows the policies make of the decisions, in the same order.
+Decide = Callable[[Sequence["PolicyFacts | None"]], list[NewMessage]]
+
+
+@dataclass(frozen=True, slots=True)
 class LinkRow:
     code: str
     message_id: str | None

@@ -29,6 +29,8 @@ from agent.models import (
 from agent.store.base import (
     CallFilter,
     CallSummary,
+    Decide,
+    FactsAsk,
     ImportResult,
     LinkRow,
     ListEntry,
@@ -112,6 +114,19 @@ class Outbox(MessageLog, Protocol):
         event (an existing idempotency key returns that row with False), and the tracked links
         each new row's decision carries, counted against the first new row that carries them.
         All or nothing: raises StoreError."""
+        ...
+
+    async def decide_and_record(
+        self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
+        now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
+    ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
+        """``policy_facts`` for each ask, ``decide(facts)`` -> the rows, then ``record_call``
+        with them: the rows and what was written. A store may do it all in its one write
+        transaction, the facts read there (SQLite: one hop into the writer thread and one
+        back, and the facts include every row committed or written before in that
+        transaction). ``decide`` may run in the store's thread: it must touch nothing the
+        event loop changes unguarded. If it raised, or the write failed, this raises
+        (StoreError for the store's own failures)."""
         ...
 
     async def insert_message(

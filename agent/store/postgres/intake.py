@@ -13,15 +13,16 @@ statement would all see at once."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from agent.models import CallRecord, MessageState, RuleOutcome
-from agent.store.base import MessageRow, NewMessage
+from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage, PolicyFacts
 from agent.store.postgres.calls import outcomes_replace
 from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, message_row, utc
@@ -189,6 +190,27 @@ class IntakeOps(PgPool):
                              ) -> list[list[tuple[MessageRow, bool]]]:
         async with self._tx(single=True) as conn:
             return await write_records(conn, records, self.owner, self.writer)
+
+
+    async def decide_and_record(
+        self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
+        now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
+    ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
+        """``Outbox.decide_and_record`` as its parts: the facts (one grouped read for all
+        the asks, shared with other records' reads in flight), the decision on the loop, then
+        ``record_call`` (grouped commit). Agents sharing the database each decide on what
+        was committed when they read, as before; the idempotency key still settles a race."""
+        facts = await asyncio.gather(*(
+            self.policy_facts(a.number, a.rule, sent_since=a.sent_since, agents=a.agents)
+            for a in asks if a is not None))
+        got = iter(facts)
+        msgs = decide([None if a is None else next(got) for a in asks])
+        return msgs, await self.record_call(call, msgs, now=now, outcomes=outcomes)
+
+    if TYPE_CHECKING:  # records.RecordOps's, beside this in PostgresStore
+        async def policy_facts(self, number: str, rule: str, *,
+                               sent_since: datetime | None = None,
+                               agents: bool = False) -> PolicyFacts: ...
 
 
 def _call_key(record: Record) -> tuple[str, str] | None:

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from agent.models import CallRecord, RuleOutcome
-from agent.store.base import MessageRow, NewMessage
+from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage
 from agent.store.sqlite.calls import replace_outcomes
 from agent.store.sqlite.messages import claim_row, insert_row
-from agent.store.sqlite.records import upsert_call
+from agent.store.sqlite.records import read_facts, upsert_call
 from agent.store.sqlite.rows import ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -29,26 +29,52 @@ class IntakeOps(StoreWriter):
         msgs = list(messages)
 
         def op(conn: sqlite3.Connection) -> list[tuple[MessageRow, bool]]:
-            if call is not None:
-                upsert_call(conn, call, at)
-                if outcomes is not None:
-                    replace_outcomes(conn, call.call_id, call.pbx, call.trigger, outcomes, at)
-            out: list[tuple[MessageRow, bool]] = []
-            links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
-            for m in msgs:
-                row, created = insert_row(conn, m.decision, m.state, at, m.reason,
-                                                m.detail, m.next_attempt_at, m.expires_at)
-                if created and m.claim_via is not None:
-                    row = claim_row(conn, row.id, at, m.claim_via) or row
-                out.append((row, created))
-                if created:
-                    for link in m.decision.links:
-                        links.setdefault(link.code, (link.url, row.id))
-            if links:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO links (code, message_id, url, created_at)"
-                    " VALUES (?,?,?,?)",
-                    [(code, mid, url, at) for code, (url, mid) in links.items()])
-            return out
+            return write_record(conn, call, msgs, at, outcomes)
 
         return await self._write_now(op)
+
+    async def decide_and_record(
+        self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
+        now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
+    ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
+        """``Outbox.decide_and_record`` in one op: the facts are read on the write connection
+        inside the transaction that writes the rows, so the record costs one hop into the
+        writer thread and one back (no read hop before it), and no write committed or queued
+        before it can be missed (an opt-out, a text to the same number)."""
+        at = ts(now)
+        wanted = list(asks)
+
+        def op(conn: sqlite3.Connection
+               ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
+            msgs = decide([None if a is None else read_facts(conn, a) for a in wanted])
+            return msgs, write_record(conn, call, msgs, at, outcomes)
+
+        return await self._write_now(op)
+
+
+def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[NewMessage],
+                 at: str, outcomes: Sequence[RuleOutcome] | None
+                 ) -> list[tuple[MessageRow, bool]]:
+    """The call, what each rule said, its rows (a queued one claimed when it holds a slot) and
+    their links, inside the writer thread's transaction."""
+    if call is not None:
+        upsert_call(conn, call, at)
+        if outcomes is not None:
+            replace_outcomes(conn, call.call_id, call.pbx, call.trigger, outcomes, at)
+    out: list[tuple[MessageRow, bool]] = []
+    links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
+    for m in msgs:
+        row, created = insert_row(conn, m.decision, m.state, at, m.reason,
+                                  m.detail, m.next_attempt_at, m.expires_at)
+        if created and m.claim_via is not None:
+            row = claim_row(conn, row.id, at, m.claim_via) or row
+        out.append((row, created))
+        if created:
+            for link in m.decision.links:
+                links.setdefault(link.code, (link.url, row.id))
+    if links:
+        conn.executemany(
+            "INSERT OR IGNORE INTO links (code, message_id, url, created_at)"
+            " VALUES (?,?,?,?)",
+            [(code, mid, url, at) for code, (url, mid) in links.items()])
+    return out

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.models import CallRecord, InboundSms
-from agent.store.base import LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
+from agent.store.base import FactsAsk, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
 from agent.store.packing import from_micros, micros, pack_record, unpack_record
 from agent.store.sqlite.rows import _dt, _now, ts
@@ -32,6 +32,35 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
          micros(record.ended_at) if record.ended_at else None, micros(_dt(at)), record.agent,
          record.pbx),
     )
+
+
+def facts_query(ask: FactsAsk) -> tuple[str, dict[str, Any]]:
+    """The one statement that reads an ask's ``PolicyFacts`` (on either connection)."""
+    sql = (
+        "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = :n),"
+        " EXISTS(SELECT 1 FROM dnd WHERE number = :n),"
+        " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
+        f"   WHERE number = :n AND rule = :r AND {_SENT})"
+    )
+    params: dict[str, Any] = {"n": ask.number, "r": ask.rule}
+    if ask.sent_since is not None:
+        sql += (f", (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
+                "   AND (recipient_kind = 'agent') = :a"
+                "   AND COALESCE(submitted_at, created_at) > :s)")
+        params |= {"a": ask.agents, "s": ts(ask.sent_since)}
+    return sql, params
+
+
+def facts_of(ask: FactsAsk, r: sqlite3.Row | tuple[Any, ...]) -> PolicyFacts:
+    return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]),
+                       int(r[3]) if ask.sent_since is not None else 0)
+
+
+def read_facts(conn: sqlite3.Connection, ask: FactsAsk) -> PolicyFacts:
+    """An ask's facts on the write connection (in the writer thread, inside its transaction:
+    every row written before, committed or earlier in this batch, is seen)."""
+    sql, params = facts_query(ask)
+    return facts_of(ask, conn.execute(sql, params).fetchone())
 
 
 class RecordOps(DndImport, StoreWriter):
@@ -92,21 +121,8 @@ class RecordOps(DndImport, StoreWriter):
         """``sent_since``: also count the texts to ``number`` sent after it to its audience
         (agents, or everyone else): the per-number rate limit's window, read from the
         number's own rows (index messages_number) instead of kept in memory per number."""
-        sql = (
-            "SELECT EXISTS(SELECT 1 FROM opt_outs WHERE number = :n),"
-            " EXISTS(SELECT 1 FROM dnd WHERE number = :n),"
-            " (SELECT MAX(COALESCE(submitted_at, created_at)) FROM messages"
-            f"   WHERE number = :n AND rule = :r AND {_SENT})"
-        )
-        params: dict[str, Any] = {"n": number, "r": rule}
-        if sent_since is not None:
-            sql += (f", (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
-                    "   AND (recipient_kind = 'agent') = :a"
-                    "   AND COALESCE(submitted_at, created_at) > :s)")
-            params |= {"a": agents, "s": ts(sent_since)}
-        r = (await self._read(sql, params))[0]
-        return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]),
-                           int(r[3]) if sent_since is not None else 0)
+        ask = FactsAsk(number, rule, sent_since, agents)
+        return facts_of(ask, (await self._read(*facts_query(ask)))[0])
 
     async def sent_since(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """``(recipient_kind, number, sent_at)`` of every text sent since ``since``: what the
