@@ -25,8 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,8 @@ async def lab_loop(workdir: Path) -> AsyncIterator[tuple[AfterCallAgent, Running
 
 
 async def replayed(n: int, workdir: Path, *, lab: bool = True,
-                   commits: list[int] | None = None) -> list[float]:
+                   commits: list[int] | None = None,
+                   stages: list[dict[str, float]] | None = None) -> list[float]:
     """Hangup -> submit_sm times (ms); ``commits`` gets, per call, the store commits made
     between its Hangup and the simulator's receipt of its submit_sm (the design needs two)."""
     data = (REPO / "tests/fixtures/ami/queue_abandoned.txt").read_bytes()
@@ -111,38 +112,138 @@ async def replayed(n: int, workdir: Path, *, lab: bool = True,
         received: list[tuple[float, int]] = []
         accept_part = sim.core.accept_part
 
+        stamps: dict[str, int] = {}  # stage -> ns, and "#what" -> a count (stage_stamps)
+
         def stamped(**part: Any) -> str:
             received.append((time.perf_counter(), getattr(agent.store, "commits", 0)))
+            if stamps and stages is not None:
+                stamps["sim_received"] = time.perf_counter_ns()
+                names = ["hangup", *(n for n in STAGES if n in stamps), "sim_received"]
+                row = {f"{a}->{b}": (stamps[b] - stamps[a]) / 1e6
+                       for a, b in zip(names, names[1:], strict=False)}
+                stages.append(row | {k[1:]: float(v) for k, v in stamps.items()
+                                     if k.startswith("#")})
+                stamps.clear()
             return accept_part(**part)
 
         sim.core.accept_part = stamped  # type: ignore[method-assign]
-        for i in range(n):
-            # rules.yaml holds the SMSC to 50 TPS: calls closer than 20 ms apart would measure
-            # the token bucket, not the pipeline.
-            await asyncio.sleep(0.03)
-            caller = f"+9198130{i:05d}"
-            seen = len(sim.core.messages)
-            parts = len(received)
-            t0 = 0.0
-            for ev in events:
-                ev = dict(ev)
-                for k in ("Uniqueid", "Linkedid", "DestUniqueid", "DestLinkedid", "UniqueID"):
-                    if k in ev:
-                        ev[k] = f"bench-{i}-{ev[k]}"
-                if ev.get("CallerIDNum") == "+919876543210":
-                    ev["CallerIDNum"] = caller
-                # Fresh timestamps: the rules' max_age must see a call that just ended.
-                ev["Timestamp"] = f"{time.time():.6f}"
-                if ev.get("Event") == "Hangup":
-                    t0 = time.perf_counter()
-                    c0 = getattr(agent.store, "commits", 0)
-                await agent.handle_event(ev)
-            await sim.core.wait_for_messages(seen + 1, 10)
-            at, c1 = received[parts]
-            lat.append((at - t0) * 1000)
-            if commits is not None:
-                commits.append(c1 - c0)
+        with stage_stamps(stamps) if stages is not None else nullcontext():
+            await _replay(agent, sim, events, n, received, lat, commits,
+                          stamps if stages is not None else None)
     return lat
+
+
+async def _replay(agent: AfterCallAgent, sim: RunningSim, events: list[dict[str, str]], n: int,
+                  received: list[tuple[float, int]], lat: list[float],
+                  commits: list[int] | None, stamps: dict[str, int] | None) -> None:
+    for i in range(n):
+        # rules.yaml holds the SMSC to 50 TPS: calls closer than 20 ms apart would measure
+        # the token bucket, not the pipeline.
+        await asyncio.sleep(0.03)
+        caller = f"+9198130{i:05d}"
+        seen = len(sim.core.messages)
+        parts = len(received)
+        t0 = 0.0
+        for ev in events:
+            ev = dict(ev)
+            for k in ("Uniqueid", "Linkedid", "DestUniqueid", "DestLinkedid", "UniqueID"):
+                if k in ev:
+                    ev[k] = f"bench-{i}-{ev[k]}"
+            if ev.get("CallerIDNum") == "+919876543210":
+                ev["CallerIDNum"] = caller
+            # Fresh timestamps: the rules' max_age must see a call that just ended.
+            ev["Timestamp"] = f"{time.time():.6f}"
+            if ev.get("Event") == "Hangup":
+                if stamps is not None:  # the patched stages stamp from here (--stages)
+                    stamps.clear()
+                    stamps["hangup"] = time.perf_counter_ns()
+                t0 = time.perf_counter()
+                c0 = getattr(agent.store, "commits", 0)
+            await agent.handle_event(ev)
+        await sim.core.wait_for_messages(seen + 1, 10)
+        at, c1 = received[parts]
+        lat.append((at - t0) * 1000)
+        if commits is not None:
+            commits.append(c1 - c0)
+
+
+#: The stages of the replayed path ``--stages`` stamps, in the order a call meets them.
+STAGES = ("record_out", "rules_start", "intake_start", "store_op_start", "commit_done",
+          "loop_answered", "submit_task", "smpp_submit", "pdu_written")
+
+
+@contextmanager
+def stage_stamps(stamps: dict[str, int]) -> Iterator[None]:
+    """Patch the path to stamp (perf_counter_ns) the first time each stage is met after
+    ``stamps`` was cleared, and count the loop's wake-ups (selector polls) and the thread
+    hops back to it (call_soon_threadsafe) in between: for profiling, not for the figures."""
+    from agent.dispatch.intake import Intake
+    from agent.dispatch.sender import Sender
+    from agent.gateways.smpp.client import SmppGateway
+    from agent.gateways.smpp.session import Session
+    from agent.loop.pipeline import RecordPipeline as Pipeline
+    from agent.store.sqlite import writer
+
+    def at(name: str) -> None:
+        if stamps:
+            stamps.setdefault(name, time.perf_counter_ns())
+
+    patched: list[tuple[Any, str, Any]] = []
+
+    def wrap(owner: Any, attr: str, name: str, *, coro: bool) -> None:
+        orig = getattr(owner, attr)
+        patched.append((owner, attr, orig))
+        if coro:
+            async def stamped_coro(*a: Any, **kw: Any) -> Any:
+                at(name)
+                return await orig(*a, **kw)
+            setattr(owner, attr, stamped_coro)
+        else:
+            def stamped(*a: Any, **kw: Any) -> Any:
+                at(name)
+                out = orig(*a, **kw)
+                return out
+            setattr(owner, attr, stamped)
+
+    wrap(Pipeline, "put", "record_out", coro=True)
+    wrap(Pipeline, "_decide", "rules_start", coro=False)
+    wrap(Intake, "handle", "intake_start", coro=True)
+    wrap(Intake, "_judge", "store_op_start", coro=False)
+    wrap(Sender, "send_claimed", "submit_task", coro=True)
+    wrap(SmppGateway, "submit", "smpp_submit", coro=True)
+    wrap(Session, "_flush", "pdu_written", coro=False)
+    orig_tx = writer._transaction
+
+    def tx(*a: Any, **kw: Any) -> Any:
+        out = orig_tx(*a, **kw)
+        at("commit_done")
+        return out
+
+    writer._transaction = tx
+    wrap(writer.StoreWriter, "_answer", "loop_answered", coro=False)
+    loop = asyncio.get_running_loop()
+    select, threadsafe = loop._selector.select, loop.call_soon_threadsafe  # type: ignore[attr-defined]
+
+    def counted_select(*a: Any, **kw: Any) -> Any:
+        if stamps:
+            stamps["#loop_wakeups"] = stamps.get("#loop_wakeups", 0) + 1
+        return select(*a, **kw)
+
+    def counted_threadsafe(*a: Any, **kw: Any) -> Any:
+        if stamps:
+            stamps["#thread_hops_to_loop"] = stamps.get("#thread_hops_to_loop", 0) + 1
+        return threadsafe(*a, **kw)
+
+    loop._selector.select = counted_select  # type: ignore[attr-defined]
+    loop.call_soon_threadsafe = counted_threadsafe  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for owner, attr, orig in reversed(patched):
+            setattr(owner, attr, orig)
+        writer._transaction = orig_tx
+        loop._selector.select = select  # type: ignore[attr-defined]
+        del loop.call_soon_threadsafe
 
 
 def bare_commits(path: Path, n: int = 200) -> list[float]:
@@ -171,13 +272,17 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--replayed-only", action="store_true",
                     help="no lab: only the replayed path (--calls of them), fake AMI peer")
+    ap.add_argument("--stages", action="store_true",
+                    help="also stamp each stage of the replayed path (patched in: profiling "
+                         "figures, a little slower) and print their medians")
     args = ap.parse_args()
     setup_logging("error")
     with tempfile.TemporaryDirectory() as tmp:
         rl = [] if args.replayed_only else await real(args.calls, Path(tmp))
         on_path: list[int] = []
+        stages: list[dict[str, float]] | None = [] if args.stages else None
         pl = await replayed(args.calls if args.replayed_only else args.calls * 4, Path(tmp),
-                            lab=not args.replayed_only, commits=on_path)
+                            lab=not args.replayed_only, commits=on_path, stages=stages)
         floor = bare_commits(Path(tmp) / "floor.db")
     out: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -193,6 +298,10 @@ async def main() -> None:
         "two_bare_durable_commits": {"p50_ms": round(statistics.median(floor), 3),
                                      "p99_ms": round(pct(floor, 99), 3)},
     }
+    if stages:
+        keys = dict.fromkeys(k for row in stages for k in row)
+        out["replayed_stages_median"] = {
+            k: round(statistics.median(row.get(k, 0.0) for row in stages), 3) for k in keys}
     out["replayed_p50_over_two_commits"] = round(
         statistics.median(pl) / statistics.median(floor), 1)
     print(json.dumps(out, indent=2))

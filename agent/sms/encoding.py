@@ -40,6 +40,9 @@ _EXTENSION: dict[int, str] = {
 _ENCODE_BASIC: dict[str, int] = {ch: i for i, ch in enumerate(_BASIC) if i != ESCAPE}
 _ENCODE_EXT: dict[str, int] = {ch: code for code, ch in _EXTENSION.items()}
 
+_EXT_CHARS = frozenset(_ENCODE_EXT) - frozenset(_ENCODE_BASIC)
+_GSM_CHARS = frozenset(_ENCODE_BASIC) | _EXT_CHARS
+
 GSM7_SINGLE = 160
 GSM7_MULTI = 153  # 160 septets minus the 7 a 6-octet concatenation UDH occupies
 UCS2_SINGLE = 70
@@ -105,12 +108,16 @@ def _split(text: str, encoding: Encoding) -> list[str]:
 
 
 def analyze(text: str) -> SmsInfo:
-    encoding, forcing = _choose(text)
-    if encoding == "GSM-7":
-        units = sum(_gsm_cost(ch) for ch in text)
+    # Every rendered text is analysed on the way from hangup to submit: count over the set of
+    # distinct characters (a few dozen) rather than cost each of the text's characters.
+    chars = set(text)
+    if chars <= _GSM_CHARS:
+        encoding, forcing = "GSM-7", ()
+        units = len(text) + sum(text.count(ch) for ch in chars & _EXT_CHARS)
         single, multi, cost = GSM7_SINGLE, GSM7_MULTI, _gsm_cost
     else:
-        units = sum(_ucs2_cost(ch) for ch in text)
+        encoding, forcing = _choose(text)
+        units = len(text) + sum(text.count(ch) for ch in chars if ord(ch) > 0xFFFF)
         single, multi, cost = UCS2_SINGLE, UCS2_MULTI, _ucs2_cost
     if units <= single:
         segments = 1

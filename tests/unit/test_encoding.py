@@ -176,3 +176,19 @@ def test_gsm_round_trip(text: str) -> None:
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=200))
 def test_ucs2_round_trip(text: str) -> None:
     assert decode_ucs2(encode_ucs2(text)) == text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcXYZ 0129{}[]~^|\\€@£$\n\r\fÄéΔ") + [
+    "😀", "’", "ç", "ع", "\x00", "\x1b"]), max_size=400))
+def test_analyze_counts_as_each_character_costs(text: str) -> None:
+    """The count over distinct characters equals costing every character one by one: 1 septet
+    per basic GSM character and 2 per extension one, else 1 UTF-16 unit (2 past the BMP)."""
+    info = analyze(text)
+    gsm = all(is_gsm7(ch) for ch in text)
+    assert info.encoding == ("GSM-7" if gsm else "UCS-2")
+    if gsm:
+        assert info.units == sum(len(encode_gsm7(ch)) for ch in text)
+    else:
+        assert info.units == len(text.encode("utf-16-le")) // 2
+        assert info.forcing_chars == tuple(dict.fromkeys(ch for ch in text if not is_gsm7(ch)))
