@@ -17,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from agent.gateways.presets import generic, jasmin, twilio
+from agent.gateways.smpp.constants import status_name
 from agent.gateways.smpp.sm import build_receipt_text
 from agent.sim.core import ESME_RTHROTTLED, SimCore
 from agent.sim.httpstate import (
@@ -159,13 +160,16 @@ async def _jasmin_send(request: web.Request) -> web.StreamResponse:
     else:
         return web.Response(status=400, text='Error "Mandatory argument [content] is not found."')
     await faults_before_answer(state, request)
+    # Real Jasmin (0.11) queues the message and answers at once; what the SMSC then says comes
+    # back only as receipts. A user over its http_throughput quota gets the same 403 as a
+    # bad login, without Retry-After.
     status = admit(state, to)
     if status == ESME_RTHROTTLED:
-        return web.Response(status=429, text='Error "Throughput exceeded"', headers={"Retry-After": "1"})
-    if status in TEMPORARY:
-        return web.Response(status=500, text='Error "Cannot send submit_sm, check SMPPClientManagerPB log file for details"')
-    if status:
-        return web.Response(status=412, text='Error "No route found"')
+        return web.Response(status=403, text='Error "User throughput exceeded"')
+    jasmin_id = f"{state.core.parts_received:08x}-{time.monotonic_ns() % 10**12:012d}"
+    if status:  # the SMSC refused the submit_sm: a level-1 receipt with its status, nothing else
+        state.spawn(_jasmin_receipts(state, None, jasmin_id, p, text, status_name(status)))
+        return web.Response(status=200, text=f'Success "{jasmin_id}"')
     tlvs: dict[int, bytes] = {}
     for entry in p.get("custom_tlvs") or []:  # [tag, length, type, value]
         if isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], int):
@@ -173,23 +177,26 @@ async def _jasmin_send(request: web.Request) -> web.StreamResponse:
     smsc_id = state.core.accept_part(channel="http:jasmin", source=p.get("from", ""), dest=to,
                                      text=text, concat=None, tlvs=tlvs)
     msg_id = f"{smsc_id.lower():0>8}-sim0-4000-8000-{smsc_id.lower():0>12}"
-    if p.get("dlr") == "yes" and p.get("dlr-url"):
-        state.spawn(_jasmin_receipts(state, smsc_id, msg_id, p, text))
+    state.spawn(_jasmin_receipts(state, smsc_id, msg_id, p, text, "ESME_ROK"))
     return web.Response(status=200, text=f'Success "{msg_id}"')
 
 
-async def _jasmin_receipts(state: SimHttpState, smsc_id: str, msg_id: str, p: Mapping[str, str],
-                           text: str) -> None:
+async def _jasmin_receipts(state: SimHttpState, smsc_id: str | None, msg_id: str,
+                           p: Mapping[str, str], text: str, submit_status: str) -> None:
+    """As Jasmin's DLR thrower: each receipt says its own level (1: the submit_sm_resp's
+    status, 2: the SMSC's receipt) whatever level was asked."""
+    if p.get("dlr") != "yes" or not p.get("dlr-url"):
+        return
     url, level, method = p["dlr-url"], p.get("dlr-level", "1"), p.get("dlr-method", "POST").upper()
     if level in ("1", "3"):
-        await call_back(state, "jasmin", "receipt", method, url, expect=jasmin.ACK,
-                        form={"id": msg_id, "message_status": "ESME_ROK", "level": level})
-    if level not in ("2", "3"):
+        await call_back(state, "jasmin", "receipt", method, url, expect=jasmin.ACK, form={
+            "id": msg_id, "message_status": submit_status, "level": "1", "connector": "sim"})
+    if level not in ("2", "3") or smsc_id is None:
         return
     async for _, stat, err in due(state, smsc_id):
         d = datetime.now(UTC).strftime("%y%m%d%H%M")
         await call_back(state, "jasmin", "receipt", method, url, expect=jasmin.ACK, form={
-            "id": msg_id, "id_smsc": smsc_id, "message_status": stat, "level": level,
+            "id": msg_id, "id_smsc": smsc_id, "message_status": stat, "level": "2",
             "subdate": d, "donedate": d, "sub": "001", "dlvrd": "001" if stat == "DELIVRD" else "000",
             "err": err, "text": text[:20], "connector": "sim"})
 

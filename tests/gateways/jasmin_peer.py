@@ -17,6 +17,7 @@ import tarfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # Jasmin pins Twisted 23.10, cryptography 41 and friends: it lives in a virtualenv of its own,
 # built once per machine (about 20 s) and kept with the other slow builds. 0.11.0, not 0.11.1:
@@ -146,9 +147,11 @@ class _Procs:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
+        self.outputs: list[BinaryIO] = []
 
     async def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
         out = (self.workdir / f"{name}.out").open("wb")
+        self.outputs.append(out)
         # A session of its own: RabbitMQ's start script runs erl as a child, and a stop must
         # reach the whole group, never anything else on the machine.
         proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=subprocess.STDOUT,
@@ -176,6 +179,8 @@ class _Procs:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, 9)
                     await proc.wait()
+        for out in self.outputs:
+            out.close()
 
 
 async def _wait_port(port: int, procs: _Procs, what: str, timeout: float) -> None:
