@@ -239,6 +239,18 @@ async def _start_rabbitmq(procs: _Procs, workdir: Path) -> int:
     return amqp
 
 
+# jasmind takes a machine-wide lock, /tmp/jasmind, and quits ("Lock not acquired !", exit 0)
+# when another jasmind holds it: two test runs at once (two worktrees) would fail each other.
+# It guards the shared /etc/jasmin store, and each peer has a store of its own: lock there.
+_JASMIND = """\
+import lockfile, os, runpy, sys
+_FileLock = lockfile.FileLock
+lockfile.FileLock = lambda path, *a, **kw: _FileLock(os.environ["JASMIN_LOCK"], *a, **kw)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 @contextlib.asynccontextmanager
 async def running_jasmin(workdir: Path, smsc_port: int, *, smsc_user: str, smsc_password: str,
                          mo_url: str | None = None) -> AsyncIterator[Jasmin]:
@@ -256,8 +268,10 @@ async def running_jasmin(workdir: Path, smsc_port: int, *, smsc_user: str, smsc_
         cfg = root / "jasmin.cfg"
         cfg.write_text(JASMIN_CFG.format(amqp=amqp, redis=redis, spec=spec, **ports))
         env = {**_base_env(root), "ROOT_PATH": str(root), "LOG_PATH": str(workdir / "log")}
+        env["JASMIN_LOCK"] = str(root / "jasmind")
         await procs.start("jasmind", [
-            str(VENV / "bin" / "python"), str(VENV / "bin" / "jasmind.py"), "-c", str(cfg),
+            str(VENV / "bin" / "python"), "-c", _JASMIND, str(VENV / "bin" / "jasmind.py"),
+            "-c", str(cfg),
             # The throwers need the SMPP server (they also serve its users): keep it, on a free port.
             # One process: the DLR lookup and thrower in jasmind rather than dlrd/dlrlookupd
             # (the deliver_sm thrower is on by default in 0.11.0).

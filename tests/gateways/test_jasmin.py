@@ -28,6 +28,7 @@ from agent.models import OutboundSms, ReceiptState
 from agent.rules.loader import load_rules
 from agent.sim.core import FaultConfig
 from agent.sim.main import RunningSim, start_sim
+from agent.sms.encoding import encode_gsm7, encode_ucs2
 from agent.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -139,6 +140,10 @@ async def test_texts_reach_the_smsc_exactly_and_receipts_come_back(fresh: Peer) 
     got = {m.text: m for m in peer.sim.core.messages[before:]}
     assert set(got) == {GSM_EXT, UCS2, LONG}  # every character arrived as sent
     assert got[LONG].parts == 3 and got[GSM_EXT].parts == 1 and got[UCS2].parts == 1
+    # The octets on the wire: GSM 03.38 septets (extension characters escaped) with
+    # data_coding 0, UTF-16 (the emoji a surrogate pair) with data_coding 8.
+    wire = {(pdu.data_coding, pdu.short_message) for pdu in peer.sim.smpp.submitted}
+    assert (0x00, encode_gsm7(GSM_EXT)) in wire and (0x08, encode_ucs2(UCS2)) in wire
     for m in got.values():  # the DLT ids as the operator's TLVs, on every part
         assert m.tlvs[0x1400] == b"1101000000000001"
         assert m.tlvs[0x1401] == b"1107161234567890123"
