@@ -24,8 +24,9 @@ from agent.commands import (
     report,
     run,
     smsc_sim,
+    webhooks,
 )
 
 #: In the order ``aftercall --help`` lists them.
 COMMANDS = (run, check, explain, replay, calls, doctor, lab, smsc_sim,
-            report, export, optout, dnd, prune, ambiguous)
+            report, export, optout, dnd, prune, ambiguous, webhooks)
