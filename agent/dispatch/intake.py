@@ -217,6 +217,14 @@ class Intake:
                                     written=created)
                     if not created:
                         self._spend_add(spend, m, now, undo=True)
+        # Every fresh queued row goes to the worker (its submit task starts on the loop's next
+        # turn) before any line is logged: formatting the lines is not on the path to the SMSC.
+        for m, (row, created) in zip(messages, written, strict=True):
+            if not created:
+                if m.claim_via is not None:
+                    self._outlet.unreserve(m.claim_via)
+            elif m.state is MessageState.QUEUED:
+                self._outlet.queued(row, m.claim_via)
         for m, (row, created) in zip(messages, written, strict=True):
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
@@ -319,8 +327,7 @@ class Intake:
         return cancelled
 
     def _log_intake(self, m: NewMessage, row: MessageRow, created: bool) -> None:
-        """One log line per decision; a fresh queued row goes straight to the worker (with
-        the window slot taken for it), an unused slot back."""
+        """One log line per decision (``handle`` handed the rows over already)."""
         d, state = m.decision, m.state
         fields = {
             "message_id": row.id,
@@ -329,14 +336,11 @@ class Intake:
             "to": mask_number(d.number),
         }
         if not created:
-            if m.claim_via is not None:
-                self._outlet.unreserve(m.claim_via)
             log.info("sms_duplicate_ignored", state=row.state.value, **fields)
         elif state is MessageState.FAILED:
             log.error("sms_failed", reason=m.reason, detail=m.detail, **fields)
         elif state is MessageState.QUEUED:
             log.info("sms_queued", gateway=d.gateway, segments=d.segments, **fields)
-            self._outlet.queued(row, m.claim_via)
         elif state is MessageState.DEFERRED:
             log.info(
                 "sms_deferred",
