@@ -8,6 +8,8 @@ from typing import Any
 
 from agent.commands.exits import Exit
 from agent.errors import RulesError
+from agent.gateways.config import HttpConfig
+from agent.gateways.presets.common import Preset
 from agent.rules.dlt import problems as dlt_problems
 from agent.rules.language import variants
 from agent.rules.loader import RuleSet, load_rules
@@ -102,12 +104,43 @@ def _warnings(rs: RuleSet) -> list[str]:
                 "(no match.caller_type) with no rate limit for callers and every country "
                 "allowed: a burst of calls from premium ranges is texted in full (SMS pumping)"
             )
+        cut = _jasmin_cut(rs, rule)
+        if cut:
+            out.append(
+                f"{rs.where(f'rules[{i}].send.template')}: rules[{i}].send.template: "
+                f"template {rule.send.template!r} may take {cut[1]} segments and goes through "
+                f"Jasmin gateway {cut[0]!r}, which sends at most {JASMIN_MAX_PARTS} parts and "
+                "drops the rest without saying so; keep its max_segments at "
+                f"{JASMIN_MAX_PARTS} or less (or raise long_content_max_parts in jasmin.cfg)"
+            )
         if rule.on == "call_connected" and (rule.match.min_talk or rule.match.max_talk):
             out.append(
                 f"{rs.where(f'rules[{i}].match')}: rules[{i}].match: talk time is 0 "
                 "when a call connects: min_talk/max_talk never hold on call_connected"
             )
     return out
+
+
+#: Jasmin's long_content_max_parts by default: the parts of a long text it sends at most.
+JASMIN_MAX_PARTS = 5
+
+
+def _jasmin_cut(rs: RuleSet, rule: Rule) -> tuple[str, int] | None:
+    """(gateway, segments) when the rule's texts may be longer than Jasmin sends whole, through
+    its gateway or that gateway's backup."""
+    tpl = rs.config.templates[rule.send.template]
+    worst = rs.templates[rule.send.template].worst
+    segments = max([worst.info.segments] + ([worst.non_gsm.segments] if worst.non_gsm else []))
+    segments = min(segments, tpl.max_segments)  # over it, the rule's over_segments decides
+    if segments <= JASMIN_MAX_PARTS:
+        return None
+    first = rule.send.gateway or rs.defaults.gateway
+    gws = rs.config.gateways
+    for name in (first, getattr(gws.get(first), "backup", None)):
+        gw = gws.get(name) if name else None
+        if isinstance(gw, HttpConfig) and gw.preset is Preset.JASMIN:
+            return name, segments
+    return None
 
 
 def _unbounded(rs: RuleSet, rule: Rule) -> bool:

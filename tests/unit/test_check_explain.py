@@ -337,3 +337,30 @@ def test_repository_rules_pass_the_dlt_checks(monkeypatch: pytest.MonkeyPatch) -
     rs = load_rules(REPO_RULES)
     assert problems(rs) == []
     assert any(t.dlt_text for t in rs.config.templates.values())  # the example shows the key
+
+
+@pytest.mark.parametrize(("sentences", "via_backup", "warned"),
+                         [(25, False, True), (25, True, True), (15, False, False)])
+def test_check_warns_of_texts_longer_than_jasmin_sends(
+        tmp_path: Path, sentences: int, via_backup: bool, warned: bool) -> None:
+    """Jasmin sends at most long_content_max_parts (5) parts of a text and drops the rest
+    silently: a rule whose texts may be longer, through a Jasmin gateway or its backup, is
+    said in check's warnings."""
+    path = tmp_path / "r.yaml"
+    primary = "smsc" if via_backup else "jas"
+    path.write_text(f"""\
+version: 1
+defaults: {{region: US, timezone: UTC, sender_id: ACMECO, gateway: {primary}}}
+gateways:
+  smsc: {{type: smpp, host: 127.0.0.1, system_id: a, backup: jas}}
+  jas: {{type: http, preset: jasmin, url: "http://127.0.0.1:1401/send", username: u, password: pw-secret}}
+templates:
+  long: {{text: "{'Thank you for calling us today. ' * sentences}", max_segments: 6}}
+rules:
+  - {{name: r, send: {{template: long}}}}
+""")
+    text, code = check(path)
+    assert code == 0, text
+    said = ("template 'long' may take 6 segments and goes through Jasmin gateway 'jas', "
+            "which sends at most 5 parts")
+    assert (said in text) is warned, text
