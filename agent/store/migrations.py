@@ -368,6 +368,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
         "CREATE INDEX calls_created ON calls(created_at)",
     ),
+    # 12: the policy read before each text (records.policy_facts) costs the same whatever the
+    # number's history. Through messages_number it visited every row ever sent to the number
+    # (its cooldown's last send, and its per-number count, which filters on the send time):
+    # an agent texted a summary per call had thousands by the hour, each a table row read
+    # (1,159 rows: 11 ms per decision, and the read connection's page cache refilled to its
+    # cap). Both indexes hold only sent rows, with the WHERE of records._SENT (sqlite uses a
+    # partial index only when the query's WHERE has its terms): the last send of a (number,
+    # rule) is one seek, the count walks only the rows inside its window.
+    (
+        "CREATE INDEX messages_number_rule_sent ON messages(number, rule,"
+        " COALESCE(submitted_at, created_at))"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+        "CREATE INDEX messages_number_sent ON messages(number,"
+        " COALESCE(submitted_at, created_at), recipient_kind)"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from agent.models import (
     ReceiptState,
     Trigger,
 )
-from agent.store.base import MessageFilter, MessageRow
+from agent.store.base import FactsAsk, MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
 from agent.store.sqlite import SqliteStore
+from agent.store.sqlite.records import read_facts
 
 MakeDecision = Callable[..., Decision]
 
@@ -596,3 +598,52 @@ async def test_receipts_from_a_leaked_url_can_not_pile_up(
     left = await store.receipts(unmatched=True)
     assert 10 <= len(left) < 10 + 64
     assert left[-1].smsc_id == "x199"  # the newest are kept
+
+
+async def test_the_policy_read_costs_the_same_whatever_the_numbers_history(
+    db_path: Path, make_decision: MakeDecision
+) -> None:
+    """Before each text the policy read asks a number's last send for the rule (cooldown) and
+    its texts inside the per-number window. An agent texted a summary per call has thousands
+    of rows by the hour: the read must seek them, not visit each one (it was 11 ms per
+    decision at 1,159 rows, growing with every call). Counted in sqlite's VM steps of the
+    store's own statement (records.read_facts, as either connection runs it)."""
+    n = "+919812345678"
+    ask = FactsAsk(n, "support-followup", T0 + timedelta(days=3, hours=-1), False)
+
+    def cost() -> int:
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        with closing(sqlite3.connect(db_path)) as conn:
+            conn.set_progress_handler(count, 1)
+            facts = read_facts(conn, ask)
+        assert facts.last_sent_at == T0 + timedelta(days=3)
+        assert facts.sent_to_number == 1
+        return steps
+
+    async with SqliteStore(db_path) as store:
+        first = await submitted(store, make_decision, ["a"], call_id="c0")
+        await store.insert_message(make_decision(call_id="c1"), state=MessageState.QUEUED,
+                                   now=T0 + timedelta(days=3),
+                                   next_attempt_at=T0 + timedelta(days=3))
+    short = cost()
+    # 3,000 older texts to the same number, of the same rule and of another, as the agent's
+    # own rows would be (copies of the first, days before the window)
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        for i in range(3000):
+            conn.execute(
+                "INSERT INTO messages SELECT id || ?, idempotency_key || ?, call_id, ?, trigger,"
+                " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
+                " category, dlt_template_id, dlt_entity_id, state, reason, detail, attempts,"
+                " smsc_ids, error_code, created_at, queued_at, ?, final_at, next_attempt_at,"
+                " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, updated_at, pbx"
+                " FROM messages WHERE id = ?",
+                (f"-{i}", f"-{i}", "support-followup" if i % 2 else "other",
+                 (T0 + timedelta(minutes=i)).isoformat(), first.id))
+    long = cost()
+    assert long < short * 1.5 + 50, (short, long)

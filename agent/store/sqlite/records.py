@@ -15,6 +15,7 @@ from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
+# The WHERE of the partial indexes the policy read uses (migration 10): change both together.
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 
