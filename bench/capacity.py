@@ -19,6 +19,8 @@ the agent, not the SMSC contract an operator configures.
     .venv/bin/python bench/capacity.py --soak 15 --rate 50      # RSS slope, exact counts
     .venv/bin/python bench/capacity.py --soak 6 --rate 50 --gc-types   # what grows, by type
     .venv/bin/python bench/capacity.py --soak 6 --rate 50 --malloc-trim   # allocator slack?
+    .venv/bin/python bench/capacity.py --soak 15 --rate 50 --mem-probe   # which allocator grew
+    .venv/bin/python bench/capacity.py --soak 6 --rate 50 --drop-at 2,4   # reconnects' cost
 
 The soak's RSS slope is fitted after a warm-up (``--warmup``, 3 minutes by default: caches and
 SQLite's page cache fill to their bounds first) and printed beside the slope of the whole run.
@@ -127,6 +129,102 @@ if os.environ.get("BENCH_MALLOC_TRIM"):
             libc.malloc_trim(0)
     threading.Thread(target=trim, daemon=True, name="bench-malloc-trim").start()
 """
+# Loaded the same way by --mem-probe: every 10 s the agent writes one JSON line of what holds its
+# memory beside the RSS: glibc malloc (mallinfo2: bytes in its arenas, in use, free; and the
+# number of arenas from malloc_info), SQLite's own allocator (sqlite3_status64: bytes in use,
+# page cache, and each connection's own page cache), Python's allocator (allocated blocks,
+# obmalloc arenas from _debugmallocstats) and the threads. Each step of the RSS can then be
+# named by what grew with it.
+MEM_PROBE_HOOK = """
+import ctypes, json, os, re, sys, tempfile, threading, time
+out = os.environ.get("BENCH_MEM_PROBE_OUT")
+if out:
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                    "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    sq = ctypes.CDLL("libsqlite3.so.0")  # the library _sqlite3 already loaded
+    sq.sqlite3_status64.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
+                                    ctypes.POINTER(ctypes.c_int64), ctypes.c_int]
+    def sqlite(op):
+        cur, hi = ctypes.c_int64(), ctypes.c_int64()
+        sq.sqlite3_status64(op, ctypes.byref(cur), ctypes.byref(hi), 0)
+        return cur.value, hi.value
+    tmp = tempfile.mkdtemp()
+    def arenas():
+        path = os.path.join(tmp, "mi.xml")
+        fp = libc.fopen(path.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        xml = open(path).read()
+        heaps = re.findall(r'<heap nr="(\\d+)">.*?<system type="current" size="(\\d+)"/>', xml, re.S)
+        return [int(size) for _, size in heaps]
+    def obmalloc():
+        path = os.path.join(tmp, "ob.txt")
+        saved = os.dup(2)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.dup2(fd, 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
+        text = open(path).read()
+        got = {}
+        for key in ("arenas allocated current", "arenas highwater mark", "bytes in allocated blocks",
+                    "bytes in available blocks"):
+            m = re.search("# " + key + r"\\s*=\\s*([\\d,]+)", text)
+            if m:
+                got[key] = int(m.group(1).replace(",", ""))
+        return got
+    import gc, sqlite3
+    sq.sqlite3_db_status.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                     ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    sq.sqlite3_db_readonly.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    conns = []
+    def caches():
+        # Each open connection's page cache (SQLITE_DBSTATUS_CACHE_USED), labelled by what it
+        # is: the sqlite3* handle is the first field after the object header (CPython 3.11).
+        got = []
+        for c in conns:
+            db = ctypes.c_void_p.from_address(id(c) + 16).value
+            if not db:
+                continue
+            cur, hi = ctypes.c_int(), ctypes.c_int()
+            sq.sqlite3_db_status(db, 1, ctypes.byref(cur), ctypes.byref(hi), 0)
+            ro = sq.sqlite3_db_readonly(db, b"main")
+            got.append(("ro" if ro == 1 else "rw", c.total_changes, cur.value))
+        return got
+    def probe():
+        t0 = time.monotonic()
+        n = 0
+        while True:
+            mi = libc.mallinfo2()
+            row = {"t_min": round((time.monotonic() - t0) / 60, 2),
+                   "malloc_arena_bytes": mi.arena, "malloc_mmap_bytes": mi.hblkhd,
+                   "malloc_in_use": mi.uordblks, "malloc_free": mi.fordblks,
+                   "malloc_arenas_bytes_each": arenas(),
+                   "sqlite_memory_used": sqlite(0), "sqlite_pagecache_overflow": sqlite(2),
+                   "sqlite_malloc_count": sqlite(9),
+                   "py_allocated_blocks": sys.getallocatedblocks(),
+                   "threads": sorted(t.name for t in threading.enumerate()),
+                   "os_threads": len(os.listdir("/proc/self/task"))}
+            if n % 6 == 0:
+                row["obmalloc"] = obmalloc()
+                conns[:] = [o for o in gc.get_objects() if type(o) is sqlite3.Connection]
+            row["sqlite_cache_used_by_connection"] = caches()
+            with open(out, "a") as fh:
+                fh.write(json.dumps(row) + "\\n")
+            n += 1
+            time.sleep(10)
+    threading.Thread(target=probe, daemon=True, name="bench-mem-probe").start()
+"""
 EDITS = (("global: 100/1m", "global: 100000000/1m"), ("daily: 2000/1d", "daily: 1000000000/1d"),
          ("per_number: 3/1h", "per_number: 1000/1h"), ("tps: 50", "tps: 5000"), ("window: 10", "window: 50"),
          # the agents' own limits (each clone's agent gets a summary per call)
@@ -177,6 +275,20 @@ class Proc:
             elif line.startswith("Rss:"):
                 kinds[kind] = kinds.get(kind, 0.0) + int(line.split()[1]) / 1024
         return {k: round(v, 1) for k, v in sorted(kinds.items())}
+
+    def mappings_kb(self) -> dict[str, tuple[str, int]]:
+        """Each mapping's resident kB, by its start address (a heap or arena that grows keeps
+        it): (its range and what it maps, kB)."""
+        maps: dict[str, tuple[str, int]] = {}
+        where = ""
+        for line in Path(f"/proc/{self.p.pid}/smaps").read_text().splitlines():
+            head = line.split(None, 5)
+            if len(head) >= 5 and "-" in head[0] and not line.endswith(" kB"):
+                where = head[0].split("-")[0]
+                maps[where] = (f"{head[0]} {head[5].strip() if len(head) > 5 else '[anon]'}", 0)
+            elif line.startswith("Rss:"):
+                maps[where] = (maps[where][0], int(line.split()[1]))
+        return maps
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
@@ -270,6 +382,15 @@ async def main() -> None:
     ap.add_argument("--malloc-trim", action="store_true",
                     help="with --soak: the agent returns the C allocator's free memory to the "
                          "system every 30 s (tells allocator slack from live data)")
+    ap.add_argument("--mem-probe", action="store_true",
+                    help="with --soak: every 10 s the agent records glibc malloc's, SQLite's and "
+                         "Python's allocator figures and its threads (the probe is a thread of its "
+                         "own: one more malloc arena, from the start); each 10 s the bench notes "
+                         "every mapping whose resident size moved")
+    ap.add_argument("--drop-at", default="", metavar="MINUTES",
+                    help="with --soak: at these minutes (comma-separated) the fake AMI drops the "
+                         "agent's link, as Asterisk does a reader that falls behind: the agent "
+                         "logs in again and reconciles the gap from Master.csv")
     ap.add_argument("--warmup", type=float, default=3.0, metavar="MINUTES",
                     help="with --soak: the RSS slope is reported after this warm-up (and over "
                          "the whole run beside it)")
@@ -298,19 +419,22 @@ async def main() -> None:
         await asyncio.sleep(1.0)  # the simulator's bind port
         growth = work / "tracemalloc.txt"
         types = work / "gc-types.txt"
-        if args.tracemalloc or args.gc_types or args.malloc_trim:
+        probe = work / "mem-probe.jsonl"
+        if args.tracemalloc or args.gc_types or args.malloc_trim or args.mem_probe:
             hook = work / "tm"
             hook.mkdir()
             (hook / "sitecustomize.py").write_text(
                 (TRACEMALLOC_HOOK if args.tracemalloc else "")
                 + (GC_TYPES_HOOK if args.gc_types else "")
-                + (MALLOC_TRIM_HOOK if args.malloc_trim else ""))
+                + (MALLOC_TRIM_HOOK if args.malloc_trim else "")
+                + (MEM_PROBE_HOOK if args.mem_probe else ""))
             agent_env |= {"PYTHONPATH": f"{hook}:{agent_env.get('PYTHONPATH', '')}",
                           "BENCH_TRACEMALLOC_OUT": str(growth),
                           "BENCH_TRACEMALLOC_WARMUP": str(args.warmup * 60),
                           "BENCH_GC_TYPES_OUT": str(types),
                           "BENCH_GC_TYPES_WARMUP": str(args.warmup * 60),
-                          "BENCH_MALLOC_TRIM": "1" if args.malloc_trim else ""}
+                          "BENCH_MALLOC_TRIM": "1" if args.malloc_trim else "",
+                          "BENCH_MEM_PROBE_OUT": str(probe) if args.mem_probe else ""}
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "--log-level", "warning",
                                   "run"], env=agent_env, cwd=REPO,
                                  stdout=open(work / "agent.log", "w"), stderr=subprocess.STDOUT)
@@ -323,10 +447,15 @@ async def main() -> None:
             await asyncio.wait_for(fake.resynced.wait(), 300 if args.tracemalloc else 60)
             await asyncio.sleep(1.0)  # the first reconciliation
             if args.soak is not None:
-                out["soak"] = await soak(load, proc, db, args.rate, args.soak, args.warmup)
+                drops = [float(m) for m in args.drop_at.split(",") if m]
+                out["soak"] = await soak(load, proc, db, args.rate, args.soak, args.warmup,
+                                         fake, f"http://127.0.0.1:{web}/metrics", drops)
                 if growth.exists():
                     out["soak"]["tracemalloc_growth_after_warmup"] = (  # type: ignore[index]
                         growth.read_text().splitlines())
+                if probe.exists():
+                    out["soak"]["mem_probe_each_10s"] = [  # type: ignore[index]
+                        json.loads(line) for line in probe.read_text().splitlines()]
                 if types.exists():
                     out["soak"]["gc_type_growth_after_warmup"] = (  # type: ignore[index]
                         types.read_text().splitlines())
@@ -355,6 +484,11 @@ async def main() -> None:
             sim.wait(10)
             await fake.stop()
     print(json.dumps({k: v for k, v in out.items() if k != "steps"}, indent=2))
+    if "soak" in out:
+        sk = out["soak"]
+        print(f"RSS slope over the whole run: {sk['rss_slope_mb_per_min_all']} MB/min; "  # type: ignore[index]
+              f"after the {sk['warmup_minutes']:g}-minute warm-up (the budget's figure): "  # type: ignore[index]
+              f"{sk['rss_slope_mb_per_min']} MB/min")  # type: ignore[index]
     res = REPO / "bench/results"
     res.mkdir(parents=True, exist_ok=True)
     name = "capacity-soak.json" if args.soak is not None else "capacity.json"
@@ -393,17 +527,59 @@ async def one_rate(load: Load, proc: Proc, db: Path, tag: str, rate: float,
     }
 
 
+def scrape(url: str) -> dict[str, float]:
+    """The agent's backlog gauges from /metrics (a step of the RSS during a backlog is its
+    high-water mark, not a leak)."""
+    import urllib.request
+
+    want = ("aftercall_records_pending", "aftercall_ami_queue_depth",
+            "aftercall_ami_reconnects_total")
+    got: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                name = line.split("{")[0].split(" ")[0]
+                if name in want:
+                    got[name.removeprefix("aftercall_")] = float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return got
+
+
 async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
-               warmup: float) -> dict[str, object]:
+               warmup: float, fake: FakeAmi, metrics_url: str,
+               drop_at: list[float]) -> dict[str, object]:
     samples: list[tuple[float, float]] = []
     kinds: list[tuple[float, dict[str, float]]] = []
+    # Every mapping that appeared or whose resident size moved by 128 kB or more between two
+    # samples: a step of the RSS is then a place (a new malloc arena, the C heap, a Python
+    # arena, a file) and a time.
+    moves: list[tuple[float, str, str, int, int]] = []  # (min, start, range+what, kB, kB)
+    gauges: list[tuple[float, dict[str, float], int]] = []
+    dropped: list[float] = []
+    maps = proc.mappings_kb()
     t0 = time.monotonic()
     offered = 0
     i = 0
     while time.monotonic() - t0 < minutes * 60:
+        if drop_at and (time.monotonic() - t0) / 60 >= drop_at[0]:
+            drop_at.pop(0)
+            for w in fake.writers:
+                w.transport.abort()
+            fake.writers.clear()
+            dropped.append(round((time.monotonic() - t0) / 60, 2))
         n, _ = await load.offer(f"s{i}", rate, 10.0)
         offered += n
         samples.append(((time.monotonic() - t0) / 60, proc.rss_mb()))
+        gauges.append((round(samples[-1][0], 2), await asyncio.to_thread(scrape, metrics_url),
+                       fake.dropped_slow_readers))
+        now = proc.mappings_kb()
+        for where in set(now) | set(maps):
+            what, kb = now.get(where) or maps[where]
+            before, after = maps.get(where, (what, 0))[1], now.get(where, (what, 0))[1]
+            if abs(after - before) >= 128:
+                moves.append((round(samples[-1][0], 2), where, what, before, after))
+        maps = now
         if i % 6 == 5:  # each minute
             kinds.append((round(samples[-1][0], 1), proc.rss_by_kind_mb()))
         i += 1
@@ -428,9 +604,12 @@ async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
             "rss_slope_mb_per_min": round(slope(steady), 4),
             "rss_samples": [(round(t, 2), round(m, 1)) for t, m in samples],
             "rss_by_kind_mb_each_minute": kinds,
+            "mappings_moved_128kb_t_range_what_kb_before_after": sorted(moves),
             # A starved agent falls behind and its backlog's memory lingers: say how busy the
             # machine was.
             "load_avg_1_5_15_at_end": load_avg,
+            "links_dropped_by_bench_at_min": dropped,
+            "backlog_each_10s_min_gauges_slow_reader_drops": gauges,
             "budget_slope": "< 0.05 MB/min (after the warm-up)"}
 
 
