@@ -16,6 +16,7 @@ from agent.store.postgres.group import Grouped
 from agent.store.postgres.pool import PgPool, Statement, utc
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
+# The WHERE of the partial indexes the policy read uses (schema migration 11): change both.
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 

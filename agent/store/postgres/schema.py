@@ -219,6 +219,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE messages ADD COLUMN written_by text",
     ),
+    # 11: the policy read before each text (records._read_facts) costs the same whatever the
+    # number's history: through messages_number it visited every row ever sent to the number
+    # for its last send per rule and its per-number count (an agent texted a summary per call
+    # has thousands by the hour). Both indexes hold only sent rows, with the WHERE of
+    # records._SENT (the planner uses a partial index when the query's WHERE implies it): the
+    # last send of a (number, rule) is one seek, the count walks only its window.
+    (
+        "CREATE INDEX messages_number_rule_sent ON messages(number, rule,"
+        " (COALESCE(submitted_at, created_at)))"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+        "CREATE INDEX messages_number_sent ON messages(number,"
+        " (COALESCE(submitted_at, created_at)), recipient_kind)"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)
