@@ -18,10 +18,8 @@ import structlog
 from agent.backoff import backoff_delay
 from agent.dispatch.retry import Clock, mask_number
 from agent.dispatch.steps import (
-    Ambiguous,
     Due,
-    Expire,
-    Fail,
+    Final,
     Health,
     Outcome,
     PermanentFailure,
@@ -30,7 +28,6 @@ from agent.dispatch.steps import (
     Retry,
     Step,
     Submit,
-    Suppress,
     TemporaryFailure,
     UnknownOutcome,
     Unreachable,
@@ -51,15 +48,6 @@ from agent.store.base import MessageRow
 from agent.store.seams import DispatchStore
 
 log = structlog.get_logger(__name__)
-
-#: How each final step is logged: event name, and whether it is a warning.
-_LOGGED: dict[type, tuple[str, bool]] = {
-    Fail: ("sms_failed", True),
-    Expire: ("sms_expired", True),
-    Ambiguous: ("sms_ambiguous", True),
-    Suppress: ("sms_suppressed", False),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Wakeups:
@@ -256,7 +244,7 @@ class Sender:
                          **log_fields)
                 self._wakeups.retry_at(step.at, step.delay == 0.0)
                 return done
-            case Fail() | Expire() | Ambiguous() | Suppress():
+            case Final():
                 self._failed_over.discard(row.id)
                 done = await self._store.transition(
                     row.id, step.state, now=now, reason=step.reason, detail=step.detail,
@@ -264,10 +252,9 @@ class Sender:
                     next_attempt_at=None, error_code=_code(step.code))
                 if self._metrics is not None:
                     self._metrics.message_state(step.state, step.reason)
-                event, warn = _LOGGED[type(step)]
                 extra = {"gateway": via, "attempt": row.attempts} if via else {}
-                (log.warning if warn else log.info)(
-                    event, **_fields(row, **extra), reason=step.reason, error_code=step.code,
+                (log.warning if step.warn else log.info)(
+                    step.event, **_fields(row, **extra), reason=step.reason, error_code=step.code,
                     **log_fields)
                 return done
         raise TypeError(f"not a step to perform: {step!r}")

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from agent.dispatch.retry import GATEWAY_UNAVAILABLE, RetryPolicy
 from agent.models import MessageState
@@ -131,47 +131,51 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
-class Fail:
+class Final:
+    """The one shape of a final step: the row leaves the outbox in ``state`` (set by each kind
+    below, with the event its log line is named), from ``from_state``, for ``reason``."""
+
+    reason: str
+    detail: str
+    code: int | str | None = None
+    from_state: MessageState = MessageState.QUEUED
+    state: ClassVar[MessageState]
+    event: ClassVar[str]
+    warn: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Fail(Final):
     """Final: never sent."""
 
-    reason: str
-    detail: str
-    code: int | str | None = None
-    state: MessageState = MessageState.FAILED
-    from_state: MessageState = MessageState.QUEUED
+    state = MessageState.FAILED
+    event = "sms_failed"
 
 
 @dataclass(frozen=True, slots=True)
-class Expire:
+class Expire(Final):
     """Final: not submitted while it was still worth sending."""
 
-    detail: str
-    code: int | str | None = None
-    reason: str = "expiry"
-    state: MessageState = MessageState.EXPIRED
-    from_state: MessageState = MessageState.QUEUED
+    state = MessageState.EXPIRED
+    event = "sms_expired"
 
 
 @dataclass(frozen=True, slots=True)
-class Ambiguous:
+class Ambiguous(Final):
     """Final until an operator's verdict: the SMSC may have it, so it is never resent."""
 
-    reason: str
-    detail: str
-    code: int | str | None = None
-    state: MessageState = MessageState.AMBIGUOUS
-    from_state: MessageState = MessageState.QUEUED
+    state = MessageState.AMBIGUOUS
+    event = "sms_ambiguous"
 
 
 @dataclass(frozen=True, slots=True)
-class Suppress:
-    """Final: a policy says this text must not go."""
+class Suppress(Final):
+    """Final: a policy says this text must not go (a policy's refusal, not a fault: logged
+    at info)."""
 
-    reason: str
-    detail: str
-    code: int | str | None = None
-    state: MessageState = MessageState.SUPPRESSED
-    from_state: MessageState = MessageState.DEFERRED
+    state = MessageState.SUPPRESSED
+    event = "sms_suppressed"
+    warn = False
 
 
 Step = Submit | Release | Retry | Fail | Expire | Ambiguous | Suppress
@@ -223,7 +227,8 @@ def next_step(row: Row, outcome: Outcome, now: datetime, policy: Policy, health:
                             from_state=row.state)
             if row.state is MessageState.DEFERRED:
                 if opted_out:
-                    return Suppress("opt_out", "recipient opted out while deferred")
+                    return Suppress("opt_out", "recipient opted out while deferred",
+                                    from_state=row.state)
                 # A scheduled row keeps its own expiry (max_age from its scheduled time).
                 expires = now + policy.expiry
                 if row.expires_at is not None:
@@ -232,7 +237,7 @@ def next_step(row: Row, outcome: Outcome, now: datetime, policy: Policy, health:
                     return Release(expires_at=expires, detail="scheduled time reached")
                 return Release(expires_at=expires)
             if row.expires_at is not None and now > row.expires_at:
-                return Expire(f"not submitted before {row.expires_at.isoformat()}")
+                return Expire("expiry", f"not submitted before {row.expires_at.isoformat()}")
             return Submit(route(row.gateway, policy, health))
         case Unreachable(via=via, detail=detail, reason=reason, code=code):
             # Whatever the wait failed with, the message never left: an unreachable gateway.
@@ -269,7 +274,7 @@ def _retry(row: Row, via: str, detail: str, reason: str, code: int | str | None,
             first, delay = True, 0.0
     at = now + timedelta(seconds=delay)
     if row.expires_at is not None and at > row.expires_at:
-        return Expire(f"retry would be after expiry; last: {detail}", code)
+        return Expire("expiry", f"retry would be after expiry; last: {detail}", code)
     failover = target != via
     return Retry(target, at, delay, f"{via}: {detail}" + (f"; next via {target}" if failover
                                                           else ""),

@@ -66,7 +66,7 @@ CASES: list[tuple[str, R, object, Health, Step]] = [
      Submit("smsc")),
     ("due, no backup configured", R(gateway="other"), Due(), NONE_UP, Submit("other")),
     ("due after its expiry: expire, never submit", R(expires_at=NOW - S), Due(), BOTH,
-     Expire(f"not submitted before {(NOW - S).isoformat()}")),
+     Expire("expiry", f"not submitted before {(NOW - S).isoformat()}")),
     ("due exactly at its expiry: still submitted", R(expires_at=NOW), Due(), BOTH,
      Submit("smsc")),
     ("due, no expiry", R(expires_at=None), Due(), BOTH, Submit("smsc")),
@@ -84,10 +84,11 @@ CASES: list[tuple[str, R, object, Health, Step]] = [
      Due(), BOTH, Release(expires_at=NOW - S, detail="scheduled time reached")),
     ("queued row past a scheduled expiry: expired",
      R(expires_at=NOW - S, reason=None), Due(), BOTH,
-     Expire(f"not submitted before {(NOW - S).isoformat()}")),
+     Expire("expiry", f"not submitted before {(NOW - S).isoformat()}")),
     ("deferred row whose number opted out meanwhile: suppressed",
      R(state=MessageState.DEFERRED), Due(opted_out=True), BOTH,
-     Suppress("opt_out", "recipient opted out while deferred")),
+     Suppress("opt_out", "recipient opted out while deferred",
+              from_state=MessageState.DEFERRED)),
     ("deferred row on an unknown gateway: fail from deferred",
      R(state=MessageState.DEFERRED, gateway="gone"), Due(), BOTH,
      Fail("unknown_gateway", "no gateway named 'gone' is configured",
@@ -135,7 +136,7 @@ CASES: list[tuple[str, R, object, Health, Step]] = [
      Retry("smsc", NOW + 8 * S, 8.0, "smsc: busy")),
     # -- expiry before the next attempt -----------------------------------------------------
     ("next attempt would be after expiry: expire now", R(attempts=3, expires_at=NOW + 3 * S),
-     temp(code=88), PRIMARY_ONLY, Expire("retry would be after expiry; last: busy", 88)),
+     temp(code=88), PRIMARY_ONLY, Expire("expiry", "retry would be after expiry; last: busy", 88)),
     ("next attempt exactly at expiry: retried", R(attempts=3, expires_at=NOW + 4 * S), temp(),
      PRIMARY_ONLY, Retry("smsc", NOW + 4 * S, 4.0, "smsc: busy")),
     ("an immediate failover is never after expiry", R(attempts=3, expires_at=NOW),
@@ -167,14 +168,18 @@ def test_steps_name_the_transition_they_make() -> None:
     assert (Retry("a", NOW, 0, "d").reason, Retry("a", NOW, 0, "d", failover=True).reason) == (
         "retry", "failover")
     states = {type(s).__name__: (s.from_state, s.state) for s in (
-        Release(NOW), Fail("r", "d"), Expire("d"), Ambiguous("r", "d"), Suppress("r", "d"))}
+        Release(NOW), Fail("r", "d"), Expire("r", "d"), Ambiguous("r", "d"), Suppress("r", "d"))}
     assert states == {
         "Release": (MessageState.DEFERRED, MessageState.QUEUED),
         "Fail": (MessageState.QUEUED, MessageState.FAILED),
         "Expire": (MessageState.QUEUED, MessageState.EXPIRED),
         "Ambiguous": (MessageState.QUEUED, MessageState.AMBIGUOUS),
-        "Suppress": (MessageState.DEFERRED, MessageState.SUPPRESSED),
+        "Suppress": (MessageState.QUEUED, MessageState.SUPPRESSED),
     }
+    logged = {type(s).__name__: (s.event, s.warn) for s in (
+        Fail("r", "d"), Expire("r", "d"), Ambiguous("r", "d"), Suppress("r", "d"))}
+    assert logged == {"Fail": ("sms_failed", True), "Expire": ("sms_expired", True),
+                      "Ambiguous": ("sms_ambiguous", True), "Suppress": ("sms_suppressed", False)}
 
 
 def test_jitter_only_shortens_a_delay() -> None:
