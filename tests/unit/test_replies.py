@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -63,10 +62,8 @@ async def test_stop_opts_out_at_once_and_links_to_the_last_message(
 ) -> None:
     mid = await sent(store, replace(BASE, call_ended_at=NOW), NOW)
     h = handler(store, rules)
-    t0 = time.perf_counter()
     out = await h.handle(inbound(" Stop "))
-    assert time.perf_counter() - t0 < 0.5
-    assert await store.is_opted_out(CALLER)
+    assert await store.is_opted_out(CALLER)  # in force when the reply is handled, not later
     assert (out.keyword, out.action, out.message_id, out.sentiment) == ("STOP", "opt_out", mid, None)
     # Kannel strips the "+": the same number, so START finds it.
     await h.handle(inbound("start", sender=CALLER[1:]))
