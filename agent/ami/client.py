@@ -25,25 +25,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from panoramisk import Manager
 from panoramisk.message import Message
 
-from agent.ami.config import PbxLinkConfig
+from agent.ami.config import AmiConfig
 from agent.ami.framing import BoundedAMIProtocol
 from agent.ami.privileges import describe, excess_write_actions
-from agent.backoff import backoff_delay
-from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout, ConfigError
-from agent.settings import Settings, is_loopback, read_secret_file
+from agent.backoff import Backoff
+from agent.errors import AmiDisconnected, AmiError, AmiLoginError, AmiTimeout
 
 log = structlog.get_logger("aftercall.ami")
 
@@ -65,70 +63,6 @@ _pano_log = logging.getLogger("aftercall.panoramisk")
 _pano_log.addFilter(_RedactSecrets())
 for _name in ("panoramisk", "panoramisk.manager", "panoramisk.ami_protocol"):
     logging.getLogger(_name).addFilter(_RedactSecrets())
-
-
-@dataclass
-class Backoff:
-    """The reconnect schedule: ``agent.backoff`` with the attempt count kept here."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    factor: float = 2.0
-    rng: Callable[[], float] = random.random
-    attempt: int = 0
-
-    def next(self) -> float:
-        delay = backoff_delay(self.attempt, self.initial, self.maximum, factor=self.factor,
-                              rand=self.rng)
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass(frozen=True)
-class AmiConfig:
-    host: str = "127.0.0.1"
-    port: int = 5038
-    username: str = "aftercall"
-    secret: str = field(default="", repr=False)
-    tls: bool = False
-    allow_plain_remote: bool = False
-    connect_timeout: float = 5.0
-    login_timeout: float = 5.0
-    action_timeout: float = 5.0
-    ping_interval: float = 2.0
-    ping_timeout: float = 3.0
-    queue_size: int = 100_000
-    backoff_initial: float = 0.2
-    backoff_max: float = 10.0
-
-    def check(self) -> None:
-        if not self.secret:
-            raise ConfigError(
-                "no AMI secret: set AFTERCALL_AMI_SECRET or AFTERCALL_AMI_SECRET_FILE"
-            )
-        if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
-            raise ConfigError(
-                f"refusing plain-text AMI to {self.host}: the secret and every caller's number "
-                "would cross the network in clear. Use AMI over TLS (--ami-tls, port 5039) or "
-                "opt in with --ami-allow-plain-remote"
-            )
-
-
-def config_from_settings(settings: Settings) -> AmiConfig:
-    return AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
-                     secret=settings.ami_secret, tls=settings.ami_tls,
-                     allow_plain_remote=settings.ami_allow_plain_remote)
-
-
-def config_from_link(link: PbxLinkConfig) -> AmiConfig:
-    """One ``pbxes:`` entry's AMI settings, its secret read from its file (ConfigError if
-    that file is unreadable or others may write it)."""
-    return AmiConfig(host=link.host, port=link.port, username=link.user,
-                     secret=read_secret_file(link.secret_file, "AMI secret file", strict=False),
-                     tls=link.tls, allow_plain_remote=link.allow_plain_remote)
 
 
 @dataclass

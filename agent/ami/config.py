@@ -1,13 +1,14 @@
-"""rules.yaml's ``pbxes:``: the AMI links one agent holds, one entry per PBX it watches.
+"""The AMI links' settings: rules.yaml's ``pbxes:`` entries, and the ``AmiConfig`` a client runs on.
 
 ``aftercall check`` validates the section against ``PbxLinkConfig`` (with file:line) and
 ``aftercall run`` opens one AMI client, call tracker and CDR recovery per entry from the very
-same objects. Without the section the agent watches the one PBX its settings name (``--pbx``,
-``--ami-*``, ``--cdr-csv``), as it always has.
+same objects (``config_from_link``). Without the section the agent watches the one PBX its
+settings name (``--pbx``, ``--ami-*``, ``--cdr-csv``; ``config_from_settings``), as it always has.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.settings import is_loopback
+from agent.errors import ConfigError
+from agent.settings import Settings, is_loopback, read_secret_file
 
 #: A PBX's name goes into idempotency keys, metric labels and URLs: keep it plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -50,10 +52,56 @@ class PbxLinkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _no_plain_remote(self) -> PbxLinkConfig:
-        # The same refusal as --ami-host without --ami-tls (agent.ami.client.AmiConfig.check),
+        # The same refusal as --ami-host without --ami-tls (AmiConfig.check below),
         # said at load time with the entry's file:line.
         if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
             raise ValueError(
                 f"plain-text AMI to {self.host} would carry the secret and every caller's "
                 "number in clear: set tls: true (port 5039) or allow_plain_remote: true")
         return self
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    """What one AMI client connects with: address, login, timeouts, queue bound, backoff."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "aftercall"
+    secret: str = field(default="", repr=False)
+    tls: bool = False
+    allow_plain_remote: bool = False
+    connect_timeout: float = 5.0
+    login_timeout: float = 5.0
+    action_timeout: float = 5.0
+    ping_interval: float = 2.0
+    ping_timeout: float = 3.0
+    queue_size: int = 100_000
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+
+    def check(self) -> None:
+        if not self.secret:
+            raise ConfigError(
+                "no AMI secret: set AFTERCALL_AMI_SECRET or AFTERCALL_AMI_SECRET_FILE"
+            )
+        if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing plain-text AMI to {self.host}: the secret and every caller's number "
+                "would cross the network in clear. Use AMI over TLS (--ami-tls, port 5039) or "
+                "opt in with --ami-allow-plain-remote"
+            )
+
+
+def config_from_settings(settings: Settings) -> AmiConfig:
+    return AmiConfig(host=settings.ami_host, port=settings.ami_port, username=settings.ami_user,
+                     secret=settings.ami_secret, tls=settings.ami_tls,
+                     allow_plain_remote=settings.ami_allow_plain_remote)
+
+
+def config_from_link(link: PbxLinkConfig) -> AmiConfig:
+    """One ``pbxes:`` entry's AMI settings, its secret read from its file (ConfigError if
+    that file is unreadable or others may write it)."""
+    return AmiConfig(host=link.host, port=link.port, username=link.user,
+                     secret=read_secret_file(link.secret_file, "AMI secret file", strict=False),
+                     tls=link.tls, allow_plain_remote=link.allow_plain_remote)

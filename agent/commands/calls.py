@@ -9,7 +9,8 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from agent.ami.client import AmiClient, config_from_settings
+from agent.ami.client import AmiClient
+from agent.ami.config import config_from_settings
 from agent.ami.inventory import EndpointWatch
 from agent.calls.pbx import PbxProfile, receive_clock
 from agent.calls.tracker import CallTracker

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.ami.client import AmiConfig, config_from_link, config_from_settings
+from agent.ami.config import AmiConfig, config_from_link, config_from_settings
 from agent.ami.inventory import NEEDS, Inventory, read_inventory
 from agent.ami.privileges import describe, excess_write_actions, system_extras
 from agent.calls.cdr import build_records, group_calls

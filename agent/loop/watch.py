@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from agent.ami.client import AmiClient, AmiConfig, config_from_link, config_from_settings
+from agent.ami.client import AmiClient
+from agent.ami.config import AmiConfig, config_from_link, config_from_settings
 from agent.ami.inventory import EndpointWatch, Inventory
 from agent.calls.hooks import WrapupCode
 from agent.calls.pbx import receive_clock

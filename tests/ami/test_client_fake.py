@@ -9,7 +9,9 @@ import logging
 import pytest
 from structlog.testing import capture_logs
 
-from agent.ami.client import AmiClient, AmiConfig, Backoff
+from agent.ami.client import AmiClient
+from agent.ami.config import AmiConfig
+from agent.backoff import Backoff
 from agent.errors import AmiDisconnected, AmiLoginError, ConfigError
 
 from fake_ami import FakeAmi

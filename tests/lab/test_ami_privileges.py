@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from agent.ami.client import AmiClient, AmiConfig
+from agent.ami.client import AmiClient
+from agent.ami.config import AmiConfig
 
 pytestmark = pytest.mark.lab
 

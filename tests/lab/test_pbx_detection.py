@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent.ami.client import AmiClient, AmiConfig
+from agent.ami.client import AmiClient
+from agent.ami.config import AmiConfig
 from agent.ami.inventory import EndpointWatch, Inventory
 from tests.lab.test_doctor_live import doctor, lines
 from tests.unit.test_tracker_cdr import inventory
