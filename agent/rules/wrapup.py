@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from agent.models import CallRecord, RuleOutcome, Trigger
-from agent.rules.engine import failed_condition, wrapup_wait
+from agent.rules.match import failed_condition, wrapup_wait
 from agent.rules.loader import RuleSet
 
 #: How the calls view (and a restarted agent) tells a call still waiting for its code.
