@@ -42,7 +42,7 @@ def test_the_smpp_model_carries_it_to_the_driver_and_refuses_bad_ones() -> None:
     cfg = GATEWAY.validate_python({"type": "smpp", "host": "h", "system_id": "x",
                                    "dlt_chain_id": CHAIN, "tlvs": {"dlt_chain_id": "0x1403"}})
     gw = SmppGateway.from_config("smsc", cfg)
-    assert gw._dlt_chain == (0x1403, CHAIN.encode())  # noqa: SLF001 - what submit sends
+    assert gw._shape.dlt_chain == (0x1403, CHAIN.encode())  # noqa: SLF001 - what submit sends
     for bad, says in [({"dlt_chain_id": "1101456789012345678"}, "dlt_chain_id"),  # no TM
                       ({"dlt_chain_id": "11,13"}, "dlt_chain_id"),
                       ({"dlt_chain_id": CHAIN, "tlvs": {"dlt_entity_id": "0x1402"}},

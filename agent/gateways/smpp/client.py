@@ -8,7 +8,6 @@ import random
 import ssl as ssl_
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +29,7 @@ from agent.gateways.smpp.session import ConnectionLost, ResponseTimeout, Session
 from agent.gateways.pacing import RateLimiter
 from agent.gateways.smpp.config import SmppConfig
 from agent.gateways.smpp.inbound import Deliveries
-from agent.gateways.smpp.sm import make_submit_parts, relative_validity, sender_address
+from agent.gateways.smpp.outbound import SubmitShape
 from agent.logs import mask_number
 from agent.models import OutboundSms, SubmitResult
 
@@ -90,9 +89,6 @@ class SmppGateway:
         self.name = name
         self._host, self._port = host, port
         self._system_id, self._password, self._system_type = system_id, password, system_type
-        self._src_ton, self._src_npi = source_addr_ton, source_addr_npi
-        self._dst_ton, self._dst_npi = dest_addr_ton, dest_addr_npi
-        self._message_payload = message_payload
         send_kind: P.BindType = P.BindTransceiver if bind == "transceiver" else P.BindTransmitter
         self._links = [Link(i, send_kind, True, asyncio.Semaphore(window)) for i in range(binds)]
         if bind == "split":
@@ -102,12 +98,10 @@ class SmppGateway:
         #: dispatcher claims no more rows than this, so a row waiting for a window slot is
         #: still plainly queued, not in flight.
         self.window = window * binds
-        # The operator's TLV tags for India DLT ids (rules.yaml gateways.*.tlvs).
-        tags = dict(dlt_tlvs or {})
-        self._dlt_pe_tag = tags.get("dlt_entity_id", P.Tag.DLT_PE_ID)
-        self._dlt_template_tag = tags.get("dlt_template_id", P.Tag.DLT_TEMPLATE_ID)
-        self._dlt_chain = ((tags.get("dlt_chain_id", P.Tag.DLT_TM_CHAIN),
-                            dlt_chain_id.encode("ascii")) if dlt_chain_id else None)
+        self._shape = SubmitShape.of(
+            source_addr_ton=source_addr_ton, source_addr_npi=source_addr_npi,
+            dest_addr_ton=dest_addr_ton, dest_addr_npi=dest_addr_npi,
+            message_payload=message_payload, dlt_tlvs=dlt_tlvs, dlt_chain_id=dlt_chain_id)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
         self._enquire = enquire_link_interval
         self._response_timeout = response_timeout
@@ -204,37 +198,10 @@ class SmppGateway:
                 link.session = None
         self._bound.clear()
 
-    def _source(self, sender: str) -> tuple[str, int, int]:
-        addr, ton, npi = sender_address(sender)
-        if self._src_ton is not None and self._src_npi is not None:
-            return addr, self._src_ton, self._src_npi
-        return addr, ton, npi
-
     async def submit(self, sms: OutboundSms) -> SubmitResult:
-        tlvs = dict(sms.tlvs)
-        # India DLT ids go as octet strings in the operator TLVs; explicit tlvs win.
-        if sms.dlt_entity_id:
-            tlvs.setdefault(self._dlt_pe_tag, sms.dlt_entity_id.encode("ascii"))
-        if sms.dlt_template_id:
-            tlvs.setdefault(self._dlt_template_tag, sms.dlt_template_id.encode("ascii"))
-        if self._dlt_chain is not None:  # the gateway's PE-TM chain, on every text
-            tlvs.setdefault(*self._dlt_chain)
-        validity = ""
-        if sms.expires_at is not None:
-            # An SMSC that queues must not deliver after the rule's max_age either.
-            validity = relative_validity((sms.expires_at - datetime.now(UTC)).total_seconds())
         self._ref = (self._ref + 1) % 256
-        source, ton, npi = self._source(sms.sender)
-        try:
-            parts = make_submit_parts(
-                source_addr=source, destination_addr=sms.to.lstrip("+"), text=sms.text,
-                ref=self._ref, source_addr_ton=ton, source_addr_npi=npi,
-                dest_addr_ton=self._dst_ton, dest_addr_npi=self._dst_npi,
-                registered_delivery=1 if sms.request_receipt else 0,
-                tlvs=tuple(tlvs.items()), validity_period=validity, encoding=sms.encoding,
-                message_payload=self._message_payload,
-            )
-            frames = [P.encode(part) for part in parts]  # refuse an unencodable message first
+        try:  # refuse an unencodable message before any part goes
+            frames = self._shape.frames(sms, ref=self._ref, now=datetime.now(UTC))
         except PduError as exc:
             raise GatewayPermanentError(f"{self.name}: {exc}", reason="invalid_message") from exc
         ids: list[str] = []
@@ -244,20 +211,20 @@ class SmppGateway:
             except GatewayError as exc:
                 log.warning(
                     "smpp_submit_failed", gateway=self.name, message_id=sms.message_id,
-                    to=mask_number(sms.to), part=index + 1, parts=len(parts),
+                    to=mask_number(sms.to), part=index + 1, parts=len(frames),
                     reason=exc.reason, code=exc.code, error=str(exc),
                 )
                 if ids and isinstance(exc, GatewayTemporaryError):
                     # Earlier parts are at the SMSC: resending the whole text would duplicate
                     # them on the handset, so the dispatcher must not retry it blindly.
                     raise GatewayAmbiguousError(
-                        f"{self.name}: parts 1..{len(ids)} of {len(parts)} accepted "
+                        f"{self.name}: parts 1..{len(ids)} of {len(frames)} accepted "
                         f"({', '.join(ids)}), then: {exc}", code=exc.code, reason="partial"
                     ) from exc
                 raise
         log.debug("smpp_submitted", gateway=self.name, message_id=sms.message_id,
                   smsc_ids=ids, to=mask_number(sms.to))
-        return SubmitResult(message_id=sms.message_id, smsc_ids=tuple(ids), segments=len(parts))
+        return SubmitResult(message_id=sms.message_id, smsc_ids=tuple(ids), segments=len(frames))
 
     # -- submitting one PDU ------------------------------------------------------------------
 
