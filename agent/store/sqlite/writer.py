@@ -207,6 +207,10 @@ class StoreWriter:
         if self._exited is not None:
             self._ops.put(None)
             await asyncio.shield(self._exited)
+            # The thread said it is done just before it returns: wait for that return, so a
+            # closed store has no thread left (off the loop: a join blocks).
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join)
         await self._close_reader()
 
     async def _close_reader(self) -> None:
