@@ -41,6 +41,7 @@ from devkit.harness import rules_with_quiet_hours, running_loop  # noqa: E402
 from agent.logs import setup_logging  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from agent.sim.main import RunningSim, start_sim  # noqa: E402
+from scale_out import call_events  # noqa: E402  (the same clone of a recorded call)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -144,13 +145,7 @@ async def _replay(agent: AfterCallAgent, sim: RunningSim, events: list[dict[str,
         seen = len(sim.core.messages)
         parts = len(received)
         t0 = 0.0
-        for ev in events:
-            ev = dict(ev)
-            for k in ("Uniqueid", "Linkedid", "DestUniqueid", "DestLinkedid", "UniqueID"):
-                if k in ev:
-                    ev[k] = f"bench-{i}-{ev[k]}"
-            if ev.get("CallerIDNum") == "+919876543210":
-                ev["CallerIDNum"] = caller
+        for ev in call_events(events, "bench", i, caller):
             # Fresh timestamps: the rules' max_age must see a call that just ended.
             ev["Timestamp"] = f"{time.time():.6f}"
             if ev.get("Event") == "Hangup":

@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agent.errors import ConfigError
 from agent.settings import Settings, is_loopback, read_secret_file
 
+def in_clear(host: str, *, tls: bool, allowed: bool) -> bool:
+    """AMI that would carry the secret and callers' numbers in clear across a network: plain
+    text to a host that is not this one, without the operator's explicit consent. Refused
+    the same way whether the link comes from rules.yaml (``PbxLinkConfig``) or from flags
+    (``AmiConfig.check``)."""
+    return not tls and not allowed and not is_loopback(host)
+
+
 #: A PBX's name goes into idempotency keys, metric labels and URLs: keep it plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -54,7 +62,7 @@ class PbxLinkConfig(BaseModel):
     def _no_plain_remote(self) -> PbxLinkConfig:
         # The same refusal as --ami-host without --ami-tls (AmiConfig.check below),
         # said at load time with the entry's file:line.
-        if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
+        if in_clear(self.host, tls=self.tls, allowed=self.allow_plain_remote):
             raise ValueError(
                 f"plain-text AMI to {self.host} would carry the secret and every caller's "
                 "number in clear: set tls: true (port 5039) or allow_plain_remote: true")
@@ -85,7 +93,7 @@ class AmiConfig:
             raise ConfigError(
                 "no AMI secret: set AFTERCALL_AMI_SECRET or AFTERCALL_AMI_SECRET_FILE"
             )
-        if not self.tls and not self.allow_plain_remote and not is_loopback(self.host):
+        if in_clear(self.host, tls=self.tls, allowed=self.allow_plain_remote):
             raise ConfigError(
                 f"refusing plain-text AMI to {self.host}: the secret and every caller's number "
                 "would cross the network in clear. Use AMI over TLS (--ami-tls, port 5039) or "
