@@ -22,8 +22,8 @@ Messages never contain secrets: anything that formats a settings object uses its
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
-
 from dataclasses import dataclass
 
 
@@ -131,6 +131,16 @@ class CallLookupError(AftercallError):
 
 class LabError(AftercallError):
     pass
+
+
+def star_out(form: str, message: str) -> str:
+    """``message`` with a secret ``form`` starred out. A value of 4 characters or more goes
+    wherever it appears, in any case. A shorter one (a 1-letter password) goes only where it
+    stands as a token of its own: anywhere else it would star out that letter in every word of
+    the message, and a letter inside a word says nothing about the secret."""
+    if len(form) >= 4:
+        return re.sub(re.escape(form), "***", message, flags=re.IGNORECASE)
+    return re.sub(rf"(?<![0-9A-Za-z]){re.escape(form)}(?![0-9A-Za-z])", "***", message)
 
 
 def redacted(exc: Exception) -> str:

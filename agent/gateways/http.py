@@ -28,6 +28,7 @@ from agent.errors import (
     GatewayAmbiguousError,
     GatewayError,
     GatewayTemporaryError,
+    star_out,
 )
 from agent.gateways.base import InboundHandler, ReceiptHandler
 from agent.gateways.pacing import RateLimiter
@@ -273,7 +274,7 @@ class HttpGateway:
         """The same error with any secret echoed back by the gateway blanked out."""
         text = str(exc)
         for s in self._secrets:
-            text = text.replace(s, "***")
+            text = star_out(s, text)
         if text == str(exc):
             return exc
         return type(exc)(text, code=exc.code, reason=exc.reason)

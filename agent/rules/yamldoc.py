@@ -11,7 +11,7 @@ from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
-from agent.errors import Problem
+from agent.errors import Problem, star_out
 from agent.rules.fields import SECRET_KEYS
 
 KeyPath = tuple[str | int, ...]
@@ -80,9 +80,7 @@ class Document:
                 continue
             for value in sorted(values, key=len, reverse=True):
                 for form in sorted({value, repr(value)[1:-1]}, key=len, reverse=True):
-                    # Case-blind only where a value is long enough not to eat common words.
-                    flags = re.IGNORECASE if len(form) >= 4 else 0
-                    message = re.sub(re.escape(form), "***", message, flags=flags)
+                    message = star_out(form, message)
         return message
 
     def at(self, path: KeyPath, message: str, *, key: bool = False) -> None:

@@ -454,3 +454,15 @@ def test_replies_help_names_a_template() -> None:
     assert rs.config.replies.keywords["AIUTO"].action == "help"
     [problem] = problems(HEAD + RULE + "replies: {help: nope}\n")
     assert problem.startswith("r.yaml:13:") and "replies.help: unknown template 'nope'" in problem
+
+
+def test_a_one_letter_secret_is_starred_as_a_token_not_in_every_word() -> None:
+    """A secret of a few characters is starred where it stands on its own, and the rest of the
+    message stays readable: starring every "e" made "expected" read "***xp***ct***d"."""
+    gateway = ("  k: {type: http, preset: kannel, url: 'http://x', username: u, "
+               "password: '${TOKEN}', timeout: '${TOKEN}'}\n")
+    with pytest.raises(RulesError) as info:
+        load(HEAD.replace("gateways:\n", "gateways:\n" + gateway) + RULE, {"TOKEN": "e"})
+    shown = str(info.value)
+    assert "gateways.k.timeout: bad duration '***': expected" in shown, shown
+    assert "'e'" not in shown and " e " not in shown
