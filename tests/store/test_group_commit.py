@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.store.postgres.group import Grouped
+from agent.store.postgres.group import Failed, Grouped
 
 
 class Writes:
@@ -48,6 +48,27 @@ async def test_items_of_one_key_never_share_a_write() -> None:
     writes.release.set()
     await asyncio.gather(first, *rest)
     assert writes.groups == [[1], [2, 3], [4, 5]]
+
+
+async def test_items_sharing_any_of_their_keys_never_share_a_write() -> None:
+    """An intake's keys are its call and each number it texts: two that share one wait."""
+    writes = Writes()
+    group = Grouped(writes, keys=lambda i: {i % 3, i % 5 + 10})
+    first = asyncio.ensure_future(group(0))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(group(i)) for i in (1, 2, 6, 7)]  # 6: 1's 0; 7: 2's 12
+    writes.release.set()
+    await asyncio.gather(first, *rest)
+    assert writes.groups == [[0], [1, 2], [6, 7]]
+
+
+async def test_a_result_that_says_failed_is_raised_in_its_own_caller_only() -> None:
+    async def write(items: Sequence[int]) -> list[int | Failed]:
+        return [Failed(ValueError(i)) if i < 0 else i for i in items]
+
+    group = Grouped(write)
+    got = await asyncio.gather(group(1), group(-2), group(3), return_exceptions=True)
+    assert got[0] == 1 and got[2] == 3 and isinstance(got[1], ValueError)
 
 
 async def test_a_failed_group_is_written_again_item_by_item_so_one_bad_item_fails_alone() -> None:

@@ -175,7 +175,7 @@ async def test_records_arriving_together_are_one_statement_and_each_gets_its_row
             assert await a.rule_outcomes(call.call_id, pbx=call.pbx) == [
                 RuleOutcome(msgs[0].decision.rule, True)]
             assert await a.get_call(call.call_id, pbx=call.pbx) is not None
-        group = a._records
+        group = a._intakes
         assert group is not None and group.items == 40 and group.writes < 40
 
 

@@ -12,22 +12,35 @@ the policy reads waiting."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Failed:
+    """A result that ``write`` gives for an item that failed alone: raised in its caller."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
 class Grouped(Generic[T, R]):
     """``await group(item)`` -> that item's result from ``write(items) -> results`` (in the
-    items' order). ``key``: items with the same key never share a write (a statement may not
-    change one row twice). At most ``limit`` items per write."""
+    items' order; a ``Failed`` result is raised in its caller). ``key``: items with the same
+    key never share a write (a statement may not change one row twice); ``keys``: the same,
+    for items that have several (two items that share any one go in different writes). At
+    most ``limit`` items per write."""
 
-    def __init__(self, write: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *,
-                 key: Callable[[T], Hashable | None] = lambda _: None, limit: int = 64) -> None:
+    def __init__(self, write: Callable[[Sequence[T]], Awaitable[Sequence[R | Failed]]], *,
+                 key: Callable[[T], Hashable | None] = lambda _: None,
+                 keys: Callable[[T], Iterable[Hashable]] | None = None,
+                 limit: int = 64) -> None:
         self._write = write
-        self._key = key
+        self._keys = keys or (lambda item: () if (k := key(item)) is None else (k,))
         self._limit = limit
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -51,11 +64,10 @@ class Grouped(Generic[T, R]):
                 for item, future in self._waiting:
                     if future.done():  # its caller gave up waiting (cancelled): not written
                         continue
-                    k = self._key(item)
-                    if len(batch) < self._limit and (k is None or k not in keys):
+                    ks = set(self._keys(item))
+                    if len(batch) < self._limit and keys.isdisjoint(ks):
                         batch.append((item, future))
-                        if k is not None:
-                            keys.add(k)
+                        keys |= ks
                     else:
                         rest.append((item, future))
                 self._waiting = rest
@@ -96,10 +108,12 @@ class Grouped(Generic[T, R]):
             _settle(future, result)
 
 
-def _settle(future: asyncio.Future[R], result: R | None = None, *,
+def _settle(future: asyncio.Future[R], result: R | Failed | None = None, *,
             exc: BaseException | None = None) -> None:
     if future.done():  # its caller was cancelled: the item was written all the same
         return
+    if isinstance(result, Failed):
+        exc = result.exc
     if exc is not None:
         future.set_exception(exc)
     else:

@@ -1,30 +1,33 @@
-"""The write path of call records on PostgreSQL: the call, its rows and their links at once.
+"""The write path of call records on PostgreSQL: the policies' facts, the decision, the call,
+its rows and their links at once, decided about one number at a time across agents.
 
-A record is ONE statement (data-modifying CTEs: the call, what each rule said, the message rows
-and their first events), so ONE round trip and its own transaction: no BEGIN and COMMIT around
-it; the records that arrive while one statement is in flight go together in the next (group
-commit, group.py). The idempotency key's unique index still decides which agent's insert
-creates a message; the loser learns it lost from the same statement (its insert returns
-nothing for that key) and gets the winner's row from the statement's own look at the table,
-or, when the winner committed while the statement waited on the key, from one more read.
-Records whose texts carry tracked links keep a transaction of their own: the links' report
-triggers count a message's first link by looking for its others, which rows written by one
-statement would all see at once."""
+The records that arrive while one is in flight go together in the next group (group.py). A
+group that decides about numbers is one transaction of four round trips: BEGIN; the numbers'
+locks and then their facts (one function, numbers.py); the decisions, on the loop; ONE
+statement for the rows (data-modifying CTEs: the calls, what each rule said, the message rows
+and their first events); COMMIT. A group does not wait for a number another transaction holds:
+that number's intakes go to a second group that waits for it (so one agent of a pair, behind
+the other on a call, never holds up its other calls). The idempotency key's unique index still
+decides which agent's insert creates a message; the loser learns it lost from the same
+statement (its insert returns nothing for that key) and gets the winner's row from the
+statement's own look at the table, or, when the winner committed while the statement waited
+on the key, from one more read."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
+from agent.errors import StoreError
 from agent.models import CallRecord, MessageState, RuleOutcome
 from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage, PolicyFacts
 from agent.store.postgres.calls import outcomes_replace
-from agent.store.postgres.group import Grouped
+from agent.store.postgres.group import Failed, Grouped
+from agent.store.postgres.numbers import number_key
 from agent.store.postgres.pool import PgPool, Statement, message_row, utc
 from agent.store.postgres.records import call_upsert
 
@@ -148,71 +151,192 @@ async def write_records(conn: asyncpg.Connection, records: Sequence[Record],
     return out
 
 
-async def write_links(conn: asyncpg.Connection, messages: Sequence[NewMessage],
-                      written: Sequence[tuple[MessageRow, bool]], at: datetime | None) -> None:
-    """Each new row's tracked links, counted against the first new row that carries them."""
-    links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
-    for m, (row, created) in zip(messages, written, strict=True):
-        if created:
-            for link in m.decision.links:
-                links.setdefault(link.code, (link.url, row.id))
+async def write_links(conn: asyncpg.Connection,
+                      records: Sequence[tuple[Sequence[NewMessage],
+                                              Sequence[tuple[MessageRow, bool]],
+                                              datetime | None]]) -> None:
+    """Each new row's tracked links, counted against the first new row that carries them;
+    for records ``(messages, their rows, when)``. A statement per link (executemany): the
+    links' report triggers count a message's first link by looking for its others."""
+    links: dict[str, tuple[str, str, datetime | None]] = {}  # code -> (url, message id, at)
+    for messages, written, at in records:
+        for m, (row, created) in zip(messages, written, strict=True):
+            if created:
+                for link in m.decision.links:
+                    links.setdefault(link.code, (link.url, row.id, at))
     if links:
         await conn.executemany(
             "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)"
             " ON CONFLICT (code) DO NOTHING",
-            [(code, mid, url, at) for code, (url, mid) in links.items()])
+            [(code, mid, url, at) for code, (url, mid, at) in links.items()])
+
+
+class _Intake:
+    """One ``decide_and_record`` on its way: the asks, what was decided on which facts."""
+
+    __slots__ = ("call", "asks", "decide", "at", "outcomes", "facts", "msgs", "failed", "busy")
+
+    def __init__(self, call: CallRecord | None, asks: Sequence[FactsAsk | None],
+                 decide: Decide, at: datetime | None,
+                 outcomes: Sequence[RuleOutcome] | None) -> None:
+        self.call, self.asks, self.decide = call, list(asks), decide
+        self.at, self.outcomes = at, outcomes
+        self.facts: list[PolicyFacts | None] | None = None
+        self.msgs: list[NewMessage] | None = None
+        self.failed: Exception | None = None
+        self.busy = False  # a number's lock was held elsewhere: decide it in a waiting group
+
+    def numbers(self) -> set[str]:
+        return {a.number for a in self.asks if a is not None}
+
+    def record(self) -> Record:
+        return (self.call, self.msgs or [], self.at, self.outcomes)
+
+
+Result = tuple[list[NewMessage], list[tuple[MessageRow, bool]]]
+_BUSY: Any = object()  # a group's answer for an intake it left to a waiting group
 
 
 class IntakeOps(PgPool):
-    """``record_call`` (see ``Store.record_call``): one statement per call record, and one
-    for all the records that came while the one before was in flight (group.py)."""
+    """``decide_and_record`` (see ``Store.decide_and_record``): the decisions that come while
+    one group is in flight go together (group.py), as one transaction that holds the locks of
+    their numbers (numbers.py) from before their facts are read until their rows are committed.
+    Two agents deciding about one number at once are taken in turn, as SQLite's one writer
+    takes them: the second reads the first's rows (its cooldown and per-number count see that
+    text) and any opt-out or DND entry committed before it.
 
-    _records: Grouped[Record, list[tuple[MessageRow, bool]]] | None = None
+    A group does not wait for a lock another transaction holds: the intakes of that number go
+    to a second group that does (``_waiting``), and the rest are decided at once. The two
+    agents of a pair decide every call, at about the same moment; one of them gets its
+    numbers and texts, the other's intakes wait for that commit and find the rows made."""
+
+    _intakes: Grouped[_Intake, Result] | None = None
+    _waiting: Grouped[_Intake, Result] | None = None
+    _in_waiting: dict[Hashable, int]  # intakes in ``_waiting`` per call and number
 
     async def record_call(
         self, call: CallRecord | None, messages: Sequence[NewMessage], *, now: datetime,
         outcomes: Sequence[RuleOutcome] | None = None,
     ) -> list[tuple[MessageRow, bool]]:
-        at = utc(now)
-        if call is None and not messages:
-            return []
-        record: Record = (call, messages, at, outcomes)
-        if any(m.decision.links for m in messages):
-            async with self._tx() as conn:
-                [written] = await write_records(conn, [record], self.owner, self.writer)
-                await write_links(conn, messages, written, at)
-                return written
-        if self._records is None:
-            self._records = Grouped(self._write_records, key=_call_key)
-        return await self._records(record)
-
-    async def _write_records(self, records: Sequence[Record]
-                             ) -> list[list[tuple[MessageRow, bool]]]:
-        async with self._tx(single=True) as conn:
-            return await write_records(conn, records, self.owner, self.writer)
-
+        """Rows decided without the store's facts: written as they are."""
+        msgs = list(messages)
+        _, written = await self.decide_and_record(
+            call, [None] * len(msgs), lambda _: msgs, now=now, outcomes=outcomes)
+        return written
 
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
-    ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
-        """``Outbox.decide_and_record`` as its parts: the facts (one grouped read for all
-        the asks, shared with other records' reads in flight), the decision on the loop, then
-        ``record_call`` (grouped commit). Agents sharing the database each decide on what
-        was committed when they read, as before; the idempotency key still settles a race."""
-        facts = await asyncio.gather(*(
-            self.policy_facts(a.number, a.rule, sent_since=a.sent_since, agents=a.agents)
-            for a in asks if a is not None))
-        got = iter(facts)
-        msgs = decide([None if a is None else next(got) for a in asks])
-        return msgs, await self.record_call(call, msgs, now=now, outcomes=outcomes)
+    ) -> Result:
+        """``Outbox.decide_and_record``: locks and facts (one round trip), the decision (on
+        the loop, with the locks held), rows (one statement), in a transaction: four round
+        trips for the whole group. A group with no numbers to decide about is one statement."""
+        if call is None and not asks:
+            return decide([]), []
+        if self._intakes is None:
+            self._intakes = Grouped(self._intake, keys=_intake_keys)
+            self._waiting = Grouped(self._intake_waiting, keys=_intake_keys)
+            self._in_waiting: dict[Hashable, int] = {}
+        assert self._waiting is not None
+        it = _Intake(call, asks, decide, utc(now), outcomes)
+        keys = _intake_keys(it)
+        # After an intake of the same call or number that waits, not before it (a call's
+        # later record must not be overwritten by its earlier one).
+        result = (_BUSY if any(k in self._in_waiting for k in keys)
+                  else await self._intakes(it))
+        if result is _BUSY:
+            for k in keys:
+                self._in_waiting[k] = self._in_waiting.get(k, 0) + 1
+            try:
+                result = await self._waiting(it)
+            finally:
+                for k in keys:
+                    if self._in_waiting[k] == 1:
+                        del self._in_waiting[k]
+                    else:
+                        self._in_waiting[k] -= 1
+        return result
 
-    if TYPE_CHECKING:  # records.RecordOps's, beside this in PostgresStore
-        async def policy_facts(self, number: str, rule: str, *,
-                               sent_since: datetime | None = None,
-                               agents: bool = False) -> PolicyFacts: ...
+    async def _intake_waiting(self, items: Sequence[_Intake]) -> list[Result | Failed]:
+        return await self._intake(items, wait=True)
+
+    async def _intake(self, items: Sequence[_Intake], *, wait: bool = False
+                      ) -> list[Result | Failed]:
+        asks = [(it, a) for it in items for a in it.asks if a is not None]
+        if not asks:
+            for it in items:
+                _decide(it, [None] * len(it.asks))
+            if not any(m.decision.links for it in items for m in it.msgs or ()):
+                async with self._tx(single=True) as conn:
+                    return await _write(conn, items, self.owner, self.writer)
+            async with self._tx() as conn:
+                return await _write(conn, items, self.owner, self.writer)
+        async with self._tx() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM aftercall_decide_facts($1::int4[], $2::text[], $3::text[],"
+                " $4::timestamptz[], $5::bool[], $6)",
+                [number_key(a.number) for _, a in asks], [a.number for _, a in asks],
+                [a.rule for _, a in asks], [utc(a.sent_since) for _, a in asks],
+                [a.agents for _, a in asks], wait)
+            got = iter(rows)
+            for it in items:
+                mine = [None if a is None else next(got) for a in it.asks]
+                it.busy = any(r is not None and r["o_busy"] for r in mine)
+                if it.busy:
+                    continue
+                facts = [None if r is None else PolicyFacts(
+                    bool(r["o_opted_out"]), bool(r["o_dnd"]), r["o_last_sent"],
+                    int(r["o_sent"])) for r in mine]
+                if it.msgs is None:
+                    _decide(it, facts)
+                elif it.failed is None and facts != it.facts:
+                    # decided in a group whose write failed; its numbers changed since
+                    it.failed = StoreError(f"{self.where}: a number's texts or lists changed"
+                                           " while its call was being recorded; decide again")
+            return await _write(conn, items, self.owner, self.writer)
 
 
-def _call_key(record: Record) -> tuple[str, str] | None:
-    call = record[0]
-    return None if call is None else (call.pbx, call.call_id)
+def _decide(it: _Intake, facts: list[PolicyFacts | None]) -> None:
+    """The decision, once per intake (it counts what it lets through): a later write of the
+    intake (alone, after its group failed) reuses it."""
+    if it.msgs is not None or it.failed is not None:
+        return
+    it.facts = facts
+    try:
+        it.msgs = list(it.decide(facts))
+    except Exception as exc:  # noqa: BLE001 - its own caller's (an intake given up), not the group's
+        it.failed = exc
+
+
+async def _write(conn: asyncpg.Connection, items: Sequence[_Intake], owner: str | None,
+                 writer: str) -> list[Result | Failed]:
+    """The decided intakes' rows (one statement) and their links, on ``conn``; ``_BUSY`` for
+    those left to a waiting group."""
+    ok = [it for it in items if it.failed is None and not it.busy]
+    written = iter(await write_records(conn, [it.record() for it in ok], owner, writer)
+                   if ok else [])
+    out: list[Result | Failed] = []
+    links: list[tuple[Sequence[NewMessage], list[tuple[MessageRow, bool]], datetime | None]] = []
+    for it in items:
+        if it.failed is not None:
+            out.append(Failed(it.failed))
+            continue
+        if it.busy:
+            out.append(_BUSY)
+            continue
+        rows = next(written)
+        out.append((it.msgs or [], rows))
+        if any(m.decision.links for m in it.msgs or ()):
+            links.append((it.msgs or [], rows, it.at))
+    if links:
+        await write_links(conn, links)
+    return out
+
+
+def _intake_keys(it: _Intake) -> list[Hashable]:
+    """Two intakes of one call never share a statement (it may change a row once), nor two
+    about one number (the second must read the first's rows)."""
+    keys: list[Hashable] = [("number", n) for n in it.numbers()]
+    if it.call is not None:
+        keys.append(("call", it.call.pbx, it.call.call_id))
+    return keys

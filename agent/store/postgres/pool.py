@@ -7,8 +7,8 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
@@ -19,6 +19,7 @@ import structlog
 from agent.errors import StoreError
 from agent.store.base import MessageRow, message_from_row
 from agent.store.postgres.names import hold_name
+from agent.store.postgres.numbers import lock_numbers_sql, number_keys
 from agent.store.postgres.schema import LATEST_VERSION, MIGRATIONS
 from agent.store.stamps import ts
 
@@ -240,17 +241,32 @@ class PgPool:
     # ---- transactions and reads -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _tx(self, *, single: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    async def _tx(self, *, single: bool = False, numbers: Collection[str] = ()
+                  ) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction. Errors become StoreError; environmental ones mark the store
         unhealthy until the next transaction that commits. ``single``: the caller runs one
         statement, which is its own transaction (no BEGIN/COMMIT round trips on the hot path;
-        a statement with data-modifying CTEs is still all or nothing)."""
+        a statement with data-modifying CTEs is still all or nothing). ``numbers``: the
+        transaction first holds these numbers' locks (numbers.py), taken with its BEGIN
+        in one round trip; a statement after that sees what other agents committed under
+        them."""
         if self._closed or self._pool is None:
             raise StoreError(f"{self.where}: store is closed")
         try:
             if single:
                 async with self._pool.acquire() as conn:
                     yield conn
+            elif numbers:
+                async with self._pool.acquire() as conn:
+                    try:
+                        await conn.execute("BEGIN; " + lock_numbers_sql(number_keys(numbers)))
+                        yield conn
+                    except Exception:
+                        with suppress(*_ENVIRONMENTAL, asyncpg.PostgresError):
+                            await conn.execute("ROLLBACK")
+                        raise
+                    # cancelled: the pool's release rolls back what is still open
+                    await conn.execute("COMMIT")
             else:
                 async with self._pool.acquire() as conn, conn.transaction():
                     yield conn

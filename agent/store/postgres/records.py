@@ -13,15 +13,19 @@ from agent.models import CallRecord, InboundSms
 from agent.store.base import LinkRow, ListEntry, ListEvent, PeerSend, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
 from agent.store.postgres.group import Grouped
+from agent.store.postgres.numbers import SENT
 from agent.store.postgres.pool import PgPool, Statement, utc
 
-# "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
-# The WHERE of the partial indexes the policy read uses (schema migration 11): change both.
-_SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
+# "Sent" for cooldown and rate limits (numbers.py: the same in migration 12's facts).
+_SENT = SENT
 
 
 #: One policy read: (number, rule, sent since, to agents).
 _FactsAsk = tuple[str, str, datetime | None, bool]
+
+
+#: Numbers per transaction of ``add_dnd`` (each holds their locks until it commits).
+_DND_CHUNK = 500
 
 
 def _now() -> datetime:
@@ -172,7 +176,10 @@ class RecordOps(DndImport, PgPool):
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = $1", number))
 
     async def opt_out(self, number: str, *, source: str, now: datetime | None = None) -> None:
-        async with self._tx(single=True) as conn:
+        """Under the number's lock (numbers.py), as decisions about it are: an opt-out either
+        commits before a decision reads the number's facts (and is honoured) or waits until
+        that decision's rows are committed."""
+        async with self._tx(numbers=[number]) as conn:
             await conn.execute(
                 "INSERT INTO opt_outs (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
                 " DO UPDATE SET at = excluded.at, source = excluded.source",
@@ -210,15 +217,21 @@ class RecordOps(DndImport, PgPool):
     async def add_dnd(
         self, numbers: Iterable[str], *, source: str, now: datetime | None = None
     ) -> int:
+        """Each number under its lock, as an opt-out (``opt_out``). A long list (an imported
+        registry) goes in transactions of ``_DND_CHUNK`` numbers: a transaction's locks take
+        room in the server's shared lock table. Adding a number twice is harmless, so an
+        import that failed part way is completed by running it again."""
         at = utc(now) or _now()
         rows = [(n, at, source) for n in dict.fromkeys(numbers)]
-        async with self._tx() as conn:
-            await conn.executemany(
-                "INSERT INTO dnd (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
-                " DO UPDATE SET at = excluded.at, source = excluded.source",
-                rows,
-            )
-            await _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in rows])
+        for i in range(0, len(rows), _DND_CHUNK):
+            chunk = rows[i:i + _DND_CHUNK]
+            async with self._tx(numbers=[n for n, _, _ in chunk]) as conn:
+                await conn.executemany(
+                    "INSERT INTO dnd (number, at, source) VALUES ($1,$2,$3) ON CONFLICT (number)"
+                    " DO UPDATE SET at = excluded.at, source = excluded.source",
+                    chunk,
+                )
+                await _list_event(conn, [(n, "dnd", "add", a, s) for n, a, s in chunk])
         return len(rows)
 
     async def remove_dnd(self, number: str, *, source: str = "unknown") -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.store.postgres.functions import MIGRATION as FUNCTIONS
 from agent.store.postgres.functions import MIGRATION_8 as SUBMIT_WITH_RECEIPTS
+from agent.store.postgres.numbers import MIGRATION as DECIDE_FACTS
 from agent.store.postgres.rollups import MIGRATION as ROLLUPS
 
 # The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
@@ -233,6 +234,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " (COALESCE(submitted_at, created_at)), recipient_kind)"
         " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
     ),
+    # 12: decisions about one number in turn across agents: a group's locks and facts in one
+    # round trip (numbers.py)
+    DECIDE_FACTS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
