@@ -185,7 +185,7 @@ def stage_stamps(stamps: dict[str, int]) -> Iterator[None]:
 
     patched: list[tuple[Any, str, Any]] = []
 
-    def wrap(owner: Any, attr: str, name: str, *, coro: bool) -> None:
+    def wrap(owner: Any, attr: str, name: str, *, coro: bool, after: bool = False) -> None:
         orig = getattr(owner, attr)
         patched.append((owner, attr, orig))
         if coro:
@@ -195,8 +195,11 @@ def stage_stamps(stamps: dict[str, int]) -> Iterator[None]:
             setattr(owner, attr, stamped_coro)
         else:
             def stamped(*a: Any, **kw: Any) -> Any:
-                at(name)
+                if not after:
+                    at(name)
                 out = orig(*a, **kw)
+                if after:
+                    at(name)
                 return out
             setattr(owner, attr, stamped)
 
@@ -206,7 +209,7 @@ def stage_stamps(stamps: dict[str, int]) -> Iterator[None]:
     wrap(Intake, "_judge", "store_op_start", coro=False)
     wrap(Sender, "send_claimed", "submit_task", coro=True)
     wrap(SmppGateway, "submit", "smpp_submit", coro=True)
-    wrap(Session, "_flush", "pdu_written", coro=False)
+    wrap(Session, "_queue", "pdu_written", coro=False, after=True)  # written (or batched)
     orig_tx = writer._transaction
 
     def tx(*a: Any, **kw: Any) -> Any:

@@ -209,27 +209,43 @@ class Intake:
             raise
         self._unreserve(slots)  # the slots no queued row took
         with self._guard:
-            if spend is not None:
-                self._spend_metrics(now)
             for m, (_, created) in zip(messages, written, strict=True):
                 if _counted(m):
                     counters.settle(m.decision.recipient, m.decision.number, now,
                                     written=created)
                     if not created:
                         self._spend_add(spend, m, now, undo=True)
-        # Every fresh queued row goes to the worker (its submit task starts on the loop's next
-        # turn) before any line is logged: formatting the lines is not on the path to the SMSC.
+        # Every fresh queued row goes to the worker, and a claimed one's submit (a task) runs
+        # up to its submit_sm on the wire before anything else here: metrics and log lines
+        # are not on the path to the SMSC, nor is what the caller does with the rows.
+        started = False
         for m, (row, created) in zip(messages, written, strict=True):
             if not created:
                 if m.claim_via is not None:
                     self._outlet.unreserve(m.claim_via)
             elif m.state is MessageState.QUEUED:
                 self._outlet.queued(row, m.claim_via)
+                started = started or m.claim_via is not None
+        if started:
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._after_intake(messages, written, spend, now)
+        else:
+            self._after_intake(messages, written, spend, now)
+        return [row for row, _ in written]
+
+    def _after_intake(self, messages: list[NewMessage],
+                      written: list[tuple[MessageRow, bool]], spend: SpendCounters | None,
+                      now: datetime) -> None:
+        """An intake's metrics and log lines, once its texts are on their way."""
+        if spend is not None:
+            with self._guard:
+                self._spend_metrics(now)
         for m, (row, created) in zip(messages, written, strict=True):
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
             self._log_intake(m, row, created)
-        return [row for row, _ in written]
 
     def _unreserve(self, slots: dict[str, list[str]]) -> None:
         for vias in slots.values():

@@ -121,3 +121,33 @@ async def test_a_duplicate_decision_gives_its_window_slot_back(
     assert other.submitting_since is not None  # the window's one slot was free again
     await wait_state(store, other.id, MessageState.SUBMITTED)
     assert len(gw.calls) == 2
+
+
+@dataclass
+class OrderGateway(FakeGateway):
+    """Notes, at each submit, how many intake log lines had been written by then."""
+
+    logs: list[dict[str, object]] = field(default_factory=list)
+    lines_at_submit: list[int] = field(default_factory=list)
+
+    async def submit(self, sms: OutboundSms) -> SubmitResult:
+        self.lines_at_submit.append(len(self.logs))
+        return await super().submit(sms)
+
+
+async def test_a_claimed_text_reaches_its_gateway_before_the_intake_logs_it(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """Its submit starts as soon as the commit is back; the intake's log lines and metrics
+    come after (they are not on the path to the SMSC)."""
+    from structlog.testing import capture_logs
+
+    d = dispatcher(store, gw := OrderGateway("smsc"))
+    running(d)
+    await asyncio.wait_for(d.resumed.wait(), WAIT)
+    with capture_logs() as logs:
+        gw.logs = logs
+        [row] = await d.handle([make_decision()])
+        assert row.state is MessageState.QUEUED and row.submitting_since is not None
+        assert gw.lines_at_submit == [0]  # called by the time handle returned, before any line
+        assert [e["event"] for e in logs] == ["sms_queued"]

@@ -55,10 +55,12 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self._read_task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        # PDUs written in one turn of the event loop leave in one send(): with a window of
-        # submits and their receipts' answers in flight, one system call per PDU is most of
-        # the cost on a busy machine.
+        # The first PDU of a turn of the event loop leaves at once (a submit_sm must not wait
+        # for whatever else runs in this turn); those written after it in the same turn leave
+        # together in one send() at its end: with a window of submits and their receipts'
+        # answers in flight, one system call per PDU is most of the cost on a busy machine.
         self._out: list[bytes] = []
+        self._turn_open = False  # a PDU went this turn: later ones wait for ``_flush``
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,11 +160,16 @@ class Session:
         return await self.wait_response(fut, timeout)
 
     def _queue(self, data: bytes) -> None:
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
+        if self._turn_open:
+            self._out.append(data)
+            return
+        self._turn_open = True
+        asyncio.get_running_loop().call_soon(self._flush)
+        if not self._writer.is_closing():
+            self._writer.write(data)
 
     def _flush(self) -> None:
+        self._turn_open = False
         if self._out and not self._writer.is_closing():
             self._writer.write(b"".join(self._out))
         self._out.clear()
