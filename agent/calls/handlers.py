@@ -24,6 +24,7 @@ from agent.calls.state import (
     text,
 )
 from agent.models import CallRecord, Trigger
+from agent.sms.numbers import classify
 from agent.sms.recording import RECORDING_VAR
 
 Handler = Callable[[Event, Chan, float, list[CallRecord]], None]
@@ -134,6 +135,12 @@ class EventHandlers:
                 if not call.inbound:
                     call.agent = extension(chan_name)
                     call.agent_alias = num
+        # The number the record will name (and a rule may text) is parsed now, while the call
+        # is up: ``classify`` keeps its answers, so the hangup finds it parsed (a cold parse
+        # is a good part of the tracker's work on the Hangup, on the path to the SMS).
+        party = call.caller_num if call.inbound is not False else call.dialled
+        if party is not None:
+            classify(party, self.region)
 
     def _chanvars(self, call: Call, items: Iterable[str]) -> None:
         for item in items:

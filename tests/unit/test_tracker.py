@@ -493,3 +493,28 @@ def test_attach_user_event_adds_tags_and_vars_and_other_user_events_do_not() -> 
     [rec] = t.feed({**base, "Event": "Hangup", "Cause": "16", "Timestamp": "103"})
     assert rec.tags == ("vip", "lead") and rec.vars == {"CRM_ID": "A,7"}
     assert not t.warnings
+
+
+@pytest.mark.parametrize("name", ["queue_abandoned.txt", "answered_caller_hangup.txt"])
+def test_the_number_a_record_names_is_parsed_before_the_hangup(name: str) -> None:
+    """The caller (or, outbound, the number dialled) is classified while the call is up: the
+    event that completes the record parses no number (the path from hangup to SMS)."""
+    from agent.sms.numbers import classify
+
+    from agent.calls.pbx import PbxProfile
+
+    events = list(iter_messages((AMI / name).read_bytes()))
+    # Contexts named in rules.yaml pbx: (as most setups do): the origin is known without
+    # reading the caller id, so nothing else parses the number before the hangup.
+    pbx = PbxProfile(inbound_contexts=("from-pstn", "from-trunk", "ext-queues", "did-*"),
+                     internal_contexts=("from-agents", "from-internal"), region="IN")
+    tracker = CallTracker(region="IN", pbx=pbx)
+    classify.cache_clear()
+    for ev in events:
+        parsed = classify.cache_info().misses
+        records = tracker.feed(ev)
+        if any(r.trigger is Trigger.CALL_COMPLETED for r in records):
+            assert classify.cache_info().misses == parsed
+            assert records[0].caller
+            return
+    raise AssertionError("the transcript completes no call")
