@@ -4,6 +4,7 @@ for one call so that the text fits its segment budget."""
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,23 @@ class CompiledTemplate:
     uses_link: bool
     worst: WorstCase
     promotional: tuple[str, ...]  # promotional words found in the static text
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The context names rendering can look up ("vars" for any vars.X): nothing else in a
+        call's context is ever read, so nothing else is built (Jinja resolves a template's
+        names through its context alone; ``merge_tags`` finds every one)."""
+        return _context_names(self.tags)
+
+
+@functools.lru_cache(maxsize=256)
+def _context_names(tags: frozenset[str]) -> frozenset[str]:
+    return frozenset(t.split(".", 1)[0] for t in tags)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_fields(names: frozenset[str]) -> tuple[str, ...]:
+    return tuple(n for n in RECORD_FIELDS if n in names)
 
 
 def _walk_tags(ast: nodes.Template) -> Iterator[str]:
@@ -135,13 +153,15 @@ def build_context(
     untrusted: UntrustedPolicy = DEFAULT_POLICY,
     level: Level = "clean",
     recording: str | None = None,
+    names: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Merge-tag values for one call: empty values are left out (undefined), datetimes are
     shown in ``timezone`` (naive ones are taken as UTC), caller-controlled values cleaned
-    (agent.sms.untrusted; ``level`` gsm/drop tighten it when the text ran over max_segments)."""
+    (agent.sms.untrusted; ``level`` gsm/drop tighten it when the text ran over max_segments).
+    ``names``: only these (``CompiledTemplate.names``); None: every merge tag."""
     tz = ZoneInfo(timezone)
     ctx: dict[str, Any] = {}
-    for name in RECORD_FIELDS:
+    for name in RECORD_FIELDS if names is None else _record_fields(names):
         value = getattr(record, name)
         if value is None or value == "" or name == "vars":
             continue
@@ -150,11 +170,14 @@ def build_context(
         elif name in CALLER_FIELDS and isinstance(value, str):
             value = untrusted_value(name, value, untrusted, level)
         ctx[name] = value
-    ctx["vars"] = Vars({
-        k: untrusted_value(f"vars.{k}", v, untrusted, level) if k in untrusted.vars and v else v
-        for k, v in record.vars.items()
-    })
-    ctx["now"] = _local(now, tz)
+    if names is None or "vars" in names:
+        ctx["vars"] = Vars({
+            k: untrusted_value(f"vars.{k}", v, untrusted, level)
+            if k in untrusted.vars and v else v
+            for k, v in record.vars.items()
+        })
+    if names is None or "now" in names:
+        ctx["now"] = _local(now, tz)
     if link is not None:
         ctx["link"] = _guard_link(link)
         if recording is not None:  # the signed URL itself never reaches the text
@@ -185,7 +208,8 @@ def render_call(
     text = ""
     for level in levels:
         ctx = build_context(record, timezone=timezone, now=now, link=link,
-                            untrusted=untrusted, level=level, recording=recording)
+                            untrusted=untrusted, level=level, recording=recording,
+                            names=compiled.names)
         text = render_template(compiled, ctx)
         if max_segments is None or analyze(text).segments <= max_segments:
             return text

@@ -197,3 +197,48 @@ def test_promotional_words_ignore_merge_tags() -> None:
         "coupon",
     )
     assert promotional_words("Your ticket {{ vars.OFFER_ID }} is logged") == ()
+
+
+@pytest.mark.parametrize("text", [
+    "Hi {{ caller_name | default(agent_name) | default('there') }}, ticket {{ vars.TICKET }}",
+    "{{ vars['TICKET'] }} and {{ vars.TICKET }}",
+    "{% set q = queue %}{{ q }} at {{ ended_at.strftime('%H:%M') }}, now {{ now.hour }}",
+    "{% if talk_seconds > 60 %}long{% else %}short{% endif %} {{ disposition }} {{ caller }}",
+    "{{ link('https://acme.in/t/' ~ vars.TICKET) }} {{ direction | default('?') }}",
+])
+def test_a_call_renders_the_same_from_the_names_its_template_reads(text: str) -> None:
+    """render_call builds only the context names the template reads: the text is the one the
+    whole context gives."""
+    from agent.rules.templates import render_call
+
+    compiled = compile_(text)
+    whole = render_template(compiled, build_context(
+        RECORD, timezone="Asia/Kolkata", now=ENDED, link=reserved_link(BASE)))
+    assert render_call(compiled, RECORD, timezone="Asia/Kolkata", now=ENDED,
+                       link=reserved_link(BASE)) == whole
+
+
+def test_the_repositorys_templates_render_the_same_from_the_names_they_read() -> None:
+    from pathlib import Path
+
+    from agent.rules.loader import load_rules
+    from agent.rules.templates import render_call
+
+    rules = load_rules(Path(__file__).resolve().parents[2] / "rules.yaml",
+                       env={"SMPP_PASSWORD": "x", "KANNEL_USER": "u", "KANNEL_PASSWORD": "p",
+                            "SMPP_PORT": "2775", "SIM_HTTP_PORT": "13013"})
+    assert rules.templates
+    for compiled in rules.templates.values():
+        whole = build_context(RECORD, timezone="Asia/Kolkata", now=ENDED,
+                              link=reserved_link(BASE))
+        try:
+            expected: str | type[Exception] = render_template(compiled, whole)
+        except TemplateRenderError as exc:
+            expected = type(exc)
+        try:
+            got: str | type[Exception] = render_call(
+                compiled, RECORD, timezone="Asia/Kolkata", now=ENDED, link=reserved_link(BASE),
+                over_segments="send")
+        except TemplateRenderError as exc:
+            got = type(exc)
+        assert got == expected, compiled.name
