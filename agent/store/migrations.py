@@ -10,6 +10,18 @@ from agent.store.frozen import (
 )
 from agent.store.rollups import MIGRATION as ROLLUPS
 
+# Schema 5's report triggers that read ``messages`` (migration 13 makes them again).
+_TRIGGERS_ON_MESSAGES = ("report_message_inserted", "report_message_changed",
+                         "report_link_added", "report_link_attributed", "report_click_added",
+                         "report_reply_added")
+# The message columns as schemas 4-12 had them (migration 13 copies them).
+_MESSAGE_COLUMNS = (
+    "id, idempotency_key, call_id, rule, trigger, recipient_kind, number, template, gateway,"
+    " sender_id, text, encoding, segments, category, dlt_template_id, dlt_entity_id, state,"
+    " reason, detail, attempts, smsc_ids, error_code, created_at, queued_at, submitted_at,"
+    " final_at, next_attempt_at, submitting_since, expires_at, call_ended_at,"
+    " hangup_to_submit_ms, updated_at, pbx")
+
 # Times are TEXT in one fixed-width UTC form ("2024-05-01T09:00:00.000000Z"), so string order is
 # time order, indexes work, and sqlite's date functions still read them (reports use them).
 # Append new migrations; never edit a released one.
@@ -383,6 +395,98 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_number_sent ON messages(number,"
         " COALESCE(submitted_at, created_at), recipient_kind)"
         " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+    ),
+    # 13: a message's history and segment ids name it by an integer, not its 32-character id:
+    # each of its ~3 history rows repeated the id (33 bytes) in a year of 1.9 KB a message.
+    # ``messages`` gains ``ref INTEGER PRIMARY KEY`` (a rowid alias: VACUUM would renumber a
+    # bare rowid, which children may not rely on), so it is rebuilt, each row keeping its rowid
+    # as its ref; its indexes are made again, and the report triggers (a dropped table takes its
+    # own, and the others name it) are made again from schema 5's SQL, unchanged.
+    (
+        *(f"DROP TRIGGER {t}" for t in _TRIGGERS_ON_MESSAGES),
+        """CREATE TABLE messages_v13 (
+            id                  TEXT NOT NULL UNIQUE,
+            idempotency_key     TEXT NOT NULL UNIQUE,
+            call_id             TEXT NOT NULL,
+            rule                TEXT NOT NULL,
+            trigger             TEXT NOT NULL,
+            recipient_kind      TEXT NOT NULL,
+            number              TEXT,
+            template            TEXT NOT NULL,
+            gateway             TEXT NOT NULL,
+            sender_id           TEXT NOT NULL,
+            text                TEXT,
+            encoding            TEXT NOT NULL,
+            segments            INTEGER NOT NULL,
+            category            TEXT NOT NULL,
+            dlt_template_id     TEXT,
+            dlt_entity_id       TEXT,
+            state               TEXT NOT NULL,
+            reason              TEXT,
+            detail              TEXT,
+            attempts            INTEGER NOT NULL DEFAULT 0,
+            smsc_ids            TEXT NOT NULL DEFAULT '[]',
+            error_code          TEXT,
+            created_at          TEXT NOT NULL,
+            queued_at           TEXT,
+            submitted_at        TEXT,
+            final_at            TEXT,
+            next_attempt_at     TEXT,
+            submitting_since    TEXT,
+            expires_at          TEXT,
+            call_ended_at       TEXT,
+            hangup_to_submit_ms REAL,
+            updated_at          TEXT NOT NULL,
+            pbx                 TEXT NOT NULL DEFAULT 'default',
+            ref                 INTEGER PRIMARY KEY
+        )""",
+        f"INSERT INTO messages_v13 ({_MESSAGE_COLUMNS}, ref)"
+        f" SELECT {_MESSAGE_COLUMNS}, rowid FROM messages",
+        """CREATE TABLE message_history_v13 (
+            msg    INTEGER NOT NULL,
+            seq    INTEGER NOT NULL,
+            at     INTEGER NOT NULL,
+            state  INTEGER NOT NULL,
+            reason TEXT,
+            detail TEXT,
+            PRIMARY KEY (msg, seq)
+        ) WITHOUT ROWID""",
+        """INSERT INTO message_history_v13 (msg, seq, at, state, reason, detail)
+            SELECT m.ref, h.seq, h.at, h.state, h.reason, h.detail
+            FROM message_history h JOIN messages_v13 m ON m.id = h.message_id""",
+        """CREATE TABLE message_smsc_ids_v13 (
+            gateway TEXT NOT NULL,
+            smsc_id TEXT NOT NULL,
+            msg     INTEGER NOT NULL,
+            PRIMARY KEY (gateway, smsc_id, msg)
+        ) WITHOUT ROWID""",
+        """INSERT INTO message_smsc_ids_v13 (gateway, smsc_id, msg)
+            SELECT s.gateway, s.smsc_id, m.ref
+            FROM message_smsc_ids s JOIN messages_v13 m ON m.id = s.message_id""",
+        "DROP TABLE message_history",
+        "DROP TABLE message_smsc_ids",
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v13 RENAME TO messages",
+        "ALTER TABLE message_history_v13 RENAME TO message_history",
+        "ALTER TABLE message_smsc_ids_v13 RENAME TO message_smsc_ids",
+        # the indexes the old table had (migrations 1, 4, 5 and 12)
+        "CREATE INDEX messages_call ON messages(call_id)",
+        "CREATE INDEX messages_number ON messages(number, created_at)",
+        "CREATE INDEX messages_created ON messages(created_at)",
+        "CREATE INDEX messages_submitted ON messages(submitted_at)",
+        "CREATE INDEX messages_in_flight ON messages(submitting_since)"
+        " WHERE submitting_since IS NOT NULL",
+        "CREATE INDEX messages_pbx_created ON messages(pbx, created_at)",
+        "CREATE INDEX messages_state_created ON messages(state, created_at)",
+        "CREATE INDEX messages_unpruned ON messages(created_at)"
+        " WHERE text IS NOT NULL OR number IS NOT NULL",
+        "CREATE INDEX messages_number_rule_sent ON messages(number, rule,"
+        " COALESCE(submitted_at, created_at))"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+        "CREATE INDEX messages_number_sent ON messages(number,"
+        " COALESCE(submitted_at, created_at), recipient_kind)"
+        " WHERE (submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))",
+        *(s for s in ROLLUPS if s.lstrip().startswith("CREATE TRIGGER")),
     ),
 )
 

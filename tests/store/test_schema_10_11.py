@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter
+from agent.store.migrations import _MESSAGE_COLUMNS
 from agent.store.packing import unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.synth import generate, migrate
@@ -58,9 +59,23 @@ def _v9_file(path: Path) -> None:
         conn.close()
 
 
+# What the rows say, at any version: since schema 13 a message also has a ref, and its history
+# and segment ids name it by that.
+_LOGICAL = {
+    "messages": "SELECT " + _MESSAGE_COLUMNS + " FROM messages",
+    "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
+                       " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
+    "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
+                        " FROM message_smsc_ids s JOIN messages m ON m.{ref} = s.{msg}",
+}
+
+
 def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as c:
-        return c.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
+        v13 = c.execute("PRAGMA user_version").fetchone()[0] >= 13
+        sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(
+            ref="ref" if v13 else "id", msg="msg" if v13 else "message_id")
+        return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 
 def _calls_v9(path: Path) -> dict[tuple[str, str], tuple[CallRecord, str | None]]:

@@ -641,8 +641,8 @@ async def test_the_policy_read_costs_the_same_whatever_the_numbers_history(
                 " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
                 " category, dlt_template_id, dlt_entity_id, state, reason, detail, attempts,"
                 " smsc_ids, error_code, created_at, queued_at, ?, final_at, next_attempt_at,"
-                " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, updated_at, pbx"
-                " FROM messages WHERE id = ?",
+                " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, updated_at, pbx,"
+                " NULL FROM messages WHERE id = ?",
                 (f"-{i}", f"-{i}", "support-followup" if i % 2 else "other",
                  (T0 + timedelta(minutes=i)).isoformat(), first.id))
     long = cost()

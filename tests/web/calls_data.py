@@ -158,8 +158,9 @@ _BULK_SQL = {
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"
                 " call_ended_at, hangup_to_submit_ms, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    "events": "INSERT INTO message_history (message_id, seq, at, state, reason, detail)"
-              " VALUES (?,?,?,?,?,?)",
+    # A history row names its message by ref (schema 13).
+    "events": "INSERT INTO message_history (msg, seq, at, state, reason, detail)"
+              " SELECT ref, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE id = ?1",
 }
 
 

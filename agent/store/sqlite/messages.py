@@ -187,9 +187,8 @@ class MessageOps(StoreWriter):
                 f"{gateway} accepted, smsc ids {','.join(ids)}",
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO message_smsc_ids (gateway, smsc_id, message_id)"
-                " VALUES (?,?,?)",
-                [(gateway, i, message_id) for i in ids],
+                "INSERT OR IGNORE INTO message_smsc_ids (gateway, smsc_id, msg) VALUES (?,?,?)",
+                [(gateway, i, row["ref"]) for i in ids],
             )
             msg = _message(row)
             if ids:
@@ -265,8 +264,9 @@ class MessageOps(StoreWriter):
 
     async def message_events(self, message_id: str) -> list[MessageEvent]:
         rows = await self._read(
-            "SELECT * FROM message_history WHERE message_id = ? ORDER BY seq", (message_id,)
-        )
+            "SELECT m.id AS message_id, h.at, h.state, h.reason, h.detail FROM messages m"
+            " JOIN message_history h ON h.msg = m.ref WHERE m.id = ? ORDER BY h.seq",
+            (message_id,))
         return [MessageEvent(r["message_id"], from_micros(r["at"]), STATES[r["state"]],
                              r["reason"], r["detail"]) for r in rows]
 

@@ -27,7 +27,7 @@ class ReceiptOps(StoreWriter):
 
     async def find_by_smsc_id(self, gateway: str, smsc_id: str) -> MessageRow | None:
         rows = await self._read_messages(
-            "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+            "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.ref = s.msg"
             " WHERE s.gateway = ? AND s.smsc_id = ? ORDER BY m.created_at DESC LIMIT 1",
             (gateway, smsc_id),
         )
@@ -50,7 +50,7 @@ class ReceiptOps(StoreWriter):
                                    (r.message_id,)).fetchone()
             if row is None and r.smsc_id:
                 row = conn.execute(
-                    "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.id = s.message_id"
+                    "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.ref = s.msg"
                     " WHERE s.gateway = ? AND s.smsc_id = ? ORDER BY m.created_at DESC LIMIT 1",
                     (r.gateway, r.smsc_id),
                 ).fetchone()

@@ -166,7 +166,8 @@ def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int
     if not live:
         return 0
     q = _marks(live)
-    conn.execute(f"DELETE FROM message_history WHERE message_id IN ({q})", live)
+    conn.execute("DELETE FROM message_history WHERE msg IN"
+                 f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
     conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
     conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
@@ -186,7 +187,9 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     if not live:
         return 0
     q = _marks(live)
-    for table in ("message_history", "receipts", "replies"):
+    conn.execute("DELETE FROM message_history WHERE msg IN"
+                 f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
+    for table in ("receipts", "replies"):
         conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
     conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"

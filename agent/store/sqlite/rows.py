@@ -37,17 +37,17 @@ async def _one(
     return rows[0] if rows else None
 
 
+# A history row names its message by ``messages.ref`` (schema 13), found here from the id.
 _HISTORY_INSERT = (
-    "INSERT INTO message_history (message_id, seq, at, state, reason, detail) VALUES"
-    " (?, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE message_id = ?),"
-    " ?, ?, ?, ?)"
+    "INSERT INTO message_history (msg, seq, at, state, reason, detail)"
+    " SELECT m.ref, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE msg = m.ref),"
+    " ?, ?, ?, ? FROM messages m WHERE m.id = ?"
 )
 
 
 def _history_params(message_id: str, at: str, state: str, reason: str | None,
                     detail: str | None) -> tuple[Any, ...]:
-    return (message_id, message_id, micros(datetime.fromisoformat(at)), STATE_CODES[state],
-            reason, detail)
+    return (micros(datetime.fromisoformat(at)), STATE_CODES[state], reason, detail, message_id)
 
 
 def event_now(
