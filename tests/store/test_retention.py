@@ -73,7 +73,7 @@ async def test_old_details_go_in_flight_stays_and_the_report_survives(tmp_path: 
             assert m[:4] == (None, None, None, "delivered") and "+91" not in str(m[4])
             assert _q(path, _HISTORY_OF, mid) \
                 == [(0,)]
-            assert _q(path, "SELECT count(*) FROM receipts WHERE message_id = ?", mid) == [(0,)]
+            assert _q(path, _HISTORY_OF.replace("message_history", "receipts"), mid) == [(0,)]
             assert _q(path, "SELECT text, number FROM replies WHERE message_id = ?", mid) \
                 == [("", "")]
         assert _q(path, "SELECT call_id FROM calls ORDER BY call_id") == [("c2",), ("c9",)]

@@ -67,14 +67,18 @@ _LOGICAL = {
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
                         " FROM message_smsc_ids s JOIN messages m ON m.{ref} = s.{msg}",
+    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, r.state, r.error_code, r.done_at,"
+                " r.received_at, r.raw FROM receipts r LEFT JOIN messages m ON m.{ref} = r.{rmsg}",
 }
 
 
 def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as c:
-        v13 = c.execute("PRAGMA user_version").fetchone()[0] >= 13
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        v13, v14 = version >= 13, version >= 14
         sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(
-            ref="ref" if v13 else "id", msg="msg" if v13 else "message_id")
+            ref="ref" if v13 else "id", msg="msg" if v13 else "message_id",
+            rmsg="msg" if v14 else "message_id")
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 
@@ -114,7 +118,7 @@ async def test_version_9_file_upgrades_keeping_every_row(tmp_path: Path) -> None
     assert len(outcomes) > 1000 and sum(map(len, outcomes.values())) > 3000
     assert {s for s in states if s.startswith("st")} == {f"st{i}" for i in range(10)}
     with sqlite3.connect(path) as c:
-        matched = c.execute("SELECT count(*) FROM receipts WHERE message_id IS NOT NULL")
+        matched = c.execute("SELECT count(*) FROM receipts WHERE message_id IS NOT NULL")  # v9
         assert matched.fetchone()[0] > 500
         assert c.execute("SELECT count(*) FROM links").fetchone()[0] > 100
 

@@ -193,14 +193,14 @@ class MessageOps(StoreWriter):
             msg = _message(row)
             if ids:
                 pending = conn.execute(
-                    f"SELECT * FROM receipts WHERE message_id IS NULL AND gateway = ? AND smsc_id"
+                    f"SELECT * FROM receipts WHERE msg IS NULL AND gateway = ? AND smsc_id"
                     f" IN ({','.join('?' * len(ids))}) ORDER BY id",
                     [gateway, *ids],
                 ).fetchall()
                 for r in pending:
                     # Matched now: its fields say what its raw text did (schema 7).
-                    conn.execute("UPDATE receipts SET message_id = ?, raw = NULL WHERE id = ?",
-                                 (message_id, r["id"]))
+                    conn.execute("UPDATE receipts SET msg = ?, raw = NULL WHERE id = ?",
+                                 (row["ref"], r["id"]))
                     _, msg = apply_to_message(
                         conn,
                         msg,

@@ -55,33 +55,34 @@ class ReceiptOps(StoreWriter):
                     (r.gateway, r.smsc_id),
                 ).fetchone()
             msg = _message(row) if row is not None else None
+            ref = row["ref"] if row is not None else None  # what receipts name it by (schema 14)
             if msg is not None:
-                n = conn.execute("SELECT COUNT(*) FROM receipts WHERE message_id = ?",
-                                 (msg.id,)).fetchone()
+                n = conn.execute("SELECT COUNT(*) FROM receipts WHERE msg = ?",
+                                 (ref,)).fetchone()
                 if n is not None and n[0] >= MAX_RECEIPTS_PER_MESSAGE:
                     return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             # A repeat (the SMSC resends a receipt it saw no ack for) has the same fields as
             # one already stored for the same message, or among the unmatched.
             repeat = conn.execute(
                 "SELECT 1 FROM receipts WHERE"
-                + (" message_id = ?" if msg else " message_id IS NULL")
+                + (" msg = ?" if msg else " msg IS NULL")
                 + " AND gateway = ? AND smsc_id IS ? AND state = ? AND error_code IS ?"
-                " AND done_at IS ? LIMIT 1", (*([msg.id] if msg else []), *fields)).fetchone()
+                " AND done_at IS ? LIMIT 1", (*([ref] if msg else []), *fields)).fetchone()
             if repeat is not None:
                 return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             # The raw text says nothing the fields don't once the receipt has found its
             # message; an unmatched one keeps it, for whoever looks into why.
             ins = conn.execute(
-                "INSERT INTO receipts (message_id, smsc_id, gateway, state, error_code, done_at,"
+                "INSERT INTO receipts (msg, smsc_id, gateway, state, error_code, done_at,"
                 " received_at, raw) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
-                (msg.id if msg else None, r.smsc_id, r.gateway, r.state.value, r.error_code,
+                (ref, r.smsc_id, r.gateway, r.state.value, r.error_code,
                  ts(r.done_at), at, None if msg else r.raw),
             ).fetchone()
             if msg is None:
                 if ins["id"] % 64 == 0:
                     conn.execute(
-                        "DELETE FROM receipts WHERE message_id IS NULL AND gateway = ? AND id <"
-                        " (SELECT id FROM receipts WHERE message_id IS NULL AND gateway = ?"
+                        "DELETE FROM receipts WHERE msg IS NULL AND gateway = ? AND id <"
+                        " (SELECT id FROM receipts WHERE msg IS NULL AND gateway = ?"
                         "  ORDER BY id DESC LIMIT 1 OFFSET ?)",
                         (r.gateway, r.gateway, MAX_UNMATCHED_RECEIPTS - 1))
                 return ReceiptOutcome(ins["id"], None, duplicate=False, changed=False)
@@ -118,14 +119,17 @@ class ReceiptOps(StoreWriter):
     async def receipts(
         self, *, message_id: str | None = None, unmatched: bool = False
     ) -> list[ReceiptRow]:
+        # A receipt names its message by ref (schema 14); the id is read through it.
+        sql = ("SELECT r.*, m.id AS message_id FROM receipts r"
+               " LEFT JOIN messages m ON m.ref = r.msg")
         if unmatched:
-            rows = await self._read("SELECT * FROM receipts WHERE message_id IS NULL ORDER BY id")
+            rows = await self._read(sql + " WHERE r.msg IS NULL ORDER BY r.id")
         elif message_id is not None:
             rows = await self._read(
-                "SELECT * FROM receipts WHERE message_id = ? ORDER BY id", (message_id,)
-            )
+                sql + " WHERE r.msg = (SELECT ref FROM messages WHERE id = ?) ORDER BY r.id",
+                (message_id,))
         else:
-            rows = await self._read("SELECT * FROM receipts ORDER BY id")
+            rows = await self._read(sql + " ORDER BY r.id")
         return [
             ReceiptRow(
                 r["id"],
@@ -162,7 +166,8 @@ def apply_to_message(
         first: dict[str, ReceiptState] = {}
         errors: list[str] = []
         rows = conn.execute(
-            "SELECT smsc_id, state, error_code FROM receipts WHERE message_id = ? AND state IN"
+            "SELECT smsc_id, state, error_code FROM receipts"
+            " WHERE msg = (SELECT ref FROM messages WHERE id = ?) AND state IN"
             f" ({','.join('?' * len(FINAL_RECEIPT_STATES))}) ORDER BY id",
             (msg.id, *FINAL_RECEIPT_STATES),
         ).fetchall()

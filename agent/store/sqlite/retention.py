@@ -84,7 +84,7 @@ class RetentionOps(StoreWriter):
             other = 0
             for sql in (  # rows tied to no message: they age out with the details
                 "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts"
-                " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
+                " WHERE msg IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
                 "DELETE FROM replies WHERE id IN (SELECT id FROM replies"
                 " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
             ):
@@ -166,9 +166,9 @@ def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int
     if not live:
         return 0
     q = _marks(live)
-    conn.execute("DELETE FROM message_history WHERE msg IN"
-                 f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
-    conn.execute(f"DELETE FROM receipts WHERE message_id IN ({q})", live)
+    for table in ("message_history", "receipts"):  # they name it by ref (schemas 13, 14)
+        conn.execute(f"DELETE FROM {table} WHERE msg IN"
+                     f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
     conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
@@ -187,10 +187,10 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
     if not live:
         return 0
     q = _marks(live)
-    conn.execute("DELETE FROM message_history WHERE msg IN"
-                 f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
-    for table in ("receipts", "replies"):
-        conn.execute(f"DELETE FROM {table} WHERE message_id IN ({q})", live)
+    for table in ("message_history", "receipts"):  # they name it by ref (schemas 13, 14)
+        conn.execute(f"DELETE FROM {table} WHERE msg IN"
+                     f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
+    conn.execute(f"DELETE FROM replies WHERE message_id IN ({q})", live)
     conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)

@@ -10,9 +10,16 @@ from agent.store.base import MessageFilter
 from agent.store.smslog import log_sql, where
 
 
+def _receipt_of(conn: sqlite3.Connection) -> str:
+    """How a receipt names its message: by ref since schema 14 (the read-only reader may be
+    given a file the agent has not yet upgraded)."""
+    v14 = conn.execute("PRAGMA user_version").fetchone()[0] >= 14
+    return "r.msg = m.ref" if v14 else "r.message_id = m.id"
+
+
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
     """One page of the SMS log (``f.limit`` rows from ``f.offset``), newest first by default."""
-    sql, p = log_sql(f)
+    sql, p = log_sql(f, _receipt_of(conn))
     return conn.execute(sql, p).fetchall()
 
 
@@ -28,7 +35,7 @@ def log_count(conn: sqlite3.Connection, f: MessageFilter, cap: int) -> tuple[int
 def log_batches(conn: sqlite3.Connection, f: MessageFilter,
                 size: int) -> Iterator[list[sqlite3.Row]]:
     """The whole log for ``f`` in batches of ``size`` rows, for streaming exports."""
-    sql, p = log_sql(f)
+    sql, p = log_sql(f, _receipt_of(conn))
     cur = conn.execute(sql, p)
     while batch := cur.fetchmany(size):
         yield batch
