@@ -78,6 +78,9 @@ class Intake:
         self._bursts = RefusalBurst()
         if metrics is not None:
             metrics.on_scrape(lambda: metrics.refusal_bursts(self._bursts.refresh(self._clock())))
+            # Spend so far is read off the counters when /metrics is scraped, not set by
+            # every text: that is work on the path from the hangup to the SMSC.
+            metrics.on_scrape(self._spend_scraped)
 
     @property
     def limits(self) -> Limits:
@@ -124,8 +127,6 @@ class Intake:
                 if self._limits is not limits:
                     return counters
                 self._spend = counters
-                with self._guard:
-                    self._spend_metrics(now)
             return self._spend
 
     def count_others(self, sends: Iterable[PeerSend]) -> None:
@@ -141,13 +142,12 @@ class Intake:
                     cost = self._limits.spend.cost(s.gateway, s.number, s.segments)
                     if cost is not None:
                         spend.add(s.rule, cost, s.at)
-            if spend is not None:
-                self._spend_metrics(self._clock())
 
-    def _spend_metrics(self, now: datetime) -> None:
-        if self._metrics is not None and self._spend is not None:
-            spent, caps = self._spend.totals(now), self._limits.spend.caps
-            self._metrics.spend(spent.day, spent.month, caps.daily, caps.monthly)
+    def _spend_scraped(self) -> None:
+        with self._guard:
+            if self._metrics is not None and self._spend is not None:
+                spent, caps = self._spend.totals(self._clock()), self._limits.spend.caps
+                self._metrics.spend(spent.day, spent.month, caps.daily, caps.monthly)
 
     async def handle(
         self, decisions: list[Decision], call: CallRecord | None = None, *,
@@ -230,18 +230,14 @@ class Intake:
             try:
                 await asyncio.sleep(0)
             finally:
-                self._after_intake(messages, written, spend, now)
+                self._after_intake(messages, written, now)
         else:
-            self._after_intake(messages, written, spend, now)
+            self._after_intake(messages, written, now)
         return [row for row, _ in written]
 
     def _after_intake(self, messages: list[NewMessage],
-                      written: list[tuple[MessageRow, bool]], spend: SpendCounters | None,
-                      now: datetime) -> None:
-        """An intake's metrics and log lines, once its texts are on their way."""
-        if spend is not None:
-            with self._guard:
-                self._spend_metrics(now)
+                      written: list[tuple[MessageRow, bool]], now: datetime) -> None:
+        """An intake's log lines, once its texts are on their way."""
         for m, (row, created) in zip(messages, written, strict=True):
             if created and m.state is MessageState.SUPPRESSED:
                 self._note_refusal(row.reason, now)
