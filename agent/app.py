@@ -27,6 +27,7 @@ from agent import retention
 from agent.errors import ConfigError
 from agent.gateways.build import agent_gateways
 from agent.looplag import LagProbe
+from agent.memory import HeapTrimmer
 from agent.metrics import Metrics
 from agent.loop import RecordPipeline, ReplyHandler
 from agent.loop.pipeline import DEFAULT_CAPACITY
@@ -113,6 +114,9 @@ class AfterCallAgent:
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
         self.loop_lag = LagProbe(self.metrics.loop_lag)
+        # The C heap's free pages go back to the system while the agent runs (agent.memory:
+        # without it a soak's RSS rose ~0.13 MB/min in the C heap alone, nothing live growing).
+        self.heap_trimmer = HeapTrimmer()
         self.replies = ReplyHandler(self.store, self.rules, self.dispatcher.submit_now, clock=clock,
                                     metrics=self.metrics, languages=self.languages)
         self.http_port: int | None = None
@@ -145,6 +149,8 @@ class AfterCallAgent:
             w.scraped(self.metrics)
         self.metrics.records(self.pipeline.pending, self.pipeline.oldest_age(),
                              self.pipeline.wrapups.held)
+        t = self.heap_trimmer
+        self.metrics.heap_trims(t.runs, t.cpu_s, t.longest_s)
 
     async def _on_gateway_receipt(self, receipt: Receipt) -> ReceiptOutcome:
         """SMPP receipts (HTTP ones are counted by the webhook that took them)."""
@@ -216,6 +222,7 @@ class AfterCallAgent:
     async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
         await self.open_store()
         runner = None
+        self.heap_trimmer.start()
         try:
             for gw in self.gateways.values():
                 await gw.start(self._on_gateway_receipt, self._on_inbound)
@@ -258,6 +265,7 @@ class AfterCallAgent:
             if failure is not None:
                 raise failure
         finally:
+            await asyncio.to_thread(self.heap_trimmer.stop)
             for w in self.watches:
                 await w.recovery.close()
             if runner is not None:

@@ -34,6 +34,8 @@ class Metrics:
         # per PBX: the AMI clients' own totals, already counted
         self._ami_dropped_seen: dict[str, int] = {}
         self._ami_paused_seen: dict[str, int] = {}
+        self._heap_trims_seen = 0
+        self._heap_trim_cpu_seen = 0.0
         r = self.registry
         self.calls = Counter(
             "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
@@ -103,6 +105,15 @@ class Metrics:
             "aftercall_sms_refusal_burst", "1 while refusals for this reason are bursting",
             ["reason"], registry=r)
 
+        self.heap_trims_total = Counter(
+            "aftercall_heap_trims_total", "Times the C heap's free pages were handed back to "
+            "the system (glibc malloc_trim, in a thread of its own)", registry=r)
+        self.heap_trim_cpu_seconds = Counter(
+            "aftercall_heap_trim_cpu_seconds", "CPU the heap trims took in all", registry=r)
+        self.heap_trim_seconds_max = Gauge(
+            "aftercall_heap_trim_seconds_max", "The longest heap trim so far: how long a "
+            "malloc of the AMI-reading loop could have waited for it", registry=r)
+
     # -- the calls the rest of the agent makes --------------------------------------------------
 
     def call_completed(self, record: CallRecord) -> None:
@@ -141,6 +152,16 @@ class Metrics:
             if total > seen.get(pbx, 0):
                 counter.labels(pbx=pbx).inc(total - seen.get(pbx, 0))
                 seen[pbx] = total
+
+    def heap_trims(self, runs: int, cpu_s: float, longest_s: float) -> None:
+        """The heap trimmer's own totals (agent.memory); the counters catch up to them."""
+        if runs > self._heap_trims_seen:
+            self.heap_trims_total.inc(runs - self._heap_trims_seen)
+            self._heap_trims_seen = runs
+        if cpu_s > self._heap_trim_cpu_seen:
+            self.heap_trim_cpu_seconds.inc(cpu_s - self._heap_trim_cpu_seen)
+            self._heap_trim_cpu_seen = cpu_s
+        self.heap_trim_seconds_max.set(longest_s)
 
     def ami_reconnected(self, pbx: str = "default") -> None:
         self.ami_reconnects.labels(pbx=pbx).inc()

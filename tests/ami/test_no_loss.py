@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
     task = asyncio.create_task(agent.run(stop.wait))
     try:
         await asyncio.wait_for(agent.ready.wait(), 10)
+        # The C heap is trimmed beside the loop while the agent runs (agent.memory).
+        assert "heap-trim" in {t.name for t in threading.enumerate()}
         call = RecordedCall("queue_abandoned")
         n = 400
         # The store takes nothing while the calls come: more calls/s than it can store.
@@ -87,6 +90,7 @@ async def test_overload_then_drain_every_completed_call_texted_exactly_once(tmp_
         await asyncio.wait_for(task, 30)
         await fake.stop()
         await sim.stop()
+    assert "heap-trim" not in {t.name for t in threading.enumerate()}  # a stopped agent's too
 
 
 def _free_port() -> int:
