@@ -201,6 +201,20 @@ if out:
             ro = sq.sqlite3_db_readonly(db, b"main")
             got.append(("ro" if ro == 1 else "rw", c.total_changes, cur.value))
         return got
+    # The collector's passes on the agent's loop: how many per generation, the longest, and
+    # the objects it still tracks (a full pass walks them all while the loop waits).
+    gc_seen = {"start": 0.0, "n": [0, 0, 0], "max_ms": [0.0, 0.0, 0.0], "collected": [0, 0, 0]}
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_seen["start"] = time.perf_counter()
+        else:
+            g = info["generation"]
+            gc_seen["n"][g] += 1
+            gc_seen["collected"][g] += info["collected"]
+            gc_seen["max_ms"][g] = max(gc_seen["max_ms"][g],
+                                       round((time.perf_counter() - gc_seen["start"]) * 1000, 2))
+    import gc as _gc
+    _gc.callbacks.append(on_gc)
     def probe():
         t0 = time.monotonic()
         n = 0
@@ -214,7 +228,12 @@ if out:
                    "sqlite_malloc_count": sqlite(9),
                    "py_allocated_blocks": sys.getallocatedblocks(),
                    "threads": sorted(t.name for t in threading.enumerate()),
-                   "os_threads": len(os.listdir("/proc/self/task"))}
+                   "os_threads": len(os.listdir("/proc/self/task")),
+                   "gc_passes_max_ms_collected": [list(gc_seen["n"]), list(gc_seen["max_ms"]),
+                                                  list(gc_seen["collected"])],
+                   "gc_tracked_frozen": [len(_gc.get_objects()) if n % 6 == 0 else None,
+                                         _gc.get_freeze_count()]}
+            gc_seen["max_ms"] = [0.0, 0.0, 0.0]
             if n % 6 == 0:
                 row["obmalloc"] = obmalloc()
                 conns[:] = [o for o in gc.get_objects() if type(o) is sqlite3.Connection]
@@ -533,7 +552,8 @@ def scrape(url: str) -> dict[str, float]:
     import urllib.request
 
     want = ("aftercall_records_pending", "aftercall_ami_queue_depth",
-            "aftercall_ami_reconnects_total")
+            "aftercall_ami_reconnects_total", "aftercall_heap_trims_total",
+            "aftercall_heap_trim_cpu_seconds_total", "aftercall_heap_trim_seconds_max")
     got: dict[str, float] = {}
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -558,6 +578,7 @@ async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
     gauges: list[tuple[float, dict[str, float], int]] = []
     dropped: list[float] = []
     maps = proc.mappings_kb()
+    load_start = [round(x, 1) for x in os.getloadavg()]
     t0 = time.monotonic()
     offered = 0
     i = 0
@@ -607,8 +628,11 @@ async def soak(load: Load, proc: Proc, db: Path, rate: float, minutes: float,
             "mappings_moved_128kb_t_range_what_kb_before_after": sorted(moves),
             # A starved agent falls behind and its backlog's memory lingers: say how busy the
             # machine was.
-            "load_avg_1_5_15_at_end": load_avg,
+            "load_avg_1_5_15_at_start": load_start, "load_avg_1_5_15_at_end": load_avg,
             "links_dropped_by_bench_at_min": dropped,
+            # The agent's own heap trims (agent.memory): how many, their CPU, the longest wall.
+            "heap_trims_at_end": {k: v for k, v in (gauges[-1][1] if gauges else {}).items()
+                                  if k.startswith("heap_trim")},
             "backlog_each_10s_min_gauges_slow_reader_drops": gauges,
             "budget_slope": "< 0.05 MB/min (after the warm-up)"}
 
