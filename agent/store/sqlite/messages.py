@@ -51,7 +51,7 @@ def insert_row(
         ).fetchone()
         assert existing is not None
         return _message(existing), False
-    event_now(conn, row["id"], at, state.value, reason, detail)
+    event_now(conn, row["ref"], at, state.value, reason, detail)
     return _message(row), True
 
 
@@ -68,7 +68,7 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
     ).fetchone()
     if row is None:
         return None
-    event_now(conn, message_id, at, "queued", "submitting",
+    event_now(conn, row["ref"], at, "queued", "submitting",
               f"attempt {row['attempts']} via {row['gateway']}")
     return _message(row)
 
@@ -138,7 +138,7 @@ class MessageOps(StoreWriter):
             row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
-            event_now(conn, message_id, at, state.value, reason, detail)
+            event_now(conn, row["ref"], at, state.value, reason, detail)
             return _message(row)
 
         return await self._write_now(op)
@@ -180,7 +180,7 @@ class MessageOps(StoreWriter):
                 return None
             event_now(
                 conn,
-                message_id,
+                row["ref"],
                 at,
                 "submitted",
                 None,
@@ -234,7 +234,7 @@ class MessageOps(StoreWriter):
                 params,
             ).fetchall()
             for r in rows:
-                event_now(conn, r["id"], at, "ambiguous", "interrupted", r["detail"])
+                event_now(conn, r["ref"], at, "ambiguous", "interrupted", r["detail"])
             return [_message(r) for r in rows]
 
         return await self._write_now(op)

@@ -202,5 +202,5 @@ def apply_to_message(
         ),
     ).fetchone()
     assert row is not None
-    event_now(conn, msg.id, at, target.value, "receipt", row["detail"])
+    event_now(conn, row["ref"], at, target.value, "receipt", row["detail"])
     return True, _message(row)

@@ -37,27 +37,27 @@ async def _one(
     return rows[0] if rows else None
 
 
-# A history row names its message by ``messages.ref`` (schema 13), found here from the id.
+# A history row names its message by ``messages.ref`` (schema 13).
 _HISTORY_INSERT = (
-    "INSERT INTO message_history (msg, seq, at, state, reason, detail)"
-    " SELECT m.ref, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE msg = m.ref),"
-    " ?, ?, ?, ? FROM messages m WHERE m.id = ?"
+    "INSERT INTO message_history (msg, seq, at, state, reason, detail) VALUES"
+    " (?1, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE msg = ?1), ?2, ?3, ?4, ?5)"
 )
 
 
-def _history_params(message_id: str, at: str, state: str, reason: str | None,
+def _history_params(ref: int, at: str, state: str, reason: str | None,
                     detail: str | None) -> tuple[Any, ...]:
-    return (micros(datetime.fromisoformat(at)), STATE_CODES[state], reason, detail, message_id)
+    return (ref, micros(datetime.fromisoformat(at)), STATE_CODES[state], reason, detail)
 
 
 def event_now(
     conn: sqlite3.Connection,
-    message_id: str,
+    ref: int,
     at: str,
     state: str,
     reason: str | None,
     detail: str | None,
 ) -> None:
     """One row of a message's state history (in the database thread, inside the caller's
-    transaction): its position is the next after the message's last."""
-    conn.execute(_HISTORY_INSERT, _history_params(message_id, at, state, reason, detail))
+    transaction): its position is the next after the message's last. ``ref``: the message
+    row's ``ref`` (every caller holds the row it just wrote)."""
+    conn.execute(_HISTORY_INSERT, _history_params(ref, at, state, reason, detail))
