@@ -22,10 +22,12 @@ import asyncpg
 import pytest
 
 from agent.dispatch import Dispatcher
+from agent.errors import StoreError
 from agent.models import CallRecord, MessageState, RecipientKind, Trigger
 from agent.sms.policy import AudienceLimits, Limits, parse_rate
 from agent.store.base import MessageFilter, MessageRow
 from agent.store.postgres import PostgresStore
+from agent.store.postgres.numbers import CLASS
 from devkit.harness import until
 from tests.store.conftest import MakeDecision
 
@@ -230,3 +232,22 @@ async def test_a_calls_later_record_is_not_overtaken_by_its_earlier_one_that_wai
     await asyncio.gather(first, second)
     stored = await b.store.get_call("c", pbx="default")
     assert stored is not None and stored.trigger is Trigger.CALL_COMPLETED
+
+
+async def test_no_number_stays_locked_after_a_decision_or_a_failed_write(
+        agents: tuple[PostgresStore, PostgresStore], watch: asyncpg.Connection,
+        make_decision: MakeDecision) -> None:
+    """The locks are held by a connection's session and let go after the rows' commit; a
+    write that fails closes its connection, and they go with it."""
+    a, b = Agent(agents[0], Limits()), Agent(agents[1], Limits())
+    with pytest.raises(StoreError):
+        await a.dispatcher.handle([make_decision(call_id="bad", number=NUMBER,
+                                                 text="bad\x00")])
+    [row] = await asyncio.wait_for(b.call(make_decision, "call-b", NUMBER), 10)
+    assert row.state is MessageState.QUEUED
+
+    async def none_held() -> bool:
+        return not await watch.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
+            CLASS)
+    await until(none_held, 10)

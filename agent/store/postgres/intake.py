@@ -2,12 +2,15 @@
 its rows and their links at once, decided about one number at a time across agents.
 
 The records that arrive while one is in flight go together in the next group (group.py). A
-group that decides about numbers is one transaction of four round trips: BEGIN; the numbers'
-locks and then their facts (one function, numbers.py); the decisions, on the loop; ONE
-statement for the rows (data-modifying CTEs: the calls, what each rule said, the message rows
-and their first events); COMMIT. A group does not wait for a number another transaction holds:
-that number's intakes go to a second group that waits for it (so one agent of a pair, behind
-the other on a call, never holds up its other calls). The idempotency key's unique index still
+group that decides about numbers takes two round trips before its texts can go: one function
+(numbers.py) that takes the numbers' advisory locks, held by the connection's session, in a
+fixed order, and then reads their facts with a snapshot taken after the locks; the decisions,
+on the loop; ONE statement for the rows (data-modifying CTEs: the calls, what each rule said,
+the message rows and their first events), which commits on its own. The locks are let go after
+that commit, in a round trip nobody waits for (a failure closes the connection, and the locks
+go with its session). A group does not wait for a number another agent holds: that number's
+intakes go to a second group that waits for it (so one agent of a pair, behind the other on a
+call, never holds up its other calls). The idempotency key's unique index still
 decides which agent's insert creates a message; the loser learns it lost from the same
 statement (its insert returns nothing for that key) and gets the winner's row from the
 statement's own look at the table, or, when the winner committed while the statement waited
@@ -28,7 +31,7 @@ from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage, PolicyFac
 from agent.store.postgres.calls import outcomes_replace
 from agent.store.postgres.group import Failed, Grouped
 from agent.store.postgres.numbers import number_key
-from agent.store.postgres.pool import PgPool, Statement, message_row, utc
+from agent.store.postgres.pool import PgPool, SessionLocks, Statement, message_row, utc
 from agent.store.postgres.records import call_upsert
 
 #: The message columns a record writes, in the order of the arrays it sends, and their types.
@@ -199,8 +202,8 @@ _BUSY: Any = object()  # a group's answer for an intake it left to a waiting gro
 
 class IntakeOps(PgPool):
     """``decide_and_record`` (see ``Store.decide_and_record``): the decisions that come while
-    one group is in flight go together (group.py), as one transaction that holds the locks of
-    their numbers (numbers.py) from before their facts are read until their rows are committed.
+    one group is in flight go together (group.py), and hold the locks of their numbers
+    (numbers.py) from before their facts are read until their rows are committed.
     Two agents deciding about one number at once are taken in turn, as SQLite's one writer
     takes them: the second reads the first's rows (its cooldown and per-number count see that
     text) and any opt-out or DND entry committed before it.
@@ -229,8 +232,9 @@ class IntakeOps(PgPool):
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
     ) -> Result:
         """``Outbox.decide_and_record``: locks and facts (one round trip), the decision (on
-        the loop, with the locks held), rows (one statement), in a transaction: four round
-        trips for the whole group. A group with no numbers to decide about is one statement."""
+        the loop, with the locks held), rows (one statement that commits), for the whole
+        group; the locks are let go after it. A group with no numbers to decide about is one
+        statement."""
         if call is None and not asks:
             return decide([]), []
         if self._intakes is None:
@@ -271,13 +275,15 @@ class IntakeOps(PgPool):
                     return await _write(conn, items, self.owner, self.writer)
             async with self._tx() as conn:
                 return await _write(conn, items, self.owner, self.writer)
-        async with self._tx() as conn:
+        locks = SessionLocks()
+        async with self._tx(session_locks=locks) as conn:
             rows = await conn.fetch(
-                "SELECT * FROM aftercall_decide_facts($1::int4[], $2::text[], $3::text[],"
+                "SELECT * FROM aftercall_lock_facts($1::int4[], $2::text[], $3::text[],"
                 " $4::timestamptz[], $5::bool[], $6)",
                 [number_key(a.number) for _, a in asks], [a.number for _, a in asks],
                 [a.rule for _, a in asks], [utc(a.sent_since) for _, a in asks],
                 [a.agents for _, a in asks], wait)
+            locks.held = not all(r["o_busy"] for r in rows)  # none taken: none to let go
             got = iter(rows)
             for it in items:
                 mine = [None if a is None else next(got) for a in it.asks]
@@ -293,7 +299,10 @@ class IntakeOps(PgPool):
                     # decided in a group whose write failed; its numbers changed since
                     it.failed = StoreError(f"{self.where}: a number's texts or lists changed"
                                            " while its call was being recorded; decide again")
-            return await _write(conn, items, self.owner, self.writer)
+            if not any(m.decision.links for it in items for m in it.msgs or ()):
+                return await _write(conn, items, self.owner, self.writer)
+            async with conn.transaction():
+                return await _write(conn, items, self.owner, self.writer)
 
 
 def _decide(it: _Intake, facts: list[PolicyFacts | None]) -> None:

@@ -93,6 +93,15 @@ _ENVIRONMENTAL: tuple[type[BaseException], ...] = (
 )
 
 
+class SessionLocks:
+    """``PgPool._tx(session_locks=...)``: whether the caller's statements took any lock."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = True
+
+
 class PgPool:
     """Owns the pool. Each write is one short transaction on a pooled connection; PostgreSQL
     flushes concurrent commits' WAL together, so concurrent callers share fsyncs without a
@@ -121,6 +130,7 @@ class PgPool:
         self._pool: asyncpg.Pool | None = None
         self._name_conn: asyncpg.Connection | None = None  # holds the agent's name (names.py)
         self._closed = False
+        self._letting_go: set[asyncio.Task[None]] = set()  # see ``_let_go``
         self._healthy = True
         self._last_error: str | None = None
         self.commits = 0
@@ -140,9 +150,11 @@ class PgPool:
                 # asyncpg's default sends a reset query (advisory unlock, CLOSE ALL, UNLISTEN,
                 # RESET ALL) each time a connection goes back to the pool: a round trip per
                 # statement read through the pool, and about a quarter of all round trips an
-                # agent makes per call. This store keeps no session state (its advisory locks
-                # are transaction-scoped, it never LISTENs or SETs), and asyncpg still rolls
-                # back a transaction left open before this runs.
+                # agent makes per call. This store leaves no session state on a connection it
+                # gives back (its advisory locks are transaction-scoped, or held by the session
+                # and let go before the connection goes back, or gone with a connection closed;
+                # it never LISTENs or SETs), and asyncpg still rolls back a transaction left
+                # open before this runs.
                 reset=_no_session_state,
             )
         except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError,
@@ -182,6 +194,8 @@ class PgPool:
         if self._name_conn is not None:
             await self._name_conn.close()
             self._name_conn = None
+        if self._letting_go:
+            await asyncio.gather(*self._letting_go, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -241,7 +255,8 @@ class PgPool:
     # ---- transactions and reads -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _tx(self, *, single: bool = False, numbers: Collection[str] = ()
+    async def _tx(self, *, single: bool = False, numbers: Collection[str] = (),
+                  session_locks: SessionLocks | None = None
                   ) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction. Errors become StoreError; environmental ones mark the store
         unhealthy until the next transaction that commits. ``single``: the caller runs one
@@ -249,13 +264,32 @@ class PgPool:
         a statement with data-modifying CTEs is still all or nothing). ``numbers``: the
         transaction first holds these numbers' locks (numbers.py), taken with its BEGIN
         in one round trip; a statement after that sees what other agents committed under
-        them."""
+        them. ``session_locks``: as ``single`` (each statement commits on its own), on a
+        connection whose session the caller's statements lock numbers for (numbers.py): they
+        are let go after the last statement, off the caller's path (``_let_go``), unless the
+        caller says none was taken; if anything fails the connection is closed, and its locks
+        go with it."""
         if self._closed or self._pool is None:
             raise StoreError(f"{self.where}: store is closed")
         try:
             if single:
                 async with self._pool.acquire() as conn:
                     yield conn
+            elif session_locks is not None:
+                pool = self._pool
+                conn = await pool.acquire()
+                try:
+                    yield conn
+                except BaseException:
+                    conn.terminate()
+                    await pool.release(conn)
+                    raise
+                if not session_locks.held:
+                    await pool.release(conn)
+                else:
+                    task = asyncio.get_running_loop().create_task(self._let_go(pool, conn))
+                    self._letting_go.add(task)
+                    task.add_done_callback(self._letting_go.discard)
             elif numbers:
                 async with self._pool.acquire() as conn:
                     try:
@@ -281,6 +315,19 @@ class PgPool:
             log.info("store_write_recovered", database=self.where)
         self._healthy = True
         self.commits += 1
+
+    async def _let_go(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+        """A connection's session locks, then the connection (back to the pool)."""
+        try:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+        except Exception as exc:  # noqa: BLE001 - closing the connection lets them go
+            conn.terminate()
+            log.warning("store_unlock_failed", database=self.where, error=_reason(exc))
+        except BaseException:
+            conn.terminate()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _read(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         if self._closed or self._pool is None:

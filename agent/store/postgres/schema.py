@@ -5,6 +5,7 @@ from __future__ import annotations
 from agent.store.postgres.functions import MIGRATION as FUNCTIONS
 from agent.store.postgres.functions import MIGRATION_8 as SUBMIT_WITH_RECEIPTS
 from agent.store.postgres.numbers import MIGRATION as DECIDE_FACTS
+from agent.store.postgres.numbers import MIGRATION_13 as LOCK_FACTS
 from agent.store.postgres.rollups import MIGRATION as ROLLUPS
 
 # The same tables as the SQLite store, in PostgreSQL's own types: times are timestamptz,
@@ -237,6 +238,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 12: decisions about one number in turn across agents: a group's locks and facts in one
     # round trip (numbers.py)
     DECIDE_FACTS,
+    # 13: those locks held by the session, let go after the rows' own commit (numbers.py)
+    LOCK_FACTS,
 )
 
 LATEST_VERSION = len(MIGRATIONS)
