@@ -31,11 +31,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._refresh: list[Callable[[], None]] = []
-        # per PBX: the AMI clients' own totals, already counted
-        self._ami_dropped_seen: dict[str, int] = {}
-        self._ami_paused_seen: dict[str, int] = {}
-        self._heap_trims_seen = 0
-        self._heap_trim_cpu_seen = 0.0
+        # What ``_catch_up`` has counted of a component's own totals, per counter and labels.
+        self._seen: dict[tuple[Counter, tuple[str, ...]], float] = {}
         r = self.registry
         self.calls = Counter(
             "aftercall_calls_total", "Call records completed, by disposition", ["disposition"],
@@ -147,21 +144,21 @@ class Metrics:
         """One PBX's AMI link as its client counts it; the counters catch up to its totals."""
         self.ami_connected.labels(pbx=pbx).set(1 if connected else 0)
         self.ami_queue_depth.labels(pbx=pbx).set(queued)
-        for counter, seen, total in ((self.ami_reading_paused, self._ami_paused_seen, paused),
-                                     (self.ami_events_dropped, self._ami_dropped_seen, dropped)):
-            if total > seen.get(pbx, 0):
-                counter.labels(pbx=pbx).inc(total - seen.get(pbx, 0))
-                seen[pbx] = total
+        self._catch_up(self.ami_reading_paused, paused, pbx)
+        self._catch_up(self.ami_events_dropped, dropped, pbx)
 
     def heap_trims(self, runs: int, cpu_s: float, longest_s: float) -> None:
         """The heap trimmer's own totals (agent.memory); the counters catch up to them."""
-        if runs > self._heap_trims_seen:
-            self.heap_trims_total.inc(runs - self._heap_trims_seen)
-            self._heap_trims_seen = runs
-        if cpu_s > self._heap_trim_cpu_seen:
-            self.heap_trim_cpu_seconds.inc(cpu_s - self._heap_trim_cpu_seen)
-            self._heap_trim_cpu_seen = cpu_s
+        self._catch_up(self.heap_trims_total, runs)
+        self._catch_up(self.heap_trim_cpu_seconds, cpu_s)
         self.heap_trim_seconds_max.set(longest_s)
+
+    def _catch_up(self, counter: Counter, total: float, *labels: str) -> None:
+        """``counter`` (with ``labels``) brought up to a total a component keeps itself."""
+        seen = self._seen.get((counter, labels), 0)
+        if total > seen:
+            (counter.labels(*labels) if labels else counter).inc(total - seen)
+            self._seen[(counter, labels)] = total
 
     def ami_reconnected(self, pbx: str = "default") -> None:
         self.ami_reconnects.labels(pbx=pbx).inc()

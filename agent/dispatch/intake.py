@@ -226,12 +226,10 @@ class Intake:
             elif m.state is MessageState.QUEUED:
                 self._outlet.queued(row, m.claim_via)
                 started = started or m.claim_via is not None
-        if started:
-            try:
+        try:
+            if started:
                 await asyncio.sleep(0)
-            finally:
-                self._after_intake(messages, written, now)
-        else:
+        finally:
             self._after_intake(messages, written, now)
         return [row for row, _ in written]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
 # The WHERE of the partial indexes the policy read uses (schema migration 11), written into
-# the read (records.FACTS) and into migration 12's function: change all of them together.
+# the reads (records.py) and into migrations 12 and 13's function: change all of them together.
 SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 # The class (first key) of the numbers' locks. Two-key advisory locks are a key space of their

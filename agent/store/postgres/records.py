@@ -13,12 +13,8 @@ from agent.models import CallRecord, InboundSms
 from agent.store.base import LinkRow, ListEntry, ListEvent, PeerSend, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
 from agent.store.postgres.group import Grouped
-from agent.store.postgres.numbers import SENT
+from agent.store.postgres.numbers import SENT as _SENT
 from agent.store.postgres.pool import PgPool, Statement, utc
-
-# "Sent" for cooldown and rate limits (numbers.py: the same in migration 12's facts).
-_SENT = SENT
-
 
 #: One policy read: (number, rule, sent since, to agents).
 _FactsAsk = tuple[str, str, datetime | None, bool]

@@ -155,23 +155,34 @@ def _marks(ids: list[Any]) -> str:
     return ",".join("?" * len(ids))
 
 
-def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
+def _live(conn: sqlite3.Connection, ids: list[str], before: str) -> list[str]:
+    """Of ``ids``, the messages still older than ``before`` and final. Re-checked inside the
+    write: a receipt may have moved a row since it was selected."""
     if not ids:
-        return 0
-    q = _marks(ids)
-    # Re-checked inside the write: a receipt may have moved a row since it was selected.
-    live = [r["id"] for r in conn.execute(
-        f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
-        (*ids, before))]
-    if not live:
-        return 0
+        return []
+    return [r["id"] for r in conn.execute(
+        f"SELECT id FROM messages WHERE id IN ({_marks(ids)}) AND created_at < ?"
+        f" AND state IN ({_IN})", (*ids, before))]
+
+
+def _drop_details(conn: sqlite3.Connection, live: list[str]) -> None:
+    """The messages' history, receipts and segment ids (the first two name a message by ref,
+    schemas 13 and 14)."""
     q = _marks(live)
-    for table in ("message_history", "receipts"):  # they name it by ref (schemas 13, 14)
+    for table in ("message_history", "receipts"):
         conn.execute(f"DELETE FROM {table} WHERE msg IN"
                      f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
     conn.execute(
         "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
+
+
+def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
+    live = _live(conn, ids, before)
+    if not live:
+        return 0
+    _drop_details(conn, live)
+    q = _marks(live)
     conn.execute(f"UPDATE replies SET text = '', number = '' WHERE message_id IN ({q})", live)
     cur = conn.execute(
         "UPDATE messages SET text = NULL, number = NULL, detail = NULL, smsc_ids = '[]',"
@@ -180,22 +191,14 @@ def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int
 
 
 def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
-    q = _marks(ids)
-    live = [r["id"] for r in conn.execute(
-        f"SELECT id FROM messages WHERE id IN ({q}) AND created_at < ? AND state IN ({_IN})",
-        (*ids, before))]
+    live = _live(conn, ids, before)
     if not live:
         return 0
+    _drop_details(conn, live)
     q = _marks(live)
-    for table in ("message_history", "receipts"):  # they name it by ref (schemas 13, 14)
-        conn.execute(f"DELETE FROM {table} WHERE msg IN"
-                     f" (SELECT ref FROM messages WHERE id IN ({q}))", live)
     conn.execute(f"DELETE FROM replies WHERE message_id IN ({q})", live)
-    conn.execute(
-        "DELETE FROM message_smsc_ids WHERE (gateway, smsc_id) IN (SELECT m.gateway, j.value"
-        f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
     conn.execute(f"DELETE FROM clicks WHERE code IN (SELECT code FROM links"
-                       f" WHERE message_id IN ({q}))", live)
+                 f" WHERE message_id IN ({q}))", live)
     conn.execute(f"DELETE FROM links WHERE message_id IN ({q})", live)
     return (conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
 
