@@ -5,6 +5,8 @@ what they used (agent.store.frozen.py): editing this module never changes them."
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import zlib
 from collections.abc import Mapping
@@ -17,7 +19,12 @@ from agent.models import CallRecord, MessageState
 #: record leaves them out, and every empty field (None, "", [], {}): its JSON was three times
 #: the size of what it says. ``ended_at`` stays in it only when it is not UTC (the column is).
 COLUMN_FIELDS = ("call_id", "trigger", "disposition", "queue", "caller", "agent", "pbx")
-_EMPTY: tuple[Any, ...] = (None, "", [], {})
+#: The fields the stored record may hold, in the record's order.
+_PACKED_FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord)
+                       if f.name not in COLUMN_FIELDS)
+#: Compact JSON, made once: ``json.dumps`` with options builds an encoder on every call.
+JSON_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_UTC_OFFSET = timedelta(0)
 
 #: Message states in the history table as small integers. Append only: stored rows hold them.
 STATE_CODES: Mapping[str, int] = {
@@ -63,7 +70,11 @@ _DICTIONARIES = {_DEFLATE_1: _ZDICT_1, OUTCOMES_FORM: _ZDICT_2}
 
 def deflate_json(text: str, form: bytes = _DEFLATE_1) -> bytes:
     """JSON as stored: a leading byte naming the dictionary, then raw deflate."""
-    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[form])
+    # memLevel 8, zlib's default: 9 only makes the match-finder's tables bigger (a 128 KiB
+    # hash head to allocate and clear for each text instead of 64), and on a text of a few
+    # hundred bytes plus the dictionary every match is found either way: the same bytes
+    # (tests/unit/test_packing.py), and any memLevel inflates.
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, _DICTIONARIES[form])
     return form + z.compress(text.encode()) + z.flush()
 
 
@@ -81,16 +92,31 @@ def pack_record(record: CallRecord) -> bytes:
 
 
 def compact_json(record: CallRecord) -> str:
-    """The record's JSON without what its columns hold and without empty fields."""
+    """The record's JSON without what its columns hold and without empty fields (None, "",
+    no tags, no vars): ``CallRecord.to_dict``'s values, built straight from the fields it
+    keeps (every completed call is packed on the way from its hangup to its first text)."""
     out: dict[str, Any] = {}
-    for k, v in record.to_dict().items():
-        if k in COLUMN_FIELDS or any(v == e and type(v) is type(e) for e in _EMPTY):
+    for k in _PACKED_FIELDS:
+        v = getattr(record, k)
+        if v is None:
             continue
-        if k == "ended_at" and record.ended_at is not None \
-                and record.ended_at.utcoffset() == timedelta(0):
+        if isinstance(v, datetime):
+            if k == "ended_at" and v.utcoffset() == _UTC_OFFSET:
+                continue  # the column holds it
+            v = v.isoformat()
+        elif isinstance(v, enum.Enum):
+            v = v.value
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, Mapping):
+            v = dict(v)
+        if type(v) in _EMPTIES and not v:
             continue
         out[k] = v
-    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+    return JSON_COMPACT.encode(out)
+
+
+_EMPTIES = frozenset((str, list, dict))
 
 
 def unpack_record(columns: Mapping[str, Any], stored: str | bytes) -> dict[str, Any]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlite3
-
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
 from agent.store.packing import (
+    JSON_COMPACT,
     OUTCOMES_FORM,
     deflate_json,
     inflate_json,
@@ -50,8 +50,7 @@ def pack_outcomes(outcomes: Sequence[RuleOutcome]) -> bytes:
         if o.skipped:
             item.append(list(o.skipped))
         out.append(item)
-    return deflate_json(json.dumps(out, separators=(",", ":"), ensure_ascii=False),
-                        OUTCOMES_FORM)
+    return deflate_json(JSON_COMPACT.encode(out), OUTCOMES_FORM)
 
 
 def unpack_outcomes(stored: bytes, trigger: Trigger) -> list[RuleOutcome]:
