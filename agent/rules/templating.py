@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from jinja2 import StrictUndefined, Template, Undefined
 from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent.errors import AftercallError
 from agent.models import CallRecord
+from agent.rules.sandbox import BoundedSandbox, bounded_render
 from agent.sms.numbers import mask as mask_number
 from agent.sms.untrusted import (
     UntrustedPolicy,
@@ -89,6 +89,10 @@ class Vars:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and not isinstance(self._get(key), Undefined | None)
+
+    def __iter__(self) -> Any:
+        # Without this Python would iterate through __getitem__(0), (1), ... which never ends.
+        raise TypeError("vars cannot be listed: name each variable, vars.NAME")
 
 
 class TooLongError(TemplateRenderError):
@@ -171,8 +175,8 @@ def _trusted(value: Any) -> Any:
     return value
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment() -> BoundedSandbox:
+    env = BoundedSandbox(
         undefined=StrictUndefined,
         autoescape=False,  # plain text: an SMS has no markup to escape
         trim_blocks=True,
@@ -187,6 +191,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
         mask=_mask,
         trusted=_trusted,
     )
+    env.bound_filters()
     return env
 
 
@@ -195,13 +200,13 @@ ENV = _environment()
 
 def render(name: str, template: Template, context: Mapping[str, Any]) -> str:
     try:
-        text = template.render(context).strip()
+        text = bounded_render(template, context).strip()
     except TemplateError as exc:
         reason = exc.message or type(exc).__name__
         raise TemplateRenderError(
             name, _UNDEFINED.sub(r"\1 is missing for this call", reason)
         ) from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
         raise TemplateRenderError(name, f"{type(exc).__name__}: {exc}") from None
     if not text:
         raise TemplateRenderError(name, "rendered to an empty message")
