@@ -14,12 +14,15 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.commands import COMMANDS
+from agent.commands import COMMANDS, module
 from agent.commands.exits import Exit, exit_for
 from agent.errors import AftercallError, LabError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only its command's when it names one (the others' modules stay
+    unimported), every command's otherwise (help, a mistyped command)."""
+    named = next((a for a in argv or () if a in COMMANDS), None)
     p = argparse.ArgumentParser(
         prog="aftercall",
         description="After-call SMS for Asterisk: AMI events in, rule-driven SMS out.",
@@ -29,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", default=None,
                    help="JSON log lines even on a terminal")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    for name in (named,) if named else COMMANDS:
+        module(name).register(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

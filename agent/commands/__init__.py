@@ -9,24 +9,19 @@ line on stderr and the code the exit table gives it.
 
 from __future__ import annotations
 
-from agent.commands import (
-    ambiguous,
-    calls,
-    check,
-    dnd,
-    doctor,
-    explain,
-    export,
-    lab,
-    optout,
-    prune,
-    replay,
-    report,
-    run,
-    smsc_sim,
-    webhooks,
-)
+import importlib
+from types import ModuleType
 
-#: In the order ``aftercall --help`` lists them.
-COMMANDS = (run, check, explain, replay, calls, doctor, lab, smsc_sim,
-            report, export, optout, dnd, prune, ambiguous, webhooks)
+#: Command name -> its module, in the order ``aftercall --help`` lists them. A command's module
+#: is imported only when it runs (or for the full help): ``aftercall report`` doesn't pay for
+#: the agent, the lab and the simulator.
+COMMANDS: dict[str, str] = {
+    "run": "run", "check": "check", "explain": "explain", "replay": "replay", "calls": "calls",
+    "doctor": "doctor", "lab": "lab", "smsc-sim": "smsc_sim", "report": "report",
+    "export": "export", "optout": "optout", "dnd": "dnd", "prune": "prune",
+    "ambiguous": "ambiguous", "webhooks": "webhooks",
+}
+
+
+def module(name: str) -> ModuleType:
+    return importlib.import_module(f"agent.commands.{COMMANDS[name]}")
