@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent import cli
-from agent.commands import COMMANDS
+from agent.commands import COMMANDS, module
 from agent.commands.exits import Exit, exit_for
 from agent.errors import (
     AftercallError,
@@ -27,10 +27,11 @@ HELPERS = {"__init__", "exits", "storeargs"}
 
 def test_every_command_module_has_the_one_shape_and_is_registered() -> None:
     on_disk = {p.stem for p in (AGENT / "commands").glob("*.py")} - HELPERS
-    assert {m.__name__.rsplit(".", 1)[1] for m in COMMANDS} == on_disk
-    for module in COMMANDS:
-        assert callable(module.register), module.__name__
-        assert inspect.iscoroutinefunction(module.run), module.__name__
+    assert set(COMMANDS.values()) == on_disk
+    for name in COMMANDS:
+        m = module(name)
+        assert callable(m.register), m.__name__
+        assert inspect.iscoroutinefunction(m.run), m.__name__
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
     for name, p in sub.choices.items():
