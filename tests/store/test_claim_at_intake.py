@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+from test_dispatch import WAIT, FakeGateway, MakeDecision, dispatcher, running, wait_state
 
 from agent.dispatch import Dispatcher
 from agent.models import MessageState, OutboundSms, SubmitResult
 from agent.store.sqlite import SqliteStore
-
-from test_dispatch import WAIT, FakeGateway, MakeDecision, dispatcher, running, wait_state
 
 __all__ = ["running"]  # the fixture, shared with test_dispatch
 
@@ -151,3 +150,44 @@ async def test_a_claimed_text_reaches_its_gateway_before_the_intake_logs_it(
         assert row.state is MessageState.QUEUED and row.submitting_since is not None
         assert gw.lines_at_submit == [0]  # called by the time handle returned, before any line
         assert [e["event"] for e in logs] == ["sms_queued"]
+
+
+PIPELINE_RULES = """\
+version: 1
+defaults: {region: IN, timezone: Asia/Kolkata, sender_id: ACMECO, gateway: smsc}
+gateways:
+  smsc: {type: smpp, host: 127.0.0.1, system_id: aftercall}
+templates:
+  sorry: {text: "Sorry we missed your call. -ACME"}
+rules:
+  - name: missed
+    match: {disposition: [missed]}
+    send: {to: caller, template: sorry}
+"""
+
+
+async def test_a_completed_call_is_logged_after_its_text_reached_the_gateway(
+    store: SqliteStore, running: Callable[[Dispatcher], object]
+) -> None:
+    """The record pipeline's line for the call (call_completed) is written once the call is
+    stored and its text handed to the gateway, not between the hangup and the submit."""
+    from structlog.testing import capture_logs
+
+    from agent.loop.pipeline import RecordPipeline
+    from agent.metrics import Metrics
+    from agent.models import CallRecord, Disposition
+    from agent.rules.loader import load_rules_text
+
+    rules = load_rules_text(PIPELINE_RULES, "r.yaml", {})
+    d = dispatcher(store, gw := OrderGateway("smsc"))
+    running(d)
+    await asyncio.wait_for(d.resumed.wait(), WAIT)
+    now = datetime.now(UTC)
+    pipeline = RecordPipeline(store, d, Metrics(), rules=lambda: rules, clock=lambda: now)
+    record = CallRecord("1723609800.1", caller="+919876500001", disposition=Disposition.MISSED,
+                        started_at=now, ended_at=now)
+    with capture_logs() as logs:
+        gw.logs = logs
+        await pipeline.apply(record)
+        assert gw.lines_at_submit == [0]
+        assert [e["event"] for e in logs] == ["sms_queued", "call_completed"]
