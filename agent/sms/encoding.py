@@ -92,7 +92,7 @@ def _split(text: str, encoding: Encoding) -> list[str]:
     """
     cost = _gsm_cost if encoding == "GSM-7" else _ucs2_cost
     single, multi = (GSM7_SINGLE, GSM7_MULTI) if encoding == "GSM-7" else (UCS2_SINGLE, UCS2_MULTI)
-    if sum(cost(ch) for ch in text) <= single:
+    if _units(text, encoding) <= single:
         return [text]
     parts: list[str] = []
     start = 0
@@ -105,6 +105,17 @@ def _split(text: str, encoding: Encoding) -> list[str]:
         used += c
     parts.append(text[start:])
     return parts
+
+
+def _units(text: str, encoding: Encoding) -> int:
+    """``sum(cost(ch) for ch in text)``, counted over the text's distinct characters: every
+    submit_sm is split (or found whole) on the way from the hangup to the SMSC."""
+    chars = set(text)
+    if encoding == "UCS-2":
+        return len(text) + sum(text.count(ch) for ch in chars if ord(ch) > 0xFFFF)
+    if chars <= _GSM_CHARS:
+        return len(text) + sum(text.count(ch) for ch in chars & _EXT_CHARS)
+    return sum(_gsm_cost(ch) * text.count(ch) for ch in chars)  # what cannot go costs 0
 
 
 def analyze(text: str) -> SmsInfo:

@@ -192,3 +192,32 @@ def test_analyze_counts_as_each_character_costs(text: str) -> None:
     else:
         assert info.units == len(text.encode("utf-16-le")) // 2
         assert info.forcing_chars == tuple(dict.fromkeys(ch for ch in text if not is_gsm7(ch)))
+
+
+def _split_one_by_one(text: str, encoding: str) -> list[str]:
+    """The greedy split costing each character on its own (what split_segments does)."""
+    from agent.sms.encoding import _gsm_cost, _ucs2_cost
+
+    cost = _gsm_cost if encoding == "GSM-7" else _ucs2_cost
+    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
+    if sum(cost(ch) for ch in text) <= single:
+        return [text]
+    parts, start, used = [], 0, 0
+    for i, ch in enumerate(text):
+        if used + cost(ch) > multi:
+            parts.append(text[start:i])
+            start, used = i, 0
+        used += cost(ch)
+    return [*parts, text[start:]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcXYZ 0129{}[]~^|\\€@£$\n\r\fÄéΔ") + [
+    "😀", "’", "ç", "ع", "\x00", "\x1b"]), max_size=400),
+    st.sampled_from(["GSM-7", "UCS-2"]))
+def test_a_text_splits_as_each_character_costs_under_its_carried_encoding(
+        text: str, encoding: str) -> None:
+    """The submit path splits under the encoding worked out at render time (even one the text
+    does not fit: that part then fails to encode, naming its character), counting over the
+    distinct characters exactly as costing each one."""
+    assert split_segments(text, encoding) == _split_one_by_one(text, encoding)  # type: ignore[arg-type]
