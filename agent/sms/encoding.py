@@ -168,10 +168,16 @@ _SEPTETS: dict[int, str] = {
 }
 
 
+#: Septet (as a code point 0-127) -> its default-alphabet character.
+_BASIC_CHARS: dict[int, str] = dict(enumerate(_BASIC))
+
+
 def decode_gsm7(data: bytes) -> str:
     """Decode unpacked septets. An escape followed by a code missing from the extension table
     shows the default-alphabet character (TS 23.038 6.2.1.1); a trailing lone escape is
     dropped. Octets above 0x7F raise ValueError naming their offset."""
+    if ESCAPE not in data and data.isascii():  # no extension character: one C-level pass
+        return data.decode("ascii").translate(_BASIC_CHARS)
     out: list[str] = []
     i, n = 0, len(data)
     while i < n:

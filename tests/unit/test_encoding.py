@@ -221,3 +221,29 @@ def test_a_text_splits_as_each_character_costs_under_its_carried_encoding(
     does not fit: that part then fails to encode, naming its character), counting over the
     distinct characters exactly as costing each one."""
     assert split_segments(text, encoding) == _split_one_by_one(text, encoding)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_decode_gsm7_reads_each_septet_as_the_default_alphabet_says(data: bytes) -> None:
+    """Whatever path it takes (a text without extension characters is read in one pass), each
+    septet is its default-alphabet character, an escape reads the extension table (a lone one
+    at the end is dropped), and the first octet above 0x7F is named by its offset."""
+    from agent.sms.encoding import _BASIC, _EXTENSION
+
+    bad = next((j for j, b in enumerate(data) if b > 0x7F), None)
+    if bad is not None:
+        with pytest.raises(ValueError, match=f"at offset {bad} "):
+            decode_gsm7(data)
+        return
+    out, i = [], 0
+    while i < len(data):
+        if data[i] == 0x1B:
+            if i + 1 < len(data):
+                nb = data[i + 1]
+                out.append(_EXTENSION.get(nb) or (" " if nb == 0x1B else _BASIC[nb]))
+            i += 2
+            continue
+        out.append(_BASIC[data[i]])
+        i += 1
+    assert decode_gsm7(data) == "".join(out)
