@@ -25,12 +25,12 @@ from agent.rules.templates import (
     LinkFactory,
     TemplateRenderError,
     TooLongError,
-    render_call,
+    render_measured,
     reserved_link,
 )
-from agent.sms.encoding import analyze
-from agent.sms.recording import RECORDING_VAR, call_ref
+from agent.sms.encoding import SmsInfo
 from agent.sms.numbers import classify
+from agent.sms.recording import RECORDING_VAR, call_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +99,9 @@ def _number(
 def _render(
     rules: RuleSet, rule: schema.Rule, name: str, record: CallRecord, now: datetime,
     link: LinkFactory | None,
-) -> tuple[str | None, str | None, bool, tuple[ShortLink, ...]]:
-    """(text, error, too long, the tracked links the text holds: they travel with it)."""
+) -> tuple[str | None, SmsInfo | None, str | None, bool, tuple[ShortLink, ...]]:
+    """(text, its encoding and segments, error, too long, the tracked links the text holds:
+    they travel with it)."""
     d = rules.defaults
     tpl = rules.config.templates[name]
     made: list[ShortLink] = []
@@ -117,13 +118,13 @@ def _render(
         signed = d.recordings.signer(d.public_base_url).url(
             call_ref(record.pbx, record.call_id), record.vars.get(RECORDING_VAR), now)
     try:
-        text = render_call(rules.templates[name], record, timezone=d.timezone, now=now,
-                           link=recording if link is not None else None,
-                           untrusted=d.untrusted_policy(), max_segments=tpl.max_segments,
-                           over_segments=rule.over_segments, recording=signed)
+        text, info = render_measured(
+            rules.templates[name], record, timezone=d.timezone, now=now,
+            link=recording if link is not None else None, untrusted=d.untrusted_policy(),
+            max_segments=tpl.max_segments, over_segments=rule.over_segments, recording=signed)
     except TemplateRenderError as exc:
-        return None, exc.reason, isinstance(exc, TooLongError), ()
-    return text, None, False, tuple(made)
+        return None, None, exc.reason, isinstance(exc, TooLongError), ()
+    return text, info, None, False, tuple(made)
 
 
 def _due(rules: RuleSet, rule: schema.Rule, record: CallRecord,
@@ -152,7 +153,8 @@ def _decisions(
     d = rules.defaults
     max_age = rule.max_age or d.max_age
     not_before, when = _due(rules, rule, record, now)
-    rendered: dict[str, tuple[str | None, str | None, bool, tuple[ShortLink, ...]]] = {}
+    rendered: dict[str, tuple[str | None, SmsInfo | None, str | None, bool,
+                              tuple[ShortLink, ...]]] = {}
     multilingual = len(language.variants(rules.config, rule.send.template)) > 1
     out: list[Decision] = []
     for kind, fixed in targets:
@@ -162,11 +164,11 @@ def _decisions(
         name = choice.template
         if name not in rendered:  # one rendering per variant, shared by its recipients
             rendered[name] = _render(rules, rule, name, record, now, link)
-        text, error, too_long, made = rendered[name]
+        text, measured, error, too_long, made = rendered[name]
         if when is not None and error is None:
             error = when  # the calendar never opens: nothing to schedule
         tpl = rules.config.templates[name]
-        info = analyze(text) if text is not None else rules.templates[name].worst.info
+        info = measured or rules.templates[name].worst.info
         suppress = (
             SuppressReason.INVALID_NUMBER
             if number is None

@@ -15,13 +15,6 @@ from zoneinfo import ZoneInfo
 from jinja2 import Template, TemplateSyntaxError, meta, nodes
 
 from agent.models import CallRecord
-from agent.sms.encoding import analyze
-from agent.sms.links import LINK_CODE_LENGTH
-from agent.sms.untrusted import (
-    CALLER_FIELDS,
-    DEFAULT_POLICY,
-    UntrustedPolicy,
-)
 from agent.rules.templating import (
     ENV,
     FUNCTIONS,
@@ -38,6 +31,13 @@ from agent.rules.templating import (
     untrusted_value,
 )
 from agent.rules.worstcase import WorstCase, worst_case
+from agent.sms.encoding import SmsInfo, analyze
+from agent.sms.links import LINK_CODE_LENGTH
+from agent.sms.untrusted import (
+    CALLER_FIELDS,
+    DEFAULT_POLICY,
+    UntrustedPolicy,
+)
 
 __all__ = ["LinkFactory", "TemplateProblem", "TemplateRenderError", "TooLongError"]
 
@@ -203,6 +203,25 @@ def render_call(
     TooLongError (suppressed as too_long), never a longer text than the operator approved.
     The rule's ``over_segments`` may say otherwise: ``send`` sends the text as rendered,
     ``truncate`` cuts it to fit."""
+    return render_measured(compiled, record, timezone=timezone, now=now, link=link,
+                           untrusted=untrusted, max_segments=max_segments,
+                           over_segments=over_segments, recording=recording)[0]
+
+
+def render_measured(
+    compiled: CompiledTemplate,
+    record: CallRecord,
+    *,
+    timezone: str,
+    now: datetime,
+    link: LinkFactory | None,
+    untrusted: UntrustedPolicy = DEFAULT_POLICY,
+    max_segments: int | None = None,
+    over_segments: str = "suppress",
+    recording: str | None = None,
+) -> tuple[str, SmsInfo]:
+    """``render_call``, with the text's encoding and segments as its fit was judged: they
+    travel with the text, not worked out again."""
     levels: tuple[Level, ...] = ("clean",) if over_segments != "suppress" else (
         "clean", "gsm", "drop")
     text = ""
@@ -211,13 +230,14 @@ def render_call(
                             untrusted=untrusted, level=level, recording=recording,
                             names=compiled.names)
         text = render_template(compiled, ctx)
-        if max_segments is None or analyze(text).segments <= max_segments:
-            return text
+        info = analyze(text)
+        if max_segments is None or info.segments <= max_segments:
+            return text, info
     if over_segments == "send":
-        return text
+        return text, info
     if over_segments == "truncate" and max_segments is not None:
-        return truncate_to_segments(text, max_segments)
-    info = analyze(text)
+        cut = truncate_to_segments(text, max_segments)
+        return cut, analyze(cut)
     raise TooLongError(
         compiled.name, f"{info.segments} segments ({info.encoding}, {info.units} units) exceed "
         f"max_segments {max_segments}")
