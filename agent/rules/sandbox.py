@@ -16,8 +16,10 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-#: Calls, filters, loop turns and checked operators in one render. A text of at most 10 segments
-#: needs a few dozen; a loop over every caller-controlled character needs a few hundred.
+#: Calls, filters, loop turns and checked operators in one render, each also charged one step
+#: per 8 characters or items it reads or builds past the first 64 (so 10,000 steps stay a few
+#: tens of milliseconds whatever the steps are). A text of at most 10 segments needs a few dozen;
+#: a loop over every caller-controlled character a few hundred.
 STEPS = 10_000
 
 #: The longest string or sequence a template may build, and the longest text it may render.
@@ -43,10 +45,10 @@ class _Steps:
 _CURRENT: ContextVar[_Steps | None] = ContextVar("template_steps", default=None)
 
 
-def _step() -> None:
+def _step(n: int = 1) -> None:
     steps = _CURRENT.get()
     if steps is not None:
-        steps.left -= 1
+        steps.left -= n
         if steps.left < 0:
             raise TooCostly(f"takes more than {STEPS:,} steps (calls, filters, loop turns)")
 
@@ -60,8 +62,11 @@ _SIZED = (str, list, tuple, dict, set, frozenset)
 
 def _sized(value: Any) -> Any:
     if isinstance(value, _SIZED):
-        if len(value) > SIZE:
-            raise _too_big(type(value).__name__, len(value))
+        n = len(value)
+        if n > SIZE:
+            raise _too_big(type(value).__name__, n)
+        if n > 64:
+            _step(n >> 3)
     elif isinstance(value, int) and value.bit_length() > INT_BITS:
         raise TooCostly(f"a number over {INT_BITS} bits")
     return value
@@ -72,7 +77,12 @@ _NESTED = (list, tuple, dict, set, frozenset, Namespace)
 
 def _flat(value: Any) -> Any:
     """Whatever a template turns into text (output, `~`, filters, formatting, calls) is walked
-    first when it is a container: nested or shared lists print far longer than they are long."""
+    first when it is a container: nested or shared lists print far longer than they are long.
+    Long values are charged steps by their size: reading them is work too."""
+    if isinstance(value, str):
+        if len(value) > 64:
+            _step(len(value) >> 3)
+        return value
     if not isinstance(value, _NESTED):
         return value
     left = 4 * SIZE  # items and characters
@@ -86,6 +96,7 @@ def _flat(value: Any) -> Any:
         if left < 0:
             raise TooCostly(f"a value holding more than {4 * SIZE:,} items and characters")
         stack.extend(x for x in items if isinstance(x, _NESTED))
+    _step((4 * SIZE - left) >> 3)
     return value
 
 
@@ -174,11 +185,20 @@ _METHOD_CHECKS: dict[str, Callable[..., None]] = {
 }
 
 
+# Filters that run regular expressions or sort: charged 2 steps a character or item more.
+_HEAVY = frozenset({"urlize", "wordwrap", "wordcount", "striptags", "title", "sort", "unique",
+                    "groupby", "dictsort", "tojson", "pprint", "xmlattr", "truncate"})
+
+
 def _bounded_filter(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
     passes = hasattr(f, "jinja_pass_arg")
     check = _FILTER_CHECKS.get(name)
 
+    heavy = name in _HEAVY
+
     def bounded(*args: Any, **kwargs: Any) -> Any:
+        if heavy:
+            _step(8 + 2 * sum(len(a) for a in args if isinstance(a, _SIZED)))
         _step()
         for a in args:
             _flat(a)
@@ -236,6 +256,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(finalize=_flat, **options)
         self.filters["_turns"] = _turns
         self.filters["_concat"] = _concat
+        self.filters["_weigh"] = _flat
 
     def bound_filters(self) -> None:
         """Wrap every filter in the step count and size checks; call once filters are set."""
@@ -251,11 +272,24 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 raise TemplateSyntaxError("recursive loops are not allowed in SMS templates",
                                           loop.lineno, name, filename)
             loop.iter = nodes.Filter(loop.iter, "_turns", [], [], None, None, lineno=loop.lineno)
+        for compare in tree.find_all(nodes.Compare):
+            # `in` and `==` walk their operands: weigh them like a filter's arguments
+            compare.expr = self._weighed(compare.expr)
+            for operand in compare.ops:
+                operand.expr = self._weighed(operand.expr)
         for concat in list(tree.find_all(nodes.Concat)):
             # `~` joins in one step through _concat, so its result is size-checked too
             concat.nodes = [nodes.Filter(nodes.List(concat.nodes, lineno=concat.lineno), "_concat",
                                          [], [], None, None, lineno=concat.lineno)]
         return tree
+
+    @staticmethod
+    def _weighed(expr: nodes.Expr) -> nodes.Expr:
+        return nodes.Filter(expr, "_weigh", [], [], None, None, lineno=expr.lineno)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        value = super().getitem(obj, argument)
+        return _sized(value) if isinstance(argument, slice) else value
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _step()
@@ -269,6 +303,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _flat(a)
         owner = getattr(target, "__self__", None)
         if isinstance(owner, str):
+            _flat(owner)
             method = getattr(target, "__name__", "")
             if method in ("format", "format_map"):
                 _check_format(owner)

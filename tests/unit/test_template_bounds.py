@@ -66,6 +66,12 @@ HOSTILE = {
     "join blow-up": '{{ (["x" * 4000] * 4000)|join }}',
     "sum of lists": "{{ ([[1] * 4000] * 4000)|sum(start=[]) }}",
     "long output": "{% for i in range(999) %}{{ caller_name }}{% endfor %}",
+    # bounded in size, yet each turn reads thousands of characters or items: weighed by size
+    "long reads in a loop": '{% set s = "ab " * 1300 %}{% for i in range(4000) %}'
+                            "{% if (s|wordcount) < 0 or s.count('a') < 0 %}x{% endif %}"
+                            "{% endfor %}ok",
+    "membership in a loop": "{% set l = range(4000)|list %}{% for i in range(4000) %}"
+                            "{% if i in l %}{% endif %}{% endfor %}ok",
     "recursive loop": "{% for i in [1] recursive %}{{ loop([1]) }}{% endfor %}",
 }
 
