@@ -100,6 +100,30 @@ async def test_an_op_that_fails_fails_alone_with_its_own_error(db_path: Path) ->
     assert _ids(db_path) == [1, 2]  # the failed op's own insert was rolled back
 
 
+async def test_an_op_alone_in_its_batch_that_fails_leaves_nothing_and_the_next_one_writes(
+    db_path: Path,
+) -> None:
+    """A batch of one op has no savepoint of its own (its transaction is one): what it wrote
+    before failing is rolled back all the same, its caller gets its error, the store stays
+    healthy and the next op writes."""
+    def bug(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO seen (v) VALUES (7)")
+        raise ValueError("bug in one op")
+
+    def bad_sql(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO seen (v) VALUES (8)")
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async with opened(db_path) as store:
+        with pytest.raises(ValueError, match="bug in one op"):
+            await store._write_now(bug)
+        with pytest.raises(StoreError, match="no_such_table"):
+            await store._write_now(bad_sql)
+        assert store.healthy
+        assert await store._write_now(_append(3)) == 3
+    assert _ids(db_path) == [3]
+
+
 async def test_a_stop_finishes_every_op_queued_before_it_and_refuses_later_ones(
     db_path: Path,
 ) -> None:

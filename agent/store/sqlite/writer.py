@@ -2,7 +2,8 @@
 
 Writes go to one thread that owns the write connection (plain sqlite3): an op is a function
 of that connection, queued with a future; the thread runs whatever ops are waiting as one
-transaction (each op in its savepoint, so one bad op fails alone), commits once, and answers
+transaction (each op in its savepoint when it has company, so one bad op fails alone; an op
+alone has the transaction for its savepoint), commits once, and answers
 all their callers with one ``loop.call_soon_threadsafe``. An op costs one hop into the thread
 and one back, whatever it does. Reads use a second, read-only connection (aiosqlite; WAL
 lets it read while the thread writes).
@@ -114,6 +115,22 @@ def _ops(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> list[tu
     return out
 
 
+def _alone(db: sqlite3.Connection, fn: WriteOp[Any], path: Path) -> list[tuple[bool, Any]]:
+    """A batch of one op (a record on a quiet line, the usual case): its transaction is its
+    savepoint, two statements fewer on the way to the commit. A failed op rolls it back."""
+    try:
+        result = fn(db)
+    except sqlite3.Error as exc:
+        if _environmental(exc):
+            raise
+        db.execute("ROLLBACK")
+        return [(False, StoreError(f"{path}: write refused: {exc}"))]
+    except Exception as exc:  # noqa: BLE001 - a bug in the op fails the op
+        db.execute("ROLLBACK")
+        return [(False, exc)]
+    return [(True, result)]
+
+
 def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> _Outcome:
     """One batch: BEGIN, the ops, COMMIT. A failed BEGIN or COMMIT fails every op."""
     try:
@@ -121,8 +138,9 @@ def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) ->
     except sqlite3.Error as exc:
         return ("begin", exc)
     try:
-        out = _ops(db, fns, path)
-        db.execute("COMMIT")
+        out = _alone(db, fns[0], path) if len(fns) == 1 else _ops(db, fns, path)
+        if db.in_transaction:  # a lone op that failed rolled it back
+            db.execute("COMMIT")
     except sqlite3.Error as exc:
         if db.in_transaction:
             try:
