@@ -9,9 +9,9 @@ from datetime import datetime
 from agent.models import CallRecord, RuleOutcome
 from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage
 from agent.store.sqlite.calls import replace_outcomes
-from agent.store.sqlite.messages import claim_row, insert_row
+from agent.store.sqlite.messages import claim_row, insert_stored
 from agent.store.sqlite.records import read_facts, upsert_call
-from agent.store.sqlite.rows import ts
+from agent.store.sqlite.rows import _message, ts
 from agent.store.sqlite.writer import StoreWriter
 
 
@@ -64,10 +64,11 @@ def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[N
     out: list[tuple[MessageRow, bool]] = []
     links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
     for m in msgs:
-        row, created = insert_row(conn, m.decision, m.state, at, m.reason,
-                                  m.detail, m.next_attempt_at, m.expires_at)
-        if created and m.claim_via is not None:
-            row = claim_row(conn, row.id, at, m.claim_via) or row
+        stored, created = insert_stored(conn, m.decision, m.state, at, m.reason,
+                                        m.detail, m.next_attempt_at, m.expires_at)
+        claimed = (claim_row(conn, stored["id"], at, m.claim_via)
+                   if created and m.claim_via is not None else None)
+        row = claimed or _message(stored)  # a claimed row is read back from its claim
         out.append((row, created))
         if created:
             for link in m.decision.links:

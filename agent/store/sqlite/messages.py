@@ -29,6 +29,22 @@ def insert_row(
 ) -> tuple[MessageRow, bool]:
     """One decision's row and its first event (in the database thread, inside the caller's
     transaction); an existing row with the same idempotency key is returned instead, with False."""
+    row, created = insert_stored(conn, d, state, at, reason, detail, next_attempt_at, expires_at)
+    return _message(row), created
+
+
+def insert_stored(
+    conn: sqlite3.Connection,
+    d: Decision,
+    state: MessageState,
+    at: str,
+    reason: str | None,
+    detail: str | None,
+    next_attempt_at: datetime | None,
+    expires_at: datetime | None,
+) -> tuple[sqlite3.Row, bool]:
+    """``insert_row`` with the row as stored: a caller that changes it next (the claim of its
+    first submit) reads it back from that change instead."""
     params = (
         uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
@@ -50,9 +66,9 @@ def insert_row(
             "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
         ).fetchone()
         assert existing is not None
-        return _message(existing), False
+        return existing, False
     event_now(conn, row["ref"], at, state.value, reason, detail)
-    return _message(row), True
+    return row, True
 
 
 def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
