@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Template, TemplateSyntaxError, meta, nodes
+from jinja2 import Template, TemplateError, TemplateSyntaxError, meta, nodes
 
 from agent.models import CallRecord
 from agent.rules.templating import (
@@ -97,8 +97,9 @@ def merge_tags(source: str) -> frozenset[str]:
     ast = _parse(source)
     try:
         undeclared = meta.find_undeclared_variables(ast)
-    except TemplateSyntaxError as exc:  # TemplateAssertionError: unknown filter or test
-        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
+    except TemplateError as exc:  # an unknown filter or test; folding constants ("a"["b"] or x)
+        raise TemplateProblem(f"template error: {exc.message}", getattr(exc, "lineno", None)) \
+            from None
     names = set(undeclared) - set(ENV.globals)
     found = set(_walk_tags(ast))
     if found:
@@ -289,8 +290,9 @@ def compile_template(
                               "defaults.public_base_url (the link is tracked and signed)")
     try:
         template = ENV.from_string(source)
-    except TemplateSyntaxError as exc:
-        raise TemplateProblem(f"template error: {exc.message}", exc.lineno) from None
+    except TemplateError as exc:  # also what folding its constants raises ("a"["b"] or x)
+        raise TemplateProblem(f"template error: {exc.message}", getattr(exc, "lineno", None)) \
+            from None
     link = reserved_link(public_base_url) if public_base_url else None
     worst = worst_case(name, template, tags, timezone, link, untrusted)
     return CompiledTemplate(

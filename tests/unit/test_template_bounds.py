@@ -5,11 +5,14 @@ never a hung agent. Ordinary templates render exactly as Jinja's sandbox renders
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import resource
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from agent.errors import RulesError
 from agent.models import CallRecord, Direction, Disposition
 from agent.rules.loader import load_rules_text
-from agent.rules.templates import compile_template, render_call
+from agent.rules.templates import TemplateProblem, compile_template, render_call
 from agent.rules.templating import TemplateRenderError, render
 from agent.rules.worstcase import worst_context
 from agent.sms.untrusted import DEFAULT_POLICY
@@ -165,3 +168,65 @@ def test_the_bad_template_names_its_line() -> None:
     with pytest.raises(RulesError) as exc:
         load_rules_text(DOC.format(text='"{{ \\"x\\" * 1000000000 }}"'))
     assert "rules.yaml:7" in str(exc.value) and "over the limit of 4,096" in str(exc.value)
+
+
+# Random templates from the constructs operators use, right and wrong: whatever they are, load
+# refuses them as a template problem at their line or renders them, and a call's render gives a
+# text or a template_error; never another exception (a traceback in `check`, a crashed worker).
+_VALUES = ["caller_name", "vars.X", "tags", "queue", "range(50)", "[1,2,3]", "'ab'", "10", "-1",
+           "2.5", "ns.v", "loop.index", "caller", "ended_at", "now", "dict(a=1)", "(1,2)", "none",
+           "true", "''", "{'a': [1]}"]
+_FILTERS = ["upper", "length", "list", "join(',')", "sort", "first", "last", "string", "int",
+            "round(2)", "default('x')", "replace('a','bb')", "center(30)", "truncate(10)",
+            "wordwrap(3)", "batch(2)", "slice(3)", "sum", "unique", "reverse", "map('string')",
+            "tojson", "abs", "title", "format(1)", "indent(2)", "dictsort", "items", "attr('x')",
+            "min", "max", "wordcount", "urlize", "pprint", "date", "time", "last(3)", "mask",
+            "trusted", "filesizeformat", "xmlattr", "groupby('a')", "striptags", "count"]
+_OPS = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "<", "in", "and", "or"]
+_TAILS = ["[0]", "[1:]", "[::-1]", '["a"]', ".upper()", ".split()", '.count("a")', ".ljust(20)",
+          ".format(1)", ".items()", '.join(["a"])', '.replace("a","b")']
+
+
+def _expr(rnd: random.Random, depth: int = 0) -> str:
+    r = rnd.random()
+    if depth > 3 or r < 0.3:
+        return rnd.choice(_VALUES)
+    if r < 0.55:
+        return f"({_expr(rnd, depth + 1)})|{rnd.choice(_FILTERS)}"
+    if r < 0.8:
+        return f"({_expr(rnd, depth + 1)} {rnd.choice(_OPS)} {_expr(rnd, depth + 1)})"
+    return _expr(rnd, depth + 1) + rnd.choice(_TAILS)
+
+
+def _stmt(rnd: random.Random, depth: int = 0) -> str:
+    r = rnd.random()
+    if depth > 2 or r < 0.4:
+        return "{{ " + _expr(rnd) + " }}"
+    if r < 0.6:
+        return "{% for x in " + _expr(rnd) + " %}" + _stmt(rnd, depth + 1) + "{% endfor %}"
+    if r < 0.75:
+        return ("{% if " + _expr(rnd) + " %}" + _stmt(rnd, depth + 1) + "{% else %}"
+                + _stmt(rnd, depth + 1) + "{% endif %}")
+    if r < 0.85:
+        return "{% set ns.v = " + _expr(rnd) + " %}" + _stmt(rnd, depth + 1)
+    return ("{% macro m(a) %}" + _stmt(rnd, depth + 1) + "{% endmacro %}{{ m("
+            + _expr(rnd) + ") }}")
+
+
+def test_random_templates_load_or_are_refused_and_render_or_fail_cleanly() -> None:
+    rnd = random.Random(20261201)
+    kw = {"timezone": "UTC", "now": datetime(2025, 8, 14, 6, 0, tzinfo=UTC), "link": None}
+    loaded = 0
+    for _ in range(1000):
+        src = "{% set ns = namespace(v=1) %}" + _stmt(rnd) + _stmt(rnd) + " ok"
+        t = time.perf_counter()
+        try:
+            ct = compile_template("t", src, timezone="UTC", public_base_url=None)
+        except TemplateProblem:
+            continue
+        finally:
+            assert time.perf_counter() - t < 2, src
+        loaded += 1
+        with contextlib.suppress(TemplateRenderError):
+            render_call(ct, _call(vars={"X": "7"}), **kw)  # type: ignore[arg-type]
+    assert loaded > 30  # the generator makes working templates too
