@@ -72,7 +72,12 @@ def timezone(args: argparse.Namespace) -> str:
 
 
 def span(args: argparse.Namespace, tz: str) -> tuple[datetime | None, datetime | None]:
-    return (args.since.at(tz) if args.since else None, args.until.at(tz) if args.until else None)
+    since = args.since.at(tz) if args.since else None
+    until = args.until.at(tz) if args.until else None
+    if since and until and until < since:
+        # an empty report would look like a quiet period
+        raise AftercallError(f"--until {args.until.value} is before --since {args.since.value}")
+    return since, until
 
 
 def states(v: str) -> list[MessageState]:

@@ -70,3 +70,15 @@ def test_the_lab_does_not_stand_above_the_agent() -> None:
     above = re.compile(r"^\s*(from|import) agent\.(app|loop|dispatch|web|commands|cli)\b", re.M)
     for path in (AGENT / "lab").rglob("*.py"):
         assert not above.search(path.read_text(encoding="utf-8")), path.name
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_window_that_ends_before_it_starts_is_refused_not_an_empty_report(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "a.db"
+    db.touch()
+    argv = [command, "--db", str(db), "--since", "2025-02-01", "--until", "2025-01-01"]
+    assert cli.execute(cli.build_parser(argv).parse_args(argv)) == Exit.INPUT
+    assert capsys.readouterr().err == (
+        "aftercall: --until 2025-01-01 is before --since 2025-02-01\n")
