@@ -246,6 +246,15 @@ class ShortLink(str):
         return self
 
 
+def idempotency_key(pbx: str, call_id: str, rule: str, recipient: str,
+                    number: str | None) -> str:
+    """A decision's idempotency key (``Decision.idempotency_key``) from its parts: a stored row
+    that keeps only a digest of it (SQLite, schema 15) is matched against a new decision by its
+    columns through this."""
+    key = f"{call_id}|{rule}|{recipient}|{number or '-'}"
+    return key if pbx == "default" else f"{pbx}|{key}"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What the rule engine decided for one recipient of one call. Policies (opt-out, DND,
@@ -289,8 +298,8 @@ class Decision:
         """One row per (PBX, call, rule, recipient), whichever agent decides it first. The
         ``default`` PBX keeps the form keys had before PBXs were named, so upgrading does not
         re-key calls already recorded (a replayed one would be texted again)."""
-        key = f"{self.call_id}|{self.rule}|{self.recipient.value}|{self.number or '-'}"
-        return key if self.pbx == "default" else f"{self.pbx}|{key}"
+        return idempotency_key(self.pbx, self.call_id, self.rule, self.recipient.value,
+                               self.number)
 
 
 @dataclass(frozen=True, slots=True)

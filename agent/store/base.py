@@ -54,7 +54,7 @@ class MessageRow:
     expires_at: datetime | None
     call_ended_at: datetime | None
     hangup_to_submit_ms: float | None
-    updated_at: datetime
+    updated_at: datetime  # SQLite (schema 15): the latest of the times above it but the due ones
     pbx: str = "default"  # the PBX of the call it was decided for
 
 
@@ -73,14 +73,22 @@ def check_transition_fields(fields: Collection[str]) -> None:
 
 
 def message_from_row(r: Any, smsc_ids: Sequence[str],
-                when: Callable[[Any], datetime | None] | None = None) -> MessageRow:
+                     when: Callable[[Any], datetime | None] | None = None, *,
+                     key: str | None = None) -> MessageRow:
     """A stored message row (read by column name: sqlite3.Row, asyncpg.Record) as a MessageRow,
     the same for both stores: ``smsc_ids`` as the backend decoded them, its times through
-    ``when`` (None: the driver gives datetimes already)."""
+    ``when`` (None: the driver gives datetimes already). ``key``: the idempotency key of a row
+    that stores only its digest, and no ``updated_at`` (SQLite since schema 15): that is then
+    the latest of the row's own times."""
     t = when or _as_is
+    if key is None:
+        key, updated = r["idempotency_key"], t(r["updated_at"])
+    else:
+        updated = max(x for c in ("created_at", "queued_at", "submitting_since", "submitted_at",
+                                  "final_at") if (x := t(r[c])) is not None)
     return MessageRow(
         id=r["id"],
-        idempotency_key=r["idempotency_key"],
+        idempotency_key=key,
         call_id=r["call_id"],
         rule=r["rule"],
         trigger=Trigger(r["trigger"]),
@@ -110,7 +118,7 @@ def message_from_row(r: Any, smsc_ids: Sequence[str],
         expires_at=t(r["expires_at"]),
         call_ended_at=t(r["call_ended_at"]),
         hangup_to_submit_ms=r["hangup_to_submit_ms"],
-        updated_at=t(r["updated_at"]),
+        updated_at=updated,
         pbx=r["pbx"],
     )
 

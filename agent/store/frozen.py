@@ -1,9 +1,10 @@
-"""Frozen SQL and functions of SQLite migrations 7, 8 and 10, as they were released: migrations
+"""Frozen SQL and functions of SQLite migrations 7, 8, 10 and 15, as they were released: migrations
 are history, so what they write must not follow later edits of agent/store/packing.py (the live
 forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 # packing.COLUMN_FIELDS and packing.STATE_CODES when migration 7 was released.
@@ -50,9 +51,16 @@ def deflate_outcomes_v10(text: str) -> bytes:
     return b"\x02" + z.compress(text.encode()) + z.flush()
 
 
+def key_digest_v15(key: str) -> int:
+    """packing.key_digest as migration 15 stored idempotency keys with it."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
 MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
-                       "aftercall_deflate_outcomes": deflate_outcomes_v10}
+                       "aftercall_deflate_outcomes": deflate_outcomes_v10,
+                       "aftercall_key_digest": key_digest_v15}
 
 
 def micros_sql(iso: str) -> str:

@@ -23,9 +23,11 @@ from agent.models import (
     Trigger,
 )
 from agent.reports import build_report
-from agent.store.base import CallFilter, MessageEvent
+from agent.store.base import CallFilter, MessageEvent, MessageFilter
 from agent.store.packing import inflate_json, pack_record
+from agent.store.smslog import RARE_STATES, log_sql
 from agent.store.sqlite import SqliteStore
+from agent.store.sqlite.messages import DUE_SQL, NEXT_DUE_SQL
 from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import create_schema, generate
 
@@ -147,19 +149,25 @@ async def test_new_rows_in_the_compact_shape_read_back_whole(tmp_path: Path) -> 
 
 
 def test_due_messages_are_read_through_an_index_of_states(tmp_path: Path) -> None:
+    """The outbox's reads and the SMS log's rarer statuses find their rows through the index of
+    states, which holds no delivered or suppressed row (schema 15: SQLite uses it only when the
+    query's WHERE has its term)."""
     path = tmp_path / "p.db"
     generate(path, messages=200, days=2, end=END)
     with sqlite3.connect(path) as c:
-        for sql in (
-            "SELECT * FROM messages WHERE state IN ('queued', 'deferred')"
-            " AND next_attempt_at <= ? AND submitting_since IS NULL"
-            " ORDER BY next_attempt_at LIMIT ?",
-            "SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued', 'deferred')"
-            " AND submitting_since IS NULL",
-        ):
-            plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}",
-                                                    ("x", 1)[:sql.count("?")]))
-            assert "USING INDEX messages_state_created (state=?)" in plan, plan
+        (index_sql,) = c.execute("SELECT sql FROM sqlite_schema WHERE name ="
+                                 " 'messages_rare_state'").fetchone()
+        assert index_sql.endswith(f"WHERE {RARE_STATES}")
+        log = [log_sql(MessageFilter(states=(s,), limit=50), "r.msg = m.ref")
+               for s in (MessageState.FAILED, MessageState.AMBIGUOUS, MessageState.UNDELIVERED)]
+        for sql, params in [(DUE_SQL, ("x", 1)), (NEXT_DUE_SQL, ()), *log]:
+            plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "USING INDEX messages_rare_state (state=?)" in plan, plan
+        # The states most rows are in are not in it (a page of them is found by time).
+        sql, params = log_sql(MessageFilter(states=(MessageState.DELIVERED,), limit=50),
+                              "r.msg = m.ref")
+        plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "messages_rare_state" not in plan, plan
 
 
 async def test_a_receipt_keeps_its_raw_text_only_while_it_matches_no_message(

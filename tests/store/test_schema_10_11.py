@@ -12,7 +12,8 @@ from pathlib import Path
 
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter
-from agent.store.migrations import _MESSAGE_COLUMNS
+from agent.store.frozen import key_digest_v15
+from agent.store.migrations import _V15_COLUMNS
 from agent.store.packing import unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.synth import generate, migrate
@@ -60,9 +61,10 @@ def _v9_file(path: Path) -> None:
 
 
 # What the rows say, at any version: since schema 13 a message also has a ref, and its history
-# and segment ids name it by that.
+# and segment ids name it by that; since schema 15 its idempotency key is a digest and it has no
+# updated_at.
 _LOGICAL = {
-    "messages": "SELECT " + _MESSAGE_COLUMNS + " FROM messages",
+    "messages": "SELECT " + _V15_COLUMNS + ", {idem} FROM messages",
     "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
@@ -76,9 +78,11 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as c:
         version = c.execute("PRAGMA user_version").fetchone()[0]
         v13, v14 = version >= 13, version >= 14
+        c.create_function("key_digest", 1, key_digest_v15)
         sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(
             ref="ref" if v13 else "id", msg="msg" if v13 else "message_id",
-            rmsg="msg" if v14 else "message_id")
+            rmsg="msg" if v14 else "message_id",
+            idem="idem" if version >= 15 else "key_digest(idempotency_key)")
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 

@@ -637,13 +637,13 @@ async def test_the_policy_read_costs_the_same_whatever_the_numbers_history(
     with closing(sqlite3.connect(db_path)) as conn, conn:
         for i in range(3000):
             conn.execute(
-                "INSERT INTO messages SELECT id || ?, idempotency_key || ?, call_id, ?, trigger,"
+                "INSERT INTO messages SELECT id || ?, idem + ?, call_id, ?, trigger,"
                 " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
                 " category, dlt_template_id, dlt_entity_id, state, reason, detail, attempts,"
                 " smsc_ids, error_code, created_at, queued_at, ?, final_at, next_attempt_at,"
-                " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, updated_at, pbx,"
+                " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, pbx,"
                 " NULL FROM messages WHERE id = ?",
-                (f"-{i}", f"-{i}", "support-followup" if i % 2 else "other",
+                (f"-{i}", i + 1, "support-followup" if i % 2 else "other",
                  (T0 + timedelta(minutes=i)).isoformat(), first.id))
     long = cost()
     assert long < short * 1.5 + 50, (short, long)

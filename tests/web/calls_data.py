@@ -33,7 +33,7 @@ from agent.models import (
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore, ts
-from agent.store.packing import STATE_CODES, micros, pack_record
+from agent.store.packing import STATE_CODES, key_digest, micros, pack_record
 from agent.store.sqlite.calls import pack_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,10 +140,10 @@ def _bulk_rows(judged: Judged, rng: random.Random,
         mid = uuid.UUID(int=rng.getrandbits(128)).hex
         sent = state is not MessageState.SUPPRESSED
         out["messages"].append((
-            mid, d.idempotency_key, d.call_id, d.rule, d.trigger.value, d.recipient.value,
+            mid, key_digest(d.idempotency_key), d.call_id, d.rule, d.trigger.value, d.recipient.value,
             d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
             d.category, state.value, reason, detail, int(sent), at, at if sent else None,
-            at, at, 4.0 if sent else None, at))
+            at, at, 4.0 if sent else None))
         out["events"].append((mid, 1, micros(record.ended_at), STATE_CODES[state.value],
                               reason, detail))
 
@@ -153,11 +153,11 @@ _BULK_SQL = {
              " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?)",
     "outcomes": "INSERT INTO rule_outcomes (call_id, trigger, outcomes, decided_at)"
                 " VALUES (?,?,?,?)",
-    "messages": "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger,"
+    "messages": "INSERT INTO messages (id, idem, call_id, rule, trigger,"
                 " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"
-                " call_ended_at, hangup_to_submit_ms, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " call_ended_at, hangup_to_submit_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     # A history row names its message by ref (schema 13).
     "events": "INSERT INTO message_history (msg, seq, at, state, reason, detail)"
               " SELECT ref, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE id = ?1",

@@ -11,9 +11,10 @@ from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
-from agent.store.packing import STATES, from_micros
+from agent.store.packing import STATES, from_micros, key_digest
+from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
-from agent.store.sqlite.rows import _dt, _message, event_now, ts
+from agent.store.sqlite.rows import _dt, _message, event_now, stored_key, ts
 from agent.store.sqlite.writer import StoreWriter
 
 
@@ -45,28 +46,33 @@ def insert_stored(
 ) -> tuple[sqlite3.Row, bool]:
     """``insert_row`` with the row as stored: a caller that changes it next (the claim of its
     first submit) reads it back from that change instead."""
-    params = (
-        uuid.uuid4().hex, d.idempotency_key, d.call_id, d.rule, d.trigger.value,
+    key = d.idempotency_key
+    params = [
+        uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
         at, at if state is MessageState.QUEUED else None, at if state.final else None,
-        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), at, d.pbx,
-    )
-    row = conn.execute(
-        "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
-        " number, template, gateway, sender_id, text, encoding, segments, category,"
-        " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
-        " final_at, next_attempt_at, expires_at, call_ended_at, updated_at, pbx)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        " ON CONFLICT(idempotency_key) DO NOTHING RETURNING *",
-        params,
-    ).fetchone()
-    if row is None:
-        existing = conn.execute(
-            "SELECT * FROM messages WHERE idempotency_key = ?", (d.idempotency_key,)
+        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), d.pbx,
+    ]
+    while True:
+        row = conn.execute(
+            "INSERT INTO messages (id, idem, call_id, rule, trigger, recipient_kind,"
+            " number, template, gateway, sender_id, text, encoding, segments, category,"
+            " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
+            " final_at, next_attempt_at, expires_at, call_ended_at, pbx)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(idem) DO NOTHING RETURNING *",
+            params,
         ).fetchone()
+        if row is not None:
+            break
+        existing = conn.execute("SELECT * FROM messages WHERE idem = ?", (params[1],)).fetchone()
         assert existing is not None
-        return existing, False
+        if stored_key(existing) == key:
+            return existing, False
+        # Another key with the same 64-bit digest (at a million texts a year, about once in
+        # 10^7 years): the next free value holds this one; a replay walks the same way to it.
+        params[1] = params[1] + 1 if params[1] < 2**63 - 1 else -(2**63)
     event_now(conn, row["ref"], at, state.value, reason, detail)
     return row, True
 
@@ -76,17 +82,25 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
     """``claim_for_submit`` inside the caller's transaction (in the database thread)."""
     only_via = "" if gateway is None else " AND gateway = ?"
     row = conn.execute(
-        "UPDATE messages SET attempts = attempts + 1, submitting_since = ?, updated_at = ?"
+        "UPDATE messages SET attempts = attempts + 1, submitting_since = ?"
         " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
         + " RETURNING *",
-        (at, at, message_id, at) + (() if gateway is None else (gateway,)),
+        (at, message_id, at) + (() if gateway is None else (gateway,)),
     ).fetchone()
     if row is None:
         return None
     event_now(conn, row["ref"], at, "queued", "submitting",
               f"attempt {row['attempts']} via {row['gateway']}")
     return _message(row)
+
+
+# Due rows through the index of states (its WHERE, smslog.RARE_STATES, is in theirs).
+DUE_SQL = (f"SELECT * FROM messages WHERE state IN ('queued', 'deferred') AND {RARE_STATES}"
+           " AND next_attempt_at <= ? AND submitting_since IS NULL"
+           " ORDER BY next_attempt_at LIMIT ?")
+NEXT_DUE_SQL = ("SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued', 'deferred')"
+                f" AND {RARE_STATES} AND submitting_since IS NULL")
 
 
 class MessageOps(StoreWriter):
@@ -131,8 +145,8 @@ class MessageOps(StoreWriter):
         Returns the new row, or None when the row is missing or not in an allowed state."""
         check_transition_fields(fields)
         at = ts(now)
-        sets = ["state = ?", "reason = ?", "detail = ?", "updated_at = ?"]
-        params: list[Any] = [state.value, reason, detail, at]
+        sets = ["state = ?", "reason = ?", "detail = ?"]
+        params: list[Any] = [state.value, reason, detail]
         for name, value in fields.items():
             sets.append(f"{name} = ?")
             params.append(ts(value) if isinstance(value, datetime) else value)
@@ -188,9 +202,9 @@ class MessageOps(StoreWriter):
                 "UPDATE messages SET state = CASE WHEN state IN ('queued', 'ambiguous')"
                 " THEN 'submitted' ELSE state END, reason = NULL, detail = NULL,"
                 " gateway = ?, smsc_ids = ?, submitted_at = ?, submitting_since = NULL,"
-                " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?,"
-                " updated_at = ? WHERE id = ? RETURNING *",
-                (gateway, json.dumps(ids), at, hangup_to_submit_ms, at, message_id),
+                " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?"
+                " WHERE id = ? RETURNING *",
+                (gateway, json.dumps(ids), at, hangup_to_submit_ms, message_id),
             ).fetchone()
             if row is None:
                 return None
@@ -239,13 +253,13 @@ class MessageOps(StoreWriter):
         that old (the running agent's sweep for submits nobody will finish)."""
         at = ts(now)
         stale = "" if started_before is None else " AND submitting_since < ?"
-        params = (at,) if started_before is None else (at, ts(started_before))
+        params = () if started_before is None else (ts(started_before),)
 
         def op(conn: sqlite3.Connection) -> list[MessageRow]:
             rows = conn.execute(
                 "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
                 " detail = 'agent stopped during submit started at ' || submitting_since,"
-                " submitting_since = NULL, next_attempt_at = NULL, updated_at = ?"
+                " submitting_since = NULL, next_attempt_at = NULL"
                 f" WHERE submitting_since IS NOT NULL AND state = 'queued'{stale} RETURNING *",
                 params,
             ).fetchall()
@@ -256,25 +270,18 @@ class MessageOps(StoreWriter):
         return await self._write_now(op)
 
     async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]:
-        return await self._read_messages(
-            "SELECT * FROM messages WHERE state IN ('queued', 'deferred')"
-            " AND next_attempt_at <= ? AND submitting_since IS NULL"
-            " ORDER BY next_attempt_at LIMIT ?",
-            (ts(now), limit),
-        )
+        return await self._read_messages(DUE_SQL, (ts(now), limit))
 
     async def next_due_at(self) -> datetime | None:
-        rows = await self._read(
-            "SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued', 'deferred')"
-            " AND submitting_since IS NULL"
-        )
+        rows = await self._read(NEXT_DUE_SQL)
         return _dt(rows[0][0]) if rows else None
 
     async def messages_in_state(
         self, state: MessageState, *, limit: int | None = None
     ) -> list[MessageRow]:
         return await self._read_messages(
-            "SELECT * FROM messages WHERE state = ? ORDER BY created_at LIMIT ?",
+            f"SELECT * FROM messages WHERE state = ?{rare_states_term([state.value])}"
+            " ORDER BY created_at LIMIT ?",
             (state.value, -1 if limit is None else limit),
         )
 
@@ -291,8 +298,10 @@ class MessageOps(StoreWriter):
         where: list[str] = []
         params: list[Any] = []
         if f.states:
-            where.append(f"state IN ({','.join('?' * len(f.states))})")
-            params.extend(s.value for s in f.states)
+            states = [s.value for s in f.states]
+            where.append(f"state IN ({','.join('?' * len(states))})"
+                         + rare_states_term(states))
+            params.extend(states)
         for column, value in (
             ("rule", f.rule),
             ("call_id", f.call_id),

@@ -190,13 +190,12 @@ def apply_to_message(
         return False, msg
     row = conn.execute(
         "UPDATE messages SET state = ?, reason = 'receipt', detail = ?,"
-        " error_code = COALESCE(?, error_code), final_at = ?, updated_at = ? WHERE id = ?"
+        " error_code = COALESCE(?, error_code), final_at = ? WHERE id = ?"
         " RETURNING *",
         (
             target.value,
             parts_note or f"{gateway} receipt {state.value} for {smsc_id or msg.id}",
             error_code,
-            at,
             at,
             msg.id,
         ),

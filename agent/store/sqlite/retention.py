@@ -186,7 +186,7 @@ def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int
     conn.execute(f"UPDATE replies SET text = '', number = '' WHERE message_id IN ({q})", live)
     cur = conn.execute(
         "UPDATE messages SET text = NULL, number = NULL, detail = NULL, smsc_ids = '[]',"
-        f" idempotency_key = 'pruned:' || id WHERE id IN ({q})", live)
+        f" idem = NULL WHERE id IN ({q})", live)
     return cur.rowcount
 
 

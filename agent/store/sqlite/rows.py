@@ -10,6 +10,7 @@ from typing import Any
 
 import aiosqlite
 
+from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
 from agent.store.packing import STATE_CODES, micros
 from agent.store.stamps import from_ts as _dt
@@ -20,8 +21,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def stored_key(r: sqlite3.Row) -> str:
+    """A row's idempotency key (schema 15 stores its digest, ``idem``): the one its columns make,
+    as every decision's is made; ``pruned:ID`` once retention has taken its number."""
+    if r["idem"] is None:
+        return f"pruned:{r['id']}"
+    return idempotency_key(r["pbx"], r["call_id"], r["rule"], r["recipient_kind"], r["number"])
+
+
 def _message(r: sqlite3.Row) -> MessageRow:
-    return message_from_row(r, json.loads(r["smsc_ids"]), _dt)
+    return message_from_row(r, json.loads(r["smsc_ids"]), _dt, key=stored_key(r))
 
 
 async def _rows(

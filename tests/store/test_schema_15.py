@@ -1,0 +1,106 @@
+"""Schema 15 (a message's idempotency key as a 64-bit digest, no updated_at, an index of the
+rarer states only): a version 14 file with messages in every state and every column set upgrades
+keeping every message (each column read back as stored), each key as the digest of the one it
+had (so a replayed decision is still refused), and the reports and SMS log pages unchanged."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.models import MessageState
+from agent.store.base import MessageRow, message_from_row
+from agent.store.packing import key_digest
+from agent.store.sqlite import SqliteStore
+from agent.store.sqlite import messages as sqlite_messages
+from agent.store.sqlite.synth import migrate
+from agent.store.stamps import from_ts
+from tests.store.conftest import MakeDecision
+from tests.store.test_schema_13 import END, _reports, _rows, _v12_file
+from tests.store.upgrades import as_read_since_15
+
+
+def _v14_file(path: Path, make_decision: MakeDecision) -> dict[str, str]:
+    """A version 14 file: the schema 13 test's rows (every state, every column), a row the agent
+    wrote for a decision, and one retention pruned. Returns the rows' keys by id."""
+    _v12_file(path)
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate(conn, 12, 14)
+        d = make_decision(call_id="agent-1", pbx="blr")
+        conn.execute("BEGIN")
+        conn.execute(
+            "INSERT INTO messages (id, idempotency_key, call_id, rule, trigger, recipient_kind,"
+            " number, template, gateway, sender_id, text, encoding, segments, category, state,"
+            " created_at, queued_at, updated_at, pbx) VALUES ('agent1', ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, 'queued', ?, ?, ?, 'blr')",
+            (d.idempotency_key, d.call_id, d.rule, d.trigger.value, d.recipient.value, d.number,
+             d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments, d.category,
+             "2026-11-29T10:00:00.000000Z", "2026-11-29T10:00:00.000000Z",
+             "2026-11-29T10:00:00.000000Z"))
+        conn.execute("UPDATE messages SET text = NULL, number = NULL, detail = NULL,"
+                     " idempotency_key = 'pruned:' || id WHERE id = 'st2'")
+        conn.execute("COMMIT")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 14
+        return dict(conn.execute("SELECT id, idempotency_key FROM messages").fetchall())
+
+
+def _as_stored_v14(path: Path) -> dict[str, MessageRow]:
+    return {r["id"]: message_from_row(r, tuple(json.loads(r["smsc_ids"])), from_ts)
+            for r in _rows(path, "SELECT * FROM messages")}
+
+
+async def test_version_14_file_upgrades_keeping_every_message(
+        tmp_path: Path, make_decision: MakeDecision) -> None:
+    path = tmp_path / "v14.db"
+    keys = _v14_file(path, make_decision)
+    messages = _as_stored_v14(path)
+    assert len(messages) > 1500 and {m.state for m in messages.values()} == set(MessageState)
+    reports_before = await _reports(path)
+
+    async with SqliteStore(path) as store:
+        for mid, want in messages.items():
+            pruned = keys[mid].startswith("pruned:")
+            assert await store.get_message(mid) == as_read_since_15(want, pruned=pruned), mid
+    assert await _reports(path) == reports_before
+    # Each stored digest is the digest of the key the row had (none for a pruned row).
+    idem = dict(_rows(path, "SELECT id, idem FROM messages"))
+    for mid, key in keys.items():
+        assert idem[mid] == (None if key.startswith("pruned:") else key_digest(key)), mid
+    columns = {r["name"] for r in _rows(path, "PRAGMA table_info(messages)")}
+    assert {"idem"} <= columns and not columns & {"idempotency_key", "updated_at"}
+    indexes = {r["name"] for r in _rows(path, "PRAGMA index_list(messages)")}
+    assert "messages_rare_state" in indexes
+    assert not indexes & {"messages_submitted", "messages_state_created"}
+    async with SqliteStore(path) as store:
+        # The agent's row keeps its key: the same decision again is the same row, not a text.
+        again, new = await store.insert_message(make_decision(call_id="agent-1", pbx="blr"),
+                                                state=MessageState.QUEUED, now=END)
+        assert (again.id, new) == ("agent1", False)
+        other, new = await store.insert_message(make_decision(call_id="agent-2", pbx="blr"),
+                                                state=MessageState.QUEUED, now=END)
+        assert new and other.id != "agent1"
+
+
+async def test_two_keys_of_one_digest_are_two_messages(
+        tmp_path: Path, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A digest is 64 bits: when two keys share one, the second takes the next free value, and a
+    replay of either finds its own row."""
+    monkeypatch.setattr(sqlite_messages, "key_digest", lambda key: 2**63 - 2)
+    t = END + timedelta(minutes=1)
+    async with SqliteStore(tmp_path / "d.db") as store:
+        rows = [await store.insert_message(make_decision(call_id=f"c{i}"),
+                                           state=MessageState.QUEUED, now=t) for i in range(3)]
+        assert all(new for _, new in rows) and len({r.id for r, _ in rows}) == 3
+        for i, (row, _) in enumerate(rows):
+            again, new = await store.insert_message(make_decision(call_id=f"c{i}"),
+                                                    state=MessageState.QUEUED, now=t)
+            assert (again.id, new) == (row.id, False)
+            assert again.idempotency_key == make_decision(call_id=f"c{i}").idempotency_key
+    # The third wrapped around past the largest 64-bit value.
+    assert sorted(r[0] for r in _rows(tmp_path / "d.db", "SELECT idem FROM messages")) == [
+        -(2**63), 2**63 - 2, 2**63 - 1]
