@@ -69,6 +69,14 @@ def micros_sql(iso: str) -> str:
             f" + CAST(substr({iso}, 21, 6) AS INTEGER))")
 
 
+def micros_sql_v16(iso: str) -> str:
+    """SQL: ``micros_sql`` exact to the microsecond. SQLite reads fractional seconds to the
+    millisecond, so ``strftime('%s')`` of a time in its last half millisecond (.9995 s and
+    up) says the next second: here the seconds are read without their fraction."""
+    return (f"(CAST(strftime('%s', substr({iso}, 1, 19)) AS INTEGER) * 1000000"
+            f" + CAST(substr({iso}, 21, 6) AS INTEGER))")
+
+
 def state_code_sql(col: str) -> str:
     return "CASE " + col + "".join(f" WHEN '{s}' THEN {c}" for s, c in _STATE_CODES.items()) \
         + " END"

@@ -50,12 +50,13 @@ def where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
-# {receipt_of}: how a receipt names its message (SQLite's by ref since its schema 14).
+# {receipt_of}: how a receipt names its message (SQLite's by ref since its schema 14);
+# {received_at}: its time as the fixed-width text (SQLite's are integers since its schema 16).
 LOG_SQL = """
 SELECT m.*,
   (SELECT r.state FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
       AS receipt_state,
-  (SELECT r.received_at FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
+  (SELECT {received_at} FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
       AS receipt_at,
   (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE l.message_id = m.id)
       AS clicks,
@@ -63,11 +64,11 @@ SELECT m.*,
 FROM messages m"""
 
 
-def log_sql(f: MessageFilter,
-            receipt_of: str = "r.message_id = m.id") -> tuple[str, list[Any]]:
+def log_sql(f: MessageFilter, receipt_of: str = "r.message_id = m.id",
+            received_at: str = "r.received_at") -> tuple[str, list[Any]]:
     w, p = where(f)
     order = "DESC" if f.newest_first else "ASC"
-    base = LOG_SQL.format(receipt_of=receipt_of)
+    base = LOG_SQL.format(receipt_of=receipt_of, received_at=received_at)
     return (f"{base}{w} ORDER BY m.created_at {order}, m.id {order} LIMIT ? OFFSET ?",
             [*p, -1 if f.limit is None else f.limit, f.offset])
 

@@ -69,9 +69,14 @@ _LOGICAL = {
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
                         " FROM message_smsc_ids s JOIN messages m ON m.{ref} = s.{msg}",
-    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, r.state, r.error_code, r.done_at,"
-                " r.received_at, r.raw FROM receipts r LEFT JOIN messages m ON m.{ref} = r.{rmsg}",
+    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, r.state, r.error_code, {done},"
+                " {received}, r.raw FROM receipts r LEFT JOIN messages m ON m.{ref} = r.{rmsg}",
 }
+
+
+def _text(us: str) -> str:
+    return (f"strftime('%Y-%m-%dT%H:%M:%S', {us} / 1000000, 'unixepoch')"
+            f" || printf('.%06dZ', {us} % 1000000)")
 
 
 def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
@@ -82,7 +87,10 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
         sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(
             ref="ref" if v13 else "id", msg="msg" if v13 else "message_id",
             rmsg="msg" if v14 else "message_id",
-            idem="idem" if version >= 15 else "key_digest(idempotency_key)")
+            idem="idem" if version >= 15 else "key_digest(idempotency_key)",
+            # integer microseconds since schema 16: as the text they were
+            done=_text("r.done_at") if version >= 16 else "r.done_at",
+            received=_text("r.received_at") if version >= 16 else "r.received_at")
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 

@@ -13,9 +13,10 @@ from agent.store.base import (
     ReceiptOutcome,
     ReceiptRow,
 )
-from agent.store.sqlite.rows import _dt, _message, _now, event_now, ts
-from agent.store.sqlite.writer import StoreWriter
+from agent.store.packing import from_micros, micros
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
+from agent.store.sqlite.rows import _message, _now, event_now, ts
+from agent.store.sqlite.writer import StoreWriter
 
 _RECEIPT_TARGET = RECEIPT_TARGET
 
@@ -39,9 +40,12 @@ class ReceiptOps(StoreWriter):
         """Store a receipt and move its message. Unknown ones are kept unmatched (and applied if
         the submit they belong to is recorded later); exact duplicates change nothing; a final
         state is never replaced by an intermediate one."""
-        at = ts(now or _now())
+        when = now or _now()
+        at = ts(when)
         r = receipt
-        fields = (r.gateway, r.smsc_id, r.state.value, r.error_code, ts(r.done_at))
+        # A receipt's times are integer microseconds (schema 16).
+        fields = (r.gateway, r.smsc_id, r.state.value, r.error_code,
+                  None if r.done_at is None else micros(r.done_at))
 
         def op(conn: sqlite3.Connection) -> ReceiptOutcome:
             row = None
@@ -76,7 +80,7 @@ class ReceiptOps(StoreWriter):
                 "INSERT INTO receipts (msg, smsc_id, gateway, state, error_code, done_at,"
                 " received_at, raw) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
                 (ref, r.smsc_id, r.gateway, r.state.value, r.error_code,
-                 ts(r.done_at), at, None if msg else r.raw),
+                 fields[4], micros(when), None if msg else r.raw),
             ).fetchone()
             if msg is None:
                 if ins["id"] % 64 == 0:
@@ -138,8 +142,8 @@ class ReceiptOps(StoreWriter):
                 r["smsc_id"],
                 r["state"],
                 r["error_code"],
-                _dt(r["done_at"]),
-                _dt(r["received_at"]),
+                None if r["done_at"] is None else from_micros(r["done_at"]),
+                from_micros(r["received_at"]),
                 r["raw"] or "",
             )
             for r in rows

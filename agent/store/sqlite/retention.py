@@ -82,13 +82,14 @@ class RetentionOps(StoreWriter):
                 calls=_delete_calls(conn, call_ids, micros(details_before)),
             )
             other = 0
-            for sql in (  # rows tied to no message: they age out with the details
-                "DELETE FROM receipts WHERE id IN (SELECT id FROM receipts"
-                " WHERE msg IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
-                "DELETE FROM replies WHERE id IN (SELECT id FROM replies"
-                " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
+            for sql, before in (  # rows tied to no message: they age out with the details
+                ("DELETE FROM receipts WHERE id IN (SELECT id FROM receipts"  # times: schema 16
+                 " WHERE msg IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)",
+                 micros(details_before)),
+                ("DELETE FROM replies WHERE id IN (SELECT id FROM replies"
+                 " WHERE message_id IS NULL AND received_at < ? ORDER BY received_at LIMIT ?)", d),
             ):
-                other += conn.execute(sql, (d, batch)).rowcount
+                other += conn.execute(sql, (before, batch)).rowcount
             return PruneCounts(counts.details, counts.messages, counts.calls, other)
 
         return await self._write_now(op)

@@ -9,17 +9,23 @@ from collections.abc import Iterator
 from agent.store.base import MessageFilter
 from agent.store.smslog import log_sql, where
 
+# Integer microseconds as the fixed-width UTC text the log shows ("...T09:00:00.000001Z").
+_RECEIVED_TEXT = ("strftime('%Y-%m-%dT%H:%M:%S', r.received_at / 1000000, 'unixepoch')"
+                  " || printf('.%06dZ', r.received_at % 1000000)")
 
-def _receipt_of(conn: sqlite3.Connection) -> str:
-    """How a receipt names its message: by ref since schema 14 (the read-only reader may be
-    given a file the agent has not yet upgraded)."""
-    v14 = conn.execute("PRAGMA user_version").fetchone()[0] >= 14
-    return "r.msg = m.ref" if v14 else "r.message_id = m.id"
+
+def _receipts(conn: sqlite3.Connection) -> tuple[str, str]:
+    """How a receipt names its message (by ref since schema 14) and its time as text (an
+    integer since schema 16): the read-only reader may be given a file the agent has not yet
+    upgraded."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return ("r.msg = m.ref" if version >= 14 else "r.message_id = m.id",
+            _RECEIVED_TEXT if version >= 16 else "r.received_at")
 
 
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
     """One page of the SMS log (``f.limit`` rows from ``f.offset``), newest first by default."""
-    sql, p = log_sql(f, _receipt_of(conn))
+    sql, p = log_sql(f, *_receipts(conn))
     return conn.execute(sql, p).fetchall()
 
 
@@ -35,7 +41,7 @@ def log_count(conn: sqlite3.Connection, f: MessageFilter, cap: int) -> tuple[int
 def log_batches(conn: sqlite3.Connection, f: MessageFilter,
                 size: int) -> Iterator[list[sqlite3.Row]]:
     """The whole log for ``f`` in batches of ``size`` rows, for streaming exports."""
-    sql, p = log_sql(f, _receipt_of(conn))
+    sql, p = log_sql(f, *_receipts(conn))
     cur = conn.execute(sql, p)
     while batch := cur.fetchmany(size):
         yield batch

@@ -1,7 +1,8 @@
-"""Schema 15 (a message's idempotency key as a 64-bit digest, no updated_at, an index of the
-rarer states only): a version 14 file with messages in every state and every column set upgrades
-keeping every message (each column read back as stored), each key as the digest of the one it
-had (so a replayed decision is still refused), and the reports and SMS log pages unchanged."""
+"""Schemas 15 and 16 (a message's idempotency key as a 64-bit digest, no updated_at, an index of
+the rarer states only; a receipt's times as integers): a version 14 file with messages in every
+state and every column set upgrades keeping every message (each column read back as stored),
+each key as the digest of the one it had (so a replayed decision is still refused), every
+receipt with its times, and the reports and SMS log pages (with each receipt's time) unchanged."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.models import MessageState
-from agent.store.base import MessageRow, message_from_row
-from agent.store.packing import key_digest
+from agent.store.base import MessageRow, ReceiptRow, message_from_row
+from agent.store.packing import key_digest, micros
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite import messages as sqlite_messages
 from agent.store.sqlite.synth import migrate
@@ -44,29 +45,54 @@ def _v14_file(path: Path, make_decision: MakeDecision) -> dict[str, str]:
              "2026-11-29T10:00:00.000000Z"))
         conn.execute("UPDATE messages SET text = NULL, number = NULL, detail = NULL,"
                      " idempotency_key = 'pruned:' || id WHERE id = 'st2'")
+        # Receipts without a done date: one of the agent's row, one that matched nothing.
+        conn.execute("INSERT INTO receipts (msg, smsc_id, gateway, state, received_at)"
+                     " SELECT ref, 'a1', 'smsc', 'accepted', '2026-11-29T10:00:00.123456Z'"
+                     " FROM messages WHERE id = 'agent1'")
+        conn.execute("INSERT INTO receipts (msg, smsc_id, gateway, state, error_code,"
+                     " received_at, raw) VALUES (NULL, 'lost-1', 'backup', 'undelivered', '009',"
+                     " '2026-11-29T23:59:59.999999Z', 'id:lost-1 stat:UNDELIV err:009')")
         conn.execute("COMMIT")
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 14
         return dict(conn.execute("SELECT id, idempotency_key FROM messages").fetchall())
 
 
-def _as_stored_v14(path: Path) -> dict[str, MessageRow]:
-    return {r["id"]: message_from_row(r, tuple(json.loads(r["smsc_ids"])), from_ts)
-            for r in _rows(path, "SELECT * FROM messages")}
+def _as_stored_v14(path: Path) -> tuple[dict[str, MessageRow], dict[str | None, list[ReceiptRow]]]:
+    messages = {r["id"]: message_from_row(r, tuple(json.loads(r["smsc_ids"])), from_ts)
+                for r in _rows(path, "SELECT * FROM messages")}
+    receipts: dict[str | None, list[ReceiptRow]] = {}
+    for r in _rows(path, "SELECT r.*, m.id AS message_id FROM receipts r"
+                         " LEFT JOIN messages m ON m.ref = r.msg ORDER BY r.id"):
+        receipts.setdefault(r["message_id"], []).append(ReceiptRow(
+            r["id"], r["message_id"], r["gateway"], r["smsc_id"], r["state"], r["error_code"],
+            from_ts(r["done_at"]), from_ts(r["received_at"]), r["raw"] or ""))
+    return messages, receipts
 
 
 async def test_version_14_file_upgrades_keeping_every_message(
         tmp_path: Path, make_decision: MakeDecision) -> None:
     path = tmp_path / "v14.db"
     keys = _v14_file(path, make_decision)
-    messages = _as_stored_v14(path)
+    messages, receipts = _as_stored_v14(path)
     assert len(messages) > 1500 and {m.state for m in messages.values()} == set(MessageState)
+    assert sum(map(len, receipts.values())) > 1000
+    assert any(r.done_at is None for rs in receipts.values() for r in rs)
+    assert any(r.done_at is not None for rs in receipts.values() for r in rs)
     reports_before = await _reports(path)
 
     async with SqliteStore(path) as store:
         for mid, want in messages.items():
             pruned = keys[mid].startswith("pruned:")
             assert await store.get_message(mid) == as_read_since_15(want, pruned=pruned), mid
+            assert await store.receipts(message_id=mid) == receipts.get(mid, []), mid
+        assert await store.receipts(unmatched=True) == receipts.get(None, [])
     assert await _reports(path) == reports_before
+    # Each receipt's times are the microseconds its text said.
+    for rs in receipts.values():
+        for r in rs:
+            stored = _rows(path, f"SELECT done_at, received_at FROM receipts WHERE id = {r.id}")
+            assert tuple(stored[0]) == (None if r.done_at is None else micros(r.done_at),
+                                        micros(r.received_at)), r.id
     # Each stored digest is the digest of the key the row had (none for a pruned row).
     idem = dict(_rows(path, "SELECT id, idem FROM messages"))
     for mid, key in keys.items():
