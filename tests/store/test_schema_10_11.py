@@ -64,7 +64,8 @@ def _v9_file(path: Path) -> None:
 # and segment ids name it by that; since schema 15 its idempotency key is a digest and it has no
 # updated_at.
 _LOGICAL = {
-    "messages": "SELECT " + _V15_COLUMNS + ", {idem} FROM messages",
+    "messages": "SELECT " + _V15_COLUMNS.replace("queued_at", "{queued}").replace(
+        "expires_at", "{expires}").replace("call_ended_at", "{ended}") + ", {idem} FROM messages",
     "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
@@ -90,7 +91,10 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
             idem="idem" if version >= 15 else "key_digest(idempotency_key)",
             # integer microseconds since schema 16: as the text they were
             done=_text("r.done_at") if version >= 16 else "r.done_at",
-            received=_text("r.received_at") if version >= 16 else "r.received_at")
+            received=_text("r.received_at") if version >= 16 else "r.received_at",
+            # and since schema 17 these three of a message's
+            **{k: _text(c) if version >= 17 else c for k, c in (
+                ("queued", "queued_at"), ("expires", "expires_at"), ("ended", "call_ended_at"))})
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 

@@ -143,7 +143,7 @@ def _bulk_rows(judged: Judged, rng: random.Random,
             mid, key_digest(d.idempotency_key), d.call_id, d.rule, d.trigger.value, d.recipient.value,
             d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
             d.category, state.value, reason, detail, int(sent), at, at if sent else None,
-            at, at, 4.0 if sent else None))
+            at, micros(record.ended_at), 4.0 if sent else None))  # call_ended_at: schema 17
         out["events"].append((mid, 1, micros(record.ended_at), STATE_CODES[state.value],
                               reason, detail))
 

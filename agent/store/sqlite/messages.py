@@ -11,10 +11,18 @@ from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
-from agent.store.packing import STATES, from_micros, key_digest
+from agent.store.packing import STATES, from_micros, key_digest, micros
 from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
-from agent.store.sqlite.rows import _dt, _message, event_now, stored_key, ts
+from agent.store.sqlite.rows import (
+    MICROS_TIMES,
+    _dt,
+    _message,
+    event_now,
+    stored_key,
+    ts,
+    us,
+)
 from agent.store.sqlite.writer import StoreWriter
 
 
@@ -51,8 +59,8 @@ def insert_stored(
         uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
-        at, at if state is MessageState.QUEUED else None, at if state.final else None,
-        ts(next_attempt_at), ts(expires_at), ts(d.call_ended_at), d.pbx,
+        at, us(at) if state is MessageState.QUEUED else None, at if state.final else None,
+        ts(next_attempt_at), opt_micros(expires_at), opt_micros(d.call_ended_at), d.pbx,
     ]
     while True:
         row = conn.execute(
@@ -75,6 +83,10 @@ def insert_stored(
         params[1] = params[1] + 1 if params[1] < 2**63 - 1 else -(2**63)
     event_now(conn, row["ref"], at, state.value, reason, detail)
     return row, True
+
+
+def opt_micros(dt: datetime | None) -> int | None:
+    return None if dt is None else micros(dt)
 
 
 def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
@@ -149,13 +161,15 @@ class MessageOps(StoreWriter):
         params: list[Any] = [state.value, reason, detail]
         for name, value in fields.items():
             sets.append(f"{name} = ?")
-            params.append(ts(value) if isinstance(value, datetime) else value)
+            if isinstance(value, datetime):
+                value = micros(value) if name in MICROS_TIMES else ts(value)
+            params.append(value)
         if state.final and "final_at" not in fields:
             sets.append("final_at = ?")
             params.append(at)
         if state is MessageState.QUEUED and "queued_at" not in fields:
             sets.append("queued_at = COALESCE(queued_at, ?)")
-            params.append(at)
+            params.append(us(at))
         where = "id = ?"
         params.append(message_id)
         if from_states is not None:

@@ -12,7 +12,7 @@ import aiosqlite
 
 from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
-from agent.store.packing import STATE_CODES, micros
+from agent.store.packing import STATE_CODES, from_micros, micros
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
 
@@ -29,8 +29,22 @@ def stored_key(r: sqlite3.Row) -> str:
     return idempotency_key(r["pbx"], r["call_id"], r["rule"], r["recipient_kind"], r["number"])
 
 
+#: A message's times kept as integer microseconds (schema 17); the others are fixed-width text.
+MICROS_TIMES = frozenset({"queued_at", "expires_at", "call_ended_at"})
+
+
+def _time(value: str | int | None) -> datetime | None:
+    """A message's stored time, text or integer microseconds (``MICROS_TIMES``)."""
+    return from_micros(value) if isinstance(value, int) else _dt(value)
+
+
+def us(at: str | None) -> int | None:
+    """A fixed-width UTC text time as integer microseconds (None stays None)."""
+    return None if at is None else micros(datetime.fromisoformat(at))
+
+
 def _message(r: sqlite3.Row) -> MessageRow:
-    return message_from_row(r, json.loads(r["smsc_ids"]), _dt, key=stored_key(r))
+    return message_from_row(r, json.loads(r["smsc_ids"]), _time, key=stored_key(r))
 
 
 async def _rows(

@@ -1,8 +1,9 @@
-"""Schemas 15 and 16 (a message's idempotency key as a 64-bit digest, no updated_at, an index of
-the rarer states only; a receipt's times as integers): a version 14 file with messages in every
-state and every column set upgrades keeping every message (each column read back as stored),
-each key as the digest of the one it had (so a replayed decision is still refused), every
-receipt with its times, and the reports and SMS log pages (with each receipt's time) unchanged."""
+"""Schemas 15, 16 and 17 (a message's idempotency key as a 64-bit digest, no updated_at, an
+index of the rarer states only; a receipt's times as integers; a message's queued, expiry and
+call end times as integers): a version 14 file with messages in every state and every column set
+upgrades keeping every message (each column read back as stored), each key as the digest of the
+one it had (so a replayed decision is still refused), every receipt with its times, and the
+reports and SMS log pages (with each receipt's time) unchanged."""
 
 from __future__ import annotations
 
@@ -97,6 +98,12 @@ async def test_version_14_file_upgrades_keeping_every_message(
     idem = dict(_rows(path, "SELECT id, idem FROM messages"))
     for mid, key in keys.items():
         assert idem[mid] == (None if key.startswith("pruned:") else key_digest(key)), mid
+    # Schema 17's three times are integers in every row that has them.
+    assert {tuple(r) for r in _rows(path, "SELECT DISTINCT typeof(queued_at),"
+                                          " typeof(expires_at), typeof(call_ended_at)"
+                                          " FROM messages")} <= {
+        (a, b, c) for a in ("integer", "null") for b in ("integer", "null")
+        for c in ("integer", "null")}
     columns = {r["name"] for r in _rows(path, "PRAGMA table_info(messages)")}
     assert {"idem"} <= columns and not columns & {"idempotency_key", "updated_at"}
     indexes = {r["name"] for r in _rows(path, "PRAGMA index_list(messages)")}
