@@ -156,8 +156,10 @@ def _agents_sh_args(tmp_path: Path) -> dict[str, list[str]]:
     bin_dir.mkdir(parents=True)
     log = run / "sipp-args"
     fake = bin_dir / "sipp"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\n'
-                    "exec sleep 60\n")
+    # one file per phone, written whole then renamed: phones start together, and appends of
+    # several printf writes to one shared file could interleave their arguments
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {log}.$$.part\n'
+                    f"mv {log}.$$.part {log}.$$\nexec sleep 60\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
            "SCENARIOS": str(sipp.SCENARIOS)}
@@ -165,8 +167,8 @@ def _agents_sh_args(tmp_path: Path) -> dict[str, list[str]]:
                             stderr=subprocess.PIPE, start_new_session=True)
 
     def lines() -> list[list[str]]:
-        text = log.read_text() if log.exists() else ""
-        return [line.split("\0") for line in text.split("\0\n") if line]
+        return [f.read_text().rstrip("\0").split("\0")
+                for f in run.glob("sipp-args.*") if not f.name.endswith(".part")]
 
     try:
         deadline = time.monotonic() + 30
