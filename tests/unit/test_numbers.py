@@ -97,6 +97,7 @@ def test_never_raises(raw: str) -> None:
     assert (info.e164 is None) == (info.kind in {"anonymous", "short_code", "invalid"})
     if info.e164 is not None:
         assert info.e164.startswith("+") and info.e164[1:].isdigit()
+    assert classify(raw, "IN") == info  # remembered or not, the same answer
 
 
 @pytest.mark.parametrize(("raw", "country"), [
@@ -116,6 +117,65 @@ def test_a_classified_number_has_its_country_without_being_parsed_again(
     assert info.e164 is not None and len(parses) == 1
     assert numbers.country_of(info.e164) == country
     assert len(parses) == 1
-    numbers._COUNTRIES.clear()  # worked out afresh: the same answer
+    numbers.forget()  # worked out afresh: the same answer
     assert numbers.country_of(info.e164) == country
     assert len(parses) == 2
+
+
+@pytest.mark.parametrize("raw", [
+    "+919812345678", "09812345678", "+91 98123 45678", "+911123456789", "+14155552671",
+    "+88216123456", "+99912345678901234", "1234567", "00919812345678",
+])
+def test_a_remembered_number_is_what_parsing_it_says(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phonenumbers
+
+    from agent.sms import numbers
+
+    numbers.forget()
+    parses = []
+    real = phonenumbers.parse
+    monkeypatch.setattr(phonenumbers, "parse", lambda *a, **k: parses.append(a) or real(*a, **k))
+    first = classify(raw, "IN")
+    assert classify(raw, "IN") == first and classify(raw, "IN").detail == first.detail
+    assert len(parses) == 1  # the second answer came from the memo
+    assert classify(raw, "US") is not None and len(parses) == 2  # another region: parsed again
+
+
+def test_fresh_callers_leave_no_object_behind() -> None:
+    """A caller per call (a contact centre's normal day) must not leave Python objects that
+    outlive the call: the memos hold bytes in buffers made at start, so after thousands of
+    new numbers the interpreter holds as many objects as before them (a 4,096-entry
+    ``lru_cache`` and a dict of countries held ~20,000, each living ~80 s at 50 calls/s and
+    pinning the object pools they were allocated in)."""
+    import gc
+    import sys
+
+    from agent.sms import numbers
+
+    def one(i: int) -> None:
+        info = classify(f"+9197{i:08d}", "IN")
+        assert info.kind == "mobile" and numbers.country_of(info.e164) == "IN"
+
+    for i in range(200):  # phonenumbers' metadata for IN, the regex caches
+        one(i)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for i in range(200, 10_200):
+        one(i)
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 500
+
+
+def test_the_memo_keeps_the_newest_key_of_a_row_and_skips_what_does_not_fit() -> None:
+    from agent.sms.numbers import _Memo
+
+    memo = _Memo(1, 16)  # one row: every key collides
+    memo.put(b"a", b"1")
+    memo.put(b"bb", b"22")
+    assert memo.get(b"a") is None and memo.get(b"bb") == b"22"
+    memo.put(b"c" * 10, b"x" * 10)  # longer than a row: not remembered, the old row stays
+    assert memo.get(b"c" * 10) is None and memo.get(b"bb") == b"22"
+    memo.put(b"e", b"")
+    assert memo.get(b"e") == b"" and memo.get(b"") is None
