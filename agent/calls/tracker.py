@@ -40,12 +40,13 @@ How the AMI stream maps onto a call (verified against the lab's Asterisk 22 tran
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from agent.calls.handlers import EventHandlers, Handler, attach_to
 from agent.calls.hooks import WRAPUP_VAR, WrapupCode
 from agent.calls.pbx import Directory, PbxProfile, as_directory
+from agent.calls.recent import RecentKeys
 from agent.calls.record import build_record
 from agent.calls.state import (
     FAR,
@@ -114,7 +115,7 @@ class CallTracker(EventHandlers):
         self.warnings: Counter[str] = Counter()
         self._by_lid: dict[str, Call] = {}  # every Linkedid of every call in progress
         self._chans: dict[str, Chan] = {}  # Uniqueid -> live channel
-        self._done: dict[str, None] = {}  # Linkedids of recently completed calls (an LRU)
+        self._done = RecentKeys(self.remember_completed)  # Linkedids of calls completed lately
         self._count = 0
         self._now = 0.0  # newest event timestamp seen
         self._mwi: dict[str, float] = {}  # mailbox -> when a message was last left in it
@@ -370,10 +371,7 @@ class CallTracker(EventHandlers):
         self._count -= 1
 
     def _remember(self, lid: str) -> None:
-        done = self._done
-        done[lid] = None
-        if len(done) > self.remember_completed:
-            del done[next(iter(done))]
+        self._done.add(lid)
 
     def _complete(self, call: Call, ts: float, out: list[CallRecord]) -> None:
         call.ended = max(ts, call.last)
@@ -395,7 +393,7 @@ class CallTracker(EventHandlers):
         age = duration(text(ev, "Duration"))
         start = max(0.0, now - age) if age is not None else now
         known = lid in self._by_lid
-        self._done.pop(lid, None)
+        self._done.discard(lid)
         ch = self._new_chan(ev, "CoreShowChannel", uid, lid, start)
         if ch is None:
             return
