@@ -20,7 +20,7 @@ Pure: no asyncio, no store.
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,29 +41,46 @@ def audience_of(recipient: RecipientKind | str) -> str:
 class _Window:
     """The newest send times inside the last ``span`` seconds, at most ``cap`` of them: enough
     to decide ``count >= cap`` exactly (when ``cap`` sends fall in the window, the newest
-    ``cap`` are all among them)."""
+    ``cap`` are all among them). They sit in a ring of C doubles made at start: a send costs
+    no Python object (a deque of floats kept each send's float alive for the whole window,
+    up to a day, among the calls' short-lived garbage, pinning Python's object pools)."""
 
-    __slots__ = ("span", "times")
+    __slots__ = ("_first", "_n", "_ring", "span")
 
     def __init__(self, span: float, cap: int) -> None:
         self.span = span
-        self.times: deque[float] = deque(maxlen=cap)
+        self._ring = array("d", bytes(8 * max(0, cap)))
+        self._first = 0  # the oldest time's place
+        self._n = 0
+
+    def _at(self, k: int) -> int:
+        return (self._first + k) % len(self._ring)
 
     def count(self, now: float) -> int:
         cut = now - self.span
-        times = self.times
-        while times and times[0] <= cut:
-            times.popleft()
-        return len(times)
+        ring = self._ring
+        while self._n and ring[self._first] <= cut:
+            self._first = self._at(1)
+            self._n -= 1
+        return self._n
 
     def add(self, at: float) -> None:
-        self.times.append(at)
+        if not self._ring:
+            return
+        if self._n == len(self._ring):  # full: the oldest goes
+            self._first = self._at(1)
+            self._n -= 1
+        self._ring[self._at(self._n)] = at
+        self._n += 1
 
     def discard(self, at: float) -> None:
         """Take back a send counted at ``at`` (the newest such; it is near the right end)."""
-        for i in range(len(self.times) - 1, -1, -1):
-            if self.times[i] == at:
-                del self.times[i]
+        ring = self._ring
+        for k in range(self._n - 1, -1, -1):
+            if ring[self._at(k)] == at:
+                for j in range(k, self._n - 1):  # the newer ones move back a place
+                    ring[self._at(j)] = ring[self._at(j + 1)]
+                self._n -= 1
                 return
 
 

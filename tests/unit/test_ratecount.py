@@ -137,3 +137,57 @@ def test_a_refusal_burst_keeps_at_most_its_threshold() -> None:
     assert grown < 8_000, f"{grown} B for 20,000 refusals in a minute"
     assert b.refresh(T0 + timedelta(seconds=30))["rate_limited"] is True
     assert b.refresh(T0 + timedelta(seconds=81))["rate_limited"] is False
+
+
+def test_an_exact_window_answers_as_the_deque_of_the_newest_times() -> None:
+    """The ring of doubles against the deque(maxlen=cap) it replaced: random sends (some at
+    the same instant), counts as time goes on, and sends taken back."""
+    import random
+    from collections import deque
+
+    from agent.sms.ratecount import _Window
+
+    for cap in (0, 1, 3, 50):
+        rnd = random.Random(cap)
+        w, model = _Window(10.0, cap), deque[float](maxlen=cap)
+        now = 0.0
+        for _ in range(5_000):
+            now += rnd.choice((0.0, 0.1, 0.5, 2.0))
+            op = rnd.random()
+            if op < 0.5:
+                w.add(now)
+                model.append(now)
+            elif op < 0.6 and model:
+                at = rnd.choice(list(model))
+                w.discard(at)
+                for i in range(len(model) - 1, -1, -1):
+                    if model[i] == at:
+                        del model[i]
+                        break
+            while model and model[0] <= now - 10.0:
+                model.popleft()
+            assert w.count(now) == len(model)
+
+
+def test_counting_sends_keeps_no_object_per_send() -> None:
+    """A daily limit counted exactly keeps up to its limit's send times for a day: as C
+    doubles in a ring made at start, not a float object per text alive all day among the
+    calls' short-lived garbage."""
+    import gc
+    import sys
+
+    c = SendCounters(Limits.parse(per_number="1000/1h", global_="4000/1m", daily="4000/1d"))
+
+    def sends(first: int, last: int) -> None:
+        for i in range(first, last):
+            at = T0 + timedelta(seconds=i / 10)
+            c.add(RecipientKind.CALLER, f"+9197{i:08d}", at)
+            c.settle(RecipientKind.CALLER, f"+9197{i:08d}", at, written=True)
+
+    sends(0, 100)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    sends(100, 4_000)
+    gc.collect()
+    assert c.counts("caller", "+919700000000", T0 + timedelta(seconds=400)).daily == 4_000
+    assert sys.getallocatedblocks() - before < 300
