@@ -186,27 +186,9 @@ def build_context(
     return ctx
 
 
-def render_call(
-    compiled: CompiledTemplate,
-    record: CallRecord,
-    *,
-    timezone: str,
-    now: datetime,
-    link: LinkFactory | None,
-    untrusted: UntrustedPolicy = DEFAULT_POLICY,
-    max_segments: int | None = None,
-    over_segments: str = "suppress",
-    recording: str | None = None,
-) -> str:
-    """Render for one call so that the text fits ``max_segments`` whatever the caller put in
-    their values: if it does not, once more with their non-GSM characters removed (a name
-    that turns the text into UCS-2), then without their values at all; still too long is a
-    TooLongError (suppressed as too_long), never a longer text than the operator approved.
-    The rule's ``over_segments`` may say otherwise: ``send`` sends the text as rendered,
-    ``truncate`` cuts it to fit."""
-    return render_measured(compiled, record, timezone=timezone, now=now, link=link,
-                           untrusted=untrusted, max_segments=max_segments,
-                           over_segments=over_segments, recording=recording)[0]
+def render_call(compiled: CompiledTemplate, record: CallRecord, **how: Any) -> str:
+    """``render_measured``'s text alone, for a caller that needs only the text."""
+    return render_measured(compiled, record, **how)[0]
 
 
 def render_measured(
@@ -221,8 +203,13 @@ def render_measured(
     over_segments: str = "suppress",
     recording: str | None = None,
 ) -> tuple[str, SmsInfo]:
-    """``render_call``, with the text's encoding and segments as its fit was judged: they
-    travel with the text, not worked out again."""
+    """Render for one call so that the text fits ``max_segments`` whatever the caller put in
+    their values: if it does not, once more with their non-GSM characters removed (a name
+    that turns the text into UCS-2), then without their values at all; still too long is a
+    TooLongError (suppressed as too_long), never a longer text than the operator approved.
+    The rule's ``over_segments`` may say otherwise: ``send`` sends the text as rendered,
+    ``truncate`` cuts it to fit. The text comes with its encoding and segments as its fit was
+    judged: they travel with it, not worked out again."""
     levels: tuple[Level, ...] = ("clean",) if over_segments != "suppress" else (
         "clean", "gsm", "drop")
     text = ""
