@@ -42,7 +42,7 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError("expected a duration such as 15m, 24h, 60s or 1h30m")  # noqa: TRY004
     text = value.strip()
     try:
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return timedelta(seconds=int(text))
         m = _DURATION.fullmatch(text)
         if not text or m is None:

@@ -125,7 +125,7 @@ class Settings:
             secret = read_secret_file(Path(str(secret_file)), "AMI secret file", strict=False)
         http = str(_flag(args, "http") or env("HTTP", "127.0.0.1:8080"))
         host, _, port = http.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise ConfigError(f"--http / AFTERCALL_HTTP must be host:port, not {http!r}")
         cdr = _flag(args, "cdr_csv") or env("CDR_CSV")
         return cls(

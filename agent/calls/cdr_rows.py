@@ -96,7 +96,7 @@ def _time(value: str, line: int, column: str, tz: tzinfo) -> datetime:
 
 
 def _int(value: str, line: int, column: str) -> int:
-    if not value.isdigit() or len(value) > 12:
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
         raise CdrRowError("not a non-negative integer", line=line, column=column)
     return int(value)
 

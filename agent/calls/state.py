@@ -81,7 +81,8 @@ def timestamp(value: str | None) -> float | None:
 
 
 def cause(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 3:
+    # isascii: isdigit() alone takes "²", which int() refuses
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 3:
         return None
     return int(value)
 
@@ -347,7 +348,7 @@ def duration(value: str | None) -> float | None:
     if not value:
         return None
     parts = value.split(":")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 6 for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
         return None
     h, m, s = (int(p) for p in parts)
     return float(h * 3600 + m * 60 + s)

@@ -48,7 +48,8 @@ class RateLimit(Model):
     def _parse(cls, value: Any) -> Any:
         if isinstance(value, str):
             count, sep, per = value.partition("/")
-            if not sep or not count.strip().isdigit() or int(count) < 1:
+            n = count.strip()
+            if not sep or not (n.isascii() and n.isdigit()) or int(n) < 1:
                 raise ValueError(f"bad rate {value!r}: expected COUNT/DURATION, e.g. 3/1h")
             return {"count": int(count), "per": parse_duration(per.strip())}
         return value

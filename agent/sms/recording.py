@@ -88,7 +88,7 @@ class RecordingSigner:
 
     def check(self, call_id: str, expires: str, sig: str, name: str, now: datetime) -> Verdict:
         """The signature first (an expired but forged link learns nothing), then the time."""
-        if not (expires.isdigit() and len(expires) <= 12 and _SIG.match(sig)
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12 and _SIG.match(sig)
                 and file_name(name) == name):
             return Verdict.BAD
         want = self._sig(call_id, int(expires), name)

@@ -78,7 +78,7 @@ def _limit(q: Mapping[str, str]) -> int:
 
 def _offset(q: Mapping[str, str]) -> int:
     v = q.get("offset", "0")
-    if not v.isdigit() or int(v) > MAX_OFFSET:
+    if not (v.isascii() and v.isdigit() and len(v) <= 9) or int(v) > MAX_OFFSET:
         raise BadParam("offset", f"expected a whole number 0..{MAX_OFFSET}")
     return int(v)
 

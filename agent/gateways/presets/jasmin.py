@@ -159,7 +159,7 @@ def mo_data_coding(value: str | None, where: str) -> int | None:
     ("8"): take either."""
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which int() refuses
         return int(value)
     if len(value) == 1 and ord(value) < 0x100:
         return ord(value)
