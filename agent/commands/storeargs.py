@@ -92,6 +92,8 @@ def price(v: str) -> Decimal:
         d = Decimal(v)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{v!r}: expected a price such as 0.12") from None
+    if not d.is_finite():  # NaN made the comparison below raise; Infinity a cost of Infinity
+        raise argparse.ArgumentTypeError(f"{v!r}: expected a price such as 0.12")
     if d < 0:
         raise argparse.ArgumentTypeError(f"{v!r}: a price cannot be negative")
     return d

@@ -50,20 +50,26 @@ log = structlog.get_logger(__name__)
 MAX_RESPONSE_BYTES = 256 * 1024
 
 
+#: The longest Retry-After taken as said: a day (the message's expiry usually ends it sooner).
+#: A gateway's 10**17 seconds or year 9999 overflowed the retry's time and stopped the send.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP-date), at most
+    ``MAX_RETRY_AFTER``."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # not "²", which float() refuses
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER)
 
 
 def basic_auth_header(login: str, password: str) -> str:

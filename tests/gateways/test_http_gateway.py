@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -346,6 +346,13 @@ def test_parse_retry_after() -> None:
     now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    # what a misbehaving gateway sends: capped at a day, so the retry's time can't overflow
+    # (now + 10**17 s, or a date in year 9999, raised OverflowError and stopped the send)
+    for huge in ("99999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"):
+        wait = parse_retry_after(huge, now)
+        assert wait == 86_400.0
+        assert now + timedelta(seconds=wait) > now
+    assert parse_retry_after("\u00b2\u00b3") is None  # superscripts: not a number of seconds
 
 
 async def test_kannel_immediate_reply_sent_is_accepted(env: Env) -> None:

@@ -82,3 +82,13 @@ def test_a_window_that_ends_before_it_starts_is_refused_not_an_empty_report(
     assert cli.execute(cli.build_parser(argv).parse_args(argv)) == Exit.INPUT
     assert capsys.readouterr().err == (
         "aftercall: --until 2025-01-01 is before --since 2025-02-01\n")
+
+
+@pytest.mark.parametrize("price", ["NaN", "sNaN", "Infinity", "-0.1"])
+def test_a_price_that_is_not_a_finite_amount_is_a_usage_error(
+    price: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser(["report"]).parse_args(["report", "--price", price])
+    assert exc.value.code == Exit.USAGE
+    assert "--price" in capsys.readouterr().err
