@@ -51,3 +51,11 @@ def test_rules_yaml_numbers_with_superscripts_are_validation_errors() -> None:
         parse_duration(SUPER)
     with pytest.raises(ValidationError, match="bad rate"):
         RateLimit.model_validate(f"{SUPER}/1h")
+
+
+def test_a_signature_header_with_a_superscript_or_huge_time_is_malformed() -> None:
+    from agent.gateways.presets.generic import parse_signature
+
+    assert parse_signature("t=1700000000,v1=ab") == (1700000000, "ab")
+    for t in (SUPER, "9" * 5000):
+        assert parse_signature(f"t={t},v1=ab") is None

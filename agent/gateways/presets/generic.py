@@ -22,6 +22,7 @@ from agent.gateways.presets.callbacks import (
     WebhookRequest,
     header,
     json_body,
+    number,
     opt,
     params,
 )
@@ -113,10 +114,10 @@ def parse_signature(value: str) -> tuple[int, str] | None:
         k, sep, v = item.strip().partition("=")
         if sep:
             parts[k] = v
-    t, v1 = parts.get("t"), parts.get("v1")
-    if not t or not v1 or not t.isdigit():
+    t, v1 = number(parts.get("t"), 12), parts.get("v1")
+    if t is None or not v1:
         return None
-    return int(t), v1
+    return t, v1
 
 
 # -- webhooks: signed JSON receipts and replies --------------------------------------------------

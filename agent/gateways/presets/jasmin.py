@@ -13,6 +13,7 @@ from agent.gateways.presets.callbacks import (
     WebhookPayloadError,
     WebhookRequest,
     field,
+    number,
     opt,
     pairs,
     params,
@@ -159,8 +160,9 @@ def mo_data_coding(value: str | None, where: str) -> int | None:
     ("8"): take either."""
     if not value:
         return None
-    if value.isascii() and value.isdigit():  # not "²", which int() refuses
-        return int(value)
+    coding = number(value, 3)
+    if coding is not None:
+        return coding
     if len(value) == 1 and ord(value) < 0x100:
         return ord(value)
     raise WebhookPayloadError(f"{where}: field 'coding' is not a data_coding: {value[:8]!r}")
