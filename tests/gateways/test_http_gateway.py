@@ -431,3 +431,13 @@ async def test_jasmin_smsc_refusal_comes_back_as_a_rejected_receipt(env: Env, st
     [r] = inbox.receipts
     assert r.message_id == "m0001" and name in r.raw
     assert env.core.messages == [] and env.sleeps == []
+
+
+@pytest.mark.parametrize("field", ["timeout", "connect_timeout", "keepalive_timeout", "backoff"])
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan"])
+def test_a_gateway_time_that_would_never_elapse_is_refused(field: str, value: str) -> None:
+    base = {"type": "http", "name": "g", "preset": "kannel", "url": "http://127.0.0.1:1/x",
+            "username": "u", "password": "p"}
+    with pytest.raises(ValueError, match=field):
+        HttpGatewayConfig(**base, **{field: (value, value) if field == "backoff" else value})
+    HttpGatewayConfig(**base, **{field: ("1", "2m") if field == "backoff" else "2m"})

@@ -76,7 +76,8 @@ def _seconds(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+#: At most a day: "inf" or 1e308 passed gt=0 and made a timeout that never fires.
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=86_400)]
 
 # Keys each preset reads; any other preset-specific key set in rules.yaml is refused rather
 # than silently ignored. Keys every preset reads are not listed.
@@ -119,8 +120,8 @@ class HttpGatewayConfig(BaseModel):
     timeout: Seconds = 10.0  # waiting for the response, once sent
     connect_timeout: Seconds = 5.0
     max_retries: int = Field(default=3, ge=0, le=20)
-    backoff: tuple[float, float] = (0.5, 10.0)  # (initial, cap) seconds, doubled per retry
-    keepalive_timeout: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 5.0
+    backoff: tuple[Seconds, Seconds] = (0.5, 10.0)  # (initial, cap) seconds, doubled per retry
+    keepalive_timeout: Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=86_400)] = 5.0
     tps: float | None = Field(default=None, gt=0)  # submits per second, paced by the driver
     backup: str | None = Field(default=None, min_length=1)
     strip_plus: bool = False  # send "9198..." instead of "+9198..." (some Kannel/SMSC routes)
