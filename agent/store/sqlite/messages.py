@@ -26,22 +26,6 @@ from agent.store.sqlite.rows import (
 from agent.store.sqlite.writer import StoreWriter
 
 
-def insert_row(
-    conn: sqlite3.Connection,
-    d: Decision,
-    state: MessageState,
-    at: str,
-    reason: str | None,
-    detail: str | None,
-    next_attempt_at: datetime | None,
-    expires_at: datetime | None,
-) -> tuple[MessageRow, bool]:
-    """One decision's row and its first event (in the database thread, inside the caller's
-    transaction); an existing row with the same idempotency key is returned instead, with False."""
-    row, created = insert_stored(conn, d, state, at, reason, detail, next_attempt_at, expires_at)
-    return _message(row), created
-
-
 def insert_stored(
     conn: sqlite3.Connection,
     d: Decision,
@@ -52,8 +36,10 @@ def insert_stored(
     next_attempt_at: datetime | None,
     expires_at: datetime | None,
 ) -> tuple[sqlite3.Row, bool]:
-    """``insert_row`` with the row as stored: a caller that changes it next (the claim of its
-    first submit) reads it back from that change instead."""
+    """One decision's row and its first event (in the database thread, inside the caller's
+    transaction); an existing row with the same idempotency key is returned instead, with False.
+    The row is as stored: a caller that changes it next (the claim of its first submit) reads
+    it back from that change instead."""
     key = d.idempotency_key
     params = [
         uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, d.trigger.value,
@@ -133,8 +119,9 @@ class MessageOps(StoreWriter):
         at = ts(now)
 
         def op(conn: sqlite3.Connection) -> tuple[MessageRow, bool]:
-            return insert_row(conn, decision, state, at, reason, detail,
-                              next_attempt_at, expires_at)
+            row, created = insert_stored(conn, decision, state, at, reason, detail,
+                                         next_attempt_at, expires_at)
+            return _message(row), created
 
         return await self._write_now(op)
 

@@ -91,44 +91,34 @@ _Item = tuple[WriteOp[Any], asyncio.Future[Any]]
 _Outcome = list[tuple[bool, Any]] | tuple[str, sqlite3.Error]
 
 
-def _ops(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> list[tuple[bool, Any]]:
-    """Inside an open transaction: each op in its savepoint (one bad op fails alone); an
+def _run(db: sqlite3.Connection, fn: WriteOp[Any], path: Path,
+         undo: str) -> tuple[bool, Any]:
+    """One op as (ok, value); when it fails, ``undo`` takes back what it wrote. An
     environmental error (disk full, locked) dooms the batch and raises."""
-    out: list[tuple[bool, Any]] = []
-    for fn in fns:
-        db.execute("SAVEPOINT op")
-        try:
-            result = fn(db)
-        except sqlite3.Error as exc:
-            if _environmental(exc):
-                raise
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
-            out.append((False, StoreError(f"{path}: write refused: {exc}")))
-        except Exception as exc:  # noqa: BLE001 - a bug in one op fails that op
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
-            out.append((False, exc))
-        else:
-            db.execute("RELEASE op")
-            out.append((True, result))
-    return out
-
-
-def _alone(db: sqlite3.Connection, fn: WriteOp[Any], path: Path) -> list[tuple[bool, Any]]:
-    """A batch of one op (a record on a quiet line, the usual case): its transaction is its
-    savepoint, two statements fewer on the way to the commit. A failed op rolls it back."""
     try:
-        result = fn(db)
+        return True, fn(db)
     except sqlite3.Error as exc:
         if _environmental(exc):
             raise
-        db.execute("ROLLBACK")
-        return [(False, StoreError(f"{path}: write refused: {exc}"))]
-    except Exception as exc:  # noqa: BLE001 - a bug in the op fails the op
-        db.execute("ROLLBACK")
-        return [(False, exc)]
-    return [(True, result)]
+        failed: Exception = StoreError(f"{path}: write refused: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug in one op fails that op
+        failed = exc
+    db.execute(undo)
+    return False, failed
+
+
+def _ops(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> list[tuple[bool, Any]]:
+    """Inside an open transaction: each op in its savepoint (one bad op fails alone). A batch
+    of one op (a record on a quiet line, the usual case) has the transaction for its
+    savepoint, two statements fewer on the way to the commit: a failure rolls it back."""
+    if len(fns) == 1:
+        return [_run(db, fns[0], path, "ROLLBACK")]
+    out: list[tuple[bool, Any]] = []
+    for fn in fns:
+        db.execute("SAVEPOINT op")
+        out.append(_run(db, fn, path, "ROLLBACK TO op"))
+        db.execute("RELEASE op")
+    return out
 
 
 def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> _Outcome:
@@ -138,7 +128,7 @@ def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) ->
     except sqlite3.Error as exc:
         return ("begin", exc)
     try:
-        out = _alone(db, fns[0], path) if len(fns) == 1 else _ops(db, fns, path)
+        out = _ops(db, fns, path)
         if db.in_transaction:  # a lone op that failed rolled it back
             db.execute("COMMIT")
     except sqlite3.Error as exc:
