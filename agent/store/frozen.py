@@ -1,11 +1,13 @@
-"""Frozen SQL and functions of SQLite migrations 7, 8, 10 and 15, as they were released: migrations
+"""Frozen SQL and functions of SQLite migrations 7, 8, 10, 15 and 18, as they were released: migrations
 are history, so what they write must not follow later edits of agent/store/packing.py (the live
 forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
+from datetime import UTC, datetime, timedelta
 
 # packing.COLUMN_FIELDS and packing.STATE_CODES when migration 7 was released.
 _COLUMN_FIELDS = ("call_id", "trigger", "disposition", "queue", "caller", "agent", "pbx")
@@ -57,10 +59,59 @@ def key_digest_v15(key: str) -> int:
                           signed=True)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_JSON_V18 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def relative_times_v18(record: object, ended_at: object) -> object:
+    """A stored call record (dictionary 1) with its UTC ``started_at``, and then its UTC
+    ``answered_at``, as integer microseconds off where the row's end (``ended_at``, integer
+    microseconds) and the record's duration and wait put them, as packing stored them when
+    migration 18 was released. Any other record, or a time that would not read back as the
+    very text it was, is returned as it was."""
+    if not isinstance(record, bytes) or record[:1] != b"\x01" or not isinstance(ended_at, int):
+        return record
+    z = zlib.decompressobj(-15, ZDICT_1)
+    data = json.loads((z.decompress(record[1:]) + z.flush()).decode())
+    if not isinstance(data, dict) or "ended_at" in data:
+        return record
+
+    duration, wait = data.get("duration_seconds", 0.0), data.get("wait_seconds", 0.0)
+    if not isinstance(duration, int | float) or not isinstance(wait, int | float):
+        return record
+
+    def us(seconds: float) -> int:
+        return round(seconds * 1_000_000)
+
+    def at(text: object) -> int | None:
+        if not isinstance(text, str):
+            return None
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if t.utcoffset() != timedelta(0):
+            return None
+        exact = (t - _EPOCH) // timedelta(microseconds=1)
+        back = _EPOCH + timedelta(microseconds=exact)
+        return exact if back.isoformat() == text else None
+
+    start = at(data.get("started_at"))
+    if start is None:
+        return record
+    data["started_at"] = start - (ended_at - us(duration))
+    answer = at(data.get("answered_at"))
+    if answer is not None:
+        data["answered_at"] = answer - (start + us(wait))
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, ZDICT_1)
+    return b"\x01" + z.compress(_JSON_V18.encode(data).encode()) + z.flush()
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
 MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
                        "aftercall_deflate_outcomes": deflate_outcomes_v10,
-                       "aftercall_key_digest": key_digest_v15}
+                       "aftercall_key_digest": key_digest_v15,
+                       "aftercall_relative_times": relative_times_v18}
 
 
 def micros_sql(iso: str) -> str:

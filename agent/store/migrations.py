@@ -675,6 +675,53 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *_MESSAGE_INDEXES_V15,
         *(s for s in ROLLUPS if s.lstrip().startswith("CREATE TRIGGER")),
     ),
+    # 18: what the rules said when a call completed lives in the call's row (``outcomes``;
+    # ``decided_at`` as microseconds after the row's created_at, 0 when judged as it was
+    # stored), where its own row in rule_outcomes repeated the call's key and the trigger as
+    # text (~45 bytes a call). rule_outcomes keeps the other judgements (connect time) and any
+    # of a call not stored. A call's trigger and disposition are codes
+    # (packing.TRIGGER_CODES, DISPOSITION_CODES; a word without one is kept as it was). The
+    # record keeps a completed call's UTC start and answer as microseconds off where its end,
+    # duration and wait put them (frozen.relative_times_v18: ~30 bytes a call). The table is
+    # rebuilt keeping each row's rowid.
+    (
+        """CREATE TABLE calls_v18 (
+            call_id     TEXT NOT NULL,
+            record      TEXT NOT NULL,
+            trigger     INTEGER NOT NULL,
+            disposition INTEGER,
+            queue       TEXT,
+            caller      TEXT,
+            ended_at    INTEGER,
+            created_at  INTEGER NOT NULL,
+            agent       TEXT,
+            pbx         TEXT NOT NULL DEFAULT 'default',
+            outcomes    BLOB,
+            decided_at  INTEGER,
+            PRIMARY KEY (call_id, pbx)
+        )""",
+        """INSERT INTO calls_v18 (rowid, call_id, record, trigger, disposition, queue, caller,
+                ended_at, created_at, agent, pbx, outcomes, decided_at)
+            SELECT c.rowid, c.call_id, aftercall_relative_times(c.record, c.ended_at),
+                CASE c.trigger WHEN 'call_connected' THEN 0 WHEN 'call_completed' THEN 1
+                    ELSE c.trigger END,
+                CASE c.disposition WHEN 'answered' THEN 0 WHEN 'missed' THEN 1
+                    WHEN 'abandoned' THEN 2 WHEN 'busy' THEN 3 WHEN 'failed' THEN 4
+                    WHEN 'voicemail' THEN 5 ELSE c.disposition END,
+                c.queue, c.caller, c.ended_at, c.created_at, c.agent, c.pbx,
+                o.outcomes, o.decided_at - c.created_at
+            FROM calls c LEFT JOIN rule_outcomes o
+                ON o.call_id = c.call_id AND o.pbx = c.pbx AND o.trigger = 'call_completed'""",
+        """DELETE FROM rule_outcomes WHERE trigger = 'call_completed'
+            AND (call_id, pbx) IN (SELECT call_id, pbx FROM calls)""",
+        "DROP TABLE calls",
+        "ALTER TABLE calls_v18 RENAME TO calls",
+        "CREATE INDEX calls_ended_at ON calls(ended_at)",
+        "CREATE INDEX calls_caller ON calls(caller, ended_at)",
+        "CREATE INDEX calls_agent ON calls(agent, ended_at)",
+        "CREATE INDEX calls_pbx_ended ON calls(pbx, ended_at)",
+        "CREATE INDEX calls_created ON calls(created_at)",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

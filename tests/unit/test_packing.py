@@ -35,6 +35,15 @@ def reference_compact_json(record: CallRecord) -> str:
                 and record.ended_at.utcoffset() == timedelta(0):
             continue
         out[k] = v
+    # Schema 18: a completed call's UTC start, and then its UTC answer, as microseconds off
+    # where its end, duration and wait put them.
+    utc, us = timedelta(0), timedelta(microseconds=1)
+    end, start, answer = record.ended_at, record.started_at, record.answered_at
+    if end is not None and start is not None and end.utcoffset() == utc \
+            and start.utcoffset() == utc:
+        out["started_at"] = (start - end + timedelta(seconds=record.duration_seconds)) // us
+        if answer is not None and answer.utcoffset() == utc:
+            out["answered_at"] = (answer - start - timedelta(seconds=record.wait_seconds)) // us
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -33,7 +33,14 @@ from agent.models import (
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
 from agent.store.sqlite import SqliteStore, ts
-from agent.store.packing import STATE_CODES, key_digest, micros, pack_record
+from agent.store.packing import (
+    DISPOSITION_CODES,
+    STATE_CODES,
+    TRIGGER_CODES,
+    key_digest,
+    micros,
+    pack_record,
+)
 from agent.store.sqlite.calls import pack_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,12 +136,11 @@ def _bulk_rows(judged: Judged, rng: random.Random,
     """The rows the agent would have written for one call, as tuples for executemany."""
     record, outcomes, decisions = judged
     at = ts(record.ended_at)
-    out["calls"].append((record.call_id, pack_record(record), record.trigger.value,
-                         record.disposition.value, record.queue, record.caller,
-                         micros(record.ended_at), micros(record.ended_at), record.agent))
-    if outcomes:
-        out["outcomes"].append((record.call_id, record.trigger.value, pack_outcomes(outcomes),
-                                micros(record.ended_at)))
+    # A completed call's judgement is in its row, decided as it was stored (schema 18).
+    out["calls"].append((record.call_id, pack_record(record), TRIGGER_CODES[record.trigger],
+                         DISPOSITION_CODES[record.disposition], record.queue, record.caller,
+                         micros(record.ended_at), micros(record.ended_at), record.agent,
+                         pack_outcomes(outcomes) if outcomes else None, 0 if outcomes else None))
     for d in decisions:
         state, reason, detail = _bulk_state(rng, d)
         mid = uuid.UUID(int=rng.getrandbits(128)).hex
@@ -150,9 +156,7 @@ def _bulk_rows(judged: Judged, rng: random.Random,
 
 _BULK_SQL = {
     "calls": "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-             " created_at, agent) VALUES (?,?,?,?,?,?,?,?,?)",
-    "outcomes": "INSERT INTO rule_outcomes (call_id, trigger, outcomes, decided_at)"
-                " VALUES (?,?,?,?)",
+             " created_at, agent, outcomes, decided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
     "messages": "INSERT INTO messages (id, idem, call_id, rule, trigger,"
                 " recipient_kind, number, template, gateway, sender_id, text, encoding, segments,"
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"

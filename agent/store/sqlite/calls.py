@@ -12,6 +12,7 @@ from typing import Any
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter, CallSummary
 from agent.store.packing import (
+    DISPOSITION_CODES,
     JSON_COMPACT,
     OUTCOMES_FORM,
     deflate_json,
@@ -28,7 +29,18 @@ def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: 
                      outcomes: Sequence[RuleOutcome], at: str) -> None:
     """This judgement's outcomes (in the database thread, inside the caller's transaction).
     The latest decision wins: a record retried after a store outage, or a reconciled call, is
-    judged again and its outcomes replace the earlier ones whole."""
+    judged again and its outcomes replace the earlier ones whole. A stored call's completion
+    outcomes go in its row (schema 18); the others, and those of a call not stored, in
+    rule_outcomes."""
+    if trigger is Trigger.CALL_COMPLETED:
+        packed = pack_outcomes(outcomes) if outcomes else None
+        if conn.execute(
+                "UPDATE calls SET outcomes = ?1,"
+                " decided_at = CASE WHEN ?1 IS NOT NULL THEN ?2 - created_at END"
+                " WHERE call_id = ?3 AND pbx = ?4",
+                (packed, micros(from_ts(at)), call_id, pbx)).rowcount:
+            drop_stray_outcomes(conn, call_id, pbx)
+            return
     conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND pbx = ? AND trigger = ?",
                  (call_id, pbx, trigger.value))
     if outcomes:
@@ -36,6 +48,13 @@ def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: 
             "INSERT INTO rule_outcomes (call_id, pbx, trigger, outcomes, decided_at)"
             " VALUES (?,?,?,?,?)",
             (call_id, pbx, trigger.value, pack_outcomes(outcomes), micros(from_ts(at))))
+
+
+def drop_stray_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str) -> None:
+    """The completion outcomes rule_outcomes held for a call judged before it was stored: its
+    row holds them now (one place each, so the calls view reads one judgement)."""
+    conn.execute("DELETE FROM rule_outcomes WHERE call_id = ? AND pbx = ?"
+                 " AND trigger = 'call_completed'", (call_id, pbx))
 
 
 def pack_outcomes(outcomes: Sequence[RuleOutcome]) -> bytes:
@@ -79,8 +98,11 @@ class CallOps(StoreWriter):
     async def rule_outcomes(self, call_id: str, *, pbx: str) -> list[RuleOutcome]:
         """Connect-time rules first, then the rules run when the call completed."""
         rows = await self._read(
-            "SELECT trigger, outcomes FROM rule_outcomes WHERE call_id = ? AND pbx = ?"
-            " ORDER BY trigger = 'call_completed'", (call_id, pbx))
+            "SELECT trigger, outcomes, trigger = 'call_completed' AS late FROM rule_outcomes"
+            " WHERE call_id = ?1 AND pbx = ?2"
+            " UNION ALL SELECT 'call_completed', outcomes, 1 FROM calls"
+            " WHERE call_id = ?1 AND pbx = ?2 AND outcomes IS NOT NULL"
+            " ORDER BY late", (call_id, pbx))
         return [o for r in rows for o in unpack_outcomes(r["outcomes"], Trigger(r["trigger"]))]
 
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]:
@@ -95,11 +117,17 @@ class CallOps(StoreWriter):
             where.append("c.ended_at < ?")
             params.append(micros(f.until))
         for column, value in (("c.call_id", f.call_id), ("c.queue", f.queue), ("c.agent", f.agent),
-                              ("c.disposition", f.disposition),
                               ("c.pbx", f.pbx)):
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if f.disposition in DISPOSITION_CODES:  # stored as its code (schema 18)
+            where.append("c.disposition = ?")
+            params.append(DISPOSITION_CODES[f.disposition])
+        elif f.disposition:
+            # Any other word as stored before codes (a digit string must not match a code).
+            where.append("typeof(c.disposition) = 'text' AND c.disposition = ?")
+            params.append(f.disposition)
         if f.number:
             if f.number.startswith("+"):
                 where.append("(c.caller = ? OR (c.call_id, c.pbx) IN"

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from agent.models import CallRecord, RuleOutcome
 from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage
-from agent.store.sqlite.calls import replace_outcomes
 from agent.store.sqlite.messages import claim_row, insert_stored
 from agent.store.sqlite.records import read_facts, upsert_call
 from agent.store.sqlite.rows import _message, ts
@@ -58,9 +57,7 @@ def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[N
     """The call, what each rule said, its rows (a queued one claimed when it holds a slot) and
     their links, inside the writer thread's transaction."""
     if call is not None:
-        upsert_call(conn, call, at)
-        if outcomes is not None:
-            replace_outcomes(conn, call.call_id, call.pbx, call.trigger, outcomes, at)
+        upsert_call(conn, call, at, outcomes)
     out: list[tuple[MessageRow, bool]] = []
     links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
     for m in msgs:

@@ -7,10 +7,18 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from agent.models import CallRecord, InboundSms
+from agent.models import CallRecord, InboundSms, RuleOutcome, Trigger
 from agent.store.base import FactsAsk, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
-from agent.store.packing import from_micros, micros, pack_record, unpack_record
+from agent.store.packing import (
+    DISPOSITION_CODES,
+    TRIGGER_CODES,
+    from_micros,
+    micros,
+    pack_record,
+    unpack_record,
+)
+from agent.store.sqlite.calls import drop_stray_outcomes, pack_outcomes, replace_outcomes
 from agent.store.sqlite.rows import _dt, _now, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -19,20 +27,46 @@ from agent.store.sqlite.writer import StoreWriter
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
 
 
-def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str) -> None:
+def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str,
+                outcomes: Sequence[RuleOutcome] | None = None) -> None:
     """The call's row (in the database thread, inside the caller's transaction); a later
-    record of the call replaces it. Its times are integer microseconds (schema 11)."""
-    conn.execute(
-        "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
-        " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, pbx) DO UPDATE"
-        " SET record=excluded.record, trigger=excluded.trigger,"
-        " disposition=excluded.disposition, queue=excluded.queue,"
-        " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent",
-        (record.call_id, pack_record(record),
-         record.trigger.value, record.disposition.value, record.queue, record.caller,
-         micros(record.ended_at) if record.ended_at else None, micros(_dt(at)), record.agent,
-         record.pbx),
-    )
+    record of the call replaces it. Its times are integer microseconds (schema 11), its trigger
+    and disposition codes (schema 18). ``outcomes`` (what the rules said on the record's
+    trigger, None: not given) replace the earlier judgement, in the same statement when the
+    call completed (the row holds them, schema 18): no second write on the record's path."""
+    completed = outcomes is not None and record.trigger is Trigger.CALL_COMPLETED
+    created = micros(_dt(at))
+    values = (record.call_id, pack_record(record), TRIGGER_CODES[record.trigger.value],
+              DISPOSITION_CODES[record.disposition.value], record.queue, record.caller,
+              micros(record.ended_at) if record.ended_at else None, created, record.agent,
+              record.pbx)
+    if not completed:
+        conn.execute(_UPSERT_CALL, values)
+        if outcomes is not None:
+            replace_outcomes(conn, record.call_id, record.pbx, record.trigger, outcomes, at)
+        return
+    assert outcomes is not None
+    packed = pack_outcomes(outcomes) if outcomes else None
+    conn.execute(_UPSERT_JUDGED_CALL, (*values, packed, None if packed is None else 0))
+    drop_stray_outcomes(conn, record.call_id, record.pbx)
+
+
+_UPSERT_CALL = (
+    "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
+    " created_at, agent, pbx) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(call_id, pbx) DO UPDATE"
+    " SET record=excluded.record, trigger=excluded.trigger,"
+    " disposition=excluded.disposition, queue=excluded.queue,"
+    " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent")
+# decided_at counts from the row's created_at, kept from its first insert: excluded's is now.
+_UPSERT_JUDGED_CALL = (
+    "INSERT INTO calls (call_id, record, trigger, disposition, queue, caller, ended_at,"
+    " created_at, agent, pbx, outcomes, decided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(call_id, pbx) DO UPDATE"
+    " SET record=excluded.record, trigger=excluded.trigger,"
+    " disposition=excluded.disposition, queue=excluded.queue,"
+    " caller=excluded.caller, ended_at=excluded.ended_at, agent=excluded.agent,"
+    " outcomes=excluded.outcomes, decided_at=CASE WHEN excluded.outcomes IS NOT NULL"
+    " THEN excluded.created_at - calls.created_at END")
 
 
 def facts_query(ask: FactsAsk) -> tuple[str, dict[str, Any]]:

@@ -64,7 +64,7 @@ def migrate(conn: sqlite3.Connection, found: int, version: int = LATEST_VERSION)
     """Migrations ``found + 1`` .. ``version`` in one transaction (the writer's ``_migrate``
     without its checks: for files this module made)."""
     for name, fn in MIGRATION_FUNCTIONS.items():
-        conn.create_function(name, 1, fn, deterministic=True)
+        conn.create_function(name, -1, fn, deterministic=True)
     conn.execute("BEGIN")
     for migration in MIGRATIONS[found:version]:
         for statement in migration:

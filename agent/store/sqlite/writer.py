@@ -285,7 +285,7 @@ class StoreWriter:
             if found == LATEST_VERSION:
                 return
             for name, fn in MIGRATION_FUNCTIONS.items():
-                db.create_function(name, 1, fn, deterministic=True)
+                db.create_function(name, -1, fn, deterministic=True)
             db.execute("BEGIN IMMEDIATE")
             try:
                 found = version()  # another agent may have migrated while we waited
