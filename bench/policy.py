@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from agent.models import Decision, MessageState, RecipientKind, Trigger  # noqa: E402
 from agent.sms.policy import Limits  # noqa: E402
 from agent.sms.ratecount import SendCounters  # noqa: E402
+from agent.store.packing import micros  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
 
 _SENT = "(submitted_at IS NOT NULL OR state IN ('queued', 'deferred', 'ambiguous'))"
@@ -45,8 +46,9 @@ BASE = Decision(call_id="c", rule="missed-call-sorry", trigger=Trigger.CALL_COMP
                 gateway="smsc", sender_id="ACMECO", text="Sorry we missed your call.")
 
 
-def ts(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def ts(t: datetime) -> int:
+    """A time as the store keeps a message's: integer microseconds (schema 19)."""
+    return micros(t)
 
 
 async def fill(store: SqliteStore, n: int, now: datetime, numbers: list[str]) -> None:

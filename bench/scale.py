@@ -51,6 +51,7 @@ from fake_ami import FakeAmi  # noqa: E402
 
 from agent.reports import build_report  # noqa: E402
 from agent.sim.main import start_sim  # noqa: E402
+from agent.store.packing import from_micros, micros  # noqa: E402
 from agent.store.sqlite import SqliteStore  # noqa: E402
 from agent.store.sqlite.reports import ReportReader  # noqa: E402
 from agent.store.sqlite.retention import vacuum_file  # noqa: E402
@@ -108,7 +109,8 @@ def peer(db: Path, start: str | None) -> float:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         where = "" if start is None else " WHERE created_at >= ?"
-        params = [] if start is None else [start.replace("+00:00", "Z")]
+        # a message's times are integer microseconds (schema 19)
+        params = [] if start is None else [micros(datetime.fromisoformat(start))]
         t, _ = timed(lambda: conn.execute(PEER_SQL.format(where=where), params).fetchall())
         return t
     finally:
@@ -254,9 +256,8 @@ async def main() -> None:
         result["vacuum_s"] = t
         print(f"migrated in {result['migrate_s']:.0f} s, vacuumed in {t:.0f} s")
     else:
-        with closing(sqlite3.connect(db)) as c:
-            end = datetime.fromisoformat(c.execute("SELECT max(created_at) FROM messages")
-                                         .fetchone()[0])
+        with closing(sqlite3.connect(db)) as c:  # an upgraded file: integer times
+            end = from_micros(c.execute("SELECT max(created_at) FROM messages").fetchone()[0])
     # closing(): an open connection keeps the WAL file (a VACUUM's is the whole database) on
     # disk, and db_bytes counts it.
     with closing(sqlite3.connect(db)) as c:

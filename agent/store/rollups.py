@@ -19,6 +19,9 @@ Released: never edit this file's SQL; add a new schema version instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 BUCKETS_PER_E = 20  # buckets per factor of e: each bucket spans about 5% of its value
 
 
@@ -33,14 +36,40 @@ def delivery_seconds_sql(a: str) -> str:
             f" + (substr({a}.final_at, 21, 6) - substr({a}.submitted_at, 21, 6)) / 1e6)")
 
 
+# The same on integer microseconds (SQLite's schema 19): whole seconds, then the fractions, as
+# the text form's arithmetic goes, so each value is the same double (and falls in the same
+# bucket) whichever form the row had when it was counted.
+def delivery_seconds_micros_sql(a: str) -> str:
+    return (f"((({a}.final_at / 1000000) - ({a}.submitted_at / 1000000))"
+            f" + ({a}.final_at % 1000000 - {a}.submitted_at % 1000000) / 1e6)")
+
+
+def day_sql(x: str) -> str:
+    """The UTC day ('YYYY-MM-DD') of a fixed-width text time."""
+    return f"substr({x}, 1, 10)"
+
+
+def day_micros_sql(x: str) -> str:
+    """The UTC day of an integer-microseconds time (schema 19)."""
+    return f"strftime('%Y-%m-%d', {x} / 1000000, 'unixepoch')"
+
+
+class Times(NamedTuple):
+    """How the report SQL reads a message's times: the day, the quarter hour, the seconds
+    from submit to final."""
+    day: Callable[[str], str]
+    slot: Callable[[str], str]
+    delivery: Callable[[str], str]
+
+
 _KEY = "day, rule, gateway, state, reason, error_code"
 
 
-def _daily(x: str, sign: int) -> str:
+def _daily(x: str, sign: int, t: Times) -> str:
     clicks = (f"(SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code"
               f" WHERE l.message_id = {x}.id)")
     return f"""INSERT INTO report_daily ({_KEY}, n, sent, segments, linked, clicked, clicks)
-        SELECT substr({x}.created_at, 1, 10), {x}.rule, {x}.gateway, {x}.state,
+        SELECT {t.day(f"{x}.created_at")}, {x}.rule, {x}.gateway, {x}.state,
                coalesce({x}.reason, ''), coalesce({x}.error_code, ''), {sign},
                {sign} * ({x}.submitted_at IS NOT NULL),
                {sign} * (CASE WHEN {x}.submitted_at IS NOT NULL THEN {x}.segments ELSE 0 END),
@@ -52,16 +81,16 @@ def _daily(x: str, sign: int) -> str:
             clicked = clicked + excluded.clicked, clicks = clicks + excluded.clicks;"""
 
 
-def _hist(x: str, sign: int, metric: str) -> str:
+def _hist(x: str, sign: int, metric: str, t: Times) -> str:
     if metric == "h2s":
         value = f"{x}.hangup_to_submit_ms"
         cond = f"{x}.submitted_at IS NOT NULL AND {x}.hangup_to_submit_ms IS NOT NULL"
     else:
-        value = delivery_seconds_sql(x)
+        value = t.delivery(x)
         cond = (f"{x}.state = 'delivered' AND {x}.final_at IS NOT NULL"
                 f" AND {x}.submitted_at IS NOT NULL")
     return f"""INSERT INTO report_hist (day, rule, gateway, metric, bucket, n, total)
-        SELECT substr({x}.created_at, 1, 10), {x}.rule, {x}.gateway, '{metric}',
+        SELECT {t.day(f"{x}.created_at")}, {x}.rule, {x}.gateway, '{metric}',
                {bucket_sql(value)}, {sign}, {sign} * {value}
         WHERE {cond}
         ON CONFLICT (day, rule, gateway, metric, bucket) DO UPDATE SET n = n + excluded.n,
@@ -75,17 +104,27 @@ def slot_sql(x: str) -> str:
             " / 15 * 15)")
 
 
-def _slot(x: str, sign: int) -> str:
+def slot_micros_sql(x: str) -> str:
+    """The quarter hour of an integer-microseconds time (schema 19), as ``slot_sql`` gives it."""
+    return f"strftime('%Y-%m-%dT%H:%M', {x} / 1000000 / 900 * 900, 'unixepoch')"
+
+
+#: Schema 5's reading of the times (fixed-width text), and schema 19's (SQLite: integers).
+TEXT = Times(day_sql, slot_sql, delivery_seconds_sql)
+MICROS = Times(day_micros_sql, slot_micros_sql, delivery_seconds_micros_sql)
+
+
+def _slot(x: str, sign: int, t: Times) -> str:
     return f"""INSERT INTO report_slots (slot, state, n, sent)
-        SELECT {slot_sql(f"{x}.created_at")}, {x}.state, {sign},
+        SELECT {t.slot(f"{x}.created_at")}, {x}.state, {sign},
                {sign} * ({x}.submitted_at IS NOT NULL)
         WHERE true
         ON CONFLICT (slot, state) DO UPDATE SET n = n + excluded.n, sent = sent + excluded.sent;"""
 
 
-def _contribution(x: str, sign: int) -> str:
-    return "\n".join((_daily(x, sign), _slot(x, sign), _hist(x, sign, "h2s"),
-                      _hist(x, sign, "delivery")))
+def _contribution(x: str, sign: int, t: Times) -> str:
+    return "\n".join((_daily(x, sign, t), _slot(x, sign, t), _hist(x, sign, "h2s", t),
+                      _hist(x, sign, "delivery", t)))
 
 
 _CHANGED = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (
@@ -93,12 +132,14 @@ _CHANGED = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (
     "hangup_to_submit_ms", "final_at"))
 
 # The group of the message a link or click belongs to.
-_GROUP_OF = ("(day, rule, gateway, state, reason, error_code) = (SELECT substr(created_at, 1, 10),"
-             " rule, gateway, state, coalesce(reason, ''), coalesce(error_code, '')"
-             " FROM messages WHERE id = {mid})")
+def _group_of(mid: str, t: Times) -> str:
+    return ("(day, rule, gateway, state, reason, error_code) = (SELECT"
+            f" {t.day('created_at')},"
+            " rule, gateway, state, coalesce(reason, ''), coalesce(error_code, '')"
+            f" FROM messages WHERE id = {mid})")
 
 
-def _link_added() -> str:
+def _link_added(t: Times) -> str:
     mid = "NEW.message_id"
     others = f"SELECT 1 FROM links WHERE message_id = {mid} AND code <> NEW.code"
     own = "(SELECT count(*) FROM clicks WHERE code = NEW.code)"
@@ -107,12 +148,52 @@ def _link_added() -> str:
     return f"""UPDATE report_daily SET linked = linked + NOT EXISTS ({others}),
             clicks = clicks + {own},
             clicked = clicked + ({own} > 0 AND NOT EXISTS ({other_clicks}))
-        WHERE {_GROUP_OF.format(mid=mid)};"""
+        WHERE {_group_of(mid, t)};"""
 
 
 _REPLY_LABEL = ("CASE WHEN NEW.keyword IS NOT NULL THEN 'keyword' WHEN NEW.sentiment IS NULL"
                 " THEN 'unrated' WHEN NEW.sentiment >= 0.05 THEN 'positive'"
                 " WHEN NEW.sentiment <= -0.05 THEN 'negative' ELSE 'neutral' END")
+
+def triggers(t: Times) -> tuple[str, ...]:
+    """The triggers that keep the rollups current, reading a message's times as ``t`` says
+    (schema 5 made them for text times, SQLite's schema 19 again for integers)."""
+    return (
+    f"""CREATE TRIGGER report_message_inserted AFTER INSERT ON messages BEGIN
+        {_contribution("NEW", 1, t)}
+    END""",
+    f"""CREATE TRIGGER report_message_changed AFTER UPDATE ON messages WHEN {_CHANGED} BEGIN
+        {_contribution("OLD", -1, t)}
+        {_contribution("NEW", 1, t)}
+    END""",
+    f"""CREATE TRIGGER report_link_added AFTER INSERT ON links
+        WHEN NEW.message_id IS NOT NULL BEGIN
+        {_link_added(t)}
+    END""",
+    f"""CREATE TRIGGER report_link_attributed AFTER UPDATE OF message_id ON links
+        WHEN NEW.message_id IS NOT NULL AND OLD.message_id IS NULL BEGIN
+        {_link_added(t)}
+    END""",
+    f"""CREATE TRIGGER report_click_added AFTER INSERT ON clicks BEGIN
+        UPDATE report_daily SET clicks = clicks + 1,
+            clicked = clicked + ((SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code
+                WHERE l.message_id = (SELECT message_id FROM links WHERE code = NEW.code)) = 1)
+        WHERE {_group_of("(SELECT message_id FROM links WHERE code = NEW.code)", t)};
+    END""",
+    f"""CREATE TRIGGER report_reply_added AFTER INSERT ON replies
+        WHEN NEW.message_id IS NOT NULL BEGIN
+        INSERT INTO report_replies (day, rule, gateway, label, n, rating_sum, ratings, opt_outs)
+        SELECT {t.day('m.created_at')}, m.rule, m.gateway, {_REPLY_LABEL}, 1,
+               coalesce(NEW.rating, 0), NEW.rating IS NOT NULL,
+               coalesce(NEW.action = 'opt_out', 0) AND NOT EXISTS (SELECT 1 FROM replies
+                   WHERE message_id = NEW.message_id AND action = 'opt_out' AND id <> NEW.id)
+        FROM messages m WHERE m.id = NEW.message_id
+        ON CONFLICT (day, rule, gateway, label) DO UPDATE SET n = n + excluded.n,
+            rating_sum = rating_sum + excluded.rating_sum, ratings = ratings + excluded.ratings,
+            opt_outs = opt_outs + excluded.opt_outs;
+    END""",
+    )
+
 
 MIGRATION: tuple[str, ...] = (
     # The SMS log filtered by a rare status (failed, ambiguous) must not walk a year of rows.
@@ -146,39 +227,7 @@ MIGRATION: tuple[str, ...] = (
         opt_outs INTEGER NOT NULL,
         PRIMARY KEY (day, rule, gateway, label)
     ) WITHOUT ROWID""",
-    f"""CREATE TRIGGER report_message_inserted AFTER INSERT ON messages BEGIN
-        {_contribution("NEW", 1)}
-    END""",
-    f"""CREATE TRIGGER report_message_changed AFTER UPDATE ON messages WHEN {_CHANGED} BEGIN
-        {_contribution("OLD", -1)}
-        {_contribution("NEW", 1)}
-    END""",
-    f"""CREATE TRIGGER report_link_added AFTER INSERT ON links
-        WHEN NEW.message_id IS NOT NULL BEGIN
-        {_link_added()}
-    END""",
-    f"""CREATE TRIGGER report_link_attributed AFTER UPDATE OF message_id ON links
-        WHEN NEW.message_id IS NOT NULL AND OLD.message_id IS NULL BEGIN
-        {_link_added()}
-    END""",
-    f"""CREATE TRIGGER report_click_added AFTER INSERT ON clicks BEGIN
-        UPDATE report_daily SET clicks = clicks + 1,
-            clicked = clicked + ((SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code
-                WHERE l.message_id = (SELECT message_id FROM links WHERE code = NEW.code)) = 1)
-        WHERE {_GROUP_OF.format(mid="(SELECT message_id FROM links WHERE code = NEW.code)")};
-    END""",
-    f"""CREATE TRIGGER report_reply_added AFTER INSERT ON replies
-        WHEN NEW.message_id IS NOT NULL BEGIN
-        INSERT INTO report_replies (day, rule, gateway, label, n, rating_sum, ratings, opt_outs)
-        SELECT substr(m.created_at, 1, 10), m.rule, m.gateway, {_REPLY_LABEL}, 1,
-               coalesce(NEW.rating, 0), NEW.rating IS NOT NULL,
-               coalesce(NEW.action = 'opt_out', 0) AND NOT EXISTS (SELECT 1 FROM replies
-                   WHERE message_id = NEW.message_id AND action = 'opt_out' AND id <> NEW.id)
-        FROM messages m WHERE m.id = NEW.message_id
-        ON CONFLICT (day, rule, gateway, label) DO UPDATE SET n = n + excluded.n,
-            rating_sum = rating_sum + excluded.rating_sum, ratings = ratings + excluded.ratings,
-            opt_outs = opt_outs + excluded.opt_outs;
-    END""",
+    *triggers(TEXT),
     # Backfill from the rows already there (a one-off full read on upgrade).
     f"""INSERT INTO report_daily ({_KEY}, n, sent, segments, linked, clicked, clicks)
         SELECT substr(m.created_at, 1, 10), m.rule, m.gateway, m.state,

@@ -27,6 +27,7 @@ from agent.store.base import (
     ReportData,
     Tally,
 )
+from agent.store.packing import from_micros
 from agent.store.reportmath import PERCENTILES, SENTIMENT_CUT
 from agent.store.smslog import PBX_NAMES_SQL, log_row, log_sql, where
 
@@ -112,6 +113,10 @@ class ServerReportSource:
 
 
 def _dt(v: Any) -> datetime | None:
+    """A time as a row gives it: text, a datetime, or (SQLite's since its schema 19) integer
+    microseconds."""
+    if isinstance(v, int):
+        return from_micros(v)
     return None if v is None else datetime.fromisoformat(v) if isinstance(v, str) else v
 
 

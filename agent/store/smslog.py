@@ -1,10 +1,11 @@
 """The SMS log as both stores read it: a message filter as SQL (``?`` placeholders, times as
-fixed-width UTC text: SQLite runs it as is, PostgreSQL's ``report_rows`` translates it), the log
-query, the PBX names, and each row shaped as the export columns name it."""
+fixed-width UTC text, or as SQLite's integer microseconds since its schema 19; PostgreSQL's
+``report_rows`` translates it), the log query, the PBX names, and each row shaped as the export
+columns name it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,8 +28,10 @@ def rare_states_term(states: Collection[str], alias: str = "") -> str:
     return f" AND {alias + '.' if alias else ''}{RARE_STATES}"
 
 
-def where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
-    """The WHERE clause for ``f`` (each filter has an index that leads with it; see migration 2)."""
+def where(f: MessageFilter, alias: str = "m",
+          stamp: Callable[[datetime], Any] = ts) -> tuple[str, list[Any]]:
+    """The WHERE clause for ``f`` (each filter has an index that leads with it; see migration 2),
+    its times as ``stamp`` gives them (the stored form)."""
     parts: list[str] = []
     params: list[Any] = []
     if f.states:
@@ -43,17 +46,18 @@ def where(f: MessageFilter, alias: str = "m") -> tuple[str, list[Any]]:
             params.append(value)
     if f.since is not None:
         parts.append(f"{alias}.created_at >= ?")
-        params.append(ts(f.since))
+        params.append(stamp(f.since))
     if f.until is not None:
         parts.append(f"{alias}.created_at < ?")
-        params.append(ts(f.until))
+        params.append(stamp(f.until))
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
+# {columns}: the message's (SQLite's since its schema 19 name them, its times as the text);
 # {receipt_of}: how a receipt names its message (SQLite's by ref since its schema 14);
 # {received_at}: its time as the fixed-width text (SQLite's are integers since its schema 16).
 LOG_SQL = """
-SELECT m.*,
+SELECT {columns},
   (SELECT r.state FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
       AS receipt_state,
   (SELECT {received_at} FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
@@ -65,12 +69,20 @@ FROM messages m"""
 
 
 def log_sql(f: MessageFilter, receipt_of: str = "r.message_id = m.id",
-            received_at: str = "r.received_at") -> tuple[str, list[Any]]:
-    w, p = where(f)
+            received_at: str = "r.received_at", stamp: Callable[[datetime], Any] = ts,
+            columns: str = "m.*") -> tuple[str, list[Any]]:
+    w, p = where(f, stamp=stamp)
     order = "DESC" if f.newest_first else "ASC"
-    base = LOG_SQL.format(receipt_of=receipt_of, received_at=received_at)
+    base = LOG_SQL.format(receipt_of=receipt_of, received_at=received_at, columns=columns)
     return (f"{base}{w} ORDER BY m.created_at {order}, m.id {order} LIMIT ? OFFSET ?",
             [*p, -1 if f.limit is None else f.limit, f.offset])
+
+
+#: The columns ``log_row`` reads of a message.
+LOG_COLUMNS = ("id", "call_id", "pbx", "rule", "template", "recipient_kind", "number", "gateway",
+               "sender_id", "state", "reason", "error_code", "text", "encoding", "segments",
+               "attempts", "created_at", "submitted_at", "final_at", "hangup_to_submit_ms",
+               "next_attempt_at", "detail")
 
 
 #: Each PBX named on a message or a call, found by skipping along the (pbx, time) indexes: one

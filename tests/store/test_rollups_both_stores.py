@@ -22,7 +22,9 @@ from agent.store import report_source
 from agent.store.base import MessageFilter, ReportData
 from agent.store.seams import Store
 from agent.store.server_reports import _FACT_SQL, _REPLY_SQL, data_from_rows
+from agent.store.packing import micros
 from agent.store.smslog import where
+from agent.store.stamps import ts
 
 END = datetime(2026, 3, 31, 15, 20, tzinfo=UTC)  # Berlin's DST change is inside the data
 
@@ -79,8 +81,9 @@ def _summed(data: ReportData) -> dict[str, Any]:
     return {k: {kk: v for kk, v in c.items() if v} for k, c in out.items()}
 
 
-async def _exact(reader: Any, f: MessageFilter, tz: str) -> ReportData:
-    w, p = where(f)
+async def _exact(reader: Any, f: MessageFilter, tz: str, backend: str) -> ReportData:
+    # SQLite stores a message's times as integer microseconds (its schema 19)
+    w, p = where(f, stamp=micros if backend == "sqlite" else ts)
     return data_from_rows(await reader.rows(f"{_FACT_SQL}{w}", p),
                           await reader.rows(f"{_REPLY_SQL}{w}", p), tz)
 
@@ -106,7 +109,7 @@ async def test_reports_from_rollups_equal_the_rows(
     await _traffic(store)
     f = MessageFilter(since=since, until=until, rule=rule, gateway=gateway, pbx=pbx, limit=None)
     async with report_source(store) as reader:
-        exact = await _exact(reader, f, tz)
+        exact = await _exact(reader, f, tz, backend)
         assert exact.tallies  # the filter selects something
         rounds = ["changes not folded", "folded"] if backend == "postgres" else ["live"]
         for when in rounds:

@@ -60,12 +60,18 @@ def _v9_file(path: Path) -> None:
         conn.close()
 
 
+# A message's times that became integer microseconds, and the schema that made them so.
+_MESSAGE_TIMES = {"queued_at": 17, "expires_at": 17, "call_ended_at": 17, "created_at": 19,
+                  "submitted_at": 19, "final_at": 19, "next_attempt_at": 19,
+                  "submitting_since": 19}
+
 # What the rows say, at any version: since schema 13 a message also has a ref, and its history
 # and segment ids name it by that; since schema 15 its idempotency key is a digest and it has no
 # updated_at.
 _LOGICAL = {
-    "messages": "SELECT " + _V15_COLUMNS.replace("queued_at", "{queued}").replace(
-        "expires_at", "{expires}").replace("call_ended_at", "{ended}") + ", {idem} FROM messages",
+    "messages": "SELECT " + ", ".join(
+        "{" + c + "}" if c in _MESSAGE_TIMES else c for c in _V15_COLUMNS.split(", "))
+    + ", {idem} FROM messages",
     "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
@@ -92,9 +98,8 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
             # integer microseconds since schema 16: as the text they were
             done=_text("r.done_at") if version >= 16 else "r.done_at",
             received=_text("r.received_at") if version >= 16 else "r.received_at",
-            # and since schema 17 these three of a message's
-            **{k: _text(c) if version >= 17 else c for k, c in (
-                ("queued", "queued_at"), ("expires", "expires_at"), ("ended", "call_ended_at"))})
+            # and a message's since schemas 17 and 19
+            **{c: _text(c) if version >= v else c for c, v in _MESSAGE_TIMES.items()})
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 
 

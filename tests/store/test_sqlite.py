@@ -24,6 +24,7 @@ from agent.models import (
     Trigger,
 )
 from agent.store.base import FactsAsk, MessageFilter, MessageRow
+from agent.store.packing import micros
 from agent.store.migrations import LATEST_VERSION
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.records import read_facts
@@ -644,6 +645,6 @@ async def test_the_policy_read_costs_the_same_whatever_the_numbers_history(
                 " submitting_since, expires_at, call_ended_at, hangup_to_submit_ms, pbx,"
                 " NULL FROM messages WHERE id = ?",
                 (f"-{i}", i + 1, "support-followup" if i % 2 else "other",
-                 (T0 + timedelta(minutes=i)).isoformat(), first.id))
+                 micros(T0 + timedelta(minutes=i)), first.id))
     long = cost()
     assert long < short * 1.5 + 50, (short, long)

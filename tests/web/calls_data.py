@@ -32,7 +32,7 @@ from agent.models import (
 )
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
-from agent.store.sqlite import SqliteStore, ts
+from agent.store.sqlite import SqliteStore
 from agent.store.packing import (
     DISPOSITION_CODES,
     STATE_CODES,
@@ -135,7 +135,7 @@ def _bulk_rows(judged: Judged, rng: random.Random,
                out: dict[str, list[tuple[object, ...]]]) -> None:
     """The rows the agent would have written for one call, as tuples for executemany."""
     record, outcomes, decisions = judged
-    at = ts(record.ended_at)
+    at = micros(record.ended_at)
     # A completed call's judgement is in its row, decided as it was stored (schema 18).
     out["calls"].append((record.call_id, pack_record(record), TRIGGER_CODES[record.trigger],
                          DISPOSITION_CODES[record.disposition], record.queue, record.caller,
@@ -149,7 +149,7 @@ def _bulk_rows(judged: Judged, rng: random.Random,
             mid, key_digest(d.idempotency_key), d.call_id, d.rule, d.trigger.value, d.recipient.value,
             d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
             d.category, state.value, reason, detail, int(sent), at, at if sent else None,
-            at, micros(record.ended_at), 4.0 if sent else None))  # call_ended_at: schema 17
+            at, at, 4.0 if sent else None))  # a message's times: integers (schemas 17, 19)
         out["events"].append((mid, 1, micros(record.ended_at), STATE_CODES[state.value],
                               reason, detail))
 

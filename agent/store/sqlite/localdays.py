@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from agent.store.base import DayTally, MessageFilter
 from agent.store.reportmath import QUARTER, offset_spans, slot_floor
 from agent.store.smslog import where
+from agent.store.sqlite.smslog import micros_times, stamp
 
 
 def _slot_text(dt: datetime) -> str:
@@ -21,11 +22,18 @@ def _local_days(conn: sqlite3.Connection, f: MessageFilter, zone: ZoneInfo) -> l
     """Messages per day in ``zone`` and state: whole quarter hours from ``report_slots``, the
     cut quarter hours at the ends (and everything, for one PBX) from the rows."""
     lo, hi = f.since, f.until
+    # A message's times are integers since schema 19 (the read-only reader may be given an
+    # older file): the minute and the local day of one, as from the text.
+    as_int = micros_times(conn)
+    minute = ("strftime('%Y-%m-%dT%H:%M', {} / 1000000, 'unixepoch')" if as_int
+              else "substr({}, 1, 16)")
+    local_day = ("date(m.created_at / 1000000, 'unixepoch', ?)" if as_int
+                 else "substr(datetime(substr(m.created_at, 1, 19), ?), 1, 10)")
     if lo is None or hi is None:
         first, last = conn.execute(
             "SELECT min(a), max(b) FROM (SELECT min(slot) AS a, max(slot) AS b FROM report_slots"
-            " UNION ALL SELECT substr(min(created_at), 1, 16), substr(max(created_at), 1, 16)"
-            " FROM messages)").fetchone()
+            f" UNION ALL SELECT {minute.format('min(created_at)')},"
+            f" {minute.format('max(created_at)')} FROM messages)").fetchone()
         if first is None:
             return []
         lo = lo or datetime.fromisoformat(first + ":00+00:00")
@@ -56,9 +64,9 @@ def _local_days(conn: sqlite3.Connection, f: MessageFilter, zone: ZoneInfo) -> l
             if x >= y:
                 continue
             w, p = where(MessageFilter(rule=f.rule, gateway=f.gateway, pbx=f.pbx, since=x,
-                                       until=y, limit=None))
+                                       until=y, limit=None), stamp=stamp(conn))
             add(conn.execute(
-                "SELECT substr(datetime(substr(m.created_at, 1, 19), ?), 1, 10), m.state,"
+                f"SELECT {local_day}, m.state,"
                 f" count(*), count(m.submitted_at) FROM messages m{w} GROUP BY 1, 2",
                 [shift, *p]))
     return [DayTally(date.fromisoformat(day), state, n, sent)

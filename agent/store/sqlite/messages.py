@@ -15,11 +15,11 @@ from agent.store.packing import STATES, from_micros, key_digest, micros
 from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import (
-    MICROS_TIMES,
-    _dt,
     _message,
+    _time,
     event_now,
     stored_key,
+    text_sql,
     ts,
     us,
 )
@@ -45,8 +45,9 @@ def insert_stored(
         uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, d.trigger.value,
         d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
         d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
-        at, us(at) if state is MessageState.QUEUED else None, at if state.final else None,
-        ts(next_attempt_at), opt_micros(expires_at), opt_micros(d.call_ended_at), d.pbx,
+        us(at), us(at) if state is MessageState.QUEUED else None,
+        us(at) if state.final else None, opt_micros(next_attempt_at), opt_micros(expires_at),
+        opt_micros(d.call_ended_at), d.pbx,
     ]
     while True:
         row = conn.execute(
@@ -84,7 +85,7 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
         " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
         + " RETURNING *",
-        (at, message_id, at) + (() if gateway is None else (gateway,)),
+        (us(at), message_id, us(at)) + (() if gateway is None else (gateway,)),
     ).fetchone()
     if row is None:
         return None
@@ -149,11 +150,11 @@ class MessageOps(StoreWriter):
         for name, value in fields.items():
             sets.append(f"{name} = ?")
             if isinstance(value, datetime):
-                value = micros(value) if name in MICROS_TIMES else ts(value)
+                value = micros(value)  # a message's times: integers (schema 19)
             params.append(value)
         if state.final and "final_at" not in fields:
             sets.append("final_at = ?")
-            params.append(at)
+            params.append(us(at))
         if state is MessageState.QUEUED and "queued_at" not in fields:
             sets.append("queued_at = COALESCE(queued_at, ?)")
             params.append(us(at))
@@ -205,7 +206,7 @@ class MessageOps(StoreWriter):
                 " gateway = ?, smsc_ids = ?, submitted_at = ?, submitting_since = NULL,"
                 " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?"
                 " WHERE id = ? RETURNING *",
-                (gateway, json.dumps(ids), at, hangup_to_submit_ms, message_id),
+                (gateway, json.dumps(ids), us(at), hangup_to_submit_ms, message_id),
             ).fetchone()
             if row is None:
                 return None
@@ -254,12 +255,13 @@ class MessageOps(StoreWriter):
         that old (the running agent's sweep for submits nobody will finish)."""
         at = ts(now)
         stale = "" if started_before is None else " AND submitting_since < ?"
-        params = () if started_before is None else (ts(started_before),)
+        params = () if started_before is None else (micros(started_before),)
 
         def op(conn: sqlite3.Connection) -> list[MessageRow]:
             rows = conn.execute(
                 "UPDATE messages SET state = 'ambiguous', reason = 'interrupted',"
-                " detail = 'agent stopped during submit started at ' || submitting_since,"
+                " detail = 'agent stopped during submit started at '"
+                f" || {text_sql('submitting_since')},"
                 " submitting_since = NULL, next_attempt_at = NULL"
                 f" WHERE submitting_since IS NOT NULL AND state = 'queued'{stale} RETURNING *",
                 params,
@@ -271,11 +273,11 @@ class MessageOps(StoreWriter):
         return await self._write_now(op)
 
     async def due_messages(self, now: datetime, limit: int) -> list[MessageRow]:
-        return await self._read_messages(DUE_SQL, (ts(now), limit))
+        return await self._read_messages(DUE_SQL, (micros(now), limit))
 
     async def next_due_at(self) -> datetime | None:
         rows = await self._read(NEXT_DUE_SQL)
-        return _dt(rows[0][0]) if rows else None
+        return _time(rows[0][0]) if rows else None
 
     async def messages_in_state(
         self, state: MessageState, *, limit: int | None = None
@@ -315,10 +317,10 @@ class MessageOps(StoreWriter):
                 params.append(value)
         if f.since is not None:
             where.append("created_at >= ?")
-            params.append(ts(f.since))
+            params.append(micros(f.since))
         if f.until is not None:
             where.append("created_at < ?")
-            params.append(ts(f.until))
+            params.append(micros(f.until))
         sql = "SELECT * FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -15,7 +15,7 @@ from agent.store.base import (
 )
 from agent.store.packing import from_micros, micros
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
-from agent.store.sqlite.rows import _message, _now, event_now, ts
+from agent.store.sqlite.rows import _message, _now, event_now, ts, us
 from agent.store.sqlite.writer import StoreWriter
 
 _RECEIPT_TARGET = RECEIPT_TARGET
@@ -200,7 +200,7 @@ def apply_to_message(
             target.value,
             parts_note or f"{gateway} receipt {state.value} for {smsc_id or msg.id}",
             error_code,
-            at,
+            us(at),
             msg.id,
         ),
     ).fetchone()

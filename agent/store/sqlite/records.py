@@ -19,7 +19,7 @@ from agent.store.packing import (
     unpack_record,
 )
 from agent.store.sqlite.calls import drop_stray_outcomes, pack_outcomes, replace_outcomes
-from agent.store.sqlite.rows import _dt, _now, ts
+from agent.store.sqlite.rows import _dt, _now, _time, ts
 from agent.store.sqlite.writer import StoreWriter
 
 # "Sent" for cooldown and rate limits: anything that reached, or is on its way to, a gateway.
@@ -82,12 +82,12 @@ def facts_query(ask: FactsAsk) -> tuple[str, dict[str, Any]]:
         sql += (f", (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
                 "   AND (recipient_kind = 'agent') = :a"
                 "   AND COALESCE(submitted_at, created_at) > :s)")
-        params |= {"a": ask.agents, "s": ts(ask.sent_since)}
+        params |= {"a": ask.agents, "s": micros(ask.sent_since)}
     return sql, params
 
 
 def facts_of(ask: FactsAsk, r: sqlite3.Row | tuple[Any, ...]) -> PolicyFacts:
-    return PolicyFacts(bool(r[0]), bool(r[1]), _dt(r[2]),
+    return PolicyFacts(bool(r[0]), bool(r[1]), _time(r[2]),
                        int(r[3]) if ask.sent_since is not None else 0)
 
 
@@ -134,8 +134,7 @@ class RecordOps(DndImport, StoreWriter):
             f" WHERE number = ? AND rule = ? AND {_SENT}",
             (number, rule),
         )
-        last: str | None = rows[0][0]
-        return _dt(last)
+        return _time(rows[0][0])
 
     async def count_sent_since(self, number: str | None, since: datetime) -> int:
         # created_at <= submitted_at, so this equals COALESCE(submitted_at, created_at) >= since
@@ -144,7 +143,7 @@ class RecordOps(DndImport, StoreWriter):
             f"SELECT COUNT(*) FROM messages WHERE {_SENT}"
             " AND (created_at >= ? OR submitted_at >= ?)"
         )
-        params: list[Any] = [ts(since), ts(since)]
+        params: list[Any] = [micros(since), micros(since)]
         if number is not None:
             sql += " AND number = ?"
             params.append(number)
@@ -165,9 +164,9 @@ class RecordOps(DndImport, StoreWriter):
         rows = await self._read(
             "SELECT recipient_kind, number, COALESCE(submitted_at, created_at) FROM messages"
             f" WHERE {_SENT} AND number IS NOT NULL AND (created_at >= ? OR submitted_at >= ?)",
-            (ts(since), ts(since)),
+            (micros(since), micros(since)),
         )
-        return [(r[0], r[1], at) for r in rows if (at := _dt(r[2])) is not None]
+        return [(r[0], r[1], at) for r in rows if (at := _time(r[2])) is not None]
 
     async def segments_sent_since(
         self, since: datetime
@@ -178,10 +177,10 @@ class RecordOps(DndImport, StoreWriter):
             "SELECT rule, gateway, number, segments, COALESCE(submitted_at, created_at)"
             f" FROM messages WHERE {_SENT} AND number IS NOT NULL"
             " AND (created_at >= ? OR submitted_at >= ?)",
-            (ts(since), ts(since)),
+            (micros(since), micros(since)),
         )
         return [(r[0], r[1], r[2], int(r[3] or 1), at) for r in rows
-                if (at := _dt(r[4])) is not None]
+                if (at := _time(r[4])) is not None]
 
     async def is_opted_out(self, number: str) -> bool:
         return bool(await self._read("SELECT 1 FROM opt_outs WHERE number = ?", (number,)))

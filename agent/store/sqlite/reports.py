@@ -29,10 +29,10 @@ from agent.store.base import (
     Tally,
 )
 from agent.store.reportmath import SENTIMENT_CUT, day_span, percentiles
-from agent.store.rollups import bucket_sql, delivery_seconds_sql
+from agent.store.rollups import MICROS, TEXT, bucket_sql
 from agent.store.smslog import PBX_NAMES_SQL, log_row, where
 from agent.store.sqlite.localdays import _local_days
-from agent.store.sqlite.smslog import log_batches, log_count, log_page
+from agent.store.sqlite.smslog import log_batches, log_count, log_page, micros_times, stamp
 
 T = TypeVar("T")
 
@@ -175,7 +175,7 @@ def _rollup_where(f: MessageFilter, first: str | None, end: str | None) -> tuple
 def _raw(conn: sqlite3.Connection, f: MessageFilter) -> tuple[list[Tally], list[LinkTally],
                                                               list[ReplyTally], list[Any]]:
     """The same tallies as the rollups hold, from the messages in ``f`` (a partial day)."""
-    w, p = where(f)
+    w, p = where(f, stamp=stamp(conn))
     tallies = [Tally(r[0], r[1], r[2], r[3] or None, r[4] or None, r[5], r[6], r[7])
                for r in conn.execute(
         "SELECT m.rule, m.gateway, m.state, m.reason, m.error_code, count(*),"
@@ -195,7 +195,7 @@ def _raw(conn: sqlite3.Connection, f: MessageFilter) -> tuple[list[Tally], list[
         " ELSE 'neutral' END, count(*), coalesce(sum(p.rating), 0), count(p.rating),"
         " count(DISTINCT CASE WHEN p.action = 'opt_out' THEN m.id END)"
         f" FROM replies p JOIN messages m ON m.id = p.message_id{w} GROUP BY 1, 2, 3", p)]
-    dlv = delivery_seconds_sql("m")
+    dlv = (MICROS if micros_times(conn) else TEXT).delivery("m")
     hist = conn.execute(
         f"SELECT m.rule, m.gateway, 'h2s', {bucket_sql('m.hangup_to_submit_ms')},"
         f" count(*), sum(m.hangup_to_submit_ms) FROM messages m"

@@ -52,7 +52,7 @@ _DETAIL_IDS = (f"SELECT id FROM messages WHERE (text IS NOT NULL OR number IS NO
 _ROW_IDS = f"SELECT id FROM messages WHERE created_at < ? AND state IN ({_IN})" \
     " ORDER BY created_at LIMIT ?"
 # A call is (PBX, call id): its rowid names it in a batch, and its messages are its PBX's.
-# Its times are integer microseconds (schema 11), the messages' fixed-width text.
+# Its times are integer microseconds (schema 11), as the messages' (schema 19).
 # "+m.pbx": a call's messages are found by call id (messages_call); left to itself the planner
 # took messages_pbx_created, which walks every message of the PBX for each call (14 s a batch
 # at 50,000 messages, inside the writer's op for the re-check).
@@ -69,15 +69,17 @@ class RetentionOps(StoreWriter):
     async def prune_batch(self, *, details_before: datetime, rows_before: datetime | None,
                           batch: int = 500) -> PruneCounts:
         """One batch of each kind of pruning (0s when nothing is left). Call until ``total`` is 0."""
-        d, r = _iso(details_before), _iso(rows_before) if rows_before else None
-        detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (d, batch))]
+        # A message's times are integers (schema 19); a reply's are still text.
+        d, dm = _iso(details_before), micros(details_before)
+        r = micros(rows_before) if rows_before else None
+        detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (dm, batch))]
         row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
         call_ids = [x["rowid"] for x in await self._read(_CALL_IDS,
                                                          (micros(details_before), batch))]
 
         def op(conn: sqlite3.Connection) -> PruneCounts:
             counts = PruneCounts(
-                details=_strip_details(conn, detail_ids, d),
+                details=_strip_details(conn, detail_ids, dm),
                 messages=_delete_rows(conn, row_ids, r) if row_ids else 0,
                 calls=_delete_calls(conn, call_ids, micros(details_before)),
             )
@@ -97,12 +99,12 @@ class RetentionOps(StoreWriter):
     async def count_prunable(self, *, details_before: datetime,
                              rows_before: datetime | None) -> PruneCounts:
         """What pruning would remove, without removing it (``aftercall prune --dry-run``)."""
-        d = _iso(details_before)
         big = 1 << 62
-        details = await self._read(f"SELECT count(*) FROM ({_DETAIL_IDS})", (d, big))
+        details = await self._read(f"SELECT count(*) FROM ({_DETAIL_IDS})",
+                                   (micros(details_before), big))
         calls = await self._read(f"SELECT count(*) FROM ({_CALL_IDS})",
                                  (micros(details_before), big))
-        rows = (await self._read(f"SELECT count(*) FROM ({_ROW_IDS})", (_iso(rows_before), big))
+        rows = (await self._read(f"SELECT count(*) FROM ({_ROW_IDS})", (micros(rows_before), big))
                 if rows_before else None)
         return PruneCounts(details=details[0][0], messages=rows[0][0] if rows else 0,
                            calls=calls[0][0])
@@ -156,7 +158,7 @@ def _marks(ids: list[Any]) -> str:
     return ",".join("?" * len(ids))
 
 
-def _live(conn: sqlite3.Connection, ids: list[str], before: str) -> list[str]:
+def _live(conn: sqlite3.Connection, ids: list[str], before: int) -> list[str]:
     """Of ``ids``, the messages still older than ``before`` and final. Re-checked inside the
     write: a receipt may have moved a row since it was selected."""
     if not ids:
@@ -178,7 +180,7 @@ def _drop_details(conn: sqlite3.Connection, live: list[str]) -> None:
         f" FROM messages m, json_each(m.smsc_ids) j WHERE m.id IN ({q}))", live)
 
 
-def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
+def _strip_details(conn: sqlite3.Connection, ids: list[str], before: int) -> int:
     live = _live(conn, ids, before)
     if not live:
         return 0
@@ -191,7 +193,7 @@ def _strip_details(conn: sqlite3.Connection, ids: list[str], before: str) -> int
     return cur.rowcount
 
 
-def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: str) -> int:
+def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: int) -> int:
     live = _live(conn, ids, before)
     if not live:
         return 0

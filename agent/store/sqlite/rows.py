@@ -29,13 +29,17 @@ def stored_key(r: sqlite3.Row) -> str:
     return idempotency_key(r["pbx"], r["call_id"], r["rule"], r["recipient_kind"], r["number"])
 
 
-#: A message's times kept as integer microseconds (schema 17); the others are fixed-width text.
-MICROS_TIMES = frozenset({"queued_at", "expires_at", "call_ended_at"})
-
-
 def _time(value: str | int | None) -> datetime | None:
-    """A message's stored time, text or integer microseconds (``MICROS_TIMES``)."""
+    """A message's stored time: integer microseconds (all of them since schema 19), or the
+    fixed-width text a file not yet upgraded holds."""
     return from_micros(value) if isinstance(value, int) else _dt(value)
+
+
+def text_sql(col: str) -> str:
+    """SQL: an integer-microseconds time as the fixed-width UTC text ("...T09:00:00.000001Z"),
+    the form the SMS log and a message's details show."""
+    return (f"(strftime('%Y-%m-%dT%H:%M:%S', {col} / 1000000, 'unixepoch')"
+            f" || printf('.%06dZ', {col} % 1000000))")
 
 
 def us(at: str | None) -> int | None:

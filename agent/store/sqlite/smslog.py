@@ -4,10 +4,15 @@ clicks and replies (the SQL and the row shape: agent.store.smslog)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
 
 from agent.store.base import MessageFilter
-from agent.store.smslog import log_sql, where
+from agent.store.packing import micros
+from agent.store.smslog import LOG_COLUMNS, log_sql, where
+from agent.store.sqlite.rows import text_sql
+from agent.store.stamps import ts
 
 # Integer microseconds as the fixed-width UTC text the log shows ("...T09:00:00.000001Z").
 _RECEIVED_TEXT = ("strftime('%Y-%m-%dT%H:%M:%S', r.received_at / 1000000, 'unixepoch')"
@@ -23,16 +28,41 @@ def _receipts(conn: sqlite3.Connection) -> tuple[str, str]:
             _RECEIVED_TEXT if version >= 16 else "r.received_at")
 
 
+def micros_times(conn: sqlite3.Connection) -> bool:
+    """Whether a message's times are integer microseconds (schema 19) in this file: the
+    read-only reader may be given one the agent has not yet upgraded."""
+    row = conn.execute("SELECT type FROM pragma_table_info('messages')"
+                       " WHERE name = 'created_at'").fetchone()
+    return row is not None and row[0].upper() == "INTEGER"
+
+
+def stamp(conn: sqlite3.Connection) -> Callable[[datetime], Any]:
+    """A time as this file's messages store it (a filter's bounds)."""
+    return micros if micros_times(conn) else ts
+
+
+# A message's columns as the log reads them, its times as the fixed-width text (schema 19).
+_TIMES = ("created_at", "submitted_at", "final_at", "next_attempt_at")
+_COLUMNS = ", ".join(f"{text_sql('m.' + c)} AS {c}" if c in _TIMES else f"m.{c}"
+                     for c in LOG_COLUMNS)
+
+
+def _log_sql(conn: sqlite3.Connection, f: MessageFilter) -> tuple[str, list[Any]]:
+    ints = micros_times(conn)
+    return log_sql(f, *_receipts(conn), stamp=micros if ints else ts,
+                   columns=_COLUMNS if ints else "m.*")
+
+
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
     """One page of the SMS log (``f.limit`` rows from ``f.offset``), newest first by default."""
-    sql, p = log_sql(f, *_receipts(conn))
+    sql, p = _log_sql(conn, f)
     return conn.execute(sql, p).fetchall()
 
 
 def log_count(conn: sqlite3.Connection, f: MessageFilter, cap: int) -> tuple[int, bool]:
     """How many messages match ``f``, counting at most ``cap`` (True when the cap was hit), so a
     page header costs an index range, not a year."""
-    w, p = where(f)
+    w, p = where(f, stamp=stamp(conn))
     n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM messages m{w} LIMIT ?) t",
                      [*p, cap + 1]).fetchone()[0]
     return min(n, cap), n > cap
@@ -41,7 +71,7 @@ def log_count(conn: sqlite3.Connection, f: MessageFilter, cap: int) -> tuple[int
 def log_batches(conn: sqlite3.Connection, f: MessageFilter,
                 size: int) -> Iterator[list[sqlite3.Row]]:
     """The whole log for ``f`` in batches of ``size`` rows, for streaming exports."""
-    sql, p = log_sql(f, *_receipts(conn))
+    sql, p = _log_sql(conn, f)
     cur = conn.execute(sql, p)
     while batch := cur.fetchmany(size):
         yield batch
