@@ -162,3 +162,17 @@ async def test_the_agent_suppresses_past_a_cap_and_shows_it_on_metrics(tmp_path:
     finally:
         await second.dispatcher.stop(timeout=1.0)
         await second.store.close()
+
+
+def test_totals_keep_each_local_day_apart_whatever_order_the_times_come_in() -> None:
+    """The day's keys are remembered for the last local date asked: times from another day,
+    before or after it, in any order, still count in their own day and month."""
+    c = SpendCounters("Asia/Kolkata")
+    tomorrow = NOW + timedelta(days=1)
+    last_month = NOW - timedelta(days=40)
+    for at in (NOW, tomorrow, NOW, last_month, tomorrow, NOW):
+        c.add("r", D("0.10"), at)
+    assert c.spent("r", NOW) == Spent(D("0.30"), D("0.30"), D("0.30"), D("0.30"))
+    assert c.spent("r", tomorrow) == Spent(D("0.20"), D("0.20"), D("0.20"), D("0.20"))
+    assert c.spent("r", last_month) == Spent(D("0.10"), D("0.10"), D("0.10"), D("0.10"))
+    assert c.spent("r", NOW - timedelta(days=1)) == Spent(D("0"), D("0.30"), D("0"), D("0.30"))
