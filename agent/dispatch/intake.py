@@ -191,10 +191,25 @@ class Intake:
                     decided.append(m)
                 return list(decided)
 
+        # What the store committed, handed to ``landed`` on the loop before this resumes.
+        landed: list[tuple[list[NewMessage], list[tuple[MessageRow, bool]]]] = []
+
+        def on_commit(result: tuple[list[NewMessage], list[tuple[MessageRow, bool]]]) -> None:
+            # Every fresh queued row goes to the worker, and a claimed one's submit (a task)
+            # starts in the writer's answer itself: its first loop turn comes before this
+            # intake resumes, so counters, metrics, log lines and what the caller does with
+            # the rows are not on the path to the SMSC.
+            landed.append(result)
+            self._hand_over(*result)
+
         try:
             messages, written = await self._store.decide_and_record(
-                call, asks, decide, now=now, outcomes=outcomes)
+                call, asks, decide, now=now, outcomes=outcomes, committed=on_commit)
         except BaseException:
+            if landed:  # committed and handed over: only this caller stopped waiting
+                self._unreserve(slots)
+                self._settle(counters, spend, *landed[0], now)
+                raise
             with self._guard:
                 gone = True
                 for m in decided:
@@ -208,6 +223,20 @@ class Intake:
             self._unreserve(slots)
             raise
         self._unreserve(slots)  # the slots no queued row took
+        self._settle(counters, spend, messages, written, now)
+        try:
+            # A store that did not call back: handed over now, and a claimed text's submit
+            # runs up to its submit_sm on the wire before the log lines.
+            if not landed and self._hand_over(messages, written):
+                await asyncio.sleep(0)
+        finally:
+            self._after_intake(messages, written, now)
+        return [row for row, _ in written]
+
+    def _settle(self, counters: SendCounters, spend: SpendCounters | None,
+                messages: list[NewMessage], written: list[tuple[MessageRow, bool]],
+                now: datetime) -> None:
+        """The counters learn which counted texts were written (a duplicate was not)."""
         with self._guard:
             for m, (_, created) in zip(messages, written, strict=True):
                 if _counted(m):
@@ -215,9 +244,11 @@ class Intake:
                                     written=created)
                     if not created:
                         self._spend_add(spend, m, now, undo=True)
-        # Every fresh queued row goes to the worker, and a claimed one's submit (a task) runs
-        # up to its submit_sm on the wire before anything else here: metrics and log lines
-        # are not on the path to the SMSC, nor is what the caller does with the rows.
+
+    def _hand_over(self, messages: list[NewMessage],
+                   written: list[tuple[MessageRow, bool]]) -> bool:
+        """Fresh queued rows to the outlet (a claimed one starts its submit); the slot of a
+        duplicate goes back. True when a submit was started."""
         started = False
         for m, (row, created) in zip(messages, written, strict=True):
             if not created:
@@ -226,12 +257,7 @@ class Intake:
             elif m.state is MessageState.QUEUED:
                 self._outlet.queued(row, m.claim_via)
                 started = started or m.claim_via is not None
-        try:
-            if started:
-                await asyncio.sleep(0)
-        finally:
-            self._after_intake(messages, written, now)
-        return [row for row, _ in written]
+        return started
 
     def _after_intake(self, messages: list[NewMessage],
                       written: list[tuple[MessageRow, bool]], now: datetime) -> None:

@@ -222,6 +222,9 @@ class FactsAsk:
 #: What ``Outbox.decide_and_record`` calls with the facts of each ask (None where no facts were
 #: asked): the rows the policies make of the decisions, in the same order.
 Decide = Callable[[Sequence["PolicyFacts | None"]], list[NewMessage]]
+#: What ``Outbox.decide_and_record`` may call on the loop once its rows are committed, with what
+#: it returns: the decided rows, and each row as written with whether it is new.
+Committed = Callable[[tuple[list[NewMessage], list[tuple["MessageRow", bool]]]], None]
 
 
 @dataclass(frozen=True, slots=True)

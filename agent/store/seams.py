@@ -29,6 +29,7 @@ from agent.models import (
 from agent.store.base import (
     CallFilter,
     CallSummary,
+    Committed,
     Decide,
     FactsAsk,
     ImportResult,
@@ -119,6 +120,7 @@ class Outbox(MessageLog, Protocol):
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
+        committed: Committed | None = None,
     ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
         """``policy_facts`` for each ask, ``decide(facts)`` -> the rows, then ``record_call``
         with them: the rows and what was written. A store may do it all in its one write
@@ -126,7 +128,9 @@ class Outbox(MessageLog, Protocol):
         back, and the facts include every row committed or written before in that
         transaction). ``decide`` may run in the store's thread: it must touch nothing the
         event loop changes unguarded. If it raised, or the write failed, this raises
-        (StoreError for the store's own failures)."""
+        (StoreError for the store's own failures). ``committed``: a store may call it on the
+        loop with what this returns as soon as the rows are committed, before this returns
+        (SQLite: a loop turn sooner); the caller must not count on it being called."""
         ...
 
     async def insert_message(

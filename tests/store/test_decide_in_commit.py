@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from agent.dispatch import Dispatcher
-from agent.models import MessageState
+from agent.models import MessageState, OutboundSms, SubmitResult
 from agent.sms.policy import Limits
+from agent.store.base import MessageFilter
 from agent.store.seams import Store
 from agent.store.sqlite import SqliteStore
 
@@ -104,3 +106,73 @@ async def test_a_slot_taken_for_a_text_the_policies_stop_goes_to_the_next_text(
     assert later.submitting_since is not None  # the window's slot came back
     await wait_state(store, later.id, MessageState.SUBMITTED)
     assert len(gw.accepted) == 2
+
+
+@pytest.mark.sqlite_only  # the writer thread's answer to the loop starts it
+async def test_a_claimed_text_starts_its_submit_before_the_intake_resumes(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """The submit of a text claimed in the record's commit is started in the writer's answer
+    itself: it reaches the gateway before the intake (and its counters, log lines and the
+    record worker) resumes, a loop turn sooner than through the intake."""
+    order: list[str] = []
+    gw = FakeGateway("smsc")
+    submit = gw.submit
+
+    async def noted(sms: OutboundSms) -> SubmitResult:
+        order.append("submit")
+        return await submit(sms)
+
+    gw.submit = noted  # type: ignore[method-assign]
+    record = store.decide_and_record
+
+    async def resumed(*a: Any, **kw: Any) -> Any:
+        out = await record(*a, **kw)
+        order.append("intake resumed")
+        return out
+
+    store.decide_and_record = resumed  # type: ignore[method-assign]
+    d = dispatcher(store, gw)
+    running(d)
+    await asyncio.wait_for(d.resumed.wait(), 5.0)
+    [row] = await d.handle([make_decision()])
+    assert row.submitting_since is not None
+    await wait_state(store, row.id, MessageState.SUBMITTED)
+    assert order == ["submit", "intake resumed"]
+
+
+@pytest.mark.sqlite_only
+async def test_an_intake_cancelled_after_its_commit_still_sends_and_gives_back_one_slot(
+    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
+) -> None:
+    """Its caller stops waiting between the commit (the submit already started) and its
+    resumption: the text still goes, once, and its window slot comes back once: a window of
+    one takes the next text at intake again, and no more than that one."""
+    gw = FakeGateway("smsc", window=1)
+    record = store.decide_and_record
+    me: list[asyncio.Task[Any]] = []
+
+    async def cancelled_at_commit(*a: Any, committed: Any = None, **kw: Any) -> Any:
+        def then(result: Any) -> None:
+            committed(result)
+            me[0].cancel()
+
+        return await record(*a, committed=then, **kw)
+
+    store.decide_and_record = cancelled_at_commit  # type: ignore[method-assign]
+    d = dispatcher(store, gw)
+    running(d)
+    await asyncio.wait_for(d.resumed.wait(), 5.0)
+    me.append(asyncio.create_task(d.handle([make_decision(call_id="a")])))
+    with pytest.raises(asyncio.CancelledError):
+        await me[0]
+    await gw.wait_calls(1)
+    store.decide_and_record = record  # type: ignore[method-assign]
+    [first] = await store.list_messages(MessageFilter(limit=None))
+    await wait_state(store, first.id, MessageState.SUBMITTED)
+    [later] = await d.handle([make_decision(call_id="b")])
+    assert later.submitting_since is not None  # the slot came back
+    await wait_state(store, later.id, MessageState.SUBMITTED)
+    assert d._reserved == 0 and not d._sender.windows["smsc"].locked()
+    assert d._sender.windows["smsc"]._value == 1  # given back once, not twice
+    assert [s.message_id for s in gw.accepted] == [first.id, later.id]

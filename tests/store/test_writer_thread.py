@@ -180,3 +180,42 @@ async def test_a_database_that_cannot_open_is_refused_with_its_path(tmp_path: Pa
     bad.write_bytes(b"this is not a database file at all, sqlite refuses it" * 100)
     with pytest.raises(StoreError, match=str(bad)):
         await SqliteStore(bad).open()
+
+
+async def test_what_runs_at_the_commit_runs_before_any_caller_resumes_and_only_when_written(
+    db_path: Path,
+) -> None:
+    """``then`` of each op of a batch runs, with its result, before any caller of that batch
+    resumes; not for an op that failed, nor for a caller that gave up; one that raises is
+    logged and its caller still gets its result."""
+    seen: list[object] = []
+
+    def bug(db: sqlite3.Connection) -> None:
+        raise ValueError("bug in one op")
+
+    def broken(value: object) -> None:
+        raise RuntimeError("a hook that fails")
+
+    async def caller(name: str, op: object, then: object) -> None:
+        try:
+            seen.append((name, await store._write_now(op, then=then)))  # type: ignore[arg-type]
+        except ValueError:
+            seen.append((name, "failed"))
+
+    async with opened(db_path) as store:
+        started, release, hold = _gate()
+        first = asyncio.create_task(store._write_now(hold))
+        await asyncio.to_thread(started.wait, 10)
+        tasks = [asyncio.create_task(caller("a", _append(1), lambda v: seen.append(("then", v)))),
+                 asyncio.create_task(caller("b", bug, lambda v: seen.append(("then b", v)))),
+                 asyncio.create_task(caller("c", _append(2), broken))]
+        gave_up = asyncio.create_task(
+            store._write_now(_append(3), then=lambda v: seen.append(("then gave up", v))))
+        await asyncio.sleep(0)
+        gave_up.cancel()
+        release.set()
+        await asyncio.gather(*tasks)
+        await first
+        assert seen[0] == ("then", 1)
+        assert sorted(map(str, seen[1:])) == ["('a', 1)", "('b', 'failed')", "('c', 2)"]
+    assert _ids(db_path) == [1, 2]

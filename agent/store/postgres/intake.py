@@ -27,7 +27,7 @@ import asyncpg
 
 from agent.errors import StoreError
 from agent.models import CallRecord, MessageState, RuleOutcome
-from agent.store.base import Decide, FactsAsk, MessageRow, NewMessage, PolicyFacts
+from agent.store.base import Committed, Decide, FactsAsk, MessageRow, NewMessage, PolicyFacts
 from agent.store.postgres.calls import outcomes_replace
 from agent.store.postgres.group import Failed, Grouped
 from agent.store.postgres.numbers import number_key
@@ -230,11 +230,13 @@ class IntakeOps(PgPool):
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
+        committed: Committed | None = None,
     ) -> Result:
         """``Outbox.decide_and_record``: locks and facts (one round trip), the decision (on
         the loop, with the locks held), rows (one statement that commits), for the whole
         group; the locks are let go after it. A group with no numbers to decide about is one
-        statement."""
+        statement. ``committed`` is not called: the caller resumes with the result as soon
+        as this store could call it."""
         if call is None and not asks:
             return decide([]), []
         if self._intakes is None:

@@ -86,7 +86,8 @@ def private_files(path: Path) -> None:
             continue
 
 
-_Item = tuple[WriteOp[Any], asyncio.Future[Any]]
+#: An op, its caller's future, and what to run on the loop the moment it is committed.
+_Item = tuple[WriteOp[Any], asyncio.Future[Any], Callable[[Any], None] | None]
 #: A batch's answer from the thread: each op's (ok, value), or the error that failed it whole.
 _Outcome = list[tuple[bool, Any]] | tuple[str, sqlite3.Error]
 
@@ -352,9 +353,9 @@ class StoreWriter:
                     break
                 batch.append(nxt)
             # A caller that gave up (cancelled) before its turn: its op is not run.
-            live = [(fn, fut) for fn, fut in batch if not fut.done()]
+            live = [item for item in batch if not item[1].done()]
             if live:
-                outcome = _transaction(db, [fn for fn, _ in live], self.path)
+                outcome = _transaction(db, [fn for fn, _, _ in live], self.path)
                 loop.call_soon_threadsafe(self._answer, live, outcome)
         left = []
         while True:
@@ -373,15 +374,23 @@ class StoreWriter:
         if isinstance(outcome, tuple):
             what, exc = outcome
             err = self._failure(exc, what)
-            for _, fut in live:
+            for _, fut, _ in live:
                 _settle(fut, False, err)
             return
         self._committed(len(live))
-        for (_, fut), (ok, value) in zip(live, outcome, strict=True):
+        # What must start at the commit starts before any caller resumes: their wake-ups
+        # are queued behind it, a loop turn each.
+        for (_, fut, then), (ok, value) in zip(live, outcome, strict=True):
+            if then is not None and ok and not fut.done():
+                try:
+                    then(value)
+                except Exception:  # noqa: BLE001 - its caller still gets the result
+                    log.exception("store_commit_hook_failed", path=str(self.path))
+        for (_, fut, _), (ok, value) in zip(live, outcome, strict=True):
             _settle(fut, ok, value)
 
     def _refuse(self, items: list[_Item]) -> None:
-        for _, fut in items:
+        for _, fut, _ in items:
             _settle(fut, False, StoreError(f"{self.path}: store is closed"))
 
     def _failure(self, exc: sqlite3.Error, what: str) -> StoreError:
@@ -398,16 +407,20 @@ class StoreWriter:
         self.commits += 1
         self.ops_written += ops
 
-    async def _write_now(self, op: WriteOp[T]) -> T:
+    async def _write_now(self, op: WriteOp[T], *,
+                         then: Callable[[T], None] | None = None) -> T:
         """Run ``op`` in the writer thread, in the next transaction; its result or its error.
-        Ops of concurrent callers share that transaction's one commit."""
+        Ops of concurrent callers share that transaction's one commit. ``then``: called on
+        the loop with the result as soon as the commit is known, before the caller (or any
+        caller of that batch) resumes, so what it starts is a loop turn ahead; not called if
+        the op or the commit failed, or the caller stopped waiting."""
         if self._closed or self._loop is None:
             raise StoreError(f"{self.path}: store is closed")
         async with self._room:
             if self._closed:
                 raise StoreError(f"{self.path}: store is closed")
             fut: asyncio.Future[T] = self._loop.create_future()
-            self._ops.put((op, fut))
+            self._ops.put((op, fut, then))
             return await fut
 
     # ---- health ---------------------------------------------------------------------------
