@@ -268,8 +268,12 @@ async def _replay(agent: AfterCallAgent, events: list[dict[str, str]], n: int,
 
 
 #: The stages of the replayed path ``--stages`` stamps, in the order a call meets them.
-STAGES = ("record_out", "rules_start", "intake_start", "store_op_start", "commit_done",
-          "loop_answered", "submit_task", "smpp_submit", "pdu_write")
+#: op_queued: the op handed to the writer thread; thread_txn: the thread starts its transaction
+#: (its wake-up); store_op_start: the facts are read, the policies judge; rows_start: the
+#: rows are written; commit_done: the COMMIT returned (durable).
+STAGES = ("record_out", "rules_start", "intake_start", "op_queued", "thread_txn",
+          "store_op_start", "rows_start", "commit_done", "loop_answered", "submit_task",
+          "smpp_submit", "pdu_write")
 
 
 @contextmanager
@@ -284,6 +288,7 @@ def stage_stamps(stamps: dict[str, int], *, until_written: bool = False) -> Iter
     from agent.gateways.smpp.client import SmppGateway
     from agent.gateways.smpp.session import Session
     from agent.loop.pipeline import RecordPipeline as Pipeline
+    from agent.store.sqlite import intake as sqlite_intake
     from agent.store.sqlite import writer
 
     def at(name: str) -> None:
@@ -309,7 +314,9 @@ def stage_stamps(stamps: dict[str, int], *, until_written: bool = False) -> Iter
     wrap(Pipeline, "put", "record_out", coro=True)
     wrap(Pipeline, "_decide", "rules_start", coro=False)
     wrap(Intake, "handle", "intake_start", coro=True)
+    wrap(writer.StoreWriter, "_write_now", "op_queued", coro=True)
     wrap(Intake, "_judge", "store_op_start", coro=False)
+    wrap(sqlite_intake, "write_record", "rows_start", coro=False)
     wrap(Sender, "send_claimed", "submit_task", coro=True)
     wrap(SmppGateway, "submit", "smpp_submit", coro=True)
     # Stamped as the PDU is handed to the socket: a simulator in its own process may read it
@@ -318,6 +325,7 @@ def stage_stamps(stamps: dict[str, int], *, until_written: bool = False) -> Iter
     orig_tx = writer._transaction
 
     def tx(*a: Any, **kw: Any) -> Any:
+        at("thread_txn")
         out = orig_tx(*a, **kw)
         at("commit_done")
         return out
