@@ -1,4 +1,4 @@
-"""Frozen SQL and functions of SQLite migrations 7, 8, 10, 15 and 18, as they were released: migrations
+"""Frozen SQL and functions of SQLite migrations 7, 8, 10, 15, 18 and 20, as they were released: migrations
 are history, so what they write must not follow later edits of agent/store/packing.py (the live
 forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
 
@@ -107,11 +107,47 @@ def relative_times_v18(record: object, ended_at: object) -> object:
     return b"\x01" + z.compress(_JSON_V18.encode(data).encode()) + z.flush()
 
 
+def _names_v20(record: object) -> list[str] | None:
+    if not isinstance(record, bytes) or record[:1] != b"\x02":
+        return None
+    z = zlib.decompressobj(-15, ZDICT_2)
+    items = json.loads((z.decompress(record[1:]) + z.flush()).decode())
+    return [item[0] for item in items]
+
+
+def outcome_names_v20(record: object) -> str | None:
+    """The rule names a judgement of form 2 lists, as ``rule_names.names`` holds them (None:
+    another form)."""
+    names = _names_v20(record)
+    return None if names is None else _JSON_V18.encode(names)
+
+
+def named_outcomes_v20(record: object, names_id: object) -> object:
+    """A judgement of form 2 in form 3 (packing.deflate_named as migration 19 was released),
+    its names listed as ``names_id``; any other, as it was."""
+    names = _names_v20(record)
+    if names is None or not isinstance(names_id, int):
+        return record
+    assert isinstance(record, bytes)
+    z = zlib.decompressobj(-15, ZDICT_2)
+    text = z.decompress(record[1:]) + z.flush()
+    zdict = ZDICT_2 + "".join(_JSON_V18.encode([n, 1]) + "," for n in names).encode()
+    d = zlib.compressobj(9, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    lead, n = bytearray(b"\x03"), names_id
+    while n >= 0x80:
+        lead.append(n & 0x7F | 0x80)
+        n >>= 7
+    lead.append(n)
+    return bytes(lead) + d.compress(text) + d.flush()
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
 MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
                        "aftercall_deflate_outcomes": deflate_outcomes_v10,
                        "aftercall_key_digest": key_digest_v15,
-                       "aftercall_relative_times": relative_times_v18}
+                       "aftercall_relative_times": relative_times_v18,
+                       "aftercall_outcome_names": outcome_names_v20,
+                       "aftercall_named_outcomes": named_outcomes_v20}
 
 
 def micros_sql(iso: str) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,6 +97,63 @@ def inflate_json(blob: bytes) -> str:
         raise ValueError(f"stored JSON: unknown form {blob[:1]!r}")
     z = zlib.decompressobj(-15, zdict)
     return (z.decompress(blob[1:]) + z.flush()).decode()
+
+
+#: Form 3 (schema 20) of what the rules said about a call: the leading byte, the id of its list
+#: of rule names in ``rule_names`` (unsigned LEB128), then raw deflate with dictionary 2 and
+#: those names as ``["name",1],`` each: the names, the most of a judgement's bytes that
+#: dictionary 2 cannot know (they are rules.yaml's), cost a few bytes instead of ~35. Never
+#: edit (stored judgements need it): another layout takes another leading byte.
+NAMED_OUTCOMES_FORM = b"\x03"
+
+
+def names_dictionary(names: Sequence[str]) -> bytes:
+    return _names_dictionary(tuple(names))
+
+
+@functools.lru_cache(maxsize=64)
+def _names_dictionary(names: tuple[str, ...]) -> bytes:
+    # Cached: a list of rule names is rules.yaml's, the same for every call it judges.
+    return _ZDICT_2 + "".join(JSON_COMPACT.encode([n, 1]) + "," for n in names).encode()
+
+
+def deflate_named(text: str, names_id: int, names: Sequence[str]) -> bytes:
+    """A judgement's JSON in form 3, its rule names listed as ``names_id``."""
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
+                         names_dictionary(names))
+    lead = bytearray(NAMED_OUTCOMES_FORM)
+    n = names_id
+    while n >= 0x80:
+        lead.append(n & 0x7F | 0x80)
+        n >>= 7
+    lead.append(n)
+    return bytes(lead) + z.compress(text.encode()) + z.flush()
+
+
+def names_id(blob: bytes) -> tuple[int, int] | None:
+    """The rule names id a form 3 judgement lists, and where its deflate starts; None for
+    another form."""
+    if blob[:1] != NAMED_OUTCOMES_FORM:
+        return None
+    n = shift = 0
+    for i in range(1, len(blob)):
+        n |= (blob[i] & 0x7F) << shift
+        shift += 7
+        if not blob[i] & 0x80:
+            return n, i + 1
+    raise ValueError("stored judgement: its rule names id is cut short")
+
+
+def inflate_outcomes(blob: bytes, names: Mapping[int, Sequence[str]]) -> str:
+    """A judgement's JSON from any stored form; ``names``: rule names lists by id (form 3)."""
+    found = names_id(blob)
+    if found is None:
+        return inflate_json(blob)
+    nid, start = found
+    if nid not in names:
+        raise ValueError(f"stored judgement: rule names {nid} are not stored")
+    z = zlib.decompressobj(-15, names_dictionary(names[nid]))
+    return (z.decompress(blob[start:]) + z.flush()).decode()
 
 
 def pack_record(record: CallRecord) -> bytes:

@@ -133,3 +133,23 @@ def test_rule_outcomes_pack_as_before_and_read_back() -> None:
         assert pack_outcomes(outcomes) == old
         assert unpack_outcomes(pack_outcomes(outcomes), Trigger.CALL_COMPLETED) == outcomes
         assert json.loads(inflate_json(old)) == items
+
+
+def test_a_judgement_in_form_3_reads_back_with_its_names_by_any_id() -> None:
+    """Form 3 names its list of rule names by an id of one byte or more (LEB128)."""
+    from agent.store.packing import deflate_named, inflate_outcomes, names_id
+    from agent.store.sqlite.calls import outcomes_json
+
+    rng = random.Random(5)
+    for nid in (0, 1, 127, 128, 300, 16_383, 16_384, 2**31 + 5):
+        names = [f"rule-{rng.randrange(10)}", "Zoë “quoted” 😀"][: 1 + nid % 2]
+        outcomes = [RuleOutcome(n, rng.random() < 0.5, rng.choice([None, "why"]),
+                                rng.choice([(), ("caller",)]), Trigger.CALL_COMPLETED)
+                    for n in names]
+        text = outcomes_json(outcomes)
+        blob = deflate_named(text, nid, names)
+        found = names_id(blob)
+        assert found is not None and found[0] == nid
+        assert inflate_outcomes(blob, {nid: names}) == text
+        assert unpack_outcomes(blob, Trigger.CALL_COMPLETED, {nid: names}) == outcomes
+    assert names_id(pack_outcomes(outcomes)) is None  # form 2 names no list

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +16,10 @@ from agent.store.packing import (
     JSON_COMPACT,
     OUTCOMES_FORM,
     deflate_json,
-    inflate_json,
+    deflate_named,
+    inflate_outcomes,
     micros,
+    names_id,
     unpack_record,
 )
 from agent.store.sqlite.rows import ts
@@ -33,7 +35,7 @@ def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: 
     outcomes go in its row (schema 18); the others, and those of a call not stored, in
     rule_outcomes."""
     if trigger is Trigger.CALL_COMPLETED:
-        packed = pack_outcomes(outcomes) if outcomes else None
+        packed = pack_named(conn, outcomes) if outcomes else None
         if conn.execute(
                 "UPDATE calls SET outcomes = ?1,"
                 " decided_at = CASE WHEN ?1 IS NOT NULL THEN ?2 - created_at END"
@@ -47,7 +49,7 @@ def replace_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str, trigger: 
         conn.execute(
             "INSERT INTO rule_outcomes (call_id, pbx, trigger, outcomes, decided_at)"
             " VALUES (?,?,?,?,?)",
-            (call_id, pbx, trigger.value, pack_outcomes(outcomes), micros(from_ts(at))))
+            (call_id, pbx, trigger.value, pack_named(conn, outcomes), micros(from_ts(at))))
 
 
 def drop_stray_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str) -> None:
@@ -58,9 +60,28 @@ def drop_stray_outcomes(conn: sqlite3.Connection, call_id: str, pbx: str) -> Non
 
 
 def pack_outcomes(outcomes: Sequence[RuleOutcome]) -> bytes:
-    """One judgement's outcomes as stored (schema 10): ``[[rule, matched, reason, skipped],
-    ...]`` in order, each without its trailing empty fields, deflated with the engine's usual
-    reasons as dictionary (packing.OUTCOMES_FORM): ~180 bytes of JSON store in ~70."""
+    """One judgement's outcomes as schemas 10-18 stored them: ``[[rule, matched, reason,
+    skipped], ...]`` in order, each without its trailing empty fields, deflated with the
+    engine's usual reasons as dictionary (packing.OUTCOMES_FORM): ~180 bytes of JSON in ~70."""
+    return deflate_json(outcomes_json(outcomes), OUTCOMES_FORM)
+
+
+def pack_named(conn: sqlite3.Connection, outcomes: Sequence[RuleOutcome]) -> bytes:
+    """One judgement as stored since schema 20 (in the database thread, inside the caller's
+    transaction): ``pack_outcomes``' JSON in packing's form 3, its list of rule names stored
+    once in ``rule_names`` (a list is rules.yaml's, the same for every call it judges), ~55
+    bytes a judgement of three rules in ~17. Not remembered between transactions: an id made
+    in one that rolls back is not stored. Retention leaves rule_names be: a list of names is
+    configuration, not a call's data, and one is added only when rules.yaml's names change."""
+    names = [o.rule for o in outcomes]
+    key = JSON_COMPACT.encode(names)
+    row = conn.execute("SELECT id FROM rule_names WHERE names = ?", (key,)).fetchone()
+    nid = row[0] if row is not None else conn.execute(
+        "INSERT INTO rule_names (names) VALUES (?)", (key,)).lastrowid
+    return deflate_named(outcomes_json(outcomes), nid, names)
+
+
+def outcomes_json(outcomes: Sequence[RuleOutcome]) -> str:
     out: list[list[Any]] = []
     for o in outcomes:
         item: list[Any] = [o.rule, int(o.matched)]
@@ -69,13 +90,23 @@ def pack_outcomes(outcomes: Sequence[RuleOutcome]) -> bytes:
         if o.skipped:
             item.append(list(o.skipped))
         out.append(item)
-    return deflate_json(JSON_COMPACT.encode(out), OUTCOMES_FORM)
+    return JSON_COMPACT.encode(out)
 
 
-def unpack_outcomes(stored: bytes, trigger: Trigger) -> list[RuleOutcome]:
+def unpack_outcomes(stored: bytes, trigger: Trigger,
+                    names: Mapping[int, Sequence[str]] | None = None) -> list[RuleOutcome]:
+    """``names``: the rule names lists a form 3 judgement may list (``names_of``)."""
     return [RuleOutcome(item[0], bool(item[1]), item[2] if len(item) > 2 else None,
                         tuple(item[3]) if len(item) > 3 else (), trigger)
-            for item in json.loads(inflate_json(stored))]
+            for item in json.loads(inflate_outcomes(stored, names or {}))]
+
+
+def names_sql(blobs: Sequence[bytes]) -> tuple[str, list[int]] | None:
+    """The query of the rule names lists ``blobs`` list (None: they list none)."""
+    ids = sorted({found[0] for b in blobs if (found := names_id(b)) is not None})
+    if not ids:
+        return None
+    return f"SELECT id, names FROM rule_names WHERE id IN ({','.join('?' * len(ids))})", ids
 
 
 class CallOps(StoreWriter):
@@ -103,7 +134,11 @@ class CallOps(StoreWriter):
             " UNION ALL SELECT 'call_completed', outcomes, 1 FROM calls"
             " WHERE call_id = ?1 AND pbx = ?2 AND outcomes IS NOT NULL"
             " ORDER BY late", (call_id, pbx))
-        return [o for r in rows for o in unpack_outcomes(r["outcomes"], Trigger(r["trigger"]))]
+        names: dict[int, list[str]] = {}
+        if (ask := names_sql([r["outcomes"] for r in rows])) is not None:
+            names = {n["id"]: json.loads(n["names"]) for n in await self._read(*ask)}
+        return [o for r in rows
+                for o in unpack_outcomes(r["outcomes"], Trigger(r["trigger"]), names)]
 
     async def list_calls(self, filters: CallFilter) -> list[CallSummary]:
         """Calls newest first. A number finds the calls it made and the calls that texted it."""

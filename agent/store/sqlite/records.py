@@ -18,7 +18,7 @@ from agent.store.packing import (
     pack_record,
     unpack_record,
 )
-from agent.store.sqlite.calls import drop_stray_outcomes, pack_outcomes, replace_outcomes
+from agent.store.sqlite.calls import drop_stray_outcomes, pack_named, replace_outcomes
 from agent.store.sqlite.rows import _dt, _now, _time, ts
 from agent.store.sqlite.writer import StoreWriter
 
@@ -46,7 +46,7 @@ def upsert_call(conn: sqlite3.Connection, record: CallRecord, at: str,
             replace_outcomes(conn, record.call_id, record.pbx, record.trigger, outcomes, at)
         return
     assert outcomes is not None
-    packed = pack_outcomes(outcomes) if outcomes else None
+    packed = pack_named(conn, outcomes) if outcomes else None
     conn.execute(_UPSERT_JUDGED_CALL, (*values, packed, None if packed is None else 0))
     drop_stray_outcomes(conn, record.call_id, record.pbx)
 
