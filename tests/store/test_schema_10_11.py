@@ -16,6 +16,7 @@ from agent.store.frozen import key_digest_v15
 from agent.store.migrations import _V15_COLUMNS
 from agent.store.packing import unpack_record
 from agent.store.sqlite import SqliteStore
+from agent.store.sqlite.rows import detail_sql
 from agent.store.sqlite.synth import generate, migrate
 
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -70,7 +71,8 @@ _MESSAGE_TIMES = {"queued_at": 17, "expires_at": 17, "call_ended_at": 17, "creat
 # updated_at.
 _LOGICAL = {
     "messages": "SELECT " + ", ".join(
-        "{" + c + "}" if c in _MESSAGE_TIMES else c for c in _V15_COLUMNS.split(", "))
+        "{" + c + "}" if c in _MESSAGE_TIMES or c == "detail" else c
+        for c in _V15_COLUMNS.split(", "))
     + ", {idem} FROM messages",
     "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
@@ -98,7 +100,9 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
             # integer microseconds since schema 16: as the text they were
             done=_text("r.done_at") if version >= 16 else "r.done_at",
             received=_text("r.received_at") if version >= 16 else "r.received_at",
-            # and a message's since schemas 17 and 19
+            # and a message's since schemas 17 and 19; a detail its receipt gave, said by the
+            # row since schema 21
+            detail=detail_sql("messages") if version >= 21 else "detail",
             **{c: _text(c) if version >= v else c for c, v in _MESSAGE_TIMES.items()})
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ import aiosqlite
 from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
 from agent.store.packing import STATE_CODES, from_micros, micros
+from agent.store.segments import RECEIPT_TARGET
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
 
@@ -47,8 +49,32 @@ def us(at: str | None) -> int | None:
     return None if at is None else micros(datetime.fromisoformat(at))
 
 
+# What a receipt said, by the state it moved its message to (RECEIPT_TARGET is one to one).
+_RECEIPT_SAID = {target.value: said.value for said, target in RECEIPT_TARGET.items()}
+
+
+def receipt_detail(gateway: str, state: str, smsc_ids: Sequence[str]) -> str | None:
+    """The detail a receipt gave a one-part message ("smsc receipt delivered for S1"), as the
+    row says it: its gateway, state and only segment id. Schema 21 stores '' for it."""
+    said = _RECEIPT_SAID.get(state)
+    if said is None or len(smsc_ids) != 1:
+        return None
+    return f"{gateway} receipt {said} for {smsc_ids[0]}"
+
+
+def detail_sql(m: str) -> str:
+    """SQL: a message's detail as it reads (``receipt_detail`` where it is stored as '')."""
+    said = " ".join(f"WHEN '{s}' THEN '{w}'" for s, w in _RECEIPT_SAID.items())
+    return (f"(CASE WHEN {m}.detail = '' AND {m}.reason = 'receipt' THEN {m}.gateway"
+            f" || ' receipt ' || CASE {m}.state {said} END || ' for '"
+            f" || json_extract({m}.smsc_ids, '$[0]') ELSE {m}.detail END)")
+
+
 def _message(r: sqlite3.Row) -> MessageRow:
-    return message_from_row(r, json.loads(r["smsc_ids"]), _time, key=stored_key(r))
+    m = message_from_row(r, json.loads(r["smsc_ids"]), _time, key=stored_key(r))
+    if m.detail == "" and m.reason == "receipt":
+        return replace(m, detail=receipt_detail(m.gateway, m.state.value, m.smsc_ids))
+    return m
 
 
 async def _rows(

@@ -11,7 +11,7 @@ from typing import Any
 from agent.store.base import MessageFilter
 from agent.store.packing import micros
 from agent.store.smslog import LOG_COLUMNS, log_sql, where
-from agent.store.sqlite.rows import text_sql
+from agent.store.sqlite.rows import detail_sql, text_sql
 from agent.store.stamps import ts
 
 # Integer microseconds as the fixed-width UTC text the log shows ("...T09:00:00.000001Z").
@@ -41,9 +41,11 @@ def stamp(conn: sqlite3.Connection) -> Callable[[datetime], Any]:
     return micros if micros_times(conn) else ts
 
 
-# A message's columns as the log reads them, its times as the fixed-width text (schema 19).
+# A message's columns as the log reads them, its times as the fixed-width text (schema 19),
+# its detail as it reads (schema 21 stores '' for the one its receipt said: rows.detail_sql).
 _TIMES = ("created_at", "submitted_at", "final_at", "next_attempt_at")
-_COLUMNS = ", ".join(f"{text_sql('m.' + c)} AS {c}" if c in _TIMES else f"m.{c}"
+_COLUMNS = ", ".join(f"{text_sql('m.' + c)} AS {c}" if c in _TIMES
+                     else f"{detail_sql('m')} AS detail" if c == "detail" else f"m.{c}"
                      for c in LOG_COLUMNS)
 
 
