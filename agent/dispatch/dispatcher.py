@@ -137,10 +137,6 @@ class Dispatcher:
         self._reserved += 1
         return via
 
-    def prepare(self, via: str, d: Decision, expires_at: datetime | None) -> None:
-        """``Outlet.prepare``: the text's submit_sm encoded by ``via`` ahead of its submit."""
-        self._sender.prepare(via, d, expires_at)
-
     def unreserve(self, via: str) -> None:
         self._reserved -= 1
         self._sender.give_window(via)

@@ -46,10 +46,6 @@ class Outlet(Protocol):
         """A slot on the gateway a fresh row for ``gateway`` would go through now; None when
         it cannot go at once (gateway down or failing over, window or capacity full)."""
 
-    def prepare(self, via: str, d: Decision, expires_at: datetime | None) -> None:
-        """Encode, ahead of its submit, the text ``d`` becomes through ``via`` (its row is
-        being committed, claimed to go at once); nothing else changes if it does not go."""
-
     def unreserve(self, via: str) -> None:
         """Give back a slot that no row took (a duplicate, a write that failed)."""
 
@@ -195,14 +191,6 @@ class Intake:
                     decided.append(m)
                 return list(decided)
 
-        def committing() -> None:
-            # The rows are written and their commit is being made durable (the loop is idle
-            # meanwhile): each text claimed to go at once is encoded for its gateway now,
-            # not after the commit. One that turns out a duplicate is simply not submitted.
-            for m in decided:
-                if m.claim_via is not None:
-                    self._outlet.prepare(m.claim_via, m.decision, m.expires_at)
-
         # What the store committed, handed to ``landed`` on the loop before this resumes.
         landed: list[tuple[list[NewMessage], list[tuple[MessageRow, bool]]]] = []
 
@@ -216,8 +204,7 @@ class Intake:
 
         try:
             messages, written = await self._store.decide_and_record(
-                call, asks, decide, now=now, outcomes=outcomes, committed=on_commit,
-                committing=committing if slots else None)
+                call, asks, decide, now=now, outcomes=outcomes, committed=on_commit)
         except BaseException:
             if landed:  # committed and handed over: only this caller stopped waiting
                 self._unreserve(slots)

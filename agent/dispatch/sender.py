@@ -43,7 +43,7 @@ from agent.errors import (
 )
 from agent.gateways.base import Gateway
 from agent.metrics import Metrics
-from agent.models import Decision, MessageState, OutboundSms
+from agent.models import MessageState, OutboundSms
 from agent.store.base import MessageRow
 from agent.store.seams import DispatchStore
 
@@ -138,18 +138,6 @@ class Sender:
     def give_window(self, name: str) -> None:
         self.windows[name].release()
 
-    def prepare(self, name: str, d: Decision, expires_at: datetime | None) -> None:
-        """Have gateway ``name`` encode, ahead of its submit, the text ``d`` becomes (its row
-        is being written): a gateway that can (SMPP) then submits it without encoding it."""
-        prepare = getattr(self._gateways.get(name), "prepare", None)
-        if prepare is None or d.number is None or d.text is None:
-            return
-        prepare(OutboundSms(
-            message_id="", to=d.number, sender=d.sender_id, text=d.text,
-            dlt_template_id=d.dlt_template_id, dlt_entity_id=d.dlt_entity_id,
-            encoding=d.encoding, segments=d.segments, expires_at=expires_at,
-        ))
-
     async def send_claimed(self, row: MessageRow, name: str) -> None:
         """Submit a row whose first attempt the store claimed in the transaction that queued it
         (``NewMessage.claim_via``), holding the slot of ``name``'s window taken for it then."""
@@ -176,7 +164,6 @@ class Sender:
 
     async def _submit(self, row: MessageRow, name: str) -> None:
         assert row.number is not None and row.text is not None
-        # As ``prepare`` makes it from the decision the row was written from.
         sms = OutboundSms(
             message_id=row.id, to=row.number, sender=row.sender_id, text=row.text,
             dlt_template_id=row.dlt_template_id, dlt_entity_id=row.dlt_entity_id,

@@ -120,7 +120,7 @@ class Outbox(MessageLog, Protocol):
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
-        committed: Committed | None = None, committing: Callable[[], None] | None = None,
+        committed: Committed | None = None,
     ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
         """``policy_facts`` for each ask, ``decide(facts)`` -> the rows, then ``record_call``
         with them: the rows and what was written. A store may do it all in its one write
@@ -130,10 +130,7 @@ class Outbox(MessageLog, Protocol):
         event loop changes unguarded. If it raised, or the write failed, this raises
         (StoreError for the store's own failures). ``committed``: a store may call it on the
         loop with what this returns as soon as the rows are committed, before this returns
-        (SQLite: a loop turn sooner); the caller must not count on it being called. Nor on
-        ``committing``, which a store may call on the loop once ``decide`` has run and the
-        rows are written, while their commit is being made durable (SQLite: during the
-        fsync, when the loop would be idle); the commit may still fail."""
+        (SQLite: a loop turn sooner); the caller must not count on it being called."""
         ...
 
     async def insert_message(

@@ -176,38 +176,3 @@ async def test_the_carried_encoding_is_used_and_a_wrong_one_refused(smsc: Smsc) 
     with pytest.raises(GatewayPermanentError) as bad:
         await gw.submit(sms(2, text="नमस्ते", encoding="GSM-7"))
     assert bad.value.reason == "invalid_message" and len(smsc.server.submitted) == 1
-
-
-async def test_a_prepared_text_goes_as_prepared_and_any_other_is_encoded_at_its_submit(
-        smsc: Smsc) -> None:
-    """``prepare`` encodes a text ahead of its submit (while its row is being written): the
-    submit of the same text, under its own message id, writes those parts (their reference
-    included: one taken at prepare, none at submit); a text that differs in anything on the
-    wire is encoded at its submit; a prepared text never submitted is dropped in time."""
-    long = "Your ticket is logged and an agent will call you back within the hour. " * 3
-    ends = datetime.now(UTC) + timedelta(minutes=15)
-    gw, _ = await smsc.gateway()
-    encoded: list[OutboundSms] = []
-    frames = gw._shape.frames
-
-    def counted(m: OutboundSms, **kw: Any) -> list[bytes]:
-        encoded.append(m)
-        return frames(m, **kw)
-
-    gw._shape = type("Shape", (), {"frames": staticmethod(counted)})()  # type: ignore[assignment]
-    gw.prepare(sms(0, text=long, expires_at=ends))
-    gw.prepare(sms(0, text="Other", expires_at=ends))
-    assert len(encoded) == 2
-    await gw.submit(sms(1, text=long, expires_at=ends))  # as prepared: not encoded again
-    assert len(encoded) == 2
-    await gw.submit(sms(2, text=long, expires_at=ends))  # prepared once, submitted once
-    await gw.submit(sms(3, text="Other", expires_at=ends + timedelta(seconds=1)))
-    assert len(encoded) == 4
-    *parts, other = smsc.server.submitted
-    refs = [p.short_message[3] for p in parts]  # the UDH's concatenation reference
-    assert len(parts) == 4 and refs[0] == refs[1] != refs[2] == refs[3]
-    assert [p.short_message[6:] for p in parts[:2]] == [p.short_message[6:] for p in parts[2:]]
-    assert parts[0].validity_period.endswith("000R") and other.short_message == b"Other"
-    for i in range(100):
-        gw.prepare(sms(0, text=f"never queued {i}"))
-    assert len(gw._prepared) <= 64 and len(encoded) == 104

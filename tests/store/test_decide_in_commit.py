@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -177,37 +176,3 @@ async def test_an_intake_cancelled_after_its_commit_still_sends_and_gives_back_o
     assert d._reserved == 0 and not d._sender.windows["smsc"].locked()
     assert d._sender.windows["smsc"]._value == 1  # given back once, not twice
     assert [s.message_id for s in gw.accepted] == [first.id, later.id]
-
-
-@dataclass
-class PreparingGateway(FakeGateway):
-    """A gateway that encodes ahead (as SMPP does): what it was asked to prepare, and how many
-    submits it had seen by then."""
-
-    prepared: list[tuple[OutboundSms, int]] = field(default_factory=list)
-
-    def prepare(self, sms: OutboundSms) -> None:
-        self.prepared.append((sms, len(self.calls)))
-
-
-@pytest.mark.sqlite_only  # PostgreSQL's agents encode at the submit
-async def test_a_text_that_may_go_at_once_is_prepared_for_its_gateway_while_written(
-    store: SqliteStore, make_decision: MakeDecision, running: Callable[[Dispatcher], object]
-) -> None:
-    """Encoded by its gateway while its row's commit is being made durable: before its
-    submit, as the submit will send it (all but the message id, unknown then). Only a text
-    claimed to go at once is: the next one, with the window full, is not."""
-    gw = PreparingGateway("smsc", window=1, hold=asyncio.Event())
-    d = dispatcher(store, gw)
-    running(d)
-    await asyncio.wait_for(d.resumed.wait(), 5.0)
-    [row] = await d.handle([make_decision(max_age_seconds=900)])
-    await gw.wait_calls(1)
-    [(prepared, submits_before)] = gw.prepared
-    [sent] = gw.calls
-    assert submits_before == 0 and sent.message_id == row.id and prepared.message_id == ""
-    assert replace(prepared, message_id=row.id) == sent and sent.expires_at is not None
-    [waits] = await d.handle([make_decision(call_id="other")])  # the window is full
-    assert waits.submitting_since is None and len(gw.prepared) == 1
-    gw.hold.set()
-    await wait_state(store, waits.id, MessageState.SUBMITTED)

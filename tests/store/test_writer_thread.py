@@ -219,31 +219,3 @@ async def test_what_runs_at_the_commit_runs_before_any_caller_resumes_and_only_w
         assert seen[0] == ("then", 1)
         assert sorted(map(str, seen[1:])) == ["('a', 1)", "('b', 'failed')", "('c', 2)"]
     assert _ids(db_path) == [1, 2]
-
-
-async def test_what_runs_meanwhile_runs_after_the_op_and_before_its_callers_resume(
-    db_path: Path,
-) -> None:
-    """``meanwhile`` of an op that ran runs on the loop before the commit is answered (the
-    thread hands it over just before its COMMIT); an op that failed has none run."""
-    seen: list[str] = []
-
-    def bug(db: sqlite3.Connection) -> None:
-        raise ValueError("bug in one op")
-
-    async with opened(db_path) as store:
-        started, release, hold = _gate()
-        first = asyncio.create_task(store._write_now(hold))
-        await asyncio.to_thread(started.wait, 10)
-        ok = asyncio.create_task(store._write_now(
-            _append(1), then=lambda v: seen.append("then"),
-            meanwhile=lambda: seen.append("meanwhile")))
-        failed = asyncio.create_task(store._write_now(
-            bug, meanwhile=lambda: seen.append("meanwhile of a failed op")))
-        await asyncio.sleep(0)
-        release.set()
-        assert await ok == 1
-        with pytest.raises(ValueError):
-            await failed
-        await first
-        assert seen == ["meanwhile", "then"]

@@ -103,9 +103,6 @@ class SmppGateway:
             dest_addr_ton=dest_addr_ton, dest_addr_npi=dest_addr_npi,
             message_payload=message_payload, dlt_tlvs=dlt_tlvs, dlt_chain_id=dlt_chain_id)
         self._limiter = RateLimiter(tps, clock=clock, sleep=sleep) if tps else None
-        # Texts encoded ahead of their submit (``prepare``), oldest first: what is on the wire
-        # for each, and its concatenation reference.
-        self._prepared: dict[tuple[Any, ...], list[bytes]] = {}
         self._enquire = enquire_link_interval
         self._response_timeout = response_timeout
         self._bind_timeout = bind_timeout
@@ -201,33 +198,12 @@ class SmppGateway:
                 link.session = None
         self._bound.clear()
 
-    def prepare(self, sms: OutboundSms) -> None:
-        """Encode ``sms``'s submit_sm parts ahead of its submit (the dispatcher does it while
-        the text's row is being committed, when the loop has nothing else to do): a
-        ``submit`` of the same text (whatever its message id) then writes these. The
-        validity period is counted from now, a millisecond or so before the submit."""
-        key = _wire_key(sms)
-        if key in self._prepared:
-            return
-        try:
-            self._prepared[key] = self._frames(sms)
-        except PduError:
-            return  # the submit encodes it again and refuses it
-        if len(self._prepared) > _PREPARED_MAX:  # prepared for rows that were never queued
-            del self._prepared[next(iter(self._prepared))]
-
-    def _frames(self, sms: OutboundSms) -> list[bytes]:
-        self._ref = (self._ref + 1) % 256
-        return self._shape.frames(sms, ref=self._ref, now=datetime.now(UTC))
-
     async def submit(self, sms: OutboundSms) -> SubmitResult:
-        frames = self._prepared.pop(_wire_key(sms), None) if self._prepared else None
-        if frames is None:
-            try:  # refuse an unencodable message before any part goes
-                frames = self._frames(sms)
-            except PduError as exc:
-                raise GatewayPermanentError(f"{self.name}: {exc}",
-                                            reason="invalid_message") from exc
+        self._ref = (self._ref + 1) % 256
+        try:  # refuse an unencodable message before any part goes
+            frames = self._shape.frames(sms, ref=self._ref, now=datetime.now(UTC))
+        except PduError as exc:
+            raise GatewayPermanentError(f"{self.name}: {exc}", reason="invalid_message") from exc
         ids: list[str] = []
         for index, frame in enumerate(frames):
             try:
@@ -399,14 +375,3 @@ class SmppGateway:
                    system_id=self._system_id, password=self._password,
                    system_type=self._system_type, timeout=self._bind_timeout)
         return session
-
-
-#: Texts prepared and not (yet) submitted that a gateway keeps (a text the policies stopped
-#: after it was prepared is never submitted: the oldest goes).
-_PREPARED_MAX = 64
-
-
-def _wire_key(sms: OutboundSms) -> tuple[Any, ...]:
-    """What decides a text's submit_sm bytes: all of ``OutboundSms`` but the message id."""
-    return (sms.to, sms.sender, sms.text, sms.request_receipt, tuple(sorted(sms.tlvs.items())),
-            sms.dlt_template_id, sms.dlt_entity_id, sms.encoding, sms.segments, sms.expires_at)

@@ -19,7 +19,7 @@ on the key, from one more read."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -230,13 +230,13 @@ class IntakeOps(PgPool):
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
-        committed: Committed | None = None, committing: Callable[[], None] | None = None,
+        committed: Committed | None = None,
     ) -> Result:
         """``Outbox.decide_and_record``: locks and facts (one round trip), the decision (on
         the loop, with the locks held), rows (one statement that commits), for the whole
         group; the locks are let go after it. A group with no numbers to decide about is one
-        statement. ``committed`` and ``committing`` are not called: the caller resumes with
-        the result as soon as this store could call the first."""
+        statement. ``committed`` is not called: the caller resumes with the result as soon
+        as this store could call it."""
         if call is None and not asks:
             return decide([]), []
         if self._intakes is None:

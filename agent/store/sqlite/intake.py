@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from agent.models import CallRecord, RuleOutcome
@@ -35,14 +35,13 @@ class IntakeOps(StoreWriter):
     async def decide_and_record(
         self, call: CallRecord | None, asks: Sequence[FactsAsk | None], decide: Decide, *,
         now: datetime, outcomes: Sequence[RuleOutcome] | None = None,
-        committed: Committed | None = None, committing: Callable[[], None] | None = None,
+        committed: Committed | None = None,
     ) -> tuple[list[NewMessage], list[tuple[MessageRow, bool]]]:
         """``Outbox.decide_and_record`` in one op: the facts are read on the write connection
         inside the transaction that writes the rows, so the record costs one hop into the
         writer thread and one back (no read hop before it), and no write committed or queued
         before it can be missed (an opt-out, a text to the same number). ``committed`` runs
-        in the writer's answer to the loop, before this caller resumes; ``committing`` on the
-        loop while the thread makes the commit durable."""
+        in the writer's answer to the loop, before this caller resumes."""
         at = ts(now)
         wanted = list(asks)
 
@@ -51,7 +50,7 @@ class IntakeOps(StoreWriter):
             msgs = decide([None if a is None else read_facts(conn, a) for a in wanted])
             return msgs, write_record(conn, call, msgs, at, outcomes)
 
-        return await self._write_now(op, then=committed, meanwhile=committing)
+        return await self._write_now(op, then=committed)
 
 
 def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[NewMessage],

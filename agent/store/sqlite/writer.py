@@ -86,10 +86,8 @@ def private_files(path: Path) -> None:
             continue
 
 
-#: An op, its caller's future, what to run on the loop the moment it is committed, and what
-#: to run there while its commit is being made.
-_Item = tuple[WriteOp[Any], asyncio.Future[Any], Callable[[Any], None] | None,
-              Callable[[], None] | None]
+#: An op, its caller's future, and what to run on the loop the moment it is committed.
+_Item = tuple[WriteOp[Any], asyncio.Future[Any], Callable[[Any], None] | None]
 #: A batch's answer from the thread: each op's (ok, value), or the error that failed it whole.
 _Outcome = list[tuple[bool, Any]] | tuple[str, sqlite3.Error]
 
@@ -124,19 +122,14 @@ def _ops(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> list[tu
     return out
 
 
-def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path,
-                 committing: Callable[[list[tuple[bool, Any]]], None] | None = None
-                 ) -> _Outcome:
-    """One batch: BEGIN, the ops, COMMIT. A failed BEGIN or COMMIT fails every op.
-    ``committing`` is told the ops' outcomes just before the COMMIT."""
+def _transaction(db: sqlite3.Connection, fns: list[WriteOp[Any]], path: Path) -> _Outcome:
+    """One batch: BEGIN, the ops, COMMIT. A failed BEGIN or COMMIT fails every op."""
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         return ("begin", exc)
     try:
         out = _ops(db, fns, path)
-        if committing is not None:
-            committing(out)
         if db.in_transaction:  # a lone op that failed rolled it back
             db.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -362,9 +355,7 @@ class StoreWriter:
             # A caller that gave up (cancelled) before its turn: its op is not run.
             live = [item for item in batch if not item[1].done()]
             if live:
-                meanwhile = [item[3] for item in live if item[3] is not None]
-                outcome = _transaction(db, [item[0] for item in live], self.path,
-                                       _meanwhile(loop, live) if meanwhile else None)
+                outcome = _transaction(db, [fn for fn, _, _ in live], self.path)
                 loop.call_soon_threadsafe(self._answer, live, outcome)
         left = []
         while True:
@@ -383,23 +374,23 @@ class StoreWriter:
         if isinstance(outcome, tuple):
             what, exc = outcome
             err = self._failure(exc, what)
-            for _, fut, _, _ in live:
+            for _, fut, _ in live:
                 _settle(fut, False, err)
             return
         self._committed(len(live))
         # What must start at the commit starts before any caller resumes: their wake-ups
         # are queued behind it, a loop turn each.
-        for (_, fut, then, _), (ok, value) in zip(live, outcome, strict=True):
+        for (_, fut, then), (ok, value) in zip(live, outcome, strict=True):
             if then is not None and ok and not fut.done():
                 try:
                     then(value)
                 except Exception:  # noqa: BLE001 - its caller still gets the result
                     log.exception("store_commit_hook_failed", path=str(self.path))
-        for (_, fut, _, _), (ok, value) in zip(live, outcome, strict=True):
+        for (_, fut, _), (ok, value) in zip(live, outcome, strict=True):
             _settle(fut, ok, value)
 
     def _refuse(self, items: list[_Item]) -> None:
-        for _, fut, _, _ in items:
+        for _, fut, _ in items:
             _settle(fut, False, StoreError(f"{self.path}: store is closed"))
 
     def _failure(self, exc: sqlite3.Error, what: str) -> StoreError:
@@ -416,23 +407,20 @@ class StoreWriter:
         self.commits += 1
         self.ops_written += ops
 
-    async def _write_now(self, op: WriteOp[T], *, then: Callable[[T], None] | None = None,
-                         meanwhile: Callable[[], None] | None = None) -> T:
+    async def _write_now(self, op: WriteOp[T], *,
+                         then: Callable[[T], None] | None = None) -> T:
         """Run ``op`` in the writer thread, in the next transaction; its result or its error.
         Ops of concurrent callers share that transaction's one commit. ``then``: called on
         the loop with the result as soon as the commit is known, before the caller (or any
         caller of that batch) resumes, so what it starts is a loop turn ahead; not called if
-        the op or the commit failed, or the caller stopped waiting. ``meanwhile``: called
-        on the loop once the op has run without error, while the thread makes its commit
-        durable (the loop is idle then, and the thread needs no GIL in the fsync); whether
-        the commit succeeds is not known yet."""
+        the op or the commit failed, or the caller stopped waiting."""
         if self._closed or self._loop is None:
             raise StoreError(f"{self.path}: store is closed")
         async with self._room:
             if self._closed:
                 raise StoreError(f"{self.path}: store is closed")
             fut: asyncio.Future[T] = self._loop.create_future()
-            self._ops.put((op, fut, then, meanwhile))
+            self._ops.put((op, fut, then))
             return await fut
 
     # ---- health ---------------------------------------------------------------------------
@@ -473,26 +461,6 @@ class StoreWriter:
 
     async def _read_messages(self, sql: str, params: Sequence[Any] = ()) -> list[MessageRow]:
         return [_message(r) for r in await self._read(sql, params)]
-
-
-def _meanwhile(loop: asyncio.AbstractEventLoop, live: list[_Item]
-               ) -> Callable[[list[tuple[bool, Any]]], None]:
-    """The batch's ``meanwhile`` calls of the ops that ran without error, handed to the loop
-    in one wake-up just before the COMMIT."""
-    def committing(out: list[tuple[bool, Any]]) -> None:
-        calls = [item[3] for item, (ok, _) in zip(live, out, strict=True)
-                 if ok and item[3] is not None]
-        if calls:
-            loop.call_soon_threadsafe(_call_each, calls)
-    return committing
-
-
-def _call_each(calls: list[Callable[[], None]]) -> None:
-    for call in calls:
-        try:
-            call()
-        except Exception:  # noqa: BLE001 - work done while waiting must not stop the others
-            log.exception("store_meanwhile_failed")
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
