@@ -16,7 +16,7 @@ from agent.store.frozen import key_digest_v15
 from agent.store.migrations import _V15_COLUMNS
 from agent.store.packing import unpack_record
 from agent.store.sqlite import SqliteStore
-from agent.store.sqlite.rows import detail_sql
+from agent.store.sqlite.rows import detail_sql, receipt_state_sql
 from agent.store.sqlite.synth import generate, migrate
 
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -78,7 +78,7 @@ _LOGICAL = {
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
     "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
                         " FROM message_smsc_ids s JOIN messages m ON m.{ref} = s.{msg}",
-    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, r.state, r.error_code, {done},"
+    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, {state}, r.error_code, {done},"
                 " {received}, r.raw FROM receipts r LEFT JOIN messages m ON m.{ref} = r.{rmsg}",
 }
 
@@ -98,7 +98,10 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
             rmsg="msg" if v14 else "message_id",
             idem="idem" if version >= 15 else "key_digest(idempotency_key)",
             # integer microseconds since schema 16: as the text they were
-            done=_text("r.done_at") if version >= 16 else "r.done_at",
+            done=(_text("(r.received_at - r.done_off)") if version >= 22
+                  else _text("r.done_at") if version >= 16 else "r.done_at"),
+            # a receipt's state a code since schema 22
+            state=receipt_state_sql("r.state") if version >= 22 else "r.state",
             received=_text("r.received_at") if version >= 16 else "r.received_at",
             # and a message's since schemas 17 and 19; a detail its receipt gave, said by the
             # row since schema 21

@@ -15,6 +15,7 @@ from agent.store.packing import STATES, from_micros, key_digest, micros
 from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import (
+    RECEIPT_STATE_NAMES,
     _message,
     _time,
     event_now,
@@ -236,7 +237,7 @@ class MessageOps(StoreWriter):
                     _, msg = apply_to_message(
                         conn,
                         msg,
-                        ReceiptState(r["state"]),
+                        ReceiptState(RECEIPT_STATE_NAMES[r["state"]]),
                         r["smsc_id"],
                         r["error_code"],
                         gateway,

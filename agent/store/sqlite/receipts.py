@@ -15,7 +15,16 @@ from agent.store.base import (
 )
 from agent.store.packing import from_micros, micros
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
-from agent.store.sqlite.rows import _message, _now, event_now, receipt_detail, ts, us
+from agent.store.sqlite.rows import (
+    RECEIPT_STATE_CODES,
+    RECEIPT_STATE_NAMES,
+    _message,
+    _now,
+    event_now,
+    receipt_detail,
+    ts,
+    us,
+)
 from agent.store.sqlite.writer import StoreWriter
 
 _RECEIPT_TARGET = RECEIPT_TARGET
@@ -43,9 +52,11 @@ class ReceiptOps(StoreWriter):
         when = now or _now()
         at = ts(when)
         r = receipt
-        # A receipt's times are integer microseconds (schema 16).
-        fields = (r.gateway, r.smsc_id, r.state.value, r.error_code,
-                  None if r.done_at is None else micros(r.done_at))
+        # A receipt's times are integer microseconds (schema 16); its state a code and its done
+        # date how long before it was received (schema 22).
+        done = None if r.done_at is None else micros(r.done_at)
+        fields = (r.gateway, r.smsc_id, RECEIPT_STATE_CODES[r.state.value], r.error_code, done)
+        received = micros(when)
 
         def op(conn: sqlite3.Connection) -> ReceiptOutcome:
             row = None
@@ -71,16 +82,18 @@ class ReceiptOps(StoreWriter):
                 "SELECT 1 FROM receipts WHERE"
                 + (" msg = ?" if msg else " msg IS NULL")
                 + " AND gateway = ? AND smsc_id IS ? AND state = ? AND error_code IS ?"
-                " AND done_at IS ? LIMIT 1", (*([ref] if msg else []), *fields)).fetchone()
+                " AND received_at - done_off IS ? LIMIT 1",
+                (*([ref] if msg else []), *fields)).fetchone()
             if repeat is not None:
                 return ReceiptOutcome(None, msg, duplicate=True, changed=False)
             # The raw text says nothing the fields don't once the receipt has found its
             # message; an unmatched one keeps it, for whoever looks into why.
             ins = conn.execute(
-                "INSERT INTO receipts (msg, smsc_id, gateway, state, error_code, done_at,"
+                "INSERT INTO receipts (msg, smsc_id, gateway, state, error_code, done_off,"
                 " received_at, raw) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
-                (ref, r.smsc_id, r.gateway, r.state.value, r.error_code,
-                 fields[4], micros(when), None if msg else r.raw),
+                (ref, r.smsc_id, r.gateway, fields[2], r.error_code,
+                 None if done is None else received - done, received,
+                 None if msg else r.raw),
             ).fetchone()
             if msg is None:
                 if ins["id"] % 64 == 0:
@@ -140,9 +153,10 @@ class ReceiptOps(StoreWriter):
                 r["message_id"],
                 r["gateway"],
                 r["smsc_id"],
-                r["state"],
+                RECEIPT_STATE_NAMES[r["state"]],
                 r["error_code"],
-                None if r["done_at"] is None else from_micros(r["done_at"]),
+                None if r["done_off"] is None
+                else from_micros(r["received_at"] - r["done_off"]),
                 from_micros(r["received_at"]),
                 r["raw"] or "",
             )
@@ -173,12 +187,13 @@ def apply_to_message(
             "SELECT smsc_id, state, error_code FROM receipts"
             " WHERE msg = (SELECT ref FROM messages WHERE id = ?) AND state IN"
             f" ({','.join('?' * len(FINAL_RECEIPT_STATES))}) ORDER BY id",
-            (msg.id, *FINAL_RECEIPT_STATES),
+            (msg.id, *(RECEIPT_STATE_CODES[s] for s in FINAL_RECEIPT_STATES)),
         ).fetchall()
         for r in rows:
             if r["smsc_id"] not in first:
-                first[r["smsc_id"]] = ReceiptState(r["state"])
-                if r["error_code"] and r["state"] != ReceiptState.DELIVERED.value:
+                part = ReceiptState(RECEIPT_STATE_NAMES[r["state"]])
+                first[r["smsc_id"]] = part
+                if r["error_code"] and part is not ReceiptState.DELIVERED:
                     errors.append(r["error_code"])  # the lost part's error, not the last one's
         outcomes = [first.get(i) for i in msg.smsc_ids]
         whole = parts_state(outcomes)

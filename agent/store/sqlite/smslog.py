@@ -11,7 +11,7 @@ from typing import Any
 from agent.store.base import MessageFilter
 from agent.store.packing import micros
 from agent.store.smslog import LOG_COLUMNS, log_sql, where
-from agent.store.sqlite.rows import detail_sql, text_sql
+from agent.store.sqlite.rows import detail_sql, receipt_state_sql, text_sql
 from agent.store.stamps import ts
 
 # Integer microseconds as the fixed-width UTC text the log shows ("...T09:00:00.000001Z").
@@ -19,13 +19,14 @@ _RECEIVED_TEXT = ("strftime('%Y-%m-%dT%H:%M:%S', r.received_at / 1000000, 'unixe
                   " || printf('.%06dZ', r.received_at % 1000000)")
 
 
-def _receipts(conn: sqlite3.Connection) -> tuple[str, str]:
-    """How a receipt names its message (by ref since schema 14) and its time as text (an
-    integer since schema 16): the read-only reader may be given a file the agent has not yet
-    upgraded."""
+def _receipts(conn: sqlite3.Connection) -> tuple[str, str, str]:
+    """How a receipt names its message (by ref since schema 14), its time as text (an integer
+    since schema 16) and its state as the word (a code since schema 22): the read-only reader
+    may be given a file the agent has not yet upgraded."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     return ("r.msg = m.ref" if version >= 14 else "r.message_id = m.id",
-            _RECEIVED_TEXT if version >= 16 else "r.received_at")
+            _RECEIVED_TEXT if version >= 16 else "r.received_at",
+            receipt_state_sql("r.state") if version >= 22 else "r.state")
 
 
 def micros_times(conn: sqlite3.Connection) -> bool:
@@ -51,8 +52,9 @@ _COLUMNS = ", ".join(f"{text_sql('m.' + c)} AS {c}" if c in _TIMES
 
 def _log_sql(conn: sqlite3.Connection, f: MessageFilter) -> tuple[str, list[Any]]:
     ints = micros_times(conn)
-    return log_sql(f, *_receipts(conn), stamp=micros if ints else ts,
-                   columns=_COLUMNS if ints else "m.*")
+    receipt_of, received_at, receipt_state = _receipts(conn)
+    return log_sql(f, receipt_of, received_at, stamp=micros if ints else ts,
+                   columns=_COLUMNS if ints else "m.*", receipt_state=receipt_state)
 
 
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
