@@ -1,6 +1,7 @@
-"""Frozen SQL and functions of SQLite migrations 7, 8, 10, 15, 18 and 20, as they were released: migrations
-are history, so what they write must not follow later edits of agent/store/packing.py (the live
-forms). Never edit; a new shape gets a new migration with its own frozen helpers."""
+"""Frozen SQL and functions of SQLite migrations 7, 8, 10, 15, 18, 20 and 23, as they were
+released: migrations are history, so what they write must not follow later edits of
+agent/store/packing.py (the live forms). Never edit; a new shape gets a new migration with its
+own frozen helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
+
+from agent.store.histpack import pack_events
 
 # packing.COLUMN_FIELDS and packing.STATE_CODES when migration 7 was released.
 _COLUMN_FIELDS = ("call_id", "trigger", "disposition", "queue", "caller", "agent", "pbx")
@@ -141,13 +144,33 @@ def named_outcomes_v20(record: object, names_id: object) -> object:
     return bytes(lead) + d.compress(text) + d.flush()
 
 
+def pack_history_v23(text: str) -> bytes:
+    """A message's history rows as migration 23 packs them: ``text`` is the JSON array
+    ``[created_at, [[seq, at, state, reason, detail], ...]]`` (``created_at``: the message's,
+    integer microseconds, or the fixed-width UTC text of a file before schema 19; null for rows
+    of no message, timed from the epoch). The events are in ``seq`` order; the format is
+    agent.store.histpack's, whose existing forms never change."""
+    created, rows = json.loads(text)
+    if created is None:
+        base = 0
+    elif isinstance(created, int):
+        base = created
+    else:
+        t = datetime.fromisoformat(created)
+        t = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        base = (t - _EPOCH) // timedelta(microseconds=1)
+    return pack_events(base, ((at, state, reason, detail)
+                              for _, at, state, reason, detail in sorted(rows)))
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
 MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
                        "aftercall_deflate_outcomes": deflate_outcomes_v10,
                        "aftercall_key_digest": key_digest_v15,
                        "aftercall_relative_times": relative_times_v18,
                        "aftercall_outcome_names": outcome_names_v20,
-                       "aftercall_named_outcomes": named_outcomes_v20}
+                       "aftercall_named_outcomes": named_outcomes_v20,
+                       "aftercall_pack_history": pack_history_v23}
 
 
 def micros_sql(iso: str) -> str:

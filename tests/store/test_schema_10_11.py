@@ -13,11 +13,13 @@ from pathlib import Path
 from agent.models import CallRecord, MessageState, RuleOutcome, Trigger
 from agent.store.base import CallFilter
 from agent.store.frozen import key_digest_v15
+from agent.store.histpack import unpack_events
 from agent.store.migrations import _V15_COLUMNS
-from agent.store.packing import unpack_record
+from agent.store.packing import micros, unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.rows import detail_sql, receipt_state_sql
 from agent.store.sqlite.synth import generate, migrate
+from agent.store.stamps import from_ts
 
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 _UNCHANGED = ("messages", "message_history", "message_smsc_ids", "receipts", "links",
@@ -88,9 +90,23 @@ def _text(us: str) -> str:
             f" || printf('.%06dZ', {us} % 1000000)")
 
 
+def _history_v23(c: sqlite3.Connection) -> list[tuple[object, ...]]:
+    """``_LOGICAL``'s history rows from schema 23's packed logs (one per message)."""
+    return sorted(
+        (mid, seq, at, state, reason, detail)
+        for mid, created, log in c.execute(
+            "SELECT m.id, m.created_at, h.log FROM message_history h"
+            " JOIN messages m ON m.ref = h.msg")
+        for seq, (at, state, reason, detail) in enumerate(
+            unpack_events(created if isinstance(created, int) else micros(from_ts(created)),
+                          log), 1))
+
+
 def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as c:
         version = c.execute("PRAGMA user_version").fetchone()[0]
+        if table == "message_history" and version >= 23:
+            return _history_v23(c)
         v13, v14 = version >= 13, version >= 14
         c.create_function("key_digest", 1, key_digest_v15)
         sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(

@@ -32,6 +32,7 @@ from agent.models import (
 )
 from agent.rules.engine import explain, rule_outcomes
 from agent.rules.loader import RuleSet, load_rules
+from agent.store.histpack import pack_event
 from agent.store.sqlite import SqliteStore
 from agent.store.packing import (
     DISPOSITION_CODES,
@@ -150,8 +151,8 @@ def _bulk_rows(judged: Judged, rng: random.Random,
             d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
             d.category, state.value, reason, detail, int(sent), at, at if sent else None,
             at, at, 4.0 if sent else None))  # a message's times: integers (schemas 17, 19)
-        out["events"].append((mid, 1, micros(record.ended_at), STATE_CODES[state.value],
-                              reason, detail))
+        # created at the call's end, as its one event (the history's form: schema 23)
+        out["events"].append((mid, pack_event(at, at, STATE_CODES[state.value], reason, detail)))
 
 
 _BULK_SQL = {
@@ -162,9 +163,8 @@ _BULK_SQL = {
                 " category, state, reason, detail, attempts, created_at, submitted_at, final_at,"
                 " call_ended_at, hangup_to_submit_ms)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    # A history row names its message by ref (schema 13).
-    "events": "INSERT INTO message_history (msg, seq, at, state, reason, detail)"
-              " SELECT ref, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE id = ?1",
+    # A message's history names it by ref (schema 13), its events packed (schema 23).
+    "events": "INSERT INTO message_history (msg, log) SELECT ref, ?2 FROM messages WHERE id = ?1",
 }
 
 

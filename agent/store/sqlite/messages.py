@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
+from agent.store.histpack import unpack_events
 from agent.store.packing import STATES, from_micros, key_digest, micros
 from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
@@ -18,6 +19,7 @@ from agent.store.sqlite.rows import (
     RECEIPT_STATE_NAMES,
     _message,
     _time,
+    created_us,
     event_now,
     stored_key,
     text_sql,
@@ -69,7 +71,7 @@ def insert_stored(
         # Another key with the same 64-bit digest (at a million texts a year, about once in
         # 10^7 years): the next free value holds this one; a replay walks the same way to it.
         params[1] = params[1] + 1 if params[1] < 2**63 - 1 else -(2**63)
-    event_now(conn, row["ref"], at, state.value, reason, detail)
+    event_now(conn, row, at, state.value, reason, detail, first=True)
     return row, True
 
 
@@ -90,7 +92,7 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
     ).fetchone()
     if row is None:
         return None
-    event_now(conn, row["ref"], at, "queued", "submitting",
+    event_now(conn, row, at, "queued", "submitting",
               f"attempt {row['attempts']} via {row['gateway']}")
     return _message(row)
 
@@ -171,7 +173,7 @@ class MessageOps(StoreWriter):
             row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
-            event_now(conn, row["ref"], at, state.value, reason, detail)
+            event_now(conn, row, at, state.value, reason, detail)
             return _message(row)
 
         return await self._write_now(op)
@@ -213,7 +215,7 @@ class MessageOps(StoreWriter):
                 return None
             event_now(
                 conn,
-                row["ref"],
+                row,
                 at,
                 "submitted",
                 None,
@@ -268,7 +270,7 @@ class MessageOps(StoreWriter):
                 params,
             ).fetchall()
             for r in rows:
-                event_now(conn, r["ref"], at, "ambiguous", "interrupted", r["detail"])
+                event_now(conn, r, at, "ambiguous", "interrupted", r["detail"])
             return [_message(r) for r in rows]
 
         return await self._write_now(op)
@@ -291,11 +293,13 @@ class MessageOps(StoreWriter):
 
     async def message_events(self, message_id: str) -> list[MessageEvent]:
         rows = await self._read(
-            "SELECT m.id AS message_id, h.at, h.state, h.reason, h.detail FROM messages m"
-            " JOIN message_history h ON h.msg = m.ref WHERE m.id = ? ORDER BY h.seq",
-            (message_id,))
-        return [MessageEvent(r["message_id"], from_micros(r["at"]), STATES[r["state"]],
-                             r["reason"], r["detail"]) for r in rows]
+            "SELECT m.created_at, h.log FROM messages m"
+            " JOIN message_history h ON h.msg = m.ref WHERE m.id = ?", (message_id,))
+        if not rows:
+            return []
+        return [MessageEvent(message_id, from_micros(at), STATES[state], reason, detail)
+                for at, state, reason, detail in unpack_events(created_us(rows[0]),
+                                                               rows[0]["log"])]
 
     async def list_messages(self, filters: MessageFilter | None = None) -> list[MessageRow]:
         f = filters or MessageFilter()

@@ -224,5 +224,5 @@ def apply_to_message(
         ),
     ).fetchone()
     assert row is not None
-    event_now(conn, row["ref"], at, target.value, "receipt", detail)
+    event_now(conn, row, at, target.value, "receipt", detail)
     return True, _message(row)

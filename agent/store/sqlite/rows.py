@@ -13,6 +13,7 @@ import aiosqlite
 
 from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
+from agent.store.histpack import pack_event
 from agent.store.packing import STATE_CODES, from_micros, micros
 from agent.store.segments import RECEIPT_TARGET
 from agent.store.stamps import from_ts as _dt
@@ -90,30 +91,44 @@ async def _one(
     return rows[0] if rows else None
 
 
-# A history row names its message by ``messages.ref`` (schema 13).
-_HISTORY_INSERT = (
-    "INSERT INTO message_history (msg, seq, at, state, reason, detail) VALUES"
-    " (?1, (SELECT coalesce(max(seq), 0) + 1 FROM message_history WHERE msg = ?1), ?2, ?3, ?4, ?5)"
+# A message's history is one row, named by ``messages.ref``, its events packed in ``log`` and
+# timed from the message's ``created_at`` (schema 23, agent.store.histpack): a new event is
+# appended to it, without reading it. An UPDATE when the row is there (a plain one costs 30%
+# less than an upsert that meets its conflict), the upsert for a new message's first.
+_HISTORY_ADD = "UPDATE message_history SET log = CAST(log || ? AS BLOB) WHERE msg = ?"
+_HISTORY_NEW = (
+    "INSERT INTO message_history (msg, log) VALUES (?, ?)"
+    " ON CONFLICT(msg) DO UPDATE SET log = CAST(log || excluded.log AS BLOB)"
 )
 
 
-def _history_params(ref: int, at: str, state: str, reason: str | None,
-                    detail: str | None) -> tuple[Any, ...]:
-    return (ref, micros(datetime.fromisoformat(at)), STATE_CODES[state], reason, detail)
+def created_us(r: sqlite3.Row) -> int:
+    """A message row's ``created_at`` in microseconds: the time its history counts from."""
+    created = r["created_at"]
+    if isinstance(created, int):  # schema 19
+        return created
+    t = _time(created)
+    assert t is not None
+    return micros(t)
 
 
 def event_now(
     conn: sqlite3.Connection,
-    ref: int,
+    row: sqlite3.Row,
     at: str,
     state: str,
     reason: str | None,
     detail: str | None,
+    *,
+    first: bool = False,
 ) -> None:
-    """One row of a message's state history (in the database thread, inside the caller's
-    transaction): its position is the next after the message's last. ``ref``: the message
-    row's ``ref`` (every caller holds the row it just wrote)."""
-    conn.execute(_HISTORY_INSERT, _history_params(ref, at, state, reason, detail))
+    """One event of a message's state history (in the database thread, inside the caller's
+    transaction), after its others. ``row``: the message's row as the caller just wrote it;
+    ``first``: the row is new."""
+    event = pack_event(created_us(row), micros(datetime.fromisoformat(at)), STATE_CODES[state],
+                       reason, detail)
+    if first or not conn.execute(_HISTORY_ADD, (event, row["ref"])).rowcount:
+        conn.execute(_HISTORY_NEW, (row["ref"], event))
 
 
 # A receipt's state as SQLite stores it since schema 22: a small code where the word took up
