@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from agent.models import MessageState as S  # noqa: E402
 from agent.store.base import MessageFilter  # noqa: E402
-from agent.store.smslog import log_sql, where  # noqa: E402
+from agent.store.smslog import LINK_BY_ID, LINK_BY_REF, log_sql, where  # noqa: E402
 from agent.store.sqlite.messages import DUE_SQL, NEXT_DUE_SQL  # noqa: E402
 from agent.store.sqlite.smslog import _RECEIVED_TEXT  # noqa: E402
 
@@ -33,13 +33,14 @@ OLD_NEXT = ("SELECT MIN(next_attempt_at) FROM messages WHERE state IN ('queued',
 
 def queries(version: int) -> dict[str, tuple[str, object]]:
     rec = ("r.msg = m.ref", _RECEIVED_TEXT if version >= 16 else "r.received_at")
+    link = {"link_of": LINK_BY_REF if version >= 24 else LINK_BY_ID}
     out = {}
     for st in (S.FAILED, S.UNDELIVERED, S.EXPIRED, S.AMBIGUOUS, S.DELIVERED, S.SUPPRESSED):
         f = MessageFilter(states=(st,), limit=100)
-        out[f"page {st.value}"] = log_sql(f, *rec)
+        out[f"page {st.value}"] = log_sql(f, *rec, **link)
         w, p = where(f)
         out[f"count {st.value}"] = (f"SELECT count(*) FROM (SELECT 1 FROM messages m{w} LIMIT ?) t", [*p, 10001])
-    out["page all"] = log_sql(MessageFilter(limit=100), *rec)
+    out["page all"] = log_sql(MessageFilter(limit=100), *rec, **link)
     out["due"] = (DUE_SQL if version >= 15 else OLD_DUE, ("2099-01-01", 100))
     out["next due"] = (NEXT_DUE_SQL if version >= 15 else OLD_NEXT, ())
     out["count all"] = ("SELECT count(*) FROM messages", ())

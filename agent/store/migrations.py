@@ -9,7 +9,7 @@ from agent.store.frozen import (
     pack_record_sql,
     state_code_sql,
 )
-from agent.store.rollups import MICROS
+from agent.store.rollups import BY_REF, MICROS
 from agent.store.rollups import MIGRATION as ROLLUPS
 from agent.store.rollups import triggers
 
@@ -857,6 +857,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             GROUP BY h.msg""",
         "DROP TABLE message_history",
         "ALTER TABLE message_history_v23 RENAME TO message_history",
+    ),
+    # 24: a tracked link names its message by ref (as history and receipts do since schemas 13
+    # and 14) in ``msg``, where the 32-character id took 33 bytes in the row and again in
+    # links_message, and its created_at is integer microseconds (8 bytes where the text took
+    # 27; exact as in migration 19). NULL: not (yet) attributed, as message_id was; a link
+    # naming no message (none is left by the agent: retention deletes a message's links with
+    # it) is kept unattributed. The report triggers that read links find the message by ref
+    # (rollups.BY_REF: the same groups and counts); schema 19's are made again so.
+    (
+        *(f"DROP TRIGGER {t}" for t in _TRIGGERS_ON_MESSAGES),
+        """CREATE TABLE links_v24 (
+            code       TEXT PRIMARY KEY,
+            msg        INTEGER,
+            url        TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        f"""INSERT INTO links_v24 (code, msg, url, created_at)
+            SELECT l.code, m.ref, l.url, {micros_sql_v16('l.created_at')}
+            FROM links l LEFT JOIN messages m ON m.id = l.message_id""",
+        "DROP TABLE links",
+        "ALTER TABLE links_v24 RENAME TO links",
+        "CREATE INDEX links_message ON links(msg) WHERE msg IS NOT NULL",
+        *triggers(MICROS, BY_REF),
     ),
 )
 

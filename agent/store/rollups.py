@@ -62,18 +62,28 @@ class Times(NamedTuple):
     delivery: Callable[[str], str]
 
 
+class LinkKey(NamedTuple):
+    """How a link names its message: its column, and the message's column it holds."""
+    column: str
+    message: str
+
+
+#: Schema 5's links name a message by its id; SQLite's since schema 24 by its ref (rowid).
+BY_ID = LinkKey("message_id", "id")
+BY_REF = LinkKey("msg", "ref")
+
 _KEY = "day, rule, gateway, state, reason, error_code"
 
 
-def _daily(x: str, sign: int, t: Times) -> str:
+def _daily(x: str, sign: int, t: Times, k: LinkKey) -> str:
     clicks = (f"(SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code"
-              f" WHERE l.message_id = {x}.id)")
+              f" WHERE l.{k.column} = {x}.{k.message})")
     return f"""INSERT INTO report_daily ({_KEY}, n, sent, segments, linked, clicked, clicks)
         SELECT {t.day(f"{x}.created_at")}, {x}.rule, {x}.gateway, {x}.state,
                coalesce({x}.reason, ''), coalesce({x}.error_code, ''), {sign},
                {sign} * ({x}.submitted_at IS NOT NULL),
                {sign} * (CASE WHEN {x}.submitted_at IS NOT NULL THEN {x}.segments ELSE 0 END),
-               {sign} * EXISTS (SELECT 1 FROM links WHERE message_id = {x}.id),
+               {sign} * EXISTS (SELECT 1 FROM links WHERE {k.column} = {x}.{k.message}),
                {sign} * ({clicks} > 0), {sign} * {clicks}
         WHERE true
         ON CONFLICT ({_KEY}) DO UPDATE SET n = n + excluded.n, sent = sent + excluded.sent,
@@ -122,8 +132,8 @@ def _slot(x: str, sign: int, t: Times) -> str:
         ON CONFLICT (slot, state) DO UPDATE SET n = n + excluded.n, sent = sent + excluded.sent;"""
 
 
-def _contribution(x: str, sign: int, t: Times) -> str:
-    return "\n".join((_daily(x, sign, t), _slot(x, sign, t), _hist(x, sign, "h2s", t),
+def _contribution(x: str, sign: int, t: Times, k: LinkKey) -> str:
+    return "\n".join((_daily(x, sign, t, k), _slot(x, sign, t), _hist(x, sign, "h2s", t),
                       _hist(x, sign, "delivery", t)))
 
 
@@ -132,53 +142,55 @@ _CHANGED = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in (
     "hangup_to_submit_ms", "final_at"))
 
 # The group of the message a link or click belongs to.
-def _group_of(mid: str, t: Times) -> str:
+def _group_of(mid: str, t: Times, k: LinkKey) -> str:
     return ("(day, rule, gateway, state, reason, error_code) = (SELECT"
             f" {t.day('created_at')},"
             " rule, gateway, state, coalesce(reason, ''), coalesce(error_code, '')"
-            f" FROM messages WHERE id = {mid})")
+            f" FROM messages WHERE {k.message} = {mid})")
 
 
-def _link_added(t: Times) -> str:
-    mid = "NEW.message_id"
-    others = f"SELECT 1 FROM links WHERE message_id = {mid} AND code <> NEW.code"
+def _link_added(t: Times, k: LinkKey) -> str:
+    mid = f"NEW.{k.column}"
+    others = f"SELECT 1 FROM links WHERE {k.column} = {mid} AND code <> NEW.code"
     own = "(SELECT count(*) FROM clicks WHERE code = NEW.code)"
     other_clicks = (f"SELECT 1 FROM clicks c JOIN links l ON l.code = c.code"
-                    f" WHERE l.message_id = {mid} AND l.code <> NEW.code")
+                    f" WHERE l.{k.column} = {mid} AND l.code <> NEW.code")
     return f"""UPDATE report_daily SET linked = linked + NOT EXISTS ({others}),
             clicks = clicks + {own},
             clicked = clicked + ({own} > 0 AND NOT EXISTS ({other_clicks}))
-        WHERE {_group_of(mid, t)};"""
+        WHERE {_group_of(mid, t, k)};"""
 
 
 _REPLY_LABEL = ("CASE WHEN NEW.keyword IS NOT NULL THEN 'keyword' WHEN NEW.sentiment IS NULL"
                 " THEN 'unrated' WHEN NEW.sentiment >= 0.05 THEN 'positive'"
                 " WHEN NEW.sentiment <= -0.05 THEN 'negative' ELSE 'neutral' END")
 
-def triggers(t: Times) -> tuple[str, ...]:
+def triggers(t: Times, k: LinkKey = BY_ID) -> tuple[str, ...]:
     """The triggers that keep the rollups current, reading a message's times as ``t`` says
-    (schema 5 made them for text times, SQLite's schema 19 again for integers)."""
+    (schema 5 made them for text times, SQLite's schema 19 again for integers) and finding a
+    link's message as ``k`` says (SQLite's schema 24: by ref)."""
+    of_code = f"(SELECT {k.column} FROM links WHERE code = NEW.code)"
     return (
     f"""CREATE TRIGGER report_message_inserted AFTER INSERT ON messages BEGIN
-        {_contribution("NEW", 1, t)}
+        {_contribution("NEW", 1, t, k)}
     END""",
     f"""CREATE TRIGGER report_message_changed AFTER UPDATE ON messages WHEN {_CHANGED} BEGIN
-        {_contribution("OLD", -1, t)}
-        {_contribution("NEW", 1, t)}
+        {_contribution("OLD", -1, t, k)}
+        {_contribution("NEW", 1, t, k)}
     END""",
     f"""CREATE TRIGGER report_link_added AFTER INSERT ON links
-        WHEN NEW.message_id IS NOT NULL BEGIN
-        {_link_added(t)}
+        WHEN NEW.{k.column} IS NOT NULL BEGIN
+        {_link_added(t, k)}
     END""",
-    f"""CREATE TRIGGER report_link_attributed AFTER UPDATE OF message_id ON links
-        WHEN NEW.message_id IS NOT NULL AND OLD.message_id IS NULL BEGIN
-        {_link_added(t)}
+    f"""CREATE TRIGGER report_link_attributed AFTER UPDATE OF {k.column} ON links
+        WHEN NEW.{k.column} IS NOT NULL AND OLD.{k.column} IS NULL BEGIN
+        {_link_added(t, k)}
     END""",
     f"""CREATE TRIGGER report_click_added AFTER INSERT ON clicks BEGIN
         UPDATE report_daily SET clicks = clicks + 1,
             clicked = clicked + ((SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code
-                WHERE l.message_id = (SELECT message_id FROM links WHERE code = NEW.code)) = 1)
-        WHERE {_group_of("(SELECT message_id FROM links WHERE code = NEW.code)", t)};
+                WHERE l.{k.column} = {of_code}) = 1)
+        WHERE {_group_of(of_code, t, k)};
     END""",
     f"""CREATE TRIGGER report_reply_added AFTER INSERT ON replies
         WHEN NEW.message_id IS NOT NULL BEGIN

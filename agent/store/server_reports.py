@@ -29,17 +29,23 @@ from agent.store.base import (
 )
 from agent.store.packing import from_micros
 from agent.store.reportmath import PERCENTILES, SENTIMENT_CUT
-from agent.store.smslog import PBX_NAMES_SQL, log_row, log_sql, where
+from agent.store.smslog import LINK_BY_ID, PBX_NAMES_SQL, log_row, log_sql, where
 
 T = TypeVar("T")
 
-_FACT_SQL = """
+def fact_sql(link_of: str = LINK_BY_ID) -> str:
+    """One row per message with its links' facts, a link ``l`` naming its message ``m`` as
+    ``link_of`` says (smslog.LINK_BY_REF: SQLite's since its schema 24)."""
+    return f"""
 SELECT m.id, m.rule, m.gateway, m.state, m.reason, m.error_code, m.segments, m.created_at,
        m.submitted_at, m.final_at, m.hangup_to_submit_ms,
-       EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id) AS has_link,
-       (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE l.message_id = m.id)
+       EXISTS (SELECT 1 FROM links l WHERE {link_of}) AS has_link,
+       (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE {link_of})
            AS clicks
 FROM messages m"""
+
+
+_FACT_SQL = fact_sql()
 
 _REPLY_SQL = """
 SELECT m.rule, m.gateway, p.message_id, p.keyword, p.action, p.sentiment, p.rating

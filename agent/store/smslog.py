@@ -53,29 +53,36 @@ def where(f: MessageFilter, alias: str = "m",
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
+#: How a link ``l`` names its message ``m``: by id (PostgreSQL; SQLite before its schema 24),
+#: by ref (SQLite since).
+LINK_BY_ID = "l.message_id = m.id"
+LINK_BY_REF = "l.msg = m.ref"
+
+
 # {columns}: the message's (SQLite's since its schema 19 name them, its times as the text);
 # {receipt_of}: how a receipt names its message (SQLite's by ref since its schema 14);
 # {received_at}: its time as the fixed-width text (SQLite's are integers since its schema 16);
-# {receipt_state}: its state as the word (SQLite's is a code since its schema 22).
+# {receipt_state}: its state as the word (SQLite's is a code since its schema 22);
+# {link_of}: how a link names its message (SQLite's by ref since its schema 24).
 LOG_SQL = """
 SELECT {columns},
   (SELECT {receipt_state} FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
       AS receipt_state,
   (SELECT {received_at} FROM receipts r WHERE {receipt_of} ORDER BY r.id DESC LIMIT 1)
       AS receipt_at,
-  (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE l.message_id = m.id)
-      AS clicks,
+  (SELECT count(*) FROM clicks c JOIN links l ON l.code = c.code WHERE {link_of}) AS clicks,
   (SELECT count(*) FROM replies p WHERE p.message_id = m.id) AS replies
 FROM messages m"""
 
 
 def log_sql(f: MessageFilter, receipt_of: str = "r.message_id = m.id",
             received_at: str = "r.received_at", stamp: Callable[[datetime], Any] = ts,
-            columns: str = "m.*", receipt_state: str = "r.state") -> tuple[str, list[Any]]:
+            columns: str = "m.*", receipt_state: str = "r.state",
+            link_of: str = LINK_BY_ID) -> tuple[str, list[Any]]:
     w, p = where(f, stamp=stamp)
     order = "DESC" if f.newest_first else "ASC"
     base = LOG_SQL.format(receipt_of=receipt_of, received_at=received_at, columns=columns,
-                          receipt_state=receipt_state)
+                          receipt_state=receipt_state, link_of=link_of)
     return (f"{base}{w} ORDER BY m.created_at {order}, m.id {order} LIMIT ? OFFSET ?",
             [*p, -1 if f.limit is None else f.limit, f.offset])
 

@@ -25,7 +25,7 @@ from agent.models import (
 from agent.reports import build_report
 from agent.store.base import CallFilter, MessageEvent, MessageFilter
 from agent.store.packing import inflate_json, pack_record
-from agent.store.smslog import RARE_STATES, log_sql
+from agent.store.smslog import LINK_BY_REF, RARE_STATES, log_sql
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.messages import DUE_SQL, NEXT_DUE_SQL
 from agent.store.sqlite.reports import ReportReader
@@ -158,14 +158,15 @@ def test_due_messages_are_read_through_an_index_of_states(tmp_path: Path) -> Non
         (index_sql,) = c.execute("SELECT sql FROM sqlite_schema WHERE name ="
                                  " 'messages_rare_state'").fetchone()
         assert index_sql.endswith(f"WHERE {RARE_STATES}")
-        log = [log_sql(MessageFilter(states=(s,), limit=50), "r.msg = m.ref")
+        log = [log_sql(MessageFilter(states=(s,), limit=50), "r.msg = m.ref",
+                       link_of=LINK_BY_REF)
                for s in (MessageState.FAILED, MessageState.AMBIGUOUS, MessageState.UNDELIVERED)]
         for sql, params in [(DUE_SQL, ("x", 1)), (NEXT_DUE_SQL, ()), *log]:
             plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", params))
             assert "USING INDEX messages_rare_state (state=?)" in plan, plan
         # The states most rows are in are not in it (a page of them is found by time).
         sql, params = log_sql(MessageFilter(states=(MessageState.DELIVERED,), limit=50),
-                              "r.msg = m.ref")
+                              "r.msg = m.ref", link_of=LINK_BY_REF)
         plan = " ".join(r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "messages_rare_state" not in plan, plan
 

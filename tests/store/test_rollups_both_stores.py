@@ -21,9 +21,9 @@ from agent.models import InboundSms, MessageState, ReceiptState
 from agent.store import report_source
 from agent.store.base import MessageFilter, ReportData
 from agent.store.seams import Store
-from agent.store.server_reports import _FACT_SQL, _REPLY_SQL, data_from_rows
+from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
 from agent.store.packing import micros
-from agent.store.smslog import where
+from agent.store.smslog import LINK_BY_ID, LINK_BY_REF, where
 from agent.store.stamps import ts
 
 END = datetime(2026, 3, 31, 15, 20, tzinfo=UTC)  # Berlin's DST change is inside the data
@@ -82,9 +82,12 @@ def _summed(data: ReportData) -> dict[str, Any]:
 
 
 async def _exact(reader: Any, f: MessageFilter, tz: str, backend: str) -> ReportData:
-    # SQLite stores a message's times as integer microseconds (its schema 19)
-    w, p = where(f, stamp=micros if backend == "sqlite" else ts)
-    return data_from_rows(await reader.rows(f"{_FACT_SQL}{w}", p),
+    # SQLite stores a message's times as integer microseconds (its schema 19), and its links
+    # name a message by ref (its schema 24)
+    sqlite = backend == "sqlite"
+    w, p = where(f, stamp=micros if sqlite else ts)
+    facts = fact_sql(LINK_BY_REF if sqlite else LINK_BY_ID)
+    return data_from_rows(await reader.rows(f"{facts}{w}", p),
                           await reader.rows(f"{_REPLY_SQL}{w}", p), tz)
 
 

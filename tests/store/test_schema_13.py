@@ -19,7 +19,7 @@ from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import generate, migrate
 from agent.store.stamps import from_ts
-from tests.store.upgrades import as_read_since_15
+from tests.store.upgrades import as_read_since_15, links_as_stored
 
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -109,7 +109,7 @@ async def test_version_12_file_upgrades_keeping_every_row(tmp_path: Path) -> Non
     messages, events, receipts, segments = _as_stored_v12(path)
     assert len(messages) > 1500 and sum(map(len, events.values())) > 3500
     assert sum(map(len, receipts.values())) > 1000 and len(segments) > 1000
-    links = [tuple(r) for r in _rows(path, "SELECT * FROM links ORDER BY code")]
+    links = links_as_stored(path)
     replies = [tuple(r) for r in _rows(path, "SELECT * FROM replies ORDER BY id")]
     assert len(links) > 100
     reports_before = await _reports(path)
@@ -129,7 +129,7 @@ async def test_version_12_file_upgrades_keeping_every_row(tmp_path: Path) -> Non
             got = await store.resolve_link(code)
             assert got is not None and got.message_id == mid
     assert _rows(path, "PRAGMA user_version")[0][0] == LATEST_VERSION
-    assert [tuple(r) for r in _rows(path, "SELECT * FROM links ORDER BY code")] == links
+    assert links_as_stored(path) == links
     assert [tuple(r) for r in _rows(path, "SELECT * FROM replies ORDER BY id")] == replies
     assert await _reports(path) == reports_before
 

@@ -20,8 +20,8 @@ from agent.store.base import MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
 from agent.store.packing import micros
 from agent.store.rollups import MICROS, TEXT
-from agent.store.server_reports import _FACT_SQL, _REPLY_SQL, data_from_rows
-from agent.store.smslog import where
+from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
+from agent.store.smslog import LINK_BY_REF, where
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.reports import ReportReader, report_data
 from agent.store.sqlite.rows import _message
@@ -141,7 +141,7 @@ async def test_rollups_counted_before_the_upgrade_add_up_with_changes_after(
     async with ReportReader(path) as reader:
         rolled = await reader.call(report_data, f, "UTC")
         w, p = where(f, stamp=micros)
-        exact = data_from_rows(await reader.rows(f"{_FACT_SQL}{w}", p),
+        exact = data_from_rows(await reader.rows(f"{fact_sql(LINK_BY_REF)}{w}", p),
                                await reader.rows(f"{_REPLY_SQL}{w}", p), "UTC")
 
     assert _summed(rolled) == _summed(exact)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
+from pathlib import Path
 
 from agent.models import idempotency_key
 from agent.store.base import MessageRow
@@ -17,3 +20,16 @@ def as_read_since_15(row: MessageRow, *, pruned: bool = False) -> MessageRow:
         row.pbx, row.call_id, row.rule, row.recipient_kind.value, row.number)
     times = (row.created_at, row.queued_at, row.submitting_since, row.submitted_at, row.final_at)
     return replace(row, idempotency_key=key, updated_at=max(t for t in times if t is not None))
+
+
+def links_as_stored(path: Path) -> list[tuple[object, ...]]:
+    """Each link as (code, its message's id, url, created_at as the fixed-width text), by code,
+    at any version: since schema 24 a link names its message by ref and its time is integer
+    microseconds."""
+    with closing(sqlite3.connect(path)) as c:
+        by_ref = c.execute("SELECT 1 FROM pragma_table_info('links') WHERE name = 'msg'").fetchone()
+        sql = ("SELECT l.code, m.id, l.url, strftime('%Y-%m-%dT%H:%M:%S', l.created_at / 1000000,"
+               " 'unixepoch') || printf('.%06dZ', l.created_at % 1000000)"
+               " FROM links l LEFT JOIN messages m ON m.ref = l.msg ORDER BY l.code"
+               if by_ref else "SELECT code, message_id, url, created_at FROM links ORDER BY code")
+        return [tuple(r) for r in c.execute(sql)]

@@ -10,7 +10,7 @@ from agent.models import CallRecord, RuleOutcome
 from agent.store.base import Committed, Decide, FactsAsk, MessageRow, NewMessage
 from agent.store.sqlite.messages import claim_row, insert_stored
 from agent.store.sqlite.records import read_facts, upsert_call
-from agent.store.sqlite.rows import _message, ts
+from agent.store.sqlite.rows import _message, ts, us
 from agent.store.sqlite.writer import StoreWriter
 
 
@@ -61,7 +61,7 @@ def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[N
     if call is not None:
         upsert_call(conn, call, at, outcomes)
     out: list[tuple[MessageRow, bool]] = []
-    links: dict[str, tuple[str, str]] = {}  # code -> (url, message id)
+    links: dict[str, tuple[str, int]] = {}  # code -> (url, message ref)
     for m in msgs:
         stored, created = insert_stored(conn, m.decision, m.state, at, m.reason,
                                         m.detail, m.next_attempt_at, m.expires_at)
@@ -71,10 +71,10 @@ def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[N
         out.append((row, created))
         if created:
             for link in m.decision.links:
-                links.setdefault(link.code, (link.url, row.id))
+                links.setdefault(link.code, (link.url, stored["ref"]))
     if links:
+        created = us(at)
         conn.executemany(
-            "INSERT OR IGNORE INTO links (code, message_id, url, created_at)"
-            " VALUES (?,?,?,?)",
-            [(code, mid, url, at) for code, (url, mid) in links.items()])
+            "INSERT OR IGNORE INTO links (code, msg, url, created_at) VALUES (?,?,?,?)",
+            [(code, ref, url, created) for code, (url, ref) in links.items()])
     return out

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from agent.errors import StoreError
 from agent.models import CallRecord, InboundSms, RuleOutcome, Trigger
 from agent.store.base import FactsAsk, LinkRow, ListEntry, ListEvent, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
@@ -324,21 +325,30 @@ class RecordOps(DndImport, StoreWriter):
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
     ) -> None:
-        params = (code, message_id, url, ts(now or _now()))
+        at = micros(now or _now())
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO links (code, message_id, url, created_at) VALUES (?,?,?,?)", params
-            )
+            # The link names its message by ref (schema 24), so the message must be there.
+            ref = None
+            if message_id is not None:
+                row = conn.execute("SELECT ref FROM messages WHERE id = ?",
+                                   (message_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"link {code}: no message {message_id}")
+                ref = row[0]
+            conn.execute("INSERT INTO links (code, msg, url, created_at) VALUES (?,?,?,?)",
+                         (code, ref, url, at))
 
         await self._write_now(op)
 
     async def resolve_link(self, code: str) -> LinkRow | None:
-        rows = await self._read("SELECT * FROM links WHERE code = ?", (code,))
+        rows = await self._read(
+            "SELECT l.code, m.id, l.url, l.created_at FROM links l"
+            " LEFT JOIN messages m ON m.ref = l.msg WHERE l.code = ?", (code,))
         if not rows:
             return None
         r = rows[0]
-        return LinkRow(r["code"], r["message_id"], r["url"], _dt(r["created_at"]))
+        return LinkRow(r[0], r[1], r[2], from_micros(r[3]))
 
     async def add_click(
         self, code: str, *, at: datetime | None = None, user_agent: str | None = None

@@ -32,7 +32,14 @@ from agent.store.reportmath import SENTIMENT_CUT, day_span, percentiles
 from agent.store.rollups import MICROS, TEXT, bucket_sql
 from agent.store.smslog import PBX_NAMES_SQL, log_row, where
 from agent.store.sqlite.localdays import _local_days
-from agent.store.sqlite.smslog import log_batches, log_count, log_page, micros_times, stamp
+from agent.store.sqlite.smslog import (
+    link_of,
+    log_batches,
+    log_count,
+    log_page,
+    micros_times,
+    stamp,
+)
 
 T = TypeVar("T")
 
@@ -182,11 +189,12 @@ def _raw(conn: sqlite3.Connection, f: MessageFilter) -> tuple[list[Tally], list[
         " count(m.submitted_at),"
         " coalesce(sum(CASE WHEN m.submitted_at IS NOT NULL THEN m.segments END), 0)"
         f" FROM messages m{w} GROUP BY 1, 2, 3, 4, 5", p)]
+    lk = link_of(conn)
     links = [LinkTally(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in conn.execute(
         "SELECT rule, gateway, state = 'delivered', count(*), sum(k > 0), sum(k) FROM ("
         " SELECT m.rule, m.gateway, m.state, (SELECT count(*) FROM clicks c JOIN links l"
-        "  ON l.code = c.code WHERE l.message_id = m.id) AS k FROM messages m"
-        f"{_and(w, 'EXISTS (SELECT 1 FROM links l WHERE l.message_id = m.id)')})"
+        f"  ON l.code = c.code WHERE {lk}) AS k FROM messages m"
+        f"{_and(w, f'EXISTS (SELECT 1 FROM links l WHERE {lk})')})"
         " GROUP BY 1, 2, 3", p)]
     replies = [ReplyTally(*r) for r in conn.execute(
         "SELECT m.rule, m.gateway, CASE WHEN p.keyword IS NOT NULL THEN 'keyword'"

@@ -200,9 +200,11 @@ def _delete_rows(conn: sqlite3.Connection, ids: list[str], before: int) -> int:
     _drop_details(conn, live)
     q = _marks(live)
     conn.execute(f"DELETE FROM replies WHERE message_id IN ({q})", live)
+    # links name their message by ref (schema 24)
+    refs = f"(SELECT ref FROM messages WHERE id IN ({q}))"
     conn.execute(f"DELETE FROM clicks WHERE code IN (SELECT code FROM links"
-                 f" WHERE message_id IN ({q}))", live)
-    conn.execute(f"DELETE FROM links WHERE message_id IN ({q})", live)
+                 f" WHERE msg IN {refs})", live)
+    conn.execute(f"DELETE FROM links WHERE msg IN {refs}", live)
     return (conn.execute(f"DELETE FROM messages WHERE id IN ({q})", live)).rowcount
 
 

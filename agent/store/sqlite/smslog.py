@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.store.base import MessageFilter
 from agent.store.packing import micros
-from agent.store.smslog import LOG_COLUMNS, log_sql, where
+from agent.store.smslog import LINK_BY_ID, LINK_BY_REF, LOG_COLUMNS, log_sql, where
 from agent.store.sqlite.rows import detail_sql, receipt_state_sql, text_sql
 from agent.store.stamps import ts
 
@@ -37,6 +37,13 @@ def micros_times(conn: sqlite3.Connection) -> bool:
     return row is not None and row[0].upper() == "INTEGER"
 
 
+def link_of(conn: sqlite3.Connection) -> str:
+    """How a link ``l`` names its message ``m`` in this file (by ref since schema 24; the
+    read-only reader may be given a file not yet upgraded)."""
+    row = conn.execute("SELECT 1 FROM pragma_table_info('links') WHERE name = 'msg'").fetchone()
+    return LINK_BY_REF if row is not None else LINK_BY_ID
+
+
 def stamp(conn: sqlite3.Connection) -> Callable[[datetime], Any]:
     """A time as this file's messages store it (a filter's bounds)."""
     return micros if micros_times(conn) else ts
@@ -54,7 +61,8 @@ def _log_sql(conn: sqlite3.Connection, f: MessageFilter) -> tuple[str, list[Any]
     ints = micros_times(conn)
     receipt_of, received_at, receipt_state = _receipts(conn)
     return log_sql(f, receipt_of, received_at, stamp=micros if ints else ts,
-                   columns=_COLUMNS if ints else "m.*", receipt_state=receipt_state)
+                   columns=_COLUMNS if ints else "m.*", receipt_state=receipt_state,
+                   link_of=link_of(conn))
 
 
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
