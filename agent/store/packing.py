@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.models import CallRecord, Disposition, MessageState, Trigger
+from agent.models import CallRecord, Disposition, MessageState, RecipientKind, Trigger
 
 #: The call record's fields that ``calls`` holds in columns of its own (same names). The stored
 #: record leaves them out, and every empty field (None, "", [], {}): its JSON was three times
@@ -38,6 +38,39 @@ _TRIGGERS = {c: t for t, c in TRIGGER_CODES.items()}
 _DISPOSITIONS = {c: d for d, c in DISPOSITION_CODES.items()}
 assert set(TRIGGER_CODES) == {t.value for t in Trigger}, "a new trigger needs a code"
 assert set(DISPOSITION_CODES) == {d.value for d in Disposition}, "a new disposition needs a code"
+
+#: A message's labels in ``messages`` as small integers (schema 25), the way schema 18 codes a
+#: call's trigger: the usual word (a completed call's trigger, a caller, GSM-7, transactional)
+#: takes no bytes in a row where it took 5-14. A word without a code is stored as itself and
+#: reads back as itself. Append only: stored rows hold them. The trigger's are TRIGGER_CODES.
+RECIPIENT_CODES: Mapping[str, int] = {"caller": 0, "agent": 1, "fixed": 2}
+ENCODING_CODES: Mapping[str, int] = {"GSM-7": 0, "UCS-2": 1}
+CATEGORY_CODES: Mapping[str, int] = {"transactional": 0, "promotional": 1, "service": 2}
+#: Each coded message column, and its codes.
+MESSAGE_LABELS: Mapping[str, Mapping[str, int]] = {
+    "trigger": TRIGGER_CODES, "recipient_kind": RECIPIENT_CODES, "encoding": ENCODING_CODES,
+    "category": CATEGORY_CODES,
+}
+_LABEL_WORDS = {col: {c: w for w, c in codes.items()} for col, codes in MESSAGE_LABELS.items()}
+assert set(RECIPIENT_CODES) == {k.value for k in RecipientKind}, "a new kind needs a code"
+
+
+def label_code(column: str, word: str) -> int | str:
+    """A message label as stored (schema 25): its code, or the word itself when it has none."""
+    return MESSAGE_LABELS[column].get(word, word)
+
+
+def label_word(column: str, stored: int | str) -> str:
+    """A stored message label as the word it says (a word stored as itself reads as itself)."""
+    return _LABEL_WORDS[column][stored] if type(stored) is int else stored
+
+
+def label_sql(column: str, alias: str = "") -> str:
+    """SQL: a stored message label as the word (any other value, a word, as it is)."""
+    col = f"{alias}.{column}" if alias else column
+    words = " ".join(f"WHEN {c} THEN '{w}'" for c, w in _LABEL_WORDS[column].items())
+    return f"(CASE {col} {words} ELSE {col} END)"
+
 
 #: Message states in the history table as small integers. Append only: stored rows hold them.
 STATE_CODES: Mapping[str, int] = {

@@ -15,7 +15,7 @@ from agent.store.base import CallFilter
 from agent.store.frozen import key_digest_v15
 from agent.store.histpack import unpack_events
 from agent.store.migrations import _V15_COLUMNS
-from agent.store.packing import micros, unpack_record
+from agent.store.packing import MESSAGE_LABELS, label_sql, micros, unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.rows import detail_sql, receipt_state_sql
 from agent.store.sqlite.synth import generate, migrate
@@ -69,12 +69,16 @@ _MESSAGE_TIMES = {"queued_at": 17, "expires_at": 17, "call_ended_at": 17, "creat
                   "submitted_at": 19, "final_at": 19, "next_attempt_at": 19,
                   "submitting_since": 19}
 
+# A message's columns read through an expression since a schema: its detail (21), its labels
+# stored as codes (25).
+_LABELS = ("detail", *MESSAGE_LABELS)
+
 # What the rows say, at any version: since schema 13 a message also has a ref, and its history
 # and segment ids name it by that; since schema 15 its idempotency key is a digest and it has no
 # updated_at.
 _LOGICAL = {
     "messages": "SELECT " + ", ".join(
-        "{" + c + "}" if c in _MESSAGE_TIMES or c == "detail" else c
+        "{" + c + "}" if c in _MESSAGE_TIMES or c in _LABELS else c
         for c in _V15_COLUMNS.split(", "))
     + ", {idem} FROM messages",
     "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
@@ -125,6 +129,8 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
             # and a message's since schemas 17 and 19; a detail its receipt gave, said by the
             # row since schema 21
             detail=detail_sql("messages") if version >= 21 else "detail",
+            # and its labels, codes since schema 25
+            **{c: label_sql(c) if version >= 25 else c for c in MESSAGE_LABELS},
             **{c: _text(c) if version >= v else c for c, v in _MESSAGE_TIMES.items()})
         return c.execute(f"{sql} ORDER BY 1, 2, 3").fetchall()
 

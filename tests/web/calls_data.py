@@ -39,6 +39,7 @@ from agent.store.packing import (
     STATE_CODES,
     TRIGGER_CODES,
     key_digest,
+    label_code,
     micros,
     pack_record,
 )
@@ -146,11 +147,14 @@ def _bulk_rows(judged: Judged, rng: random.Random,
         state, reason, detail = _bulk_state(rng, d)
         mid = uuid.UUID(int=rng.getrandbits(128)).hex
         sent = state is not MessageState.SUPPRESSED
+        # a message's times are integers (schemas 17, 19), its labels codes (schema 25)
         out["messages"].append((
-            mid, key_digest(d.idempotency_key), d.call_id, d.rule, d.trigger.value, d.recipient.value,
-            d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding, d.segments,
-            d.category, state.value, reason, detail, int(sent), at, at if sent else None,
-            at, at, 4.0 if sent else None))  # a message's times: integers (schemas 17, 19)
+            mid, key_digest(d.idempotency_key), d.call_id, d.rule,
+            label_code("trigger", d.trigger.value), label_code("recipient_kind", d.recipient.value),
+            d.number, d.template, d.gateway, d.sender_id, d.text,
+            label_code("encoding", d.encoding), d.segments, label_code("category", d.category),
+            state.value, reason, detail, int(sent), at, at if sent else None, at, at,
+            4.0 if sent else None))
         # created at the call's end, as its one event (the history's form: schema 23)
         out["events"].append((mid, pack_event(at, at, STATE_CODES[state.value], reason, detail)))
 

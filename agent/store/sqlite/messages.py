@@ -12,7 +12,15 @@ from typing import Any
 from agent.models import Decision, MessageState, ReceiptState
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, check_transition_fields
 from agent.store.histpack import unpack_events
-from agent.store.packing import STATES, from_micros, key_digest, micros
+from agent.store.packing import (
+    RECIPIENT_CODES,
+    STATES,
+    TRIGGER_CODES,
+    from_micros,
+    key_digest,
+    label_code,
+    micros,
+)
 from agent.store.smslog import RARE_STATES, rare_states_term
 from agent.store.sqlite.receipts import apply_to_message
 from agent.store.sqlite.rows import (
@@ -45,9 +53,10 @@ def insert_stored(
     it back from that change instead."""
     key = d.idempotency_key
     params = [
-        uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, d.trigger.value,
-        d.recipient.value, d.number, d.template, d.gateway, d.sender_id, d.text, d.encoding,
-        d.segments, d.category, d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
+        uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, TRIGGER_CODES[d.trigger.value],
+        RECIPIENT_CODES[d.recipient.value], d.number, d.template, d.gateway, d.sender_id, d.text,
+        label_code("encoding", d.encoding), d.segments, label_code("category", d.category),
+        d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
         us(at), us(at) if state is MessageState.QUEUED else None,
         us(at) if state.final else None, opt_micros(next_attempt_at), opt_micros(expires_at),
         opt_micros(d.call_ended_at), d.pbx,

@@ -13,8 +13,10 @@ from agent.store.base import FactsAsk, LinkRow, ListEntry, ListEvent, PolicyFact
 from agent.store.dndcsv import DndImport
 from agent.store.packing import (
     DISPOSITION_CODES,
+    RECIPIENT_CODES,
     TRIGGER_CODES,
     from_micros,
+    label_word,
     micros,
     pack_record,
     unpack_record,
@@ -81,7 +83,7 @@ def facts_query(ask: FactsAsk) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"n": ask.number, "r": ask.rule}
     if ask.sent_since is not None:
         sql += (f", (SELECT COUNT(*) FROM messages WHERE number = :n AND {_SENT}"
-                "   AND (recipient_kind = 'agent') = :a"
+                f"   AND (recipient_kind = {RECIPIENT_CODES['agent']}) = :a"
                 "   AND COALESCE(submitted_at, created_at) > :s)")
         params |= {"a": ask.agents, "s": micros(ask.sent_since)}
     return sql, params
@@ -167,7 +169,8 @@ class RecordOps(DndImport, StoreWriter):
             f" WHERE {_SENT} AND number IS NOT NULL AND (created_at >= ? OR submitted_at >= ?)",
             (micros(since), micros(since)),
         )
-        return [(r[0], r[1], at) for r in rows if (at := _time(r[2])) is not None]
+        return [(label_word("recipient_kind", r[0]), r[1], at) for r in rows
+                if (at := _time(r[2])) is not None]
 
     async def segments_sent_since(
         self, since: datetime

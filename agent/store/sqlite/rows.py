@@ -14,7 +14,7 @@ import aiosqlite
 from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
 from agent.store.histpack import pack_event
-from agent.store.packing import STATE_CODES, from_micros, micros
+from agent.store.packing import MESSAGE_LABELS, STATE_CODES, from_micros, label_word, micros
 from agent.store.segments import RECEIPT_TARGET
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
@@ -29,7 +29,8 @@ def stored_key(r: sqlite3.Row) -> str:
     as every decision's is made; ``pruned:ID`` once retention has taken its number."""
     if r["idem"] is None:
         return f"pruned:{r['id']}"
-    return idempotency_key(r["pbx"], r["call_id"], r["rule"], r["recipient_kind"], r["number"])
+    return idempotency_key(r["pbx"], r["call_id"], r["rule"],
+                           label_word("recipient_kind", r["recipient_kind"]), r["number"])
 
 
 def _time(value: str | int | None) -> datetime | None:
@@ -72,7 +73,11 @@ def detail_sql(m: str) -> str:
 
 
 def _message(r: sqlite3.Row) -> MessageRow:
-    m = message_from_row(r, json.loads(r["smsc_ids"]), _time, key=stored_key(r))
+    # Its labels stored as codes (schema 25) read as their words, as the shared reader wants.
+    d = dict(zip(r.keys(), r, strict=True))
+    for c in MESSAGE_LABELS:
+        d[c] = label_word(c, d[c])
+    m = message_from_row(d, json.loads(r["smsc_ids"]), _time, key=stored_key(r))
     if m.detail == "" and m.reason == "receipt":
         return replace(m, detail=receipt_detail(m.gateway, m.state.value, m.smsc_ids))
     return m
