@@ -20,17 +20,14 @@ from agent.store.base import MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
 from agent.store.packing import micros
 from agent.store.rollups import MICROS, TEXT
-from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
-from agent.store.smslog import LINK_BY_REF, where
 from agent.store.sqlite import SqliteStore
-from agent.store.sqlite.reports import ReportReader, report_data
 from agent.store.sqlite.rows import _message
 from agent.store.sqlite.synth import migrate
 from agent.store.stamps import ts
 from tests.store.conftest import MakeDecision
 from tests.store.test_schema_13 import END, _reports, _rows
-from tests.store.test_rollups_both_stores import _summed
 from tests.store.test_schema_15_17 import _v14_file
+from tests.store.upgrades import rolled_and_exact
 
 _TIMES = ("created_at", "queued_at", "submitted_at", "final_at", "next_attempt_at",
           "submitting_since", "expires_at", "call_ended_at")
@@ -137,14 +134,8 @@ async def test_rollups_counted_before_the_upgrade_add_up_with_changes_after(
         await store.apply_receipt(Receipt(gateway="smsc", state=ReceiptState.DELIVERED,
                                           smsc_id="N-1", done_at=t), now=t + timedelta(seconds=7))
 
-    f = MessageFilter(limit=None)
-    async with ReportReader(path) as reader:
-        rolled = await reader.call(report_data, f, "UTC")
-        w, p = where(f, stamp=micros)
-        exact = data_from_rows(await reader.rows(f"{fact_sql(LINK_BY_REF)}{w}", p),
-                               await reader.rows(f"{_REPLY_SQL}{w}", p), "UTC")
-
-    assert _summed(rolled) == _summed(exact)
+    rolled, exact = await rolled_and_exact(path)
+    assert rolled == exact
     # No group is left with a count the rows do not have (a message taken out of a group it
     # was not counted in would leave -1 in one and +1 in another).
     for table in ("report_daily", "report_slots", "report_hist"):

@@ -19,15 +19,15 @@ from agent.models import MessageState
 from agent.store.base import LinkRow, MessageFilter
 from agent.store.migrations import LATEST_VERSION
 from agent.store.packing import micros
-from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
-from agent.store.smslog import LINK_BY_REF, log_sql, where
+from agent.store.server_reports import fact_sql
+from agent.store.smslog import LINK_BY_REF, log_sql
 from agent.store.sqlite import SqliteStore
-from agent.store.sqlite.reports import ReportReader, report_data
+from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import migrate
 from tests.store.conftest import MakeDecision
-from tests.store.test_rollups_both_stores import _summed
 from tests.store.test_schema_13 import END, _reports, _rows
 from tests.store.test_schema_21 import _v20_file
+from tests.store.upgrades import rolled_and_exact
 
 VERSION = 24
 _ROLLUPS = ("report_daily", "report_hist", "report_slots", "report_replies")
@@ -149,16 +149,8 @@ async def test_rollups_counted_before_the_upgrade_add_up_with_links_and_clicks_a
         link = await store.resolve_link("free1")
         assert link is not None and link.message_id == unlinked[1]
 
-    async def rolled_and_exact() -> tuple[dict[str, object], dict[str, object]]:
-        f = MessageFilter(limit=None)
-        async with ReportReader(path) as reader:
-            rolled = await reader.call(report_data, f, "UTC")
-            w, p = where(f, stamp=micros)
-            exact = data_from_rows(await reader.rows(f"{fact_sql(LINK_BY_REF)}{w}", p),
-                                   await reader.rows(f"{_REPLY_SQL}{w}", p), "UTC")
-        return _summed(rolled), _summed(exact)
 
-    rolled, exact = await rolled_and_exact()
+    rolled, exact = await rolled_and_exact(path)
     assert rolled == exact
     assert rolled["links"] and all(v >= 0 for v in rolled["links"].values())  # type: ignore
     # Each message's clicks in the log are its links' clicks.

@@ -8,7 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.models import idempotency_key
-from agent.store.base import MessageRow
+from agent.store.base import MessageFilter, MessageRow
+from agent.store.packing import micros
+from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
+from agent.store.smslog import LINK_BY_REF, where
+from agent.store.sqlite.reports import ReportReader, report_data
 
 
 def as_read_since_15(row: MessageRow, *, pruned: bool = False) -> MessageRow:
@@ -33,3 +37,16 @@ def links_as_stored(path: Path) -> list[tuple[object, ...]]:
                " FROM links l LEFT JOIN messages m ON m.ref = l.msg ORDER BY l.code"
                if by_ref else "SELECT code, message_id, url, created_at FROM links ORDER BY code")
         return [tuple(r) for r in c.execute(sql)]
+
+
+async def rolled_and_exact(path: Path) -> tuple[dict[str, object], dict[str, object]]:
+    """The whole report as the rollup tables give it and as computed from the rows themselves,
+    each summed over its groups (an upgraded file's rollups must keep adding up to its rows)."""
+    from tests.store.test_rollups_both_stores import _summed
+    f = MessageFilter(limit=None)
+    async with ReportReader(path) as reader:
+        rolled = await reader.call(report_data, f, "UTC")
+        w, p = where(f, stamp=micros)
+        exact = data_from_rows(await reader.rows(f"{fact_sql(LINK_BY_REF)}{w}", p),
+                               await reader.rows(f"{_REPLY_SQL}{w}", p), "UTC")
+    return _summed(rolled), _summed(exact)
