@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from agent.store.packing import STATE_CODES
+from agent.store.packing import put_varint as _varint
 
 #: Reasons and words that are stored as their index (append only: stored events hold them).
 WORDS: tuple[str, ...] = (
@@ -57,13 +58,6 @@ Event = tuple[int, int, str | None, str | None]  # (at µs, state code, reason, 
 
 
 # ---- varints -------------------------------------------------------------------------------
-
-def _varint(n: int, out: bytearray) -> None:
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
 
 def _zigzag(n: int, out: bytearray) -> None:
     _varint(n * 2 if n >= 0 else -n * 2 - 1, out)
@@ -203,12 +197,11 @@ def _template(state: int, reason: str | None, detail: str, out: bytearray) -> in
             _word(m.group(2), part)
             out += part
             return _CLAIM
-    elif reason is None:
-        if (m := _ACCEPTED_RE.fullmatch(detail)) is not None:
-            _word(m.group(1), part)
-            _ids(m.group(2), part)
-            out += part
-            return _ACCEPTED
+    elif reason is None and (m := _ACCEPTED_RE.fullmatch(detail)) is not None:
+        _word(m.group(1), part)
+        _ids(m.group(2), part)
+        out += part
+        return _ACCEPTED
     return None
 
 

@@ -150,16 +150,20 @@ def _names_dictionary(names: tuple[str, ...]) -> bytes:
     return _ZDICT_2 + "".join(JSON_COMPACT.encode([n, 1]) + "," for n in names).encode()
 
 
+def put_varint(n: int, out: bytearray) -> None:
+    """Append ``n`` (>= 0) as an unsigned LEB128 varint: 7 bits a byte, low first."""
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
 def deflate_named(text: str, names_id: int, names: Sequence[str]) -> bytes:
     """A judgement's JSON in form 3, its rule names listed as ``names_id``."""
     z = zlib.compressobj(9, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
                          names_dictionary(names))
     lead = bytearray(NAMED_OUTCOMES_FORM)
-    n = names_id
-    while n >= 0x80:
-        lead.append(n & 0x7F | 0x80)
-        n >>= 7
-    lead.append(n)
+    put_varint(names_id, lead)
     return bytes(lead) + z.compress(text.encode()) + z.flush()
 
 
