@@ -163,6 +163,18 @@ def pack_history_v23(text: str) -> bytes:
                               for _, at, state, reason, detail in sorted(rows)))
 
 
+def id_bytes_v26(message_id: object) -> object:
+    """Migration 26: a message id of 32 lowercase hex digits as its 16 bytes; any other value
+    (another id, NULL) as it is."""
+    if not isinstance(message_id, str) or len(message_id) != 32:
+        return message_id
+    try:
+        raw = bytes.fromhex(message_id)
+    except ValueError:
+        return message_id
+    return raw if raw.hex() == message_id else message_id
+
+
 #: The SQL functions the migrations call, registered on the connection that migrates.
 MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
                        "aftercall_deflate_outcomes": deflate_outcomes_v10,
@@ -170,7 +182,8 @@ MIGRATION_FUNCTIONS = {"aftercall_deflate_json": deflate_json_v8,
                        "aftercall_relative_times": relative_times_v18,
                        "aftercall_outcome_names": outcome_names_v20,
                        "aftercall_named_outcomes": named_outcomes_v20,
-                       "aftercall_pack_history": pack_history_v23}
+                       "aftercall_pack_history": pack_history_v23,
+                       "aftercall_id_bytes": id_bytes_v26}
 
 
 def micros_sql(iso: str) -> str:

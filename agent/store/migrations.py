@@ -72,6 +72,43 @@ _MESSAGE_INDEXES_V15 = (
      " WHERE state NOT IN ('delivered', 'suppressed')"),
 )
 
+# messages as schema 25 made it (migration 26 makes it again, its id a BLOB).
+_MESSAGES_V25 = """CREATE TABLE messages_v25 (
+            id                  TEXT NOT NULL UNIQUE,
+            idem                INTEGER UNIQUE,
+            call_id             TEXT NOT NULL,
+            rule                TEXT NOT NULL,
+            trigger             INTEGER NOT NULL,
+            recipient_kind      INTEGER NOT NULL,
+            number              TEXT,
+            template            TEXT NOT NULL,
+            gateway             TEXT NOT NULL,
+            sender_id           TEXT NOT NULL,
+            text                TEXT,
+            encoding            INTEGER NOT NULL,
+            segments            INTEGER NOT NULL,
+            category            INTEGER NOT NULL,
+            dlt_template_id     TEXT,
+            dlt_entity_id       TEXT,
+            state               TEXT NOT NULL,
+            reason              TEXT,
+            detail              TEXT,
+            attempts            INTEGER NOT NULL DEFAULT 0,
+            smsc_ids            TEXT NOT NULL DEFAULT '[]',
+            error_code          TEXT,
+            created_at          INTEGER NOT NULL,
+            queued_at           INTEGER,
+            submitted_at        INTEGER,
+            final_at            INTEGER,
+            next_attempt_at     INTEGER,
+            submitting_since    INTEGER,
+            expires_at          INTEGER,
+            call_ended_at       INTEGER,
+            hangup_to_submit_ms REAL,
+            pbx                 TEXT NOT NULL DEFAULT 'default',
+            ref                 INTEGER PRIMARY KEY
+        )"""
+
 # Times are TEXT in one fixed-width UTC form ("2024-05-01T09:00:00.000000Z"), so string order is
 # time order, indexes work, and sqlite's date functions still read them (reports use them).
 # Append new migrations; never edit a released one.
@@ -898,46 +935,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # its report triggers made again as migration 24 made them.
     (
         *(f"DROP TRIGGER {t}" for t in _TRIGGERS_ON_MESSAGES),
-        """CREATE TABLE messages_v25 (
-            id                  TEXT NOT NULL UNIQUE,
-            idem                INTEGER UNIQUE,
-            call_id             TEXT NOT NULL,
-            rule                TEXT NOT NULL,
-            trigger             INTEGER NOT NULL,
-            recipient_kind      INTEGER NOT NULL,
-            number              TEXT,
-            template            TEXT NOT NULL,
-            gateway             TEXT NOT NULL,
-            sender_id           TEXT NOT NULL,
-            text                TEXT,
-            encoding            INTEGER NOT NULL,
-            segments            INTEGER NOT NULL,
-            category            INTEGER NOT NULL,
-            dlt_template_id     TEXT,
-            dlt_entity_id       TEXT,
-            state               TEXT NOT NULL,
-            reason              TEXT,
-            detail              TEXT,
-            attempts            INTEGER NOT NULL DEFAULT 0,
-            smsc_ids            TEXT NOT NULL DEFAULT '[]',
-            error_code          TEXT,
-            created_at          INTEGER NOT NULL,
-            queued_at           INTEGER,
-            submitted_at        INTEGER,
-            final_at            INTEGER,
-            next_attempt_at     INTEGER,
-            submitting_since    INTEGER,
-            expires_at          INTEGER,
-            call_ended_at       INTEGER,
-            hangup_to_submit_ms REAL,
-            pbx                 TEXT NOT NULL DEFAULT 'default',
-            ref                 INTEGER PRIMARY KEY
-        )""",
+        _MESSAGES_V25,
         (f"INSERT INTO messages_v25 ({_V15_COLUMNS}, idem, ref)"
          f" SELECT {_V25_FROM_V19}, idem, ref FROM messages"),
         "DROP TABLE messages",
         "ALTER TABLE messages_v25 RENAME TO messages",
         *_MESSAGE_INDEXES_V15,
+        *triggers(MICROS, BY_REF),
+    ),
+    # 26: a message id the agent made (32 lowercase hex digits) is stored as its 16 bytes, in
+    # the row, its unique index and a reply's message_id (packing.id_key; ~32 bytes a
+    # message). Any other id stays text. Rebuilt as in migration 25 (so the rows are packed
+    # again, not shrunk in place), its report triggers made again.
+    (
+        *(f"DROP TRIGGER {t}" for t in _TRIGGERS_ON_MESSAGES),
+        _MESSAGES_V25.replace("messages_v25", "messages_v26").replace(
+            "id                  TEXT NOT NULL UNIQUE", "id                  BLOB NOT NULL UNIQUE"),
+        (f"INSERT INTO messages_v26 ({_V15_COLUMNS}, idem, ref)"
+         f" SELECT aftercall_id_bytes(id), {_V15_COLUMNS.removeprefix('id, ')}, idem, ref"
+         " FROM messages"),
+        "DROP TABLE messages",
+        "ALTER TABLE messages_v26 RENAME TO messages",
+        *_MESSAGE_INDEXES_V15,
+        ("UPDATE replies SET message_id = aftercall_id_bytes(message_id)"
+         " WHERE message_id IS NOT NULL"),
         *triggers(MICROS, BY_REF),
     ),
 )

@@ -72,6 +72,29 @@ def label_sql(column: str, alias: str = "") -> str:
     return f"(CASE {col} {words} ELSE {col} END)"
 
 
+def id_key(message_id: str | bytes) -> str | bytes:
+    """A message id as SQLite stores it (schema 26): an id the agent makes (32 lowercase hex
+    digits) as its 16 bytes, in the row and its unique index where the text took 32; any other
+    id as its text. Bytes (an id read from a row) are already stored form."""
+    if type(message_id) is bytes or len(message_id) != 32:
+        return message_id
+    try:
+        raw = bytes.fromhex(message_id)
+    except ValueError:
+        return message_id
+    return raw if raw.hex() == message_id else message_id
+
+
+def id_word(stored: str | bytes) -> str:
+    """A stored message id as the text every reader and link shows."""
+    return stored.hex() if type(stored) is bytes else stored
+
+
+def id_sql(col: str) -> str:
+    """SQL: a stored message id as its text (``id_word``)."""
+    return f"(CASE typeof({col}) WHEN 'blob' THEN lower(hex({col})) ELSE {col} END)"
+
+
 #: Message states in the history table as small integers. Append only: stored rows hold them.
 STATE_CODES: Mapping[str, int] = {
     "queued": 0, "submitted": 1, "delivered": 2, "partially_delivered": 3, "undelivered": 4,

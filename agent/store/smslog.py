@@ -78,12 +78,14 @@ FROM messages m"""
 def log_sql(f: MessageFilter, receipt_of: str = "r.message_id = m.id",
             received_at: str = "r.received_at", stamp: Callable[[datetime], Any] = ts,
             columns: str = "m.*", receipt_state: str = "r.state",
-            link_of: str = LINK_BY_ID) -> tuple[str, list[Any]]:
+            link_of: str = LINK_BY_ID, id_of: str = "m.id") -> tuple[str, list[Any]]:
+    """``id_of``: the message's id as text, which orders messages of one time (SQLite's is
+    bytes since its schema 26: packing.id_sql)."""
     w, p = where(f, stamp=stamp)
     order = "DESC" if f.newest_first else "ASC"
     base = LOG_SQL.format(receipt_of=receipt_of, received_at=received_at, columns=columns,
                           receipt_state=receipt_state, link_of=link_of)
-    return (f"{base}{w} ORDER BY m.created_at {order}, m.id {order} LIMIT ? OFFSET ?",
+    return (f"{base}{w} ORDER BY m.created_at {order}, {id_of} {order} LIMIT ? OFFSET ?",
             [*p, -1 if f.limit is None else f.limit, f.offset])
 
 

@@ -15,6 +15,7 @@ from web_helpers import BASE, receipt, sent
 from agent import retention
 from agent.models import CallRecord, Disposition, InboundSms, MessageState, ReceiptState
 from agent.reports import build_report
+from agent.store.packing import id_key, id_sql
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.synth import generate
 
@@ -25,9 +26,10 @@ OLD = NOW - timedelta(days=200)
 RECENT = NOW - timedelta(days=3)
 
 
-def _q(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+def _q(path: Path, sql: str, *mids: str) -> list[tuple[object, ...]]:
+    """``sql``'s rows, its parameters message ids (bound as the file stores them)."""
     with sqlite3.connect(path) as c:
-        return c.execute(sql, args).fetchall()
+        return c.execute(sql, [id_key(m) for m in mids]).fetchall()
 
 
 async def _seed(store: SqliteStore) -> dict[str, str]:
@@ -89,7 +91,7 @@ async def test_old_details_go_in_flight_stays_and_the_report_survives(tmp_path: 
         done = await retention.prune(store, details_before=NOW - timedelta(days=180),
                                      rows_before=NOW - timedelta(days=100), batch=1, pause=0)
         assert done.messages == 2
-        left = {r[0] for r in _q(path, "SELECT id FROM messages")}
+        left = {r[0] for r in _q(path, f"SELECT {id_sql('id')} FROM messages")}
         assert left == {ids["flying"], ids["ambiguous"], ids["done2"]}
         assert _q(path, "SELECT count(*) FROM links") == [(1,)]
         assert _q(path, "SELECT count(*) FROM clicks") == [(1,)]

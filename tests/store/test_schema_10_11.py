@@ -15,7 +15,7 @@ from agent.store.base import CallFilter
 from agent.store.frozen import key_digest_v15
 from agent.store.histpack import unpack_events
 from agent.store.migrations import _V15_COLUMNS
-from agent.store.packing import MESSAGE_LABELS, label_sql, micros, unpack_record
+from agent.store.packing import MESSAGE_LABELS, id_sql, label_sql, micros, unpack_record
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.rows import detail_sql, receipt_state_sql
 from agent.store.sqlite.synth import generate, migrate
@@ -78,14 +78,16 @@ _LABELS = ("detail", *MESSAGE_LABELS)
 # updated_at.
 _LOGICAL = {
     "messages": "SELECT " + ", ".join(
-        "{" + c + "}" if c in _MESSAGE_TIMES or c in _LABELS else c
+        "{" + c + "}" if c in _MESSAGE_TIMES or c in _LABELS or c == "id" else c
         for c in _V15_COLUMNS.split(", "))
     + ", {idem} FROM messages",
-    "message_history": "SELECT m.id, h.seq, h.at, h.state, h.reason, h.detail"
+    "message_history": "SELECT {mid}, h.seq, h.at, h.state, h.reason, h.detail"
                        " FROM message_history h JOIN messages m ON m.{ref} = h.{msg}",
-    "message_smsc_ids": "SELECT s.gateway, s.smsc_id, m.id"
+    "message_smsc_ids": "SELECT s.gateway, s.smsc_id, {mid}"
                         " FROM message_smsc_ids s JOIN messages m ON m.{ref} = s.{msg}",
-    "receipts": "SELECT r.id, m.id, r.smsc_id, r.gateway, {state}, r.error_code, {done},"
+    "replies": "SELECT id, {rid}, gateway, number, recipient, text, keyword, action, sentiment,"
+               " rating, received_at FROM replies",
+    "receipts": "SELECT r.id, {mid}, r.smsc_id, r.gateway, {state}, r.error_code, {done},"
                 " {received}, r.raw FROM receipts r LEFT JOIN messages m ON m.{ref} = r.{rmsg}",
 }
 
@@ -100,7 +102,7 @@ def _history_v23(c: sqlite3.Connection) -> list[tuple[object, ...]]:
     return sorted(
         (mid, seq, at, state, reason, detail)
         for mid, created, log in c.execute(
-            "SELECT m.id, m.created_at, h.log FROM message_history h"
+            f"SELECT {id_sql('m.id')}, m.created_at, h.log FROM message_history h"
             " JOIN messages m ON m.ref = h.msg")
         for seq, (at, state, reason, detail) in enumerate(
             unpack_events(created if isinstance(created, int) else micros(from_ts(created)),
@@ -118,6 +120,8 @@ def _dump(path: Path, table: str) -> list[tuple[object, ...]]:
         c.create_function("key_digest", 1, key_digest_v15)
         sql = _LOGICAL.get(table, f"SELECT * FROM {table}").format(
             ref="ref" if v13 else "id", msg="msg" if v13 else "message_id",
+            # a message's id: 16 bytes since schema 26, read as its text
+            id=id_sql("id"), mid=id_sql("m.id"), rid=id_sql("message_id"),
             rmsg="msg" if v14 else "message_id",
             idem="idem" if version >= 15 else "key_digest(idempotency_key)",
             # integer microseconds since schema 16: as the text they were

@@ -14,7 +14,7 @@ from agent.models import MessageState
 from agent.reports import build_report
 from agent.store.base import MessageEvent, MessageFilter, MessageRow, ReceiptRow, message_from_row
 from agent.store.migrations import LATEST_VERSION
-from agent.store.packing import STATES, from_micros
+from agent.store.packing import STATES, from_micros, id_word
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.reports import ReportReader
 from agent.store.sqlite.synth import generate, migrate
@@ -130,7 +130,8 @@ async def test_version_12_file_upgrades_keeping_every_row(tmp_path: Path) -> Non
             assert got is not None and got.message_id == mid
     assert _rows(path, "PRAGMA user_version")[0][0] == LATEST_VERSION
     assert links_as_stored(path) == links
-    assert [tuple(r) for r in _rows(path, "SELECT * FROM replies ORDER BY id")] == replies
+    assert [(r[0], id_word(r[1]), *r[2:])  # a message id: 16 bytes since schema 26
+            for r in _rows(path, "SELECT * FROM replies ORDER BY id")] == replies
     assert await _reports(path) == reports_before
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent.models import MessageState
 from agent.store.base import MessageRow, ReceiptRow, message_from_row
-from agent.store.packing import key_digest, micros
+from agent.store.packing import id_sql, key_digest, micros
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite import messages as sqlite_messages
 from agent.store.sqlite.synth import migrate
@@ -97,7 +97,7 @@ async def test_version_14_file_upgrades_keeping_every_message(
             assert tuple(stored[0]) == (None if r.done_at is None else micros(r.done_at),
                                         micros(r.received_at)), r.id
     # Each stored digest is the digest of the key the row had (none for a pruned row).
-    idem = dict(_rows(path, "SELECT id, idem FROM messages"))
+    idem = dict(_rows(path, f"SELECT {id_sql('id')}, idem FROM messages"))
     for mid, key in keys.items():
         assert idem[mid] == (None if key.startswith("pruned:") else key_digest(key)), mid
     # Schema 17's three times are integers in every row that has them.

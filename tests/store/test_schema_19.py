@@ -18,7 +18,7 @@ import pytest
 from agent.models import InboundSms, MessageState, Receipt, ReceiptState
 from agent.store.base import MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
-from agent.store.packing import micros
+from agent.store.packing import id_key, id_word, micros
 from agent.store.rollups import MICROS, TEXT
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.rows import _message
@@ -83,7 +83,7 @@ async def test_version_17_file_upgrades_keeping_every_time(
     # Each time is the integer its text said, to the microsecond.
     for r in _rows(path, "SELECT * FROM messages"):
         for name in _TIMES:
-            was = text[r["id"]][name]
+            was = text[id_word(r["id"])][name]
             want = None if was is None else (
                 was if isinstance(was, int) else micros(datetime.fromisoformat(was)))
             assert r[name] == want and (was is None or type(r[name]) is int), (r["id"], name)
@@ -199,7 +199,7 @@ async def test_recovered_submit_says_its_start_as_before(
         await store.claim_for_submit(row.id, now=max(started, END))
         with closing(sqlite3.connect(tmp_path / "r.db")) as c, c:
             c.execute("UPDATE messages SET submitting_since = ? WHERE id = ?",
-                      (micros(started), row.id))
+                      (micros(started), id_key(row.id)))
         [got] = await store.recover_in_flight(now=END + timedelta(hours=1))
     assert got.detail == f"agent stopped during submit started at {when}"
     assert got.submitting_since is None and got.state is MessageState.AMBIGUOUS

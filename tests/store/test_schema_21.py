@@ -15,6 +15,7 @@ from agent.models import MessageState, Receipt, ReceiptState
 from agent.store import report_source
 from agent.store.base import MessageFilter
 from agent.store.migrations import LATEST_VERSION
+from agent.store.packing import id_sql
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.rows import _message
 from agent.store.sqlite.synth import migrate
@@ -60,7 +61,7 @@ async def test_version_20_file_upgrades_keeping_every_detail(
             assert await store.get_message(mid) == want, mid
     assert _rows(path, "PRAGMA user_version")[0][0] == LATEST_VERSION
     assert await _reports(path) == reports_before
-    stored = {r["id"]: r["detail"] for r in _rows(path, "SELECT id, detail FROM messages")}
+    stored = {r[0]: r[1] for r in _rows(path, f"SELECT {id_sql('id')}, detail FROM messages")}
     marked = {mid for mid, d in stored.items() if d == ""}
     # most receipts' details are said by the row; those it does not say are kept whole
     assert len(marked) > said * 0.8
@@ -113,6 +114,6 @@ async def test_a_receipt_after_says_its_detail_as_before(
                                                                unmasked=True)}
         assert page[failed]["detail"] == "smsc receipt rejected for C1"
         assert page[one]["detail"] is None  # delivered: the log shows none, as before
-    stored = dict(_rows(tmp_path / "r.db", "SELECT id, detail FROM messages"))
+    stored = dict(_rows(tmp_path / "r.db", f"SELECT {id_sql('id')}, detail FROM messages"))
     assert stored[one] == stored[failed] == ""
     assert stored[two] == want[two] and stored[by_id] == want[by_id]

@@ -18,7 +18,7 @@ from agent import retention
 from agent.models import MessageState
 from agent.store.base import LinkRow, MessageFilter
 from agent.store.migrations import LATEST_VERSION
-from agent.store.packing import micros
+from agent.store.packing import id_key, id_sql, micros
 from agent.store.server_reports import fact_sql
 from agent.store.smslog import LINK_BY_REF, log_sql
 from agent.store.sqlite import SqliteStore
@@ -143,7 +143,7 @@ async def test_rollups_counted_before_the_upgrade_add_up_with_links_and_clicks_a
     with closing(sqlite3.connect(path)) as c, c:
         for code, mid in (("free1", unlinked[1]), ("free2", linked)):
             c.execute("UPDATE links SET msg = (SELECT ref FROM messages WHERE id = ?)"
-                      " WHERE code = ?", (mid, code))
+                      " WHERE code = ?", (id_key(mid), code))
     async with SqliteStore(path) as store:
         await store.add_click("free1", at=t)
         link = await store.resolve_link("free1")
@@ -155,7 +155,7 @@ async def test_rollups_counted_before_the_upgrade_add_up_with_links_and_clicks_a
     assert rolled["links"] and all(v >= 0 for v in rolled["links"].values())  # type: ignore
     # Each message's clicks in the log are its links' clicks.
     log = {r["id"]: r["clicks"] for r in await _everything(path)}
-    counted = dict(_rows(path, "SELECT m.id, count(c.id) FROM messages m JOIN links l"
+    counted = dict(_rows(path, f"SELECT {id_sql('m.id')}, count(c.id) FROM messages m JOIN links l"
                                " ON l.msg = m.ref JOIN clicks c ON c.code = l.code GROUP BY m.id"))
     assert {k: v for k, v in log.items() if v} == counted
     assert counted[linked] >= 5 and counted[unlinked[1]] == 2

@@ -16,7 +16,14 @@ from typing import Any
 from agent.models import MessageState, RecipientKind, Trigger
 from agent.store.base import FactsAsk, MessageFilter, MessageRow
 from agent.store.migrations import LATEST_VERSION
-from agent.store.packing import MESSAGE_LABELS, from_micros, label_sql, label_word, micros
+from agent.store.packing import (
+    MESSAGE_LABELS,
+    from_micros,
+    id_word,
+    label_sql,
+    label_word,
+    micros,
+)
 from agent.store.sqlite import SqliteStore
 from agent.store.sqlite.records import facts_query
 from agent.store.sqlite.reports import ReportReader
@@ -67,7 +74,7 @@ def _v24_file(path: Path, make_decision: MakeDecision) -> None:
 
 
 def _as_stored(path: Path) -> dict[str, MessageRow]:
-    return {r["id"]: _message(r) for r in _rows(path, "SELECT * FROM messages WHERE id != 'odd'")}
+    return {m.id: m for m in map(_message, _rows(path, "SELECT * FROM messages WHERE id != 'odd'"))}
 
 
 def _policy_reads(path: Path) -> list[tuple[object, ...]]:
@@ -118,7 +125,7 @@ async def test_version_24_file_upgrades_keeping_every_label(
     assert _rows(path, "PRAGMA user_version")[0][0] == LATEST_VERSION
     # each label is its code, or the word itself where it has none
     for r in _rows(path, "SELECT * FROM messages"):
-        for c, word in zip(_LABELS, words[r["id"]], strict=True):
+        for c, word in zip(_LABELS, words[id_word(r["id"])], strict=True):
             code = _CODES[c].get(word)
             if code is None:
                 assert r[c] == word and type(r[c]) is str, (r["id"], c)
@@ -171,7 +178,8 @@ async def test_a_message_after_is_stored_coded_and_reads_the_same(
         assert agents.sent_to_number == 2
         assert sorted(k for k, _, _ in await store.sent_since(t - timedelta(hours=1))) == [
             "agent", "agent", "caller", "fixed"]
-    stored = {r["id"]: tuple(r[c] for c in _LABELS) for r in _rows(path, "SELECT * FROM messages")}
+    stored = {id_word(r["id"]): tuple(r[c] for c in _LABELS)
+              for r in _rows(path, "SELECT * FROM messages")}
     assert stored == {mid: tuple(_CODES[c].get(w, w) for c, w in zip(_LABELS, words, strict=True))
                       for mid, words in made.items()}
     async with ReportReader(path) as reader:

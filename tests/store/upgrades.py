@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.models import idempotency_key
 from agent.store.base import MessageFilter, MessageRow
-from agent.store.packing import micros
+from agent.store.packing import id_sql, micros
 from agent.store.server_reports import _REPLY_SQL, data_from_rows, fact_sql
 from agent.store.smslog import LINK_BY_REF, where
 from agent.store.sqlite.reports import ReportReader, report_data
@@ -32,8 +32,9 @@ def links_as_stored(path: Path) -> list[tuple[object, ...]]:
     microseconds."""
     with closing(sqlite3.connect(path)) as c:
         by_ref = c.execute("SELECT 1 FROM pragma_table_info('links') WHERE name = 'msg'").fetchone()
-        sql = ("SELECT l.code, m.id, l.url, strftime('%Y-%m-%dT%H:%M:%S', l.created_at / 1000000,"
-               " 'unixepoch') || printf('.%06dZ', l.created_at % 1000000)"
+        sql = (f"SELECT l.code, {id_sql('m.id')}, l.url,"
+               " strftime('%Y-%m-%dT%H:%M:%S', l.created_at / 1000000, 'unixepoch')"
+               " || printf('.%06dZ', l.created_at % 1000000)"
                " FROM links l LEFT JOIN messages m ON m.ref = l.msg ORDER BY l.code"
                if by_ref else "SELECT code, message_id, url, created_at FROM links ORDER BY code")
         return [tuple(r) for r in c.execute(sql)]

@@ -17,6 +17,7 @@ from agent.store.packing import (
     OUTCOMES_FORM,
     deflate_json,
     deflate_named,
+    id_sql,
     inflate_outcomes,
     micros,
     names_id,
@@ -183,7 +184,8 @@ class CallOps(StoreWriter):
         if ids:
             for m in await self._read(
                 "SELECT call_id, pbx, rule, state, reason FROM messages"
-                f" WHERE call_id IN ({','.join('?' * len(ids))}) ORDER BY created_at, id", ids):
+                f" WHERE call_id IN ({','.join('?' * len(ids))})"
+                f" ORDER BY created_at, {id_sql('id')}", ids):
                 by_call.setdefault((m["call_id"], m["pbx"]), []).append(
                     (m["rule"], MessageState(m["state"]), m["reason"]))
         out = []

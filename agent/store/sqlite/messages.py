@@ -17,6 +17,8 @@ from agent.store.packing import (
     STATES,
     TRIGGER_CODES,
     from_micros,
+    id_key,
+    id_sql,
     key_digest,
     label_code,
     micros,
@@ -53,7 +55,8 @@ def insert_stored(
     it back from that change instead."""
     key = d.idempotency_key
     params = [
-        uuid.uuid4().hex, key_digest(key), d.call_id, d.rule, TRIGGER_CODES[d.trigger.value],
+        uuid.uuid4().bytes, key_digest(key),  # the id as stored: packing.id_key
+        d.call_id, d.rule, TRIGGER_CODES[d.trigger.value],
         RECIPIENT_CODES[d.recipient.value], d.number, d.template, d.gateway, d.sender_id, d.text,
         label_code("encoding", d.encoding), d.segments, label_code("category", d.category),
         d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
@@ -97,7 +100,7 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
         " WHERE id = ? AND state = 'queued' AND submitting_since IS NULL"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)" + only_via
         + " RETURNING *",
-        (us(at), message_id, us(at)) + (() if gateway is None else (gateway,)),
+        (us(at), id_key(message_id), us(at)) + (() if gateway is None else (gateway,)),
     ).fetchone()
     if row is None:
         return None
@@ -139,7 +142,8 @@ class MessageOps(StoreWriter):
         return await self._write_now(op)
 
     async def get_message(self, message_id: str) -> MessageRow | None:
-        rows = await self._read_messages("SELECT * FROM messages WHERE id = ?", (message_id,))
+        rows = await self._read_messages("SELECT * FROM messages WHERE id = ?",
+                                         (id_key(message_id),))
         return rows[0] if rows else None
 
     async def transition(
@@ -171,7 +175,7 @@ class MessageOps(StoreWriter):
             sets.append("queued_at = COALESCE(queued_at, ?)")
             params.append(us(at))
         where = "id = ?"
-        params.append(message_id)
+        params.append(id_key(message_id))
         if from_states is not None:
             allowed = [s.value for s in from_states]
             where += f" AND state IN ({','.join('?' * len(allowed))})"
@@ -218,7 +222,7 @@ class MessageOps(StoreWriter):
                 " gateway = ?, smsc_ids = ?, submitted_at = ?, submitting_since = NULL,"
                 " next_attempt_at = NULL, error_code = NULL, hangup_to_submit_ms = ?"
                 " WHERE id = ? RETURNING *",
-                (gateway, json.dumps(ids), us(at), hangup_to_submit_ms, message_id),
+                (gateway, json.dumps(ids), us(at), hangup_to_submit_ms, id_key(message_id)),
             ).fetchone()
             if row is None:
                 return None
@@ -303,7 +307,7 @@ class MessageOps(StoreWriter):
     async def message_events(self, message_id: str) -> list[MessageEvent]:
         rows = await self._read(
             "SELECT m.created_at, h.log FROM messages m"
-            " JOIN message_history h ON h.msg = m.ref WHERE m.id = ?", (message_id,))
+            " JOIN message_history h ON h.msg = m.ref WHERE m.id = ?", (id_key(message_id),))
         if not rows:
             return []
         return [MessageEvent(message_id, from_micros(at), STATES[state], reason, detail)
@@ -338,7 +342,8 @@ class MessageOps(StoreWriter):
         sql = "SELECT * FROM messages"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY created_at {'DESC' if f.newest_first else 'ASC'}, id LIMIT ? OFFSET ?"
+        order = "DESC" if f.newest_first else "ASC"  # one time's messages by id (as text)
+        sql += f" ORDER BY created_at {order}, {id_sql('id')} LIMIT ? OFFSET ?"
         params += [-1 if f.limit is None else f.limit, f.offset]
         return await self._read_messages(sql, params)
 

@@ -13,7 +13,7 @@ from agent.store.base import (
     ReceiptOutcome,
     ReceiptRow,
 )
-from agent.store.packing import from_micros, micros
+from agent.store.packing import from_micros, id_key, id_sql, micros
 from agent.store.segments import FINAL_RECEIPT_STATES, RECEIPT_TARGET, parts_detail, parts_state
 from agent.store.sqlite.rows import (
     RECEIPT_STATE_CODES,
@@ -62,7 +62,7 @@ class ReceiptOps(StoreWriter):
             row = None
             if r.message_id:
                 row = conn.execute("SELECT * FROM messages WHERE id = ?",
-                                   (r.message_id,)).fetchone()
+                                   (id_key(r.message_id),)).fetchone()
             if row is None and r.smsc_id:
                 row = conn.execute(
                     "SELECT m.* FROM message_smsc_ids s JOIN messages m ON m.ref = s.msg"
@@ -137,14 +137,14 @@ class ReceiptOps(StoreWriter):
         self, *, message_id: str | None = None, unmatched: bool = False
     ) -> list[ReceiptRow]:
         # A receipt names its message by ref (schema 14); the id is read through it.
-        sql = ("SELECT r.*, m.id AS message_id FROM receipts r"
+        sql = (f"SELECT r.*, {id_sql('m.id')} AS message_id FROM receipts r"
                " LEFT JOIN messages m ON m.ref = r.msg")
         if unmatched:
             rows = await self._read(sql + " WHERE r.msg IS NULL ORDER BY r.id")
         elif message_id is not None:
             rows = await self._read(
                 sql + " WHERE r.msg = (SELECT ref FROM messages WHERE id = ?) ORDER BY r.id",
-                (message_id,))
+                (id_key(message_id),))
         else:
             rows = await self._read(sql + " ORDER BY r.id")
         return [
@@ -187,7 +187,7 @@ def apply_to_message(
             "SELECT smsc_id, state, error_code FROM receipts"
             " WHERE msg = (SELECT ref FROM messages WHERE id = ?) AND state IN"
             f" ({','.join('?' * len(FINAL_RECEIPT_STATES))}) ORDER BY id",
-            (msg.id, *(RECEIPT_STATE_CODES[s] for s in FINAL_RECEIPT_STATES)),
+            (id_key(msg.id), *(RECEIPT_STATE_CODES[s] for s in FINAL_RECEIPT_STATES)),
         ).fetchall()
         for r in rows:
             if r["smsc_id"] not in first:
@@ -220,7 +220,7 @@ def apply_to_message(
             "" if said else detail,
             error_code,
             us(at),
-            msg.id,
+            id_key(msg.id),
         ),
     ).fetchone()
     assert row is not None

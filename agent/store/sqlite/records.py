@@ -16,6 +16,9 @@ from agent.store.packing import (
     RECIPIENT_CODES,
     TRIGGER_CODES,
     from_micros,
+    id_key,
+    id_sql,
+    id_word,
     label_word,
     micros,
     pack_record,
@@ -281,13 +284,13 @@ class RecordOps(DndImport, StoreWriter):
     # ---- replies, links -------------------------------------------------------------------
 
     async def replies_to(self, message_ids: Sequence[str]) -> list[ReplyRow]:
-        ids = list(message_ids)[:500]
+        ids = [id_key(i) for i in list(message_ids)[:500]]
         if not ids:
             return []
         rows = await self._read(
             f"SELECT * FROM replies WHERE message_id IN ({','.join('?' * len(ids))})"
             " ORDER BY received_at, id", ids)
-        return [ReplyRow(r["id"], r["message_id"], r["number"], r["text"], r["keyword"],
+        return [ReplyRow(r["id"], id_word(r["message_id"]), r["number"], r["text"], r["keyword"],
                          r["action"], _dt(r["received_at"])) for r in rows]
 
     async def add_reply(
@@ -301,7 +304,7 @@ class RecordOps(DndImport, StoreWriter):
         rating: int | None = None,
     ) -> int:
         params = (
-            message_id,
+            None if message_id is None else id_key(message_id),
             sms.gateway,
             sms.sender,
             sms.recipient,
@@ -335,7 +338,7 @@ class RecordOps(DndImport, StoreWriter):
             ref = None
             if message_id is not None:
                 row = conn.execute("SELECT ref FROM messages WHERE id = ?",
-                                   (message_id,)).fetchone()
+                                   (id_key(message_id),)).fetchone()
                 if row is None:
                     raise StoreError(f"link {code}: no message {message_id}")
                 ref = row[0]
@@ -346,7 +349,7 @@ class RecordOps(DndImport, StoreWriter):
 
     async def resolve_link(self, code: str) -> LinkRow | None:
         rows = await self._read(
-            "SELECT l.code, m.id, l.url, l.created_at FROM links l"
+            f"SELECT l.code, {id_sql('m.id')}, l.url, l.created_at FROM links l"
             " LEFT JOIN messages m ON m.ref = l.msg WHERE l.code = ?", (code,))
         if not rows:
             return None

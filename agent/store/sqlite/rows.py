@@ -14,7 +14,14 @@ import aiosqlite
 from agent.models import idempotency_key
 from agent.store.base import MessageRow, message_from_row
 from agent.store.histpack import pack_event
-from agent.store.packing import MESSAGE_LABELS, STATE_CODES, from_micros, label_word, micros
+from agent.store.packing import (
+    MESSAGE_LABELS,
+    STATE_CODES,
+    from_micros,
+    id_word,
+    label_word,
+    micros,
+)
 from agent.store.segments import RECEIPT_TARGET
 from agent.store.stamps import from_ts as _dt
 from agent.store.stamps import ts  # noqa: F401 (the sqlite modules import it from here)
@@ -28,7 +35,7 @@ def stored_key(r: sqlite3.Row) -> str:
     """A row's idempotency key (schema 15 stores its digest, ``idem``): the one its columns make,
     as every decision's is made; ``pruned:ID`` once retention has taken its number."""
     if r["idem"] is None:
-        return f"pruned:{r['id']}"
+        return f"pruned:{id_word(r['id'])}"
     return idempotency_key(r["pbx"], r["call_id"], r["rule"],
                            label_word("recipient_kind", r["recipient_kind"]), r["number"])
 
@@ -75,6 +82,7 @@ def detail_sql(m: str) -> str:
 def _message(r: sqlite3.Row) -> MessageRow:
     # Its labels stored as codes (schema 25) read as their words, as the shared reader wants.
     d = dict(zip(r.keys(), r, strict=True))
+    d["id"] = id_word(d["id"])  # its 16 bytes (schema 26) as the hex text
     for c in MESSAGE_LABELS:
         d[c] = label_word(c, d[c])
     m = message_from_row(d, json.loads(r["smsc_ids"]), _time, key=stored_key(r))

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.store.base import MessageFilter
-from agent.store.packing import MESSAGE_LABELS, label_sql, micros
+from agent.store.packing import MESSAGE_LABELS, id_sql, label_sql, micros
 from agent.store.smslog import LINK_BY_ID, LINK_BY_REF, LOG_COLUMNS, log_sql, where
 from agent.store.sqlite.rows import detail_sql, receipt_state_sql, text_sql
 from agent.store.stamps import ts
@@ -52,11 +52,13 @@ def stamp(conn: sqlite3.Connection) -> Callable[[datetime], Any]:
 # A message's columns as the log reads them, its times as the fixed-width text (schema 19),
 # its detail as it reads (schema 21 stores '' for the one its receipt said: rows.detail_sql),
 # its labels as their words (schema 25 codes them: packing.label_sql; a file not yet upgraded
-# holds the words, which the CASE gives back as they are).
+# holds the words, which the CASE gives back as they are), its id as its text (schema 26 stores
+# 16 bytes: packing.id_sql).
 _TIMES = ("created_at", "submitted_at", "final_at", "next_attempt_at")
 _COLUMNS = ", ".join(f"{text_sql('m.' + c)} AS {c}" if c in _TIMES
                      else f"{detail_sql('m')} AS detail" if c == "detail"
                      else f"{label_sql(c, 'm')} AS {c}" if c in MESSAGE_LABELS
+                     else f"{id_sql('m.id')} AS id" if c == "id"
                      else f"m.{c}"
                      for c in LOG_COLUMNS)
 
@@ -66,7 +68,7 @@ def _log_sql(conn: sqlite3.Connection, f: MessageFilter) -> tuple[str, list[Any]
     receipt_of, received_at, receipt_state = _receipts(conn)
     return log_sql(f, receipt_of, received_at, stamp=micros if ints else ts,
                    columns=_COLUMNS if ints else "m.*", receipt_state=receipt_state,
-                   link_of=link_of(conn))
+                   link_of=link_of(conn), id_of=id_sql("m.id"))
 
 
 def log_page(conn: sqlite3.Connection, f: MessageFilter) -> list[sqlite3.Row]:
