@@ -455,11 +455,10 @@ async def test_links_clicks_replies_and_latest_message(
     assert reply_id >= 1
     with pytest.raises(StoreError):  # a second link with the same code is refused, loudly
         await store.add_link("Ab3x", "https://elsewhere", message_id=None)
-    if isinstance(store, SqliteStore):
-        # SQLite's link names its message by ref (schema 24): one naming no message is refused
-        with pytest.raises(StoreError, match="no message nosuch"):
-            await store.add_link("Cd4y", "https://elsewhere", message_id="nosuch")
-        assert await store.resolve_link("Cd4y") is None
+    # a link naming no message that is there is refused by both stores, and not stored
+    with pytest.raises(StoreError, match="link Cd4y: no message nosuch"):
+        await store.add_link("Cd4y", "https://elsewhere", message_id="nosuch")
+    assert await store.resolve_link("Cd4y") is None
     assert store.healthy  # a refused op is not a sick database
 
 

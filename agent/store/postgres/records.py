@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from agent.errors import StoreError
 from agent.models import CallRecord, InboundSms
 from agent.store.base import LinkRow, ListEntry, ListEvent, PeerSend, PolicyFacts, ReplyRow
 from agent.store.dndcsv import DndImport
@@ -290,11 +291,16 @@ class RecordOps(DndImport, PgPool):
     async def add_link(
         self, code: str, url: str, *, message_id: str | None, now: datetime | None = None
     ) -> None:
+        # A link that names a message names one that is there, as SQLite's must (its link
+        # holds the message's ref, schema 24): refused the same way, not stored dangling.
         async with self._tx(single=True) as conn:
-            await conn.execute(
-                "INSERT INTO links (code, message_id, url, created_at) VALUES ($1,$2,$3,$4)",
+            status = await conn.execute(
+                "INSERT INTO links (code, message_id, url, created_at) SELECT $1, $2, $3, $4"
+                " WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM messages WHERE id = $2)",
                 code, message_id, url, utc(now) or _now(),
             )
+        if status == "INSERT 0 0":
+            raise StoreError(f"link {code}: no message {message_id}")
 
     async def resolve_link(self, code: str) -> LinkRow | None:
         rows = await self._read("SELECT * FROM links WHERE code = $1", code)
