@@ -110,7 +110,7 @@ class AfterCallAgent:
         # Set once every PBX's first login is done (calls in progress adopted).
         self.ready = (first.recovery.ready if len(self.watches) == 1 else asyncio.Event())
         self.agi = AgiServer(self._attach, host=settings.agi_host, port=settings.agi_port,
-                             wrapup=self._wrapup, pbx_of=self._pbx_at)
+                             wrapup=self._wrapup, pbx_of=self._pbx_at, sighted=self._sighted)
         # Read when /metrics is scraped, not set on every AMI event.
         self.metrics.on_scrape(self._scraped)
         self.loop_lag = LagProbe(self.metrics.loop_lag)
@@ -136,6 +136,9 @@ class AfterCallAgent:
     def _attach(self, uniqueid: str, channel: str, tags: tuple[str, ...],
                 variables: Any, pbx: str | None = None) -> bool:
         return watch.attach(self.watches, uniqueid, channel, tags, variables, pbx)
+
+    async def _sighted(self, uniqueid: str, pbx: str | None) -> bool:
+        return await watch.sighted(self.watches, uniqueid, pbx)
 
     async def _wrapup(self, code: str, call_id: str | None, agent: str | None,
                       channel: str, pbx: str | None = None) -> bool:

@@ -49,6 +49,8 @@ AttachFn = Callable[[str, str, tuple[str, ...], Mapping[str, str], str | None], 
 WrapupFn = Callable[[str, str | None, str | None, str, str | None], Awaitable[bool]]
 # a hook's peer address -> the PBX at that address, if exactly one is
 PbxOf = Callable[[str | None], Awaitable[str | None]]
+# (uniqueid, pbx) -> True once the channel is known (waits, bounded, for its AMI events)
+Sighted = Callable[[str, str | None], Awaitable[bool]]
 
 
 async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
@@ -67,8 +69,13 @@ async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str]:
 
 class AgiServer:
     def __init__(self, attach: AttachFn, *, host: str = "127.0.0.1", port: int = 4573,
-                 wrapup: WrapupFn | None = None, pbx_of: PbxOf | None = None) -> None:
+                 wrapup: WrapupFn | None = None, pbx_of: PbxOf | None = None,
+                 sighted: Sighted | None = None) -> None:
+        """``sighted(uniqueid, pbx)``: for a hook naming a channel ``attach`` did not find,
+        waits (bounded) until the channel's own AMI events have been handled; True when it is
+        known then. On a busy agent a hook can overtake its channel's Newchannel event."""
         self.attach = attach
+        self.sighted = sighted
         self.wrapup = wrapup
         self.pbx_of = pbx_of
         self.host, self.port = host, port
@@ -102,6 +109,9 @@ class AgiServer:
             # names the PBX: not a variable of the call
             pbx = variables.pop("pbx", None) or await self._pbx_of(writer)
             found = self.attach(uniqueid, channel, tags, variables, pbx)
+            if not found and uniqueid and self.sighted is not None \
+                    and await self.sighted(uniqueid, pbx):
+                found = self.attach(uniqueid, channel, tags, variables, pbx)
             request = Request(app=None, headers=headers, reader=reader, writer=writer)
             for name, value in variables.items():
                 await request.send_command(f'SET VARIABLE __{name} "{_quote(value)}"')

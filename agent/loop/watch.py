@@ -38,6 +38,10 @@ from agent.store.seams import CallLog
 log = structlog.get_logger("aftercall.ami")
 
 _PLAIN_ID = re.compile(r"\d+\.\d+")
+#: How long a FastAGI hook naming a channel this agent has not yet seen waits for the channel's
+#: own AMI events (queued behind others on a busy agent) before answering that it is unknown.
+#: An idle agent answers as soon as it has handled what it had read.
+AGI_WAIT_S = 2.0
 
 
 class PbxWatch:
@@ -68,9 +72,14 @@ class PbxWatch:
         self.ami = AmiClient(replace(ami, queue_size=ami_backlog), on_login=self._on_login)
         # Trunks and phones as this PBX's PJSIP configuration says (read at each login).
         self.endpoints = EndpointWatch(self._detected, pbx=name)
+        # AGI hooks waiting for a channel's first events (``sighting``): Uniqueid -> waiters.
+        self._sightings: dict[str, list[asyncio.Future[None]]] = {}
 
     async def handle_event(self, event: Any) -> None:
-        for record in self.tracker.feed(event):
+        records = self.tracker.feed(event)
+        if self._sightings:
+            self._sighted()
+        for record in records:
             if self.call_ids is None:
                 self._check_call_id(record.call_id)
             await self._pipeline.put(record)
@@ -79,6 +88,28 @@ class PbxWatch:
                 await self._pipeline.wrapups.code(code)
         if self.tracker.time_source != self._time_source_said:
             self._say_time_source()
+
+    def _sighted(self) -> None:
+        for key in [k for k in self._sightings if self.tracker.holds(k)]:
+            for fut in self._sightings.pop(key):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def sighting(self, key: str) -> None:
+        """Returns once a call in progress here has the channel (Uniqueid) or Linkedid ``key``
+        (at once if one has). Cancel it to stop waiting."""
+        if self.tracker.holds(key):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sightings.setdefault(key, []).append(fut)
+        try:
+            await fut
+        finally:
+            waiting = self._sightings.get(key)
+            if waiting is not None and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._sightings[key]
 
     def _check_call_id(self, call_id: str) -> None:
         """Asterisk without ``systemname`` numbers calls ``<epoch>.<n>``: two PBXs sharing a
@@ -196,6 +227,26 @@ def _ambiguous(what: str, key: str, holding: list[PbxWatch]) -> bool:
     log.warning("agi_call_ambiguous", hook=what, call=key, pbxes=[w.name for w in holding],
                 fix="add pbx=NAME to the AGI hook, or set systemname on every PBX")
     return True
+
+
+async def sighted(watches: list[PbxWatch], key: str, pbx: str | None = None,
+                  timeout: float | None = None) -> bool:
+    """For a hook that named a channel no PBX holds: wait until one does (its Newchannel was
+    still queued), or until every PBX's events read so far have been handled without it (it
+    is unknown), at most ``timeout`` (default: AGI_WAIT_S). True when a PBX holds it now."""
+    chosen = _named(watches, pbx)
+    if not chosen:
+        return False
+    waits = [asyncio.ensure_future(w.sighting(key)) for w in chosen]
+    everyone = asyncio.ensure_future(asyncio.gather(*(w.ami.caught_up() for w in chosen)))
+    try:
+        await asyncio.wait([*waits, everyone],
+                           timeout=AGI_WAIT_S if timeout is None else timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (*waits, everyone):
+            task.cancel()
+    return any(w.tracker.holds(key) for w in chosen)
 
 
 def attach(watches: list[PbxWatch], uniqueid: str, channel: str, tags: tuple[str, ...],
