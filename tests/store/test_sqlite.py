@@ -23,7 +23,7 @@ from agent.models import (
     ReceiptState,
     Trigger,
 )
-from agent.store.base import FactsAsk, MessageFilter, MessageRow
+from agent.store.base import FactsAsk, MessageFilter, MessageRow, NewMessage
 from agent.store.packing import micros
 from agent.store.migrations import LATEST_VERSION
 from agent.store.sqlite import SqliteStore
@@ -652,3 +652,47 @@ async def test_the_policy_read_costs_the_same_whatever_the_numbers_history(
                  micros(T0 + timedelta(minutes=i)), first.id))
     long = cost()
     assert long < short * 1.5 + 50, (short, long)
+
+
+async def test_a_text_claimed_at_intake_is_written_claimed_in_one_statement(
+        store: SqliteStore, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NewMessage.claim_via``: the row is written already claimed for its first attempt (both
+    events in its history), not written and then updated; a replay of the record finds it as
+    claimed; one for another gateway, or not yet due, is left unclaimed (the claim would not
+    take it)."""
+    statements: list[str] = []
+    if isinstance(store, SqliteStore):
+        from agent.store.sqlite import intake
+
+        write = intake.write_record
+
+        def traced(conn: sqlite3.Connection, *a: object) -> object:
+            conn.set_trace_callback(statements.append)
+            try:
+                return write(conn, *a)  # type: ignore[arg-type]
+            finally:
+                conn.set_trace_callback(None)
+
+        monkeypatch.setattr(intake, "write_record", traced)
+    d = make_decision(call_id="at-once")
+    m = NewMessage(d, MessageState.QUEUED, next_attempt_at=T0, claim_via=d.gateway)
+    [(row, created)] = await store.record_call(None, [m], now=T0)
+    assert created and row.attempts == 1 and row.submitting_since == T0
+    assert [(e.state, e.reason, e.detail) for e in await store.message_events(row.id)] == [
+        (MessageState.QUEUED, None, None),
+        (MessageState.QUEUED, "submitting", f"attempt 1 via {d.gateway}")]
+    assert await store.get_message(row.id) == row
+    if isinstance(store, SqliteStore):
+        writes = [s.split()[0:3] for s in statements if not s.startswith("SELECT")]
+        assert not [w for w in writes if w[:2] == ["UPDATE", "messages"]], statements
+        assert sum("message_history" in s for s in statements) == 1, statements
+    [(same, created)] = await store.record_call(None, [m], now=T0)
+    assert not created and same == row
+    assert await store.claim_for_submit(row.id, now=T0) is None  # already claimed
+    for other in (NewMessage(make_decision(call_id="elsewhere"), MessageState.QUEUED,
+                             next_attempt_at=T0, claim_via="backup"),
+                  NewMessage(make_decision(call_id="later"), MessageState.QUEUED,
+                             next_attempt_at=T0 + timedelta(minutes=5), claim_via=d.gateway)):
+        [(left, created)] = await store.record_call(None, [other], now=T0)
+        assert created and left.submitting_since is None and left.attempts == 0
+        assert [e.reason for e in await store.message_events(left.id)] == [None]

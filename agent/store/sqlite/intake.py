@@ -8,7 +8,7 @@ from datetime import datetime
 
 from agent.models import CallRecord, RuleOutcome
 from agent.store.base import Committed, Decide, FactsAsk, MessageRow, NewMessage
-from agent.store.sqlite.messages import claim_row, insert_stored
+from agent.store.sqlite.messages import insert_stored
 from agent.store.sqlite.records import read_facts, upsert_call
 from agent.store.sqlite.rows import _message, ts, us
 from agent.store.sqlite.writer import StoreWriter
@@ -63,12 +63,10 @@ def write_record(conn: sqlite3.Connection, call: CallRecord | None, msgs: list[N
     out: list[tuple[MessageRow, bool]] = []
     links: dict[str, tuple[str, int]] = {}  # code -> (url, message ref)
     for m in msgs:
-        stored, created = insert_stored(conn, m.decision, m.state, at, m.reason,
-                                        m.detail, m.next_attempt_at, m.expires_at)
-        claimed = (claim_row(conn, stored["id"], at, m.claim_via)
-                   if created and m.claim_via is not None else None)
-        row = claimed or _message(stored)  # a claimed row is read back from its claim
-        out.append((row, created))
+        # A new row the claim would take is written claimed (no second write of it)
+        stored, created = insert_stored(conn, m.decision, m.state, at, m.reason, m.detail,
+                                        m.next_attempt_at, m.expires_at, m.claim_via)
+        out.append((_message(stored), created))
         if created:
             for link in m.decision.links:
                 links.setdefault(link.code, (link.url, stored["ref"]))

@@ -48,29 +48,34 @@ def insert_stored(
     detail: str | None,
     next_attempt_at: datetime | None,
     expires_at: datetime | None,
+    claim_via: str | None = None,
 ) -> tuple[sqlite3.Row, bool]:
     """One decision's row and its first event (in the database thread, inside the caller's
     transaction); an existing row with the same idempotency key is returned instead, with False.
-    The row is as stored: a caller that changes it next (the claim of its first submit) reads
-    it back from that change instead."""
+    ``claim_via``: a new row is written already claimed for its first submit through that
+    gateway (``claim_for_submit``'s change and event, in the same statement) when the claim
+    would take it: queued, due, that gateway's. The row is as stored."""
     key = d.idempotency_key
+    now = us(at)
+    claim = (claim_via is not None and state is MessageState.QUEUED and claim_via == d.gateway
+             and (next_attempt_at is None or micros(next_attempt_at) <= now))
     params = [
         uuid.uuid4().bytes, key_digest(key),  # the id as stored: packing.id_key
         d.call_id, d.rule, TRIGGER_CODES[d.trigger.value],
         RECIPIENT_CODES[d.recipient.value], d.number, d.template, d.gateway, d.sender_id, d.text,
         label_code("encoding", d.encoding), d.segments, label_code("category", d.category),
         d.dlt_template_id, d.dlt_entity_id, state.value, reason, detail,
-        us(at), us(at) if state is MessageState.QUEUED else None,
-        us(at) if state.final else None, opt_micros(next_attempt_at), opt_micros(expires_at),
-        opt_micros(d.call_ended_at), d.pbx,
+        now, now if state is MessageState.QUEUED else None,
+        now if state.final else None, opt_micros(next_attempt_at), opt_micros(expires_at),
+        opt_micros(d.call_ended_at), d.pbx, 1 if claim else 0, now if claim else None,
     ]
     while True:
         row = conn.execute(
             "INSERT INTO messages (id, idem, call_id, rule, trigger, recipient_kind,"
             " number, template, gateway, sender_id, text, encoding, segments, category,"
             " dlt_template_id, dlt_entity_id, state, reason, detail, created_at, queued_at,"
-            " final_at, next_attempt_at, expires_at, call_ended_at, pbx)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " final_at, next_attempt_at, expires_at, call_ended_at, pbx, attempts,"
+            " submitting_since) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(idem) DO NOTHING RETURNING *",
             params,
         ).fetchone()
@@ -83,7 +88,8 @@ def insert_stored(
         # Another key with the same 64-bit digest (at a million texts a year, about once in
         # 10^7 years): the next free value holds this one; a replay walks the same way to it.
         params[1] = params[1] + 1 if params[1] < 2**63 - 1 else -(2**63)
-    event_now(conn, row, at, state.value, reason, detail, first=True)
+    event_now(conn, row, at, state.value, reason, detail, first=True,
+              then=("queued", "submitting", f"attempt 1 via {d.gateway}") if claim else None)
     return row, True
 
 

@@ -134,12 +134,16 @@ def event_now(
     detail: str | None,
     *,
     first: bool = False,
+    then: tuple[str, str | None, str | None] | None = None,
 ) -> None:
     """One event of a message's state history (in the database thread, inside the caller's
     transaction), after its others. ``row``: the message's row as the caller just wrote it;
-    ``first``: the row is new."""
-    event = pack_event(created_us(row), micros(datetime.fromisoformat(at)), STATE_CODES[state],
-                       reason, detail)
+    ``first``: the row is new; ``then``: a second event at the same time, after it (state,
+    reason, detail), written with it."""
+    created, when = created_us(row), micros(datetime.fromisoformat(at))
+    event = pack_event(created, when, STATE_CODES[state], reason, detail)
+    if then is not None:
+        event += pack_event(created, when, STATE_CODES[then[0]], then[1], then[2])
     if first or not conn.execute(_HISTORY_ADD, (event, row["ref"])).rowcount:
         conn.execute(_HISTORY_NEW, (row["ref"], event))
 
