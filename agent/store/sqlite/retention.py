@@ -58,8 +58,13 @@ _ROW_IDS = f"SELECT id FROM messages WHERE created_at < ? AND state IN ({_IN})" 
 # at 50,000 messages, inside the writer's op for the re-check).
 _NO_LIVE_MESSAGE = ("NOT EXISTS (SELECT 1 FROM messages m WHERE m.call_id = {c}.call_id"
                     " AND +m.pbx = {c}.pbx AND m.state NOT IN ({final}))")
-_CALL_IDS = ("SELECT rowid FROM calls c WHERE created_at < ? AND "
-             + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + " ORDER BY created_at LIMIT ?")
+# A call's age counts from its end (calls_ended_at, schema 27); one stored before it ended and
+# never ended since (a lost Hangup), from when it was stored: the ended_at IS NULL part of the
+# same index holds only those.
+_CALL_IDS = ("SELECT rowid FROM calls c WHERE ended_at < ?1 AND "
+             + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + " ORDER BY ended_at LIMIT ?2")
+_UNENDED_CALL_IDS = ("SELECT rowid FROM calls c WHERE ended_at IS NULL AND created_at < ?1 AND "
+                     + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + " LIMIT ?2")
 
 
 class RetentionOps(StoreWriter):
@@ -74,8 +79,8 @@ class RetentionOps(StoreWriter):
         r = micros(rows_before) if rows_before else None
         detail_ids = [x["id"] for x in await self._read(_DETAIL_IDS, (dm, batch))]
         row_ids = [x["id"] for x in await self._read(_ROW_IDS, (r, batch))] if r else []
-        call_ids = [x["rowid"] for x in await self._read(_CALL_IDS,
-                                                         (micros(details_before), batch))]
+        call_ids = [x["rowid"] for sql in (_CALL_IDS, _UNENDED_CALL_IDS)
+                    for x in await self._read(sql, (micros(details_before), batch))][:batch]
 
         def op(conn: sqlite3.Connection) -> PruneCounts:
             counts = PruneCounts(
@@ -102,12 +107,13 @@ class RetentionOps(StoreWriter):
         big = 1 << 62
         details = await self._read(f"SELECT count(*) FROM ({_DETAIL_IDS})",
                                    (micros(details_before), big))
-        calls = await self._read(f"SELECT count(*) FROM ({_CALL_IDS})",
-                                 (micros(details_before), big))
+        calls = [(await self._read(f"SELECT count(*) FROM ({sql})",
+                                   (micros(details_before), big)))[0][0]
+                 for sql in (_CALL_IDS, _UNENDED_CALL_IDS)]
         rows = (await self._read(f"SELECT count(*) FROM ({_ROW_IDS})", (micros(rows_before), big))
                 if rows_before else None)
         return PruneCounts(details=details[0][0], messages=rows[0][0] if rows else 0,
-                           calls=calls[0][0])
+                           calls=sum(calls))
 
     async def reclaim_space(self, max_pages: int = 2000) -> int:
         """Return up to ``max_pages`` free pages to the filesystem (incremental vacuum, one short
@@ -213,7 +219,8 @@ def _delete_calls(conn: sqlite3.Connection, ids: list[int], before: int) -> int:
         return 0
     q = _marks(ids)
     live = [r["rowid"] for r in conn.execute(
-        f"SELECT rowid FROM calls WHERE rowid IN ({q}) AND created_at < ? AND "
+        f"SELECT rowid FROM calls WHERE rowid IN ({q})"
+        " AND COALESCE(ended_at, created_at) < ? AND "
         + _NO_LIVE_MESSAGE.format(c="calls", final=_IN),
         (*ids, before))]
     if not live:
