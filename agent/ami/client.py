@@ -132,8 +132,6 @@ class AmiClient:
         self._gap_since: float | None = None
         self._last_rx = time.monotonic()
         self._paused_at: float | None = None  # wall clock when reading stopped; None: reading
-        self._handling = False  # the consumer's handler is running (it may await)
-        self._caught_up: list[asyncio.Future[None]] = []  # caught_up()'s waiters
         # Wall clock when the reader first stopped since the consumer was last fully caught up:
         # a link Asterisk dropped meanwhile may have lost events from then on (its EOF is only
         # read once the bytes before it were).
@@ -378,37 +376,11 @@ class AmiClient:
             self._took()
             yield event
 
-    def _is_caught_up(self) -> bool:
-        return not self._handling and self.queue.empty() and self._paused_at is None
-
-    async def caught_up(self) -> None:
-        """Returns once ``consume``'s handler has had every event read so far (none queued,
-        none being handled) and the socket is being read: what a FastAGI request that names a
-        channel waits for before deciding the channel is unknown (its own Newchannel event may
-        still be queued behind others on a busy agent)."""
-        if self._is_caught_up():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._caught_up.append(fut)
-        try:
-            await fut
-        finally:
-            with contextlib.suppress(ValueError):
-                self._caught_up.remove(fut)
-
-    def _say_caught_up(self) -> None:
-        if self._caught_up and self._is_caught_up():
-            for fut in self._caught_up:
-                if not fut.done():
-                    fut.set_result(None)
-            self._caught_up.clear()
-
     async def consume(self, handler: Callable[[Message], Any]) -> None:
         """Feed every event to ``handler``; an exception there is logged, never fatal."""
         while True:
             event = await self.queue.get()
             self._took()
-            self._handling = True
             try:
                 res = handler(event)
                 if asyncio.iscoroutine(res):
@@ -417,6 +389,3 @@ class AmiClient:
                 self.stats.handler_errors += 1
                 log.error("ami_event_handler_failed", ami_event=event.get("Event"),
                           error=f"{type(e).__name__}: {e}")
-            finally:
-                self._handling = False
-            self._say_caught_up()

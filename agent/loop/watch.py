@@ -74,31 +74,44 @@ class PbxWatch:
         self.endpoints = EndpointWatch(self._detected, pbx=name)
         # AGI hooks waiting for a channel's first events (``sighting``): Uniqueid -> waiters.
         self._sightings: dict[str, list[asyncio.Future[None]]] = {}
+        self._handling = False  # an event is being handled (its pipeline put may wait)
 
     async def handle_event(self, event: Any) -> None:
-        records = self.tracker.feed(event)
-        if self._sightings:
-            self._sighted()
-        for record in records:
-            if self.call_ids is None:
-                self._check_call_id(record.call_id)
-            await self._pipeline.put(record)
-        if self.tracker.wrapups:  # wrap-up codes for calls that have ended (this PBX's)
-            for code in self.tracker.take_wrapups():
-                await self._pipeline.wrapups.code(code)
-        if self.tracker.time_source != self._time_source_said:
-            self._say_time_source()
+        self._handling = True
+        try:
+            records = self.tracker.feed(event)
+            if self._sightings:
+                self._sighted()
+            for record in records:
+                if self.call_ids is None:
+                    self._check_call_id(record.call_id)
+                await self._pipeline.put(record)
+            if self.tracker.wrapups:  # wrap-up codes for calls that have ended (this PBX's)
+                for code in self.tracker.take_wrapups():
+                    await self._pipeline.wrapups.code(code)
+            if self.tracker.time_source != self._time_source_said:
+                self._say_time_source()
+        finally:
+            self._handling = False
+        if self._sightings and self._caught_up():
+            self._sighted(everyone=True)
 
-    def _sighted(self) -> None:
-        for key in [k for k in self._sightings if self.tracker.holds(k)]:
+    def _caught_up(self) -> bool:
+        """Every event read from this PBX so far has been handled (none queued, none being
+        handled; an empty queue means the socket is being read)."""
+        return not self._handling and self.ami.queue.empty()
+
+    def _sighted(self, *, everyone: bool = False) -> None:
+        for key in [k for k in self._sightings if everyone or self.tracker.holds(k)]:
             for fut in self._sightings.pop(key):
                 if not fut.done():
                     fut.set_result(None)
 
     async def sighting(self, key: str) -> None:
-        """Returns once a call in progress here has the channel (Uniqueid) or Linkedid ``key``
-        (at once if one has). Cancel it to stop waiting."""
-        if self.tracker.holds(key):
+        """Returns once a call in progress here has the channel (Uniqueid) or Linkedid ``key``,
+        or every event read from this PBX so far has been handled without it (at once if
+        either is so now). Cancel it to stop waiting."""
+        if self.tracker.holds(key) or self._caught_up():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sightings.setdefault(key, []).append(fut)
@@ -235,16 +248,15 @@ async def sighted(watches: list[PbxWatch], key: str, pbx: str | None = None,
     still queued), or until every PBX's events read so far have been handled without it (it
     is unknown), at most ``timeout`` (default: AGI_WAIT_S). True when a PBX holds it now."""
     chosen = _named(watches, pbx)
-    if not chosen:
-        return False
-    waits = [asyncio.ensure_future(w.sighting(key)) for w in chosen]
-    everyone = asyncio.ensure_future(asyncio.gather(*(w.ami.caught_up() for w in chosen)))
+    waits = {asyncio.ensure_future(w.sighting(key)) for w in chosen}
     try:
-        await asyncio.wait([*waits, everyone],
-                           timeout=AGI_WAIT_S if timeout is None else timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.timeout(AGI_WAIT_S if timeout is None else timeout):
+            while waits and not any(w.tracker.holds(key) for w in chosen):
+                _, waits = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        pass
     finally:
-        for task in (*waits, everyone):
+        for task in waits:
             task.cancel()
     return any(w.tracker.holds(key) for w in chosen)
 

@@ -89,8 +89,13 @@ def insert_stored(
         # 10^7 years): the next free value holds this one; a replay walks the same way to it.
         params[1] = params[1] + 1 if params[1] < 2**63 - 1 else -(2**63)
     event_now(conn, row, at, state.value, reason, detail, first=True,
-              then=("queued", "submitting", f"attempt 1 via {d.gateway}") if claim else None)
+              then=_submitting(1, d.gateway) if claim else None)
     return row, True
+
+
+def _submitting(attempt: int, gateway: str) -> tuple[str, str, str]:
+    """The history event of a claim for a submit: (state, reason, detail)."""
+    return "queued", "submitting", f"attempt {attempt} via {gateway}"
 
 
 def opt_micros(dt: datetime | None) -> int | None:
@@ -110,8 +115,7 @@ def claim_row(conn: sqlite3.Connection, message_id: str, at: str,
     ).fetchone()
     if row is None:
         return None
-    event_now(conn, row, at, "queued", "submitting",
-              f"attempt {row['attempts']} via {row['gateway']}")
+    event_now(conn, row, at, *_submitting(row["attempts"], row["gateway"]))
     return _message(row)
 
 

@@ -60,11 +60,14 @@ _NO_LIVE_MESSAGE = ("NOT EXISTS (SELECT 1 FROM messages m WHERE m.call_id = {c}.
                     " AND +m.pbx = {c}.pbx AND m.state NOT IN ({final}))")
 # A call's age counts from its end (calls_ended_at, schema 27); one stored before it ended and
 # never ended since (a lost Hangup), from when it was stored: the ended_at IS NULL part of the
-# same index holds only those.
-_CALL_IDS = ("SELECT rowid FROM calls c WHERE ended_at < ?1 AND "
-             + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + " ORDER BY ended_at LIMIT ?2")
-_UNENDED_CALL_IDS = ("SELECT rowid FROM calls c WHERE ended_at IS NULL AND created_at < ?1 AND "
-                     + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + " LIMIT ?2")
+# same index holds only those. ``_delete_calls`` re-checks the same age as one COALESCE.
+def _old_calls(older: str, order: str = "") -> str:
+    return (f"SELECT rowid FROM calls c WHERE {older} AND "
+            + _NO_LIVE_MESSAGE.format(c="c", final=_IN) + f"{order} LIMIT ?2")
+
+
+_CALL_IDS = _old_calls("ended_at < ?1", " ORDER BY ended_at")
+_UNENDED_CALL_IDS = _old_calls("ended_at IS NULL AND created_at < ?1")
 
 
 class RetentionOps(StoreWriter):
